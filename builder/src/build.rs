@@ -1,0 +1,340 @@
+//! `kiln build`: profile → fetched, verified artifacts → image tree → outputs.
+
+use crate::cache::Cache;
+use crate::check;
+use crate::error::{Error, IoContext, Result};
+use crate::fetch::{self, FetchOptions};
+use crate::hash;
+use crate::manifest::{self, Manifest, Output, ProfileSection};
+use crate::overlay;
+use crate::profile::{Arch, Artifact, Install, Profile};
+use crate::progress::{human_bytes, Progress};
+use crate::render;
+use crate::staging::Staging;
+use crate::tarball;
+use crate::tree::{Content, Entry, Origin, Tree};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Options for one build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Output directory (`dist/`).
+    pub out_dir: PathBuf,
+    /// Cache directory (default `$XDG_CACHE_HOME/kiln`).
+    pub cache_dir: Option<PathBuf>,
+    /// How to fetch.
+    pub fetch: FetchOptions,
+    /// Architectures to build (empty: all the profile lists).
+    pub archs: Vec<Arch>,
+    /// `--firstboot-bin [ARCH=]PATH` values.
+    pub firstboot_bins: Vec<(Option<Arch>, PathBuf)>,
+    /// Rebuild even if the outputs are up to date.
+    pub force: bool,
+}
+
+/// What a build did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildReport {
+    /// Profile name.
+    pub profile: String,
+    /// Whether the outputs were already up to date (nothing written).
+    pub up_to_date: bool,
+    /// Output directory.
+    pub out_dir: PathBuf,
+    /// Files in the output directory that belong to this profile.
+    pub outputs: Vec<Output>,
+}
+
+/// The `kiln-firstboot` binary chosen for one architecture.
+#[derive(Debug, Clone)]
+struct FirstbootBin {
+    path: PathBuf,
+    size: u64,
+    sha256: String,
+    source: String,
+}
+
+/// The reproducibility epoch: `SOURCE_DATE_EPOCH` if set, else the profile's.
+pub fn epoch(profile: &Profile) -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) if !s.trim().is_empty() => s.trim().parse::<u64>().map_err(|_| {
+            Error::config(format!("SOURCE_DATE_EPOCH=`{s}` is not a number of seconds; unset it or fix it"))
+        }),
+        _ => Ok(profile.epoch()),
+    }
+}
+
+/// Reads the ELF machine of `path` and refuses a binary for another architecture.
+fn check_elf(path: &Path, arch: Arch) -> Result<()> {
+    let mut head = [0u8; 20];
+    let mut f = std::fs::File::open(path).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    f.read_exact(&mut head)
+        .map_err(|_| Error::config(format!("{} is too short to be an executable", path.display())))?;
+    if &head[..4] != b"\x7fELF" {
+        return Err(Error::config(format!("{} is not an ELF executable", path.display())));
+    }
+    let machine =
+        if head[5] == 2 { u16::from_be_bytes([head[18], head[19]]) } else { u16::from_le_bytes([head[18], head[19]]) };
+    if machine != arch.elf_machine() {
+        return Err(Error::config(format!(
+            "{} is built for ELF machine {machine}, not {arch} ({}); pass the {arch} build with --firstboot-bin {arch}=PATH",
+            path.display(),
+            arch.elf_machine()
+        )));
+    }
+    Ok(())
+}
+
+fn firstboot_bin(profile: &Profile, arch: Arch, opts: &BuildOptions) -> Result<Option<FirstbootBin>> {
+    if profile.doc.artifacts.contains_key("kiln-firstboot") {
+        return Ok(None); // a pinned artifact like any other
+    }
+    let explicit = opts
+        .firstboot_bins
+        .iter()
+        .find(|(a, _)| *a == Some(arch))
+        .or_else(|| opts.firstboot_bins.iter().find(|(a, _)| a.is_none()));
+    let (path, source) = match explicit {
+        Some((_, p)) => (p.clone(), "--firstboot-bin".to_string()),
+        None if Arch::host() == Some(arch) => {
+            let exe = std::env::current_exe().io_ctx("locating the kiln binary")?;
+            let sibling = exe.with_file_name("kiln-firstboot");
+            if !sibling.is_file() {
+                return Err(Error::config(format!(
+                    "no kiln-firstboot for {arch}: expected the workspace build at {}; run `cargo build --release -p kiln-firstboot` or pass --firstboot-bin PATH",
+                    sibling.display()
+                )));
+            }
+            (sibling, "workspace build".to_string())
+        }
+        None => {
+            return Err(Error::config(format!(
+                "no kiln-firstboot for {arch} (this machine is {}): build one with `cargo build --release -p kiln-firstboot --target {}-unknown-linux-musl` and pass --firstboot-bin {arch}=PATH, or pin a release as [artifacts.kiln-firstboot]",
+                std::env::consts::ARCH,
+                arch.uname()
+            )))
+        }
+    };
+    check_elf(&path, arch)?;
+    let size = std::fs::metadata(&path).io_ctx(path.display())?.len();
+    let sha256 = hash::sha256_file(&path).io_ctx(path.display())?;
+    Ok(Some(FirstbootBin { path, size, sha256, source }))
+}
+
+/// sha256 over everything that decides the output bytes.
+fn fingerprint(profile: &Profile, epoch: u64, archs: &[Arch], firstboot: &[Option<FirstbootBin>]) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(format!("kiln {}\nepoch {epoch}\n", env!("CARGO_PKG_VERSION")));
+    for a in archs {
+        h.update(format!("arch {a}\n"));
+    }
+    h.update(profile.text.as_bytes());
+    for fb in firstboot.iter().flatten() {
+        h.update(format!("firstboot {}\n", fb.sha256));
+    }
+    let root = profile.overlays_root();
+    for name in &profile.doc.overlays {
+        hash_dir(&mut h, &root.join(name.get_ref()), Path::new(""))?;
+    }
+    Ok(hash::hex(&h.finalize()))
+}
+
+fn hash_dir(h: &mut Sha256, base: &Path, rel: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = base.join(rel);
+    let mut entries: Vec<_> = std::fs::read_dir(&dir).io_ctx(dir.display())?.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let r = rel.join(e.file_name());
+        let meta = std::fs::symlink_metadata(e.path()).io_ctx(e.path().display())?;
+        h.update(format!("{}\0{:o}\0", r.display(), meta.permissions().mode()));
+        if meta.is_dir() {
+            hash_dir(h, base, &r)?;
+        } else if meta.file_type().is_symlink() {
+            h.update(std::fs::read_link(e.path()).io_ctx(e.path().display())?.to_string_lossy().as_bytes());
+        } else {
+            h.update(hash::sha256_file(&e.path()).io_ctx(e.path().display())?);
+        }
+    }
+    Ok(())
+}
+
+/// Adds an artifact (or its extracted members) to the tree.
+fn add_artifact(tree: &mut Tree, cache: &Cache, profile: &Profile, a: &Artifact, blob: &Path) -> Result<()> {
+    let origin = Origin::Artifact { name: a.name.clone(), version: a.version.clone(), url: a.url.clone() };
+    match &a.install {
+        Install::File { name } => {
+            let size = std::fs::metadata(blob).io_ctx(blob.display())?.len();
+            let content = Content::Disk { path: blob.to_path_buf(), size, expect_sha256: Some(a.sha256.clone()) };
+            tree.insert(&format!("{}/{name}", a.dest), Entry::file(content, a.mode, origin), false)
+        }
+        Install::Extract { members } => {
+            let all = cache.extract(&a.sha256)?;
+            let chosen: Vec<_> = match members {
+                None => all.iter().collect(),
+                Some(names) => {
+                    let mut v = Vec::new();
+                    for n in names {
+                        match all.iter().find(|m| &m.name == n) {
+                            Some(m) => v.push(m),
+                            None => {
+                                let span = profile.doc.artifacts[&a.name].get_ref().extract.as_ref().map(|e| e.span());
+                                let have: Vec<_> = all.iter().map(|m| m.name.as_str()).collect();
+                                let msg = format!(
+                                    "artifact `{}`: `{n}` is not in {} (it has: {})",
+                                    a.name,
+                                    a.url,
+                                    have.join(", ")
+                                );
+                                return Err(Error::config(match span {
+                                    Some(s) => profile.at(s, &msg),
+                                    None => msg,
+                                }));
+                            }
+                        }
+                    }
+                    v
+                }
+            };
+            for m in chosen {
+                let content =
+                    Content::Disk { path: m.path.clone(), size: m.size, expect_sha256: Some(m.sha256.clone()) };
+                tree.insert(&format!("{}/{}", a.dest, m.name), Entry::file(content, a.mode, origin.clone()), false)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Assembles the full image tree for one architecture from fetched artifacts.
+fn assemble(
+    profile: &Profile,
+    arch: Arch,
+    cache: &Cache,
+    artifacts: &[(Artifact, PathBuf)],
+    firstboot: Option<&FirstbootBin>,
+) -> Result<Tree> {
+    let mut tree = Tree::new();
+    render::render(profile, arch, &mut tree)?;
+    for (a, blob) in artifacts.iter().filter(|(a, _)| a.arch == arch) {
+        add_artifact(&mut tree, cache, profile, a, blob)?;
+    }
+    if let Some(fb) = firstboot {
+        let content = Content::Disk { path: fb.path.clone(), size: fb.size, expect_sha256: Some(fb.sha256.clone()) };
+        tree.insert(
+            &format!("{}/kiln-firstboot", profile.bin_dir()),
+            Entry::file(content, 0o755, Origin::Firstboot { source: format!("{} (sha256 {})", fb.source, fb.sha256) }),
+            false,
+        )?;
+    }
+    overlay::apply(profile, &mut tree)?;
+    Ok(tree)
+}
+
+/// Builds every requested architecture of `profile` into `opts.out_dir`.
+pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
+    let started = Instant::now();
+    let findings = check::check(profile);
+    for f in findings.iter().filter(|f| f.severity == check::Severity::Warning) {
+        progress.warn(&f.message);
+    }
+    if check::has_errors(&findings) {
+        let lines: Vec<String> = findings
+            .iter()
+            .filter(|f| f.severity == check::Severity::Error)
+            .map(|f| format!("{} [{}]", f.message, f.rule))
+            .collect();
+        return Err(Error::config(lines.join("\n")));
+    }
+    let epoch = epoch(profile)?;
+    let archs: Vec<Arch> = if opts.archs.is_empty() {
+        profile.architectures()
+    } else {
+        for a in &opts.archs {
+            if !profile.architectures().contains(a) {
+                return Err(Error::config(format!(
+                    "--arch {a}: profile {} does not list it in architectures",
+                    profile.name()
+                )));
+            }
+        }
+        opts.archs.clone()
+    };
+    let firstboot: Vec<Option<FirstbootBin>> =
+        archs.iter().map(|a| firstboot_bin(profile, *a, opts)).collect::<Result<_>>()?;
+    let inputs = fingerprint(profile, epoch, &archs, &firstboot)?;
+
+    let name = profile.name().to_string();
+    let previous = Manifest::read(&opts.out_dir);
+    if !opts.force {
+        if let Some(sec) = previous.profiles.get(&name) {
+            if sec.inputs_sha256 == inputs && manifest::outputs_present(&opts.out_dir, sec) {
+                progress.step(format!("{name}: up to date in {} (use --force to rebuild)", opts.out_dir.display()));
+                return Ok(BuildReport {
+                    profile: name,
+                    up_to_date: true,
+                    out_dir: opts.out_dir.clone(),
+                    outputs: sec.outputs.clone(),
+                });
+            }
+        }
+    }
+
+    let cache = Cache::open(opts.cache_dir.as_deref())?;
+    cache.clean_stale_tmp();
+    let mut wanted = Vec::new();
+    for a in &archs {
+        wanted.extend(profile.artifacts_for(*a)?);
+    }
+    let blobs = fetch::fetch_all(&cache, &opts.fetch, &wanted, progress)?;
+    let fetched: Vec<(Artifact, PathBuf)> = wanted.into_iter().zip(blobs).collect();
+
+    let staging = Staging::new(&opts.out_dir)?;
+    let mut outputs = Vec::new();
+    let mut trees = std::collections::BTreeMap::new();
+    for (arch, fb) in archs.iter().zip(&firstboot) {
+        let tree = assemble(profile, *arch, &cache, &fetched, fb.as_ref())?;
+        let file = format!("{name}-{arch}.tar.gz");
+        let t0 = Instant::now();
+        let records = tarball::write(&tree, epoch, &staging.path(&file))?;
+        let size = std::fs::metadata(staging.path(&file)).io_ctx(&file)?.len();
+        let sha256 = tarball::digest(&staging.path(&file))?;
+        progress.step(format!(
+            "wrote {file}: {} entries, {} in {:.1} s",
+            records.len(),
+            human_bytes(size),
+            t0.elapsed().as_secs_f64()
+        ));
+        outputs.push(Output { file, format: "tar".into(), arch: arch.to_string(), size, sha256 });
+        trees.insert(arch.to_string(), manifest::records_json(&records)?);
+    }
+
+    let mut man = previous;
+    man.profiles.insert(
+        name.clone(),
+        ProfileSection {
+            kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+            inputs_sha256: inputs,
+            kubernetes_version: profile.version.to_string(),
+            epoch,
+            outputs: outputs.clone(),
+            trees,
+        },
+    );
+    manifest::write_text(&staging.path(manifest::MANIFEST_NAME), &man.to_json()?)?;
+    manifest::write_text(&staging.path(manifest::SUMS_NAME), &man.sums())?;
+    let mut names: Vec<String> = outputs.iter().map(|o| o.file.clone()).collect();
+    names.push(manifest::MANIFEST_NAME.into());
+    names.push(manifest::SUMS_NAME.into());
+    staging.commit(&names)?;
+    progress.step(format!(
+        "{name}: built {} image(s) into {} in {:.1} s",
+        outputs.len(),
+        opts.out_dir.display(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(BuildReport { profile: name, up_to_date: false, out_dir: opts.out_dir.clone(), outputs })
+}

@@ -1,0 +1,26 @@
+//! kiln: build pinned, verified, reproducible Kubernetes node images.
+//!
+//! The data path: a [`profile::Profile`] is checked ([`check`]), its pinned
+//! artifacts are fetched and verified into a content-addressed [`cache`]
+//! ([`fetch`]), rendered files ([`render`]), artifacts and [`overlay`]s are
+//! merged into an image [`tree`], and output writers ([`tarball`]) turn the
+//! tree into files, recorded in a [`manifest`]. [`build`] drives it all.
+
+pub mod build;
+pub mod cache;
+pub mod check;
+pub mod cli;
+pub mod error;
+pub mod fetch;
+pub mod hash;
+pub mod location;
+pub mod manifest;
+pub mod overlay;
+pub mod pin;
+pub mod profile;
+pub mod progress;
+pub mod render;
+pub mod staging;
+pub mod tarball;
+pub mod tree;
+pub mod version;

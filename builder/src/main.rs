@@ -1,0 +1,120 @@
+//! The `kiln` command.
+
+use clap::{CommandFactory, Parser};
+use kiln::build::{self, BuildOptions};
+use kiln::check;
+use kiln::cli::{Cli, Command};
+use kiln::error::{Error, Result};
+use kiln::fetch::{FetchOptions, Mirror};
+use kiln::pin::{self, PinOptions};
+use kiln::profile::Profile;
+use kiln::progress::{Progress, Verbosity};
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbosity = if cli.quiet {
+        Verbosity::Quiet
+    } else if cli.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    let progress = Progress::new(verbosity);
+    match run(cli.command, &progress) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            for line in e.message.lines() {
+                eprintln!("kiln: error: {line}");
+            }
+            ExitCode::from(e.kind.exit_code())
+        }
+    }
+}
+
+fn run(cmd: Command, progress: &Progress) -> Result<()> {
+    match cmd {
+        Command::Build(a) => {
+            let fetch = FetchOptions {
+                mirror: a.mirror.as_deref().map(Mirror::parse),
+                offline: a.offline,
+                attempts: a.attempts.max(1),
+                timeout: Duration::from_secs(a.timeout.max(1)),
+                jobs: a.jobs.max(1),
+                ..FetchOptions::default()
+            };
+            let opts = BuildOptions {
+                out_dir: a.out,
+                cache_dir: a.cache,
+                fetch,
+                archs: a.archs,
+                firstboot_bins: a.firstboot_bins,
+                force: a.force,
+            };
+            let mut reports = Vec::new();
+            for p in &a.profiles {
+                let profile = Profile::load(p)?;
+                reports.push(build::build(&profile, &opts, progress)?);
+            }
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&reports).map_err(|e| Error::build(e.to_string()))?);
+            }
+            Ok(())
+        }
+        Command::Check(a) => {
+            let mut failed = false;
+            let mut json = Vec::new();
+            for p in &a.profiles {
+                let (findings, name) = match Profile::load(p) {
+                    Ok(profile) => (check::check(&profile), profile.name().to_string()),
+                    Err(e) => (
+                        vec![check::Finding { severity: check::Severity::Error, rule: "parse", message: e.message }],
+                        p.display().to_string(),
+                    ),
+                };
+                failed |= check::has_errors(&findings);
+                if a.json {
+                    json.push(serde_json::json!({ "profile": name, "path": p, "ok": !check::has_errors(&findings), "findings": findings }));
+                } else {
+                    for f in &findings {
+                        let sev = if f.severity == check::Severity::Error { "error" } else { "warning" };
+                        eprintln!("kiln: {sev}: {} [{}]", f.message, f.rule);
+                    }
+                    if !check::has_errors(&findings) {
+                        progress.step(format!("{}: ok ({name})", p.display()));
+                    }
+                }
+            }
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&json).map_err(|e| Error::build(e.to_string()))?);
+            }
+            if failed {
+                // Findings are already printed; exit 2 without repeating them.
+                return Err(Error::config("profile check failed"));
+            }
+            Ok(())
+        }
+        Command::Pin(a) => {
+            let opts = PinOptions {
+                version: a.version,
+                base_url: a.base_url,
+                dry_run: a.dry_run,
+                fetch: FetchOptions::default(),
+            };
+            for p in &a.profiles {
+                let d = pin::pin(p, &opts, progress)?;
+                if d.is_empty() {
+                    progress.step(format!("{}: pins already current", p.display()));
+                } else {
+                    print!("{d}");
+                }
+            }
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! `kiln pin`: rewrite a profile's pins from upstream checksum files.
+//!
+//! dl.k8s.io publishes `<file>.sha256` holding only the hash; CNI and
+//! cri-tools publish `hash  filename`. Either way the first token is taken and
+//! must be 64 hex digits. The profile is edited in place with `toml_edit`, so
+//! comments and layout survive, and is replaced atomically only when every
+//! checksum was fetched. Review the printed diff before committing it.
+
+use crate::error::{Error, IoContext, Result};
+use crate::fetch::{self, FetchOptions};
+use crate::hash::is_sha256_hex;
+use crate::profile::{expand_url, Arch, Profile};
+use crate::progress::Progress;
+use crate::version::Version;
+use std::path::Path;
+use toml_edit::{DocumentMut, Item, Value};
+
+/// Artifacts whose version follows `--version` (the Kubernetes release itself).
+pub const KUBERNETES_ARTIFACTS: [&str; 3] = ["kubeadm", "kubelet", "kubectl"];
+
+/// Options for `kiln pin`.
+#[derive(Debug, Clone, Default)]
+pub struct PinOptions {
+    /// New Kubernetes version for the profile and its kubeadm/kubelet/kubectl.
+    pub version: Option<String>,
+    /// Read checksum files from this base URL (same paths as upstream) instead.
+    pub base_url: Option<String>,
+    /// Print the diff without writing.
+    pub dry_run: bool,
+    /// Retry and timeout policy.
+    pub fetch: FetchOptions,
+}
+
+/// Replaces a value, keeping its surrounding whitespace and comments.
+fn set_value(item: &mut Item, v: &str) {
+    match item.as_value_mut() {
+        Some(val) => {
+            let decor = val.decor().clone();
+            *val = Value::from(v);
+            *val.decor_mut() = decor;
+        }
+        None => *item = toml_edit::value(v),
+    }
+}
+
+/// Parses a `.sha256` file: the first whitespace-separated token.
+pub fn parse_checksum_file(text: &str) -> Option<String> {
+    let tok = text.split_whitespace().next()?;
+    is_sha256_hex(tok).then(|| tok.to_ascii_lowercase())
+}
+
+/// A minimal line diff (common prefix and suffix trimmed) for review.
+pub fn diff(path: &Path, old: &str, new: &str) -> String {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    if a == b {
+        return String::new();
+    }
+    let mut out = format!("--- {0}\n+++ {0}\n", path.display());
+    let mut i = 0;
+    let mut j = 0;
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            i += 1;
+            j += 1;
+            continue;
+        }
+        // Find the next line where both sides agree again.
+        let resync = (i..a.len())
+            .flat_map(|x| (j..b.len()).map(move |y| (x, y)))
+            .filter(|&(x, y)| a[x] == b[y])
+            .min_by_key(|&(x, y)| (x - i) + (y - j));
+        let (x, y) = resync.unwrap_or((a.len(), b.len()));
+        out.push_str(&format!("@@ line {} @@\n", i + 1));
+        for l in &a[i..x] {
+            out.push_str(&format!("-{l}\n"));
+        }
+        for l in &b[j..y] {
+            out.push_str(&format!("+{l}\n"));
+        }
+        i = x;
+        j = y;
+    }
+    out
+}
+
+/// Re-pins one profile. Returns the diff (empty when nothing changed).
+pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String> {
+    let profile = Profile::load(path)?;
+    let mut doc: DocumentMut = profile.text.parse().map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    if let Some(v) = &opts.version {
+        let parsed = Version::parse(v).map_err(|m| Error::config(format!("--version: {m}")))?;
+        let v = parsed.to_string();
+        set_value(&mut doc["kubernetes_version"], &v);
+        for name in KUBERNETES_ARTIFACTS {
+            if profile.doc.artifacts.contains_key(name) {
+                set_value(&mut doc["artifacts"][name]["version"], &v);
+            }
+        }
+    }
+    let agent = fetch::agent(opts.fetch.timeout);
+    let archs: Vec<Arch> = profile.architectures();
+    let names: Vec<String> = profile.doc.artifacts.keys().cloned().collect();
+    for name in names {
+        let version = doc["artifacts"][&name]["version"].as_str().unwrap_or_default().to_string();
+        let template = doc["artifacts"][&name]["url"].as_str().unwrap_or_default().to_string();
+        let mut targets: Vec<Arch> = archs.clone();
+        for k in profile.doc.artifacts[&name].get_ref().sha256.get_ref().keys() {
+            if !targets.contains(k.get_ref()) {
+                targets.push(*k.get_ref());
+            }
+        }
+        for arch in targets {
+            let url = format!("{}.sha256", expand_url(&template, &version, arch));
+            let url = match &opts.base_url {
+                Some(base) => fetch::rebase_url(base, &url),
+                None => url,
+            };
+            let text = fetch::fetch_text(&opts.fetch, &agent, &url)
+                .map_err(|e| e.context(format!("pinning {name} {version} ({arch})")))?;
+            let sha = parse_checksum_file(&text).ok_or_else(|| {
+                Error::build(format!("{url} does not start with a sha256 (64 hex digits); is it a checksum file?"))
+            })?;
+            progress.detail(format!("{name} {version} ({arch}): {sha}"));
+            set_value(&mut doc["artifacts"][&name]["sha256"][arch.as_str()], &sha);
+        }
+    }
+    let new_text = doc.to_string();
+    // The edited profile must still load and pass the same strict parser.
+    Profile::parse(path, new_text.clone()).map_err(|e| e.context("the re-pinned profile does not parse (kiln bug)"))?;
+    let d = diff(path, &profile.text, &new_text);
+    if !opts.dry_run && new_text != profile.text {
+        let tmp = path.with_extension(format!("toml.kiln-pin-{}", std::process::id()));
+        std::fs::write(&tmp, &new_text).io_ctx(tmp.display())?;
+        std::fs::rename(&tmp, path).io_ctx(path.display())?;
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_files_of_both_shapes() {
+        let h = "ab3bda535f9d90766cccc90d3dddb5482003dd744d7f22bcf98186bf8eea8be6";
+        assert_eq!(parse_checksum_file(&format!("{h}\n")).as_deref(), Some(h));
+        assert_eq!(parse_checksum_file(&format!("{h}  cni-plugins-linux-amd64-v1.8.0.tgz\n")).as_deref(), Some(h));
+        assert_eq!(parse_checksum_file("<html>Not Found</html>"), None);
+    }
+
+    #[test]
+    fn diff_shows_changed_lines() {
+        let d = diff(Path::new("p.toml"), "a\nb\nc\n", "a\nB\nc\n");
+        assert!(d.contains("-b\n+B\n"), "{d}");
+        assert_eq!(diff(Path::new("p"), "x\n", "x\n"), "");
+    }
+
+    #[test]
+    fn set_value_keeps_comments() {
+        let mut doc: DocumentMut = "v = \"1\" # keep me\n".parse().unwrap();
+        set_value(&mut doc["v"], "2");
+        assert_eq!(doc.to_string(), "v = \"2\" # keep me\n");
+    }
+}

@@ -1,0 +1,543 @@
+//! Profiles (`profiles/*.toml`): what goes into an image, strictly parsed.
+//!
+//! Every field keeps its source span so that [`crate::check`] can point at
+//! `file:line:col`. Defaults are applied by accessor methods, never by
+//! rewriting the parsed document, so a finding always points at real text.
+
+use crate::error::{Error, Result};
+use crate::location;
+use crate::version::Version;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Default directory for kubeadm, kubelet, kubectl, crictl (writable on every family).
+pub const DEFAULT_BIN_DIR: &str = "/opt/bin";
+/// Default CNI plugin directory; kubelet and CNI plugins look here.
+pub const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin";
+/// Default flex-volume directory, writable when `/usr` is read-only.
+/// kubeadm troubleshooting guide: "/usr mounted read-only on Fedora CoreOS / Flatcar".
+pub const DEFAULT_FLEX_VOLUME_DIR: &str = "/opt/libexec/kubernetes/kubelet-plugins/volume/exec/";
+/// Default reproducibility epoch: 1980-01-01T00:00:00Z (the zip epoch; avoids 0 mtimes).
+pub const DEFAULT_EPOCH: u64 = 315_532_800;
+
+/// A distro family: decides paths that differ between distributions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// Fedora CoreOS: read-only `/usr`, RPM conventions (`/etc/sysconfig`).
+    Fcos,
+    /// Flatcar Container Linux: read-only `/usr`.
+    Flatcar,
+    /// Raspberry Pi OS, Debian, Ubuntu: writable `/usr`, `/etc/default`.
+    Debian,
+    /// Anything else with systemd.
+    Generic,
+}
+
+impl Family {
+    /// Whether `/usr` is read-only on this family (nothing may be installed there).
+    pub fn read_only_usr(self) -> bool {
+        matches!(self, Family::Fcos | Family::Flatcar)
+    }
+    /// The file that `10-kubeadm.conf` sources `KUBELET_EXTRA_ARGS` from:
+    /// `/etc/sysconfig/kubelet` for RPM-based systems, `/etc/default/kubelet` otherwise
+    /// (kubeadm install guide, "The kubelet drop-in file for systemd").
+    pub fn kubelet_env_file(self) -> &'static str {
+        match self {
+            Family::Fcos => "/etc/sysconfig/kubelet",
+            _ => "/etc/default/kubelet",
+        }
+    }
+    /// The family's name as written in profiles.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Fcos => "fcos",
+            Family::Flatcar => "flatcar",
+            Family::Debian => "debian",
+            Family::Generic => "generic",
+        }
+    }
+}
+
+/// A CPU architecture in Kubernetes' spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// x86-64.
+    Amd64,
+    /// 64-bit ARM (Raspberry Pi 3/4/5 with a 64-bit OS).
+    Arm64,
+    /// 32-bit ARM: accepted by the parser only so `kiln check` can refuse it by version.
+    Arm,
+}
+
+impl Arch {
+    /// Kubernetes' name (`amd64`, `arm64`, `arm`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+            Arch::Arm => "arm",
+        }
+    }
+    /// `uname -m` spelling (`x86_64`, `aarch64`, `armv7l`).
+    pub fn uname(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "x86_64",
+            Arch::Arm64 => "aarch64",
+            Arch::Arm => "armv7l",
+        }
+    }
+    /// ELF `e_machine` value of binaries for this architecture.
+    pub fn elf_machine(self) -> u16 {
+        match self {
+            Arch::Amd64 => 62,
+            Arch::Arm64 => 183,
+            Arch::Arm => 40,
+        }
+    }
+    /// The architecture this `kiln` binary was compiled for, if it is one of ours.
+    pub fn host() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Arch::Amd64),
+            "aarch64" => Some(Arch::Arm64),
+            "arm" => Some(Arch::Arm),
+            _ => None,
+        }
+    }
+    /// Parses Kubernetes' spelling.
+    pub fn parse(s: &str) -> Option<Arch> {
+        match s {
+            "amd64" => Some(Arch::Amd64),
+            "arm64" => Some(Arch::Arm64),
+            "arm" => Some(Arch::Arm),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A cgroup driver, shared by kubelet and the container runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    /// systemd manages cgroups (recommended with systemd and cgroup v2).
+    Systemd,
+    /// kubelet writes cgroupfs directly.
+    Cgroupfs,
+}
+
+impl CgroupDriver {
+    /// Name as kubelet's `cgroupDriver` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CgroupDriver::Systemd => "systemd",
+            CgroupDriver::Cgroupfs => "cgroupfs",
+        }
+    }
+}
+
+/// A container runtime kiln knows the socket of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// containerd (Flatcar and Fedora CoreOS ship it).
+    Containerd,
+    /// CRI-O.
+    Crio,
+}
+
+impl RuntimeKind {
+    /// Default CRI socket (kubeadm's known endpoints, `kubeadm/app/constants`).
+    pub fn default_socket(self) -> &'static str {
+        match self {
+            RuntimeKind::Containerd => "unix:///run/containerd/containerd.sock",
+            RuntimeKind::Crio => "unix:///var/run/crio/crio.sock",
+        }
+    }
+    /// The systemd unit that runs the runtime.
+    pub fn unit(self) -> &'static str {
+        match self {
+            RuntimeKind::Containerd => "containerd.service",
+            RuntimeKind::Crio => "crio.service",
+        }
+    }
+    /// Name as written in profiles.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Containerd => "containerd",
+            RuntimeKind::Crio => "crio",
+        }
+    }
+}
+
+/// `[runtime]`: the container runtime the image's kubelet talks to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// Which runtime.
+    pub name: Spanned<RuntimeKind>,
+    /// CRI socket; default per runtime.
+    pub socket: Option<Spanned<String>>,
+    /// Whether kiln writes the runtime's configuration (`/etc/containerd/config.toml`).
+    #[serde(default)]
+    pub manage_config: bool,
+    /// containerd config schema version to write (2 is read by containerd 1.7 and 2.x).
+    pub config_version: Option<Spanned<u8>>,
+    /// The cgroup driver the distro's runtime is configured with, when kiln does not own it.
+    pub cgroup_driver: Option<Spanned<CgroupDriver>>,
+}
+
+/// `[kubelet]`: settings baked for kubelet.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kubelet {
+    /// Extra kubelet flags, written to the family's kubelet environment file.
+    #[serde(default)]
+    pub extra_args: Vec<Spanned<String>>,
+}
+
+/// One pinned download: a URL template and a sha256 per architecture.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactSpec {
+    /// Upstream version, substituted for `{version}` in the URL.
+    pub version: Spanned<String>,
+    /// URL template; placeholders `{version}`, `{arch}`, `{uname_arch}`.
+    pub url: Spanned<String>,
+    /// Pinned sha256 (lowercase hex) of the downloaded file, per architecture.
+    pub sha256: Spanned<BTreeMap<Spanned<Arch>, Spanned<String>>>,
+    /// Members to extract from a `.tar.gz`/`.tgz`; `["*"]` for every regular file.
+    pub extract: Option<Spanned<Vec<String>>>,
+    /// Directory to install into (default: the bin dir; CNI plugins: the CNI dir).
+    pub dest: Option<Spanned<String>>,
+    /// Installed file name for a single-file artifact (default: the artifact's name).
+    pub file_name: Option<Spanned<String>>,
+    /// Octal mode of installed files (default `0755`).
+    pub mode: Option<Spanned<String>>,
+}
+
+/// The profile document as written (every key optional unless the format needs it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileDoc {
+    /// Profile name; names the outputs (`dist/<name>-<arch>.tar.gz`).
+    pub name: Spanned<String>,
+    /// Control-plane Kubernetes version the image targets.
+    pub kubernetes_version: Spanned<String>,
+    /// Distro family.
+    pub family: Spanned<Family>,
+    /// Architectures to build.
+    pub architectures: Spanned<Vec<Spanned<Arch>>>,
+    /// Where binaries go (default `/opt/bin`).
+    pub bin_dir: Option<Spanned<String>>,
+    /// Where CNI plugins go (default `/opt/cni/bin`).
+    pub cni_bin_dir: Option<Spanned<String>>,
+    /// Writable flex-volume plugin directory.
+    pub flex_volume_dir: Option<Spanned<String>>,
+    /// cgroup driver for kubelet and the runtime (default `systemd`).
+    pub cgroup_driver: Option<Spanned<CgroupDriver>>,
+    /// Reproducibility epoch (seconds since 1970) used for every mtime.
+    pub epoch: Option<Spanned<u64>>,
+    /// Overlays (`overlays/<name>/`) merged in this order.
+    #[serde(default)]
+    pub overlays: Vec<Spanned<String>>,
+    /// The container runtime.
+    pub runtime: Option<Runtime>,
+    /// Extra or overriding sysctls (`key = "value"`).
+    #[serde(default)]
+    pub sysctl: BTreeMap<String, Spanned<toml::Value>>,
+    /// Extra kernel modules to load at boot (besides `br_netfilter` and `overlay`).
+    #[serde(default)]
+    pub kernel_modules: Vec<Spanned<String>>,
+    /// kubelet settings.
+    #[serde(default)]
+    pub kubelet: Kubelet,
+    /// Pinned artifacts by name (`kubeadm`, `kubelet`, `kubectl`, `crictl`, `cni-plugins`, …).
+    pub artifacts: BTreeMap<String, Spanned<ArtifactSpec>>,
+}
+
+/// A loaded profile: the document, its text (for locations) and parsed version.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Path the profile was read from.
+    pub path: PathBuf,
+    /// The profile's text, for `file:line:col` and fingerprints.
+    pub text: String,
+    /// The parsed document.
+    pub doc: ProfileDoc,
+    /// `kubernetes_version`, parsed.
+    pub version: Version,
+}
+
+/// How an artifact is installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Install {
+    /// The download is the file itself, installed as `dir/name`.
+    File {
+        /// Installed file name.
+        name: String,
+    },
+    /// The download is a gzip tarball; these members (or all, if `None`) go to `dir`.
+    Extract {
+        /// Member base names, or `None` for every regular file.
+        members: Option<Vec<String>>,
+    },
+}
+
+/// An artifact resolved for one architecture: what to fetch and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    /// Artifact name (the table key).
+    pub name: String,
+    /// Upstream version.
+    pub version: String,
+    /// Architecture.
+    pub arch: Arch,
+    /// Upstream URL with placeholders filled.
+    pub url: String,
+    /// Pinned sha256, lowercase hex.
+    pub sha256: String,
+    /// Absolute install directory inside the image.
+    pub dest: String,
+    /// File mode of installed files.
+    pub mode: u32,
+    /// File or tarball.
+    pub install: Install,
+}
+
+/// Fills `{version}`, `{arch}` and `{uname_arch}` in a URL template.
+pub fn expand_url(template: &str, version: &str, arch: Arch) -> String {
+    template.replace("{version}", version).replace("{arch}", arch.as_str()).replace("{uname_arch}", arch.uname())
+}
+
+/// Placeholders a URL template may use.
+pub const URL_PLACEHOLDERS: [&str; 3] = ["{version}", "{arch}", "{uname_arch}"];
+
+/// Parses an octal mode string such as `"0755"`.
+pub fn parse_mode(s: &str) -> Option<u32> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if digits.is_empty() || digits.len() > 4 {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+impl Profile {
+    /// Reads and strictly parses a profile file. Errors name `file:line:col` (exit 2).
+    pub fn load(path: &Path) -> Result<Profile> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(format!("{}: cannot read profile: {e}", path.display())))?;
+        Self::parse(path, text)
+    }
+
+    /// Parses profile text read from `path`.
+    pub fn parse(path: &Path, text: String) -> Result<Profile> {
+        let doc: ProfileDoc = toml::from_str(&text).map_err(|e| {
+            Error::config(location::at(path, &text, e.span(), &location::explain_toml_message(e.message())))
+        })?;
+        let version = Version::parse(doc.kubernetes_version.get_ref())
+            .map_err(|m| Error::config(location::at(path, &text, Some(doc.kubernetes_version.span()), &m)))?;
+        Ok(Profile { path: path.to_path_buf(), text, doc, version })
+    }
+
+    /// `file:line:col: message` for a span of this profile.
+    pub fn at(&self, span: std::ops::Range<usize>, message: &str) -> String {
+        location::at(&self.path, &self.text, Some(span), message)
+    }
+
+    /// The profile's name.
+    pub fn name(&self) -> &str {
+        self.doc.name.get_ref()
+    }
+    /// The distro family.
+    pub fn family(&self) -> Family {
+        *self.doc.family.get_ref()
+    }
+    /// The architectures to build, in profile order.
+    pub fn architectures(&self) -> Vec<Arch> {
+        self.doc.architectures.get_ref().iter().map(|a| *a.get_ref()).collect()
+    }
+    /// Binary directory without a trailing slash.
+    pub fn bin_dir(&self) -> String {
+        dir_of(self.doc.bin_dir.as_ref(), DEFAULT_BIN_DIR)
+    }
+    /// CNI plugin directory without a trailing slash.
+    pub fn cni_bin_dir(&self) -> String {
+        dir_of(self.doc.cni_bin_dir.as_ref(), DEFAULT_CNI_BIN_DIR)
+    }
+    /// Flex-volume directory without a trailing slash.
+    pub fn flex_volume_dir(&self) -> String {
+        dir_of(self.doc.flex_volume_dir.as_ref(), DEFAULT_FLEX_VOLUME_DIR)
+    }
+    /// cgroup driver for kubelet and the runtime.
+    pub fn cgroup_driver(&self) -> CgroupDriver {
+        self.doc.cgroup_driver.as_ref().map(|c| *c.get_ref()).unwrap_or(CgroupDriver::Systemd)
+    }
+    /// The runtime kind (default containerd).
+    pub fn runtime(&self) -> RuntimeKind {
+        self.doc.runtime.as_ref().map(|r| *r.name.get_ref()).unwrap_or(RuntimeKind::Containerd)
+    }
+    /// The runtime's CRI socket.
+    pub fn runtime_socket(&self) -> String {
+        self.doc
+            .runtime
+            .as_ref()
+            .and_then(|r| r.socket.as_ref())
+            .map(|s| s.get_ref().clone())
+            .unwrap_or_else(|| self.runtime().default_socket().to_string())
+    }
+    /// The profile's epoch (before `SOURCE_DATE_EPOCH` is considered).
+    pub fn epoch(&self) -> u64 {
+        self.doc.epoch.as_ref().map(|e| *e.get_ref()).unwrap_or(DEFAULT_EPOCH)
+    }
+    /// Kernel modules loaded at boot: the ones kubeadm needs, then the profile's.
+    pub fn kernel_modules(&self) -> Vec<String> {
+        let mut mods = vec!["overlay".to_string(), "br_netfilter".to_string()];
+        for m in &self.doc.kernel_modules {
+            if !mods.contains(m.get_ref()) {
+                mods.push(m.get_ref().clone());
+            }
+        }
+        mods
+    }
+    /// Sysctls: kubeadm's requirements, overridden and extended by the profile.
+    /// kubeadm install guide, "Forwarding IPv4 and letting iptables see bridged traffic".
+    pub fn sysctls(&self) -> BTreeMap<String, String> {
+        let mut s: BTreeMap<String, String> = [
+            ("net.bridge.bridge-nf-call-ip6tables", "1"),
+            ("net.bridge.bridge-nf-call-iptables", "1"),
+            ("net.ipv4.ip_forward", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in &self.doc.sysctl {
+            let value = match v.get_ref() {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            s.insert(k.clone(), value);
+        }
+        s
+    }
+    /// Version string of the named artifact, if pinned.
+    pub fn artifact_version(&self, name: &str) -> Option<String> {
+        self.doc.artifacts.get(name).map(|a| a.get_ref().version.get_ref().clone())
+    }
+
+    /// Resolves every artifact for `arch`. Fails (exit 2) on a missing pin;
+    /// `kiln check` reports the same problems with more context.
+    pub fn artifacts_for(&self, arch: Arch) -> Result<Vec<Artifact>> {
+        let mut out = Vec::new();
+        for (name, spec) in &self.doc.artifacts {
+            let spec = spec.get_ref();
+            let sha = spec
+                .sha256
+                .get_ref()
+                .iter()
+                .find(|(a, _)| *a.get_ref() == arch)
+                .map(|(_, s)| s.get_ref().to_ascii_lowercase())
+                .ok_or_else(|| {
+                    Error::config(self.at(
+                        spec.sha256.span(),
+                        &format!("artifact `{name}` has no sha256 for {arch}; run `kiln pin` or add `sha256.{arch}`"),
+                    ))
+                })?;
+            let default_dest = if name == "cni-plugins" { self.cni_bin_dir() } else { self.bin_dir() };
+            let dest =
+                spec.dest.as_ref().map(|d| d.get_ref().trim_end_matches('/').to_string()).unwrap_or(default_dest);
+            let mode = spec.mode.as_ref().and_then(|m| parse_mode(m.get_ref())).unwrap_or(0o755);
+            let install = match &spec.extract {
+                Some(list) => {
+                    let l = list.get_ref();
+                    Install::Extract { members: if l.iter().any(|m| m == "*") { None } else { Some(l.clone()) } }
+                }
+                None => Install::File {
+                    name: spec.file_name.as_ref().map(|f| f.get_ref().clone()).unwrap_or_else(|| name.clone()),
+                },
+            };
+            let version = spec.version.get_ref().clone();
+            out.push(Artifact {
+                name: name.clone(),
+                url: expand_url(spec.url.get_ref(), &version, arch),
+                version,
+                arch,
+                sha256: sha,
+                dest,
+                mode,
+                install,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Directory overlays are looked up in: `<profile dir>/../overlays`.
+    pub fn overlays_root(&self) -> PathBuf {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        dir.join("..").join("overlays")
+    }
+}
+
+fn dir_of(v: Option<&Spanned<String>>, default: &str) -> String {
+    let s = v.map(|s| s.get_ref().as_str()).unwrap_or(default);
+    let t = s.trim_end_matches('/');
+    if t.is_empty() {
+        "/".to_string()
+    } else {
+        t.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "t"
+kubernetes_version = "v1.34.2"
+family = "flatcar"
+architectures = ["amd64"]
+[artifacts.kubelet]
+version = "v1.34.2"
+url = "https://dl.k8s.io/release/{version}/bin/linux/{arch}/kubelet"
+sha256.amd64 = "9c5e717b774ee9b9285ce47e7d2150c29e84837eb19a7eaa24b60b1543c9d58f"
+"#;
+
+    #[test]
+    fn defaults_apply() {
+        let p = Profile::parse(Path::new("t.toml"), MINIMAL.to_string()).unwrap();
+        assert_eq!(p.bin_dir(), "/opt/bin");
+        assert_eq!(p.flex_volume_dir(), "/opt/libexec/kubernetes/kubelet-plugins/volume/exec");
+        assert_eq!(p.runtime_socket(), "unix:///run/containerd/containerd.sock");
+        let a = p.artifacts_for(Arch::Amd64).unwrap();
+        assert_eq!(a[0].url, "https://dl.k8s.io/release/v1.34.2/bin/linux/amd64/kubelet");
+        assert_eq!(a[0].install, Install::File { name: "kubelet".into() });
+        assert!(p.artifacts_for(Arch::Arm64).is_err());
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_suggestion() {
+        let text = MINIMAL.replace("family =", "famly =");
+        let e = Profile::parse(Path::new("p.toml"), text).unwrap_err();
+        assert!(e.message.starts_with("p.toml:5:1: unknown field `famly`"), "{}", e.message);
+        assert!(e.message.contains("did you mean `family`"), "{}", e.message);
+        assert!(!e.message.contains('\n'));
+    }
+
+    #[test]
+    fn modes_parse_octal() {
+        assert_eq!(parse_mode("0755"), Some(0o755));
+        assert_eq!(parse_mode("600"), Some(0o600));
+        assert_eq!(parse_mode("0999"), None);
+        assert_eq!(parse_mode(""), None);
+    }
+}

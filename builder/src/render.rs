@@ -1,0 +1,267 @@
+//! Files kiln renders from the profile into the image tree.
+//!
+//! Units and drop-ins always go under `/etc/systemd`, never `/usr`, so they
+//! work on read-only-`/usr` families. Unit content follows the kubelet
+//! packages' `kubelet.service` and `10-kubeadm.conf` (kubernetes/release,
+//! `cmd/krel/templates/latest/{kubelet,kubeadm}`), with the profile's bin dir.
+
+use crate::error::Result;
+use crate::profile::{Arch, Family, Profile, RuntimeKind};
+use crate::tree::{Entry, Origin, Tree};
+use kiln_firstboot::image::{ImageDefaults, IMAGE_SCHEMA, IMAGE_TOML_PATH};
+
+/// Directories that are on the default `PATH` of systemd and login shells.
+const STANDARD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `PATH` with the profile's bin dir first.
+pub fn path_with(bin_dir: &str) -> String {
+    if STANDARD_PATH.split(':').any(|p| p == bin_dir) {
+        STANDARD_PATH.to_string()
+    } else {
+        format!("{bin_dir}:{STANDARD_PATH}")
+    }
+}
+
+/// `kubelet.service` as the kubelet package ships it, run from `bin_dir`.
+pub fn kubelet_service(bin_dir: &str) -> String {
+    format!(
+        "[Unit]
+Description=kubelet: The Kubernetes Node Agent
+Documentation=https://kubernetes.io/docs/
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+ExecStart={bin_dir}/kubelet
+Restart=always
+StartLimitInterval=0
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+"
+    )
+}
+
+/// `10-kubeadm.conf` as the kubeadm package ships it, run from `bin_dir`,
+/// sourcing the family's environment file.
+pub fn kubeadm_dropin(bin_dir: &str, family: Family) -> String {
+    format!(
+        "# Note: This dropin only works with kubeadm and kubelet v1.11+
+[Service]
+Environment=\"KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf\"
+Environment=\"KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml\"
+# This is a file that \"kubeadm init\" and \"kubeadm join\" generates at runtime, populating the KUBELET_KUBEADM_ARGS variable dynamically
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+# This is a file that the user can use for overrides of the kubelet args as a last resort. Preferably, the user should use
+# the .NodeRegistration.KubeletExtraArgs object in the configuration files instead. KUBELET_EXTRA_ARGS should be sourced from this file.
+EnvironmentFile=-{env}
+ExecStart=
+ExecStart={bin_dir}/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+",
+        env = family.kubelet_env_file()
+    )
+}
+
+/// kiln's kubelet drop-in: `PATH` with the bin dir (kubelet and CNI plugins
+/// exec helpers by name), and the runtime ordered before kubelet.
+pub fn kiln_kubelet_dropin(bin_dir: &str, runtime: RuntimeKind) -> String {
+    format!(
+        "# Written by kiln: kubelet finds {bin_dir} and starts after its container runtime.
+[Unit]
+After={unit}
+Wants={unit}
+
+[Service]
+Environment=\"PATH={path}\"
+",
+        unit = runtime.unit(),
+        path = path_with(bin_dir)
+    )
+}
+
+/// Renders every kiln-owned file for `arch` into `tree`.
+pub fn render(profile: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
+    let bin = profile.bin_dir();
+    let family = profile.family();
+    let runtime = profile.runtime();
+    let flex = profile.flex_volume_dir();
+    let units = "/etc/systemd/system";
+
+    tree.insert(&format!("{units}/kubelet.service"), Entry::text(kubelet_service(&bin), 0o644), false)?;
+    tree.insert(
+        &format!("{units}/kubelet.service.d/10-kubeadm.conf"),
+        Entry::text(kubeadm_dropin(&bin, family), 0o644),
+        false,
+    )?;
+    tree.insert(
+        &format!("{units}/kubelet.service.d/20-kiln.conf"),
+        Entry::text(kiln_kubelet_dropin(&bin, runtime), 0o644),
+        false,
+    )?;
+    // `systemctl enable` is a symlink into the target's .wants directory.
+    tree.insert(
+        &format!("{units}/multi-user.target.wants/kubelet.service"),
+        Entry::symlink(format!("{units}/kubelet.service"), Origin::Rendered),
+        false,
+    )?;
+
+    let extra: Vec<String> = profile.doc.kubelet.extra_args.iter().map(|a| a.get_ref().clone()).collect();
+    if !extra.is_empty() {
+        tree.insert(
+            family.kubelet_env_file(),
+            Entry::text(
+                format!(
+                    "# Written by kiln from the profile's [kubelet] extra_args.\nKUBELET_EXTRA_ARGS=\"{}\"\n",
+                    extra.join(" ")
+                ),
+                0o644,
+            ),
+            false,
+        )?;
+    }
+
+    // Services and login shells find the bin dir on distros whose PATH lacks it.
+    if path_with(&bin) != STANDARD_PATH {
+        tree.insert(
+            "/etc/systemd/system.conf.d/10-kiln-path.conf",
+            Entry::text(
+                format!(
+                    "# Written by kiln: every service finds {bin}.\n[Manager]\nDefaultEnvironment=\"PATH={}\"\n",
+                    path_with(&bin)
+                ),
+                0o644,
+            ),
+            false,
+        )?;
+        tree.insert(
+            "/etc/profile.d/kiln-path.sh",
+            Entry::text(
+                format!("# Written by kiln: login shells find {bin}.\ncase \":$PATH:\" in *\":{bin}:\"*) ;; *) PATH=\"{bin}:$PATH\" ;; esac\nexport PATH\n"),
+                0o644,
+            ),
+            false,
+        )?;
+    }
+
+    let modules = profile.kernel_modules().join("\n");
+    tree.insert(
+        "/etc/modules-load.d/kiln-kubernetes.conf",
+        Entry::text(format!("# Written by kiln: modules kubeadm's preflight requires.\n{modules}\n"), 0o644),
+        false,
+    )?;
+    let sysctls: String = profile.sysctls().iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+    tree.insert(
+        "/etc/sysctl.d/90-kiln-kubernetes.conf",
+        Entry::text(
+            format!("# Written by kiln: kubeadm install guide, container runtime prerequisites.\n{sysctls}"),
+            0o644,
+        ),
+        false,
+    )?;
+
+    // The flex-volume directory exists in the image and is recreated at boot
+    // (on Fedora CoreOS /opt lives on /var, which the tarball may not reach).
+    tree.insert(&flex, Entry::dir(0o755, Origin::Rendered), false)?;
+    tree.insert(
+        "/etc/tmpfiles.d/kiln-kubernetes.conf",
+        Entry::text(
+            format!("# Written by kiln: writable directories kubelet needs when /usr is read-only.\nd {flex} 0755 root root -\nd {} 0755 root root -\n", profile.cni_bin_dir()),
+            0o644,
+        ),
+        false,
+    )?;
+
+    let socket = profile.runtime_socket();
+    tree.insert(
+        "/etc/crictl.yaml",
+        Entry::text(format!("runtime-endpoint: {socket}\nimage-endpoint: {socket}\ntimeout: 10\n"), 0o644),
+        false,
+    )?;
+
+    if let Some(rt) = &profile.doc.runtime {
+        if rt.manage_config && runtime == RuntimeKind::Containerd {
+            let version = rt.config_version.as_ref().map(|v| *v.get_ref()).unwrap_or(2);
+            tree.insert(
+                "/etc/containerd/config.toml",
+                Entry::text(containerd_config(version, profile.cgroup_driver().as_str() == "systemd"), 0o644),
+                false,
+            )?;
+        }
+    }
+
+    let defaults = image_defaults(profile, arch);
+    tree.insert(IMAGE_TOML_PATH, Entry::text(defaults.to_toml(), 0o644), false)?;
+
+    tree.insert(
+        &format!("{units}/{}", kiln_firstboot::unit::UNIT_NAME),
+        Entry::text(kiln_firstboot::unit::render(&bin, runtime.unit()), 0o644),
+        false,
+    )?;
+    tree.insert(
+        &format!("{units}/multi-user.target.wants/{}", kiln_firstboot::unit::UNIT_NAME),
+        Entry::symlink(format!("{units}/{}", kiln_firstboot::unit::UNIT_NAME), Origin::Rendered),
+        false,
+    )?;
+    Ok(())
+}
+
+/// containerd's CRI config with `SystemdCgroup` for the runc runtime.
+/// Plugin paths: containerd docs/cri/config.md (v2: `io.containerd.grpc.v1.cri`,
+/// v3: `io.containerd.cri.v1.runtime`).
+pub fn containerd_config(version: u8, systemd_cgroup: bool) -> String {
+    let plugin = if version >= 3 { "io.containerd.cri.v1.runtime" } else { "io.containerd.grpc.v1.cri" };
+    format!(
+        "# Written by kiln: the runtime and kubelet share one cgroup driver.\nversion = {version}\n\n[plugins.\"{plugin}\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\n[plugins.\"{plugin}\".containerd.runtimes.runc.options]\n  SystemdCgroup = {systemd_cgroup}\n"
+    )
+}
+
+/// The baked defaults `kiln-firstboot` reads from `/etc/kiln/image.toml`.
+pub fn image_defaults(profile: &Profile, arch: Arch) -> ImageDefaults {
+    let k8s = profile.doc.kubernetes_version.get_ref().clone();
+    ImageDefaults {
+        schema: IMAGE_SCHEMA,
+        profile: profile.name().to_string(),
+        family: profile.family().as_str().to_string(),
+        arch: arch.as_str().to_string(),
+        kubeadm_version: profile.artifact_version("kubeadm").unwrap_or_else(|| k8s.clone()),
+        kubelet_version: profile.artifact_version("kubelet").unwrap_or_else(|| k8s.clone()),
+        kubernetes_version: k8s,
+        bin_dir: profile.bin_dir(),
+        cni_bin_dir: profile.cni_bin_dir(),
+        flex_volume_dir: profile.flex_volume_dir(),
+        runtime: profile.runtime().as_str().to_string(),
+        runtime_socket: profile.runtime_socket(),
+        cgroup_driver: profile.cgroup_driver().as_str().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_use_bin_dir() {
+        assert!(kubelet_service("/opt/bin").contains("ExecStart=/opt/bin/kubelet\n"));
+        let d = kubeadm_dropin("/opt/bin", Family::Fcos);
+        assert!(d.contains("EnvironmentFile=-/etc/sysconfig/kubelet\n"));
+        assert!(d.contains("ExecStart=/opt/bin/kubelet $KUBELET_KUBECONFIG_ARGS"));
+        assert!(kubeadm_dropin("/opt/bin", Family::Debian).contains("EnvironmentFile=-/etc/default/kubelet\n"));
+        assert!(!d.contains("/usr/bin"));
+    }
+
+    #[test]
+    fn path_adds_bin_dir_once() {
+        assert!(path_with("/opt/bin").starts_with("/opt/bin:"));
+        assert_eq!(path_with("/usr/bin"), STANDARD_PATH);
+    }
+
+    #[test]
+    fn containerd_config_sets_systemd_cgroup() {
+        let c = containerd_config(2, true);
+        assert!(c.contains("version = 2") && c.contains("SystemdCgroup = true"));
+        let v: toml::Value = toml::from_str(&c).unwrap();
+        assert_eq!(v["version"].as_integer(), Some(2));
+        assert!(containerd_config(3, false).contains("io.containerd.cri.v1.runtime"));
+    }
+}

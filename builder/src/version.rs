@@ -1,0 +1,74 @@
+//! Kubernetes-style versions (`v1.34.2`) and the skew arithmetic the checks need.
+
+use std::fmt;
+
+/// A released Kubernetes-style version `vMAJOR.MINOR.PATCH` (pre-releases allowed).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    /// Major version (1 for every Kubernetes release so far).
+    pub major: u64,
+    /// Minor version: the unit of Kubernetes' skew policy.
+    pub minor: u64,
+    /// Patch version.
+    pub patch: u64,
+    /// Pre-release suffix without the dash (`rc.1`), empty for releases.
+    pub pre: String,
+}
+
+impl Version {
+    /// Parses `v1.34.2` or `1.34.2` (with an optional `-rc.1` style suffix).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let body = s.strip_prefix('v').unwrap_or(s);
+        let (core, pre) = match body.split_once('-') {
+            Some((c, p)) => (c, p.to_string()),
+            None => (body, String::new()),
+        };
+        let parts: Vec<&str> = core.split('.').collect();
+        let num = |p: &str| p.parse::<u64>().ok().filter(|_| !p.is_empty() && !p.starts_with('+'));
+        match parts.as_slice() {
+            [a, b, c] => match (num(a), num(b), num(c)) {
+                (Some(major), Some(minor), Some(patch)) => Ok(Version { major, minor, patch, pre }),
+                _ => Err(format!("`{s}` is not a version like v1.34.2")),
+            },
+            _ => Err(format!("`{s}` is not a version like v1.34.2 (three numbers)")),
+        }
+    }
+
+    /// Minor-version distance `self - other` within the same major version.
+    pub fn minor_delta(&self, other: &Version) -> i64 {
+        (self.major as i64 - other.major as i64) * 1000 + self.minor as i64 - other.minor as i64
+    }
+
+    /// True when this version is at least `major.minor`.
+    pub fn at_least(&self, major: u64, minor: u64) -> bool {
+        (self.major, self.minor) >= (major, minor)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)?;
+        if !self.pre.is_empty() {
+            write!(f, "-{}", self.pre)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_compares() {
+        let v = Version::parse("v1.34.2").unwrap();
+        assert_eq!((v.major, v.minor, v.patch), (1, 34, 2));
+        assert_eq!(v.to_string(), "v1.34.2");
+        assert_eq!(Version::parse("1.31.0-rc.1").unwrap().pre, "rc.1");
+        assert!(v.at_least(1, 27) && !v.at_least(1, 35));
+        assert_eq!(v.minor_delta(&Version::parse("v1.31.9").unwrap()), 3);
+        for bad in ["1.34", "v1.x.2", "", "v1.34.2.1", "latest"] {
+            assert!(Version::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! `kiln-firstboot`'s library: the contracts the builder writes and the agent reads.
+//!
+//! The builder (`kiln`) depends on this crate to write exactly what the agent
+//! will parse; this crate never depends on the builder, so it stays tiny.
+
+pub mod image;
+pub mod unit;
