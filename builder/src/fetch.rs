@@ -81,6 +81,9 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
     ureq::AgentBuilder::new()
         .timeout_connect(timeout.min(Duration::from_secs(15)))
         .timeout_read(timeout)
+        // ureq 2 applies the read timeout when it connects; a pooled connection
+        // could outlive it, so every request gets a fresh connection.
+        .max_idle_connections(0)
         .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
         .build()
 }

@@ -1,1 +1,6 @@
-//! testkit
+//! Test support shared by kiln's suites: a real HTTP server on loopback that
+//! serves a mirror directory (with faults on demand), and stand-in artifacts
+//! of realistic size generated on the fly.
+
+pub mod mirror;
+pub mod standin;
