@@ -42,7 +42,7 @@ pub fn explain_toml_message(message: &str) -> String {
         if let Some(rest) = one_line.strip_prefix(prefix) {
             let Some(end) = rest.find('`') else { break };
             let word = &rest[..end];
-            let expected: Vec<&str> = rest[end..].split('`').skip(1).step_by(2).collect();
+            let expected: Vec<&str> = rest[end..].split('`').skip(2).step_by(2).collect();
             if let Some(s) = suggest(word, expected.iter().copied()) {
                 return format!("{one_line} (did you mean `{s}`?)");
             }

@@ -528,7 +528,7 @@ sha256.amd64 = "9c5e717b774ee9b9285ce47e7d2150c29e84837eb19a7eaa24b60b1543c9d58f
     fn unknown_key_names_line_and_suggestion() {
         let text = MINIMAL.replace("family =", "famly =");
         let e = Profile::parse(Path::new("p.toml"), text).unwrap_err();
-        assert!(e.message.starts_with("p.toml:5:1: unknown field `famly`"), "{}", e.message);
+        assert!(e.message.starts_with("p.toml:4:1: unknown field `famly`"), "{}", e.message);
         assert!(e.message.contains("did you mean `family`"), "{}", e.message);
         assert!(!e.message.contains('\n'));
     }
