@@ -46,7 +46,7 @@ impl Checker<'_> {
         let message = self.p.at(span, msg.as_ref());
         self.out.push(Finding { severity: Severity::Warning, rule, message });
     }
-    fn from_error(&mut self, rule: &'static str, e: Error) {
+    fn report(&mut self, rule: &'static str, e: Error) {
         self.out.push(Finding { severity: Severity::Error, rule, message: e.message });
     }
 }
@@ -359,11 +359,11 @@ fn image_tree(c: &mut Checker) {
     let Some(arch) = c.p.architectures().first().copied() else { return };
     let mut tree = Tree::new();
     if let Err(e) = render::render(c.p, arch, &mut tree) {
-        c.from_error("render", e);
+        c.report("render", e);
         return;
     }
     if let Err(e) = overlay::apply(c.p, &mut tree) {
-        c.from_error("overlay", e);
+        c.report("overlay", e);
         return;
     }
     if c.p.family().read_only_usr() {

@@ -110,7 +110,7 @@ pub fn fetch_all(
             missing.push(a);
         }
     }
-    if opts.offline && !matches!(opts.mirror, Some(_)) && !missing.is_empty() {
+    if opts.offline && opts.mirror.is_none() && !missing.is_empty() {
         let list: Vec<String> = missing
             .iter()
             .map(|a| format!("  {} {} ({}) {} sha256={}", a.name, a.version, a.arch, a.url, a.sha256))
