@@ -20,7 +20,9 @@ fn pin_moves_to_a_new_version_keeping_layout_and_fails_closed() {
     }
 
     // --dry-run prints the diff and writes nothing.
-    let o = run(kiln().args(["pin", "--dry-run", "--version", "v1.34.3", "--base-url", s.mirror.url(), "--profile"]).arg(&path));
+    let o = run(kiln()
+        .args(["pin", "--dry-run", "--version", "v1.34.3", "--base-url", s.mirror.url(), "--profile"])
+        .arg(&path));
     assert!(o.status.success(), "{}", stderr(&o));
     let diff = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(diff.contains("-kubernetes_version = \"v1.34.2\"\n+kubernetes_version = \"v1.34.3\""), "{diff}");
