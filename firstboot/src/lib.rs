@@ -4,4 +4,5 @@
 //! will parse; this crate never depends on the builder, so it stays tiny.
 
 pub mod image;
+pub mod node;
 pub mod unit;

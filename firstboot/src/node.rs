@@ -1,0 +1,449 @@
+//! `node.toml`: the node contract between `kiln userdata` and `kiln-firstboot`.
+//!
+//! Every key is optional because a node's description is merged from several
+//! sources (baked defaults, platform user-data, `/etc/kiln/node.toml`, a file
+//! on the boot partition, the kernel command line), later wins, key by key.
+//! The text may be gzip-compressed (EC2 caps user-data at 16 KiB); the gzip
+//! magic bytes are detected. Parsing is strict: unknown keys are errors.
+//!
+//! ```toml
+//! [cluster]
+//! name = "prod"
+//! kubernetes_version = "v1.34.2"
+//! control_plane_endpoint = "api.prod.example:6443"   # IPv6: "[2001:db8::1]:6443"
+//! pod_subnet = "10.244.0.0/16"
+//! service_subnet = "10.96.0.0/12"
+//! dns_domain = "cluster.local"
+//! ca_cert_hashes = ["sha256:…"]
+//! bootstrap_token = "abcdef.0123456789abcdef"        # secret
+//! token_ttl = "24h"
+//!
+//! [node]
+//! role = "join"            # init | control-plane | join
+//! name = "worker-1"
+//! labels = { "node.kubernetes.io/pool" = "edge" }
+//! taints = []              # an explicit empty list means no taints at all
+//! node_ip = "10.0.0.12"
+//! swap = "off"             # off | limited
+//!
+//! [pki]                    # PEM inline, or a path to a PEM file on the node
+//! ca_cert = "/etc/kiln/pki/ca.crt"
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+
+/// Where Ignition or cloud-init put the node's description.
+pub const NODE_TOML_PATH: &str = "/etc/kiln/node.toml";
+/// Directory for PKI files written next to `node.toml` by Ignition or cloud-init.
+pub const PKI_DIR: &str = "/etc/kiln/pki";
+
+/// A value that must never be printed: Debug and Display show `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The secret value, for the few places that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// What the node does when it first boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// `kubeadm init`: exactly one node per cluster.
+    Init,
+    /// `kubeadm join --control-plane` with the CA material it was given.
+    ControlPlane,
+    /// `kubeadm join` as a worker.
+    Join,
+}
+
+impl Role {
+    /// The spelling used in node.toml and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Init => "init",
+            Role::ControlPlane => "control-plane",
+            Role::Join => "join",
+        }
+    }
+    /// Parses the node.toml spelling.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "init" => Some(Role::Init),
+            "control-plane" => Some(Role::ControlPlane),
+            "join" | "worker" => Some(Role::Join),
+            _ => None,
+        }
+    }
+    /// Whether this role runs control-plane components (and so needs the CA keys).
+    pub fn is_control_plane(self) -> bool {
+        matches!(self, Role::Init | Role::ControlPlane)
+    }
+}
+
+/// How the node treats swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwapPolicy {
+    /// Swap is turned off before kubeadm runs (kubelet's default expectation).
+    Off,
+    /// Swap stays on; kubelet runs with `failSwapOn: false` and `LimitedSwap`.
+    Limited,
+}
+
+/// A node taint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Taint {
+    /// Taint key.
+    pub key: String,
+    /// Optional value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: String,
+}
+
+/// `[cluster]`: facts shared by every node of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Cluster name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Control-plane Kubernetes version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<String>,
+    /// `host:port` (IPv6 as `[addr]:port`) of the API server or its load balancer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane_endpoint: Option<String>,
+    /// Pod network CIDR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_subnet: Option<String>,
+    /// Service network CIDR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_subnet: Option<String>,
+    /// Cluster DNS domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_domain: Option<String>,
+    /// `sha256:<hex>` of the cluster CA's SubjectPublicKeyInfo, for discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_hashes: Option<Vec<String>>,
+    /// Bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}` (secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_token: Option<Secret>,
+    /// Lifetime of the bootstrap token the init node creates (Go duration, e.g. `24h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ttl: Option<String>,
+}
+
+/// `[node]`: facts about this machine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// The node's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// Node name (otherwise from metadata or the hostname).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Node labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Taints; `Some(vec![])` means "no taints", unlike `None` (kubeadm's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taints: Option<Vec<Taint>>,
+    /// The node's IP for kubelet (otherwise from metadata or the route to the endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_ip: Option<String>,
+    /// Swap policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<SwapPolicy>,
+    /// Extra KubeletConfiguration fields (`maxPods = 50`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet: Option<BTreeMap<String, toml::Value>>,
+    /// Extra kubelet flags as name → value (written as a list, never a comma string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet_extra_args: Option<BTreeMap<String, String>>,
+    /// Join without verifying the CA (discouraged; kiln warns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsafe_skip_ca_verification: Option<bool>,
+}
+
+/// `[pki]`: PEM text inline (starts with `-----BEGIN`) or a path on the node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pki {
+    /// Cluster CA certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    /// Cluster CA key (control planes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_key: Option<Secret>,
+    /// Front-proxy CA certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front_proxy_ca_cert: Option<String>,
+    /// Front-proxy CA key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front_proxy_ca_key: Option<Secret>,
+    /// etcd CA certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_ca_cert: Option<String>,
+    /// etcd CA key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_ca_key: Option<Secret>,
+    /// Service-account signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sa_key: Option<Secret>,
+    /// Service-account public key (PKIX).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sa_pub: Option<String>,
+}
+
+impl Pki {
+    /// Whether any private key is present (workers must have none).
+    pub fn has_private_key(&self) -> bool {
+        self.ca_key.is_some()
+            || self.front_proxy_ca_key.is_some()
+            || self.etcd_ca_key.is_some()
+            || self.sa_key.is_some()
+    }
+}
+
+/// A whole `node.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Cluster facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
+    /// Node facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Node>,
+    /// CA material.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pki: Option<Pki>,
+}
+
+/// Why a node.toml was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub col: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.col) {
+            (Some(l), Some(c)) => write!(f, "{l}:{c}: {}", self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Whether `bytes` start with the gzip magic.
+pub fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b])
+}
+
+/// Upper bound on decompressed user-data, against gzip bombs.
+const MAX_TEXT: u64 = 4 << 20;
+
+impl NodeConfig {
+    /// Parses node.toml bytes, gunzipping them first when they are gzip.
+    pub fn parse(bytes: &[u8]) -> Result<NodeConfig, ParseError> {
+        let text = if is_gzip(bytes) {
+            let mut out = String::new();
+            flate2::read::GzDecoder::new(bytes).take(MAX_TEXT).read_to_string(&mut out).map_err(|e| ParseError {
+                line: None,
+                col: None,
+                message: format!("gzip user-data does not decompress to UTF-8 text: {e}"),
+            })?;
+            out
+        } else {
+            String::from_utf8(bytes.to_vec()).map_err(|_| ParseError {
+                line: None,
+                col: None,
+                message: "node.toml is neither gzip nor UTF-8 text".into(),
+            })?
+        };
+        Self::parse_str(&text)
+    }
+
+    /// Parses node.toml text.
+    pub fn parse_str(text: &str) -> Result<NodeConfig, ParseError> {
+        toml::from_str(text).map_err(|e| {
+            let (line, col) = match e.span() {
+                Some(s) => {
+                    let before = &text[..s.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+                    (Some(line), Some(col))
+                }
+                None => (None, None),
+            };
+            ParseError { line, col, message: e.message().trim().replace('\n', " ") }
+        })
+    }
+
+    /// Renders TOML (secrets included: this is user-data, handle it as a secret).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// The role, if any source set it.
+    pub fn role(&self) -> Option<Role> {
+        self.node.as_ref().and_then(|n| n.role)
+    }
+
+    /// Merges `later` over `self`, key by key (later wins; lists are replaced whole).
+    pub fn merge(mut self, later: NodeConfig) -> NodeConfig {
+        macro_rules! take {
+            ($dst:expr, $src:expr, $($f:ident),+) => { $( if $src.$f.is_some() { $dst.$f = $src.$f; } )+ };
+        }
+        if let Some(c) = later.cluster {
+            let dst = self.cluster.get_or_insert_with(Default::default);
+            take!(
+                dst,
+                c,
+                name,
+                kubernetes_version,
+                control_plane_endpoint,
+                pod_subnet,
+                service_subnet,
+                dns_domain,
+                ca_cert_hashes,
+                bootstrap_token,
+                token_ttl
+            );
+        }
+        if let Some(n) = later.node {
+            let dst = self.node.get_or_insert_with(Default::default);
+            take!(
+                dst,
+                n,
+                role,
+                name,
+                labels,
+                taints,
+                node_ip,
+                swap,
+                kubelet,
+                kubelet_extra_args,
+                unsafe_skip_ca_verification
+            );
+        }
+        if let Some(p) = later.pki {
+            let dst = self.pki.get_or_insert_with(Default::default);
+            take!(
+                dst,
+                p,
+                ca_cert,
+                ca_key,
+                front_proxy_ca_cert,
+                front_proxy_ca_key,
+                etcd_ca_cert,
+                etcd_ca_key,
+                sa_key,
+                sa_pub
+            );
+        }
+        self
+    }
+}
+
+/// Whether `s` is a bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}`
+/// (kubeadm `bootstraputil.BootstrapTokenRegexp`).
+pub fn is_bootstrap_token(s: &str) -> bool {
+    let ok = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    matches!(s.split_once('.'), Some((id, secret)) if ok(id, 6) && ok(secret, 16))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WORKER: &str = r#"
+[cluster]
+control_plane_endpoint = "[2001:db8::1]:6443"
+ca_cert_hashes = ["sha256:0123"]
+bootstrap_token = "abcdef.0123456789abcdef"
+
+[node]
+role = "join"
+taints = []
+"#;
+
+    #[test]
+    fn parses_plain_and_gzip_and_keeps_empty_taints() {
+        let c = NodeConfig::parse(WORKER.as_bytes()).unwrap();
+        assert_eq!(c.role(), Some(Role::Join));
+        assert_eq!(c.node.as_ref().unwrap().taints, Some(vec![]));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, WORKER.as_bytes()).unwrap();
+        let z = gz.finish().unwrap();
+        assert_eq!(NodeConfig::parse(&z).unwrap(), c);
+        // Round trip keeps the explicit empty list.
+        let again = NodeConfig::parse_str(&c.to_toml()).unwrap();
+        assert_eq!(again.node.unwrap().taints, Some(vec![]));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let c = NodeConfig::parse(WORKER.as_bytes()).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("0123456789abcdef") && dbg.contains("<redacted>"), "{dbg}");
+    }
+
+    #[test]
+    fn unknown_keys_are_located() {
+        let e = NodeConfig::parse_str("[node]\nrole = \"join\"\nrloe = 1\n").unwrap_err();
+        assert_eq!((e.line, e.col), (Some(3), Some(1)));
+        assert!(e.message.contains("rloe"));
+        let e = NodeConfig::parse_str("[node]\nrole = \"boss\"\n").unwrap_err();
+        assert!(e.message.contains("boss"), "{e}");
+    }
+
+    #[test]
+    fn later_sources_win_key_by_key() {
+        let base = NodeConfig::parse_str(WORKER).unwrap();
+        let cmdline = NodeConfig::parse_str("[node]\nrole = \"control-plane\"\nname = \"cp-2\"\n").unwrap();
+        let m = base.merge(cmdline);
+        assert_eq!(m.role(), Some(Role::ControlPlane));
+        assert_eq!(m.node.as_ref().unwrap().taints, Some(vec![]));
+        assert_eq!(m.cluster.unwrap().control_plane_endpoint.as_deref(), Some("[2001:db8::1]:6443"));
+    }
+
+    #[test]
+    fn token_shape() {
+        assert!(is_bootstrap_token("abcdef.0123456789abcdef"));
+        for bad in
+            ["ABCDEF.0123456789abcdef", "abcde.0123456789abcdef", "abcdef0123456789abcdef", "abcdef.0123456789abcde!"]
+        {
+            assert!(!is_bootstrap_token(bad), "{bad}");
+        }
+    }
+}
