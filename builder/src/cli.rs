@@ -57,12 +57,116 @@ Exit codes: 0 no errors (warnings allowed), 2 a profile has errors.")]
 crictl and CNI plugins keep their versions (edit them, then pin again).
 The diff is printed for review; nothing is written unless every checksum was read.")]
     Pin(PinArgs),
+    /// Create and inspect a cluster definition (PKI, token, endpoint).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Write one node's user-data (node.toml, Ignition or cloud-config).
+    #[command(after_help = "Examples:
+  kiln userdata --cluster clusters/prod --role init --format ignition --out cp-1.ign
+  kiln userdata --cluster clusters/prod --role control-plane --node cp-2 --format cloud-config --out cp-2.yaml
+  kiln userdata --cluster clusters/prod --role join --format toml --gzip --out worker.toml.gz
+
+Workers receive the CA certificate, the discovery hash and the token, never a private
+key. Control planes receive the CA keys and sa.key/sa.pub: no --upload-certs window.
+The output holds secrets: it is written with mode 0600.")]
+    Userdata(UserdataArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  kiln completions bash > /etc/bash_completion.d/kiln")]
     Completions {
         /// Shell to generate completions for.
         shell: clap_complete::Shell,
     },
+}
+
+/// `kiln cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create a cluster: CAs, service-account keys, bootstrap token, cluster.toml.
+    #[command(after_help = "Examples:
+  kiln cluster init prod --endpoint api.prod.example.com --kubernetes-version v1.34.2
+  kiln cluster init lab --endpoint [2001:db8::10]:6443 --kubernetes-version v1.34.2 --key-algorithm rsa-2048
+
+Writes <out>/cluster.toml and <out>/pki/ (public) and <out>/secrets/ (0700, files 0600).
+Refuses to replace an existing cluster without --force.")]
+    Init(ClusterInitArgs),
+    /// Show a cluster's endpoint, CA hash, token id and what each role receives.
+    Show {
+        /// Cluster directory.
+        #[arg(default_value = ".", value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Issue a new bootstrap token (CA material is untouched).
+    #[command(after_help = "After rotating, create the token on a control plane before new nodes join:
+  kubeadm token create \"$(cat DIR/secrets/bootstrap-token)\" --ttl 24h")]
+    RotateToken {
+        /// Cluster directory.
+        #[arg(default_value = ".", value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// `kiln cluster init` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ClusterInitArgs {
+    /// Cluster name.
+    pub name: String,
+    /// Control-plane endpoint HOST[:PORT] (default port 6443; IPv6 as [addr]:port).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub endpoint: String,
+    /// Kubernetes version of the control plane.
+    #[arg(long, value_name = "VERSION")]
+    pub kubernetes_version: String,
+    /// Pod network CIDR.
+    #[arg(long, default_value = "10.244.0.0/16", value_name = "CIDR")]
+    pub pod_subnet: String,
+    /// Service network CIDR.
+    #[arg(long, default_value = "10.96.0.0/12", value_name = "CIDR")]
+    pub service_subnet: String,
+    /// Cluster DNS domain.
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    pub dns_domain: String,
+    /// Key algorithm for the CAs and the service-account key.
+    #[arg(long, value_enum, default_value = "ecdsa-p256")]
+    pub key_algorithm: crate::cluster::KeyAlgorithm,
+    /// Lifetime of the bootstrap token the init node creates (Go duration).
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub token_ttl: String,
+    /// Output directory (default clusters/NAME).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Replace an existing cluster directory (its CA keys are lost).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `kiln userdata` arguments.
+#[derive(Debug, clap::Args)]
+pub struct UserdataArgs {
+    /// Cluster directory (from `kiln cluster init`).
+    #[arg(long, value_name = "DIR")]
+    pub cluster: PathBuf,
+    /// The node's role.
+    #[arg(long, value_parser = parse_role)]
+    pub role: kiln_firstboot::node::Role,
+    /// Node name (otherwise taken from metadata or the hostname at boot).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "toml")]
+    pub format: crate::userdata::Format,
+    /// Ignition spec version.
+    #[arg(long, default_value = "3.3.0", value_name = "VERSION")]
+    pub ignition_version: String,
+    /// gzip the output (cloud-init, Ignition and kiln-firstboot detect it).
+    #[arg(long)]
+    pub gzip: bool,
+    /// Output file (default: standard output).
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_role(s: &str) -> Result<kiln_firstboot::node::Role, String> {
+    kiln_firstboot::node::Role::parse(s).ok_or_else(|| format!("unknown role `{s}` (init, control-plane, join)"))
 }
 
 /// `kiln build` arguments.

@@ -3,12 +3,14 @@
 use clap::{CommandFactory, Parser};
 use kiln::build::{self, BuildOptions};
 use kiln::check;
-use kiln::cli::{Cli, Command};
+use kiln::cli::{Cli, ClusterCommand, Command};
+use kiln::cluster::{Cluster, InitOptions};
 use kiln::error::{Error, Result};
 use kiln::fetch::{FetchOptions, Mirror};
 use kiln::pin::{self, PinOptions};
 use kiln::profile::Profile;
 use kiln::progress::{Progress, Verbosity};
+use kiln::{staging, userdata};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -109,6 +111,68 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
                 } else {
                     print!("{d}");
                 }
+            }
+            Ok(())
+        }
+        Command::Cluster(ClusterCommand::Init(a)) => {
+            let out = a.out.unwrap_or_else(|| std::path::PathBuf::from("clusters").join(&a.name));
+            let c = Cluster::init(&InitOptions {
+                name: a.name,
+                endpoint: a.endpoint,
+                kubernetes_version: a.kubernetes_version,
+                pod_subnet: a.pod_subnet,
+                service_subnet: a.service_subnet,
+                dns_domain: a.dns_domain,
+                key_algorithm: a.key_algorithm,
+                token_ttl: a.token_ttl,
+                out,
+                force: a.force,
+            })?;
+            progress.step(format!("created cluster {} in {}", c.file.name, c.dir.display()));
+            print!("{}", c.show());
+            Ok(())
+        }
+        Command::Cluster(ClusterCommand::Show { dir }) => {
+            print!("{}", Cluster::load(&dir)?.show());
+            Ok(())
+        }
+        Command::Cluster(ClusterCommand::RotateToken { dir }) => {
+            let mut c = Cluster::load(&dir)?;
+            let old = c.file.token_id.clone();
+            c.rotate_token()?;
+            progress.step(format!(
+                "token {old}.… replaced by {}.… in {}/secrets/bootstrap-token; regenerate user-data, and on a control plane run: kubeadm token create \"$(cat {}/secrets/bootstrap-token)\" --ttl {}",
+                c.file.token_id,
+                c.dir.display(),
+                c.dir.display(),
+                c.file.token_ttl
+            ));
+            Ok(())
+        }
+        Command::Userdata(a) => {
+            let c = Cluster::load(&a.cluster)?;
+            let mut data = userdata::render(&c, a.role, a.node.as_deref(), a.format, &a.ignition_version)?;
+            if a.gzip {
+                data = userdata::gzip(&data);
+            }
+            match &a.out {
+                Some(path) => staging::write_atomic(path, &data, 0o600)?,
+                None => std::io::Write::write_all(&mut std::io::stdout(), &data)
+                    .map_err(|e| Error::build(format!("writing user-data: {e}")))?,
+            }
+            let dest = a.out.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "standard output".into());
+            progress.step(format!(
+                "wrote {} bytes of {} user-data (role {}) to {dest}",
+                data.len(),
+                a.format.as_str(),
+                a.role.as_str()
+            ));
+            if data.len() > userdata::EC2_LIMIT {
+                progress.warn(format!(
+                    "{} bytes is over EC2's 16 KiB user-data limit{}",
+                    data.len(),
+                    if a.gzip { "" } else { "; add --gzip" }
+                ));
             }
             Ok(())
         }

@@ -73,3 +73,27 @@ impl Drop for Staging {
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Writes `data` to `path` through a temporary file in the same directory and
+/// a rename, with `mode` set before any byte is written.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.kiln-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let result = (|| {
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).io_ctx(tmp.display())?;
+        f.write_all(data).io_ctx(tmp.display())?;
+        f.sync_all().io_ctx(tmp.display())?;
+        fs::rename(&tmp, path).io_ctx(path.display())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,229 @@
+//! `kiln userdata`: one node's user-data from a cluster directory.
+//!
+//! Three formats carry the same node description:
+//! * `toml`: the `node.toml` `kiln-firstboot` reads (firstboot's own contract type);
+//! * `ignition`: an Ignition config (spec 3.3.0 by default, 3.4.0 on request) that
+//!   writes `/etc/kiln/node.toml` and the PKI files and enables `kiln-firstboot.service`;
+//! * `cloud-config`: `#cloud-config` `write_files` doing the same for cloud-init.
+//!
+//! Workers receive the CA certificate, the discovery hash and the token, never a
+//! private key. Control planes and the init node also receive the CA keys and
+//! the service-account key pair, so no `--upload-certs` window is needed.
+
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
+use base64::Engine;
+use flate2::{Compression, GzBuilder};
+use kiln_firstboot::node::{Cluster as ClusterSection, Node, NodeConfig, Pki, Role, Secret, NODE_TOML_PATH, PKI_DIR};
+use std::io::Write;
+
+/// EC2's user-data limit (16 KiB); other clouds allow more, so it is a warning.
+pub const EC2_LIMIT: usize = 16 * 1024;
+
+/// Ignition spec versions kiln writes (Fedora CoreOS and Flatcar accept both;
+/// Debian's ignition-validate 2.14 knows 3.3.0 stable and 3.4.0).
+pub const IGNITION_VERSIONS: [&str; 2] = ["3.3.0", "3.4.0"];
+
+/// The output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `node.toml` for kiln-firstboot (NoCloud seed, boot partition, any user-data field).
+    Toml,
+    /// An Ignition config for Fedora CoreOS and Flatcar.
+    Ignition,
+    /// A `#cloud-config` for cloud-init distros.
+    CloudConfig,
+}
+
+impl Format {
+    /// The spelling used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Toml => "toml",
+            Format::Ignition => "ignition",
+            Format::CloudConfig => "cloud-config",
+        }
+    }
+}
+
+/// One file the user-data places on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFile {
+    /// Absolute path on the node.
+    pub path: String,
+    /// Content.
+    pub data: Vec<u8>,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// The PKI a role receives: (file name, `[pki]` key, secret?).
+fn pki_files(role: Role) -> Vec<(&'static str, bool)> {
+    let mut v = vec![("ca.crt", false)];
+    if role.is_control_plane() {
+        v.extend([
+            ("ca.key", true),
+            ("front-proxy-ca.crt", false),
+            ("front-proxy-ca.key", true),
+            ("etcd-ca.crt", false),
+            ("etcd-ca.key", true),
+            ("sa.key", true),
+            ("sa.pub", false),
+        ]);
+    }
+    v
+}
+
+/// Builds the node description and, unless `inline`, the PKI files it points at.
+pub fn node_config(
+    cluster: &Cluster,
+    role: Role,
+    node_name: Option<&str>,
+    inline: bool,
+) -> Result<(NodeConfig, Vec<NodeFile>)> {
+    let f = &cluster.file;
+    let mut files = Vec::new();
+    let mut pki = Pki::default();
+    for (name, secret) in pki_files(role) {
+        let text = if secret { cluster.secret(name)?.expose().to_string() } else { cluster.public(name)?.to_string() };
+        let value = if inline {
+            text.clone()
+        } else {
+            let path = format!("{PKI_DIR}/{name}");
+            files.push(NodeFile {
+                path: path.clone(),
+                data: text.into_bytes(),
+                mode: if secret { 0o600 } else { 0o644 },
+            });
+            path
+        };
+        match name {
+            "ca.crt" => pki.ca_cert = Some(value),
+            "ca.key" => pki.ca_key = Some(Secret(value)),
+            "front-proxy-ca.crt" => pki.front_proxy_ca_cert = Some(value),
+            "front-proxy-ca.key" => pki.front_proxy_ca_key = Some(Secret(value)),
+            "etcd-ca.crt" => pki.etcd_ca_cert = Some(value),
+            "etcd-ca.key" => pki.etcd_ca_key = Some(Secret(value)),
+            "sa.key" => pki.sa_key = Some(Secret(value)),
+            _ => pki.sa_pub = Some(value),
+        }
+    }
+    let config = NodeConfig {
+        cluster: Some(ClusterSection {
+            name: Some(f.name.clone()),
+            kubernetes_version: Some(f.kubernetes_version.clone()),
+            control_plane_endpoint: Some(f.control_plane_endpoint.clone()),
+            pod_subnet: Some(f.pod_subnet.clone()),
+            service_subnet: Some(f.service_subnet.clone()),
+            dns_domain: Some(f.dns_domain.clone()),
+            ca_cert_hashes: Some(f.ca_cert_hashes.clone()),
+            bootstrap_token: Some(cluster.token()?),
+            token_ttl: Some(f.token_ttl.clone()),
+        }),
+        node: Some(Node { role: Some(role), name: node_name.map(str::to_string), ..Node::default() }),
+        pki: Some(pki),
+    };
+    Ok((config, files))
+}
+
+/// gzip with a fixed header (no name, mtime 0), so outputs are reproducible.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = GzBuilder::new().mtime(0).write(Vec::new(), Compression::best());
+    // Writing to a Vec cannot fail.
+    let _ = gz.write_all(data);
+    gz.finish().unwrap_or_default()
+}
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// An Ignition `storage.files` entry with inline contents, gzip when smaller.
+/// Ignition decompresses `contents.compression = "gzip"` (spec ≥ 3.1) before
+/// writing; `verification.hash` would be over the compressed bytes, so inline
+/// data carries none.
+pub fn ignition_file(f: &NodeFile) -> serde_json::Value {
+    let z = gzip(&f.data);
+    let mut contents = serde_json::Map::new();
+    if z.len() < f.data.len() {
+        contents.insert("compression".into(), "gzip".into());
+        contents.insert("source".into(), format!("data:;base64,{}", b64(&z)).into());
+    } else {
+        contents.insert("source".into(), format!("data:;base64,{}", b64(&f.data)).into());
+    }
+    serde_json::json!({
+        "path": f.path,
+        "mode": f.mode,
+        "overwrite": true,
+        "user": { "id": 0 },
+        "group": { "id": 0 },
+        "contents": contents,
+    })
+}
+
+/// The node's files: `node.toml` (0600, it holds the token) first, then the PKI.
+pub fn node_files(config: &NodeConfig, pki: Vec<NodeFile>) -> Vec<NodeFile> {
+    let mut files =
+        vec![NodeFile { path: NODE_TOML_PATH.to_string(), data: config.to_toml().into_bytes(), mode: 0o600 }];
+    files.extend(pki);
+    files
+}
+
+/// An Ignition config placing `files` and enabling `kiln-firstboot.service`.
+pub fn ignition(files: &[NodeFile], version: &str) -> Result<serde_json::Value> {
+    if !IGNITION_VERSIONS.contains(&version) {
+        return Err(Error::config(format!(
+            "--ignition-version {version}: kiln writes {}",
+            IGNITION_VERSIONS.join(" or ")
+        )));
+    }
+    Ok(serde_json::json!({
+        "ignition": { "version": version },
+        "storage": { "files": files.iter().map(ignition_file).collect::<Vec<_>>() },
+        "systemd": { "units": [ { "name": kiln_firstboot::unit::UNIT_NAME, "enabled": true } ] },
+    }))
+}
+
+/// A `#cloud-config` placing `files` and starting `kiln-firstboot.service`.
+pub fn cloud_config(files: &[NodeFile]) -> String {
+    let mut y =
+        String::from("#cloud-config\n# Written by kiln userdata. Holds secrets: treat it like a key.\nwrite_files:\n");
+    for f in files {
+        y.push_str(&format!(
+            "  - path: {}\n    owner: root:root\n    permissions: '{:04o}'\n    encoding: gz+b64\n    content: {}\n",
+            f.path,
+            f.mode,
+            b64(&gzip(&f.data))
+        ));
+    }
+    y.push_str(&format!("runcmd:\n  - [systemctl, enable, --now, --no-block, {}]\n", kiln_firstboot::unit::UNIT_NAME));
+    y
+}
+
+/// Renders a role's user-data in `format`.
+pub fn render(
+    cluster: &Cluster,
+    role: Role,
+    node: Option<&str>,
+    format: Format,
+    ignition_version: &str,
+) -> Result<Vec<u8>> {
+    let inline = format == Format::Toml;
+    let (config, pki) = node_config(cluster, role, node, inline)?;
+    Ok(match format {
+        Format::Toml => format!(
+            "# kiln-firstboot node description for a {} node of cluster {}. Holds secrets.\n{}",
+            role.as_str(),
+            cluster.file.name,
+            config.to_toml()
+        )
+        .into_bytes(),
+        Format::Ignition => {
+            let doc = ignition(&node_files(&config, pki), ignition_version)?;
+            let mut s = serde_json::to_string_pretty(&doc).map_err(|e| Error::build(e.to_string()))?;
+            s.push('\n');
+            s.into_bytes()
+        }
+        Format::CloudConfig => cloud_config(&node_files(&config, pki)).into_bytes(),
+    })
+}

@@ -1,0 +1,370 @@
+//! `kiln cluster` and `kiln userdata`, checked by openssl, ignition-validate and cloud-init.
+
+mod common;
+
+use common::*;
+use kiln_firstboot::node::{NodeConfig, Role};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn sh(script: &str, dir: &Path) -> String {
+    let o = Command::new("bash").arg("-c").arg(script).current_dir(dir).output().expect("bash");
+    assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn init(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let o = run(kiln()
+        .args(["cluster", "init", name, "--endpoint", "api.example.test", "--kubernetes-version", "v1.34.2", "--out"])
+        .arg(&out)
+        .args(extra));
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
+}
+
+fn cluster_toml(dir: &Path) -> toml::Value {
+    toml::from_str(&std::fs::read_to_string(dir.join("cluster.toml")).unwrap()).unwrap()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn cas_pass_openssl_and_the_discovery_hash_matches_kubeadms_pipeline() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (alg, pkey) in [
+        ("ecdsa-p256", "openssl pkey -pubin -outform der"),
+        ("rsa-2048", "openssl rsa -pubin -outform der 2>/dev/null"),
+    ] {
+        let c = init(tmp.path(), alg, &["--key-algorithm", alg]);
+        for (cert, cn) in
+            [("ca.crt", "kubernetes"), ("front-proxy-ca.crt", "front-proxy-ca"), ("etcd-ca.crt", "etcd-ca")]
+        {
+            let text = sh(&format!("openssl x509 -in pki/{cert} -noout -text"), &c);
+            assert!(text.contains("CA:TRUE"), "{alg} {cert}:\n{text}");
+            assert!(text.contains("Certificate Sign"), "{alg} {cert}:\n{text}");
+            assert!(text.contains("Digital Signature") && text.contains("Key Encipherment"), "{text}");
+            assert!(text.contains(&format!("Subject: CN = {cn}")), "{text}");
+            let want = if alg == "rsa-2048" { "rsaEncryption" } else { "id-ecPublicKey" };
+            assert!(text.contains(want), "{text}");
+            // Valid for ten years from (a little before) now.
+            let end = sh(&format!("openssl x509 -in pki/{cert} -noout -enddate"), &c);
+            let year: i32 = end.split_whitespace().rev().nth(1).unwrap().parse().unwrap();
+            assert!((2035..=2037).contains(&year), "{end}");
+        }
+        // A leaf signed with kiln's CA key verifies against kiln's CA certificate.
+        sh(
+            "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -subj /CN=leaf -out leaf.csr 2>/dev/null && \
+             openssl x509 -req -in leaf.csr -CA pki/ca.crt -CAkey secrets/ca.key -CAcreateserial -days 1 -out leaf.crt 2>/dev/null",
+            &c,
+        );
+        assert_eq!(sh("openssl verify -CAfile pki/ca.crt leaf.crt", &c), "leaf.crt: OK");
+        // The kubeadm join guide's pipeline gives exactly kiln's hash.
+        let digest = sh(
+            &format!(
+                "openssl x509 -pubkey -in pki/ca.crt -noout | {pkey} | openssl dgst -sha256 -hex | sed 's/^.* //'"
+            ),
+            &c,
+        );
+        let hashes = cluster_toml(&c)["ca_cert_hashes"].as_array().unwrap().clone();
+        assert_eq!(hashes[0].as_str().unwrap(), format!("sha256:{digest}"), "{alg}");
+        // sa.pub is the PKIX public key of sa.key.
+        let derived = sh("openssl pkey -in secrets/sa.key -pubout", &c);
+        assert_eq!(derived, std::fs::read_to_string(c.join("pki/sa.pub")).unwrap().trim());
+        assert!(derived.starts_with("-----BEGIN PUBLIC KEY-----"));
+    }
+}
+
+#[test]
+fn secrets_are_private_and_init_never_overwrites_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = init(tmp.path(), "prod", &[]);
+    assert_eq!(mode(&c.join("secrets")), 0o700);
+    let secrets: Vec<_> = std::fs::read_dir(c.join("secrets")).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(secrets.len(), 5, "{secrets:?}");
+    for s in &secrets {
+        assert_eq!(mode(s), 0o600, "{}", s.display());
+    }
+    let snapshot = |d: &Path| -> BTreeMap<String, Vec<u8>> {
+        files_in(d).into_iter().map(|f| (f.clone(), std::fs::read(d.join(&f)).unwrap())).collect()
+    };
+    let before = snapshot(&c);
+    let o = run(kiln()
+        .args(["cluster", "init", "prod", "--endpoint", "other.test", "--kubernetes-version", "v1.34.2", "--out"])
+        .arg(&c));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert_eq!(snapshot(&c), before, "a refused init changed the cluster");
+    let o = run(kiln()
+        .args([
+            "cluster",
+            "init",
+            "prod",
+            "--endpoint",
+            "other.test",
+            "--kubernetes-version",
+            "v1.34.2",
+            "--force",
+            "--out",
+        ])
+        .arg(&c));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_ne!(snapshot(&c)["pki/ca.crt"], before["pki/ca.crt"]);
+    assert_eq!(cluster_toml(&c)["control_plane_endpoint"].as_str(), Some("other.test:6443"));
+    // No temporary directory is left beside it.
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn ten_thousand_tokens_match_the_format_and_are_distinct() {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..10_000 {
+        let t = kiln::cluster::new_token().unwrap().expose().to_string();
+        let (id, secret) = t.split_once('.').unwrap();
+        let ok = |s: &str, n| s.len() == n && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        assert!(ok(id, 6) && ok(secret, 16), "{t}");
+        assert!(seen.insert(t));
+    }
+}
+
+#[test]
+fn endpoints_and_subnets_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = tmp.path().join("v6");
+    let o = run(kiln()
+        .args(["cluster", "init", "v6", "--endpoint", "2001:db8::10", "--kubernetes-version", "v1.34.2", "--out"])
+        .arg(&c));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(cluster_toml(&c)["control_plane_endpoint"].as_str(), Some("[2001:db8::10]:6443"));
+    for (flag, value, want) in [
+        ("--endpoint", "bad_host", "not a host name"),
+        ("--pod-subnet", "10.96.0.0/16", "overlaps"),
+        ("--kubernetes-version", "latest", "not a version"),
+    ] {
+        let mut args = vec!["cluster", "init", "x", "--endpoint", "api.test", "--kubernetes-version", "v1.34.2"];
+        if let Some(i) = args.iter().position(|a| *a == flag) {
+            args[i + 1] = value;
+        } else {
+            args.extend([flag, value]);
+        }
+        let o = run(kiln().args(&args).arg("--out").arg(tmp.path().join("x")));
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+        assert!(!tmp.path().join("x").exists());
+    }
+}
+
+fn userdata(c: &Path, role: &str, format: &str, extra: &[&str], out: &Path) -> String {
+    let o = run(kiln()
+        .args(["userdata", "--cluster"])
+        .arg(c)
+        .args(["--role", role, "--format", format])
+        .args(extra)
+        .arg("--out")
+        .arg(out));
+    assert!(o.status.success(), "{role} {format}: {}", stderr(&o));
+    assert_eq!(mode(out), 0o600);
+    stderr(&o)
+}
+
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(data), &mut out).unwrap();
+    out
+}
+
+/// (path, mode, content) of every file an Ignition config writes.
+fn ignition_files(path: &Path) -> Vec<(String, u32, Vec<u8>)> {
+    use base64::Engine;
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v["storage"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let src = f["contents"]["source"].as_str().unwrap();
+            let b =
+                base64::engine::general_purpose::STANDARD.decode(src.strip_prefix("data:;base64,").unwrap()).unwrap();
+            let data = if f["contents"]["compression"] == "gzip" { gunzip(&b) } else { b };
+            (f["path"].as_str().unwrap().to_string(), f["mode"].as_u64().unwrap() as u32, data)
+        })
+        .collect()
+}
+
+/// The same for a cloud-config, read with PyYAML (cloud-init's own parser).
+fn cloud_config_files(path: &Path) -> Vec<(String, u32, Vec<u8>)> {
+    use base64::Engine;
+    let o = Command::new("/usr/bin/python3")
+        .args(["-c", "import sys, json, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["runcmd"].to_string().contains("kiln-firstboot.service"));
+    v["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            assert_eq!(f["encoding"], "gz+b64");
+            let b = base64::engine::general_purpose::STANDARD.decode(f["content"].as_str().unwrap()).unwrap();
+            let mode = u32::from_str_radix(f["permissions"].as_str().unwrap(), 8).unwrap();
+            (f["path"].as_str().unwrap().to_string(), mode, gunzip(&b))
+        })
+        .collect()
+}
+
+fn assert_node_files(role: &str, files: &[(String, u32, Vec<u8>)], token: &str) {
+    let node = files.iter().find(|f| f.0 == "/etc/kiln/node.toml").expect("node.toml");
+    assert_eq!(node.1, 0o600);
+    let cfg = NodeConfig::parse(&node.2).expect("firstboot parses node.toml");
+    assert_eq!(cfg.role(), Role::parse(role));
+    assert_eq!(cfg.cluster.as_ref().unwrap().bootstrap_token.as_ref().unwrap().expose(), token);
+    let keys: Vec<_> = files.iter().filter(|f| f.0.ends_with(".key")).collect();
+    let pki = cfg.pki.as_ref().unwrap();
+    if role == "join" {
+        assert!(keys.is_empty(), "worker got a key: {:?}", keys.iter().map(|k| &k.0).collect::<Vec<_>>());
+        assert!(!pki.has_private_key());
+        assert!(files.iter().all(|f| !String::from_utf8_lossy(&f.2).contains("PRIVATE KEY")));
+    } else {
+        assert_eq!(keys.len(), 4, "ca, front-proxy-ca, etcd-ca, sa");
+        assert!(pki.has_private_key());
+    }
+    for (path, mode, data) in files {
+        if path.ends_with(".key") {
+            assert_eq!(*mode, 0o600, "{path}");
+            assert!(String::from_utf8_lossy(data).contains("PRIVATE KEY"));
+        }
+    }
+    assert_eq!(pki.ca_cert.as_deref(), Some("/etc/kiln/pki/ca.crt"));
+}
+
+#[test]
+fn every_roles_user_data_validates_and_decodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = init(tmp.path(), "prod", &[]);
+    let token = std::fs::read_to_string(c.join("secrets/bootstrap-token")).unwrap().trim().to_string();
+    for role in ["init", "control-plane", "join"] {
+        // node.toml: PEM inline, parsed by firstboot's own parser.
+        let out = tmp.path().join(format!("{role}.toml"));
+        let err = userdata(&c, role, "toml", &["--node", "n1"], &out);
+        assert!(!err.contains(&token[7..]), "token secret on stderr");
+        let cfg = NodeConfig::parse(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(cfg.role(), Role::parse(role));
+        assert_eq!(cfg.node.as_ref().unwrap().name.as_deref(), Some("n1"));
+        assert_eq!(cfg.pki.as_ref().unwrap().has_private_key(), role != "join");
+        assert!(cfg.pki.as_ref().unwrap().ca_cert.as_ref().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+        let hashes = cfg.cluster.as_ref().unwrap().ca_cert_hashes.clone().unwrap();
+        assert_eq!(
+            serde_json::json!(hashes),
+            serde_json::to_value(cluster_toml(&c)["ca_cert_hashes"].clone()).unwrap()
+        );
+
+        // gzip: detected by the magic bytes.
+        let gz = tmp.path().join(format!("{role}.toml.gz"));
+        userdata(&c, role, "toml", &["--gzip"], &gz);
+        let bytes = std::fs::read(&gz).unwrap();
+        assert_eq!(&bytes[..2], &[0x1f, 0x8b]);
+        assert_eq!(NodeConfig::parse(&bytes).unwrap().role(), Role::parse(role));
+
+        for version in ["3.3.0", "3.4.0"] {
+            let ign = tmp.path().join(format!("{role}-{version}.ign"));
+            userdata(&c, role, "ignition", &["--ignition-version", version], &ign);
+            // Debian's ignition-validate (Ignition 2.14) knows 3.4.0 as
+            // "3.4.0-experimental", the same schema before it was stabilised.
+            let checked = if version == "3.4.0" {
+                let p = tmp.path().join(format!("{role}-3.4.0-experimental.ign"));
+                std::fs::write(
+                    &p,
+                    std::fs::read_to_string(&ign).unwrap().replace("\"3.4.0\"", "\"3.4.0-experimental\""),
+                )
+                .unwrap();
+                p
+            } else {
+                ign.clone()
+            };
+            let o = Command::new("ignition-validate")
+                .arg(&checked)
+                .output()
+                .expect("ignition-validate (apt-get install ignition)");
+            assert!(
+                o.status.success(),
+                "ignition-validate {role} {version}: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ign).unwrap()).unwrap();
+            assert_eq!(v["ignition"]["version"], version);
+            assert_eq!(v["systemd"]["units"][0]["name"], "kiln-firstboot.service");
+            assert_eq!(v["systemd"]["units"][0]["enabled"], true);
+            assert_node_files(role, &ignition_files(&ign), &token);
+        }
+
+        let cc = tmp.path().join(format!("{role}.yaml"));
+        userdata(&c, role, "cloud-config", &[], &cc);
+        let o = Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(&cc)
+            .output()
+            .expect("cloud-init (apt-get install cloud-init)");
+        assert!(
+            o.status.success(),
+            "cloud-init schema {role}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).contains("Valid cloud-config"));
+        assert_node_files(role, &cloud_config_files(&cc), &token);
+    }
+    // The validators can fail: a broken config is rejected.
+    let bad = tmp.path().join("bad.ign");
+    std::fs::write(&bad, r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"relative","mode":"x"}]}}"#)
+        .unwrap();
+    assert!(!Command::new("ignition-validate")
+        .arg(&bad)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(&bad, "#cloud-config\nwrite_files:\n  - path: 3\n    permissions: [1]\n").unwrap();
+    assert!(!Command::new("cloud-init")
+        .args(["schema", "--config-file"])
+        .arg(&bad)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn rotate_token_replaces_only_the_token_and_show_keeps_it_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = init(tmp.path(), "prod", &[]);
+    let old = std::fs::read_to_string(c.join("secrets/bootstrap-token")).unwrap();
+    let ca = std::fs::read(c.join("secrets/ca.key")).unwrap();
+    let o = run(kiln().args(["cluster", "rotate-token"]).arg(&c));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let new = std::fs::read_to_string(c.join("secrets/bootstrap-token")).unwrap();
+    assert_ne!(old, new);
+    assert!(!stderr(&o).contains(new.trim()), "new token printed");
+    assert_eq!(std::fs::read(c.join("secrets/ca.key")).unwrap(), ca);
+    assert_eq!(mode(&c.join("secrets/bootstrap-token")), 0o600);
+    assert_eq!(cluster_toml(&c)["token_id"].as_str(), Some(&new[..6]));
+    let o = run(kiln().args(["cluster", "show"]).arg(&c));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&new[..6]) && !out.contains(new.trim()), "{out}");
+    assert!(out.contains(cluster_toml(&c)["ca_cert_hashes"][0].as_str().unwrap()));
+    // User-data made after the rotation carries the new token.
+    let out = tmp.path().join("w.toml");
+    userdata(&c, "join", "toml", &[], &out);
+    let cfg = NodeConfig::parse(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(cfg.cluster.unwrap().bootstrap_token.unwrap().expose(), new.trim());
+}
