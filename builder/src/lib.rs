@@ -22,6 +22,7 @@ pub mod profile;
 pub mod progress;
 pub mod render;
 pub mod staging;
+pub mod sysext;
 pub mod tarball;
 pub mod tree;
 pub mod userdata;

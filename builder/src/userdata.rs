@@ -138,10 +138,10 @@ fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
-/// An Ignition `storage.files` entry with inline contents, gzip when smaller.
-/// Ignition decompresses `contents.compression = "gzip"` (spec ≥ 3.1) before
-/// writing; `verification.hash` would be over the compressed bytes, so inline
-/// data carries none.
+/// An Ignition `storage.files` entry with inline contents, gzip when smaller,
+/// and a sha256 verification hash. Ignition spec 3.1+ (`verification.hash`):
+/// "If compression is specified, the hash describes the decompressed file",
+/// so the hash is always over `f.data`.
 pub fn ignition_file(f: &NodeFile) -> serde_json::Value {
     let z = gzip(&f.data);
     let mut contents = serde_json::Map::new();
@@ -151,6 +151,10 @@ pub fn ignition_file(f: &NodeFile) -> serde_json::Value {
     } else {
         contents.insert("source".into(), format!("data:;base64,{}", b64(&f.data)).into());
     }
+    contents.insert(
+        "verification".into(),
+        serde_json::json!({ "hash": format!("sha256-{}", crate::hash::sha256_hex(&f.data)) }),
+    );
     serde_json::json!({
         "path": f.path,
         "mode": f.mode,

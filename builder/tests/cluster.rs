@@ -190,6 +190,11 @@ fn ignition_files(path: &Path) -> Vec<(String, u32, Vec<u8>)> {
             let b =
                 base64::engine::general_purpose::STANDARD.decode(src.strip_prefix("data:;base64,").unwrap()).unwrap();
             let data = if f["contents"]["compression"] == "gzip" { gunzip(&b) } else { b };
+            // The verification hash is over the decompressed content (Ignition spec 3.1+).
+            assert_eq!(
+                f["contents"]["verification"]["hash"],
+                format!("sha256-{}", kiln_testkit::standin::sha256(&data))
+            );
             (f["path"].as_str().unwrap().to_string(), f["mode"].as_u64().unwrap() as u32, data)
         })
         .collect()

@@ -1,0 +1,251 @@
+//! The systemd-sysext writer: the image tree as a squashfs extension image.
+//!
+//! On Fedora CoreOS and Flatcar software arrives as an extension layered over
+//! `/usr` (Flatcar's own Kubernetes path, flatcar/sysext-bakery). The image
+//! tree is split in two: what belongs in `/usr` (binaries, CNI plugins, the
+//! kubelet unit) goes into the squashfs; everything else (the `/etc` files)
+//! is left for the Ignition image config to write.
+//!
+//! Layout inside the image:
+//!
+//! ```text
+//! /usr/bin/{kubeadm,kubelet,kubectl,crictl,kiln-firstboot}
+//! /usr/libexec/kiln/cni/*                         copied to the CNI dir when kubelet starts
+//! /usr/lib/systemd/system/kubelet.service (+ .d/10-kubeadm.conf, .d/05-kiln-cni.conf)
+//! /usr/lib/systemd/system/multi-user.target.d/10-kiln-kubelet.conf   Upholds=kubelet.service
+//! /usr/lib/extension-release.d/extension-release.kubernetes
+//! ```
+//!
+//! Deployed as `/etc/extensions/kubernetes.raw` (a link to the versioned file),
+//! so the release file is named after `kubernetes` (systemd-sysext(8): the file
+//! must be named after the image, without `.raw`).
+
+use crate::error::{Error, IoContext, Result};
+use crate::hash;
+use crate::profile::{Arch, Profile};
+use crate::render;
+use crate::tarball::{self, FileRecord};
+use crate::tree::{Content, Entry, Node, Origin, Tree};
+use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// The extension's name: `/etc/extensions/<name>.raw`, `extension-release.<name>`.
+pub const EXTENSION_NAME: &str = "kubernetes";
+/// Where binaries live inside the extension.
+pub const SYSEXT_BIN: &str = "/usr/bin";
+/// Where CNI plugins live inside the extension (copied out at kubelet start).
+pub const SYSEXT_CNI: &str = "/usr/libexec/kiln/cni";
+/// Units inside the extension.
+pub const SYSEXT_UNITS: &str = "/usr/lib/systemd/system";
+
+/// The image tree split for sysext delivery.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// What goes into the extension image (all under `/usr`).
+    pub usr: Tree,
+    /// What the host needs outside `/usr` (written by Ignition).
+    pub host: Tree,
+}
+
+/// `ARCHITECTURE=` as systemd spells it (os-release(5) / systemd's architecture table).
+pub fn systemd_arch(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Amd64 => "x86-64",
+        Arch::Arm64 => "arm64",
+        Arch::Arm => "arm",
+    }
+}
+
+/// The versioned file name: `kubernetes-<version>-<arch>.raw`.
+pub fn file_name(profile: &Profile, arch: Arch) -> String {
+    format!("{EXTENSION_NAME}-{}-{arch}.raw", profile.version)
+}
+
+/// `extension-release.kubernetes`: `ID=_any` (the binaries are static and
+/// distro-independent), the architecture, and `EXTENSION_RELOAD_MANAGER=1` so
+/// systemd ≥ 255 reloads units after merging. No `os-release` in the image.
+pub fn extension_release(arch: Arch) -> String {
+    format!("ID=_any\nARCHITECTURE={}\nEXTENSION_RELOAD_MANAGER=1\n", systemd_arch(arch))
+}
+
+/// The profile as seen from inside the extension: binaries in `/usr/bin`.
+fn sysext_profile(profile: &Profile) -> Profile {
+    let mut p = profile.clone();
+    p.doc.bin_dir = Some(toml::Spanned::new(0..0, SYSEXT_BIN.to_string()));
+    p
+}
+
+fn under(path: &str, dir: &str) -> Option<String> {
+    let dir = dir.trim_matches('/');
+    path.strip_prefix(dir).and_then(|r| r.strip_prefix('/')).filter(|r| !r.is_empty()).map(str::to_string)
+}
+
+/// Splits a built image tree into the extension's `/usr` and the host's files.
+pub fn split(profile: &Profile, arch: Arch, image: &Tree) -> Result<Split> {
+    let mut usr = Tree::new();
+    let mut host = Tree::new();
+    let bin = profile.bin_dir();
+    let cni = profile.cni_bin_dir();
+    // Units and defaults rendered for /usr/bin replace the /opt/bin ones.
+    let mut rendered = Tree::new();
+    render::render(&sysext_profile(profile), arch, &mut rendered)?;
+    let units = "etc/systemd/system";
+    let replaced_host = [
+        format!("{units}/{}", kiln_firstboot::unit::UNIT_NAME),
+        format!("{units}/kubelet.service.d/20-kiln.conf"),
+        kiln_firstboot::image::IMAGE_TOML_PATH.trim_start_matches('/').to_string(),
+    ];
+    let moved_to_usr = [format!("{units}/kubelet.service"), format!("{units}/kubelet.service.d/10-kubeadm.conf")];
+    let dropped = [
+        format!("{units}/multi-user.target.wants/kubelet.service"),
+        "etc/systemd/system.conf.d/10-kiln-path.conf".to_string(),
+        "etc/profile.d/kiln-path.sh".to_string(),
+    ];
+    for (path, e) in image.iter() {
+        let is_dir = matches!(e.node, Node::Dir);
+        if is_dir && e.origin == Origin::Implicit {
+            continue;
+        }
+        if let (Some(name), false) = (under(path, &bin), is_dir) {
+            usr.insert(&format!("{SYSEXT_BIN}/{name}"), e.clone(), false)?;
+        } else if let (Some(name), false) = (under(path, &cni), is_dir) {
+            usr.insert(&format!("{SYSEXT_CNI}/{name}"), e.clone(), false)?;
+        } else if e.origin == Origin::Rendered && (moved_to_usr.contains(path) || dropped.contains(path)) {
+            continue;
+        } else if e.origin == Origin::Rendered && replaced_host.contains(path) {
+            let r = rendered
+                .get(path)
+                .ok_or_else(|| Error::build(format!("sysext: /{path} was not rendered (kiln bug)")))?;
+            host.insert(path, r.clone(), false)?;
+        } else if path == "usr" || path.starts_with("usr/") {
+            if !is_dir {
+                usr.insert(path, e.clone(), false)?;
+            }
+        } else if !(is_dir && (path == bin.trim_matches('/') || path == cni.trim_matches('/'))) {
+            host.insert(path, e.clone(), false)?;
+        }
+    }
+    for p in &moved_to_usr {
+        let r = rendered.get(p).ok_or_else(|| Error::build(format!("sysext: /{p} was not rendered (kiln bug)")))?;
+        let rel = p.trim_start_matches(units).trim_start_matches('/');
+        usr.insert(&format!("{SYSEXT_UNITS}/{rel}"), r.clone(), false)?;
+    }
+    usr.insert(
+        &format!("{SYSEXT_UNITS}/kubelet.service.d/05-kiln-cni.conf"),
+        Entry::text(
+            format!(
+                "# Written by kiln: CNI plugins ship in the extension's read-only /usr;\n# kubelet and the runtime look for them in {cni}.\n[Service]\nExecStartPre=/usr/bin/mkdir -p {cni}\nExecStartPre=/usr/bin/cp -f -r {SYSEXT_CNI}/. {cni}/\n"
+            ),
+            0o644,
+        ),
+        false,
+    )?;
+    // Units shipped in an extension are not enabled by `systemctl enable`;
+    // multi-user.target upholds kubelet instead (sysext-bakery's pattern).
+    usr.insert(
+        &format!("{SYSEXT_UNITS}/multi-user.target.d/10-kiln-kubelet.conf"),
+        Entry::text(
+            "# Written by kiln: start kubelet from the merged extension.\n[Unit]\nUpholds=kubelet.service\n",
+            0o644,
+        ),
+        false,
+    )?;
+    usr.insert(
+        &format!("/usr/lib/extension-release.d/extension-release.{EXTENSION_NAME}"),
+        Entry::text(extension_release(arch), 0o644),
+        false,
+    )?;
+    Ok(Split { usr, host })
+}
+
+/// Reads a tree file lazily (no open descriptor until written), hashing it and
+/// failing at EOF if it does not match its pin.
+struct Verified {
+    path: String,
+    content: Content,
+    reader: Option<Box<dyn Read + Send>>,
+    hasher: Option<sha2::Sha256>,
+    digests: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl Read for Verified {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest;
+        if self.reader.is_none() {
+            self.reader = Some(match &self.content {
+                Content::Inline(b) => Box::new(io::Cursor::new(b.clone())),
+                Content::Disk { path, .. } => Box::new(std::fs::File::open(path)?),
+            });
+            self.hasher = Some(sha2::Sha256::new());
+        }
+        let n = self.reader.as_mut().map(|r| r.read(buf)).unwrap_or(Ok(0))?;
+        if n > 0 {
+            if let Some(h) = self.hasher.as_mut() {
+                h.update(&buf[..n]);
+            }
+        } else if let Some(h) = self.hasher.take() {
+            let actual = hash::hex(&h.finalize());
+            tarball::verify(&self.path, &self.content, &actual).map_err(|e| io::Error::other(e.message))?;
+            if let Ok(mut d) = self.digests.lock() {
+                d.insert(self.path.clone(), actual);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Writes the extension tree as a gzip squashfs (128 KiB blocks, every mtime =
+/// epoch, uid/gid 0): byte-identical for the same tree and epoch.
+pub fn write(usr: &Tree, epoch: u64, out: &std::path::Path) -> Result<Vec<FileRecord>> {
+    let t = u32::try_from(epoch)
+        .map_err(|_| Error::config(format!("epoch {epoch} does not fit squashfs' 32-bit mtime")))?;
+    let mut fs = FilesystemWriter::default();
+    fs.set_time(t);
+    fs.set_root_mode(0o755);
+    fs.set_root_uid(0);
+    fs.set_root_gid(0);
+    let comp = FilesystemCompressor::new(backhand::v4::compressor::Compressor::Gzip, None)
+        .map_err(|e| Error::build(format!("squashfs compressor: {e}")))?;
+    fs.set_compressor(comp);
+    let digests = Arc::new(Mutex::new(BTreeMap::new()));
+    let header = |e: &Entry| NodeHeader::new(e.mode as u16, e.uid, e.gid, t);
+    let squash_err = |path: &str, e: backhand::BackhandError| Error::build(format!("squashfs: /{path}: {e}"));
+    for (path, e) in usr.iter() {
+        match &e.node {
+            Node::Dir => fs.push_dir(path, header(e)).map_err(|x| squash_err(path, x))?,
+            Node::Symlink(target) => {
+                fs.push_symlink(PathBuf::from(target), path, header(e)).map_err(|x| squash_err(path, x))?
+            }
+            Node::File(content) => {
+                let r = Verified {
+                    path: path.clone(),
+                    content: content.clone(),
+                    reader: None,
+                    hasher: None,
+                    digests: Arc::clone(&digests),
+                };
+                fs.push_file(r, path, header(e)).map_err(|x| squash_err(path, x))?
+            }
+        }
+    }
+    let file = std::fs::File::create(out).io_ctx(out.display())?;
+    let mut w = io::BufWriter::with_capacity(1 << 20, file);
+    if let Err(e) = fs.write(&mut w) {
+        let msg = e.to_string();
+        return Err(if msg.contains("changed on disk") {
+            Error::verify(msg)
+        } else {
+            Error::build(format!("writing {}: {msg}", out.display()))
+        });
+    }
+    let f = w.into_inner().map_err(|e| Error::build(format!("{}: {}", out.display(), e.error())))?;
+    f.sync_all().io_ctx(out.display())?;
+    let digests = digests.lock().map(|d| d.clone()).unwrap_or_default();
+    Ok(usr
+        .iter()
+        .map(|(p, e)| tarball::record(p, e, matches!(e.node, Node::File(_)).then(|| digests.get(p).cloned()).flatten()))
+        .collect())
+}
