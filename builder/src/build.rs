@@ -5,12 +5,14 @@ use crate::check;
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::{self, FetchOptions};
 use crate::hash;
+use crate::ignition_image::{self, IgnitionInputs};
 use crate::manifest::{self, Manifest, Output, ProfileSection};
 use crate::overlay;
-use crate::profile::{Arch, Artifact, Install, Profile};
+use crate::profile::{Arch, Artifact, Install, OutputFormat, Profile};
 use crate::progress::{human_bytes, Progress};
 use crate::render;
 use crate::staging::Staging;
+use crate::sysext;
 use crate::tarball;
 use crate::tree::{Content, Entry, Origin, Tree};
 use sha2::{Digest, Sha256};
@@ -33,6 +35,32 @@ pub struct BuildOptions {
     pub firstboot_bins: Vec<(Option<Arch>, PathBuf)>,
     /// Rebuild even if the outputs are up to date.
     pub force: bool,
+    /// Output formats (empty: the profile's `formats`, else the tarball).
+    pub formats: Vec<OutputFormat>,
+    /// How the Ignition image config installs the image.
+    pub ignition_mode: ignition_image::Mode,
+    /// Ignition spec version of the image config.
+    pub ignition_version: String,
+    /// URL the output directory will be served from (Ignition downloads from it).
+    pub base_url: Option<String>,
+}
+
+impl BuildOptions {
+    /// Options with defaults: `dist/`, the default cache, tarball only.
+    pub fn new(out_dir: PathBuf) -> BuildOptions {
+        BuildOptions {
+            out_dir,
+            cache_dir: None,
+            fetch: FetchOptions::default(),
+            archs: Vec::new(),
+            firstboot_bins: Vec::new(),
+            force: false,
+            formats: Vec::new(),
+            ignition_mode: ignition_image::Mode::Sysext,
+            ignition_version: "3.3.0".into(),
+            base_url: None,
+        }
+    }
 }
 
 /// What a build did.
@@ -125,9 +153,26 @@ fn firstboot_bin(profile: &Profile, arch: Arch, opts: &BuildOptions) -> Result<O
 }
 
 /// sha256 over everything that decides the output bytes.
-fn fingerprint(profile: &Profile, epoch: u64, archs: &[Arch], firstboot: &[Option<FirstbootBin>]) -> Result<String> {
+fn fingerprint(
+    profile: &Profile,
+    opts: &BuildOptions,
+    formats: &[OutputFormat],
+    epoch: u64,
+    archs: &[Arch],
+    firstboot: &[Option<FirstbootBin>],
+) -> Result<String> {
     let mut h = Sha256::new();
     h.update(format!("kiln {}\nepoch {epoch}\n", env!("CARGO_PKG_VERSION")));
+    for f in formats {
+        h.update(format!("format {}\n", f.as_str()));
+    }
+    if formats.contains(&OutputFormat::Ignition) {
+        let mirror = match &opts.fetch.mirror {
+            Some(fetch::Mirror::Url(u)) => u.as_str(),
+            _ => "",
+        };
+        h.update(format!("ignition {:?} {} {:?} {mirror}\n", opts.ignition_mode, opts.ignition_version, opts.base_url));
+    }
     for a in archs {
         h.update(format!("arch {a}\n"));
     }
@@ -234,10 +279,21 @@ fn assemble(
     Ok(tree)
 }
 
+/// Records a staged output file.
+fn output(staging: &Staging, file: &str, format: &str, arch: Arch) -> Result<Output> {
+    let path = staging.path(file);
+    let size = std::fs::metadata(&path).io_ctx(file)?.len();
+    let sha256 = tarball::digest(&path)?;
+    Ok(Output { file: file.to_string(), format: format.into(), arch: arch.to_string(), size, sha256 })
+}
+
 /// Builds every requested architecture of `profile` into `opts.out_dir`.
 pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     let started = Instant::now();
-    let findings = check::check(profile);
+    let mut formats = if opts.formats.is_empty() { profile.formats() } else { opts.formats.clone() };
+    formats.sort();
+    formats.dedup();
+    let findings = check::check_for(profile, &formats);
     for f in findings.iter().filter(|f| f.severity == check::Severity::Warning) {
         progress.warn(&f.message);
     }
@@ -265,7 +321,15 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     };
     let firstboot: Vec<Option<FirstbootBin>> =
         archs.iter().map(|a| firstboot_bin(profile, *a, opts)).collect::<Result<_>>()?;
-    let inputs = fingerprint(profile, epoch, &archs, &firstboot)?;
+    if formats.contains(&OutputFormat::Ignition) && opts.base_url.is_none() {
+        let needs = opts.ignition_mode == ignition_image::Mode::Sysext || firstboot.iter().any(|f| f.is_some());
+        if needs {
+            return Err(Error::config(
+                "--format ignition needs --base-url URL: the address the output directory will be served from (the sysext image and kiln-firstboot are downloaded from there at first boot)",
+            ));
+        }
+    }
+    let inputs = fingerprint(profile, opts, &formats, epoch, &archs, &firstboot)?;
 
     let name = profile.name().to_string();
     let previous = Manifest::read(&opts.out_dir);
@@ -297,18 +361,88 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     let mut trees = std::collections::BTreeMap::new();
     for (arch, fb) in archs.iter().zip(&firstboot) {
         let tree = assemble(profile, *arch, &cache, &fetched, fb.as_ref())?;
-        let file = format!("{name}-{arch}.tar.gz");
-        let t0 = Instant::now();
-        let records = tarball::write(&tree, epoch, &staging.path(&file))?;
-        let size = std::fs::metadata(staging.path(&file)).io_ctx(&file)?.len();
-        let sha256 = tarball::digest(&staging.path(&file))?;
-        progress.step(format!(
-            "wrote {file}: {} entries, {} in {:.1} s",
-            records.len(),
-            human_bytes(size),
-            t0.elapsed().as_secs_f64()
-        ));
-        outputs.push(Output { file, format: "tar".into(), arch: arch.to_string(), size, sha256 });
+        let mut records = None;
+        if formats.contains(&OutputFormat::Tar) {
+            let file = format!("{name}-{arch}.tar.gz");
+            let t0 = Instant::now();
+            let r = tarball::write(&tree, epoch, &staging.path(&file))?;
+            let out = output(&staging, &file, "tar", *arch)?;
+            progress.step(format!(
+                "wrote {file}: {} entries, {} in {:.1} s",
+                r.len(),
+                human_bytes(out.size),
+                t0.elapsed().as_secs_f64()
+            ));
+            outputs.push(out);
+            records = Some(r);
+        }
+        let ignition = formats.contains(&OutputFormat::Ignition);
+        let mut raw = None;
+        let want_sysext =
+            formats.contains(&OutputFormat::Sysext) || (ignition && opts.ignition_mode == ignition_image::Mode::Sysext);
+        let split = if want_sysext { Some(sysext::split(profile, *arch, &tree)?) } else { None };
+        if let Some(split) = &split {
+            let file = sysext::file_name(profile, *arch);
+            let t0 = Instant::now();
+            let r = sysext::write(&split.usr, epoch, &staging.path(&file))?;
+            let out = output(&staging, &file, "sysext", *arch)?;
+            progress.step(format!(
+                "wrote {file}: {} entries, {} in {:.1} s",
+                r.len(),
+                human_bytes(out.size),
+                t0.elapsed().as_secs_f64()
+            ));
+            trees.insert(format!("{arch}-sysext"), manifest::records_json(&r)?);
+            raw = Some((file, out.sha256.clone()));
+            outputs.push(out);
+        }
+        if ignition {
+            let mirror_url = match &opts.fetch.mirror {
+                Some(fetch::Mirror::Url(u)) => Some(u.as_str()),
+                _ => None,
+            };
+            let inputs =
+                IgnitionInputs { version: &opts.ignition_version, base_url: opts.base_url.as_deref(), mirror_url };
+            let doc = match (opts.ignition_mode, &raw, &split) {
+                (ignition_image::Mode::Sysext, Some((raw_name, raw_sha)), Some(split)) => {
+                    ignition_image::sysext_config(split, raw_name, raw_sha, &inputs)?
+                }
+                _ => {
+                    let fb_out = match fb {
+                        Some(fb) => {
+                            let file = format!("kiln-firstboot-{arch}");
+                            std::fs::copy(&fb.path, staging.path(&file)).io_ctx(fb.path.display())?;
+                            let out = output(&staging, &file, "firstboot", *arch)?;
+                            if out.sha256 != fb.sha256 {
+                                return Err(Error::verify(format!("{} changed while building", fb.path.display())));
+                            }
+                            outputs.push(out);
+                            Some((file, fb.sha256.clone()))
+                        }
+                        None => None,
+                    };
+                    let arts: Vec<Artifact> =
+                        fetched.iter().filter(|(a, _)| a.arch == *arch).map(|(a, _)| a.clone()).collect();
+                    ignition_image::files_config(
+                        &tree,
+                        &arts,
+                        fb_out.as_ref().map(|(f, s)| (f.as_str(), s.as_str())),
+                        &profile.bin_dir(),
+                        &inputs,
+                    )?
+                }
+            };
+            let file = format!("{name}-{arch}.ign");
+            let mut text = serde_json::to_string_pretty(&doc).map_err(|e| Error::build(e.to_string()))?;
+            text.push('\n');
+            manifest::write_text(&staging.path(&file), &text)?;
+            outputs.push(output(&staging, &file, "ignition", *arch)?);
+            progress.step(format!("wrote {file} ({:?} mode, Ignition {})", opts.ignition_mode, opts.ignition_version));
+        }
+        let records = match records {
+            Some(r) => r,
+            None => tree.iter().map(|(p, e)| tarball::record(p, e, None)).collect(),
+        };
         trees.insert(arch.to_string(), manifest::records_json(&records)?);
     }
 

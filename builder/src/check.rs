@@ -4,7 +4,7 @@
 
 use crate::error::Error;
 use crate::hash::is_sha256_hex;
-use crate::profile::{Arch, CgroupDriver, Profile, URL_PLACEHOLDERS};
+use crate::profile::{Arch, CgroupDriver, OutputFormat, Profile, URL_PLACEHOLDERS};
 use crate::tree::{Content, Node, Tree};
 use crate::version::Version;
 use crate::{overlay, render};
@@ -51,9 +51,17 @@ impl Checker<'_> {
     }
 }
 
-/// Runs every rule on `profile`. The profile has already parsed strictly.
+/// Runs every rule on `profile` for the formats it asks for.
 pub fn check(profile: &Profile) -> Vec<Finding> {
+    check_for(profile, &profile.formats())
+}
+
+/// Runs every rule on `profile` for building `formats`.
+pub fn check_for(profile: &Profile, formats: &[OutputFormat]) -> Vec<Finding> {
     let mut c = Checker { p: profile, out: Vec::new() };
+    if formats.contains(&OutputFormat::Sysext) {
+        sysext_writable(&mut c);
+    }
     architectures(&mut c);
     directories(&mut c);
     artifacts(&mut c);
@@ -92,6 +100,23 @@ fn architectures(c: &mut Checker) {
             c.error("architectures", a.span(), format!("{} is listed twice", a.get_ref()));
         }
         seen.push(*a.get_ref());
+    }
+}
+
+/// A merged sysext makes `/usr` read-only (systemd-sysext(8)); kiln's image
+/// merges only `/usr`, so the directories kubelet and CNI write must be elsewhere.
+fn sysext_writable(c: &mut Checker) {
+    for (key, v) in [("flex_volume_dir", c.p.doc.flex_volume_dir.clone()), ("cni_bin_dir", c.p.doc.cni_bin_dir.clone())]
+    {
+        if let Some(v) = v {
+            if under_usr(v.get_ref()) && !c.p.family().read_only_usr() {
+                c.error(
+                    "sysext-writable",
+                    v.span(),
+                    format!("{key} `{}` is under /usr, which a merged sysext makes read-only; use a path under /opt or /var", v.get_ref()),
+                );
+            }
+        }
     }
 }
 

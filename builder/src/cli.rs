@@ -34,8 +34,11 @@ pub enum Command {
   kiln build profiles/fcos-1.34.toml --arch amd64 --out dist/
   kiln build profiles/rpi-1.34.toml --mirror /srv/k8s-mirror --offline \\
       --firstboot-bin arm64=target/aarch64-unknown-linux-musl/release/kiln-firstboot
+  kiln build profiles/flatcar-1.34.toml --format sysext --format ignition \\
+      --base-url https://images.example.com/kiln
 
-Outputs: <out>/<profile>-<arch>.tar.gz, <out>/manifest.json, <out>/SHA256SUMS.
+Outputs: <out>/<profile>-<arch>.tar.gz (tar), <out>/kubernetes-<version>-<arch>.raw
+(sysext), <out>/<profile>-<arch>.ign (ignition), <out>/manifest.json, <out>/SHA256SUMS.
 Extract a tarball onto a node's root with
   tar --keep-directory-symlink -xzf <profile>-<arch>.tar.gz -C /
 
@@ -65,6 +68,7 @@ The diff is printed for review; nothing is written unless every checksum was rea
   kiln userdata --cluster clusters/prod --role init --format ignition --out cp-1.ign
   kiln userdata --cluster clusters/prod --role control-plane --node cp-2 --format cloud-config --out cp-2.yaml
   kiln userdata --cluster clusters/prod --role join --format toml --gzip --out worker.toml.gz
+  kiln userdata --cluster clusters/prod --role join --image dist/flatcar-1.34-amd64.ign --out worker-1.ign
 
 Workers receive the CA certificate, the discovery hash and the token, never a private
 key. Control planes receive the CA keys and sa.key/sa.pub: no --upload-certs window.
@@ -163,6 +167,10 @@ pub struct UserdataArgs {
     /// Output file (default: standard output).
     #[arg(long, short, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Combine with this Ignition image config (from `kiln build --format ignition`)
+    /// into one per-machine config; implies --format ignition.
+    #[arg(long, value_name = "FILE.ign")]
+    pub image: Option<PathBuf>,
 }
 
 fn parse_role(s: &str) -> Result<kiln_firstboot::node::Role, String> {
@@ -205,6 +213,18 @@ pub struct BuildArgs {
     /// Per-request timeout in seconds (connect and each read).
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub timeout: u64,
+    /// Output format (repeatable; default: the profile's `formats`, else tar).
+    #[arg(long = "format", value_enum, value_name = "FORMAT")]
+    pub formats: Vec<crate::profile::OutputFormat>,
+    /// How the Ignition image config installs the image.
+    #[arg(long, value_enum, default_value = "sysext")]
+    pub ignition_mode: crate::ignition_image::Mode,
+    /// Ignition spec version of the image config.
+    #[arg(long, default_value = "3.3.0", value_name = "VERSION")]
+    pub ignition_version: String,
+    /// URL the output directory is served from (Ignition downloads the sysext and kiln-firstboot there).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
     /// Print a JSON report on stdout.
     #[arg(long)]
     pub json: bool,

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod error;
 pub mod fetch;
 pub mod hash;
+pub mod ignition_image;
 pub mod location;
 pub mod manifest;
 pub mod overlay;

@@ -47,12 +47,16 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
                 ..FetchOptions::default()
             };
             let opts = BuildOptions {
-                out_dir: a.out,
                 cache_dir: a.cache,
                 fetch,
                 archs: a.archs,
                 firstboot_bins: a.firstboot_bins,
                 force: a.force,
+                formats: a.formats,
+                ignition_mode: a.ignition_mode,
+                ignition_version: a.ignition_version,
+                base_url: a.base_url,
+                ..BuildOptions::new(a.out)
             };
             let mut reports = Vec::new();
             for p in &a.profiles {
@@ -151,7 +155,11 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
         }
         Command::Userdata(a) => {
             let c = Cluster::load(&a.cluster)?;
-            let mut data = userdata::render(&c, a.role, a.node.as_deref(), a.format, &a.ignition_version)?;
+            let format = if a.image.is_some() { userdata::Format::Ignition } else { a.format };
+            let mut data = userdata::render(&c, a.role, a.node.as_deref(), format, &a.ignition_version)?;
+            if let Some(image) = &a.image {
+                data = userdata::combine(image, &data)?;
+            }
             if a.gzip {
                 data = userdata::gzip(&data);
             }
@@ -164,7 +172,7 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
             progress.step(format!(
                 "wrote {} bytes of {} user-data (role {}) to {dest}",
                 data.len(),
-                a.format.as_str(),
+                format.as_str(),
                 a.role.as_str()
             ));
             if data.len() > userdata::EC2_LIMIT {

@@ -125,6 +125,29 @@ impl fmt::Display for Arch {
     }
 }
 
+/// An output format of `kiln build`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// `<profile>-<arch>.tar.gz`: an overlay tarball for the root filesystem.
+    Tar,
+    /// `kubernetes-<version>-<arch>.raw`: a systemd-sysext image.
+    Sysext,
+    /// `<profile>-<arch>.ign`: an Ignition config that installs the image.
+    Ignition,
+}
+
+impl OutputFormat {
+    /// Name as written in profiles and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::Tar => "tar",
+            OutputFormat::Sysext => "sysext",
+            OutputFormat::Ignition => "ignition",
+        }
+    }
+}
+
 /// A cgroup driver, shared by kubelet and the container runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -250,6 +273,8 @@ pub struct ProfileDoc {
     /// Overlays (`overlays/<name>/`) merged in this order.
     #[serde(default)]
     pub overlays: Vec<Spanned<String>>,
+    /// Output formats `kiln build` writes by default (`--format` overrides).
+    pub formats: Option<Spanned<Vec<OutputFormat>>>,
     /// The container runtime.
     pub runtime: Option<Runtime>,
     /// Extra or overriding sysctls (`key = "value"`).
@@ -394,6 +419,15 @@ impl Profile {
             .and_then(|r| r.socket.as_ref())
             .map(|s| s.get_ref().clone())
             .unwrap_or_else(|| self.runtime().default_socket().to_string())
+    }
+    /// Output formats the profile asks for (default: the tarball).
+    pub fn formats(&self) -> Vec<OutputFormat> {
+        self.doc
+            .formats
+            .as_ref()
+            .map(|f| f.get_ref().clone())
+            .filter(|f| !f.is_empty())
+            .unwrap_or(vec![OutputFormat::Tar])
     }
     /// The profile's epoch (before `SOURCE_DATE_EPOCH` is considered).
     pub fn epoch(&self) -> u64 {

@@ -231,3 +231,33 @@ pub fn render(
         Format::CloudConfig => cloud_config(&node_files(&config, pki)).into_bytes(),
     })
 }
+
+/// Combines an image config (`kiln build --format ignition`) with a node's
+/// Ignition user-data into one config: what a user pastes into a cloud console
+/// or hands to `coreos-installer install -i`.
+pub fn combine(image_path: &std::path::Path, node: &[u8]) -> Result<Vec<u8>> {
+    let text = std::fs::read_to_string(image_path).map_err(|e| {
+        Error::config(format!("--image {}: {e}; build it with `kiln build --format ignition`", image_path.display()))
+    })?;
+    let image: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::config(format!(
+            "--image {}:{}:{}: not an Ignition config: {e}",
+            image_path.display(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let node: serde_json::Value = serde_json::from_slice(node).map_err(|e| Error::build(e.to_string()))?;
+    if image["ignition"]["version"] != node["ignition"]["version"] {
+        return Err(Error::config(format!(
+            "--image {} is Ignition {} but the user-data is {}; pass the same --ignition-version to both",
+            image_path.display(),
+            image["ignition"]["version"],
+            node["ignition"]["version"]
+        )));
+    }
+    let merged = crate::ignition_image::merge(image, &node)?;
+    let mut s = serde_json::to_string_pretty(&merged).map_err(|e| Error::build(e.to_string()))?;
+    s.push('\n');
+    Ok(s.into_bytes())
+}
