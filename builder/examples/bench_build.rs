@@ -92,7 +92,7 @@ fn main() {
         .status()
         .expect("pin");
     assert!(st.success());
-    let build = |force: bool| {
+    let build_to = |force: bool, out: &str, sysext: bool| {
         let mut c = Command::new(&kiln);
         c.args(["-q", "build"])
             .arg(&profile_path)
@@ -101,14 +101,18 @@ fn main() {
             .arg("--cache")
             .arg(t.join("cache"))
             .arg("--out")
-            .arg(t.join("dist"))
+            .arg(t.join(out))
             .arg("--firstboot-bin")
             .arg(t.join("kiln-firstboot"));
         if force {
             c.arg("--force");
         }
+        if sysext {
+            c.args(["--format", "sysext"]);
+        }
         c
     };
+    let build = |force: bool| build_to(force, "dist", false);
     let (cold, _) = measure(&mut build(false));
     let tgz = t.join("dist/flatcar-1.34-amd64.tar.gz");
     let tree = t.join("tree");
@@ -130,6 +134,29 @@ fn main() {
         base_times.push(sh(&format!("tar -c -C {} . | gzip -6 > {}/baseline.tar.gz", tree.display(), t.display())));
     }
     let (noop, _) = measure(&mut build(false));
+
+    // systemd-sysext: kiln's squashfs writer against mksquashfs and mkfs.erofs
+    // on the same /usr tree (extracted from kiln's own image), same run.
+    measure(&mut build_to(true, "sx", true)); // warm
+    let raw_img = t.join("sx/kubernetes-v1.34.2-amd64.raw");
+    let usr = t.join("usr-tree");
+    sh(&format!("unsquashfs -q -d {} {}", usr.display(), raw_img.display()));
+    let mut sx_kiln = Vec::new();
+    let mut sx_mksq = Vec::new();
+    let mut sx_erofs = Vec::new();
+    let mut sx_rss = 0;
+    for _ in 0..3 {
+        let (d, r) = measure(&mut build_to(true, "sx", true));
+        sx_kiln.push(d);
+        sx_rss = sx_rss.max(r);
+        sx_mksq.push(sh(&format!(
+            "mksquashfs {} {}/base.sqfs -comp gzip -b 131072 -noappend -all-root -quiet -no-progress >/dev/null",
+            usr.display(),
+            t.display()
+        )));
+        sx_erofs.push(sh(&format!("mkfs.erofs -zlz4hc -T0 {}/base.erofs {} >/dev/null", t.display(), usr.display())));
+    }
+    let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
     let best = |v: &[Duration]| v.iter().min().copied().unwrap_or_default();
     let (k, b) = (best(&kiln_times), best(&base_times));
     let kiln_size = std::fs::metadata(&tgz).map(|m| m.len()).unwrap_or(0);
@@ -149,4 +176,18 @@ fn main() {
     println!("ratio kiln/baseline: {:.2} (goal <= 1.0)", k.as_secs_f64() / b.as_secs_f64());
     println!("no-op rebuild: {:.3} s (goal < 0.5 s)", noop.as_secs_f64());
     println!("peak RSS of kiln build: {:.1} MB (goal < 100 MB)", rss as f64 / 1024.0);
+    let (k, m, e) = (best(&sx_kiln), best(&sx_mksq), best(&sx_erofs));
+    println!(
+        "sysext, kiln build --format sysext: {:.2} s ({:.1} MB, peak RSS {:.1} MB)",
+        k.as_secs_f64(),
+        size(raw_img.clone()),
+        sx_rss as f64 / 1024.0
+    );
+    println!("baseline, mksquashfs -comp gzip:   {:.2} s ({:.1} MB)", m.as_secs_f64(), size(t.join("base.sqfs")));
+    println!("baseline, mkfs.erofs -zlz4hc:      {:.2} s ({:.1} MB)", e.as_secs_f64(), size(t.join("base.erofs")));
+    println!(
+        "ratio kiln/mksquashfs: {:.2}, kiln/mkfs.erofs: {:.2} (goal <= 1.0)",
+        k.as_secs_f64() / m.as_secs_f64(),
+        k.as_secs_f64() / e.as_secs_f64()
+    );
 }
