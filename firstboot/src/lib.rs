@@ -4,5 +4,6 @@
 //! will parse; this crate never depends on the builder, so it stays tiny.
 
 pub mod image;
+pub mod kubeadm;
 pub mod node;
 pub mod unit;
