@@ -3,7 +3,10 @@
 //! The builder (`kiln`) depends on this crate to write exactly what the agent
 //! will parse; this crate never depends on the builder, so it stays tiny.
 
+pub mod diagnose;
+pub mod identity;
 pub mod image;
 pub mod kubeadm;
 pub mod node;
+pub mod sources;
 pub mod unit;
