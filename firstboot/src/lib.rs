@@ -3,6 +3,7 @@
 //! The builder (`kiln`) depends on this crate to write exactly what the agent
 //! will parse; this crate never depends on the builder, so it stays tiny.
 
+pub mod agent;
 pub mod diagnose;
 pub mod identity;
 pub mod image;

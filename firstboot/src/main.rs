@@ -1,30 +1,59 @@
 //! `kiln-firstboot`: reads machine metadata on first boot and runs kubeadm.
-//!
-//! This build carries only `plan` over the baked image defaults; metadata
-//! providers, preflight and kubeadm execution are tracked as their own work.
 
-use kiln_firstboot::image::{ImageDefaults, IMAGE_TOML_PATH};
+use kiln_firstboot::agent::{self, Options};
+use kiln_firstboot::sources::{under, Machine};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-const USAGE: &str = "usage: kiln-firstboot [--root DIR] <plan|run|--version>
+const USAGE: &str = "usage: kiln-firstboot [OPTIONS] [run|plan|status|reset]
+
+Joins this machine to its Kubernetes cluster, once per machine, unattended.
 
 Commands:
-  plan       print the image's baked defaults (from /etc/kiln/image.toml)
-  run        join this machine to its cluster (not in this build: exits 2)
+  run      resolve the node, fix and check the host, run kubeadm init|join (default)
+  plan     print the resolved node, its sources and the kubeadm config (secrets redacted)
+  status   print the state of this machine's bootstrap
+  reset    kubeadm reset -f and remove kiln's state and stale CNI state, so `run` starts over
 
-Exit codes: 0 ok, 1 failed, 2 usage or configuration error.";
+Options:
+  --root DIR       act on DIR instead of / (every read and write goes under it)
+  --cmdline FILE   read the kernel command line from FILE (default: /proc/cmdline)
+  --seed DIR       NoCloud seed directory (default: /var/lib/cloud/seed/nocloud)
+  --attempts N     kubeadm attempts before giving up (default 3)
+  --wait SECS      how long a join waits for the control plane (default 600)
+  --backoff SECS   delay before the second attempt, doubling (default 10)
+
+Sources, later wins: /etc/kiln/image.toml < NoCloud user-data < /etc/kiln/node.toml
+< /boot/firmware/kiln/node.toml < kernel command line (kiln.role=, kiln.node-name=, kiln.node-ip=).
+
+Exit codes: 0 joined (or already joined on this machine), 1 kubeadm failed
+(see /run/kiln/bootstrap-failed), 2 the node description is incomplete or wrong.";
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("kiln-firstboot: {msg}\n{USAGE}");
+    ExitCode::from(2)
+}
 
 fn main() -> ExitCode {
     let mut root = PathBuf::from("/");
+    let mut cmdline = None;
+    let mut seed = None;
+    let mut opts = Options::default();
     let mut cmd = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        match a.as_str() {
-            "--root" => match args.next() {
-                Some(r) => root = PathBuf::from(r),
-                None => return usage("--root needs a directory"),
-            },
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        let secs = |v: Result<String, String>| -> Result<u64, String> {
+            v?.parse::<u64>().map_err(|_| "expects a number".into())
+        };
+        let r: Result<(), String> = match a.as_str() {
+            "--root" => value("--root").map(|v| root = PathBuf::from(v)),
+            "--cmdline" => value("--cmdline").map(|v| cmdline = Some(PathBuf::from(v))),
+            "--seed" => value("--seed").map(|v| seed = Some(PathBuf::from(v))),
+            "--attempts" => secs(value("--attempts")).map(|n| opts.attempts = n.max(1) as u32),
+            "--wait" => secs(value("--wait")).map(|n| opts.wait = Duration::from_secs(n)),
+            "--backoff" => secs(value("--backoff")).map(|n| opts.backoff = Duration::from_secs(n)),
             "--version" | "-V" => {
                 println!("kiln-firstboot {}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
@@ -33,42 +62,67 @@ fn main() -> ExitCode {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
-            other if cmd.is_none() => cmd = Some(other.to_string()),
-            other => return usage(&format!("unexpected argument '{other}'")),
+            other if cmd.is_none() && !other.starts_with('-') => {
+                cmd = Some(other.to_string());
+                Ok(())
+            }
+            other => Err(format!("unexpected argument '{other}'")),
+        };
+        if let Err(e) = r {
+            return usage(&e);
         }
     }
+    let machine = Machine::probe(&root, cmdline.as_deref(), seed.as_deref());
     match cmd.as_deref().unwrap_or("run") {
-        "plan" => plan(&root),
-        "run" => {
-            eprintln!("<3>kiln-firstboot: 'run' is not part of this build yet; nothing was changed");
-            ExitCode::from(2)
-        }
+        "run" => ExitCode::from(agent::run(&machine, &opts)),
+        "plan" => match agent::resolve(&machine) {
+            Ok(r) => {
+                print!("{}", agent::plan(&machine, &r));
+                ExitCode::SUCCESS
+            }
+            Err(errs) => {
+                for e in errs {
+                    eprintln!("kiln-firstboot: {e}");
+                }
+                ExitCode::from(2)
+            }
+        },
+        "status" => status(&machine),
+        "reset" => reset(&machine),
         other => usage(&format!("unknown command '{other}'")),
     }
 }
 
-fn usage(msg: &str) -> ExitCode {
-    eprintln!("kiln-firstboot: {msg}\n{USAGE}");
-    ExitCode::from(2)
+fn status(m: &Machine) -> ExitCode {
+    match agent::read_state(&m.root) {
+        Some(s) if s.machine_id == m.machine_id => {
+            println!("joined: {} as {} (Kubernetes {}) at {}", s.node_name, s.role, s.kubernetes_version, s.time)
+        }
+        Some(s) => println!("not joined on this machine (state is from machine {})", s.machine_id),
+        None => match std::fs::read_to_string(under(&m.root, agent::FAILED_PATH)) {
+            Ok(reason) => println!("failed: {}", reason.trim()),
+            Err(_) => println!("not joined yet"),
+        },
+    }
+    ExitCode::SUCCESS
 }
 
-fn plan(root: &std::path::Path) -> ExitCode {
-    let path = root.join(IMAGE_TOML_PATH.trim_start_matches('/'));
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("<3>kiln-firstboot: cannot read {}: {e}; was this image built by kiln build?", path.display());
-            return ExitCode::from(1);
-        }
-    };
-    match ImageDefaults::from_toml(&text) {
-        Ok(d) => {
-            print!("{}", d.to_toml());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("<3>kiln-firstboot: {}: {e}", path.display());
-            ExitCode::from(2)
-        }
+fn reset(m: &Machine) -> ExitCode {
+    let mut cmd = std::process::Command::new("kubeadm");
+    let _ = cmd.args(["reset", "-f"]).status();
+    // Stale network state a re-join must not inherit (seed item 29).
+    for p in [
+        agent::STATE_PATH,
+        agent::FAILED_PATH,
+        agent::CAPI_SENTINEL,
+        agent::CONFIG_PATH,
+        "/etc/cni/net.d",
+        "/var/lib/cni",
+        "/run/flannel",
+    ] {
+        let path = under(&m.root, p);
+        let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
     }
+    println!("reset: kubeadm state, kiln state and CNI state removed; `kiln-firstboot run` starts over");
+    ExitCode::SUCCESS
 }

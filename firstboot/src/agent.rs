@@ -1,0 +1,522 @@
+//! Resolve, then act: the node is resolved from every source first; `plan`
+//! prints it, `run` executes it.
+
+use crate::diagnose;
+use crate::identity;
+use crate::image::ImageDefaults;
+use crate::kubeadm;
+use crate::node::{NodeConfig, Pki, Role, SwapPolicy};
+use crate::sources::{self, under, Machine};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the success state lives.
+pub const STATE_PATH: &str = "/var/lib/kiln/state.json";
+/// Written on failure, with the reason.
+pub const FAILED_PATH: &str = "/run/kiln/bootstrap-failed";
+/// Cluster API's bootstrap success sentinel.
+pub const CAPI_SENTINEL: &str = "/run/cluster-api/bootstrap-success.complete";
+/// The kubeadm config file.
+pub const CONFIG_PATH: &str = "/run/kiln/kubeadm.json";
+
+/// How `run` behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// kubeadm attempts before giving up.
+    pub attempts: u32,
+    /// How long a join waits for the endpoint to answer.
+    pub wait: Duration,
+    /// Delay between attempts (doubles).
+    pub backoff: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { attempts: 3, wait: Duration::from_secs(600), backoff: Duration::from_secs(10) }
+    }
+}
+
+/// A resolved node: everything `run` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Image defaults.
+    pub image: ImageDefaults,
+    /// Sources that contributed, in order.
+    pub sources: Vec<String>,
+    /// kubeadm inputs.
+    pub kubeadm: kubeadm::Inputs,
+    /// CA material to write (kubeadm file name under /etc/kubernetes/pki → PEM).
+    pub pki: BTreeMap<&'static str, String>,
+    /// Swap policy.
+    pub swap: SwapPolicy,
+    /// Platform, if known.
+    pub platform: Option<String>,
+}
+
+/// Resolves the node or lists everything that is missing or wrong.
+pub fn resolve(m: &Machine) -> Result<Resolved, Vec<String>> {
+    let image = sources::image_defaults(&m.root).map_err(|e| vec![e.0])?;
+    let gathered = sources::gather(m).map_err(|e| vec![e.0])?;
+    let cfg: NodeConfig = sources::merge(&gathered);
+    let mut errs = Vec::new();
+    let c = cfg.cluster.clone().unwrap_or_default();
+    let n = cfg.node.clone().unwrap_or_default();
+    let need = |v: &Option<String>, key: &str, errs: &mut Vec<String>| -> String {
+        v.clone().unwrap_or_else(|| {
+            errs.push(format!("[cluster] {key} is not set by any source; regenerate user-data with `kiln userdata`"));
+            String::new()
+        })
+    };
+    let role = n.role.unwrap_or_else(|| {
+        errs.push("no role: set [node] role (init, control-plane or join) in user-data, or kiln.role= on the kernel command line".into());
+        Role::Join
+    });
+    let endpoint = need(&c.control_plane_endpoint, "control_plane_endpoint", &mut errs);
+    let version = c.kubernetes_version.clone().unwrap_or_else(|| image.kubernetes_version.clone());
+    let minor = version.trim_start_matches('v').split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or_else(|| {
+        errs.push(format!("kubernetes_version `{version}` is not like v1.34.2"));
+        0
+    });
+    let token = c.bootstrap_token.clone().map(|t| t.0).unwrap_or_else(|| {
+        errs.push("[cluster] bootstrap_token is not set; regenerate user-data with `kiln userdata`".into());
+        String::new()
+    });
+    if !token.is_empty() && !crate::node::is_bootstrap_token(&token) {
+        errs.push("[cluster] bootstrap_token is not [a-z0-9]{6}.[a-z0-9]{16}".into());
+    }
+    let hashes = c.ca_cert_hashes.clone().unwrap_or_default();
+    let skip = n.unsafe_skip_ca_verification.unwrap_or(false);
+    if role != Role::Init && hashes.is_empty() && !skip {
+        errs.push("[cluster] ca_cert_hashes is empty: a joining node cannot verify the control plane; regenerate user-data with `kiln userdata`".into());
+    }
+    let node_name = identity::node_name(n.name.as_deref(), None, &m.hostname, &m.machine_id);
+    let node_ip = n.node_ip.clone().or_else(|| identity::route_source(&endpoint)).unwrap_or_else(|| {
+        errs.push(format!("cannot find this node's IP: no [node] node_ip and no route to {endpoint}"));
+        String::new()
+    });
+    let mut pki = BTreeMap::new();
+    let p = cfg.pki.clone().unwrap_or_default();
+    let want: Vec<(&'static str, Option<String>)> = match role {
+        Role::Join => vec![],
+        _ => vec![
+            ("ca.crt", p.ca_cert.clone()),
+            ("ca.key", p.ca_key.clone().map(|s| s.0)),
+            ("front-proxy-ca.crt", p.front_proxy_ca_cert.clone()),
+            ("front-proxy-ca.key", p.front_proxy_ca_key.clone().map(|s| s.0)),
+            ("etcd/ca.crt", p.etcd_ca_cert.clone()),
+            ("etcd/ca.key", p.etcd_ca_key.clone().map(|s| s.0)),
+            ("sa.key", p.sa_key.clone().map(|s| s.0)),
+            ("sa.pub", p.sa_pub.clone()),
+        ],
+    };
+    for (file, v) in want {
+        match v.map(|v| pem(&m.root, &v)) {
+            Some(Ok(text)) => {
+                pki.insert(file, text);
+            }
+            Some(Err(e)) => errs.push(e),
+            None => errs.push(format!(
+                "a {} node needs [pki] {file}: control planes get the CA material so no --upload-certs window is needed; regenerate user-data with `kiln userdata --role {}`",
+                role.as_str(),
+                role.as_str()
+            )),
+        }
+    }
+    if role == Role::Join && has_keys(&p) {
+        errs.push("a join (worker) node was given CA private keys; workers must not hold them — regenerate its user-data with --role join".into());
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    let resolv_conf = resolv_conf(&m.root);
+    let kubelet: BTreeMap<String, serde_json::Value> = n
+        .kubelet
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| serde_json::to_value(v).ok().map(|v| (k, v)))
+        .collect();
+    let swap = n.swap.unwrap_or(SwapPolicy::Off);
+    let inputs = kubeadm::Inputs {
+        role,
+        kubernetes_version: version,
+        minor,
+        node_name,
+        node_ip,
+        control_plane_endpoint: endpoint,
+        cluster_name: c.name.clone().unwrap_or_else(|| "kubernetes".into()),
+        pod_subnet: c.pod_subnet.clone().unwrap_or_else(|| "10.244.0.0/16".into()),
+        service_subnet: c.service_subnet.clone().unwrap_or_else(|| "10.96.0.0/12".into()),
+        dns_domain: c.dns_domain.clone().unwrap_or_else(|| "cluster.local".into()),
+        cri_socket: image.runtime_socket.clone(),
+        taints: n.taints.clone(),
+        labels: n.labels.clone().unwrap_or_default(),
+        token,
+        token_ttl: c.token_ttl.clone().unwrap_or_else(|| "24h".into()),
+        ca_cert_hashes: hashes,
+        unsafe_skip_ca_verification: skip,
+        flex_volume_dir: image.flex_volume_dir.trim_end_matches('/').to_string(),
+        cgroup_driver: image.cgroup_driver.clone(),
+        swap_limited: swap == SwapPolicy::Limited,
+        resolv_conf,
+        kubelet,
+        kubelet_extra_args: n.kubelet_extra_args.clone().unwrap_or_default(),
+    };
+    Ok(Resolved {
+        image,
+        sources: gathered.into_iter().map(|s| s.name).collect(),
+        kubeadm: inputs,
+        pki,
+        swap,
+        platform: m.platform(),
+    })
+}
+
+fn has_keys(p: &Pki) -> bool {
+    p.has_private_key()
+}
+
+/// PEM text inline, or read from a path on the node (under root).
+fn pem(root: &Path, v: &str) -> Result<String, String> {
+    if v.trim_start().starts_with("-----BEGIN") {
+        return Ok(v.to_string());
+    }
+    std::fs::read_to_string(under(root, v)).map_err(|e| format!("[pki] {v}: {e}"))
+}
+
+/// kubelet must not use systemd-resolved's stub (a CoreDNS forwarding loop,
+/// seed item 19): when /etc/resolv.conf is the stub, point it at the real file.
+fn resolv_conf(root: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(under(root, "/etc/resolv.conf")).ok()?;
+    let stub = text.lines().any(|l| l.trim() == "nameserver 127.0.0.53");
+    (stub && under(root, "/run/systemd/resolve/resolv.conf").exists())
+        .then(|| "/run/systemd/resolve/resolv.conf".into())
+}
+
+/// The success state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// `/etc/machine-id` of the machine that bootstrapped.
+    pub machine_id: String,
+    /// Platform instance id, when known.
+    pub instance_id: Option<String>,
+    /// Role.
+    pub role: String,
+    /// Node name.
+    pub node_name: String,
+    /// Kubernetes version.
+    pub kubernetes_version: String,
+    /// Seconds since the epoch when it succeeded.
+    pub time: u64,
+}
+
+/// Reads the state file, if any.
+pub fn read_state(root: &Path) -> Option<State> {
+    serde_json::from_str(&std::fs::read_to_string(under(root, STATE_PATH)).ok()?).ok()
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let tmp = path.with_extension(format!("kiln-tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Finds an executable: the image's bin dir (under root) first, then `PATH`.
+fn which(root: &Path, bin_dir: &str, name: &str) -> PathBuf {
+    let mut dirs = vec![under(root, bin_dir)];
+    if let Some(p) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&p));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Runs a command with a time limit, returning (success, combined output).
+fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String) {
+    let mut child = match cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => return (false, format!("cannot start {:?}: {e}", cmd.get_program())),
+    };
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if start.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => break None,
+        }
+    };
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut out);
+    }
+    match status {
+        Some(s) => (s.success(), out),
+        None => (false, format!("{out}\n(timed out after {} s and was killed)", limit.as_secs())),
+    }
+}
+
+/// Removes secrets from text before it is printed or stored.
+pub fn redact(text: &str, r: &Resolved) -> String {
+    let mut t = text.to_string();
+    if let Some((_, secret)) = r.kubeadm.token.split_once('.') {
+        if !secret.is_empty() {
+            t = t.replace(secret, "<redacted>");
+        }
+    }
+    t
+}
+
+/// A syslog-priority line for journald (`<3>` error, `<4>` warning, `<6>` info).
+pub fn log(prio: u8, msg: &str) {
+    for line in msg.lines() {
+        println!("<{prio}>{line}");
+    }
+}
+
+/// `plan`: the resolved node and what `run` would do, secrets redacted.
+pub fn plan(m: &Machine, r: &Resolved) -> String {
+    let k = &r.kubeadm;
+    let verb = if k.role == Role::Init { "init" } else { "join" };
+    let mut s = format!(
+        "node {name} ({role}) ip {ip}\n  sources   {src}\n  platform  {plat}\n  cluster   {cl} at {ep}, Kubernetes {v} ({api})\n  runtime   {sock} (cgroup driver {cg})\n  swap      {swap:?}\n  machine   {mid}\n",
+        name = k.node_name,
+        role = k.role.as_str(),
+        ip = k.node_ip,
+        src = if r.sources.is_empty() { "(baked defaults only)".to_string() } else { r.sources.join(" < ") },
+        plat = r.platform.as_deref().unwrap_or("none"),
+        cl = k.cluster_name,
+        ep = k.control_plane_endpoint,
+        v = k.kubernetes_version,
+        api = kubeadm::api_version(k.minor),
+        sock = k.cri_socket,
+        cg = k.cgroup_driver,
+        swap = r.swap,
+        mid = if m.machine_id.is_empty() { "(no /etc/machine-id)" } else { &m.machine_id },
+    );
+    s.push_str("commands:\n");
+    for f in r.pki.keys() {
+        s.push_str(&format!("  write /etc/kubernetes/pki/{f}\n"));
+    }
+    s.push_str(&format!("  write {CONFIG_PATH} (0600)\n  kubeadm {verb} --config {CONFIG_PATH}\n\nkubeadm config:\n"));
+    s.push_str(&kubeadm::render_redacted(k));
+    s
+}
+
+/// Exit codes of `run`.
+pub mod exit {
+    /// Joined (or already joined on this machine).
+    pub const OK: u8 = 0;
+    /// kubeadm failed after every attempt.
+    pub const FAILED: u8 = 1;
+    /// The node description is incomplete or wrong.
+    pub const CONFIG: u8 = 2;
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn fail(root: &Path, reason: &str) -> u8 {
+    log(3, &format!("kiln-firstboot: bootstrap failed: {reason}"));
+    let _ = write_file(&under(root, FAILED_PATH), format!("{reason}\n").as_bytes(), 0o644);
+    exit::FAILED
+}
+
+/// `run`: once per machine, unattended.
+pub fn run(m: &Machine, opts: &Options) -> u8 {
+    let root = &m.root;
+    if let Some(s) = read_state(root) {
+        if !m.machine_id.is_empty() && s.machine_id == m.machine_id {
+            log(
+                6,
+                &format!("kiln-firstboot: this machine joined as {} ({}) already; nothing to do", s.node_name, s.role),
+            );
+            return exit::OK;
+        }
+        log(4, "kiln-firstboot: state from another machine (a cloned disk or snapshot): bootstrapping this one");
+    }
+    let r = match resolve(m) {
+        Ok(r) => r,
+        Err(errs) => {
+            for e in &errs {
+                log(3, &format!("kiln-firstboot: {e}"));
+            }
+            let _ = write_file(&under(root, FAILED_PATH), errs.join("\n").as_bytes(), 0o644);
+            return exit::CONFIG;
+        }
+    };
+    if r.kubeadm.unsafe_skip_ca_verification {
+        log(
+            4,
+            "kiln-firstboot: unsafe_skip_ca_verification is set: this node will trust any API server at the endpoint",
+        );
+    }
+    let kubeadm_bin = which(root, &r.image.bin_dir, "kubeadm");
+    let reset = |why: &str| {
+        log(6, &format!("kiln-firstboot: kubeadm reset -f ({why})"));
+        let (_, out) = run_bounded(Command::new(&kubeadm_bin).args(["reset", "-f"]), Duration::from_secs(120));
+        log(6, &redact(&out, &r));
+    };
+    // Leftovers of an interrupted attempt (power cut) without success state.
+    if ["/etc/kubernetes/kubelet.conf", "/etc/kubernetes/admin.conf", "/etc/kubernetes/manifests/kube-apiserver.yaml"]
+        .iter()
+        .any(|p| under(root, p).exists())
+    {
+        reset("an earlier attempt left kubeadm state behind");
+    }
+    let _ = std::fs::remove_file(under(root, FAILED_PATH));
+    preflight(m, &r);
+    for (file, text) in &r.pki {
+        let mode = if file.ends_with(".key") { 0o600 } else { 0o644 };
+        if let Err(e) = write_file(&under(root, &format!("/etc/kubernetes/pki/{file}")), text.as_bytes(), mode) {
+            return fail(root, &format!("writing /etc/kubernetes/pki/{file}: {e}"));
+        }
+    }
+    let config = under(root, CONFIG_PATH);
+    if let Err(e) = write_file(&config, kubeadm::render(&r.kubeadm).as_bytes(), 0o600) {
+        return fail(root, &format!("writing {CONFIG_PATH}: {e}"));
+    }
+    if r.kubeadm.role != Role::Init && !wait_for(&r.kubeadm.control_plane_endpoint, opts.wait) {
+        return fail(
+            root,
+            &format!(
+                "the control plane at {} did not answer within {} s; is the init node up and the endpoint right?",
+                r.kubeadm.control_plane_endpoint,
+                opts.wait.as_secs()
+            ),
+        );
+    }
+    let verb = if r.kubeadm.role == Role::Init { "init" } else { "join" };
+    let mut delay = opts.backoff;
+    let mut last = String::new();
+    for attempt in 1..=opts.attempts.max(1) {
+        log(6, &format!("kiln-firstboot: kubeadm {verb} (attempt {attempt} of {})", opts.attempts.max(1)));
+        let mut cmd = Command::new(&kubeadm_bin);
+        cmd.arg(verb).arg("--config").arg(&config);
+        if verb == "init" {
+            cmd.arg("--skip-token-print");
+        }
+        let (ok, out) = run_bounded(&mut cmd, Duration::from_secs(900));
+        let out = redact(&out, &r);
+        for line in out.lines() {
+            log(6, &format!("kubeadm: {line}"));
+        }
+        if ok {
+            let state = State {
+                machine_id: m.machine_id.clone(),
+                instance_id: m.instance_id(),
+                role: r.kubeadm.role.as_str().into(),
+                node_name: r.kubeadm.node_name.clone(),
+                kubernetes_version: r.kubeadm.kubernetes_version.clone(),
+                time: now(),
+            };
+            let json = serde_json::to_string_pretty(&state).unwrap_or_default();
+            if let Err(e) = write_file(&under(root, STATE_PATH), json.as_bytes(), 0o644) {
+                return fail(root, &format!("writing {STATE_PATH}: {e}"));
+            }
+            let _ = write_file(&under(root, CAPI_SENTINEL), b"", 0o644);
+            log(
+                6,
+                &format!("kiln-firstboot: {} joined the cluster as {}", r.kubeadm.node_name, r.kubeadm.role.as_str()),
+            );
+            return exit::OK;
+        }
+        let found = diagnose::diagnose(&out);
+        for d in &found {
+            log(3, &format!("kiln-firstboot: diagnosis [{}]: {}", d.id, d.cause));
+            log(3, &format!("kiln-firstboot: fix: {}", d.fix));
+        }
+        last = match found.first() {
+            Some(d) => format!("kubeadm {verb} failed: {} (fix: {})", d.cause, d.fix),
+            None => format!(
+                "kubeadm {verb} failed: {}",
+                out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output")
+            ),
+        };
+        if attempt < opts.attempts.max(1) {
+            reset("before retrying");
+            std::thread::sleep(delay);
+            delay = delay.saturating_mul(2);
+        }
+    }
+    fail(root, &last)
+}
+
+/// Waits until `endpoint` accepts TCP connections (bounded, with backoff).
+fn wait_for(endpoint: &str, limit: Duration) -> bool {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        if let Ok(mut addrs) = endpoint.to_socket_addrs() {
+            if let Some(a) = addrs.next() {
+                if TcpStream::connect_timeout(&a, Duration::from_secs(3)).is_ok() {
+                    return true;
+                }
+            }
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(delay.min(limit.saturating_sub(start.elapsed())));
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Fix, then check, what the image can: modules, sysctls, swap.
+fn preflight(m: &Machine, r: &Resolved) {
+    let root = &m.root;
+    for module in ["overlay", "br_netfilter"] {
+        let (ok, out) =
+            run_bounded(Command::new(which(root, &r.image.bin_dir, "modprobe")).arg(module), Duration::from_secs(30));
+        if !ok {
+            log(4, &format!("kiln-firstboot: modprobe {module} failed: {}", out.trim()));
+        }
+    }
+    for (key, want) in [
+        ("net/bridge/bridge-nf-call-iptables", "1"),
+        ("net/bridge/bridge-nf-call-ip6tables", "1"),
+        ("net/ipv4/ip_forward", "1"),
+    ] {
+        let p = under(root, &format!("/proc/sys/{key}"));
+        if p.exists() {
+            let _ = std::fs::write(&p, want);
+            let got = std::fs::read_to_string(&p).unwrap_or_default();
+            if got.trim() != want {
+                log(3, &format!("kiln-firstboot: {} is {} after setting it to {want}; kubeadm preflight will refuse this node (load br_netfilter)", key.replace('/', "."), got.trim()));
+            }
+        } else {
+            log(4, &format!("kiln-firstboot: /proc/sys/{key} is missing: is br_netfilter loaded?"));
+        }
+    }
+    if r.swap == SwapPolicy::Off {
+        let swaps = std::fs::read_to_string(under(root, "/proc/swaps")).unwrap_or_default();
+        if swaps.lines().count() > 1 {
+            let (ok, out) =
+                run_bounded(Command::new(which(root, &r.image.bin_dir, "swapoff")).arg("-a"), Duration::from_secs(60));
+            if !ok {
+                log(3, &format!("kiln-firstboot: swapoff -a failed: {}", out.trim()));
+            }
+        }
+    }
+}
