@@ -22,6 +22,7 @@ pub mod pin;
 pub mod profile;
 pub mod progress;
 pub mod render;
+pub mod squashfs_parallel;
 pub mod staging;
 pub mod sysext;
 pub mod tarball;

@@ -209,7 +209,8 @@ pub fn write(usr: &Tree, epoch: u64, out: &std::path::Path) -> Result<Vec<FileRe
     fs.set_root_gid(0);
     let comp = FilesystemCompressor::new(backhand::v4::compressor::Compressor::Gzip, None)
         .map_err(|e| Error::build(format!("squashfs compressor: {e}")))?;
-    fs.set_compressor(comp);
+    fs.set_compressor(comp.clone());
+    fs.set_kind(backhand::kind::Kind::new_v4(&crate::squashfs_parallel::KILN_COMPRESSOR));
     let digests = Arc::new(Mutex::new(BTreeMap::new()));
     let header = |e: &Entry| NodeHeader::new(e.mode as u16, e.uid, e.gid, t);
     let squash_err = |path: &str, e: backhand::BackhandError| Error::build(format!("squashfs: /{path}: {e}"));
@@ -233,7 +234,28 @@ pub fn write(usr: &Tree, epoch: u64, out: &std::path::Path) -> Result<Vec<FileRe
     }
     let file = std::fs::File::create(out).io_ctx(out.display())?;
     let mut w = io::BufWriter::with_capacity(1 << 20, file);
-    if let Err(e) = fs.write(&mut w) {
+    // The same files, in the writer's order, for the compression workers.
+    type Opener = Box<dyn FnOnce() -> io::Result<Box<dyn Read + Send>> + Send>;
+    let files: Vec<Opener> = usr
+        .iter()
+        .filter_map(|(_, e)| match &e.node {
+            Node::File(Content::Disk { path, .. }) => {
+                let path = path.clone();
+                Some(Box::new(move || std::fs::File::open(path).map(|f| Box::new(f) as Box<dyn Read + Send>)) as Opener)
+            }
+            Node::File(Content::Inline(b)) => {
+                let b = b.clone();
+                Some(Box::new(move || Ok(Box::new(io::Cursor::new(b)) as Box<dyn Read + Send>)) as Opener)
+            }
+            _ => None,
+        })
+        .collect();
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let written =
+        crate::squashfs_parallel::with_precompression(files, comp, backhand::DEFAULT_BLOCK_SIZE, workers, || {
+            fs.write(&mut w)
+        });
+    if let Err(e) = written {
         let msg = e.to_string();
         return Err(if msg.contains("changed on disk") {
             Error::verify(msg)
