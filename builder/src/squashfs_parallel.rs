@@ -99,10 +99,13 @@ impl CompressionAction for KilnCompressor {
     }
 }
 
+/// Opens one file's content for the compression workers.
+pub type Opener = Box<dyn FnOnce() -> std::io::Result<Box<dyn Read + Send>> + Send>;
+
 /// Compresses the full blocks of `files` (in the order the writer will read
 /// them) on `workers` threads while `write` runs, then returns its result.
 pub fn with_precompression<T>(
-    files: Vec<Box<dyn FnOnce() -> std::io::Result<Box<dyn Read + Send>> + Send>>,
+    files: Vec<Opener>,
     fc: FilesystemCompressor,
     block_size: u32,
     workers: usize,

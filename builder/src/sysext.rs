@@ -209,7 +209,7 @@ pub fn write(usr: &Tree, epoch: u64, out: &std::path::Path) -> Result<Vec<FileRe
     fs.set_root_gid(0);
     let comp = FilesystemCompressor::new(backhand::v4::compressor::Compressor::Gzip, None)
         .map_err(|e| Error::build(format!("squashfs compressor: {e}")))?;
-    fs.set_compressor(comp.clone());
+    fs.set_compressor(comp);
     fs.set_kind(backhand::kind::Kind::new_v4(&crate::squashfs_parallel::KILN_COMPRESSOR));
     let digests = Arc::new(Mutex::new(BTreeMap::new()));
     let header = |e: &Entry| NodeHeader::new(e.mode as u16, e.uid, e.gid, t);
@@ -235,7 +235,7 @@ pub fn write(usr: &Tree, epoch: u64, out: &std::path::Path) -> Result<Vec<FileRe
     let file = std::fs::File::create(out).io_ctx(out.display())?;
     let mut w = io::BufWriter::with_capacity(1 << 20, file);
     // The same files, in the writer's order, for the compression workers.
-    type Opener = Box<dyn FnOnce() -> io::Result<Box<dyn Read + Send>> + Send>;
+    use crate::squashfs_parallel::Opener;
     let files: Vec<Opener> = usr
         .iter()
         .filter_map(|(_, e)| match &e.node {
