@@ -6,6 +6,7 @@ use crate::identity;
 use crate::image::ImageDefaults;
 use crate::kubeadm;
 use crate::node::{NodeConfig, Pki, Role, SwapPolicy};
+use crate::provider::{self, Metadata};
 use crate::sources::{self, under, Machine};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -32,11 +33,21 @@ pub struct Options {
     pub wait: Duration,
     /// Delay between attempts (doubles).
     pub backoff: Duration,
+    /// Metadata service base URL (tests point it at loopback).
+    pub metadata_url: Option<String>,
+    /// Metadata HTTP policy.
+    pub http: crate::http::Policy,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { attempts: 3, wait: Duration::from_secs(600), backoff: Duration::from_secs(10) }
+        Options {
+            attempts: 3,
+            wait: Duration::from_secs(600),
+            backoff: Duration::from_secs(10),
+            metadata_url: None,
+            http: crate::http::Policy::default(),
+        }
     }
 }
 
@@ -55,12 +66,24 @@ pub struct Resolved {
     pub swap: SwapPolicy,
     /// Platform, if known.
     pub platform: Option<String>,
+    /// Platform instance id, if known.
+    pub instance_id: Option<String>,
+}
+
+/// Reads the platform's metadata, if the platform is known and has a provider.
+pub fn metadata(m: &Machine, opts: &Options) -> Result<Option<(String, Metadata)>, String> {
+    let Some(platform) = provider::detect(m) else { return Ok(None) };
+    let Some(p) = provider::for_platform(&platform, opts.metadata_url.as_deref(), m) else { return Ok(None) };
+    let md = p.fetch(&opts.http).map_err(|e| format!("{platform} metadata: {e}"))?;
+    Ok(Some((platform, md)))
 }
 
 /// Resolves the node or lists everything that is missing or wrong.
-pub fn resolve(m: &Machine) -> Result<Resolved, Vec<String>> {
+pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
     let image = sources::image_defaults(&m.root).map_err(|e| vec![e.0])?;
-    let gathered = sources::gather(m).map_err(|e| vec![e.0])?;
+    let meta = metadata(m, opts).map_err(|e| vec![e])?;
+    let gathered = sources::gather(m, meta.as_ref().map(|(p, md)| (p.as_str(), md))).map_err(|e| vec![e.0])?;
+    let md = meta.as_ref().map(|(_, md)| md.clone()).unwrap_or_default();
     let cfg: NodeConfig = sources::merge(&gathered);
     let mut errs = Vec::new();
     let c = cfg.cluster.clone().unwrap_or_default();
@@ -93,11 +116,15 @@ pub fn resolve(m: &Machine) -> Result<Resolved, Vec<String>> {
     if role != Role::Init && hashes.is_empty() && !skip {
         errs.push("[cluster] ca_cert_hashes is empty: a joining node cannot verify the control plane; regenerate user-data with `kiln userdata`".into());
     }
-    let node_name = identity::node_name(n.name.as_deref(), None, &m.hostname, &m.machine_id);
-    let node_ip = n.node_ip.clone().or_else(|| identity::route_source(&endpoint)).unwrap_or_else(|| {
-        errs.push(format!("cannot find this node's IP: no [node] node_ip and no route to {endpoint}"));
-        String::new()
-    });
+    let node_name = identity::node_name(n.name.as_deref(), md.hostname.as_deref(), &m.hostname, &m.machine_id);
+    // explicit > metadata private address (never an anchor/public IP) > route to the endpoint
+    let node_ip =
+        n.node_ip.clone().or(md.private_ipv4.clone()).or_else(|| identity::route_source(&endpoint)).unwrap_or_else(
+            || {
+                errs.push(format!("cannot find this node's IP: no [node] node_ip and no route to {endpoint}"));
+                String::new()
+            },
+        );
     let mut pki = BTreeMap::new();
     let p = cfg.pki.clone().unwrap_or_default();
     let want: Vec<(&'static str, Option<String>)> = match role {
@@ -172,7 +199,8 @@ pub fn resolve(m: &Machine) -> Result<Resolved, Vec<String>> {
         kubeadm: inputs,
         pki,
         swap,
-        platform: m.platform(),
+        platform: meta.as_ref().map(|(p, _)| p.clone()).or_else(|| m.platform()),
+        instance_id: md.instance_id.clone().or_else(|| m.instance_id()),
     })
 }
 
@@ -355,7 +383,7 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
         }
         log(4, "kiln-firstboot: state from another machine (a cloned disk or snapshot): bootstrapping this one");
     }
-    let r = match resolve(m) {
+    let r = match resolve(m, opts) {
         Ok(r) => r,
         Err(errs) => {
             for e in &errs {
@@ -424,7 +452,7 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
         if ok {
             let state = State {
                 machine_id: m.machine_id.clone(),
-                instance_id: m.instance_id(),
+                instance_id: r.instance_id.clone(),
                 role: r.kubeadm.role.as_str().into(),
                 node_name: r.kubeadm.node_name.clone(),
                 kubernetes_version: r.kubeadm.kubernetes_version.clone(),

@@ -5,9 +5,11 @@
 
 pub mod agent;
 pub mod diagnose;
+pub mod http;
 pub mod identity;
 pub mod image;
 pub mod kubeadm;
 pub mod node;
+pub mod provider;
 pub mod sources;
 pub mod unit;

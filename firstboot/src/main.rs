@@ -23,8 +23,15 @@ Options:
   --attempts N     kubeadm attempts before giving up (default 3)
   --wait SECS      how long a join waits for the control plane (default 600)
   --backoff SECS   delay before the second attempt, doubling (default 10)
+  --metadata-url URL        metadata service base URL (default http://169.254.169.254)
+  --metadata-timeout SECS   per-request timeout (default 5)
+  --metadata-total SECS     bound on all metadata retries (default 180)
 
-Sources, later wins: /etc/kiln/image.toml < NoCloud user-data < /etc/kiln/node.toml
+Platforms (kiln.platform= or ignition.platform.id=, else DMI): aws (IMDSv2), gcp,
+azure, digitalocean, hetzner, openstack (config drive, then HTTP), nocloud (seed).
+
+Sources, later wins: /etc/kiln/image.toml < platform user-data and kiln-role tag
+< NoCloud user-data < /etc/kiln/node.toml
 < /boot/firmware/kiln/node.toml < kernel command line (kiln.role=, kiln.node-name=, kiln.node-ip=).
 
 Exit codes: 0 joined (or already joined on this machine), 1 kubeadm failed
@@ -54,6 +61,11 @@ fn main() -> ExitCode {
             "--attempts" => secs(value("--attempts")).map(|n| opts.attempts = n.max(1) as u32),
             "--wait" => secs(value("--wait")).map(|n| opts.wait = Duration::from_secs(n)),
             "--backoff" => secs(value("--backoff")).map(|n| opts.backoff = Duration::from_secs(n)),
+            "--metadata-url" => value("--metadata-url").map(|v| opts.metadata_url = Some(v)),
+            "--metadata-timeout" => {
+                secs(value("--metadata-timeout")).map(|n| opts.http.timeout = Duration::from_secs(n.max(1)))
+            }
+            "--metadata-total" => secs(value("--metadata-total")).map(|n| opts.http.total = Duration::from_secs(n)),
             "--version" | "-V" => {
                 println!("kiln-firstboot {}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
@@ -75,7 +87,7 @@ fn main() -> ExitCode {
     let machine = Machine::probe(&root, cmdline.as_deref(), seed.as_deref());
     match cmd.as_deref().unwrap_or("run") {
         "run" => ExitCode::from(agent::run(&machine, &opts)),
-        "plan" => match agent::resolve(&machine) {
+        "plan" => match agent::resolve(&machine, &opts) {
             Ok(r) => {
                 print!("{}", agent::plan(&machine, &r));
                 ExitCode::SUCCESS

@@ -103,8 +103,25 @@ pub fn image_defaults(root: &Path) -> Result<ImageDefaults, SourceError> {
 
 /// Gathers every source in order. A source that exists but does not parse is
 /// an error (a typo must not silently turn a control plane into a worker).
-pub fn gather(m: &Machine) -> Result<Vec<Source>, SourceError> {
+pub fn gather(m: &Machine, meta: Option<(&str, &crate::provider::Metadata)>) -> Result<Vec<Source>, SourceError> {
     let mut out = Vec::new();
+    if let Some((platform, md)) = meta {
+        if let Some(role) = md.role {
+            let node = Node { role: Some(role), ..Node::default() };
+            out.push(Source {
+                name: format!("{platform} kiln-role tag"),
+                config: NodeConfig { node: Some(node), ..Default::default() },
+            });
+        }
+        if let Some(ud) = &md.user_data {
+            // Ignition JSON and #cloud-config belong to Ignition and cloud-init.
+            let foreign = ud.starts_with(b"#cloud-config") || ud.starts_with(b"#!") || ud.first() == Some(&b'{');
+            if !foreign {
+                let config = NodeConfig::parse(ud).map_err(|e| SourceError(format!("{platform} user-data:{e}")))?;
+                out.push(Source { name: format!("{platform} user-data"), config });
+            }
+        }
+    }
     let ud = m.seed.join("user-data");
     if let Ok(bytes) = std::fs::read(&ud) {
         let cloud_config = bytes.starts_with(b"#cloud-config") || bytes.starts_with(b"#!");

@@ -2,5 +2,6 @@
 //! serves a mirror directory (with faults on demand), and stand-in artifacts
 //! of realistic size generated on the fly.
 
+pub mod http;
 pub mod mirror;
 pub mod standin;
