@@ -23,6 +23,8 @@ pub const FAILED_PATH: &str = "/run/kiln/bootstrap-failed";
 pub const CAPI_SENTINEL: &str = "/run/cluster-api/bootstrap-success.complete";
 /// The kubeadm config file.
 pub const CONFIG_PATH: &str = "/run/kiln/kubeadm.json";
+/// kubeadm's output of the last attempt (redacted), for `doctor`.
+pub const KUBEADM_LOG: &str = "/var/log/kiln/kubeadm.log";
 
 /// How `run` behaves.
 #[derive(Debug, Clone)]
@@ -413,7 +415,23 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
         reset("an earlier attempt left kubeadm state behind");
     }
     let _ = std::fs::remove_file(under(root, FAILED_PATH));
-    preflight(m, &r);
+    fix_host(m, &r);
+    let checks = crate::preflight::checks(m, &r);
+    for c in &checks {
+        match c.level {
+            crate::preflight::Level::Error => log(3, &format!("kiln-firstboot: preflight [{}]: {}", c.id, c.message)),
+            crate::preflight::Level::Warning => log(4, &format!("kiln-firstboot: preflight [{}]: {}", c.id, c.message)),
+            crate::preflight::Level::Ok => {}
+        }
+    }
+    if crate::preflight::has_errors(&checks) {
+        let reasons: Vec<String> = checks
+            .iter()
+            .filter(|c| c.level == crate::preflight::Level::Error)
+            .map(|c| format!("[{}] {}", c.id, c.message))
+            .collect();
+        return fail(root, &format!("preflight: {}", reasons.join("; ")));
+    }
     for (file, text) in &r.pki {
         let mode = if file.ends_with(".key") { 0o600 } else { 0o644 };
         if let Err(e) = write_file(&under(root, &format!("/etc/kubernetes/pki/{file}")), text.as_bytes(), mode) {
@@ -446,6 +464,7 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
         }
         let (ok, out) = run_bounded(&mut cmd, Duration::from_secs(900));
         let out = redact(&out, &r);
+        let _ = write_file(&under(root, KUBEADM_LOG), out.as_bytes(), 0o600);
         for line in out.lines() {
             log(6, &format!("kubeadm: {line}"));
         }
@@ -511,8 +530,8 @@ fn wait_for(endpoint: &str, limit: Duration) -> bool {
     }
 }
 
-/// Fix, then check, what the image can: modules, sysctls, swap.
-fn preflight(m: &Machine, r: &Resolved) {
+/// Fixes what the image can before the checks: modules, sysctls, swap.
+fn fix_host(m: &Machine, r: &Resolved) {
     let root = &m.root;
     for module in ["overlay", "br_netfilter"] {
         let (ok, out) =

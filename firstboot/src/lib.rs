@@ -10,6 +10,7 @@ pub mod identity;
 pub mod image;
 pub mod kubeadm;
 pub mod node;
+pub mod preflight;
 pub mod provider;
 pub mod sources;
 pub mod unit;

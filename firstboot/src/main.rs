@@ -14,6 +14,7 @@ Commands:
   run      resolve the node, fix and check the host, run kubeadm init|join (default)
   plan     print the resolved node, its sources and the kubeadm config (secrets redacted)
   status   print the state of this machine's bootstrap
+  doctor   preflight report and a scan of the last kubeadm output for known failures (--json)
   reset    kubeadm reset -f and remove kiln's state and stale CNI state, so `run` starts over
 
 Options:
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
     let mut seed = None;
     let mut opts = Options::default();
     let mut cmd = None;
+    let mut json = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -66,6 +68,10 @@ fn main() -> ExitCode {
                 secs(value("--metadata-timeout")).map(|n| opts.http.timeout = Duration::from_secs(n.max(1)))
             }
             "--metadata-total" => secs(value("--metadata-total")).map(|n| opts.http.total = Duration::from_secs(n)),
+            "--json" => {
+                json = true;
+                Ok(())
+            }
             "--version" | "-V" => {
                 println!("kiln-firstboot {}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
@@ -100,9 +106,47 @@ fn main() -> ExitCode {
             }
         },
         "status" => status(&machine),
+        "doctor" => doctor(&machine, &opts, json),
         "reset" => reset(&machine),
         other => usage(&format!("unknown command '{other}'")),
     }
+}
+
+fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
+    use kiln_firstboot::preflight::{self, Level};
+    let (checks, resolve_errors) = match agent::resolve(m, opts) {
+        Ok(r) => (preflight::checks(m, &r), Vec::new()),
+        Err(e) => (Vec::new(), e),
+    };
+    let log = std::fs::read_to_string(under(&m.root, agent::KUBEADM_LOG)).unwrap_or_default();
+    let failed = std::fs::read_to_string(under(&m.root, agent::FAILED_PATH)).unwrap_or_default();
+    let known = kiln_firstboot::diagnose::diagnose(&format!("{log}\n{failed}"));
+    let bad = !resolve_errors.is_empty() || preflight::has_errors(&checks) || !known.is_empty();
+    if json {
+        let v = serde_json::json!({
+            "ok": !bad,
+            "resolve_errors": resolve_errors,
+            "checks": checks,
+            "known_failures": known.iter().map(|d| serde_json::json!({"id": d.id, "cause": d.cause, "fix": d.fix})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        for e in &resolve_errors {
+            println!("error   [resolve] {e}");
+        }
+        for c in &checks {
+            let tag = match c.level {
+                Level::Error => "error  ",
+                Level::Warning => "warning",
+                Level::Ok => "ok     ",
+            };
+            println!("{tag} [{}] {}", c.id, c.message);
+        }
+        for d in &known {
+            println!("known failure [{}]: {}\n  fix: {}", d.id, d.cause, d.fix);
+        }
+    }
+    ExitCode::from(if bad { 1 } else { 0 })
 }
 
 fn status(m: &Machine) -> ExitCode {

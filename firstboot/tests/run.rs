@@ -27,10 +27,21 @@ impl Node {
             n.write(&format!("proc/sys/{k}"), "0\n");
         }
         n.write("proc/swaps", "Filename Type Size Used Priority\n/swapfile file 1024 0 -2\n");
+        // What preflight reads: cgroup v2 with memory, the runtime socket,
+        // kubeadm's helper executables, 2 CPUs and 4 GB, a host route.
+        n.write("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
+        n.write("run/containerd/containerd.sock", "");
+        for t in ["conntrack", "ip", "iptables", "mount", "nsenter", "ethtool", "socat", "tc"] {
+            n.write(&format!("usr/sbin/{t}"), "");
+        }
+        n.write("proc/cpuinfo", "processor\t: 0\nprocessor\t: 1\n");
+        n.write("proc/meminfo", "MemTotal:        4000000 kB\n");
+        n.write("proc/net/route", "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\neth0\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n");
         // Stand-ins: record argv (and kubeadm's --config file), fail on demand.
         let script = r#"#!/bin/sh
 rec="$REC"; name=$(basename "$0")
 echo "$*" >> "$rec/$name.calls"
+if [ "$name" = swapoff ]; then head -n1 "$ROOT/proc/swaps" > "$ROOT/proc/swaps.new" && mv "$ROOT/proc/swaps.new" "$ROOT/proc/swaps"; fi
 if [ "$name" = kubeadm ]; then
   while [ $# -gt 0 ]; do
     if [ "$1" = --config ]; then n=$(ls "$rec" | grep -c '^config-'); cp "$2" "$rec/config-$n.json"; fi
@@ -71,6 +82,7 @@ exit 0
             .args(args)
             .env("PATH", path)
             .env("REC", self.path("rec"))
+            .env("ROOT", self.root())
             .output()
             .unwrap()
     }
@@ -325,4 +337,72 @@ fn a_join_that_cannot_reach_the_endpoint_ends_within_the_bound() {
     assert!(n.calls("kubeadm").is_empty());
     let failed = std::fs::read_to_string(n.root().join("run/kiln/bootstrap-failed")).unwrap();
     assert!(failed.contains("did not answer"), "{failed}");
+}
+
+#[test]
+fn preflight_stops_before_kubeadm_and_doctor_reports() {
+    let n = Node::new(35, "cp-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+    );
+    // A Raspberry Pi without the memory controller, no runtime, one CPU, and a
+    // pod subnet that overlaps the host network.
+    n.write("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io pids\n");
+    std::fs::remove_file(n.root().join("run/containerd/containerd.sock")).unwrap();
+    n.write("proc/cpuinfo", "processor\t: 0\n");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!(
+            "{}pod_subnet = \"10.0.128.0/17\"\n[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}",
+            cluster("api.example.test:6443"),
+            pki()
+        ),
+    );
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(n.calls("kubeadm").is_empty(), "kubeadm ran despite failed preflight");
+    let out = String::from_utf8_lossy(&o.stdout);
+    for want in ["[cgroups]", "cmdline.txt", "[runtime]", "[cpus]", "[subnets]", "10.0.0.0/16"] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    let failed = std::fs::read_to_string(n.root().join("run/kiln/bootstrap-failed")).unwrap();
+    assert!(failed.starts_with("preflight:"), "{failed}");
+    let o = n.run(&["--json", "doctor"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let errors: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["level"] == "error")
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(errors, ["cgroups", "runtime", "subnets", "cpus"]);
+    // Fixed: doctor is clean, run proceeds.
+    n.write("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
+    n.write("run/containerd/containerd.sock", "");
+    n.write("proc/cpuinfo", "processor\t: 0\nprocessor\t: 1\n");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+    );
+    let o = n.run(&["doctor"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = n.run(&["run"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    // After a kubeadm failure, doctor recognises it in the saved (redacted) output.
+    let m = Node::new(34, "w2");
+    m.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+    );
+    std::fs::write(m.path("rec/fail"), "x509: certificate signed by unknown authority\n").unwrap();
+    assert_eq!(m.run(&["--attempts", "1", "run"]).status.code(), Some(1));
+    let o = m.run(&["doctor"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("known failure [x509-unknown-authority]"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }

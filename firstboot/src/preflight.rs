@@ -1,0 +1,302 @@
+//! Preflight: fix what can be fixed, then check what kubeadm and kubelet need,
+//! the kubeadm install and troubleshooting guides' list. Every failure is one
+//! line: what, why, and the fix. All reads go under `--root`.
+
+use crate::agent::Resolved;
+use crate::node::Role;
+use crate::sources::{under, Machine};
+use serde::Serialize;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// kubeadm would fail or the node would not work: `run` stops.
+    Error,
+    /// Worth fixing; kubeadm may only warn.
+    Warning,
+    /// Checked and fine.
+    Ok,
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// Stable id.
+    pub id: &'static str,
+    /// Result.
+    pub level: Level,
+    /// What was found (and, when not ok, why it matters and the fix).
+    pub message: String,
+}
+
+fn ok(id: &'static str, m: impl Into<String>) -> Check {
+    Check { id, level: Level::Ok, message: m.into() }
+}
+fn err(id: &'static str, m: impl Into<String>) -> Check {
+    Check { id, level: Level::Error, message: m.into() }
+}
+fn warn(id: &'static str, m: impl Into<String>) -> Check {
+    Check { id, level: Level::Warning, message: m.into() }
+}
+
+fn read(root: &Path, p: &str) -> Option<String> {
+    std::fs::read_to_string(under(root, p)).ok()
+}
+
+/// Executables kubeadm's preflight looks for (kubeadm `checks.go`,
+/// `InPathCheck`), with the Debian/Fedora package that provides each.
+const TOOLS: [(&str, &str); 8] = [
+    ("conntrack", "conntrack"),
+    ("ip", "iproute2 / iproute"),
+    ("iptables", "iptables"),
+    ("mount", "mount / util-linux"),
+    ("nsenter", "util-linux"),
+    ("ethtool", "ethtool"),
+    ("socat", "socat"),
+    ("tc", "iproute2 / iproute-tc"),
+];
+
+/// Runs every check for `r` on machine `m`.
+pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
+    let root = &m.root;
+    let k = &r.kubeadm;
+    let mut out = Vec::new();
+
+    // Swap (kubeadm install guide: "Swap disabled").
+    let swaps = read(root, "/proc/swaps").unwrap_or_default();
+    let swap_on = swaps.lines().skip(1).any(|l| !l.trim().is_empty());
+    out.push(match (swap_on, k.swap_limited) {
+        (true, false) => err("swap", "swap is on and the policy is `off`: kubelet refuses to start; set swap = \"limited\" or remove swap (dphys-swapfile, zram-generator)"),
+        (true, true) => ok("swap", "swap is on; kubelet runs with LimitedSwap"),
+        _ => ok("swap", "swap is off"),
+    });
+
+    // br_netfilter and the sysctls (install guide, container runtime prerequisites).
+    out.push(if under(root, "/proc/sys/net/bridge").is_dir() {
+        ok("br_netfilter", "br_netfilter is loaded")
+    } else {
+        err("br_netfilter", "br_netfilter is not loaded: bridged pod traffic bypasses iptables; `modprobe br_netfilter` and list it in /etc/modules-load.d/")
+    });
+    for key in ["net/bridge/bridge-nf-call-iptables", "net/ipv4/ip_forward"] {
+        let v = read(root, &format!("/proc/sys/{key}")).map(|s| s.trim().to_string());
+        let name = key.replace('/', ".");
+        out.push(match v.as_deref() {
+            Some("1") => ok("sysctl", format!("{name} = 1")),
+            Some(other) => err(
+                "sysctl",
+                format!("{name} = {other}, kubeadm requires 1: set it in /etc/sysctl.d/ and `sysctl --system`"),
+            ),
+            None => err("sysctl", format!("{name} is missing (br_netfilter not loaded?)")),
+        });
+    }
+
+    // cgroups: v2 with the memory controller; kubelet refuses v1 from 1.35
+    // (KEP-5573, kubelet failCgroupV1 defaults to true in v1.35).
+    match read(root, "/sys/fs/cgroup/cgroup.controllers") {
+        Some(c) if c.split_whitespace().any(|x| x == "memory") => out.push(ok("cgroups", "cgroup v2 with the memory controller")),
+        Some(_) => out.push(err(
+            "cgroups",
+            "cgroup v2 without the memory controller: kubelet cannot enforce limits; on a Raspberry Pi add `cgroup_enable=memory cgroup_memory=1` to /boot/firmware/cmdline.txt and reboot",
+        )),
+        None if k.minor >= 35 => out.push(err("cgroups", "cgroup v1 (or no cgroup2 mount): kubelet refuses cgroup v1 from Kubernetes 1.35; boot with systemd.unified_cgroup_hierarchy=1")),
+        None => out.push(warn("cgroups", "cgroup v1: deprecated, and refused by kubelet from 1.35; boot with systemd.unified_cgroup_hierarchy=1")),
+    }
+
+    // The runtime: found by socket; several without a configured one is kubeadm's error.
+    let configured = k.cri_socket.trim_start_matches("unix://").to_string();
+    let known = [
+        "/run/containerd/containerd.sock",
+        "/var/run/crio/crio.sock",
+        "/run/crio/crio.sock",
+        "/var/run/cri-dockerd.sock",
+    ];
+    let found: Vec<&str> = known.iter().copied().filter(|s| under(root, s).exists()).collect();
+    out.push(if under(root, &configured).exists() {
+        ok("runtime", format!("container runtime socket {configured} exists"))
+    } else if found.is_empty() {
+        err("runtime", format!("no container runtime socket ({configured} is missing): start the runtime (`systemctl enable --now containerd`)"))
+    } else {
+        err("runtime", format!("{configured} is missing but {} exist(s): set runtime_socket in the profile to the runtime you use", found.join(", ")))
+    });
+
+    // One cgroup driver for kubelet and containerd (troubleshooting: init hangs).
+    if let Some(cfg) = read(root, "/etc/containerd/config.toml") {
+        let systemd = cfg.lines().map(str::trim).find_map(|l| {
+            let (a, b) = l.split_once('=')?;
+            (a.trim() == "SystemdCgroup").then(|| b.trim() == "true")
+        });
+        let want = k.cgroup_driver == "systemd";
+        out.push(match systemd {
+            Some(s) if s != want => err(
+                "cgroup-driver",
+                format!("containerd has SystemdCgroup = {s} but kubelet uses the {} driver: `kubeadm init` would hang; make them agree", k.cgroup_driver),
+            ),
+            _ => ok("cgroup-driver", format!("kubelet and containerd agree on {}", k.cgroup_driver)),
+        });
+    }
+
+    // Executables kubeadm needs.
+    let dirs =
+        ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin", r.image.bin_dir.as_str()];
+    let missing: Vec<String> = TOOLS
+        .iter()
+        .filter(|(t, _)| !dirs.iter().any(|d| under(root, &format!("{d}/{t}")).exists()))
+        .map(|(t, p)| format!("{t} ({p})"))
+        .collect();
+    out.push(if missing.is_empty() {
+        ok("executables", "conntrack, ip, iptables, mount, nsenter, ethtool, socat, tc found")
+    } else {
+        warn(
+            "executables",
+            format!(
+                "missing: {}; install those packages (kubeadm preflight warns, some pods fail)",
+                missing.join(", ")
+            ),
+        )
+    });
+
+    // Ports (only on the real root: a scratch root's ports are the host's).
+    if root == Path::new("/") {
+        let ports: &[u16] = if k.role == Role::Join { &[10250] } else { &[6443, 2379, 2380, 10250, 10257, 10259] };
+        let busy: Vec<String> = ports
+            .iter()
+            .filter(|p| std::net::TcpListener::bind(("0.0.0.0", **p)).is_err())
+            .map(|p| p.to_string())
+            .collect();
+        out.push(if busy.is_empty() {
+            ok("ports", "required ports are free")
+        } else {
+            err(
+                "ports",
+                format!(
+                    "port(s) {} in use: stop what listens there (`ss -ltnp`) or run `kiln-firstboot reset`",
+                    busy.join(", ")
+                ),
+            )
+        });
+    }
+
+    // Pod/service subnets must not overlap the host's networks.
+    let routes = host_networks(&read(root, "/proc/net/route").unwrap_or_default());
+    for (name, cidr) in [("pod_subnet", &k.pod_subnet), ("service_subnet", &k.service_subnet)] {
+        if let Some(c) = parse_v4(cidr) {
+            if let Some(h) = routes.iter().find(|h| overlaps(c, **h)) {
+                out.push(err(
+                    "subnets",
+                    format!(
+                        "{name} {cidr} overlaps the host network {}/{}: pick a range the hosts do not use",
+                        h.0, h.1
+                    ),
+                ));
+                continue;
+            }
+            out.push(ok("subnets", format!("{name} {cidr} does not overlap host networks")));
+        }
+    }
+
+    // Control planes: 2 CPUs, 1700 MB (kubeadm preflight NumCPU and Mem).
+    if k.role != Role::Join {
+        let cpus =
+            read(root, "/proc/cpuinfo").map(|c| c.lines().filter(|l| l.starts_with("processor")).count()).unwrap_or(0);
+        let mem_mb = read(root, "/proc/meminfo")
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+            .map(|kb| kb / 1024)
+            .unwrap_or(0);
+        if cpus > 0 {
+            out.push(if cpus >= 2 {
+                ok("cpus", format!("{cpus} CPUs"))
+            } else {
+                err("cpus", format!("{cpus} CPU: control planes need 2; give it more or make it a worker"))
+            });
+        }
+        if mem_mb > 0 {
+            out.push(if mem_mb >= 1700 {
+                ok("memory", format!("{mem_mb} MB"))
+            } else {
+                err("memory", format!("{mem_mb} MB: control planes need 1700 MB; give it more or make it a worker"))
+            });
+        }
+    }
+
+    // Unique identity (install guide: unique hostname, MAC and product_uuid).
+    out.push(if m.machine_id.is_empty() {
+        err(
+            "machine-id",
+            "/etc/machine-id is empty: systemd-machine-id-setup creates it; kiln keys its once-per-machine state on it",
+        )
+    } else {
+        ok("machine-id", "machine id present")
+    });
+    if read(root, "/sys/class/dmi/id/product_uuid").is_none() {
+        out.push(warn(
+            "product-uuid",
+            "no /sys/class/dmi/id/product_uuid (normal on a Raspberry Pi); node names come from the machine id",
+        ));
+    }
+
+    // The clock: certificates fail on a Pi that booted in 1970.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    out.push(if now < 1_700_000_000 {
+        err("clock", "the clock is before 2023: every certificate would fail to verify; enable systemd-timesyncd or chrony and wait for time sync")
+    } else {
+        ok("clock", "the clock is plausible")
+    });
+    out
+}
+
+/// Whether any check failed.
+pub fn has_errors(c: &[Check]) -> bool {
+    c.iter().any(|c| c.level == Level::Error)
+}
+
+fn parse_v4(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, p) = s.split_once('/')?;
+    Some((a.parse().ok()?, p.parse().ok().filter(|p: &u8| *p <= 32)?))
+}
+
+fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
+    let p = a.1.min(b.1);
+    if p == 0 {
+        return false; // the default route is not a host network
+    }
+    let mask = u32::MAX << (32 - p as u32);
+    (u32::from(a.0) & mask) == (u32::from(b.0) & mask)
+}
+
+/// IPv4 networks the host routes directly, from `/proc/net/route` (hex, little-endian).
+pub fn host_networks(route: &str) -> Vec<(Ipv4Addr, u8)> {
+    route
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            let prefix = mask.count_ones() as u8;
+            (prefix > 0).then(|| (Ipv4Addr::from(u32::from_be(dest)), prefix))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse_and_overlap() {
+        let route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+eth0\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        let nets = host_networks(route);
+        assert_eq!(nets, vec![(Ipv4Addr::new(10, 0, 0, 0), 16)]);
+        assert!(overlaps((Ipv4Addr::new(10, 0, 128, 0), 17), nets[0]));
+        assert!(!overlaps((Ipv4Addr::new(10, 244, 0, 0), 16), nets[0]));
+    }
+}
