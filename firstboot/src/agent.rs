@@ -70,6 +70,10 @@ pub struct Resolved {
     pub platform: Option<String>,
     /// Platform instance id, if known.
     pub instance_id: Option<String>,
+    /// Init node: CNI manifest to apply.
+    pub cni_manifest: Option<String>,
+    /// Init node: user who gets the admin kubeconfig.
+    pub admin_user: Option<String>,
 }
 
 /// Reads the platform's metadata, if the platform is known and has a provider.
@@ -203,6 +207,8 @@ pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
         swap,
         platform: meta.as_ref().map(|(p, _)| p.clone()).or_else(|| m.platform()),
         instance_id: md.instance_id.clone().or_else(|| m.instance_id()),
+        cni_manifest: c.cni_manifest.clone(),
+        admin_user: c.admin_user.clone(),
     })
 }
 
@@ -482,6 +488,9 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
                 return fail(root, &format!("writing {STATE_PATH}: {e}"));
             }
             let _ = write_file(&under(root, CAPI_SENTINEL), b"", 0o644);
+            if r.kubeadm.role == Role::Init {
+                after_init(m, &r);
+            }
             log(
                 6,
                 &format!("kiln-firstboot: {} joined the cluster as {}", r.kubeadm.node_name, r.kubeadm.role.as_str()),
@@ -507,6 +516,46 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
         }
     }
     fail(root, &last)
+}
+
+/// On the init node: the admin kubeconfig for a configured user, and the
+/// pinned CNI manifest (CoreDNS stays Pending until a pod network exists).
+fn after_init(m: &Machine, r: &Resolved) {
+    let root = &m.root;
+    let admin = under(root, "/etc/kubernetes/admin.conf");
+    if let Some(user) = &r.admin_user {
+        let passwd = std::fs::read_to_string(under(root, "/etc/passwd")).unwrap_or_default();
+        let entry =
+            passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.first() == Some(&user.as_str()));
+        match (entry, std::fs::read(&admin)) {
+            (Some(f), Ok(conf)) if f.len() >= 6 => {
+                let dest = under(root, &format!("{}/.kube/config", f[5]));
+                let done = write_file(&dest, &conf, 0o600).and_then(|_| {
+                    let (uid, gid) = (f[2].parse().ok(), f[3].parse().ok());
+                    std::os::unix::fs::chown(&dest, uid, gid)
+                });
+                match done {
+                    Ok(()) => {
+                        log(6, &format!("kiln-firstboot: wrote the admin kubeconfig to ~{user}/.kube/config (0600)"))
+                    }
+                    Err(e) => log(4, &format!("kiln-firstboot: admin kubeconfig for {user}: {e}")),
+                }
+            }
+            (None, _) => {
+                log(4, &format!("kiln-firstboot: admin_user {user} is not in /etc/passwd; no kubeconfig written"))
+            }
+            (_, Err(e)) => log(4, &format!("kiln-firstboot: {}: {e}", admin.display())),
+            _ => {}
+        }
+    }
+    if let Some(manifest) = &r.cni_manifest {
+        let kubectl = which(root, &r.image.bin_dir, "kubectl");
+        let (ok, out) = run_bounded(
+            Command::new(kubectl).arg("--kubeconfig").arg(&admin).arg("apply").arg("-f").arg(under(root, manifest)),
+            Duration::from_secs(300),
+        );
+        log(if ok { 6 } else { 4 }, &format!("kiln-firstboot: kubectl apply -f {manifest}: {}", out.trim()));
+    }
 }
 
 /// Waits until `endpoint` accepts TCP connections (bounded, with backoff).

@@ -154,6 +154,13 @@ pub struct Cluster {
     /// Lifetime of the bootstrap token the init node creates (Go duration, e.g. `24h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_ttl: Option<String>,
+    /// A CNI manifest on the node (path) the init node applies after `kubeadm init`
+    /// (CoreDNS stays Pending until a pod network exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_manifest: Option<String>,
+    /// A local user who gets the admin kubeconfig (`~/.kube/config`, 0600) on the init node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_user: Option<String>,
 }
 
 /// `[node]`: facts about this machine.
@@ -337,7 +344,9 @@ impl NodeConfig {
                 dns_domain,
                 ca_cert_hashes,
                 bootstrap_token,
-                token_ttl
+                token_ttl,
+                cni_manifest,
+                admin_user
             );
         }
         if let Some(n) = later.node {

@@ -49,13 +49,15 @@ if [ "$name" = kubeadm ]; then
   done
   case "$(cat "$rec/kubeadm.calls" | tail -n1)" in reset*) exit 0 ;; esac
   if [ -f "$rec/fail" ]; then cat "$rec/fail" >&2; exit 1; fi
+  # A successful init leaves an admin kubeconfig, as kubeadm does.
+  if [ -f "$ROOT/etc/kubernetes/admin.conf.kubeadm" ]; then cp "$ROOT/etc/kubernetes/admin.conf.kubeadm" "$ROOT/etc/kubernetes/admin.conf"; fi
   echo "[init] Using Kubernetes version; your join command: kubeadm join --token abcdef.s3cr3tt0k3nvalu3"
 fi
 exit 0
 "#;
         std::fs::create_dir_all(n.path("bin")).unwrap();
         std::fs::create_dir_all(n.path("rec")).unwrap();
-        for tool in ["kubeadm", "modprobe", "swapoff"] {
+        for tool in ["kubeadm", "modprobe", "swapoff", "kubectl"] {
             let p = n.path(&format!("bin/{tool}"));
             std::fs::write(&p, script).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -141,11 +143,13 @@ fn init_node_v1beta4_runs_once_per_machine() {
     n.write(
         "etc/kiln/node.toml",
         &format!(
-            "{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\ntaints = []\n{}",
+            "{}cni_manifest = \"/etc/kiln/cni.yaml\"\nadmin_user = \"core\"\n[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\ntaints = []\n{}",
             cluster("api.example.test:6443"),
             pki()
         ),
     );
+    n.write("etc/passwd", "root:x:0:0::/root:/bin/sh\ncore:x:0:0::/home/core:/bin/sh\n");
+    n.write("etc/kubernetes/admin.conf.kubeadm", "apiVersion: v1\nkind: Config\n");
     let o = n.run(&["run"]);
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     no_secrets(&o, &n);
@@ -187,6 +191,20 @@ fn init_node_v1beta4_runs_once_per_machine() {
     assert_eq!(state["machine_id"], "0123456789abcdef0123456789abcdef");
     assert_eq!(state["role"], "init");
     assert!(n.root().join("run/cluster-api/bootstrap-success.complete").exists());
+    // The pinned CNI manifest applied with the admin kubeconfig; the admin user's kubeconfig is 0600.
+    let admin = n.root().join("etc/kubernetes/admin.conf");
+    assert_eq!(n.calls("kubectl").len(), 1, "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        n.calls("kubectl"),
+        [format!("--kubeconfig {} apply -f {}", admin.display(), n.root().join("etc/kiln/cni.yaml").display())]
+    );
+    assert_eq!(n.mode("home/core/.kube/config"), 0o600);
+    let st = n.run(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&st.stdout).starts_with("joined: node-"),
+        "{}",
+        String::from_utf8_lossy(&st.stdout)
+    );
 
     // Second boot: a no-op.
     let o = n.run(&["run"]);
@@ -197,8 +215,20 @@ fn init_node_v1beta4_runs_once_per_machine() {
     let o = n.run(&["run"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let calls = n.calls("kubeadm");
-    assert_eq!(calls.len(), 2, "{calls:?}");
-    assert!(calls[1].starts_with("init "), "{calls:?}");
+    // The clone carries the first machine's admin.conf: reset, then init.
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(calls[1] == "reset -f" && calls[2].starts_with("init "), "{calls:?}");
+    // `reset` removes kiln's state and stale CNI state so `run` starts over.
+    n.write("etc/cni/net.d/10-flannel.conflist", "{}");
+    n.write("run/flannel/subnet.env", "X=1");
+    let o = n.run(&["reset"]);
+    assert!(o.status.success());
+    for gone in
+        ["var/lib/kiln/state.json", "etc/cni/net.d", "run/flannel", "run/cluster-api/bootstrap-success.complete"]
+    {
+        assert!(!n.root().join(gone).exists(), "{gone} survived reset");
+    }
+    assert_eq!(n.calls("kubeadm").last().map(String::as_str), Some("reset -f"));
 }
 
 #[test]
