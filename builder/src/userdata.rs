@@ -119,6 +119,7 @@ pub fn node_config(
             ca_cert_hashes: Some(f.ca_cert_hashes.clone()),
             bootstrap_token: Some(cluster.token()?),
             token_ttl: Some(f.token_ttl.clone()),
+            ..ClusterSection::default()
         }),
         node: Some(Node { role: Some(role), name: node_name.map(str::to_string), ..Node::default() }),
         pki: Some(pki),
