@@ -286,6 +286,8 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String) {
         Err(e) => return (false, format!("cannot start {:?}: {e}", cmd.get_program())),
     };
     let start = Instant::now();
+    // Poll quickly at first (most helpers exit within milliseconds), then back off.
+    let mut poll = Duration::from_micros(250);
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break Some(s),
@@ -294,7 +296,10 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String) {
                 let _ = child.wait();
                 break None;
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                std::thread::sleep(poll);
+                poll = (poll * 2).min(Duration::from_millis(50));
+            }
             Err(_) => break None,
         }
     };

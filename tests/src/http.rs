@@ -77,21 +77,21 @@ impl Server {
     pub fn start(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = format!("http://{}", listener.local_addr().expect("addr"));
-        listener.set_nonblocking(true).expect("nonblocking");
         let handler: Arc<Handler> = Arc::new(handler);
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        // Blocking accept (no polling delay in measured paths); Drop wakes it
+        // with a connection of its own after setting `stop`.
         let thread = {
             let (handler, log, stop) = (Arc::clone(&handler), Arc::clone(&log), Arc::clone(&stop));
             std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((sock, _)) => {
-                            let (handler, log) = (Arc::clone(&handler), Arc::clone(&log));
-                            std::thread::spawn(move || serve(sock, &*handler, &log));
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                for sock in listener.incoming() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
                     }
+                    let Ok(sock) = sock else { continue };
+                    let (handler, log) = (Arc::clone(&handler), Arc::clone(&log));
+                    std::thread::spawn(move || serve(sock, &*handler, &log));
                 }
             })
         };
@@ -117,6 +117,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr.trim_start_matches("http://"));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
