@@ -319,6 +319,12 @@ fn failures_are_diagnosed_retried_with_reset_and_marked() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).contains("[bootstrap-rbac-forbidden]"));
 
+    // Swap, as kubeadm's preflight reports it.
+    std::fs::write(n.path("rec/fail"), "[preflight] Some fatal errors occurred:\n\t[ERROR Swap]: running with swap on is not supported. Please disable swap\n").unwrap();
+    let o = n.run(&["--attempts", "1", "run"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("[swap-on]"));
+
     // Power cut: kubeadm files without success state converge (reset, then init).
     std::fs::remove_file(n.path("rec/fail")).unwrap();
     n.write("etc/kubernetes/admin.conf", "stale");
