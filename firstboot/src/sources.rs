@@ -50,7 +50,13 @@ impl Machine {
             .or_else(|| read_trim(&under(root, "/proc/sys/kernel/hostname")))
             .unwrap_or_else(|| "localhost".into());
         let machine_id = read_trim(&under(root, "/etc/machine-id")).unwrap_or_default();
-        let seed = seed.map(Path::to_path_buf).unwrap_or_else(|| under(root, "/var/lib/cloud/seed/nocloud"));
+        let seed = seed.map(Path::to_path_buf).unwrap_or_else(|| {
+            let dir = under(root, "/var/lib/cloud/seed/nocloud");
+            if dir.join("user-data").is_file() {
+                return dir;
+            }
+            mount_cidata(root).unwrap_or(dir)
+        });
         Machine { root: root.to_path_buf(), cmdline, hostname, machine_id, seed }
     }
 
@@ -72,6 +78,26 @@ impl Machine {
             (k.trim() == "instance-id").then(|| v.trim().trim_matches('"').trim_matches('\'').to_string())
         })
     }
+}
+
+/// Mounts a NoCloud seed filesystem (label `cidata` or `CIDATA`, cloud-init's
+/// NoCloud datasource) read-only under `/run/kiln/cidata`. Only on the real
+/// root: a scratch `--root` has no block devices of its own.
+fn mount_cidata(root: &Path) -> Option<PathBuf> {
+    if root != Path::new("/") {
+        return None;
+    }
+    let target = PathBuf::from("/run/kiln/cidata");
+    if target.join("user-data").is_file() {
+        return Some(target);
+    }
+    let dev = ["/dev/disk/by-label/cidata", "/dev/disk/by-label/CIDATA"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())?;
+    std::fs::create_dir_all(&target).ok()?;
+    let ok = std::process::Command::new("mount").arg("-o").arg("ro").arg(&dev).arg(&target).status().ok()?.success();
+    ok.then_some(target)
 }
 
 /// One source that contributed.
