@@ -5,7 +5,7 @@ use crate::diagnose;
 use crate::identity;
 use crate::image::ImageDefaults;
 use crate::kubeadm;
-use crate::node::{NodeConfig, Pki, Role, SwapPolicy};
+use crate::node::{NodeConfig, Role, SwapPolicy};
 use crate::provider::{self, Metadata};
 use crate::sources::{self, under, Machine};
 use serde::{Deserialize, Serialize};
@@ -159,7 +159,7 @@ pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
             )),
         }
     }
-    if role == Role::Join && has_keys(&p) {
+    if role == Role::Join && p.has_private_key() {
         errs.push("a join (worker) node was given CA private keys; workers must not hold them — regenerate its user-data with --role join".into());
     }
     if !errs.is_empty() {
@@ -210,10 +210,6 @@ pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
         cni_manifest: c.cni_manifest.clone(),
         admin_user: c.admin_user.clone(),
     })
-}
-
-fn has_keys(p: &Pki) -> bool {
-    p.has_private_key()
 }
 
 /// PEM text inline, or read from a path on the node (under root).
@@ -271,7 +267,7 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
 }
 
 /// Finds an executable: the image's bin dir (under root) first, then `PATH`.
-fn which(root: &Path, bin_dir: &str, name: &str) -> PathBuf {
+pub fn which(root: &Path, bin_dir: &str, name: &str) -> PathBuf {
     let mut dirs = vec![under(root, bin_dir)];
     if let Some(p) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&p));

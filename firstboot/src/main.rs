@@ -165,15 +165,7 @@ fn status(m: &Machine) -> ExitCode {
 
 fn reset(m: &Machine) -> ExitCode {
     let bin = kiln_firstboot::sources::image_defaults(&m.root).map(|i| i.bin_dir).unwrap_or_else(|_| "/opt/bin".into());
-    let kubeadm = [under(&m.root, &format!("{bin}/kubeadm"))]
-        .into_iter()
-        .chain(
-            std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).map(|d| d.join("kubeadm")).collect::<Vec<_>>())
-                .unwrap_or_default(),
-        )
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("kubeadm"));
+    let kubeadm = agent::which(&m.root, &bin, "kubeadm");
     let _ = std::process::Command::new(kubeadm).args(["reset", "-f"]).status();
     // Stale network state a re-join must not inherit (seed item 29).
     for p in [
