@@ -14,3 +14,4 @@ pub mod preflight;
 pub mod provider;
 pub mod sources;
 pub mod unit;
+pub mod validate;
