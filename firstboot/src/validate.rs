@@ -163,12 +163,12 @@ fn duration_error(s: &str, why: &str, more: &str) -> String {
     let hint = if has_space_or_control(s) {
         "remove the spaces"
     } else if s.ends_with('d') || s.ends_with('w') || s.ends_with('y') {
-        "Go durations have no days, weeks or years: write 24h for a day, 168h for a week"
+        "there are no days, weeks or years: a day is 24h, a week 168h"
     } else {
-        "the units are h, m, s, ms, us and ns"
+        "write numbers with the units h, m, s, ms, us or ns"
     };
     format!(
-        "{} is not a Go duration ({why}; Go's time.ParseDuration reads it); {hint}, e.g. 24h, 1h30m or 90s{more}",
+        "{} is not a Go duration (Go's time.ParseDuration says: {why}); {hint}; e.g. 24h, 1h30m or 90s{more}",
         quote(s)
     )
 }
