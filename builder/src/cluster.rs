@@ -18,6 +18,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::hash;
 use crate::version::Version;
 use kiln_firstboot::node::{is_bootstrap_token, Secret};
+use kiln_firstboot::validate;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -151,49 +152,11 @@ pub fn new_token() -> Result<Secret> {
     Ok(Secret(out))
 }
 
-/// Normalises `HOST[:PORT]` to `host:port` (IPv6 as `[addr]:port`, default port 6443).
+/// Normalises `HOST[:PORT]` to `host:port` (IPv6 as `[addr]:port`, default
+/// port 6443, DNS names lower-cased) with kubeadm's rules
+/// ([`kiln_firstboot::validate::endpoint`]).
 pub fn normalize_endpoint(s: &str) -> Result<String> {
-    let bad = |why: &str| {
-        Error::config(format!(
-            "--endpoint `{s}`: {why}; use HOST[:PORT], e.g. api.example.com:6443 or [2001:db8::1]:6443"
-        ))
-    };
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (addr, tail) = rest.split_once(']').ok_or_else(|| bad("unclosed `[`"))?;
-        addr.parse::<std::net::Ipv6Addr>().map_err(|_| bad("not an IPv6 address inside [ ]"))?;
-        let port = match tail.strip_prefix(':') {
-            Some(p) => p,
-            None if tail.is_empty() => "6443",
-            None => return Err(bad("expected `:PORT` after `]`")),
-        };
-        (format!("[{addr}]"), port.to_string())
-    } else if s.parse::<std::net::Ipv6Addr>().is_ok() {
-        // A bare IPv6 address: kubeadm needs brackets around it (seed item 16).
-        (format!("[{s}]"), "6443".to_string())
-    } else {
-        match s.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.to_string()),
-            None => (s.to_string(), "6443".to_string()),
-        }
-    };
-    let port: u16 = port.parse().map_err(|_| bad("the port is not a number from 1 to 65535"))?;
-    if port == 0 {
-        return Err(bad("port 0"));
-    }
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    let valid_name = !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if h.parse::<IpAddr>().is_err() && !valid_name {
-        return Err(bad("not a host name or IP address"));
-    }
-    Ok(format!("{host}:{port}"))
+    validate::endpoint(s).map(|e| e.to_string()).map_err(|m| Error::config(format!("--endpoint: {m}")))
 }
 
 /// A parsed CIDR.
@@ -293,6 +256,9 @@ impl Cluster {
         let version =
             Version::parse(&o.kubernetes_version).map_err(|m| Error::config(format!("--kubernetes-version: {m}")))?;
         let endpoint = normalize_endpoint(&o.endpoint)?;
+        // kubeadm reads bootstrapTokens[].ttl with Go's time.ParseDuration; a
+        // bad value would only surface on the init node at first boot.
+        validate::token_ttl(&o.token_ttl).map_err(|m| Error::config(format!("--token-ttl: {m}")))?;
         let pod = Cidr::parse(&o.pod_subnet).ok_or_else(|| {
             Error::config(format!("--pod-subnet `{}` is not a CIDR like 10.244.0.0/16", o.pod_subnet))
         })?;
@@ -382,6 +348,9 @@ impl Cluster {
                 &crate::location::explain_toml_message(e.message()),
             ))
         })?;
+        // A hand-edited cluster.toml must not hand nodes a TTL kubeadm cannot read.
+        validate::token_ttl(&file.token_ttl)
+            .map_err(|m| Error::config(format!("{}: token_ttl: {m}", path.display())))?;
         Ok(Cluster { dir: dir.to_path_buf(), file })
     }
 
@@ -466,8 +435,11 @@ mod tests {
         assert_eq!(normalize_endpoint("10.0.0.1:443").unwrap(), "10.0.0.1:443");
         assert_eq!(normalize_endpoint("2001:db8::1").unwrap(), "[2001:db8::1]:6443");
         assert_eq!(normalize_endpoint("[2001:db8::1]:8443").unwrap(), "[2001:db8::1]:8443");
-        for bad in ["", "api:0", "api:x", "[2001:db8::1", "[nothex]:1", "bad_host:6443", "-a.b"] {
-            assert!(normalize_endpoint(bad).is_err(), "{bad}");
+        assert_eq!(normalize_endpoint("API.Example.com").unwrap(), "api.example.com:6443");
+        for bad in ["", "api:0", "api:x", "[2001:db8::1", "[nothex]:1", "bad_host:6443", "-a.b", "https://api:6443"] {
+            let e = normalize_endpoint(bad).unwrap_err();
+            assert_eq!(e.kind, crate::error::Kind::Config, "{bad}");
+            assert!(e.message.starts_with("--endpoint: "), "{bad}: {}", e.message);
         }
     }
 

@@ -158,6 +158,36 @@ fn endpoints_and_subnets_are_checked() {
     }
 }
 
+#[test]
+fn token_ttl_must_be_a_go_duration() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (ttl, why) in [("forever", "is not a Go duration"), ("1d", "no days"), ("-1h", "negative")] {
+        let out = tmp.path().join("bad");
+        let o = run(kiln()
+            .args(["cluster", "init", "bad", "--endpoint", "api.test", "--kubernetes-version", "v1.34.2"])
+            // `=` so that clap takes `-1h` as the value, not as a flag.
+            .arg(format!("--token-ttl={ttl}"))
+            .arg("--out")
+            .arg(&out));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{ttl}: {err}");
+        assert!(err.contains("--token-ttl") && err.contains(&format!("`{ttl}`")), "{ttl}: {err}");
+        assert!(err.contains(why) && err.contains("e.g. 24h"), "{ttl}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out.exists(), "{ttl}: a refused init left {}", out.display());
+    }
+    let c = init(tmp.path(), "ok", &["--token-ttl", "48h"]);
+    assert_eq!(cluster_toml(&c)["token_ttl"].as_str(), Some("48h"));
+    // A hand-edited cluster.toml with a bad TTL is refused before any user-data is written.
+    let text = std::fs::read_to_string(c.join("cluster.toml")).unwrap();
+    std::fs::write(c.join("cluster.toml"), text.replace("token_ttl = \"48h\"", "token_ttl = \"2 days\"")).unwrap();
+    let out = tmp.path().join("node.toml");
+    let o = run(kiln().args(["userdata", "--cluster"]).arg(&c).args(["--role", "join", "--out"]).arg(&out));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("token_ttl") && stderr(&o).contains("`2 days`"), "{}", stderr(&o));
+    assert!(!out.exists());
+}
+
 fn userdata(c: &Path, role: &str, format: &str, extra: &[&str], out: &Path) -> String {
     let o = run(kiln()
         .args(["userdata", "--cluster"])
