@@ -64,16 +64,27 @@ ExecStart={bin_dir}/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBEL
 }
 
 /// kiln's kubelet drop-in: `PATH` with the bin dir (kubelet and CNI plugins
-/// exec helpers by name), and the runtime ordered before kubelet.
+/// exec helpers by name), the runtime ordered before kubelet, and two checks by
+/// kiln-firstboot before every start:
+/// * `ExecCondition=` (systemd >= 243; exit 1 skips the start without a failure or
+///   a restart loop): kubelet starts only while this machine bootstraps or after it
+///   did, never from a config a cloned disk carried over. kubelet is *not* ordered
+///   after `kiln-firstboot.service`: kubeadm restarts kubelet synchronously from
+///   inside first boot, and that ordering deadlocks (see `kiln_firstboot::unit`).
+/// * `ExecStartPre=`: modules, sysctls and swap on every boot, with a one-line reason
+///   in the journal when the host is still wrong (kubelet then retries every 10 s).
 pub fn kiln_kubelet_dropin(bin_dir: &str, runtime: RuntimeKind) -> String {
     format!(
-        "# Written by kiln: kubelet finds {bin_dir} and starts after its container runtime.
+        "# Written by kiln: kubelet finds {bin_dir}, starts after its container runtime,
+# and only on a host kiln-firstboot has bootstrapped and checked.
 [Unit]
 After={unit}
 Wants={unit}
 
 [Service]
 Environment=\"PATH={path}\"
+ExecCondition={bin_dir}/kiln-firstboot kubelet-gate
+ExecStartPre={bin_dir}/kiln-firstboot host
 ",
         unit = runtime.unit(),
         path = path_with(bin_dir)

@@ -25,6 +25,17 @@ pub const CAPI_SENTINEL: &str = "/run/cluster-api/bootstrap-success.complete";
 pub const CONFIG_PATH: &str = "/run/kiln/kubeadm.json";
 /// kubeadm's output of the last attempt (redacted), for `doctor`.
 pub const KUBEADM_LOG: &str = "/var/log/kiln/kubeadm.log";
+/// Where the per-node kubelet patch lives (`patches.directory`); kept after boot so
+/// `kubeadm upgrade node --patches` can use it again.
+pub const PATCHES_DIR: &str = "/etc/kiln/kubeadm-patches";
+
+/// The minor version of `v1.34.2` (34).
+pub fn minor_of(v: &str) -> Option<u32> {
+    let mut it = v.trim().trim_start_matches('v').split('.');
+    let major: u32 = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    (major == 1).then_some(minor)
+}
 
 /// How `run` behaves.
 #[derive(Debug, Clone)]
@@ -39,6 +50,11 @@ pub struct Options {
     pub metadata_url: Option<String>,
     /// Metadata HTTP policy.
     pub http: crate::http::Policy,
+    /// Bound on `kubeadm reset` (a stuck runtime blocks it; seed item 22), in `run`'s
+    /// retry path and in `kiln-firstboot reset` alike.
+    pub reset_timeout: Duration,
+    /// Bound on one `kubeadm init|join` attempt.
+    pub kubeadm_timeout: Duration,
 }
 
 impl Default for Options {
@@ -49,6 +65,8 @@ impl Default for Options {
             backoff: Duration::from_secs(10),
             metadata_url: None,
             http: crate::http::Policy::default(),
+            reset_timeout: Duration::from_secs(120),
+            kubeadm_timeout: Duration::from_secs(900),
         }
     }
 }
@@ -106,10 +124,17 @@ pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
     });
     let endpoint = need(&c.control_plane_endpoint, "control_plane_endpoint", &mut errs);
     let version = c.kubernetes_version.clone().unwrap_or_else(|| image.kubernetes_version.clone());
-    let minor = version.trim_start_matches('v').split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or_else(|| {
-        errs.push(format!("kubernetes_version `{version}` is not like v1.34.2"));
+    // The config's API version is chosen by the program that reads it: the image's kubeadm.
+    let minor = minor_of(&image.kubeadm_version).unwrap_or_else(|| {
+        errs.push(format!(
+            "the image's kubeadm_version `{}` is not like v1.34.2; rebuild the image",
+            image.kubeadm_version
+        ));
         0
     });
+    if minor_of(&version).is_none() {
+        errs.push(format!("kubernetes_version `{version}` is not like v1.34.2"));
+    }
     let token = c.bootstrap_token.clone().map(|t| t.0).unwrap_or_else(|| {
         errs.push("[cluster] bootstrap_token is not set; regenerate user-data with `kiln userdata`".into());
         String::new()
@@ -165,7 +190,6 @@ pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
     if !errs.is_empty() {
         return Err(errs);
     }
-    let resolv_conf = resolv_conf(&m.root);
     let kubelet: BTreeMap<String, serde_json::Value> = n
         .kubelet
         .clone()
@@ -195,7 +219,8 @@ pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
         flex_volume_dir: image.flex_volume_dir.trim_end_matches('/').to_string(),
         cgroup_driver: image.cgroup_driver.clone(),
         swap_limited: swap == SwapPolicy::Limited,
-        resolv_conf,
+        bind_port: n.api_server_bind_port.unwrap_or(6443),
+        patches_dir: PATCHES_DIR.into(),
         kubelet,
         kubelet_extra_args: n.kubelet_extra_args.clone().unwrap_or_default(),
     };
@@ -218,15 +243,6 @@ fn pem(root: &Path, v: &str) -> Result<String, String> {
         return Ok(v.to_string());
     }
     std::fs::read_to_string(under(root, v)).map_err(|e| format!("[pki] {v}: {e}"))
-}
-
-/// kubelet must not use systemd-resolved's stub (a CoreDNS forwarding loop,
-/// seed item 19): when /etc/resolv.conf is the stub, point it at the real file.
-fn resolv_conf(root: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(under(root, "/etc/resolv.conf")).ok()?;
-    let stub = text.lines().any(|l| l.trim() == "nameserver 127.0.0.53");
-    (stub && under(root, "/run/systemd/resolve/resolv.conf").exists())
-        .then(|| "/run/systemd/resolve/resolv.conf".into())
 }
 
 /// The success state.
@@ -354,8 +370,30 @@ pub fn plan(m: &Machine, r: &Resolved) -> String {
     for f in r.pki.keys() {
         s.push_str(&format!("  write /etc/kubernetes/pki/{f}\n"));
     }
-    s.push_str(&format!("  write {CONFIG_PATH} (0600)\n  kubeadm {verb} --config {CONFIG_PATH}\n\nkubeadm config:\n"));
+    let patch = format!("{PATCHES_DIR}/{}", kubeadm::KUBELET_PATCH_FILE);
+    s.push_str(&format!(
+        "  write {CONFIG_PATH} (0600)\n  write {patch}\n  kubeadm {verb} --config {CONFIG_PATH}\n\nkubeadm config:\n"
+    ));
     s.push_str(&kubeadm::render_redacted(k));
+    s.push_str(&format!(
+        "\nkubelet settings of this node ({patch}; kubeadm {verb} applies it to /var/lib/kubelet/config.yaml):\n{}\n",
+        serde_json::to_string_pretty(&kubeadm::kubelet_patch(k)).unwrap_or_default()
+    ));
+    let flags: Vec<String> =
+        match kubeadm::documents(k).first().map(|d| d["nodeRegistration"]["kubeletExtraArgs"].clone()) {
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .map(|x| format!("--{}={}", x["name"].as_str().unwrap_or(""), x["value"].as_str().unwrap_or("")))
+                .collect(),
+            Some(serde_json::Value::Object(o)) => {
+                o.iter().map(|(n, v)| format!("--{n}={}", v.as_str().unwrap_or(""))).collect()
+            }
+            _ => Vec::new(),
+        };
+    s.push_str(&format!(
+        "kubelet flags (kubeletExtraArgs -> /var/lib/kubelet/kubeadm-flags.env): {}\n",
+        flags.join(" ")
+    ));
     s
 }
 
@@ -411,7 +449,7 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
     let kubeadm_bin = which(root, &r.image.bin_dir, "kubeadm");
     let reset = |why: &str| {
         log(6, &format!("kiln-firstboot: kubeadm reset -f ({why})"));
-        let (_, out) = run_bounded(Command::new(&kubeadm_bin).args(["reset", "-f"]), Duration::from_secs(120));
+        let (_, out) = run_bounded(Command::new(&kubeadm_bin).args(["reset", "-f"]), opts.reset_timeout);
         log(6, &redact(&out, &r));
     };
     // Leftovers of an interrupted attempt (power cut) without success state.
@@ -439,15 +477,15 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
             .collect();
         return fail(root, &format!("preflight: {}", reasons.join("; ")));
     }
-    for (file, text) in &r.pki {
-        let mode = if file.ends_with(".key") { 0o600 } else { 0o644 };
-        if let Err(e) = write_file(&under(root, &format!("/etc/kubernetes/pki/{file}")), text.as_bytes(), mode) {
-            return fail(root, &format!("writing /etc/kubernetes/pki/{file}: {e}"));
-        }
-    }
     let config = under(root, CONFIG_PATH);
     if let Err(e) = write_file(&config, kubeadm::render(&r.kubeadm).as_bytes(), 0o600) {
         return fail(root, &format!("writing {CONFIG_PATH}: {e}"));
+    }
+    let patch = kubeadm::kubelet_patch(&r.kubeadm);
+    let patch_path = format!("{PATCHES_DIR}/{}", kubeadm::KUBELET_PATCH_FILE);
+    let patch_text = serde_json::to_string_pretty(&patch).unwrap_or_default() + "\n";
+    if let Err(e) = write_file(&under(root, &patch_path), patch_text.as_bytes(), 0o644) {
+        return fail(root, &format!("writing {patch_path}: {e}"));
     }
     if r.kubeadm.role != Role::Init && !wait_for(&r.kubeadm.control_plane_endpoint, opts.wait) {
         return fail(
@@ -459,18 +497,41 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
             ),
         );
     }
+    // kubelet's ExecCondition lets kubelet start while this marker names this machine:
+    // kubeadm restarts kubelet from inside this run.
+    let marker = under(root, crate::host::BOOTSTRAPPING);
+    if let Err(e) = write_file(&marker, format!("{}\n", m.machine_id).as_bytes(), 0o644) {
+        return fail(root, &format!("writing {}: {e}", crate::host::BOOTSTRAPPING));
+    }
+    let code = attempts(m, opts, &r, &kubeadm_bin, &config, &reset);
+    let _ = std::fs::remove_file(&marker);
+    code
+}
+
+/// kubeadm init|join, bounded attempts with a reset between them.
+fn attempts(m: &Machine, opts: &Options, r: &Resolved, kubeadm_bin: &Path, config: &Path, reset: &dyn Fn(&str)) -> u8 {
+    let root = &m.root;
     let verb = if r.kubeadm.role == Role::Init { "init" } else { "join" };
     let mut delay = opts.backoff;
     let mut last = String::new();
     for attempt in 1..=opts.attempts.max(1) {
+        // Written every attempt: `kubeadm reset` deletes /etc/kubernetes/pki, and an
+        // init without the cluster's CA would generate a new one.
+        for (file, text) in &r.pki {
+            let mode = if file.ends_with(".key") { 0o600 } else { 0o644 };
+            if let Err(e) = write_file(&under(root, &format!("/etc/kubernetes/pki/{file}")), text.as_bytes(), mode) {
+                return fail(root, &format!("writing /etc/kubernetes/pki/{file}: {e}"));
+            }
+        }
         log(6, &format!("kiln-firstboot: kubeadm {verb} (attempt {attempt} of {})", opts.attempts.max(1)));
-        let mut cmd = Command::new(&kubeadm_bin);
-        cmd.arg(verb).arg("--config").arg(&config);
+        let mut cmd = Command::new(kubeadm_bin);
+        cmd.arg(verb).arg("--config").arg(config);
         if verb == "init" {
             cmd.arg("--skip-token-print");
         }
-        let (ok, out) = run_bounded(&mut cmd, Duration::from_secs(900));
-        let out = redact(&out, &r);
+        let started = now();
+        let (ok, out) = run_bounded(&mut cmd, opts.kubeadm_timeout);
+        let out = redact(&out, r);
         let _ = write_file(&under(root, KUBEADM_LOG), out.as_bytes(), 0o600);
         for line in out.lines() {
             log(6, &format!("kubeadm: {line}"));
@@ -490,7 +551,7 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
             }
             let _ = write_file(&under(root, CAPI_SENTINEL), b"", 0o644);
             if r.kubeadm.role == Role::Init {
-                after_init(m, &r);
+                after_init(m, r);
             }
             log(
                 6,
@@ -498,7 +559,11 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
             );
             return exit::OK;
         }
-        let found = diagnose::diagnose(&out);
+        // kubeadm only says the kubelet is unhealthy; the cause is in kubelet's journal
+        // and the containers (troubleshooting guide: journalctl -u kubelet, crictl ps -a).
+        let more = evidence(m, r, started);
+        let _ = write_file(&under(root, EVIDENCE_LOG), redact(&more, r).as_bytes(), 0o600);
+        let found = diagnose::diagnose(&format!("{out}\n{more}"));
         for d in &found {
             log(3, &format!("kiln-firstboot: diagnosis [{}]: {}", d.id, d.cause));
             log(3, &format!("kiln-firstboot: fix: {}", d.fix));
@@ -517,6 +582,132 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
         }
     }
     fail(root, &last)
+}
+
+/// Network interfaces CNI plugins leave behind (flannel, calico, cilium, weave,
+/// kube-router, kube-proxy IPVS): a re-join must not inherit them (seed items 29, 36).
+const CNI_LINKS: [&str; 11] = [
+    "cni0",
+    "flannel.1",
+    "flannel-v6.1",
+    "cilium_host",
+    "cilium_net",
+    "cilium_vxlan",
+    "vxlan.calico",
+    "tunl0",
+    "weave",
+    "kube-bridge",
+    "kube-ipvs0",
+];
+
+/// `kiln-firstboot reset`: `kubeadm reset -f`, then what kubeadm reset leaves
+/// (its own words: "The reset process does not clean CNI configuration" and "does
+/// not reset or clean up iptables rules or IPVS tables", `cmd/kubeadm/app/cmd/phases/
+/// reset/cleanupnode.go`), then kiln's state. Everything within `opts.reset_timeout`
+/// in total. Returns one line per step.
+pub fn reset_node(m: &Machine, opts: &Options) -> Vec<String> {
+    let root = &m.root;
+    let deadline = Instant::now() + opts.reset_timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let bin = crate::sources::image_defaults(root).map(|i| i.bin_dir).unwrap_or_else(|_| "/opt/bin".into());
+    let mut report = Vec::new();
+    let kubeadm = which(root, &bin, "kubeadm");
+    let (ok, out) = run_bounded(Command::new(&kubeadm).args(["reset", "-f"]), left());
+    report.push(if ok {
+        "kubeadm reset -f: done".to_string()
+    } else {
+        format!(
+            "kubeadm reset -f did not finish: {} (a stuck container runtime blocks it: restart the runtime, then reset again)",
+            out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim()
+        )
+    });
+    let mut step = |tool: &str, args: &[&str]| {
+        if let Some(t) = host_tool(root, &bin, tool) {
+            let (ok, out) = run_bounded(Command::new(t).args(args), left().min(Duration::from_secs(10)));
+            let what = format!("{tool} {}", args.join(" "));
+            report.push(if ok { format!("{what}: done") } else { format!("{what}: {}", out.trim()) });
+        }
+    };
+    for ipt in ["iptables", "ip6tables"] {
+        for table in ["filter", "nat", "mangle", "raw"] {
+            step(ipt, &["-t", table, "-F"]);
+            step(ipt, &["-t", table, "-X"]);
+        }
+    }
+    step("ipvsadm", &["--clear"]);
+    for link in CNI_LINKS {
+        if under(root, &format!("/sys/class/net/{link}")).exists() {
+            step("ip", &["link", "delete", link]);
+        }
+    }
+    for p in [
+        STATE_PATH,
+        FAILED_PATH,
+        CAPI_SENTINEL,
+        CONFIG_PATH,
+        crate::host::BOOTSTRAPPING,
+        "/etc/cni/net.d",
+        "/var/lib/cni",
+        "/run/flannel",
+    ] {
+        let path = under(root, p);
+        let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        if gone.is_ok() {
+            report.push(format!("removed {p}"));
+        }
+    }
+    report
+}
+
+/// What kubelet's journal and the runtime say, bounded in time and size.
+pub const EVIDENCE_LOG: &str = "/var/log/kiln/evidence.log";
+
+/// A helper program for the host itself (journal, runtime, network): on the real
+/// root from the image's bin dir or `PATH`; on a scratch root only from the root's
+/// own directories, so a test never reads or changes the host through it.
+pub fn host_tool(root: &Path, bin_dir: &str, name: &str) -> Option<PathBuf> {
+    if root == Path::new("/") {
+        let p = which(root, bin_dir, name);
+        return p.is_absolute().then_some(p);
+    }
+    [bin_dir, "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .map(|d| under(root, d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// The tail of kubelet's journal since `since` (seconds since the epoch: this
+/// attempt, not an earlier one) and `crictl ps -a`, each bounded to 10 s and 64 KiB.
+pub fn evidence(m: &Machine, r: &Resolved, since: u64) -> String {
+    let mut out = String::new();
+    let bin = &r.image.bin_dir;
+    let cap = |s: String| -> String {
+        if s.len() <= 64 << 10 {
+            return s;
+        }
+        let mut cut = s.len() - (64 << 10);
+        while !s.is_char_boundary(cut) {
+            cut += 1;
+        }
+        s[cut..].to_string()
+    };
+    if let Some(j) = host_tool(&m.root, bin, "journalctl") {
+        let (_, o) = run_bounded(
+            Command::new(j)
+                .args(["-u", "kubelet", "--no-pager", "-n", "200", "-o", "cat", "--since"])
+                .arg(format!("@{since}")),
+            Duration::from_secs(10),
+        );
+        out.push_str(&format!("--- journalctl -u kubelet (last 200 lines)\n{}\n", cap(o)));
+    }
+    if let Some(c) = host_tool(&m.root, bin, "crictl") {
+        let (_, o) = run_bounded(
+            Command::new(c).arg("--runtime-endpoint").arg(&r.kubeadm.cri_socket).args(["ps", "-a"]),
+            Duration::from_secs(10),
+        );
+        out.push_str(&format!("--- crictl ps -a\n{}\n", cap(o)));
+    }
+    out
 }
 
 /// On the init node: the admin kubeconfig for a configured user, and the
@@ -580,40 +771,25 @@ fn wait_for(endpoint: &str, limit: Duration) -> bool {
     }
 }
 
-/// Fixes what the image can before the checks: modules, sysctls, swap.
+/// Fixes what the image can before the checks: modules, sysctls, swap (now, and
+/// on every later boot by masking what would turn swap back on).
 fn fix_host(m: &Machine, r: &Resolved) {
     let root = &m.root;
-    for module in ["overlay", "br_netfilter"] {
-        let (ok, out) =
-            run_bounded(Command::new(which(root, &r.image.bin_dir, "modprobe")).arg(module), Duration::from_secs(30));
-        if !ok {
-            log(4, &format!("kiln-firstboot: modprobe {module} failed: {}", out.trim()));
-        }
+    let bin = r.image.bin_dir.clone();
+    let runner = |name: &str, args: &[&str]| {
+        run_bounded(Command::new(which(root, &bin, name)).args(args), Duration::from_secs(60))
+    };
+    let limited = r.swap == SwapPolicy::Limited;
+    for f in crate::host::fix_and_check(root, limited, &runner) {
+        log(if f.fatal { 3 } else { 4 }, &format!("kiln-firstboot: {}", f.message));
     }
-    for (key, want) in [
-        ("net/bridge/bridge-nf-call-iptables", "1"),
-        ("net/bridge/bridge-nf-call-ip6tables", "1"),
-        ("net/ipv4/ip_forward", "1"),
-    ] {
-        let p = under(root, &format!("/proc/sys/{key}"));
-        if p.exists() {
-            let _ = std::fs::write(&p, want);
-            let got = std::fs::read_to_string(&p).unwrap_or_default();
-            if got.trim() != want {
-                log(3, &format!("kiln-firstboot: {} is {} after setting it to {want}; kubeadm preflight will refuse this node (load br_netfilter)", key.replace('/', "."), got.trim()));
+    if !limited {
+        match crate::host::mask_swap(root) {
+            Ok(units) if !units.is_empty() => {
+                log(6, &format!("kiln-firstboot: swap stays off on later boots: masked {}", units.join(", ")))
             }
-        } else {
-            log(4, &format!("kiln-firstboot: /proc/sys/{key} is missing: is br_netfilter loaded?"));
-        }
-    }
-    if r.swap == SwapPolicy::Off {
-        let swaps = std::fs::read_to_string(under(root, "/proc/swaps")).unwrap_or_default();
-        if swaps.lines().count() > 1 {
-            let (ok, out) =
-                run_bounded(Command::new(which(root, &r.image.bin_dir, "swapoff")).arg("-a"), Duration::from_secs(60));
-            if !ok {
-                log(3, &format!("kiln-firstboot: swapoff -a failed: {}", out.trim()));
-            }
+            Ok(_) => {}
+            Err(e) => log(4, &format!("kiln-firstboot: masking swap units: {e}")),
         }
     }
 }

@@ -5,6 +5,18 @@
 //! Kubernetes 1.31, `kubeadm.k8s.io/v1beta4` from 1.31 (kubeadm's
 //! `cmd/kubeadm/app/apis/kubeadm/v1beta4`, introduced in v1.31), where every
 //! `extraArgs`/`kubeletExtraArgs` is a list of `{name, value}` instead of a map.
+//! The version is the image's kubeadm's: it is the program that reads the file.
+//!
+//! Per-node kubelet settings never travel in a KubeletConfiguration document on
+//! their own: `kubeadm join` reads only the JoinConfiguration
+//! (`cmd/kubeadm/app/util/config/joinconfiguration.go`,
+//! `documentMapToJoinConfiguration`: "not interested in anything other than
+//! JoinConfiguration") and gives a joining kubelet the cluster's `kubelet-config`
+//! ConfigMap. So every node, init included, gets its settings through what both
+//! commands read: `nodeRegistration.kubeletExtraArgs` (flags, written to
+//! `/var/lib/kubelet/kubeadm-flags.env`) and a `kubeletconfiguration` patch in
+//! `patches.directory` (kubeadm >= 1.25, kubernetes/kubernetes#110405), applied to
+//! `/var/lib/kubelet/config.yaml` on this node only.
 
 use crate::node::{Role, Taint};
 use serde_json::{json, Map, Value};
@@ -17,7 +29,7 @@ pub struct Inputs {
     pub role: Role,
     /// Kubernetes version (`v1.34.2`).
     pub kubernetes_version: String,
-    /// Minor version, for the API version choice.
+    /// Minor version of the image's kubeadm: the API version and args shape.
     pub minor: u32,
     /// Node name used everywhere (kubelet, kube-proxy).
     pub node_name: String,
@@ -53,8 +65,11 @@ pub struct Inputs {
     pub cgroup_driver: String,
     /// Allow swap (`LimitedSwap`) instead of failing on it.
     pub swap_limited: bool,
-    /// `resolvConf` for kubelet when systemd-resolved's stub is in /etc/resolv.conf.
-    pub resolv_conf: Option<String>,
+    /// This node's own API server port (init and control-plane joins), which may
+    /// differ from the endpoint's (a load balancer on 443 in front of 6443).
+    pub bind_port: u16,
+    /// Where the kubelet patch is written; rendered as `patches.directory`.
+    pub patches_dir: String,
     /// Extra KubeletConfiguration fields.
     pub kubelet: BTreeMap<String, Value>,
     /// Extra kubelet flags.
@@ -78,11 +93,6 @@ pub fn args(minor: u32, m: &BTreeMap<String, String>) -> Value {
     } else {
         Value::Object(m.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
     }
-}
-
-/// The port of a `host:port` endpoint (6443 if it has none).
-fn port_of(endpoint: &str) -> u16 {
-    endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(6443)
 }
 
 fn node_registration(i: &Inputs) -> Value {
@@ -122,10 +132,28 @@ fn cluster_configuration(i: &Inputs) -> Value {
     })
 }
 
+/// The cluster-wide KubeletConfiguration (init only): kubeadm uploads it as the
+/// `kubelet-config` ConfigMap every joining kubelet starts from. `resolvConf` is
+/// left to kubeadm, which sets it per node when systemd-resolved is active
+/// (`cmd/kubeadm/app/componentconfigs/kubelet.go`, `mutateResolverConfig`).
 fn kubelet_configuration(i: &Inputs) -> Value {
+    json!({
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "cgroupDriver": i.cgroup_driver,
+        "volumePluginDir": i.flex_volume_dir,
+    })
+}
+
+/// File name of the kubelet patch: target `kubeletconfiguration`, JSON merge patch
+/// (`cmd/kubeadm/app/util/patches/patches.go`: `target[suffix][+patchtype].json`).
+pub const KUBELET_PATCH_FILE: &str = "kubeletconfiguration+merge.json";
+
+/// This node's kubelet settings as a JSON merge patch (RFC 7386) of the
+/// KubeletConfiguration: the image's driver and flex dir, the node's swap policy
+/// and its `[node] kubelet` fields. The same patch on init and join nodes.
+pub fn kubelet_patch(i: &Inputs) -> Value {
     let mut k = Map::new();
-    k.insert("apiVersion".into(), json!("kubelet.config.k8s.io/v1beta1"));
-    k.insert("kind".into(), json!("KubeletConfiguration"));
     k.insert("cgroupDriver".into(), json!(i.cgroup_driver));
     k.insert("volumePluginDir".into(), json!(i.flex_volume_dir));
     if i.swap_limited {
@@ -133,9 +161,6 @@ fn kubelet_configuration(i: &Inputs) -> Value {
         k.insert("memorySwap".into(), json!({ "swapBehavior": "LimitedSwap" }));
     } else {
         k.insert("failSwapOn".into(), json!(true));
-    }
-    if let Some(r) = &i.resolv_conf {
-        k.insert("resolvConf".into(), json!(r));
     }
     for (key, v) in &i.kubelet {
         k.insert(key.clone(), v.clone());
@@ -145,7 +170,8 @@ fn kubelet_configuration(i: &Inputs) -> Value {
 
 /// The documents kubeadm reads with `--config`, in order.
 pub fn documents(i: &Inputs) -> Vec<Value> {
-    let port = port_of(&i.control_plane_endpoint);
+    let port = i.bind_port;
+    let patches = json!({ "directory": i.patches_dir });
     match i.role {
         Role::Init => {
             vec![
@@ -161,6 +187,7 @@ pub fn documents(i: &Inputs) -> Vec<Value> {
                     }],
                     "nodeRegistration": node_registration(i),
                     "localAPIEndpoint": { "advertiseAddress": i.node_ip, "bindPort": port },
+                    "patches": patches,
                 }),
                 cluster_configuration(i),
                 kubelet_configuration(i),
@@ -180,13 +207,15 @@ pub fn documents(i: &Inputs) -> Vec<Value> {
             doc.insert("kind".into(), json!("JoinConfiguration"));
             doc.insert("discovery".into(), json!({ "bootstrapToken": Value::Object(discovery) }));
             doc.insert("nodeRegistration".into(), node_registration(i));
+            doc.insert("patches".into(), patches);
             if i.role == Role::ControlPlane {
                 doc.insert(
                     "controlPlane".into(),
                     json!({ "localAPIEndpoint": { "advertiseAddress": i.node_ip, "bindPort": port } }),
                 );
             }
-            vec![Value::Object(doc), kubelet_configuration(i)]
+            // Only the JoinConfiguration: kubeadm join reads nothing else.
+            vec![Value::Object(doc)]
         }
     }
 }
@@ -233,7 +262,8 @@ mod tests {
             flex_volume_dir: "/opt/libexec/kubernetes/kubelet-plugins/volume/exec".into(),
             cgroup_driver: "systemd".into(),
             swap_limited: false,
-            resolv_conf: None,
+            bind_port: 6443,
+            patches_dir: "/etc/kiln/kubeadm-patches".into(),
             kubelet: BTreeMap::new(),
             kubelet_extra_args: BTreeMap::new(),
         }
@@ -263,6 +293,38 @@ mod tests {
         assert_eq!(d[1]["controllerManager"]["extraArgs"][0]["name"], "flex-volume-plugin-dir");
         assert_eq!(d[2]["kind"], "KubeletConfiguration");
         assert_eq!(d[2]["volumePluginDir"], "/opt/libexec/kubernetes/kubelet-plugins/volume/exec");
+        assert!(d[2].get("resolvConf").is_none() && d[2].get("failSwapOn").is_none(), "per-node settings leaked");
+        assert_eq!(d[0]["patches"]["directory"], "/etc/kiln/kubeadm-patches");
+    }
+
+    #[test]
+    fn join_sends_only_what_kubeadm_join_reads() {
+        let d = docs(&render(&inputs(Role::Join, 34)));
+        assert_eq!(d.len(), 1, "kubeadm join ignores every document but JoinConfiguration");
+        assert_eq!(d[0]["patches"]["directory"], "/etc/kiln/kubeadm-patches");
+    }
+
+    #[test]
+    fn patch_carries_swap_policy_flex_dir_and_extras() {
+        let mut i = inputs(Role::Join, 34);
+        i.swap_limited = true;
+        i.kubelet.insert("maxPods".into(), json!(42));
+        let p = kubelet_patch(&i);
+        assert_eq!(p["failSwapOn"], json!(false));
+        assert_eq!(p["memorySwap"]["swapBehavior"], "LimitedSwap");
+        assert_eq!(p["maxPods"], 42);
+        assert_eq!(p["volumePluginDir"], "/opt/libexec/kubernetes/kubelet-plugins/volume/exec");
+        i.swap_limited = false;
+        assert_eq!(kubelet_patch(&i)["failSwapOn"], json!(true));
+    }
+
+    #[test]
+    fn bind_port_is_the_nodes_own() {
+        let mut i = inputs(Role::Init, 34);
+        i.control_plane_endpoint = "lb.example.test:443".into();
+        let d = docs(&render(&i));
+        assert_eq!(d[0]["localAPIEndpoint"]["bindPort"], 6443);
+        assert_eq!(d[1]["controlPlaneEndpoint"], "lb.example.test:443");
     }
 
     #[test]

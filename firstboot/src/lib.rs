@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod diagnose;
+pub mod host;
 pub mod http;
 pub mod identity;
 pub mod image;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: kiln-firstboot [OPTIONS] [run|plan|status|reset]
+const USAGE: &str = "usage: kiln-firstboot [OPTIONS] [run|plan|status|doctor|reset|host|kubelet-gate]
 
 Joins this machine to its Kubernetes cluster, once per machine, unattended.
 
@@ -15,15 +15,23 @@ Commands:
   plan     print the resolved node, its sources and the kubeadm config (secrets redacted)
   status   print the state of this machine's bootstrap
   doctor   preflight report and a scan of the last kubeadm output for known failures (--json)
-  reset    kubeadm reset -f and remove kiln's state and stale CNI state, so `run` starts over
+  reset    kubeadm reset -f (bounded by --reset-timeout), iptables/IPVS rules, CNI interfaces
+           and files, kiln's state, so `run` starts over
+  host     fix and check what kubelet needs on every boot (modules, sysctls, swap); kubelet's
+           ExecStartPre: exit 1 with a one-line reason when the host is still wrong
+  kubelet-gate  kubelet's ExecCondition: exit 0 when kubelet may start (this machine is
+           bootstrapping or joined), 1 to skip the start (not yet, or a disk from another machine)
 
 Options:
   --root DIR       act on DIR instead of / (every read and write goes under it)
+  --check-ports    check ports 6443, 2379-2380, 10250, 10257, 10259 even with --root
   --cmdline FILE   read the kernel command line from FILE (default: /proc/cmdline)
   --seed DIR       NoCloud seed directory (default: /var/lib/cloud/seed/nocloud)
   --attempts N     kubeadm attempts before giving up (default 3)
   --wait SECS      how long a join waits for the control plane (default 600)
   --backoff SECS   delay before the second attempt, doubling (default 10)
+  --reset-timeout SECS    bound on `kubeadm reset` and on `reset` as a whole (default 120)
+  --kubeadm-timeout SECS  bound on one kubeadm init|join attempt (default 900)
   --metadata-url URL        metadata service base URL (default http://169.254.169.254)
   --metadata-timeout SECS   per-request timeout (default 5)
   --metadata-total SECS     bound on all metadata retries (default 180)
@@ -50,6 +58,7 @@ fn main() -> ExitCode {
     let mut opts = Options::default();
     let mut cmd = None;
     let mut json = false;
+    let mut check_ports = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -67,9 +76,17 @@ fn main() -> ExitCode {
             "--metadata-timeout" => {
                 secs(value("--metadata-timeout")).map(|n| opts.http.timeout = Duration::from_secs(n.max(1)))
             }
+            "--reset-timeout" => secs(value("--reset-timeout")).map(|n| opts.reset_timeout = Duration::from_secs(n)),
+            "--kubeadm-timeout" => {
+                secs(value("--kubeadm-timeout")).map(|n| opts.kubeadm_timeout = Duration::from_secs(n.max(1)))
+            }
             "--metadata-total" => secs(value("--metadata-total")).map(|n| opts.http.total = Duration::from_secs(n)),
             "--json" => {
                 json = true;
+                Ok(())
+            }
+            "--check-ports" => {
+                check_ports = true;
                 Ok(())
             }
             "--version" | "-V" => {
@@ -90,7 +107,8 @@ fn main() -> ExitCode {
             return usage(&e);
         }
     }
-    let machine = Machine::probe(&root, cmdline.as_deref(), seed.as_deref());
+    let mut machine = Machine::probe(&root, cmdline.as_deref(), seed.as_deref());
+    machine.check_ports |= check_ports;
     match cmd.as_deref().unwrap_or("run") {
         "run" => ExitCode::from(agent::run(&machine, &opts)),
         "plan" => match agent::resolve(&machine, &opts) {
@@ -107,7 +125,9 @@ fn main() -> ExitCode {
         },
         "status" => status(&machine),
         "doctor" => doctor(&machine, &opts, json),
-        "reset" => reset(&machine),
+        "reset" => reset(&machine, &opts),
+        "host" => host(&machine),
+        "kubelet-gate" => kubelet_gate(&machine),
         other => usage(&format!("unknown command '{other}'")),
     }
 }
@@ -163,23 +183,59 @@ fn status(m: &Machine) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn reset(m: &Machine) -> ExitCode {
-    let bin = kiln_firstboot::sources::image_defaults(&m.root).map(|i| i.bin_dir).unwrap_or_else(|_| "/opt/bin".into());
-    let kubeadm = agent::which(&m.root, &bin, "kubeadm");
-    let _ = std::process::Command::new(kubeadm).args(["reset", "-f"]).status();
-    // Stale network state a re-join must not inherit (seed item 29).
-    for p in [
-        agent::STATE_PATH,
-        agent::FAILED_PATH,
-        agent::CAPI_SENTINEL,
-        agent::CONFIG_PATH,
-        "/etc/cni/net.d",
-        "/var/lib/cni",
-        "/run/flannel",
-    ] {
-        let path = under(&m.root, p);
-        let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+fn reset(m: &Machine, opts: &Options) -> ExitCode {
+    let report = agent::reset_node(m, opts);
+    for line in &report {
+        println!("reset: {line}");
     }
-    println!("reset: kubeadm state, kiln state and CNI state removed; `kiln-firstboot run` starts over");
+    if report.first().is_some_and(|l| l.ends_with(": done")) {
+        println!("reset: done; `kiln-firstboot run` starts over");
+        ExitCode::SUCCESS
+    } else {
+        println!("reset: kubeadm reset did not finish; the rest was cleaned. Fix the runtime and reset again");
+        ExitCode::from(1)
+    }
+}
+
+/// Before every kubelet start: the host as kubelet needs it, or one line why not.
+fn host(m: &Machine) -> ExitCode {
+    use kiln_firstboot::host;
+    let bin = kiln_firstboot::sources::image_defaults(&m.root).map(|i| i.bin_dir).unwrap_or_else(|_| "/opt/bin".into());
+    // kubelet refuses swap unless the config kubeadm wrote says failSwapOn: false.
+    let swap_allowed = host::kubelet_fails_on_swap(&m.root) == Some(false);
+    let runner = |name: &str, args: &[&str]| -> (bool, String) {
+        match std::process::Command::new(agent::which(&m.root, &bin, name)).args(args).output() {
+            Ok(o) => (
+                o.status.success(),
+                format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+            ),
+            Err(e) => (false, e.to_string()),
+        }
+    };
+    let findings = host::fix_and_check(&m.root, swap_allowed, &runner);
+    let mut fatal = false;
+    for f in &findings {
+        fatal |= f.fatal;
+        println!("<{}>kiln-firstboot host: {}", if f.fatal { 3 } else { 4 }, f.message);
+    }
+    if fatal {
+        return ExitCode::from(1);
+    }
+    println!("kiln-firstboot host: modules, sysctls and swap are as kubelet needs them");
     ExitCode::SUCCESS
+}
+
+fn kubelet_gate(m: &Machine) -> ExitCode {
+    use kiln_firstboot::host::{gate, Gate};
+    let state = agent::read_state(&m.root).map(|s| s.machine_id);
+    match gate(m, state.as_deref()) {
+        Gate::Go(why) => {
+            println!("kiln-firstboot kubelet-gate: start kubelet: {why}");
+            ExitCode::SUCCESS
+        }
+        Gate::Skip(why) => {
+            println!("kiln-firstboot kubelet-gate: kubelet not started: {why}");
+            ExitCode::from(1)
+        }
+    }
 }

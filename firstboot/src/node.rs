@@ -194,6 +194,10 @@ pub struct Node {
     /// Join without verifying the CA (discouraged; kiln warns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsafe_skip_ca_verification: Option<bool>,
+    /// Port this node's own API server binds (init and control-plane joins; default
+    /// 6443), separate from the endpoint's port (a load balancer on 443 in front).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_server_bind_port: Option<u16>,
 }
 
 /// `[pki]`: PEM text inline (starts with `-----BEGIN`) or a path on the node.
@@ -362,7 +366,8 @@ impl NodeConfig {
                 swap,
                 kubelet,
                 kubelet_extra_args,
-                unsafe_skip_ca_verification
+                unsafe_skip_ca_verification,
+                api_server_bind_port
             );
         }
         if let Some(p) = later.pki {

@@ -158,8 +158,8 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
         )
     });
 
-    // Ports (only on the real root: a scratch root's ports are the host's).
-    if root == Path::new("/") {
+    // Ports (on the real root, or when asked: a scratch root's ports are the host's).
+    if m.check_ports {
         let ports: &[u16] = if k.role == Role::Join { &[10250] } else { &[6443, 2379, 2380, 10250, 10257, 10259] };
         let busy: Vec<String> = ports
             .iter()

@@ -27,6 +27,9 @@ pub struct Machine {
     pub machine_id: String,
     /// NoCloud seed directory.
     pub seed: PathBuf,
+    /// Whether preflight checks this host's ports: on the real root by default (a
+    /// scratch root's ports are the host's), or when asked (`--check-ports`).
+    pub check_ports: bool,
 }
 
 /// `root` + an absolute path.
@@ -57,7 +60,7 @@ impl Machine {
             }
             mount_cidata(root).unwrap_or(dir)
         });
-        Machine { root: root.to_path_buf(), cmdline, hostname, machine_id, seed }
+        Machine { root: root.to_path_buf(), cmdline, hostname, machine_id, seed, check_ports: root == Path::new("/") }
     }
 
     /// The value of `key=` on the kernel command line.

@@ -1,5 +1,11 @@
-//! `kiln-firstboot run` on a scratch root, with stand-ins for kubeadm,
-//! modprobe and swapoff that record exactly what they were given.
+//! `kiln-firstboot run` on a scratch root against the kubeadm model
+//! (`tests/model/kubeadm`: reads the documents kubeadm reads, writes the kubelet's
+//! files, applies patches, restarts kubelet through `systemctl` and waits for its
+//! healthz) and the kubelet stand-in (`tests/model/kubelet`: refuses what kubelet
+//! refuses). Each run is in its own network namespace (`unshare -rn`), so the
+//! kubelet stand-in's 127.0.0.1:10248 and the port checks are the test's own.
+//! modprobe and swapoff are stand-ins that do what the real ones do to `/proc`
+//! and `/sys` under the root.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -9,9 +15,23 @@ const TOKEN: &str = "abcdef.s3cr3tt0k3nvalu3";
 const SECRET: &str = "s3cr3tt0k3nvalu3";
 const KEY: &str = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n-----END PRIVATE KEY-----\n";
 const CERT: &str = "-----BEGIN CERTIFICATE-----\nY2VydA==\n-----END CERTIFICATE-----\n";
+const FLEX: &str = "/opt/libexec/kubernetes/kubelet-plugins/volume/exec";
 
 struct Node {
     dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // The kubelet stand-in outlives the run, as kubelet.service does: stop it.
+        if let Ok(pid) = std::fs::read_to_string(self.root().join("var/lib/kiln-model/kubelet.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+fn model(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/model").join(name)
 }
 
 impl Node {
@@ -19,13 +39,10 @@ impl Node {
         let dir = tempfile::tempdir().unwrap();
         let n = Node { dir };
         n.write("etc/kiln/image.toml", &format!(
-            "schema = 1\nprofile = \"t\"\nfamily = \"flatcar\"\narch = \"amd64\"\nkubernetes_version = \"v1.{minor}.2\"\nkubeadm_version = \"v1.{minor}.2\"\nkubelet_version = \"v1.{minor}.2\"\nbin_dir = \"/opt/bin\"\ncni_bin_dir = \"/opt/cni/bin\"\nflex_volume_dir = \"/opt/libexec/kubernetes/kubelet-plugins/volume/exec/\"\nruntime = \"containerd\"\nruntime_socket = \"unix:///run/containerd/containerd.sock\"\ncgroup_driver = \"systemd\"\n"
+            "schema = 1\nprofile = \"t\"\nfamily = \"flatcar\"\narch = \"amd64\"\nkubernetes_version = \"v1.{minor}.2\"\nkubeadm_version = \"v1.{minor}.2\"\nkubelet_version = \"v1.{minor}.2\"\nbin_dir = \"/opt/bin\"\ncni_bin_dir = \"/opt/cni/bin\"\nflex_volume_dir = \"{FLEX}/\"\nruntime = \"containerd\"\nruntime_socket = \"unix:///run/containerd/containerd.sock\"\ncgroup_driver = \"systemd\"\n"
         ));
         n.write("etc/machine-id", "0123456789abcdef0123456789abcdef\n");
         n.write("etc/hostname", &format!("{hostname}\n"));
-        for k in ["net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables", "net/ipv4/ip_forward"] {
-            n.write(&format!("proc/sys/{k}"), "0\n");
-        }
         n.write("proc/swaps", "Filename Type Size Used Priority\n/swapfile file 1024 0 -2\n");
         // What preflight reads: cgroup v2 with memory, the runtime socket,
         // kubeadm's helper executables, 2 CPUs and 4 GB, a host route.
@@ -37,31 +54,42 @@ impl Node {
         n.write("proc/cpuinfo", "processor\t: 0\nprocessor\t: 1\n");
         n.write("proc/meminfo", "MemTotal:        4000000 kB\n");
         n.write("proc/net/route", "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\neth0\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n");
-        // Stand-ins: record argv (and kubeadm's --config file), fail on demand.
+        // kubeadm waits 5 s (not 4 min) for an unhealthy kubelet in these tests.
+        n.write("etc/kiln-model/kubelet-timeout", "5\n");
+        // The cluster's kubelet-config ConfigMap as a plain kubeadm init node uploads it:
+        // kubeadm's default flex dir, nothing about swap.
+        n.write(
+            "etc/kiln-model/kubelet-config.json",
+            "{\"apiVersion\": \"kubelet.config.k8s.io/v1beta1\", \"kind\": \"KubeletConfiguration\", \"cgroupDriver\": \"systemd\", \"volumePluginDir\": \"/usr/libexec/kubernetes/kubelet-plugins/volume/exec\", \"healthzBindAddress\": \"127.0.0.1\", \"healthzPort\": 10248}\n",
+        );
+        // kubelet's journal, as journalctl -u kubelet -o cat prints it.
+        n.write("opt/bin/journalctl", "#!/bin/sh\ncat \"$ROOT/var/lib/kiln-model/kubelet.journal\" 2>/dev/null\n");
+        std::fs::set_permissions(n.root().join("opt/bin/journalctl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // modprobe creates /sys/module/NAME (and br_netfilter its sysctls, as the kernel
+        // module does); swapoff empties /proc/swaps unless the swap is stuck.
         let script = r#"#!/bin/sh
 rec="$REC"; name=$(basename "$0")
 echo "$*" >> "$rec/$name.calls"
-if [ "$name" = swapoff ]; then head -n1 "$ROOT/proc/swaps" > "$ROOT/proc/swaps.new" && mv "$ROOT/proc/swaps.new" "$ROOT/proc/swaps"; fi
-if [ "$name" = kubeadm ]; then
-  while [ $# -gt 0 ]; do
-    if [ "$1" = --config ]; then n=$(ls "$rec" | grep -c '^config-'); cp "$2" "$rec/config-$n.json"; fi
-    shift
-  done
-  case "$(cat "$rec/kubeadm.calls" | tail -n1)" in reset*) exit 0 ;; esac
-  if [ -f "$rec/fail" ]; then cat "$rec/fail" >&2; exit 1; fi
-  # A successful init leaves an admin kubeconfig, as kubeadm does.
-  if [ -f "$ROOT/etc/kubernetes/admin.conf.kubeadm" ]; then cp "$ROOT/etc/kubernetes/admin.conf.kubeadm" "$ROOT/etc/kubernetes/admin.conf"; fi
-  echo "[init] Using Kubernetes version; your join command: kubeadm join --token abcdef.s3cr3tt0k3nvalu3"
-fi
+case "$name" in
+  modprobe) mkdir -p "$ROOT/sys/module/$1"
+    if [ "$1" = br_netfilter ]; then mkdir -p "$ROOT/proc/sys/net/bridge"
+      for k in bridge-nf-call-iptables bridge-nf-call-ip6tables; do [ -f "$ROOT/proc/sys/net/bridge/$k" ] || echo 0 > "$ROOT/proc/sys/net/bridge/$k"; done; fi ;;
+  swapoff) [ -f "$ROOT/etc/kiln-model/swap-stuck" ] && exit 255
+    head -n1 "$ROOT/proc/swaps" > "$ROOT/proc/swaps.new" && mv "$ROOT/proc/swaps.new" "$ROOT/proc/swaps" ;;
+esac
 exit 0
 "#;
         std::fs::create_dir_all(n.path("bin")).unwrap();
         std::fs::create_dir_all(n.path("rec")).unwrap();
-        for tool in ["kubeadm", "modprobe", "swapoff", "kubectl"] {
+        for tool in ["modprobe", "swapoff", "kubectl"] {
             let p = n.path(&format!("bin/{tool}"));
             std::fs::write(&p, script).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
+        for tool in ["kubeadm", "systemctl"] {
+            std::os::unix::fs::symlink(model(tool), n.path(&format!("bin/{tool}"))).unwrap();
+        }
+        n.write("proc/sys/net/ipv4/ip_forward", "0\n");
         n
     }
     fn path(&self, rel: &str) -> PathBuf {
@@ -75,9 +103,21 @@ exit 0
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
     }
-    fn run(&self, args: &[&str]) -> Output {
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.root().join(rel)).unwrap_or_default()
+    }
+    /// kiln-firstboot in a fresh network namespace; `listen` ports are held open there.
+    fn run_listening(&self, listen: &[u16], args: &[&str]) -> Output {
         let path = format!("{}:{}", self.path("bin").display(), std::env::var("PATH").unwrap_or_default());
-        Command::new(env!("CARGO_BIN_EXE_kiln-firstboot"))
+        let holders: String = listen
+            .iter()
+            .map(|p| format!("python3 -c 'import socket,time;s=socket.socket();s.bind((\"0.0.0.0\",{p}));s.listen();time.sleep(30)' >/dev/null 2>&1 </dev/null & "))
+            .collect();
+        let script =
+            format!("ip link set lo up && {holders}{} exec \"$@\"", if listen.is_empty() { "" } else { "sleep 0.5;" });
+        Command::new("unshare")
+            .args(["-rn", "sh", "-c", &script, "sh"])
+            .arg(env!("CARGO_BIN_EXE_kiln-firstboot"))
             .arg("--root")
             .arg(self.root())
             .args(["--backoff", "0", "--wait", "5"])
@@ -85,23 +125,39 @@ exit 0
             .env("PATH", path)
             .env("REC", self.path("rec"))
             .env("ROOT", self.root())
+            .env("KILN_MODEL_ROOT", self.root())
+            .env("KILN_MODEL_KUBELET_LIFETIME", "30")
             .output()
             .unwrap()
     }
-    fn calls(&self, tool: &str) -> Vec<String> {
-        std::fs::read_to_string(self.path(&format!("rec/{tool}.calls")))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_listening(&[], args)
     }
+    /// The stand-ins' calls; for kubeadm, the model's record.
+    fn calls(&self, tool: &str) -> Vec<String> {
+        let f = if tool == "kubeadm" {
+            self.root().join("var/lib/kiln-model/calls")
+        } else {
+            self.path(&format!("rec/{tool}.calls"))
+        };
+        std::fs::read_to_string(f).unwrap_or_default().lines().map(str::to_string).collect()
+    }
+    /// The n-th --config file kubeadm received.
     fn config(&self, n: usize) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(self.path(&format!("rec/config-{n}.json"))).unwrap();
+        let text = self.read(&format!("var/lib/kiln-model/config-{n}.json"));
         text.split("\n---\n").map(|d| serde_json::from_str(d).unwrap()).collect()
+    }
+    /// What kubeadm wrote for the kubelet.
+    fn kubelet_config(&self) -> serde_json::Value {
+        serde_json::from_str(&self.read("var/lib/kubelet/config.yaml")).unwrap()
     }
     fn mode(&self, rel: &str) -> u32 {
         std::fs::metadata(self.root().join(rel)).unwrap().permissions().mode() & 0o777
     }
+}
+
+fn out(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn cluster(endpoint: &str) -> String {
@@ -149,9 +205,9 @@ fn init_node_v1beta4_runs_once_per_machine() {
         ),
     );
     n.write("etc/passwd", "root:x:0:0::/root:/bin/sh\ncore:x:0:0::/home/core:/bin/sh\n");
-    n.write("etc/kubernetes/admin.conf.kubeadm", "apiVersion: v1\nkind: Config\n");
+    n.write("etc/fstab", "/dev/vda1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n");
     let o = n.run(&["run"]);
-    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", out(&o));
     no_secrets(&o, &n);
     let cfg_path = n.root().join("run/kiln/kubeadm.json");
     assert_eq!(n.calls("kubeadm"), [format!("init --config {} --skip-token-print", cfg_path.display())]);
@@ -172,39 +228,52 @@ fn init_node_v1beta4_runs_once_per_machine() {
     assert_eq!(d[1]["controlPlaneEndpoint"], "api.example.test:6443");
     assert_eq!(
         d[1]["controllerManager"]["extraArgs"],
-        serde_json::json!([{ "name": "flex-volume-plugin-dir", "value": "/opt/libexec/kubernetes/kubelet-plugins/volume/exec" }])
+        serde_json::json!([{ "name": "flex-volume-plugin-dir", "value": FLEX }])
     );
-    assert_eq!(d[2]["volumePluginDir"], "/opt/libexec/kubernetes/kubelet-plugins/volume/exec");
-    assert_eq!(d[2]["cgroupDriver"], "systemd");
-    assert_eq!(d[2]["failSwapOn"], true);
+    // What the kubelet got, as kubeadm wrote it: the cluster document plus this node's patch.
+    let k = n.kubelet_config();
+    assert_eq!(k["volumePluginDir"], FLEX);
+    assert_eq!(k["cgroupDriver"], "systemd");
+    assert_eq!(k["failSwapOn"], true);
+    let flags = n.read("var/lib/kubelet/kubeadm-flags.env");
+    assert!(flags.contains("--node-ip=10.0.0.5") && flags.contains("--hostname-override=node-"), "{flags}");
+    // kubeadm's systemd sequence ran and the restart returned (no deadlock, no failure).
+    let sd: Vec<String> =
+        n.read("var/lib/kiln-model/systemctl").lines().map(|l| l.split(" rc=").next().unwrap().to_string()).collect();
+    assert_eq!(sd, ["stop kubelet", "daemon-reload", "restart kubelet"]);
+    assert!(n.read("var/lib/kiln-model/systemctl").lines().all(|l| l.contains(" rc=0 ")));
+    let kubelet: serde_json::Value = serde_json::from_str(&n.read("var/lib/kiln-model/kubelet.json")).unwrap();
+    assert_eq!(kubelet["flags"]["node-ip"], "10.0.0.5");
     for key in ["ca.key", "front-proxy-ca.key", "etcd/ca.key", "sa.key"] {
         assert_eq!(n.mode(&format!("etc/kubernetes/pki/{key}")), 0o600, "{key}");
     }
     assert_eq!(n.mode("etc/kubernetes/pki/sa.pub"), 0o644);
-    assert_eq!(std::fs::read_to_string(n.root().join("etc/kubernetes/pki/ca.key")).unwrap(), KEY);
-    // Host fixes: modules loaded, sysctls set and read back, swap off.
+    assert_eq!(n.read("etc/kubernetes/pki/ca.key"), KEY);
+    // Host fixes: modules loaded, all three sysctls set and read back, swap off now
+    // and masked for later boots (the fstab entry's unit and the Pi's swap services).
     assert_eq!(n.calls("modprobe"), ["overlay", "br_netfilter"]);
-    assert_eq!(std::fs::read_to_string(n.root().join("proc/sys/net/bridge/bridge-nf-call-iptables")).unwrap(), "1");
+    for k in ["net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables", "net/ipv4/ip_forward"] {
+        assert_eq!(n.read(&format!("proc/sys/{k}")).trim(), "1", "{k}");
+    }
     assert_eq!(n.calls("swapoff"), ["-a"]);
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(n.root().join("var/lib/kiln/state.json")).unwrap()).unwrap();
+    for unit in ["swapfile.swap", "dphys-swapfile.service", "dev-zram0.swap"] {
+        let link = std::fs::read_link(n.root().join("etc/systemd/system").join(unit));
+        assert_eq!(link.ok(), Some(PathBuf::from("/dev/null")), "{unit} not masked");
+    }
+    let state: serde_json::Value = serde_json::from_str(&n.read("var/lib/kiln/state.json")).unwrap();
     assert_eq!(state["machine_id"], "0123456789abcdef0123456789abcdef");
     assert_eq!(state["role"], "init");
     assert!(n.root().join("run/cluster-api/bootstrap-success.complete").exists());
+    assert!(!n.root().join("run/kiln/bootstrapping").exists(), "the bootstrapping marker outlived the run");
     // The pinned CNI manifest applied with the admin kubeconfig; the admin user's kubeconfig is 0600.
     let admin = n.root().join("etc/kubernetes/admin.conf");
-    assert_eq!(n.calls("kubectl").len(), 1, "{}", String::from_utf8_lossy(&o.stdout));
     assert_eq!(
         n.calls("kubectl"),
         [format!("--kubeconfig {} apply -f {}", admin.display(), n.root().join("etc/kiln/cni.yaml").display())]
     );
     assert_eq!(n.mode("home/core/.kube/config"), 0o600);
     let st = n.run(&["status"]);
-    assert!(
-        String::from_utf8_lossy(&st.stdout).starts_with("joined: node-"),
-        "{}",
-        String::from_utf8_lossy(&st.stdout)
-    );
+    assert!(String::from_utf8_lossy(&st.stdout).starts_with("joined: node-"), "{}", out(&st));
 
     // Second boot: a no-op.
     let o = n.run(&["run"]);
@@ -213,16 +282,20 @@ fn init_node_v1beta4_runs_once_per_machine() {
     // A cloned disk on another machine runs again.
     n.write("etc/machine-id", "ffffffffffffffffffffffffffffffff\n");
     let o = n.run(&["run"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(o.status.success(), "{}", out(&o));
     let calls = n.calls("kubeadm");
-    // The clone carries the first machine's admin.conf: reset, then init.
+    // The clone carries the first machine's admin.conf: reset, then init. kubeadm reset
+    // deleted /etc/kubernetes/pki; kiln wrote the cluster's CA again, so kubeadm did not
+    // generate a new one.
     assert_eq!(calls.len(), 3, "{calls:?}");
     assert!(calls[1] == "reset -f" && calls[2].starts_with("init "), "{calls:?}");
+    assert_eq!(n.read("etc/kubernetes/pki/ca.key"), KEY);
+    assert_eq!(n.read("var/lib/kiln-model/generated"), "", "kubeadm generated a CA of its own");
     // `reset` removes kiln's state and stale CNI state so `run` starts over.
     n.write("etc/cni/net.d/10-flannel.conflist", "{}");
     n.write("run/flannel/subnet.env", "X=1");
     let o = n.run(&["reset"]);
-    assert!(o.status.success());
+    assert!(o.status.success(), "{}", out(&o));
     for gone in
         ["var/lib/kiln/state.json", "etc/cni/net.d", "run/flannel", "run/cluster-api/bootstrap-success.complete"]
     {
@@ -241,11 +314,15 @@ fn worker_v1beta3_joins_with_discovery_and_no_keys() {
         &format!("{}[node]\nrole = \"join\"\n[pki]\nca_cert = \"\"\"\n{CERT}\"\"\"\n", cluster(&endpoint)),
     );
     n.write("var/lib/cloud/seed/nocloud/meta-data", "instance-id: iid-worker-7\n");
-    let o = n.run(&["run"]);
-    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    // The join waits for the endpoint from inside the test's network namespace: point it at
+    // the namespace's own loopback by running the endpoint check against a listener there.
+    let port = endpoint.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let o = n.run_listening(&[port], &["run"]);
+    assert!(o.status.success(), "{}", out(&o));
     no_secrets(&o, &n);
     assert!(n.calls("kubeadm")[0].starts_with("join --config "));
     let d = n.config(0);
+    assert_eq!(d.len(), 1, "kubeadm join reads only the JoinConfiguration");
     assert_eq!(d[0]["apiVersion"], "kubeadm.k8s.io/v1beta3");
     assert_eq!(d[0]["kind"], "JoinConfiguration");
     let bt = &d[0]["discovery"]["bootstrapToken"];
@@ -258,17 +335,65 @@ fn worker_v1beta3_joins_with_discovery_and_no_keys() {
     assert_eq!(d[0]["nodeRegistration"]["kubeletExtraArgs"]["node-ip"], "127.0.0.1");
     assert!(d[0].get("controlPlane").is_none());
     assert!(!n.root().join("etc/kubernetes/pki/ca.key").exists());
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(n.root().join("var/lib/kiln/state.json")).unwrap()).unwrap();
+    // The cluster's ConfigMap carried kubeadm's default flex dir; this node's patch wins.
+    assert_eq!(n.kubelet_config()["volumePluginDir"], FLEX);
+    let state: serde_json::Value = serde_json::from_str(&n.read("var/lib/kiln/state.json")).unwrap();
     assert_eq!(state["instance_id"], "iid-worker-7");
+}
+
+/// Per-node kubelet settings reach a joining kubelet through what kubeadm join reads:
+/// the swap policy, the flex dir and `[node] kubelet` through the kubeletconfiguration
+/// patch, `kubelet_extra_args` through kubeletExtraArgs. With swap on and
+/// `swap = "limited"`, the kubelet stand-in (which refuses swap unless failSwapOn is
+/// false, as kubelet does) starts.
+#[test]
+fn join_node_kubelet_gets_its_own_settings() {
+    let n = Node::new(34, "worker-9");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!(
+            "{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.9\"\nswap = \"limited\"\nkubelet = {{ maxPods = 42 }}\nkubelet_extra_args = {{ \"v\" = \"2\" }}\n",
+            cluster("127.0.0.1:6443")
+        ),
+    );
+    let o = n.run_listening(&[6443], &["run"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(n.calls("swapoff").is_empty(), "swap turned off on a limited-swap node");
+    let k = n.kubelet_config();
+    assert_eq!(k["failSwapOn"], false);
+    assert_eq!(k["memorySwap"]["swapBehavior"], "LimitedSwap");
+    assert_eq!(k["maxPods"], 42);
+    assert_eq!(k["volumePluginDir"], FLEX);
+    let flags = n.read("var/lib/kubelet/kubeadm-flags.env");
+    assert!(flags.contains("--node-ip=10.0.0.9") && flags.contains("--v=2"), "{flags}");
+    let kubelet: serde_json::Value = serde_json::from_str(&n.read("var/lib/kiln-model/kubelet.json")).unwrap();
+    assert_eq!(kubelet["config"]["failSwapOn"], false, "the kubelet did not start from kubeadm's file");
+    // plan shows the settings where kubeadm reads them.
+    let plan = String::from_utf8_lossy(&n.run(&["plan"]).stdout).to_string();
+    assert!(plan.contains("kubeletconfiguration+merge.json") && plan.contains("\"maxPods\": 42"), "{plan}");
+    assert!(plan.contains("--v=2"), "{plan}");
+
+    // The same node with swap = "off" on a host whose swap cannot be turned off: stopped
+    // before kubeadm with the reason.
+    let m = Node::new(34, "worker-10");
+    m.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.10\"\n", cluster("127.0.0.1:6443")),
+    );
+    m.write("etc/kiln-model/swap-stuck", "");
+    let o = m.run_listening(&[6443], &["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("[swap]"), "{}", out(&o));
+    assert!(m.calls("kubeadm").is_empty());
 }
 
 #[test]
 fn control_plane_join_and_cmdline_override() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = listener.local_addr().unwrap().to_string();
     let n = Node::new(34, "localhost");
-    n.write("etc/kiln/node.toml", &format!("{}[node]\nrole = \"join\"\n{}", cluster(&endpoint), pki()));
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\napi_server_bind_port = 6444\n{}", cluster("127.0.0.1:6443"), pki()),
+    );
     n.write("cmdline", "ro quiet kiln.role=control-plane kiln.node-name=CP_2 ignition.platform.id=qemu");
     let cmdline = n.root().join("cmdline");
     let o = n.run(&["--cmdline", cmdline.to_str().unwrap(), "plan"]);
@@ -281,12 +406,15 @@ fn control_plane_join_and_cmdline_override() {
         "{plan}"
     );
     assert!(plan.contains("abcdef.<redacted>") && !plan.contains(SECRET), "{plan}");
-    let o = n.run(&["--cmdline", cmdline.to_str().unwrap(), "run"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = n.run_listening(&[6443], &["--cmdline", cmdline.to_str().unwrap(), "run"]);
+    assert!(o.status.success(), "{}", out(&o));
     let d = n.config(0);
     assert_eq!(d[0]["controlPlane"]["localAPIEndpoint"]["advertiseAddress"], "127.0.0.1");
+    assert_eq!(d[0]["controlPlane"]["localAPIEndpoint"]["bindPort"], 6444);
     assert_eq!(d[0]["nodeRegistration"]["name"], "cp-2");
     assert_eq!(n.mode("etc/kubernetes/pki/etcd/ca.key"), 0o600);
+    // The model refuses a control-plane join without the shared CA files: they were there.
+    assert!(n.root().join("etc/kubernetes/manifests/kube-apiserver.yaml").exists());
 }
 
 #[test]
@@ -296,44 +424,77 @@ fn failures_are_diagnosed_retried_with_reset_and_marked() {
         "etc/kiln/node.toml",
         &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
     );
-    std::fs::write(
-        n.path("rec/fail"),
-        "[kubelet-check] The kubelet is not running\nerror: failed to run Kubelet: failed to create kubelet: misconfiguration: kubelet cgroup driver: \"systemd\" is different from docker cgroup driver: \"cgroupfs\"\n",
-    )
-    .unwrap();
+    // The runtime uses cgroupfs, the kubelet systemd: the kubelet stand-in exits with
+    // kubelet's text in its journal; kubeadm only says the kubelet is not healthy.
+    n.write("etc/kiln-model/runtime-cgroup-driver", "cgroupfs\n");
     let o = n.run(&["--attempts", "2", "run"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     no_secrets(&o, &n);
     let calls = n.calls("kubeadm");
     assert_eq!(calls.len(), 3, "{calls:?}");
     assert!(calls[0].starts_with("init ") && calls[1] == "reset -f" && calls[2].starts_with("init "), "{calls:?}");
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("<3>kiln-firstboot: diagnosis [cgroup-driver-mismatch]"), "{out}");
-    let failed = std::fs::read_to_string(n.root().join("run/kiln/bootstrap-failed")).unwrap();
-    assert!(failed.contains("cgroup drivers"), "{failed}");
+    let log = n.read("var/log/kiln/kubeadm.log");
+    assert!(log.contains("[kubelet-check] The kubelet is not healthy"), "{log}");
+    assert!(!log.contains("cgroup driver"), "kubeadm's own output must not carry the cause: {log}");
+    let so = String::from_utf8_lossy(&o.stdout);
+    assert!(so.contains("<3>kiln-firstboot: diagnosis [cgroup-driver-mismatch]"), "{so}");
+    let failed = n.read("run/kiln/bootstrap-failed");
+    assert!(failed.contains("cgroup"), "{failed}");
     assert!(!n.root().join("var/lib/kiln/state.json").exists());
+    std::fs::remove_file(n.root().join("etc/kiln-model/runtime-cgroup-driver")).unwrap();
+    // A new boot: the journal stand-in has no --since; start it afresh.
+    std::fs::remove_file(n.root().join("var/lib/kiln-model/kubelet.journal")).unwrap();
 
     // The bootstrap-token RBAC error (kubeadm troubleshooting, v1.18 into v1.17).
-    std::fs::write(n.path("rec/fail"), "error execution phase preflight: nodes \"cp-1\" is forbidden: User \"system:bootstrap:abcdef\" cannot get resource \"nodes\" in API group \"\" at the cluster scope\n").unwrap();
+    n.write("etc/kiln-model/fail", "rbac-forbidden-1.17\n");
     let o = n.run(&["--attempts", "1", "run"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("[bootstrap-rbac-forbidden]"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("[bootstrap-rbac-forbidden]"), "{}", out(&o));
 
-    // Swap, as kubeadm's preflight reports it.
-    std::fs::write(n.path("rec/fail"), "[preflight] Some fatal errors occurred:\n\t[ERROR Swap]: running with swap on is not supported. Please disable swap\n").unwrap();
-    let o = n.run(&["--attempts", "1", "run"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("[swap-on]"));
+    // One failed attempt, then success: kubeadm reset deleted /etc/kubernetes/pki in
+    // between, and the cluster's CA is on disk again for the second init.
+    std::fs::remove_file(n.root().join("etc/kiln-model/fail")).unwrap();
+    n.write("etc/kiln-model/fail-once", "image-pull\n");
+    let o = n.run(&["--attempts", "2", "run"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(n.read("etc/kubernetes/pki/ca.key"), KEY);
+    assert_eq!(n.read("var/lib/kiln-model/generated"), "", "kubeadm generated a CA of its own");
+    assert!(!n.root().join("run/kiln/bootstrap-failed").exists());
 
     // Power cut: kubeadm files without success state converge (reset, then init).
-    std::fs::remove_file(n.path("rec/fail")).unwrap();
-    n.write("etc/kubernetes/admin.conf", "stale");
+    std::fs::remove_file(n.root().join("var/lib/kiln/state.json")).unwrap();
     let before = n.calls("kubeadm").len();
     let o = n.run(&["run"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(o.status.success(), "{}", out(&o));
     let calls = n.calls("kubeadm");
     assert_eq!(&calls[before..].iter().map(|c| c.split(' ').next().unwrap()).collect::<Vec<_>>(), &["reset", "init"]);
-    assert!(!n.root().join("run/kiln/bootstrap-failed").exists());
+}
+
+/// `kubeadm reset` blocks when the runtime is stuck (seed item 22): both the retry path
+/// and `kiln-firstboot reset` give up at the bound.
+#[test]
+fn reset_against_a_hanging_kubeadm_ends_within_its_bound() {
+    let n = Node::new(34, "cp-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+    );
+    n.write("etc/kiln-model/hang", "reset\n");
+    n.write("etc/cni/net.d/10-flannel.conflist", "{}");
+    let t = std::time::Instant::now();
+    let o = n.run(&["--reset-timeout", "2", "reset"]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(took.as_secs() < 8, "reset took {took:?} with a 2 s bound");
+    assert!(out(&o).contains("did not finish"), "{}", out(&o));
+    assert!(!n.root().join("etc/cni/net.d").exists(), "the rest was not cleaned");
+    // The retry path: init fails, the reset between attempts hangs, the run still ends.
+    n.write("etc/kiln-model/fail", "image-pull\n");
+    let t = std::time::Instant::now();
+    let o = n.run(&["--reset-timeout", "2", "--attempts", "2", "run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(t.elapsed().as_secs() < 15, "run took {:?}", t.elapsed());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("timed out after 2 s"), "{}", out(&o));
 }
 
 #[test]
@@ -433,12 +594,139 @@ fn preflight_stops_before_kubeadm_and_doctor_reports() {
         "etc/kiln/node.toml",
         &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
     );
-    std::fs::write(m.path("rec/fail"), "x509: certificate signed by unknown authority\n").unwrap();
+    m.write("etc/kiln-model/fail", "x509-unknown-authority\n");
     assert_eq!(m.run(&["--attempts", "1", "run"]).status.code(), Some(1));
     let o = m.run(&["doctor"]);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("known failure [x509-unknown-authority]"),
         "{}",
         String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+/// Checks that would otherwise be deletable with every test green: each must stop or
+/// warn on a host that has the problem.
+#[test]
+fn preflight_checks_each_catch_their_problem() {
+    let node = || {
+        let n = Node::new(34, "cp-1");
+        n.write(
+            "etc/kiln/node.toml",
+            &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+        );
+        n
+    };
+    let errors = |o: &Output| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v["checks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c["level"] != "ok")
+            .map(|c| format!("{} {}", c["id"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or("")))
+            .collect()
+    };
+    // Ports: something holds 10250 in this network namespace.
+    let n = node();
+    let o = n.run_listening(&[10250], &["--check-ports", "--json", "doctor"]);
+    let e = errors(&o);
+    assert!(e.iter().any(|m| m.starts_with("ports ") && m.contains("10250")), "{e:?}\n{}", out(&o));
+    let o = n.run(&["--check-ports", "--json", "doctor"]);
+    assert!(!errors(&o).iter().any(|m| m.starts_with("ports ")), "{:?}", errors(&o));
+    // Executables kubeadm's preflight looks for.
+    std::fs::remove_file(n.root().join("usr/sbin/socat")).unwrap();
+    let o = n.run(&["--json", "doctor"]);
+    assert!(errors(&o).iter().any(|m| m.starts_with("executables ") && m.contains("socat")), "{:?}", errors(&o));
+    // containerd with the other cgroup driver: stopped before kubeadm.
+    let n = node();
+    n.write("etc/containerd/config.toml", "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n  SystemdCgroup = false\n");
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("[cgroup-driver]"), "{}", out(&o));
+    assert!(n.calls("kubeadm").is_empty());
+    // No machine id: the once-per-machine state cannot work.
+    let n = node();
+    n.write("etc/machine-id", "");
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("[machine-id]"), "{}", out(&o));
+    assert!(n.calls("kubeadm").is_empty());
+}
+
+/// resolvConf is kubeadm's to set, per node, when systemd-resolved is active
+/// (componentconfigs/kubelet.go mutateResolverConfig); kiln must not set it cluster-wide.
+#[test]
+fn resolv_conf_is_left_to_kubeadm() {
+    let n = Node::new(34, "cp-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+    );
+    n.write("etc/resolv.conf", "nameserver 127.0.0.53\n");
+    n.write("run/systemd/resolve/resolv.conf", "nameserver 10.0.0.1\n");
+    n.write("etc/kiln-model/active-systemd-resolved", "");
+    let o = n.run(&["run"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let d = n.config(0);
+    assert!(d.iter().all(|doc| doc.get("resolvConf").is_none()), "kiln set resolvConf cluster-wide");
+    assert_eq!(n.kubelet_config()["resolvConf"], "/run/systemd/resolve/resolv.conf");
+    let uploaded: serde_json::Value =
+        serde_json::from_str(&n.read("var/lib/kiln-model/uploaded-kubelet-config.json")).unwrap();
+    assert!(uploaded.get("resolvConf").is_none(), "{uploaded}");
+}
+
+/// kubelet's ExecCondition: kubelet starts while this machine bootstraps or after it
+/// did, not from a cloned disk's config, not before any config exists.
+#[test]
+fn kubelet_gate_follows_this_machines_bootstrap() {
+    let n = Node::new(34, "w");
+    let gate = |n: &Node| n.run(&["kubelet-gate"]).status.code();
+    assert_eq!(gate(&n), Some(1), "no config yet");
+    n.write("run/kiln/bootstrapping", "0123456789abcdef0123456789abcdef\n");
+    assert_eq!(gate(&n), Some(0), "bootstrapping");
+    std::fs::remove_file(n.root().join("run/kiln/bootstrapping")).unwrap();
+    n.write("var/lib/kubelet/config.yaml", "{}");
+    assert_eq!(gate(&n), Some(0), "joined by hand");
+    n.write("var/lib/kiln/state.json", "{\"machine_id\": \"ffffffffffffffffffffffffffffffff\", \"instance_id\": null, \"role\": \"join\", \"node_name\": \"w\", \"kubernetes_version\": \"v1.34.2\", \"time\": 1}");
+    let o = n.run(&["kubelet-gate"]);
+    assert_eq!(o.status.code(), Some(1), "a clone's stale config");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("belong to machine ffff"), "{}", out(&o));
+    n.write("var/lib/kiln/state.json", "{\"machine_id\": \"0123456789abcdef0123456789abcdef\", \"instance_id\": null, \"role\": \"join\", \"node_name\": \"w\", \"kubernetes_version\": \"v1.34.2\", \"time\": 1}");
+    assert_eq!(gate(&n), Some(0), "joined");
+}
+
+/// kubelet's ExecStartPre on every boot: swap that came back is turned off (unless the
+/// kubelet's config allows it), sysctls that were reset are set again, and what cannot be
+/// fixed is one line in the journal and a failed start.
+#[test]
+fn host_check_runs_before_every_kubelet_start() {
+    let n = Node::new(34, "w");
+    n.write("sys/module/overlay/x", "");
+    n.write("sys/module/br_netfilter/x", "");
+    for k in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"] {
+        n.write(&format!("proc/sys/net/bridge/{k}"), "0\n");
+    }
+    n.write("var/lib/kubelet/config.yaml", "{\n  \"failSwapOn\": true\n}\n");
+    let o = n.run(&["host"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(n.calls("swapoff"), ["-a"]);
+    assert!(n.calls("modprobe").is_empty(), "modules already loaded were loaded again");
+    assert_eq!(n.read("proc/sys/net/bridge/bridge-nf-call-ip6tables").trim(), "1");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("turned it off"), "{}", out(&o));
+    // LimitedSwap in the kubelet's config: swap stays.
+    n.write("proc/swaps", "Filename Type Size Used Priority\n/swapfile file 1024 0 -2\n");
+    n.write("var/lib/kubelet/config.yaml", "failSwapOn: false\n");
+    assert!(n.run(&["host"]).status.success());
+    assert_eq!(n.calls("swapoff").len(), 1);
+    // Swap that will not turn off: exit 1 and the reason.
+    n.write("var/lib/kubelet/config.yaml", "failSwapOn: true\n");
+    n.write("etc/kiln-model/swap-stuck", "");
+    let o = n.run(&["host"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("<3>kiln-firstboot host: swap is on (/swapfile)"),
+        "{}",
+        out(&o)
     );
 }
