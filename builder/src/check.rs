@@ -4,7 +4,7 @@
 
 use crate::error::Error;
 use crate::hash::is_sha256_hex;
-use crate::profile::{Arch, CgroupDriver, OutputFormat, Profile, URL_PLACEHOLDERS};
+use crate::profile::{Arch, CgroupDriver, OutputFormat, Profile, REQUIRED_SYSCTLS, URL_PLACEHOLDERS};
 use crate::tree::{Content, Node, Tree};
 use crate::version::Version;
 use crate::{overlay, render};
@@ -67,6 +67,7 @@ pub fn check_for(profile: &Profile, formats: &[OutputFormat]) -> Vec<Finding> {
     artifacts(&mut c);
     skew(&mut c);
     runtime(&mut c);
+    sysctls(&mut c);
     kubelet_flags(&mut c);
     image_tree(&mut c);
     c.out
@@ -360,6 +361,66 @@ fn runtime(c: &mut Checker) {
             rt.name.span(),
             "manage_config is supported for containerd only; configure CRI-O's cgroup_manager in an overlay",
         );
+    }
+}
+
+/// `[sysctl]` entries. The three sysctls kubeadm's preflight checks
+/// (`FileContentCheck` in `cmd/kubeadm/app/preflight/checks.go`, added by
+/// `addIPv4Checks`/`addIPv6Checks` in `checks_linux.go`: `[ERROR
+/// FileContent--proc-sys-net-ipv4-ip_forward]: ... contents are not set to 1`;
+/// the bridge-nf-call ones up to kubeadm v1.29, kubernetes/kubernetes#123464)
+/// may only be 1. sysctl(8) accepts `/` as the separator too, so
+/// `net/ipv4/ip_forward` is the same key. A table value means an unquoted
+/// dotted name (`net.ipv4.ip_forward = 1` inside `[sysctl]` is TOML for
+/// nested tables), which would render as a broken sysctl.d line.
+fn sysctls(c: &mut Checker) {
+    for (key, value) in &c.p.doc.sysctl {
+        let name = key.replace('/', ".");
+        if let toml::Value::Table(_) | toml::Value::Array(_) = value.get_ref() {
+            c.error(
+                "sysctl-value",
+                value.span(),
+                format!("sysctl `{key}` has a table or array value; quote dotted names, e.g. \"{key}.…\" = \"1\""),
+            );
+            continue;
+        }
+        // One `key = value` line each in sysctl.d(5): no line breaks, no `=` or
+        // blanks in names.
+        let text = match value.get_ref() {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if key.is_empty()
+            || key.chars().any(|ch| ch.is_whitespace() || ch.is_control() || ch == '=')
+            || text.chars().any(char::is_control)
+        {
+            c.error(
+                "sysctl-value",
+                value.span(),
+                format!("sysctl {:?} = {:?} would not be one sysctl.d line: names have no blanks or `=`, values no control characters", key, text),
+            );
+            continue;
+        }
+        if !REQUIRED_SYSCTLS.contains(&name.as_str()) {
+            continue;
+        }
+        let is_one = match value.get_ref() {
+            toml::Value::String(s) => s == "1",
+            toml::Value::Integer(i) => *i == 1,
+            _ => false,
+        };
+        if !is_one {
+            let why = if name == "net.ipv4.ip_forward" {
+                "kubeadm's preflight fails with [ERROR FileContent--proc-sys-net-ipv4-ip_forward] and the node would not forward pod traffic otherwise"
+            } else {
+                "kubeadm before v1.30 fails its preflight ([ERROR FileContent--proc-sys-net-bridge-...]) and bridged pod traffic bypasses iptables (Services, NetworkPolicy) otherwise"
+            };
+            c.error(
+                "sysctl-required",
+                value.span(),
+                format!("sysctl {key} must be 1: {why}; remove this line (kiln already sets it to 1)"),
+            );
+        }
     }
 }
 

@@ -356,6 +356,16 @@ pub fn parse_mode(s: &str) -> Option<u32> {
     u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o7777)
 }
 
+/// Sysctls every image sets to `1` and a profile may not set otherwise:
+/// kubeadm's preflight `FileContentCheck`s (`cmd/kubeadm/app/preflight/checks_linux.go`,
+/// `addIPv4Checks`/`addIPv6Checks`) require `net.ipv4.ip_forward` = 1, and
+/// before v1.30 also `net.bridge.bridge-nf-call-iptables` and
+/// `-ip6tables` = 1 (removed by kubernetes/kubernetes#123464); bridge CNI
+/// plugins and kube-proxy's iptables mode still need bridged traffic to pass
+/// through iptables.
+pub const REQUIRED_SYSCTLS: [&str; 3] =
+    ["net.bridge.bridge-nf-call-ip6tables", "net.bridge.bridge-nf-call-iptables", "net.ipv4.ip_forward"];
+
 impl Profile {
     /// Reads and strictly parses a profile file. Errors name `file:line:col` (exit 2).
     pub fn load(path: &Path) -> Result<Profile> {
@@ -443,17 +453,12 @@ impl Profile {
         }
         mods
     }
-    /// Sysctls: kubeadm's requirements, overridden and extended by the profile.
+    /// Sysctls: kubeadm's requirements, extended by the profile (which may not
+    /// change the required ones: `kiln check`'s `sysctl-required` rule).
     /// kubeadm install guide, "Forwarding IPv4 and letting iptables see bridged traffic".
     pub fn sysctls(&self) -> BTreeMap<String, String> {
-        let mut s: BTreeMap<String, String> = [
-            ("net.bridge.bridge-nf-call-ip6tables", "1"),
-            ("net.bridge.bridge-nf-call-iptables", "1"),
-            ("net.ipv4.ip_forward", "1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let mut s: BTreeMap<String, String> =
+            REQUIRED_SYSCTLS.into_iter().map(|k| (k.to_string(), "1".to_string())).collect();
         for (k, v) in &self.doc.sysctl {
             let value = match v.get_ref() {
                 toml::Value::String(s) => s.clone(),

@@ -66,6 +66,10 @@ fn cases() -> Vec<Case> {
         ("unknown arch key in pins", |b| b.replace("sha256.amd64 = \"9591", "sha256.amd46 = \"9591"), "20:8", "unknown variant `amd46`"),
         ("bad artifact mode", |b| b.replace("extract = [\"crictl\"]", "extract = [\"crictl\"]\nmode = \"rwx\""), "25:8", "not octal"),
         ("overlay writes under /usr on fcos", |b| b.replace("[\"ok\"]", "[\"ok\", \"usr\"]"), "3:10", "is under /usr"),
+        ("required sysctl turned off", |b| b.to_string() + "[sysctl]\n\"net.ipv4.ip_forward\" = \"0\"\n", "32:25", "sysctl net.ipv4.ip_forward must be 1"),
+        ("required sysctl turned off, slash form", |b| b.to_string() + "[sysctl]\n\"net/bridge/bridge-nf-call-iptables\" = 0\n", "32:40", "must be 1"),
+        ("unquoted dotted sysctl name", |b| b.to_string() + "[sysctl]\nnet.ipv4.ip_forward = 1\n", "32:1", "quote dotted names"),
+        ("sysctl value smuggling a second line", |b| b.to_string() + "[sysctl]\n\"kernel.panic\" = \"0\\nnet.ipv4.ip_forward = 0\"\n", "32:18", "would not be one sysctl.d line"),
     ]
 }
 
@@ -88,6 +92,17 @@ fn the_base_profile_is_valid() {
     scratch_overlays(dir.path());
     let p = dir.path().join("profiles/t.toml");
     std::fs::write(&p, BASE).unwrap();
+    let o = run(kiln().arg("check").arg(&p));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn required_sysctls_may_be_restated_as_1_and_others_set_freely() {
+    let dir = tempfile::tempdir().unwrap();
+    scratch_overlays(dir.path());
+    let p = dir.path().join("profiles/t.toml");
+    let extra = "[sysctl]\n\"net.ipv4.ip_forward\" = 1\n\"net/bridge/bridge-nf-call-iptables\" = \"1\"\n\"vm.max_map_count\" = 262144\n\"net.ipv6.conf.all.forwarding\" = \"0\"\n";
+    std::fs::write(&p, format!("{BASE}{extra}")).unwrap();
     let o = run(kiln().arg("check").arg(&p));
     assert!(o.status.success(), "{}", stderr(&o));
 }
