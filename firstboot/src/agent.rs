@@ -8,6 +8,7 @@ use crate::kubeadm;
 use crate::node::{NodeConfig, Role, SwapPolicy};
 use crate::provider::{self, Metadata};
 use crate::sources::{self, under, Machine};
+use crate::validate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -29,12 +30,21 @@ pub const KUBEADM_LOG: &str = "/var/log/kiln/kubeadm.log";
 /// `kubeadm upgrade node --patches` can use it again.
 pub const PATCHES_DIR: &str = "/etc/kiln/kubeadm-patches";
 
-/// The minor version of `v1.34.2` (34).
-pub fn minor_of(v: &str) -> Option<u32> {
-    let mut it = v.trim().trim_start_matches('v').split('.');
-    let major: u32 = it.next()?.parse().ok()?;
-    let minor = it.next()?.parse().ok()?;
-    (major == 1).then_some(minor)
+/// The image's kubeadm and kubelet against the cluster's version (kubeadm's skew
+/// rules, `validate::skew`), and the kubeadm minor the config is rendered for.
+fn versions(image: &ImageDefaults, cluster: &str, role: Role) -> Result<u32, String> {
+    let v = |what: &str, s: &str| validate::version(s).map_err(|e| format!("{what}: {e}"));
+    let kubeadm = v("the image's kubeadm_version (rebuild the image)", &image.kubeadm_version)?;
+    let kubelet = v("the image's kubelet_version (rebuild the image)", &image.kubelet_version)?;
+    let cluster = v("[cluster] kubernetes_version", cluster)?;
+    validate::skew(&kubeadm, &kubelet, &cluster, role != Role::Init)?;
+    validate::api_version_for_kubeadm(&kubeadm)?;
+    if !validate::supports_kubelet_patches(&kubeadm) {
+        return Err(format!(
+            "kubeadm {kubeadm} cannot apply kubeletconfiguration patches (kubeadm >= 1.25), which carry this node's kubelet settings; build the image with a newer kubeadm"
+        ));
+    }
+    u32::try_from(kubeadm.minor).map_err(|_| format!("kubeadm {kubeadm}: minor version out of range"))
 }
 
 /// How `run` behaves.
@@ -123,17 +133,24 @@ pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
         Role::Join
     });
     let endpoint = need(&c.control_plane_endpoint, "control_plane_endpoint", &mut errs);
+    // Normalised (IPv6 bracketed, port always present) or refused.
+    let endpoint = if endpoint.is_empty() {
+        endpoint
+    } else {
+        match validate::endpoint(&endpoint) {
+            Ok(e) => e.to_string(),
+            Err(e) => {
+                errs.push(format!("[cluster] control_plane_endpoint: {e}"));
+                String::new()
+            }
+        }
+    };
     let version = c.kubernetes_version.clone().unwrap_or_else(|| image.kubernetes_version.clone());
     // The config's API version is chosen by the program that reads it: the image's kubeadm.
-    let minor = minor_of(&image.kubeadm_version).unwrap_or_else(|| {
-        errs.push(format!(
-            "the image's kubeadm_version `{}` is not like v1.34.2; rebuild the image",
-            image.kubeadm_version
-        ));
-        0
-    });
-    if minor_of(&version).is_none() {
-        errs.push(format!("kubernetes_version `{version}` is not like v1.34.2"));
+    let mut minor = 0;
+    match versions(&image, &version, role) {
+        Ok(m) => minor = m,
+        Err(e) => errs.push(e),
     }
     let token = c.bootstrap_token.clone().map(|t| t.0).unwrap_or_else(|| {
         errs.push("[cluster] bootstrap_token is not set; regenerate user-data with `kiln userdata`".into());
@@ -148,6 +165,9 @@ pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
         errs.push("[cluster] ca_cert_hashes is empty: a joining node cannot verify the control plane; regenerate user-data with `kiln userdata`".into());
     }
     let node_name = identity::node_name(n.name.as_deref(), md.hostname.as_deref(), &m.hostname, &m.machine_id);
+    if let Err(e) = validate::node_name(&node_name) {
+        errs.push(format!("node name: {e}"));
+    }
     // explicit > metadata private address (never an anchor/public IP) > route to the endpoint
     let node_ip =
         n.node_ip.clone().or(md.private_ipv4.clone()).or_else(|| identity::route_source(&endpoint)).unwrap_or_else(
@@ -156,6 +176,41 @@ pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
                 String::new()
             },
         );
+    // It becomes kubelet's --node-ip: one address, nothing else (no flag injection).
+    let node_ip = if node_ip.is_empty() {
+        node_ip
+    } else {
+        match validate::node_ip(&node_ip) {
+            Ok(ip) => ip.to_string(),
+            Err(e) => {
+                errs.push(format!("node IP: {e}"));
+                String::new()
+            }
+        }
+    };
+    for (k, v) in n.labels.clone().unwrap_or_default() {
+        if let Err(e) = validate::label(&k, &v) {
+            errs.push(format!("[node] labels: {e}"));
+        }
+    }
+    for t in n.taints.clone().unwrap_or_default() {
+        if let Err(e) = validate::taint(&t.key, t.value.as_deref(), &t.effect) {
+            errs.push(format!("[node] taints: {e}"));
+        }
+    }
+    for (k, v) in n.kubelet_extra_args.clone().unwrap_or_default() {
+        // kubeadm-flags.env is split on whitespace by systemd: one flag per entry.
+        let name_ok = !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok || v.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"') {
+            errs.push(format!(
+                "[node] kubelet_extra_args: {k:?} = {v:?}: flag names are [a-z0-9-], values have no spaces, quotes or control characters; put structured settings in [node] kubelet"
+            ));
+        }
+    }
+    let token_ttl = c.token_ttl.clone().unwrap_or_else(|| "24h".into());
+    if let Err(e) = validate::token_ttl(&token_ttl) {
+        errs.push(format!("[cluster] token_ttl: {e}"));
+    }
     let mut pki = BTreeMap::new();
     let p = cfg.pki.clone().unwrap_or_default();
     let want: Vec<(&'static str, Option<String>)> = match role {
@@ -213,7 +268,7 @@ pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
         taints: n.taints.clone(),
         labels: n.labels.clone().unwrap_or_default(),
         token,
-        token_ttl: c.token_ttl.clone().unwrap_or_else(|| "24h".into()),
+        token_ttl,
         ca_cert_hashes: hashes,
         unsafe_skip_ca_verification: skip,
         flex_volume_dir: image.flex_volume_dir.trim_end_matches('/').to_string(),

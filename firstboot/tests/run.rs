@@ -113,8 +113,10 @@ exit 0
             .iter()
             .map(|p| format!("python3 -c 'import socket,time;s=socket.socket();s.bind((\"0.0.0.0\",{p}));s.listen();time.sleep(30)' >/dev/null 2>&1 </dev/null & "))
             .collect();
-        let script =
-            format!("ip link set lo up && {holders}{} exec \"$@\"", if listen.is_empty() { "" } else { "sleep 0.5;" });
+        let script = format!(
+            "ip link set lo up && ip addr add 10.1.0.2/32 dev lo && {holders}{} exec \"$@\"",
+            if listen.is_empty() { "" } else { "sleep 0.5;" }
+        );
         Command::new("unshare")
             .args(["-rn", "sh", "-c", &script, "sh"])
             .arg(env!("CARGO_BIN_EXE_kiln-firstboot"))
@@ -306,18 +308,15 @@ fn init_node_v1beta4_runs_once_per_machine() {
 
 #[test]
 fn worker_v1beta3_joins_with_discovery_and_no_keys() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = listener.local_addr().unwrap().to_string();
+    // The endpoint is an address of the test's network namespace (see run_listening).
+    let endpoint = "10.1.0.2:6443".to_string();
     let n = Node::new(30, "worker-7");
     n.write(
         "var/lib/cloud/seed/nocloud/user-data",
         &format!("{}[node]\nrole = \"join\"\n[pki]\nca_cert = \"\"\"\n{CERT}\"\"\"\n", cluster(&endpoint)),
     );
     n.write("var/lib/cloud/seed/nocloud/meta-data", "instance-id: iid-worker-7\n");
-    // The join waits for the endpoint from inside the test's network namespace: point it at
-    // the namespace's own loopback by running the endpoint check against a listener there.
-    let port = endpoint.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-    let o = n.run_listening(&[port], &["run"]);
+    let o = n.run_listening(&[6443], &["run"]);
     assert!(o.status.success(), "{}", out(&o));
     no_secrets(&o, &n);
     assert!(n.calls("kubeadm")[0].starts_with("join --config "));
@@ -332,7 +331,7 @@ fn worker_v1beta3_joins_with_discovery_and_no_keys() {
     assert!(bt.get("unsafeSkipCAVerification").is_none());
     assert_eq!(d[0]["nodeRegistration"]["name"], "worker-7");
     // v1beta3: a map; node IP from the route to the endpoint.
-    assert_eq!(d[0]["nodeRegistration"]["kubeletExtraArgs"]["node-ip"], "127.0.0.1");
+    assert_eq!(d[0]["nodeRegistration"]["kubeletExtraArgs"]["node-ip"], "10.1.0.2");
     assert!(d[0].get("controlPlane").is_none());
     assert!(!n.root().join("etc/kubernetes/pki/ca.key").exists());
     // The cluster's ConfigMap carried kubeadm's default flex dir; this node's patch wins.
@@ -353,7 +352,7 @@ fn join_node_kubelet_gets_its_own_settings() {
         "etc/kiln/node.toml",
         &format!(
             "{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.9\"\nswap = \"limited\"\nkubelet = {{ maxPods = 42 }}\nkubelet_extra_args = {{ \"v\" = \"2\" }}\n",
-            cluster("127.0.0.1:6443")
+            cluster("10.1.0.2:6443")
         ),
     );
     let o = n.run_listening(&[6443], &["run"]);
@@ -378,7 +377,7 @@ fn join_node_kubelet_gets_its_own_settings() {
     let m = Node::new(34, "worker-10");
     m.write(
         "etc/kiln/node.toml",
-        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.10\"\n", cluster("127.0.0.1:6443")),
+        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.10\"\n", cluster("10.1.0.2:6443")),
     );
     m.write("etc/kiln-model/swap-stuck", "");
     let o = m.run_listening(&[6443], &["run"]);
@@ -392,7 +391,7 @@ fn control_plane_join_and_cmdline_override() {
     let n = Node::new(34, "localhost");
     n.write(
         "etc/kiln/node.toml",
-        &format!("{}[node]\nrole = \"join\"\napi_server_bind_port = 6444\n{}", cluster("127.0.0.1:6443"), pki()),
+        &format!("{}[node]\nrole = \"join\"\napi_server_bind_port = 6444\n{}", cluster("10.1.0.2:6443"), pki()),
     );
     n.write("cmdline", "ro quiet kiln.role=control-plane kiln.node-name=CP_2 ignition.platform.id=qemu");
     let cmdline = n.root().join("cmdline");
@@ -409,7 +408,7 @@ fn control_plane_join_and_cmdline_override() {
     let o = n.run_listening(&[6443], &["--cmdline", cmdline.to_str().unwrap(), "run"]);
     assert!(o.status.success(), "{}", out(&o));
     let d = n.config(0);
-    assert_eq!(d[0]["controlPlane"]["localAPIEndpoint"]["advertiseAddress"], "127.0.0.1");
+    assert_eq!(d[0]["controlPlane"]["localAPIEndpoint"]["advertiseAddress"], "10.1.0.2");
     assert_eq!(d[0]["controlPlane"]["localAPIEndpoint"]["bindPort"], 6444);
     assert_eq!(d[0]["nodeRegistration"]["name"], "cp-2");
     assert_eq!(n.mode("etc/kubernetes/pki/etcd/ca.key"), 0o600);
@@ -729,4 +728,44 @@ fn host_check_runs_before_every_kubelet_start() {
         "{}",
         out(&o)
     );
+}
+
+/// What a node is told is checked before kubeadm: versions against kubeadm's skew
+/// rules, the endpoint, the node IP (it becomes a kubelet flag), labels, taints, the
+/// token TTL and flag values. Each is exit 2 with the rule, and kubeadm never runs.
+#[test]
+fn bad_values_exit_2_with_the_rule_before_kubeadm() {
+    let cases: [(&str, &str, &str); 7] = [
+        ("kubernetes_version = \"v1.33.1\"\n", "", "kubelet v1.34.2 is newer than the v1.33.1 control plane"),
+        ("kubernetes_version = \"v1.36.0\"\n", "", "build the image with kubeadm v1.36.x"),
+        ("", "node_ip = \"10.0.0.5 --anonymous-auth=true\"\n", "node IP"),
+        ("", "labels = { \"node-role.kubernetes.io/worker\" = \"\" }\n", "labels"),
+        ("", "labels = { \"pool\" = \"a,b=c\" }\n", "labels"),
+        ("token_ttl = \"forever\"\n", "", "token_ttl"),
+        ("", "kubelet_extra_args = { \"v\" = \"2 --anonymous-auth=true\" }\n", "kubelet_extra_args"),
+    ];
+    for (cluster_extra, node_extra, want) in cases {
+        let n = Node::new(34, "w");
+        let base = cluster("api.example.test:6443");
+        let base =
+            if cluster_extra.starts_with("token_ttl") { base.replace("token_ttl = \"48h\"\n", "") } else { base };
+        let text = format!(
+            "{base}{cluster_extra}[node]\nrole = \"init\"\n{}{node_extra}{}",
+            if node_extra.contains("node_ip") { "" } else { "node_ip = \"10.0.0.5\"\n" },
+            pki()
+        );
+        n.write("etc/kiln/node.toml", &text);
+        let o = n.run(&["run"]);
+        assert_eq!(o.status.code(), Some(2), "{want}: {}", out(&o));
+        assert!(out(&o).contains(want), "{want}: {}", out(&o));
+        assert!(n.calls("kubeadm").is_empty(), "{want}: kubeadm ran");
+    }
+    // IPv6 endpoints are bracketed for kubeadm.
+    let n = Node::new(34, "w");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"2001:db8::5\"\n{}", cluster("2001:db8::1"), pki()),
+    );
+    let plan = String::from_utf8_lossy(&n.run(&["plan"]).stdout).to_string();
+    assert!(plan.contains("\"controlPlaneEndpoint\": \"[2001:db8::1]:6443\""), "{plan}");
 }
