@@ -262,6 +262,15 @@ mod tests {
     }
 
     #[test]
+    fn kubelet_waits_for_this_machines_bootstrap_without_ordering_after_it() {
+        let d = kiln_kubelet_dropin("/opt/bin", RuntimeKind::Containerd);
+        assert!(d.contains("ExecCondition=/opt/bin/kiln-firstboot kubelet-gate\n"), "{d}");
+        assert!(d.contains("ExecStartPre=/opt/bin/kiln-firstboot host\n"), "{d}");
+        // Ordering kubelet after first boot deadlocks kubeadm's synchronous restart.
+        assert!(!d.contains("kiln-firstboot.service"), "{d}");
+    }
+
+    #[test]
     fn path_adds_bin_dir_once() {
         assert!(path_with("/opt/bin").starts_with("/opt/bin:"));
         assert_eq!(path_with("/usr/bin"), STANDARD_PATH);
