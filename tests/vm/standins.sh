@@ -1,30 +1,21 @@
 #!/usr/bin/env bash
-# Writes a mirror of stand-in artifacts for a profile: executable shell
-# scripts at the upstream paths, so the image kiln builds really boots.
+# Writes a mirror of artifacts for a profile at the upstream paths, so the
+# image kiln builds really boots: the kubeadm model and kubelet stand-in from
+# tests/model/ (python3), and shell stand-ins for kubectl, crictl and CNI.
 #   standins.sh PROFILE MIRROR_DIR
 set -euo pipefail
 profile=$1 mirror=$2
+repo=$(cd "$(dirname "$0")/../.." && pwd)
 k8s=$(sed -n 's/^kubernetes_version = "\(.*\)"/\1/p' "$profile")
 crictl=$(awk '/^\[artifacts.crictl\]/{f=1} f&&/^version/{gsub(/"/,"",$3); print $3; exit}' "$profile")
 cni=$(awk '/^\[artifacts.cni-plugins\]/{f=1} f&&/^version/{gsub(/"/,"",$3); print $3; exit}' "$profile")
 arch=amd64
 bin="$mirror/release/$k8s/bin/linux/$arch"
 mkdir -p "$bin"
-# kubeadm: records its argv and the config it was given; fails on demand.
-cat > "$bin/kubeadm" <<'SH'
-#!/bin/sh
-rec=/var/lib/kiln-vm; mkdir -p "$rec"
-echo "$*" >> "$rec/kubeadm.argv"
-while [ $# -gt 0 ]; do
-  if [ "$1" = --config ]; then n=$(ls "$rec" | grep -c '^config-'); cp "$2" "$rec/config-$n.json"; fi
-  shift
-done
-case "$(tail -n1 "$rec/kubeadm.argv")" in reset*) exit 0 ;; esac
-if [ -f /etc/kiln-vm/fail ]; then cat /etc/kiln-vm/fail >&2; exit 1; fi
-echo "[init] stand-in kubeadm: done"
-exit 0
-SH
-printf '#!/bin/sh\nexec sleep infinity\n' > "$bin/kubelet"
+# kubeadm and kubelet: the model (tests/model/), published where the real
+# binaries are, so kiln pins, verifies and bakes them like the real ones.
+install -m 0755 "$repo/tests/model/kubeadm" "$bin/kubeadm"
+install -m 0755 "$repo/tests/model/kubelet" "$bin/kubelet"
 printf '#!/bin/sh\necho "stand-in kubectl $*"\n' > "$bin/kubectl"
 chmod 0755 "$bin"/*
 for f in kubeadm kubelet kubectl; do sha256sum "$bin/$f" | cut -d' ' -f1 > "$bin/$f.sha256"; done
