@@ -769,3 +769,39 @@ fn bad_values_exit_2_with_the_rule_before_kubeadm() {
     let plan = String::from_utf8_lossy(&n.run(&["plan"]).stdout).to_string();
     assert!(plan.contains("\"controlPlaneEndpoint\": \"[2001:db8::1]:6443\""), "{plan}");
 }
+
+/// Init and join nodes get the same effective kubelet settings from the same [node]
+/// table: kubeadm init writes the KubeletConfiguration document plus the patch, kubeadm
+/// join the cluster's ConfigMap plus the same patch.
+#[test]
+fn init_and_join_get_the_same_kubelet_settings() {
+    let node = "swap = \"limited\"\nkubelet = { maxPods = 42, serializeImagePulls = false }\nkubelet_extra_args = { \"v\" = \"2\" }\n";
+    let init = Node::new(34, "cp-1");
+    init.write(
+        "etc/kiln/node.toml",
+        &format!(
+            "{}[node]\nrole = \"init\"\nnode_ip = \"10.1.0.2\"\n{node}{}",
+            cluster("api.example.test:6443"),
+            pki()
+        ),
+    );
+    let o = init.run(&["run"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let join = Node::new(34, "w-1");
+    join.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.1.0.2\"\n{node}", cluster("10.1.0.2:6443")),
+    );
+    // The cluster's ConfigMap is what the init node's kubeadm uploaded.
+    join.write("etc/kiln-model/kubelet-config.json", &init.read("var/lib/kiln-model/uploaded-kubelet-config.json"));
+    let o = join.run_listening(&[6443], &["run"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let (a, b) = (init.kubelet_config(), join.kubelet_config());
+    for key in ["failSwapOn", "memorySwap", "maxPods", "serializeImagePulls", "volumePluginDir", "cgroupDriver"] {
+        assert_eq!(a[key], b[key], "{key}: init {} vs join {}", a[key], b[key]);
+        assert!(!a[key].is_null(), "{key} missing");
+    }
+    for n in [&init, &join] {
+        assert!(n.read("var/lib/kubelet/kubeadm-flags.env").contains("--v=2"));
+    }
+}
