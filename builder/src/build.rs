@@ -361,6 +361,7 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     let mut trees = std::collections::BTreeMap::new();
     for (arch, fb) in archs.iter().zip(&firstboot) {
         let tree = assemble(profile, *arch, &cache, &fetched, fb.as_ref())?;
+        crate::staging::failpoint("pause-before-pack");
         let mut records = None;
         if formats.contains(&OutputFormat::Tar) {
             let file = format!("{name}-{arch}.tar.gz");

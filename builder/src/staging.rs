@@ -63,8 +63,33 @@ impl Staging {
             let from = self.dir.join(n);
             let to = self.out.join(n);
             fs::rename(&from, &to).io_ctx(format!("moving {} to {}", from.display(), to.display()))?;
+            failpoint("commit-after-first-rename");
         }
         Ok(())
+    }
+}
+
+/// Test-only failpoints, so tests can stop kiln at an exact step instead of
+/// racing it. Never set `KILN_FAILPOINT` outside tests.
+///
+/// * `KILN_FAILPOINT=<name>`: the process aborts (like `kill -9`) when it
+///   reaches failpoint `name` (e.g. `commit-after-first-rename`).
+/// * `KILN_FAILPOINT=<name>:<path>`: at `name`, kiln creates the file `path`
+///   and waits (at most two minutes) until something removes it.
+pub fn failpoint(name: &str) {
+    let Some(value) = std::env::var_os("KILN_FAILPOINT") else { return };
+    let value = value.to_string_lossy();
+    if value == name {
+        std::process::abort();
+    }
+    if let Some(path) = value.strip_prefix(name).and_then(|r| r.strip_prefix(':')) {
+        let path = Path::new(path);
+        if fs::write(path, b"").is_ok() {
+            let start = std::time::Instant::now();
+            while path.exists() && start.elapsed() < std::time::Duration::from_secs(120) {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
     }
 }
 

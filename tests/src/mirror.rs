@@ -4,7 +4,8 @@
 //! It serves `root/<path>` for `GET /<path>` with a real `Content-Length`,
 //! answers 404 for missing files, and can be told per path to fail with a
 //! status a number of times, to stall before answering, to cut the body short,
-//! or to throttle its sending rate. Every request is logged.
+//! to throttle its sending rate, to redirect anywhere, or to send a body that
+//! never ends. Every request is logged.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -26,6 +27,12 @@ pub enum Fault {
     Truncate(usize),
     /// Send at most this many bytes per second (every request).
     Throttle(u64),
+    /// Answer `302 Found` with this `Location` (every request): any scheme,
+    /// absolute or relative, exactly as given.
+    Redirect(String),
+    /// Answer 200 with no `Content-Length` and a body of zeros that never
+    /// ends (every request): only the client can stop it.
+    Endless,
 }
 
 #[derive(Default)]
@@ -158,12 +165,30 @@ fn handle(root: &Path, state: &Mutex<State>, mut sock: TcpStream) {
     let status = match (&fault, rel.split('/').any(|c| c == "..")) {
         (_, true) => 400,
         (Some(Fault::Status { code, .. }), _) => *code,
+        (Some(Fault::Redirect(_)), _) => 302,
+        (Some(Fault::Endless), _) => 200,
         _ if file.is_file() => 200,
         _ => 404,
     };
     state.lock().unwrap().log.push((method.clone(), path.clone(), status));
     if let Some(Fault::Stall(d)) = &fault {
         std::thread::sleep(*d);
+    }
+    if let Some(Fault::Redirect(location)) = &fault {
+        let head =
+            format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = sock.write_all(head.as_bytes());
+        return;
+    }
+    if let Some(Fault::Endless) = &fault {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n";
+        if sock.write_all(head.as_bytes()).is_err() || method == "HEAD" {
+            return;
+        }
+        let zeros = vec![0u8; 64 * 1024];
+        // Until the client hangs up.
+        while sock.write_all(&zeros).is_ok() {}
+        return;
     }
     let body =
         if status == 200 { std::fs::read(&file).unwrap_or_default() } else { format!("{status}\n").into_bytes() };

@@ -1,0 +1,399 @@
+//! Hostile inputs to `kiln build`/`kiln pin` on the downloads, cache and
+//! outputs side (issue 10, B5–B9 and the weak points around them), against a
+//! loopback mirror that misbehaves on request.
+
+mod common;
+
+use common::*;
+use kiln_testkit::mirror::Fault;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output};
+use std::time::{Duration, Instant};
+
+const KUBELET: &str = "/release/v1.34.2/bin/linux/amd64/kubelet";
+
+/// Waits for `child` at most `limit`; kills it and returns `None` when it is still running.
+fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `c` with a time limit; panics naming `what` when it does not end in time.
+fn run_within(c: &mut Command, limit: Duration, what: &str) -> Output {
+    let child = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("{what}: still running after {limit:?} (hangs or fills the disk)");
+        }
+    }
+}
+
+/// `sha256sum -c SHA256SUMS` in `dir` with coreutils; returns (success, output).
+fn sha256sum_c(dir: &Path) -> (bool, String) {
+    let o = Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(dir).output().unwrap();
+    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+fn manifest(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// Every file kiln left in the cache's `tmp/`.
+fn cache_tmp(s: &Scratch, cache: &str) -> Vec<String> {
+    files_in(&s.path(&format!("{cache}/tmp")))
+}
+
+// ---------------------------------------------------------------- B5
+
+/// B5: an overlay file that changes size between planning and packing fails
+/// the build; no tarball, no manifest, no SHA256SUMS.
+#[test]
+fn b5_an_overlay_file_resized_while_packing_fails_the_build() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    let file = s.path("overlays/base/etc/kiln-big");
+    for (case, after) in [("shrunk", vec![b'y'; 100]), ("grown", vec![b'z'; 3 << 20])] {
+        std::fs::write(&file, vec![b'x'; 1 << 20]).unwrap();
+        let marker = s.path("paused");
+        let out = format!("dist-{case}");
+        let mut child = s
+            .build_cmd("flatcar-1.34", "cache", &out)
+            .env("KILN_FAILPOINT", format!("pause-before-pack:{}", marker.display()))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !marker.exists() && child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::fs::write(&file, &after).unwrap();
+        let _ = std::fs::remove_file(&marker);
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{case}: {err}");
+        assert!(err.contains("overlays/base/etc/kiln-big") && err.contains("changed while"), "{case}: {err}");
+        assert!(files_in(&s.path(&out)).is_empty(), "{case}: {:?}", files_in(&s.path(&out)));
+    }
+    // Left alone, the same overlay builds.
+    let o = run(&mut s.build_cmd("flatcar-1.34", "cache", "dist"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(sha256sum_c(&s.path("dist")).0);
+}
+
+// ---------------------------------------------------------------- B6
+
+/// B6: a mirror redirect to a non-HTTP scheme is a clear error (exit 1),
+/// never a crash; a redirect to another http URL is followed.
+#[test]
+fn b6_mirror_redirects_to_other_schemes_are_refused_and_http_ones_followed() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    for target in ["file:///etc/passwd", "data:,hello", "unix:/run/docker.sock", "javascript:alert(1)", "ftp://x/y"] {
+        s.mirror.fault(KUBELET, Fault::Redirect(target.into()));
+        let o = run_within(
+            s.build_cmd("flatcar-1.34", "cache", "dist").args(["--attempts", "1"]),
+            Duration::from_secs(60),
+            target,
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{target}: {err}");
+        assert!(err.contains("redirect") && err.contains(target) && err.contains("http"), "{target}: {err}");
+        assert!(files_in(&s.path("dist")).is_empty());
+        // `kiln pin` reads checksum files through the same redirect rules.
+        s.mirror.fault(&format!("{KUBELET}.sha256"), Fault::Redirect(target.into()));
+        let o = run_within(
+            kiln().arg("pin").arg("--profile").arg(s.profile("flatcar-1.34")).arg("--base-url").arg(s.mirror.url()),
+            Duration::from_secs(60),
+            target,
+        );
+        assert_eq!(o.status.code(), Some(1), "pin {target}: {}", stderr(&o));
+        assert!(stderr(&o).contains("redirect"), "pin {target}: {}", stderr(&o));
+        s.mirror.clear_faults();
+    }
+    // An endless redirect loop ends with a clear error too.
+    s.mirror.fault(KUBELET, Fault::Redirect(KUBELET.into()));
+    let o = run_within(
+        s.build_cmd("flatcar-1.34", "cache", "dist").args(["--attempts", "1"]),
+        Duration::from_secs(60),
+        "loop",
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("redirect"), "{}", stderr(&o));
+    // Relative and absolute http redirects to where the file really is are followed.
+    let data = std::fs::read(s.mirror.root().join(KUBELET.trim_start_matches('/'))).unwrap();
+    kiln_testkit::standin::publish(s.mirror.root(), "/moved/kubelet", &data, false);
+    s.mirror.fault(KUBELET, Fault::Redirect("../../../../../moved/kubelet".into()));
+    let o = run(&mut s.build_cmd("flatcar-1.34", "cache-rel", "dist-rel"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    s.mirror.fault(KUBELET, Fault::Redirect(format!("{}/moved/kubelet", s.mirror.url())));
+    let o = run(&mut s.build_cmd("flatcar-1.34", "cache-abs", "dist-abs"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(s.mirror.hits("/moved/kubelet") >= 2);
+}
+
+// ---------------------------------------------------------------- B7
+
+/// B7: `kiln pin` records sizes; an endless body stops at the pinned size and
+/// leaves nothing in the cache.
+#[test]
+fn b7_an_endless_body_stops_at_the_pinned_size() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    let text = std::fs::read_to_string(s.profile("flatcar-1.34")).unwrap();
+    let kubelet_size = (KUBELET_SIZE + 64).to_string();
+    assert!(
+        text.lines().any(|l| l.starts_with("size.amd64") && l.contains(&kubelet_size)),
+        "kiln pin wrote no size for kubelet:\n{text}"
+    );
+
+    s.mirror.fault(KUBELET, Fault::Endless);
+    let o = run_within(
+        s.build_cmd("flatcar-1.34", "cache", "dist").args(["--attempts", "2"]),
+        Duration::from_secs(60),
+        "endless body",
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("more than the pinned size of {kubelet_size} bytes")), "{err}");
+    assert!(files_in(&s.path("dist")).is_empty());
+    assert!(cache_tmp(&s, "cache").is_empty(), "{:?}", cache_tmp(&s, "cache"));
+}
+
+/// B7 (mirror directory): a FIFO or a device as a mirror entry is refused at
+/// once instead of hanging or filling the disk.
+#[test]
+fn b7_a_fifo_or_device_in_a_mirror_directory_is_refused() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    let entry = s.mirror.root().join(KUBELET.trim_start_matches('/'));
+    for kind in ["fifo", "/dev/zero"] {
+        std::fs::remove_file(&entry).unwrap();
+        if kind == "fifo" {
+            assert!(Command::new("mkfifo").arg(&entry).status().unwrap().success());
+        } else {
+            std::os::unix::fs::symlink(kind, &entry).unwrap();
+        }
+        let o = run_within(
+            kiln()
+                .args(["build", "--offline"])
+                .arg(s.profile("flatcar-1.34"))
+                .arg("--mirror")
+                .arg(s.mirror.root())
+                .arg("--cache")
+                .arg(s.path("cache"))
+                .arg("--out")
+                .arg(s.path("dist"))
+                .args(s.firstboot_args()),
+            Duration::from_secs(60),
+            kind,
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{kind}: {err}");
+        assert!(err.contains("not a regular file"), "{kind}: {err}");
+        assert!(cache_tmp(&s, "cache").is_empty(), "{:?}", cache_tmp(&s, "cache"));
+    }
+    // The same for --firstboot-bin (a configuration error).
+    let fifo = s.path("fifo-firstboot");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let o = run_within(
+        kiln()
+            .arg("build")
+            .arg(s.profile("flatcar-1.34"))
+            .arg("--firstboot-bin")
+            .arg(format!("amd64={}", fifo.display()))
+            .arg("--cache")
+            .arg(s.path("cache"))
+            .arg("--out")
+            .arg(s.path("dist")),
+        Duration::from_secs(60),
+        "fifo firstboot",
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+}
+
+// ---------------------------------------------------------------- B8
+
+/// B8: killed inside the commit step, `dist/` still holds one consistent set
+/// (the old one) that `sha256sum -c` accepts; the next build commits the new one.
+#[test]
+fn b8_a_build_killed_inside_the_commit_leaves_a_consistent_dist() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    let o = run(s.build_cmd("flatcar-1.34", "cache", "dist").args(["--format", "tar", "--format", "sysext"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dist = s.path("dist");
+    let old_sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    assert!(sha256sum_c(&dist).0);
+    std::fs::write(s.path("overlays/base/etc/kiln-motd"), "new\n").unwrap();
+    for point in ["commit-after-first-rename", "commit-before-switch"] {
+        let o = run(s
+            .build_cmd("flatcar-1.34", "cache", "dist")
+            .args(["--format", "tar", "--format", "sysext"])
+            .env("KILN_FAILPOINT", point));
+        assert!(o.status.code().is_none(), "{point}: the failpoint did not stop kiln: {}", stderr(&o));
+        let (ok, report) = sha256sum_c(&dist);
+        assert!(ok, "{point}: dist/ is inconsistent after a kill in the commit:\n{report}");
+        assert_eq!(std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap(), old_sums, "{point}");
+    }
+    // Killed after the switch: the new set, complete.
+    let o = run(s
+        .build_cmd("flatcar-1.34", "cache", "dist")
+        .args(["--format", "tar", "--format", "sysext"])
+        .env("KILN_FAILPOINT", "commit-after-switch"));
+    assert!(o.status.code().is_none(), "{}", stderr(&o));
+    let (ok, report) = sha256sum_c(&dist);
+    assert!(ok, "{report}");
+    assert_ne!(std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap(), old_sums);
+    // And a normal build afterwards is up to date, then rebuilds cleanly with --force.
+    let o = run(s.build_cmd("flatcar-1.34", "cache", "dist").args(["--format", "tar", "--format", "sysext"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o =
+        run(s.build_cmd("flatcar-1.34", "cache", "dist").args(["--format", "tar", "--format", "sysext", "--force"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(sha256sum_c(&dist).0);
+    assert_eq!(
+        files_in(&dist),
+        ["SHA256SUMS", "flatcar-1.34-amd64.tar.gz", "kubernetes-v1.34.2-amd64.raw", "manifest.json"]
+    );
+}
+
+// ---------------------------------------------------------------- B9
+
+/// B9: two profiles built at the same time into one `dist/` both end up in
+/// `manifest.json` and `SHA256SUMS` — every round, not by luck.
+#[test]
+fn b9_concurrent_builds_of_two_profiles_into_one_dist_keep_both() {
+    let names = ["flatcar-1.34", "flatcar-1.33"];
+    let s = Scratch::new(&names);
+    for n in names {
+        s.pin(n);
+        // Warm the cache so the two builds overlap in packing and committing.
+        let o = run(&mut s.build_cmd(n, "cache", "warm"));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    for round in 0..4 {
+        let out = format!("dist-{round}");
+        let children: Vec<Child> = names
+            .iter()
+            .map(|n| s.build_cmd(n, "cache", &out).stderr(std::process::Stdio::piped()).spawn().unwrap())
+            .collect();
+        for c in children {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "round {round}: {}", stderr(&o));
+        }
+        let dir = s.path(&out);
+        let m = manifest(&dir);
+        let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+        for n in names {
+            assert!(m["profiles"][n]["outputs"].as_array().is_some_and(|o| !o.is_empty()), "round {round}: {n} lost");
+            assert!(sums.contains(&format!("{n}-amd64.tar.gz")), "round {round}: {n} not in SHA256SUMS:\n{sums}");
+        }
+        let (ok, report) = sha256sum_c(&dir);
+        assert!(ok, "round {round}: {report}");
+    }
+}
+
+// ---------------------------------------------------------------- weak points
+
+/// A corrupt cache blob is removed and fetched again; the build succeeds.
+#[test]
+fn a_corrupt_cache_blob_is_removed_and_fetched_again() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    let o = run(&mut s.build_cmd("flatcar-1.34", "cache", "dist"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = kiln::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap();
+    let arts = p.artifacts_for(kiln::profile::Arch::Amd64).unwrap();
+    let kubeadm = &arts.iter().find(|a| a.name == "kubeadm").unwrap().sha256;
+    let cni = &arts.iter().find(|a| a.name == "cni-plugins").unwrap().sha256;
+    for sha in [kubeadm, cni] {
+        let blob = s.path(&format!("cache/sha256/{sha}"));
+        let mut b = std::fs::read(&blob).unwrap();
+        b[77] ^= 1;
+        std::fs::write(&blob, b).unwrap();
+    }
+    let before = s.mirror.log().len();
+    let o = run(s.build_cmd("flatcar-1.34", "cache", "dist2").arg("--force"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("corrupt"), "{}", stderr(&o));
+    assert_eq!(s.mirror.log().len() - before, 2, "{:?}", s.mirror.log());
+    for sha in [kubeadm, cni] {
+        assert_eq!(&kiln::hash::sha256_file(&s.path(&format!("cache/sha256/{sha}"))).unwrap(), sha);
+    }
+    assert_eq!(
+        std::fs::read(s.path("dist/flatcar-1.34-amd64.tar.gz")).unwrap(),
+        std::fs::read(s.path("dist2/flatcar-1.34-amd64.tar.gz")).unwrap()
+    );
+}
+
+/// An extracted member edited together with the extraction index is not
+/// trusted: it is extracted again from the verified tarball.
+#[test]
+fn an_extracted_member_edited_with_its_index_is_extracted_again() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    let o = run(&mut s.build_cmd("flatcar-1.34", "cache", "dist"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = kiln::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap();
+    let arts = p.artifacts_for(kiln::profile::Arch::Amd64).unwrap();
+    let crictl = &arts.iter().find(|a| a.name == "crictl").unwrap().sha256;
+    let dir = s.path(&format!("cache/extract/{crictl}"));
+    let evil = b"#!/bin/sh\necho pwned\n".to_vec();
+    std::fs::write(dir.join("crictl"), &evil).unwrap();
+    let mut index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    for m in index.as_array_mut().unwrap() {
+        if m["name"] == "crictl" {
+            m["size"] = evil.len().into();
+            m["sha256"] = kiln_testkit::standin::sha256(&evil).into();
+        }
+    }
+    std::fs::write(dir.join("index.json"), serde_json::to_string(&index).unwrap()).unwrap();
+    let o = run(s.build_cmd("flatcar-1.34", "cache", "dist2").arg("--force"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(s.path("dist/flatcar-1.34-amd64.tar.gz")).unwrap(),
+        std::fs::read(s.path("dist2/flatcar-1.34-amd64.tar.gz")).unwrap(),
+        "the edited member reached the image"
+    );
+    assert_ne!(std::fs::read(dir.join("crictl")).unwrap(), evil);
+}
+
+/// The up-to-date check compares content, not sizes: an output altered in
+/// place (same size) is rebuilt.
+#[test]
+fn the_up_to_date_check_compares_content_hashes() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    let o = run(&mut s.build_cmd("flatcar-1.34", "cache", "dist"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tgz = s.path("dist/flatcar-1.34-amd64.tar.gz");
+    let good = std::fs::read(&tgz).unwrap();
+    let mut bad = good.clone();
+    bad[5000] ^= 0x40;
+    std::fs::write(&tgz, &bad).unwrap();
+    assert!(!sha256sum_c(&s.path("dist")).0);
+    let o = run(&mut s.build_cmd("flatcar-1.34", "cache", "dist"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("up to date"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&tgz).unwrap(), good);
+    assert!(sha256sum_c(&s.path("dist")).0);
+}
