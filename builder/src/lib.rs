@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod cache;
+pub mod card;
 pub mod check;
 pub mod cli;
 pub mod cluster;

@@ -1,0 +1,622 @@
+//! Block maps in bmaptool's XML format 2.0: which blocks of a sparse image
+//! hold data, with a sha256 per range, so `bmaptool copy` (and `kiln flash`)
+//! write only those blocks and verify them.
+//!
+//! The format is bmap-tools' own (yoctoproject/bmaptool,
+//! `src/bmaptool/BmapCreate.py`, `SUPPORTED_BMAP_VERSION = "2.0"`):
+//!
+//! ```xml
+//! <?xml version="1.0" ?>
+//! <bmap version="2.0">
+//!     <ImageSize> 12288 </ImageSize>
+//!     <BlockSize> 4096 </BlockSize>
+//!     <BlocksCount> 3 </BlocksCount>
+//!     <MappedBlocksCount> 2 </MappedBlocksCount>
+//!     <ChecksumType> sha256 </ChecksumType>
+//!     <BmapFileChecksum> …64 hex… </BmapFileChecksum>
+//!     <BlockMap>
+//!         <Range chksum="…64 hex…"> 0-1 </Range>
+//!     </BlockMap>
+//! </bmap>
+//! ```
+//!
+//! * `BlocksCount` is `ceil(ImageSize / BlockSize)`; a range `first-last` is
+//!   inclusive, a single block is written `first`.
+//! * A range's `chksum` covers its bytes, the last block cut at `ImageSize`
+//!   (BmapCopy.py hashes what it reads, and reads stop at the end of the image).
+//! * `BmapFileChecksum` is the sha256 of the whole file with its own value
+//!   replaced by 64 ASCII `0` (BmapCreate.py `_bmap_file_end`, verified in
+//!   BmapCopy.py `_verify_bmap_checksum`).
+//!
+//! Mapped ranges come from `lseek(SEEK_DATA/SEEK_HOLE)`: what the filesystem
+//! stores, rounded out to whole blocks (bmaptool's `Filemap.FilemapSeek` does
+//! the same when FIEMAP is not used).
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::hash::hex;
+
+/// The block size kiln writes bmaps with (bytes). bmaptool takes any block
+/// size from the file; 4 KiB matches ext4's and the page cache's.
+pub const BLOCK_SIZE: u64 = 4096;
+
+/// The bmap format version kiln writes and reads (major 2: sha256 checksums).
+pub const VERSION: &str = "2.0";
+
+/// A block map: the image's size, its block size, and its mapped ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bmap {
+    /// Size of the image in bytes (`ImageSize`).
+    pub image_size: u64,
+    /// Block size in bytes (`BlockSize`).
+    pub block_size: u64,
+    /// Mapped block ranges in ascending order, non-overlapping.
+    pub ranges: Vec<BmapRange>,
+}
+
+/// One mapped range of blocks, inclusive at both ends, with its sha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BmapRange {
+    /// First block of the range.
+    pub first: u64,
+    /// Last block of the range (inclusive).
+    pub last: u64,
+    /// sha256 (lowercase hex) of the range's bytes, cut at the image size.
+    pub sha256: String,
+}
+
+impl BmapRange {
+    /// Byte offset and length of this range in an image of `image_size`
+    /// bytes with blocks of `block_size` bytes (the last block cut at the end).
+    pub fn byte_span(&self, block_size: u64, image_size: u64) -> (u64, u64) {
+        let start = self.first.saturating_mul(block_size);
+        let end = self.last.saturating_add(1).saturating_mul(block_size).min(image_size);
+        (start, end.saturating_sub(start))
+    }
+}
+
+impl Bmap {
+    /// Number of blocks in the image (`BlocksCount`).
+    pub fn blocks_count(&self) -> u64 {
+        self.image_size.div_ceil(self.block_size.max(1))
+    }
+
+    /// Number of mapped blocks (`MappedBlocksCount`).
+    pub fn mapped_blocks(&self) -> u64 {
+        self.ranges.iter().map(|r| r.last - r.first + 1).sum()
+    }
+
+    /// Byte offset and length of `range` in this image.
+    pub fn byte_span(&self, range: &BmapRange) -> (u64, u64) {
+        range.byte_span(self.block_size, self.image_size)
+    }
+
+    /// The bmap file's text, byte for byte what bmaptool 3.x writes for the
+    /// same ranges (comments included), with `BmapFileChecksum` filled in.
+    pub fn to_xml(&self) -> String {
+        let text = self.xml_with_checksum(&"0".repeat(64));
+        let sum = hex(&Sha256::digest(text.as_bytes()));
+        self.xml_with_checksum(&sum)
+    }
+
+    fn xml_with_checksum(&self, checksum: &str) -> String {
+        let blocks = self.blocks_count();
+        let mapped = self.mapped_blocks();
+        let percent = if blocks == 0 { 0.0 } else { mapped as f64 * 100.0 / blocks as f64 };
+        let mut x = String::new();
+        x.push_str("<?xml version=\"1.0\" ?>\n");
+        x.push_str(
+            "<!-- This file contains the block map for an image file: the blocks\n     \
+             which hold data and have to be copied to the target device. Written by\n     \
+             kiln in bmaptool's format 2.0 (bmaptool copy IMAGE DEVICE reads it). -->\n\n",
+        );
+        let _ = writeln!(x, "<bmap version=\"{VERSION}\">");
+        let _ = writeln!(x, "    <!-- Image size in bytes: {} -->", human_size(self.image_size));
+        let _ = writeln!(x, "    <ImageSize> {} </ImageSize>\n", self.image_size);
+        x.push_str("    <!-- Size of a block in bytes -->\n");
+        let _ = writeln!(x, "    <BlockSize> {} </BlockSize>\n", self.block_size);
+        x.push_str("    <!-- Count of blocks in the image file -->\n");
+        let _ = writeln!(x, "    <BlocksCount> {blocks} </BlocksCount>\n");
+        let _ = writeln!(
+            x,
+            "    <!-- Count of mapped blocks: {} or {percent:.1}% -->",
+            human_size(mapped * self.block_size)
+        );
+        let _ = writeln!(x, "    <MappedBlocksCount> {mapped} </MappedBlocksCount>\n");
+        x.push_str("    <!-- Type of checksum used in this file -->\n");
+        x.push_str("    <ChecksumType> sha256 </ChecksumType>\n\n");
+        x.push_str(
+            "    <!-- The checksum of this bmap file. When it is calculated, the value of\n         \
+             the checksum has to be zero (all ASCII \"0\" symbols).  -->\n",
+        );
+        let _ = writeln!(x, "    <BmapFileChecksum> {checksum} </BmapFileChecksum>\n");
+        x.push_str(
+            "    <!-- The block map which consists of elements which may either be a\n         \
+             range of blocks or a single block. The 'chksum' attribute\n         \
+             (if present) is the checksum of this blocks range. -->\n",
+        );
+        x.push_str("    <BlockMap>\n");
+        for r in &self.ranges {
+            if r.first == r.last {
+                let _ = writeln!(x, "        <Range chksum=\"{}\"> {} </Range>", r.sha256, r.first);
+            } else {
+                let _ = writeln!(x, "        <Range chksum=\"{}\"> {}-{} </Range>", r.sha256, r.first, r.last);
+            }
+        }
+        x.push_str("    </BlockMap>\n</bmap>\n");
+        x
+    }
+
+    /// Parses a bmap file strictly: version 2.x, every element present once,
+    /// `ChecksumType` sha256, the file checksum verified, ranges ascending,
+    /// disjoint, inside the image, each with a sha256, and `MappedBlocksCount`
+    /// equal to their sum. Errors say what is wrong and to regenerate the file.
+    pub fn parse(xml: &str) -> Result<Bmap> {
+        let doc = xmlmini::parse(xml).map_err(|e| bad(format!("not a bmap XML file: {e}")))?;
+        if doc.name != "bmap" {
+            return Err(bad(format!("root element is <{}>, expected <bmap>", doc.name)));
+        }
+        let version = doc.attr("version").ok_or_else(|| bad("<bmap> has no version attribute"))?;
+        if version.split('.').next() != Some("2")
+            || !version.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(bad(format!("bmap version {version:?} is not supported; kiln reads format 2.x")));
+        }
+        for a in &doc.attrs {
+            if a.0 != "version" {
+                return Err(bad(format!("unknown attribute {:?} on <bmap>", a.0)));
+            }
+        }
+        const KNOWN: [&str; 7] = [
+            "ImageSize",
+            "BlockSize",
+            "BlocksCount",
+            "MappedBlocksCount",
+            "ChecksumType",
+            "BmapFileChecksum",
+            "BlockMap",
+        ];
+        for c in &doc.children {
+            if !KNOWN.contains(&c.name.as_str()) {
+                return Err(bad(format!("unknown element <{}> in <bmap>", c.name)));
+            }
+        }
+        let one = |name: &str| -> Result<&xmlmini::Element> {
+            let mut it = doc.children.iter().filter(|c| c.name == name);
+            let e = it.next().ok_or_else(|| bad(format!("missing <{name}>")))?;
+            if it.next().is_some() {
+                return Err(bad(format!("<{name}> appears more than once")));
+            }
+            Ok(e)
+        };
+        let number = |name: &str| -> Result<u64> {
+            let e = one(name)?;
+            if !e.children.is_empty() || !e.attrs.is_empty() {
+                return Err(bad(format!("<{name}> must hold only a number")));
+            }
+            parse_u64(e.text.trim()).ok_or_else(|| bad(format!("<{name}> is {:?}, not a number", e.text.trim())))
+        };
+        let image_size = number("ImageSize")?;
+        let block_size = number("BlockSize")?;
+        let blocks = number("BlocksCount")?;
+        let mapped = number("MappedBlocksCount")?;
+        if block_size == 0 || block_size % 512 != 0 {
+            return Err(bad(format!("BlockSize {block_size} is not a positive multiple of 512")));
+        }
+        if image_size == 0 || blocks != image_size.div_ceil(block_size) {
+            return Err(bad(format!(
+                "BlocksCount {blocks} does not match ImageSize {image_size} / BlockSize {block_size}"
+            )));
+        }
+        let cs_type = one("ChecksumType")?.text.trim().to_string();
+        if cs_type != "sha256" {
+            return Err(bad(format!("ChecksumType is {cs_type:?}; kiln reads and writes sha256 only")));
+        }
+        let cs_elem = one("BmapFileChecksum")?;
+        let file_sum = cs_elem.text.trim();
+        if !is_hex64(file_sum) {
+            return Err(bad("BmapFileChecksum is not 64 lowercase hex digits"));
+        }
+        // Zero the checksum where it stands in the file and hash the whole text.
+        let start = cs_elem.text_offset + (cs_elem.text.len() - cs_elem.text.trim_start().len());
+        let mut zeroed = xml.as_bytes().to_vec();
+        zeroed[start..start + 64].copy_from_slice(&[b'0'; 64]);
+        let actual = hex(&Sha256::digest(&zeroed));
+        if actual != file_sum {
+            return Err(Error::verify(format!(
+                "bmap file checksum mismatch: the file says {file_sum}, its contents hash to {actual}; \
+                 the .bmap was edited or damaged, regenerate it with `kiln build` or `bmaptool create`"
+            )));
+        }
+        let map = one("BlockMap")?;
+        if !map.text.trim().is_empty() || !map.attrs.is_empty() {
+            return Err(bad("<BlockMap> may hold only <Range> elements"));
+        }
+        let mut ranges: Vec<BmapRange> = Vec::with_capacity(map.children.len());
+        for r in &map.children {
+            if r.name != "Range" || !r.children.is_empty() {
+                return Err(bad(format!("<BlockMap> holds <{}>; only <Range>text</Range> is allowed", r.name)));
+            }
+            let text = r.text.trim();
+            let (first, last) = match text.split_once('-') {
+                Some((a, b)) => (parse_u64(a.trim()), parse_u64(b.trim())),
+                None => (parse_u64(text), parse_u64(text)),
+            };
+            let (Some(first), Some(last)) = (first, last) else {
+                return Err(bad(format!("<Range> {text:?} is not `first-last` or `block`")));
+            };
+            if last < first || last >= blocks {
+                return Err(bad(format!("<Range> {first}-{last} is reversed or beyond block {}", blocks - 1)));
+            }
+            if let Some(prev) = ranges.last() {
+                if first <= prev.last {
+                    return Err(bad(format!(
+                        "<Range> {first}-{last} overlaps or precedes {}-{}",
+                        prev.first, prev.last
+                    )));
+                }
+            }
+            let mut sum = None;
+            for (k, v) in &r.attrs {
+                if k != "chksum" {
+                    return Err(bad(format!("unknown attribute {k:?} on <Range>")));
+                }
+                sum = Some(v.clone());
+            }
+            let sum = sum.ok_or_else(|| bad(format!("<Range> {first}-{last} has no chksum")))?;
+            if !is_hex64(&sum) {
+                return Err(bad(format!("<Range> {first}-{last}: chksum is not 64 lowercase hex digits")));
+            }
+            ranges.push(BmapRange { first, last, sha256: sum });
+        }
+        let bmap = Bmap { image_size, block_size, ranges };
+        if bmap.mapped_blocks() != mapped {
+            return Err(bad(format!(
+                "MappedBlocksCount {mapped} does not match the {} blocks the ranges cover",
+                bmap.mapped_blocks()
+            )));
+        }
+        Ok(bmap)
+    }
+}
+
+/// Maps `image`: its data ranges (from `SEEK_DATA`/`SEEK_HOLE`, rounded out to
+/// [`BLOCK_SIZE`] blocks and merged), each hashed with sha256.
+pub fn create(image: &Path) -> Result<Bmap> {
+    let mut f = File::open(image).io_ctx(image.display())?;
+    let image_size = f.metadata().io_ctx(image.display())?.len();
+    if image_size == 0 {
+        return Err(Error::build(format!("{}: the image is empty; nothing to map", image.display())));
+    }
+    let spans = data_spans(&f, image_size).io_ctx(format!("{}: finding data ranges", image.display()))?;
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for (start, end) in spans {
+        let first = start / BLOCK_SIZE;
+        let last = (end - 1) / BLOCK_SIZE;
+        match ranges.last_mut() {
+            Some(prev) if first <= prev.1 + 1 => prev.1 = prev.1.max(last),
+            _ => ranges.push((first, last)),
+        }
+    }
+    let mut out = Vec::with_capacity(ranges.len());
+    let mut buf = vec![0u8; 1 << 20];
+    for (first, last) in ranges {
+        let mut r = BmapRange { first, last, sha256: String::new() };
+        let (start, len) = r.byte_span(BLOCK_SIZE, image_size);
+        f.seek(SeekFrom::Start(start)).io_ctx(image.display())?;
+        let mut h = Sha256::new();
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            f.read_exact(&mut buf[..n]).io_ctx(image.display())?;
+            h.update(&buf[..n]);
+            left -= n as u64;
+        }
+        r.sha256 = hex(&h.finalize());
+        out.push(r);
+    }
+    Ok(Bmap { image_size, block_size: BLOCK_SIZE, ranges: out })
+}
+
+/// Byte spans `[start, end)` that hold data, from `SEEK_DATA`/`SEEK_HOLE`.
+fn data_spans(f: &File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    let fd = f.as_raw_fd();
+    let mut spans = Vec::new();
+    let mut pos: u64 = 0;
+    while pos < size {
+        // SAFETY: lseek on an fd we own; no memory is passed.
+        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break; // no data after pos
+            }
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                return Ok(vec![(0, size)]); // SEEK_DATA unsupported: all data
+            }
+            return Err(e);
+        }
+        let data = data as u64;
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let hole = (hole as u64).min(size);
+        if hole > data {
+            spans.push((data, hole));
+        }
+        pos = hole.max(data + 1);
+    }
+    Ok(spans)
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::config(format!("invalid bmap file: {}; regenerate it with `kiln build`", msg.into()))
+}
+
+fn parse_u64(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// bmaptool's `human_size`: bytes in the largest unit that keeps the value ≥ 1,
+/// with one decimal ("1.5 MiB"), integers printed without decimals.
+fn human_size(size: u64) -> String {
+    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = size as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{size} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+/// A minimal, strict XML reader for the subset bmap files use: an optional
+/// `<?xml …?>` declaration, comments, elements with double- or single-quoted
+/// attributes, and text without entities or CDATA.
+mod xmlmini {
+    /// One element: name, attributes, child elements, its own text (children's
+    /// text excluded) and where that text starts in the input.
+    pub struct Element {
+        pub name: String,
+        pub attrs: Vec<(String, String)>,
+        pub children: Vec<Element>,
+        pub text: String,
+        pub text_offset: usize,
+    }
+
+    impl Element {
+        pub fn attr(&self, k: &str) -> Option<&str> {
+            self.attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+        }
+    }
+
+    struct P<'a> {
+        s: &'a str,
+        i: usize,
+    }
+
+    pub fn parse(s: &str) -> Result<Element, String> {
+        let mut p = P { s, i: 0 };
+        p.skip_ws();
+        if p.rest().starts_with("<?xml") {
+            let end = p.rest().find("?>").ok_or("unterminated <?xml declaration")?;
+            p.i += end + 2;
+        }
+        p.misc()?;
+        if !p.rest().starts_with('<') {
+            return Err(p.err("expected the root element"));
+        }
+        let root = p.element()?;
+        p.misc()?;
+        if p.i != s.len() {
+            return Err(p.err("content after the root element"));
+        }
+        Ok(root)
+    }
+
+    impl P<'_> {
+        fn rest(&self) -> &str {
+            &self.s[self.i..]
+        }
+        fn err(&self, what: &str) -> String {
+            let line = self.s[..self.i].matches('\n').count() + 1;
+            format!("line {line}: {what}")
+        }
+        fn skip_ws(&mut self) {
+            let r = self.rest();
+            self.i += r.len() - r.trim_start().len();
+        }
+        /// Whitespace and comments.
+        fn misc(&mut self) -> Result<(), String> {
+            loop {
+                self.skip_ws();
+                if self.rest().starts_with("<!--") {
+                    self.comment()?;
+                } else {
+                    return Ok(());
+                }
+            }
+        }
+        fn comment(&mut self) -> Result<(), String> {
+            let end = self.rest()[4..].find("-->").ok_or_else(|| self.err("unterminated comment"))?;
+            self.i += 4 + end + 3;
+            Ok(())
+        }
+        fn name(&mut self) -> Result<String, String> {
+            let r = self.rest();
+            let n =
+                r.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-' || *b == b'.').count();
+            if n == 0 {
+                return Err(self.err("expected a name"));
+            }
+            let name = r[..n].to_string();
+            self.i += n;
+            Ok(name)
+        }
+        fn element(&mut self) -> Result<Element, String> {
+            self.i += 1; // '<'
+            let name = self.name()?;
+            let mut attrs = Vec::new();
+            loop {
+                self.skip_ws();
+                let r = self.rest();
+                if r.starts_with("/>") {
+                    self.i += 2;
+                    return Ok(Element { name, attrs, children: vec![], text: String::new(), text_offset: self.i });
+                }
+                if r.starts_with('>') {
+                    self.i += 1;
+                    break;
+                }
+                let k = self.name()?;
+                self.skip_ws();
+                if !self.rest().starts_with('=') {
+                    return Err(self.err("expected = after attribute name"));
+                }
+                self.i += 1;
+                self.skip_ws();
+                let q = self.rest().chars().next().ok_or_else(|| self.err("unexpected end"))?;
+                if q != '"' && q != '\'' {
+                    return Err(self.err("attribute value must be quoted"));
+                }
+                self.i += 1;
+                let end = self.rest().find(q).ok_or_else(|| self.err("unterminated attribute value"))?;
+                let v = self.rest()[..end].to_string();
+                if v.contains(['<', '&']) {
+                    return Err(self.err("entities and '<' are not allowed in attribute values"));
+                }
+                self.i += end + 1;
+                if attrs.iter().any(|(n, _)| *n == k) {
+                    return Err(self.err(&format!("duplicate attribute {k}")));
+                }
+                attrs.push((k, v));
+            }
+            let mut children = Vec::new();
+            let mut text = String::new();
+            let text_offset = self.i;
+            loop {
+                let r = self.rest();
+                let lt = r.find('<').ok_or_else(|| self.err(&format!("<{name}> is not closed")))?;
+                let chunk = &r[..lt];
+                if chunk.contains('&') {
+                    return Err(self.err("entities are not allowed"));
+                }
+                if !chunk.trim().is_empty() && !children.is_empty() {
+                    return Err(self.err(&format!("<{name}> mixes text and elements")));
+                }
+                text.push_str(chunk);
+                self.i += lt;
+                let r = self.rest();
+                if r.starts_with("<!--") {
+                    self.comment()?;
+                } else if r.starts_with("</") {
+                    self.i += 2;
+                    let end = self.name()?;
+                    self.skip_ws();
+                    if end != name || !self.rest().starts_with('>') {
+                        return Err(self.err(&format!("</{end}> does not close <{name}>")));
+                    }
+                    self.i += 1;
+                    if !children.is_empty() && !text.trim().is_empty() {
+                        return Err(self.err(&format!("<{name}> mixes text and elements")));
+                    }
+                    return Ok(Element { name, attrs, children, text, text_offset });
+                } else if r.starts_with("<?") || r.starts_with("<!") {
+                    return Err(self.err("processing instructions, CDATA and DOCTYPE are not allowed"));
+                } else {
+                    if !text.trim().is_empty() {
+                        return Err(self.err(&format!("<{name}> mixes text and elements")));
+                    }
+                    children.push(self.element()?);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Bmap {
+        Bmap {
+            image_size: 3 * 4096 + 100,
+            block_size: 4096,
+            ranges: vec![
+                BmapRange { first: 0, last: 1, sha256: "a".repeat(64) },
+                BmapRange { first: 3, last: 3, sha256: "b".repeat(64) },
+            ],
+        }
+    }
+
+    #[test]
+    fn xml_round_trips_and_checksum_is_verified() {
+        let b = sample();
+        let x = b.to_xml();
+        assert!(x.contains(
+            "<Range chksum=\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"> 3 </Range>"
+        ));
+        assert!(x.contains("<BlocksCount> 4 </BlocksCount>"));
+        assert_eq!(Bmap::parse(&x).expect("parses"), b);
+        let tampered = x.replacen("> 3 </Range>", "> 2 </Range>", 1);
+        let e = Bmap::parse(&tampered).expect_err("tampered");
+        assert!(e.message.contains("checksum mismatch"), "{e}");
+    }
+
+    #[test]
+    fn strict_parse_rejects_malformed() {
+        let x = sample().to_xml();
+        for (from, to) in [
+            ("<ChecksumType> sha256 ", "<ChecksumType> sha1 "),
+            ("version=\"2.0\"", "version=\"1.3\""),
+            ("<MappedBlocksCount> 3 ", "<MappedBlocksCount> 4 "),
+            ("</BlockMap>", "<Foo/></BlockMap>"),
+        ] {
+            assert!(x.contains(from), "{from}");
+            assert!(Bmap::parse(&x.replacen(from, to, 1)).is_err(), "{to}");
+        }
+        assert!(Bmap::parse("").is_err());
+        assert!(Bmap::parse("<bmap version=\"2.0\">").is_err());
+    }
+
+    #[test]
+    fn create_maps_only_data() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("kiln-bmap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).io_ctx("tmp")?;
+        let img = dir.join("img");
+        let f = File::create(&img).io_ctx("img")?;
+        f.set_len(64 << 20).io_ctx("img")?;
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&[1u8; 5000], 0).io_ctx("img")?;
+        f.write_all_at(&[2u8; 10], 32 << 20).io_ctx("img")?;
+        drop(f);
+        let b = create(&img)?;
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(b.image_size, 64 << 20);
+        assert!(b.mapped_blocks() < 1024, "mapped {}", b.mapped_blocks());
+        assert_eq!(b.ranges[0].first, 0);
+        assert!(b.ranges.iter().any(|r| r.first <= 8192 && r.last >= 8192));
+        assert_eq!(Bmap::parse(&b.to_xml())?, b);
+        Ok(())
+    }
+}
