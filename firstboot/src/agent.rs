@@ -292,12 +292,15 @@ pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
     })
 }
 
-/// PEM text inline, or read from a path on the node (under root).
+/// PEM text inline, or read from a path on the node: resolved under root
+/// (`sources::contained`: no `..` or symlink leads out of it), at most 1 MiB.
 fn pem(root: &Path, v: &str) -> Result<String, String> {
     if v.trim_start().starts_with("-----BEGIN") {
         return Ok(v.to_string());
     }
-    std::fs::read_to_string(under(root, v)).map_err(|e| format!("[pki] {v}: {e}"))
+    let path = sources::contained(root, v).map_err(|e| format!("[pki] {e}"))?;
+    let bytes = sources::read_capped(&path, crate::node::MAX_TEXT).map_err(|e| format!("[pki] {e}"))?;
+    String::from_utf8(bytes).map_err(|_| format!("[pki] {}: not PEM text", crate::http::escape(v)))
 }
 
 /// The success state.
@@ -395,9 +398,13 @@ pub fn redact(text: &str, r: &Resolved) -> String {
 }
 
 /// A syslog-priority line for journald (`<3>` error, `<4>` warning, `<6>` info).
+/// Control characters other than the line ends are escaped; a closed stdout
+/// is ignored (logging never stops a bootstrap).
 pub fn log(prio: u8, msg: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     for line in msg.lines() {
-        println!("<{prio}>{line}");
+        let _ = writeln!(out, "<{prio}>{}", crate::http::escape(line));
     }
 }
 
@@ -488,6 +495,7 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
     let r = match resolve(m, opts) {
         Ok(r) => r,
         Err(errs) => {
+            let errs: Vec<String> = errs.iter().map(|e| crate::http::escape(e)).collect();
             for e in &errs {
                 log(3, &format!("kiln-firstboot: {e}"));
             }
@@ -771,16 +779,11 @@ fn after_init(m: &Machine, r: &Resolved) {
     let root = &m.root;
     let admin = under(root, "/etc/kubernetes/admin.conf");
     if let Some(user) = &r.admin_user {
+        // The home directory comes from /etc/passwd: resolved under root, never out of it.
         let passwd = std::fs::read_to_string(under(root, "/etc/passwd")).unwrap_or_default();
-        let entry =
-            passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.first() == Some(&user.as_str()));
-        match (entry, std::fs::read(&admin)) {
-            (Some(f), Ok(conf)) if f.len() >= 6 => {
-                let dest = under(root, &format!("{}/.kube/config", f[5]));
-                let done = write_file(&dest, &conf, 0o600).and_then(|_| {
-                    let (uid, gid) = (f[2].parse().ok(), f[3].parse().ok());
-                    std::os::unix::fs::chown(&dest, uid, gid)
-                });
+        match (sources::admin_kubeconfig(root, &passwd, user), std::fs::read(&admin)) {
+            (Ok((dest, uid, gid)), Ok(conf)) => {
+                let done = write_file(&dest, &conf, 0o600).and_then(|_| std::os::unix::fs::chown(&dest, uid, gid));
                 match done {
                     Ok(()) => {
                         log(6, &format!("kiln-firstboot: wrote the admin kubeconfig to ~{user}/.kube/config (0600)"))
@@ -788,20 +791,22 @@ fn after_init(m: &Machine, r: &Resolved) {
                     Err(e) => log(4, &format!("kiln-firstboot: admin kubeconfig for {user}: {e}")),
                 }
             }
-            (None, _) => {
-                log(4, &format!("kiln-firstboot: admin_user {user} is not in /etc/passwd; no kubeconfig written"))
-            }
+            (Err(e), _) => log(4, &format!("kiln-firstboot: {e}")),
             (_, Err(e)) => log(4, &format!("kiln-firstboot: {}: {e}", admin.display())),
-            _ => {}
         }
     }
     if let Some(manifest) = &r.cni_manifest {
-        let kubectl = which(root, &r.image.bin_dir, "kubectl");
-        let (ok, out) = run_bounded(
-            Command::new(kubectl).arg("--kubeconfig").arg(&admin).arg("apply").arg("-f").arg(under(root, manifest)),
-            Duration::from_secs(300),
-        );
-        log(if ok { 6 } else { 4 }, &format!("kiln-firstboot: kubectl apply -f {manifest}: {}", out.trim()));
+        match sources::contained(root, manifest) {
+            Ok(path) => {
+                let kubectl = which(root, &r.image.bin_dir, "kubectl");
+                let (ok, out) = run_bounded(
+                    Command::new(kubectl).arg("--kubeconfig").arg(&admin).arg("apply").arg("-f").arg(path),
+                    Duration::from_secs(300),
+                );
+                log(if ok { 6 } else { 4 }, &format!("kiln-firstboot: kubectl apply -f {manifest}: {}", out.trim()));
+            }
+            Err(e) => log(4, &format!("kiln-firstboot: cni_manifest {e}; not applied")),
+        }
     }
 }
 

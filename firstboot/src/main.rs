@@ -1,6 +1,7 @@
 //! `kiln-firstboot`: reads machine metadata on first boot and runs kubeadm.
 
 use kiln_firstboot::agent::{self, Options};
+use kiln_firstboot::http::escape;
 use kiln_firstboot::sources::{under, Machine};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,8 +47,25 @@ Sources, later wins: /etc/kiln/image.toml < platform user-data and kiln-role tag
 Exit codes: 0 joined (or already joined on this machine), 1 kubeadm failed
 (see /run/kiln/bootstrap-failed), 2 the node description is incomplete or wrong.";
 
+/// `println!` that ignores a closed stdout (`kiln-firstboot plan | head -c1`):
+/// no panic, no backtrace, the command's own exit code.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr.
+macro_rules! err {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 fn usage(msg: &str) -> ExitCode {
-    eprintln!("kiln-firstboot: {msg}\n{USAGE}");
+    err!("kiln-firstboot: {}\n{USAGE}", escape(msg));
     ExitCode::from(2)
 }
 
@@ -90,11 +108,11 @@ fn main() -> ExitCode {
                 Ok(())
             }
             "--version" | "-V" => {
-                println!("kiln-firstboot {}", env!("CARGO_PKG_VERSION"));
+                out!("kiln-firstboot {}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
             }
             "--help" | "-h" => {
-                println!("{USAGE}");
+                out!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
             other if cmd.is_none() && !other.starts_with('-') => {
@@ -113,12 +131,13 @@ fn main() -> ExitCode {
         "run" => ExitCode::from(agent::run(&machine, &opts)),
         "plan" => match agent::resolve(&machine, &opts) {
             Ok(r) => {
-                print!("{}", agent::plan(&machine, &r));
+                use std::io::Write;
+                let _ = write!(std::io::stdout().lock(), "{}", agent::plan(&machine, &r));
                 ExitCode::SUCCESS
             }
             Err(errs) => {
                 for e in errs {
-                    eprintln!("kiln-firstboot: {e}");
+                    err!("kiln-firstboot: {}", escape(&e));
                 }
                 ExitCode::from(2)
             }
@@ -149,10 +168,10 @@ fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
             "checks": checks,
             "known_failures": known.iter().map(|d| serde_json::json!({"id": d.id, "cause": d.cause, "fix": d.fix})).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         for e in &resolve_errors {
-            println!("error   [resolve] {e}");
+            out!("error   [resolve] {}", escape(e));
         }
         for c in &checks {
             let tag = match c.level {
@@ -160,10 +179,10 @@ fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
                 Level::Warning => "warning",
                 Level::Ok => "ok     ",
             };
-            println!("{tag} [{}] {}", c.id, c.message);
+            out!("{tag} [{}] {}", c.id, c.message);
         }
         for d in &known {
-            println!("known failure [{}]: {}\n  fix: {}", d.id, d.cause, d.fix);
+            out!("known failure [{}]: {}\n  fix: {}", d.id, d.cause, d.fix);
         }
     }
     ExitCode::from(if bad { 1 } else { 0 })
@@ -172,12 +191,12 @@ fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
 fn status(m: &Machine) -> ExitCode {
     match agent::read_state(&m.root) {
         Some(s) if s.machine_id == m.machine_id => {
-            println!("joined: {} as {} (Kubernetes {}) at {}", s.node_name, s.role, s.kubernetes_version, s.time)
+            out!("joined: {} as {} (Kubernetes {}) at {}", s.node_name, s.role, s.kubernetes_version, s.time)
         }
-        Some(s) => println!("not joined on this machine (state is from machine {})", s.machine_id),
+        Some(s) => out!("not joined on this machine (state is from machine {})", s.machine_id),
         None => match std::fs::read_to_string(under(&m.root, agent::FAILED_PATH)) {
-            Ok(reason) => println!("failed: {}", reason.trim()),
-            Err(_) => println!("not joined yet"),
+            Ok(reason) => out!("failed: {}", reason.trim()),
+            Err(_) => out!("not joined yet"),
         },
     }
     ExitCode::SUCCESS
@@ -186,13 +205,13 @@ fn status(m: &Machine) -> ExitCode {
 fn reset(m: &Machine, opts: &Options) -> ExitCode {
     let report = agent::reset_node(m, opts);
     for line in &report {
-        println!("reset: {line}");
+        out!("reset: {line}");
     }
     if report.first().is_some_and(|l| l.ends_with(": done")) {
-        println!("reset: done; `kiln-firstboot run` starts over");
+        out!("reset: done; `kiln-firstboot run` starts over");
         ExitCode::SUCCESS
     } else {
-        println!("reset: kubeadm reset did not finish; the rest was cleaned. Fix the runtime and reset again");
+        out!("reset: kubeadm reset did not finish; the rest was cleaned. Fix the runtime and reset again");
         ExitCode::from(1)
     }
 }
@@ -216,12 +235,12 @@ fn host(m: &Machine) -> ExitCode {
     let mut fatal = false;
     for f in &findings {
         fatal |= f.fatal;
-        println!("<{}>kiln-firstboot host: {}", if f.fatal { 3 } else { 4 }, f.message);
+        out!("<{}>kiln-firstboot host: {}", if f.fatal { 3 } else { 4 }, f.message);
     }
     if fatal {
         return ExitCode::from(1);
     }
-    println!("kiln-firstboot host: modules, sysctls and swap are as kubelet needs them");
+    out!("kiln-firstboot host: modules, sysctls and swap are as kubelet needs them");
     ExitCode::SUCCESS
 }
 
@@ -230,11 +249,11 @@ fn kubelet_gate(m: &Machine) -> ExitCode {
     let state = agent::read_state(&m.root).map(|s| s.machine_id);
     match gate(m, state.as_deref()) {
         Gate::Go(why) => {
-            println!("kiln-firstboot kubelet-gate: start kubelet: {why}");
+            out!("kiln-firstboot kubelet-gate: start kubelet: {why}");
             ExitCode::SUCCESS
         }
         Gate::Skip(why) => {
-            println!("kiln-firstboot kubelet-gate: kubelet not started: {why}");
+            out!("kiln-firstboot kubelet-gate: kubelet not started: {why}");
             ExitCode::from(1)
         }
     }

@@ -4,7 +4,11 @@
 //! sources (baked defaults, platform user-data, `/etc/kiln/node.toml`, a file
 //! on the boot partition, the kernel command line), later wins, key by key.
 //! The text may be gzip-compressed (EC2 caps user-data at 16 KiB); the gzip
-//! magic bytes are detected. Parsing is strict: unknown keys are errors.
+//! magic bytes are detected, and every gzip member is read. Text (after
+//! gunzip) is at most [`MAX_TEXT`] (1 MiB); more is an error naming the limit.
+//! Parsing is strict: unknown keys are errors, and values that reach kubelet's
+//! command line (`node_ip`, `labels`, `taints`) are validated where they are
+//! parsed, with the line and column of the bad value.
 //!
 //! ```toml
 //! [cluster]
@@ -174,13 +178,13 @@ pub struct Node {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Node labels.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_labels")]
     pub labels: Option<BTreeMap<String, String>>,
     /// Taints; `Some(vec![])` means "no taints", unlike `None` (kubeadm's default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_taints")]
     pub taints: Option<Vec<Taint>>,
     /// The node's IP for kubelet (otherwise from metadata or the route to the endpoint).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_node_ip")]
     pub node_ip: Option<String>,
     /// Swap policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,6 +202,32 @@ pub struct Node {
     /// 6443), separate from the endpoint's port (a load balancer on 443 in front).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_server_bind_port: Option<u16>,
+}
+
+/// `node_ip`, checked by `validate::node_ip` (it becomes kubelet's `--node-ip`).
+fn de_node_ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v = String::deserialize(d)?;
+    crate::validate::node_ip(&v).map_err(|e| serde::de::Error::custom(format!("node_ip: {e}")))?;
+    Ok(Some(v))
+}
+
+/// `labels`, each checked by `validate::label` (a `,` would inject labels).
+fn de_labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    let v = BTreeMap::<String, String>::deserialize(d)?;
+    for (k, val) in &v {
+        crate::validate::label(k, val).map_err(|e| serde::de::Error::custom(format!("labels: {e}")))?;
+    }
+    Ok(Some(v))
+}
+
+/// `taints`, each checked by `validate::taint`.
+fn de_taints<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Taint>>, D::Error> {
+    let v = Vec::<Taint>::deserialize(d)?;
+    for t in &v {
+        crate::validate::taint(&t.key, t.value.as_deref(), &t.effect)
+            .map_err(|e| serde::de::Error::custom(format!("taints: {e}")))?;
+    }
+    Ok(Some(v))
 }
 
 /// `[pki]`: PEM text inline (starts with `-----BEGIN`) or a path on the node.
@@ -280,26 +310,31 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }
 
-/// Upper bound on decompressed user-data, against gzip bombs.
-const MAX_TEXT: u64 = 4 << 20;
+/// Upper bound on node.toml text (after gunzip, against gzip bombs): a node's
+/// description with inline PEM is a few KiB; EC2 caps user-data at 16 KiB.
+pub const MAX_TEXT: usize = 1 << 20;
 
 impl NodeConfig {
-    /// Parses node.toml bytes, gunzipping them first when they are gzip.
+    /// Parses node.toml bytes, gunzipping them first when they are gzip (every
+    /// member, as `gzip -d` does). More than [`MAX_TEXT`] of text is an error.
     pub fn parse(bytes: &[u8]) -> Result<NodeConfig, ParseError> {
+        let whole = |message: String| ParseError { line: None, col: None, message };
+        let too_big = || whole(format!("node.toml is larger than kiln-firstboot's {} MiB limit", MAX_TEXT >> 20));
         let text = if is_gzip(bytes) {
-            let mut out = String::new();
-            flate2::read::GzDecoder::new(bytes).take(MAX_TEXT).read_to_string(&mut out).map_err(|e| ParseError {
-                line: None,
-                col: None,
-                message: format!("gzip user-data does not decompress to UTF-8 text: {e}"),
-            })?;
-            out
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(bytes)
+                .take(MAX_TEXT as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| whole(format!("gzip user-data does not decompress: {e}")))?;
+            if out.len() > MAX_TEXT {
+                return Err(too_big());
+            }
+            String::from_utf8(out).map_err(|_| whole("gzip user-data does not decompress to UTF-8 text".into()))?
         } else {
-            String::from_utf8(bytes.to_vec()).map_err(|_| ParseError {
-                line: None,
-                col: None,
-                message: "node.toml is neither gzip nor UTF-8 text".into(),
-            })?
+            if bytes.len() > MAX_TEXT {
+                return Err(too_big());
+            }
+            String::from_utf8(bytes.to_vec()).map_err(|_| whole("node.toml is neither gzip nor UTF-8 text".into()))?
         };
         Self::parse_str(&text)
     }
@@ -316,7 +351,7 @@ impl NodeConfig {
                 }
                 None => (None, None),
             };
-            ParseError { line, col, message: e.message().trim().replace('\n', " ") }
+            ParseError { line, col, message: crate::http::escape(e.message().trim()).replace("\\n", " ") }
         })
     }
 

@@ -2,9 +2,13 @@
 //! the model). Each yields what its platform has; base URLs are overridable so
 //! tests point them at loopback servers speaking the real protocols.
 
-use crate::http::{self, Error, Policy};
+use crate::http::{self, escape, Error, Policy};
 use crate::node::Role;
-use crate::sources::{under, Machine};
+use crate::sources::{read_capped, under, Machine};
+use crate::validate;
+
+/// Largest IMDSv2 session token accepted (AWS's are about 56 bytes).
+pub const MAX_TOKEN: usize = 4 << 10;
 
 /// What a platform says about this machine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,9 +43,49 @@ pub trait Provider {
 
 fn text(r: Result<http::Response, Error>, what: &str) -> Result<Option<String>, String> {
     match r {
-        Ok(r) => Ok(Some(String::from_utf8_lossy(&r.body).trim().to_string()).filter(|s| !s.is_empty())),
+        Ok(r) => value(Some(String::from_utf8_lossy(&r.body).trim().to_string()), what),
         Err(Error::NotFound) => Ok(None),
         Err(e) => Err(format!("{what}: {e}")),
+    }
+}
+
+/// A metadata value: empty is absent; a control character is refused.
+fn value(v: Option<String>, what: &str) -> Result<Option<String>, String> {
+    match v.filter(|s| !s.is_empty()) {
+        Some(s) if s.chars().any(char::is_control) => {
+            Err(format!("{what}: the value {} carries a control character", escape(&s)))
+        }
+        v => Ok(v),
+    }
+}
+
+/// A private address: it becomes kubelet's `--node-ip`, so it is checked as one
+/// (`validate::node_ip`) where it is read, and kept in canonical form.
+fn node_ip(v: Option<String>, what: &str) -> Result<Option<String>, String> {
+    value(v, what)?
+        .map(|s| validate::node_ip(&s).map(|ip| ip.to_string()).map_err(|e| format!("{what}: {e}")))
+        .transpose()
+}
+
+/// A public address: one IP address, nothing else.
+fn public_ip(v: Option<String>, what: &str) -> Result<Option<String>, String> {
+    value(v, what)?
+        .map(|s| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| ip.to_string())
+                .map_err(|_| format!("{what}: {} is not an IP address", escape(&s)))
+        })
+        .transpose()
+}
+
+/// A `kiln-role` tag or attribute: absent, or a role; anything else is an error
+/// (a typo must not turn a control plane into a worker silently).
+fn role(v: Option<String>, what: &str) -> Result<Option<Role>, String> {
+    match value(v, what)? {
+        None => Ok(None),
+        Some(r) => Role::parse(&r)
+            .map(Some)
+            .ok_or_else(|| format!("{what}: {} is not a role; use init, control-plane or join", escape(&r))),
     }
 }
 
@@ -62,14 +106,21 @@ pub struct Aws {
 
 impl Aws {
     fn token(&self, p: &Policy) -> Result<String, String> {
+        let p = Policy { max_body: MAX_TOKEN, ..p.clone() };
         let r = http::request(
             "PUT",
             &format!("{}/latest/api/token", self.base),
             &[("X-aws-ec2-metadata-token-ttl-seconds", "21600")],
-            p,
+            &p,
         )
-        .map_err(|e| format!("IMDSv2 token: {e}"))?;
-        Ok(String::from_utf8_lossy(&r.body).trim().to_string())
+        .map_err(|e| format!("IMDSv2 token (at most {} KiB): {e}", MAX_TOKEN >> 10))?;
+        let token = String::from_utf8_lossy(&r.body).trim().to_string();
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "IMDSv2 token: the service answered with an empty token or one holding a space, a control character or non-ASCII; refused (it would inject request headers)".into(),
+            );
+        }
+        Ok(token)
     }
     fn get(&self, token: &mut String, path: &str, p: &Policy) -> Result<http::Response, Error> {
         let url = format!("{}/latest/{path}", self.base);
@@ -88,16 +139,17 @@ impl Provider for Aws {
         "aws"
     }
     fn fetch(&self, p: &Policy) -> Result<Metadata, String> {
+        let p = &p.started();
         let mut t = self.token(p)?;
         let mut m = Metadata::default();
         let mut g = |path: &str| text(self.get(&mut t, path, p), path);
         m.instance_id = g("meta-data/instance-id")?;
         m.hostname = g("meta-data/local-hostname")?;
-        m.private_ipv4 = g("meta-data/local-ipv4")?;
-        m.public_ipv4 = g("meta-data/public-ipv4")?;
+        m.private_ipv4 = node_ip(g("meta-data/local-ipv4")?, "meta-data/local-ipv4")?;
+        m.public_ipv4 = public_ip(g("meta-data/public-ipv4")?, "meta-data/public-ipv4")?;
         m.region = g("meta-data/placement/region")?;
         m.zone = g("meta-data/placement/availability-zone")?;
-        m.role = g("meta-data/tags/instance/kiln-role")?.and_then(|r| Role::parse(&r));
+        m.role = role(g("meta-data/tags/instance/kiln-role")?, "meta-data/tags/instance/kiln-role")?;
         m.user_data = bytes(self.get(&mut t, "user-data", p), "user-data")?;
         Ok(m)
     }
@@ -115,6 +167,7 @@ impl Provider for Gcp {
         "gcp"
     }
     fn fetch(&self, p: &Policy) -> Result<Metadata, String> {
+        let p = &p.started();
         let get = |path: &str| -> Result<http::Response, Error> {
             let r = http::request(
                 "GET",
@@ -132,11 +185,11 @@ impl Provider for Gcp {
         let mut m = Metadata::default();
         m.instance_id = text(get("id"), "id")?;
         m.hostname = text(get("hostname"), "hostname")?;
-        m.private_ipv4 = text(get("network-interfaces/0/ip"), "ip")?;
+        m.private_ipv4 = node_ip(text(get("network-interfaces/0/ip"), "ip")?, "network-interfaces/0/ip")?;
         m.zone = text(get("zone"), "zone")?.map(|z| z.rsplit('/').next().unwrap_or(&z).to_string());
         m.region = m.zone.as_ref().and_then(|z| z.rsplit_once('-').map(|(r, _)| r.to_string()));
         m.user_data = bytes(get("attributes/user-data"), "user-data")?;
-        m.role = text(get("attributes/kiln-role"), "kiln-role")?.and_then(|r| Role::parse(&r));
+        m.role = role(text(get("attributes/kiln-role"), "kiln-role")?, "attributes/kiln-role")?;
         Ok(m)
     }
 }
@@ -153,6 +206,7 @@ impl Provider for Azure {
         "azure"
     }
     fn fetch(&self, p: &Policy) -> Result<Metadata, String> {
+        let p = &p.started();
         let r = http::request(
             "GET",
             &format!("{}/metadata/instance?api-version=2021-02-01", self.base),
@@ -161,20 +215,25 @@ impl Provider for Azure {
         )
         .map_err(|e| format!("instance: {e}"))?;
         let v: serde_json::Value = serde_json::from_slice(&r.body).map_err(|e| format!("instance document: {e}"))?;
-        let s = |p: &str| v.pointer(p).and_then(|x| x.as_str()).map(str::to_string).filter(|x| !x.is_empty());
+        let s = |p: &str| value(v.pointer(p).and_then(|x| x.as_str()).map(str::to_string), p);
+        let ip4 = "/network/interface/0/ipv4/ipAddress/0/";
         let mut m = Metadata {
-            instance_id: s("/compute/vmId"),
-            hostname: s("/compute/name"),
-            private_ipv4: s("/network/interface/0/ipv4/ipAddress/0/privateIpAddress"),
-            public_ipv4: s("/network/interface/0/ipv4/ipAddress/0/publicIpAddress"),
-            private_ipv6: s("/network/interface/0/ipv6/ipAddress/0/privateIpAddress"),
-            region: s("/compute/location"),
-            zone: s("/compute/zone"),
+            instance_id: s("/compute/vmId")?,
+            hostname: s("/compute/name")?,
+            private_ipv4: node_ip(s(&format!("{ip4}privateIpAddress"))?, "privateIpAddress")?,
+            public_ipv4: public_ip(s(&format!("{ip4}publicIpAddress"))?, "publicIpAddress")?,
+            private_ipv6: node_ip(
+                s("/network/interface/0/ipv6/ipAddress/0/privateIpAddress")?,
+                "ipv6 privateIpAddress",
+            )?,
+            region: s("/compute/location")?,
+            zone: s("/compute/zone")?,
             ..Metadata::default()
         };
         if let Some(tags) = v.pointer("/compute/tagsList").and_then(|t| t.as_array()) {
-            m.role =
-                tags.iter().find(|t| t["name"] == "kiln-role").and_then(|t| t["value"].as_str()).and_then(Role::parse);
+            let tag =
+                tags.iter().find(|t| t["name"] == "kiln-role").map(|t| t["value"].as_str().unwrap_or("").to_string());
+            m.role = role(tag, "tag kiln-role")?;
         }
         let ud = http::request(
             "GET",
@@ -210,25 +269,27 @@ impl Provider for DigitalOcean {
         "digitalocean"
     }
     fn fetch(&self, p: &Policy) -> Result<Metadata, String> {
+        let p = &p.started();
         let r = http::request("GET", &format!("{}/metadata/v1.json", self.base), &[], p)
             .map_err(|e| format!("v1.json: {e}"))?;
         let v: serde_json::Value = serde_json::from_slice(&r.body).map_err(|e| format!("v1.json: {e}"))?;
-        let s = |p: &str| {
+        let raw = |p: &str| {
             v.pointer(p)
                 .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
                 .filter(|x| !x.is_empty() && x != "null")
         };
-        let role = v["tags"].as_array().and_then(|t| {
-            t.iter().filter_map(|x| x.as_str()).find_map(|x| x.strip_prefix("kiln-role:").and_then(Role::parse))
+        let s = |p: &str| value(raw(p), p);
+        let tag = v["tags"].as_array().and_then(|t| {
+            t.iter().filter_map(|x| x.as_str()).find_map(|x| x.strip_prefix("kiln-role:").map(str::to_string))
         });
         Ok(Metadata {
-            instance_id: s("/droplet_id"),
-            hostname: s("/hostname"),
-            private_ipv4: s("/interfaces/private/0/ipv4/ip_address"),
-            public_ipv4: s("/interfaces/public/0/ipv4/ip_address"),
-            region: s("/region"),
-            user_data: s("/user_data").map(String::into_bytes),
-            role,
+            instance_id: s("/droplet_id")?,
+            hostname: s("/hostname")?,
+            private_ipv4: node_ip(s("/interfaces/private/0/ipv4/ip_address")?, "private ip_address")?,
+            public_ipv4: public_ip(s("/interfaces/public/0/ipv4/ip_address")?, "public ip_address")?,
+            region: s("/region")?,
+            user_data: raw("/user_data").map(String::into_bytes),
+            role: role(tag, "tag kiln-role")?,
             ..Metadata::default()
         })
     }
@@ -245,11 +306,12 @@ impl Provider for Hetzner {
         "hetzner"
     }
     fn fetch(&self, p: &Policy) -> Result<Metadata, String> {
+        let p = &p.started();
         let g = |path: &str| text(http::request("GET", &format!("{}/hetzner/v1/{path}", self.base), &[], p), path);
         Ok(Metadata {
             instance_id: g("metadata/instance-id")?,
             hostname: g("metadata/hostname")?,
-            public_ipv4: g("metadata/public-ipv4")?,
+            public_ipv4: public_ip(g("metadata/public-ipv4")?, "metadata/public-ipv4")?,
             region: g("metadata/region")?,
             zone: g("metadata/availability-zone")?,
             user_data: bytes(http::request("GET", &format!("{}/hetzner/v1/userdata", self.base), &[], p), "userdata")?,
@@ -272,11 +334,15 @@ impl Provider for OpenStack {
         "openstack"
     }
     fn fetch(&self, p: &Policy) -> Result<Metadata, String> {
+        let p = &p.started();
         let (meta, user_data) = match &self.config_drive {
-            Some(d) if d.join("openstack/latest/meta_data.json").is_file() => (
-                std::fs::read(d.join("openstack/latest/meta_data.json")).map_err(|e| e.to_string())?,
-                std::fs::read(d.join("openstack/latest/user_data")).ok(),
-            ),
+            Some(d) if d.join("openstack/latest/meta_data.json").is_file() => {
+                let ud = d.join("openstack/latest/user_data");
+                (
+                    read_capped(&d.join("openstack/latest/meta_data.json"), p.max_body)?,
+                    if ud.exists() { Some(read_capped(&ud, p.max_body)?) } else { None },
+                )
+            }
             _ => {
                 let r = http::request("GET", &format!("{}/openstack/latest/meta_data.json", self.base), &[], p)
                     .map_err(|e| format!("meta_data.json: {e}"))?;
@@ -290,12 +356,13 @@ impl Provider for OpenStack {
             }
         };
         let v: serde_json::Value = serde_json::from_slice(&meta).map_err(|e| format!("meta_data.json: {e}"))?;
-        let s = |k: &str| v[k].as_str().map(str::to_string);
+        let s = |k: &str| value(v[k].as_str().map(str::to_string), k);
+        let tag = v["meta"].get("kiln-role").map(|r| r.as_str().unwrap_or("").to_string());
         Ok(Metadata {
-            instance_id: s("uuid"),
-            hostname: s("hostname"),
-            zone: s("availability_zone"),
-            role: v["meta"]["kiln-role"].as_str().and_then(Role::parse),
+            instance_id: s("uuid")?,
+            hostname: s("hostname")?,
+            zone: s("availability_zone")?,
+            role: role(tag, "meta kiln-role")?,
             user_data,
             ..Metadata::default()
         })

@@ -8,11 +8,15 @@
 //!    (Raspberry Pi: edit it on the SD card from any computer);
 //! 5. the kernel command line — `kiln.role=`, `kiln.node-name=`, `kiln.node-ip=`.
 //!
-//! Every path is read under `--root`.
+//! Every path is read under `--root`; a path that comes from input (a `[pki]`
+//! file, a home directory) is resolved component by component by [`contained`],
+//! so neither `..` nor a symlink can lead outside the root.
 
+use crate::http::escape;
 use crate::image::{ImageDefaults, IMAGE_TOML_PATH};
-use crate::node::{Node, NodeConfig, Role, NODE_TOML_PATH};
-use std::path::{Path, PathBuf};
+use crate::node::{Node, NodeConfig, Role, MAX_TEXT, NODE_TOML_PATH};
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
 
 /// The machine as seen under `--root`.
 #[derive(Debug, Clone)]
@@ -35,6 +39,132 @@ pub struct Machine {
 /// `root` + an absolute path.
 pub fn under(root: &Path, abs: &str) -> PathBuf {
     root.join(abs.trim_start_matches('/'))
+}
+
+/// Symlinks followed while resolving one path, as the kernel's `MAXSYMLINKS`.
+const MAX_SYMLINKS: usize = 40;
+
+/// Resolves `path` (absolute, as seen on the node) under `root` component by
+/// component, the way the kernel resolves it inside a chroot: `.` is dropped,
+/// `..` goes up one level, a symlink's target is followed (an absolute target
+/// from `root`). A `..` that would leave `root` — directly or through a
+/// symlink — is an error, as are control characters and symlink loops.
+/// Components that do not exist yet are kept as they are (a file to create).
+pub fn contained(root: &Path, path: &str) -> Result<PathBuf, String> {
+    if path.is_empty() || path.chars().any(char::is_control) {
+        return Err(format!("{}: an empty path or one with control characters", escape(path)));
+    }
+    let escapes = || format!("{}: leads outside the root ({})", escape(path), root.display());
+    let mut stack: Vec<std::ffi::OsString> = Vec::new();
+    let mut todo: Vec<std::ffi::OsString> = Path::new(path)
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            stack.pop().ok_or_else(escapes)?;
+            continue;
+        }
+        let here: PathBuf = stack.iter().fold(root.to_path_buf(), |p, c| p.join(c)).join(&c);
+        match std::fs::symlink_metadata(&here) {
+            Ok(md) if md.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(format!("{}: too many levels of symbolic links", escape(path)));
+                }
+                let target = std::fs::read_link(&here).map_err(|e| format!("{}: {e}", escape(path)))?;
+                if target.is_absolute() {
+                    stack.clear();
+                }
+                for t in target.components().rev() {
+                    match t {
+                        Component::Normal(n) => todo.push(n.to_os_string()),
+                        Component::ParentDir => todo.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => stack.push(c),
+        }
+    }
+    Ok(stack.iter().fold(root.to_path_buf(), |p, c| p.join(c)))
+}
+
+/// Reads a regular file of at most `max` bytes; anything larger, a FIFO or a
+/// device is an error naming the limit (user-data and PKI files are KiB).
+pub fn read_capped(path: &Path, max: usize) -> Result<Vec<u8>, String> {
+    let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !md.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    let mut out = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max as u64 + 1).read_to_end(&mut out))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if out.len() > max {
+        return Err(format!("{}: larger than kiln-firstboot's {} KiB limit", path.display(), max >> 10));
+    }
+    Ok(out)
+}
+
+/// Where `user`'s admin kubeconfig goes: `~/.kube/config` from `passwd` (the text
+/// of `/etc/passwd`), resolved under `root` by [`contained`], with the user's
+/// uid and gid. An unknown user or a home that leads outside the root is an error.
+pub fn admin_kubeconfig(root: &Path, passwd: &str, user: &str) -> Result<(PathBuf, Option<u32>, Option<u32>), String> {
+    let f = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && f[0] == user)
+        .ok_or_else(|| format!("admin_user {} is not in /etc/passwd; no kubeconfig written", escape(user)))?;
+    let home = f[5];
+    if !home.starts_with('/') {
+        return Err(format!("admin_user {}: home {} is not an absolute path", escape(user), escape(home)));
+    }
+    let path = contained(root, &format!("{home}/.kube/config"))
+        .map_err(|e| format!("admin_user {}: {e}; no kubeconfig written", escape(user)))?;
+    Ok((path, f[2].parse().ok(), f[3].parse().ok()))
+}
+
+/// Splits a kernel command line the way the kernel does (`lib/cmdline.c`,
+/// `next_arg`): words separated by whitespace, double quotes group spaces
+/// (`key="a b"`), and quotes around a value or a whole word are removed.
+pub fn cmdline_args(cmdline: &str) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut chars = cmdline.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return out;
+        }
+        let mut word = String::new();
+        let mut in_quote = false;
+        while let Some(c) = chars.next_if(|c| in_quote || !c.is_whitespace()) {
+            if c == '"' {
+                in_quote = !in_quote;
+            }
+            word.push(c);
+        }
+        let word = match word.strip_prefix('"') {
+            Some(w) => w.strip_suffix('"').unwrap_or(w).to_string(),
+            None => word,
+        };
+        out.push(match word.split_once('=') {
+            Some((k, v)) => {
+                let v = match v.strip_prefix('"') {
+                    Some(v) => v.strip_suffix('"').unwrap_or(v),
+                    None => v,
+                };
+                (k.to_string(), Some(v.to_string()))
+            }
+            None => (word, None),
+        });
+    }
 }
 
 fn read_trim(p: &Path) -> Option<String> {
@@ -63,9 +193,28 @@ impl Machine {
         Machine { root: root.to_path_buf(), cmdline, hostname, machine_id, seed, check_ports: root == Path::new("/") }
     }
 
-    /// The value of `key=` on the kernel command line.
+    /// The value of the first `key=` on the kernel command line.
     pub fn cmdline_value(&self, key: &str) -> Option<String> {
-        self.cmdline.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
+        self.cmdline_values(key).into_iter().next()
+    }
+
+    /// Every value of `key=` on the kernel command line, in order.
+    pub fn cmdline_values(&self, key: &str) -> Vec<String> {
+        cmdline_args(&self.cmdline).into_iter().filter(|(k, _)| k == key).filter_map(|(_, v)| v).collect()
+    }
+
+    /// The one value of `key=`, or an error when it is given more than once
+    /// (which one wins would be a guess).
+    pub fn cmdline_once(&self, key: &str) -> Result<Option<String>, SourceError> {
+        let v = self.cmdline_values(key);
+        if v.len() > 1 {
+            let all: Vec<String> = v.iter().map(|x| escape(x)).collect();
+            return Err(SourceError(format!(
+                "kernel command line: {key}= is given more than once ({}); give it once",
+                all.join(", ")
+            )));
+        }
+        Ok(v.into_iter().next())
     }
 
     /// The platform from `kiln.platform=` or `ignition.platform.id=`.
@@ -117,7 +266,10 @@ pub struct Source {
 pub struct SourceError(pub String);
 
 fn parse_file(path: &Path) -> Result<Option<NodeConfig>, SourceError> {
-    let Ok(bytes) = std::fs::read(path) else { return Ok(None) };
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = read_capped(path, MAX_TEXT).map_err(SourceError)?;
     NodeConfig::parse(&bytes).map(Some).map_err(|e| SourceError(format!("{}:{e}", path.display())))
 }
 
@@ -152,7 +304,8 @@ pub fn gather(m: &Machine, meta: Option<(&str, &crate::provider::Metadata)>) -> 
         }
     }
     let ud = m.seed.join("user-data");
-    if let Ok(bytes) = std::fs::read(&ud) {
+    if ud.exists() {
+        let bytes = read_capped(&ud, MAX_TEXT).map_err(SourceError)?;
         let cloud_config = bytes.starts_with(b"#cloud-config") || bytes.starts_with(b"#!");
         if !cloud_config {
             let config = NodeConfig::parse(&bytes).map_err(|e| SourceError(format!("{}:{e}", ud.display())))?;
@@ -160,19 +313,32 @@ pub fn gather(m: &Machine, meta: Option<(&str, &crate::provider::Metadata)>) -> 
         }
     }
     for p in [NODE_TOML_PATH, "/boot/firmware/kiln/node.toml", "/boot/kiln/node.toml"] {
-        let path = under(&m.root, p);
+        let path = contained(&m.root, p).map_err(SourceError)?;
         if let Some(config) = parse_file(&path)? {
             out.push(Source { name: path.display().to_string(), config });
         }
     }
     let mut node = Node::default();
-    if let Some(r) = m.cmdline_value("kiln.role") {
+    m.cmdline_once("kiln.platform")?;
+    if let Some(r) = m.cmdline_once("kiln.role")? {
         node.role = Some(Role::parse(&r).ok_or_else(|| {
-            SourceError(format!("kernel command line: kiln.role={r} is not init, control-plane or join"))
+            SourceError(format!("kernel command line: kiln.role={} is not init, control-plane or join", escape(&r)))
         })?);
     }
-    node.name = m.cmdline_value("kiln.node-name");
-    node.node_ip = m.cmdline_value("kiln.node-ip");
+    if let Some(n) = m.cmdline_once("kiln.node-name")? {
+        if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"') {
+            return Err(SourceError(format!(
+                "kernel command line: kiln.node-name={}: a node name has no spaces, quotes or control characters; use e.g. kiln.node-name=worker-1",
+                escape(&n)
+            )));
+        }
+        node.name = Some(n);
+    }
+    if let Some(ip) = m.cmdline_once("kiln.node-ip")? {
+        let ip = crate::validate::node_ip(&ip)
+            .map_err(|e| SourceError(format!("kernel command line: kiln.node-ip: {e}")))?;
+        node.node_ip = Some(ip.to_string());
+    }
     if node != Node::default() {
         out.push(Source {
             name: "kernel command line".into(),

@@ -15,6 +15,7 @@ fn fast() -> Policy {
         attempts: 4,
         backoff: Duration::from_millis(20),
         total: Duration::from_secs(5),
+        ..Policy::default()
     }
 }
 
@@ -240,6 +241,7 @@ fn faults_end_correctly_within_the_bound() {
         attempts: 3,
         backoff: Duration::from_millis(10),
         total: Duration::from_secs(2),
+        ..Policy::default()
     };
     let t = Instant::now();
     let e =
