@@ -34,8 +34,11 @@ Options:
   --reset-timeout SECS    bound on `kubeadm reset` and on `reset` as a whole (default 120)
   --kubeadm-timeout SECS  bound on one kubeadm init|join attempt (default 900)
   --metadata-url URL        metadata service base URL (default http://169.254.169.254)
-  --metadata-timeout SECS   per-request timeout (default 5)
-  --metadata-total SECS     bound on all metadata retries (default 180)
+  --metadata-timeout SECS   bound on one metadata request: connect, send, the whole answer (default 5)
+  --metadata-total SECS     bound on every metadata request and retry of the run (default 180)
+
+Metadata answers are capped: status line and headers 64 KiB, a body 1 MiB (user-data is
+KiB; EC2 allows 16 KiB), an IMDSv2 token 4 KiB; more is an error naming the limit.
 
 Platforms (kiln.platform= or ignition.platform.id=, else DMI): aws (IMDSv2), gcp,
 azure, digitalocean, hetzner, openstack (config drive, then HTTP), nocloud (seed).
