@@ -7,10 +7,8 @@ use crate::fetch::{self, FetchOptions};
 use crate::hash;
 use crate::ignition_image::{self, IgnitionInputs};
 use crate::manifest::{self, Manifest, Output, ProfileSection};
-use crate::overlay;
 use crate::profile::{Arch, Artifact, Install, OutputFormat, Profile};
 use crate::progress::{human_bytes, Progress};
-use crate::render;
 use crate::staging::Staging;
 use crate::sysext;
 use crate::tarball;
@@ -88,9 +86,13 @@ struct FirstbootBin {
 /// The reproducibility epoch: `SOURCE_DATE_EPOCH` if set, else the profile's.
 pub fn epoch(profile: &Profile) -> Result<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(s) if !s.trim().is_empty() => s.trim().parse::<u64>().map_err(|_| {
-            Error::config(format!("SOURCE_DATE_EPOCH=`{s}` is not a number of seconds; unset it or fix it"))
-        }),
+        Ok(s) if !s.trim().is_empty() => s
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| {
+                Error::config(format!("SOURCE_DATE_EPOCH=`{s}` is not a number of seconds; unset it or fix it"))
+            })
+            .and_then(|e| crate::validate::epoch("SOURCE_DATE_EPOCH", e).map(|()| e).map_err(Error::config)),
         _ => Ok(profile.epoch()),
     }
 }
@@ -98,7 +100,7 @@ pub fn epoch(profile: &Profile) -> Result<u64> {
 /// Reads the ELF machine of `path` and refuses a binary for another architecture.
 fn check_elf(path: &Path, arch: Arch) -> Result<()> {
     let mut head = [0u8; 20];
-    let mut f = std::fs::File::open(path).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    let mut f = fetch::open_regular(path).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
     f.read_exact(&mut head)
         .map_err(|_| Error::config(format!("{} is too short to be an executable", path.display())))?;
     if &head[..4] != b"\x7fELF" {
@@ -139,16 +141,33 @@ fn firstboot_bin(profile: &Profile, arch: Arch, opts: &BuildOptions) -> Result<O
             (sibling, "workspace build".to_string())
         }
         None => {
-            return Err(Error::config(format!(
-                "no kiln-firstboot for {arch} (this machine is {}): build one with `cargo build --release -p kiln-firstboot --target {}-unknown-linux-musl` and pass --firstboot-bin {arch}=PATH, or pin a release as [artifacts.kiln-firstboot]",
-                std::env::consts::ARCH,
-                arch.uname()
-            )))
+            // The workspace's static cross-build: kiln at target/<profile>/kiln, the
+            // agent at target/<triple>/<profile>/kiln-firstboot (`.cargo/config.toml`
+            // links it with rust-lld).
+            let exe = std::env::current_exe().io_ctx("locating the kiln binary")?;
+            let triple = format!("{}-unknown-linux-musl", arch.uname());
+            let cross = match (exe.parent(), exe.parent().and_then(Path::parent)) {
+                (Some(profile_dir), Some(target)) => profile_dir
+                    .file_name()
+                    .map(|p| target.join(&triple).join(p).join("kiln-firstboot"))
+                    .filter(|p| p.is_file()),
+                _ => None,
+            };
+            match cross {
+                Some(p) => (p, format!("workspace cross-build ({triple})")),
+                None => {
+                    return Err(Error::config(format!(
+                        "no kiln-firstboot for {arch} (this machine is {}): build one with `rustup target add {triple}` and `cargo build --release -p kiln-firstboot --target {triple}` (kiln then finds it), pass --firstboot-bin {arch}=PATH, or pin a release as [artifacts.kiln-firstboot]",
+                        std::env::consts::ARCH
+                    )))
+                }
+            }
         }
     };
     check_elf(&path, arch)?;
-    let size = std::fs::metadata(&path).io_ctx(path.display())?.len();
-    let sha256 = hash::sha256_file(&path).io_ctx(path.display())?;
+    let (size, sha256) = fetch::open_regular(&path)
+        .and_then(|mut f| hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
+        .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
     Ok(Some(FirstbootBin { path, size, sha256, source }))
 }
 
@@ -214,7 +233,7 @@ fn add_artifact(tree: &mut Tree, cache: &Cache, profile: &Profile, a: &Artifact,
         Install::File { name } => {
             let size = std::fs::metadata(blob).io_ctx(blob.display())?.len();
             let content = Content::Disk { path: blob.to_path_buf(), size, expect_sha256: Some(a.sha256.clone()) };
-            tree.insert(&format!("{}/{name}", a.dest), Entry::file(content, a.mode, origin), false)
+            check::install(tree, profile, a, name, Entry::file(content, a.mode, origin))
         }
         Install::Extract { members } => {
             let all = cache.extract(&a.sha256)?;
@@ -247,7 +266,7 @@ fn add_artifact(tree: &mut Tree, cache: &Cache, profile: &Profile, a: &Artifact,
             for m in chosen {
                 let content =
                     Content::Disk { path: m.path.clone(), size: m.size, expect_sha256: Some(m.sha256.clone()) };
-                tree.insert(&format!("{}/{}", a.dest, m.name), Entry::file(content, a.mode, origin.clone()), false)?;
+                check::install(tree, profile, a, &m.name, Entry::file(content, a.mode, origin.clone()))?;
             }
             Ok(())
         }
@@ -262,21 +281,60 @@ fn assemble(
     artifacts: &[(Artifact, PathBuf)],
     firstboot: Option<&FirstbootBin>,
 ) -> Result<Tree> {
-    let mut tree = Tree::new();
-    render::render(profile, arch, &mut tree)?;
-    for (a, blob) in artifacts.iter().filter(|(a, _)| a.arch == arch) {
-        add_artifact(&mut tree, cache, profile, a, blob)?;
+    // The assembly `kiln check` runs with placeholders, here with the real files.
+    let tree = check::assemble(profile, arch, |tree| {
+        for (a, blob) in artifacts.iter().filter(|(a, _)| a.arch == arch) {
+            add_artifact(tree, cache, profile, a, blob)?;
+        }
+        if let Some(fb) = firstboot {
+            let content =
+                Content::Disk { path: fb.path.clone(), size: fb.size, expect_sha256: Some(fb.sha256.clone()) };
+            let source = format!("{} (sha256 {})", fb.source, fb.sha256);
+            tree.insert(
+                &format!("{}/kiln-firstboot", profile.bin_dir()),
+                Entry::file(content, 0o755, Origin::Firstboot { source }),
+                false,
+            )?;
+        }
+        Ok(())
+    })?;
+    plan(tree)
+}
+
+/// Fixes the size and sha256 of every file read from disk that has no pin
+/// yet (overlay files), by reading it now: the writers later stream exactly
+/// these bytes or fail ([`tarball::Planned`]). Non-regular files are refused.
+fn plan(tree: Tree) -> Result<Tree> {
+    let mut planned = Tree::new();
+    for (path, entry) in tree.iter() {
+        let mut entry = entry.clone();
+        if let crate::tree::Node::File(Content::Disk { path: src, size, expect_sha256 }) = &mut entry.node {
+            if expect_sha256.is_none() {
+                let (n, sha) = fetch::open_regular(src)
+                    .and_then(|mut f| hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
+                    .map_err(|e| Error::config(format!("/{path}: {} ({}): {e}", src.display(), entry.origin)))?;
+                *size = n;
+                *expect_sha256 = Some(sha);
+            }
+        }
+        // Sorted order: parents are inserted before their children.
+        planned.insert(path, entry, true)?;
     }
-    if let Some(fb) = firstboot {
-        let content = Content::Disk { path: fb.path.clone(), size: fb.size, expect_sha256: Some(fb.sha256.clone()) };
-        tree.insert(
-            &format!("{}/kiln-firstboot", profile.bin_dir()),
-            Entry::file(content, 0o755, Origin::Firstboot { source: format!("{} (sha256 {})", fb.source, fb.sha256) }),
-            false,
-        )?;
+    Ok(planned)
+}
+
+/// Copies a local file exactly (size and sha256 as planned) into `dest`.
+fn copy_planned(src: &Path, size: u64, sha256: &str, dest: &Path) -> Result<()> {
+    let content = Content::Disk { path: src.to_path_buf(), size, expect_sha256: Some(sha256.to_string()) };
+    let entry = Entry::file(content.clone(), 0o755, Origin::Rendered);
+    let mut r = tarball::Planned::new(&dest.display().to_string(), &entry, &content);
+    let mut out = std::fs::File::create(dest).io_ctx(dest.display())?;
+    let copied = std::io::copy(&mut r, &mut out);
+    if let Some(f) = r.take_failure() {
+        return Err(f);
     }
-    overlay::apply(profile, &mut tree)?;
-    Ok(tree)
+    copied.io_ctx(dest.display())?;
+    Ok(())
 }
 
 /// Records a staged output file.
@@ -332,10 +390,13 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     let inputs = fingerprint(profile, opts, &formats, epoch, &archs, &firstboot)?;
 
     let name = profile.name().to_string();
+    // `--out` must name a directory of its own (it becomes a link to a generation).
+    crate::staging::generations_dir(&opts.out_dir)?;
+    // Without the lock: `dist` always points at one complete generation.
     let previous = Manifest::read(&opts.out_dir);
     if !opts.force {
         if let Some(sec) = previous.profiles.get(&name) {
-            if sec.inputs_sha256 == inputs && manifest::outputs_present(&opts.out_dir, sec) {
+            if sec.inputs_sha256 == inputs && manifest::outputs_present(&opts.out_dir, &previous, sec) {
                 progress.step(format!("{name}: up to date in {} (use --force to rebuild)", opts.out_dir.display()));
                 return Ok(BuildReport {
                     profile: name,
@@ -359,8 +420,17 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     let staging = Staging::new(&opts.out_dir)?;
     let mut outputs = Vec::new();
     let mut trees = std::collections::BTreeMap::new();
+    let mut warned: std::collections::BTreeSet<String> = findings.iter().map(|f| f.message.clone()).collect();
     for (arch, fb) in archs.iter().zip(&firstboot) {
-        let tree = assemble(profile, *arch, &cache, &fetched, fb.as_ref())?;
+        let mut tree = assemble(profile, *arch, &cache, &fetched, fb.as_ref())?;
+        for w in check::override_warnings(profile, &tree) {
+            if warned.insert(w.clone()) {
+                progress.warn(&w);
+            }
+        }
+        if formats.contains(&OutputFormat::Card) {
+            crate::card::runtime::add(profile, &mut tree)?; // containerd unit, swap masks
+        }
         crate::staging::failpoint("pause-before-pack");
         let mut records = None;
         if formats.contains(&OutputFormat::Tar) {
@@ -412,7 +482,7 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
                     let fb_out = match fb {
                         Some(fb) => {
                             let file = format!("kiln-firstboot-{arch}");
-                            std::fs::copy(&fb.path, staging.path(&file)).io_ctx(fb.path.display())?;
+                            copy_planned(&fb.path, fb.size, &fb.sha256, &staging.path(&file))?;
                             let out = output(&staging, &file, "firstboot", *arch)?;
                             if out.sha256 != fb.sha256 {
                                 return Err(Error::verify(format!("{} changed while building", fb.path.display())));
@@ -440,6 +510,21 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
             outputs.push(output(&staging, &file, "ignition", *arch)?);
             progress.step(format!("wrote {file} ({:?} mode, Ignition {})", opts.ignition_mode, opts.ignition_version));
         }
+        if formats.contains(&OutputFormat::Card) {
+            let t0 = Instant::now();
+            let r = crate::card::write(profile, *arch, &tree, &cache, &opts.fetch, epoch, &staging.path(""), progress)?;
+            let file = crate::card::image_name(profile, *arch);
+            let out = output(&staging, &file, "card", *arch)?;
+            progress.step(format!(
+                "wrote {file}: {} entries added to the root filesystem, {} mapped of {}, in {:.1} s",
+                r.entries,
+                human_bytes(r.mapped_bytes),
+                human_bytes(out.size),
+                t0.elapsed().as_secs_f64()
+            ));
+            outputs.push(out);
+            outputs.push(output(&staging, &crate::card::bmap_name(profile, *arch), "bmap", *arch)?);
+        }
         let records = match records {
             Some(r) => r,
             None => tree.iter().map(|(p, e)| tarball::record(p, e, None)).collect(),
@@ -447,24 +532,26 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
         trees.insert(arch.to_string(), manifest::records_json(&records)?);
     }
 
-    let mut man = previous;
-    man.profiles.insert(
-        name.clone(),
-        ProfileSection {
-            kiln_version: env!("CARGO_PKG_VERSION").to_string(),
-            inputs_sha256: inputs,
-            kubernetes_version: profile.version.to_string(),
-            epoch,
-            outputs: outputs.clone(),
-            trees,
-        },
-    );
-    manifest::write_text(&staging.path(manifest::MANIFEST_NAME), &man.to_json()?)?;
-    manifest::write_text(&staging.path(manifest::SUMS_NAME), &man.sums())?;
-    let mut names: Vec<String> = outputs.iter().map(|o| o.file.clone()).collect();
-    names.push(manifest::MANIFEST_NAME.into());
-    names.push(manifest::SUMS_NAME.into());
-    staging.commit(&names)?;
+    let section = ProfileSection {
+        kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+        inputs_sha256: inputs,
+        kubernetes_version: profile.version.to_string(),
+        epoch,
+        outputs: outputs.clone(),
+        trees,
+    };
+    // One build at a time merges into the current manifest and switches `dist`.
+    let lock = staging.lock(|| {
+        progress.step(format!("waiting for another kiln build to finish committing into {}", opts.out_dir.display()))
+    })?;
+    let merged = manifest::merge(Manifest::read(&opts.out_dir), &opts.out_dir, &name, section);
+    for w in &merged.warnings {
+        progress.warn(w);
+    }
+    manifest::write_text(&staging.path(manifest::MANIFEST_NAME), &merged.manifest.to_json()?)?;
+    manifest::write_text(&staging.path(manifest::SUMS_NAME), &merged.manifest.sums())?;
+    staging.commit(&lock, &merged.carried)?;
+    drop(lock);
     progress.step(format!(
         "{name}: built {} image(s) into {} in {:.1} s",
         outputs.len(),
