@@ -247,6 +247,7 @@ fn b12_trickling_server_is_bounded_by_metadata_total() {
     assert_eq!(o.status.code(), Some(2), "{t}");
     // --metadata-total 4 plus one request timeout (2 s), and a little slack.
     assert!(took < Duration::from_millis(6500), "a trickle held the run for {took:?}: {t}");
+    eprintln!("trickling server, --metadata-total 4 --metadata-timeout 2: ended after {took:?}");
 }
 
 fn aws(local_ipv4: &'static str, role: &'static str, token: Vec<u8>) -> Server {
