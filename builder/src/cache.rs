@@ -5,6 +5,12 @@
 //! progress. Entries appear only by `rename(2)` after verification, so
 //! concurrent builds and killed builds never leave a poisoned entry: the worst
 //! case is an orphaned file under `tmp/`, which is never read.
+//!
+//! Nothing on disk is trusted twice: every build re-hashes the blobs it uses
+//! ([`Cache::check`]; a corrupt one is removed and fetched again), lists a
+//! tarball's members from the verified blob itself and re-extracts when the
+//! extraction on disk differs ([`Cache::extract`]), and the writers hash every
+//! file again as they pack it.
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
@@ -20,6 +26,17 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
+}
+
+/// The state of a cache entry, after hashing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// Present and its bytes hash to its name.
+    Valid(PathBuf),
+    /// Not in the cache.
+    Missing,
+    /// Present with other bytes (this sha256): it has been removed.
+    Corrupt(String),
 }
 
 /// One regular file extracted from a tarball.
@@ -67,6 +84,47 @@ impl Cache {
         p.is_file().then_some(p)
     }
 
+    /// Hashes the entry `sha256`; a corrupt entry (and its extraction) is
+    /// removed so that it can be fetched again.
+    pub fn check(&self, sha256: &str) -> Result<Entry> {
+        let p = self.blob_path(sha256);
+        if fs::symlink_metadata(&p).is_err() {
+            return Ok(Entry::Missing);
+        }
+        let actual = crate::fetch::open_regular(&p)
+            .and_then(|mut f| hash::copy_hashed(&mut f, &mut io::sink(), |_| {}))
+            .map(|(_, h)| h)
+            .unwrap_or_else(|e| format!("unreadable ({e})"));
+        if actual == sha256 {
+            return Ok(Entry::Valid(p));
+        }
+        self.remove(sha256)?;
+        Ok(Entry::Corrupt(actual))
+    }
+
+    /// Removes the entry `sha256` and its extraction.
+    fn remove(&self, sha256: &str) -> Result<()> {
+        let p = self.blob_path(sha256);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {
+                fs::remove_dir_all(&p).io_ctx(format!("removing corrupt cache entry {}", p.display()))?
+            }
+            Ok(_) => fs::remove_file(&p).io_ctx(format!("removing corrupt cache entry {}", p.display()))?,
+            Err(_) => {}
+        }
+        self.discard_extraction(sha256);
+        Ok(())
+    }
+
+    /// Moves `extract/<sha256>` out of the way (atomically) and deletes it.
+    fn discard_extraction(&self, sha256: &str) {
+        let dir = self.root.join("extract").join(sha256);
+        let aside = self.tmp_path("discard");
+        if fs::rename(&dir, &aside).is_ok() {
+            let _ = fs::remove_dir_all(&aside);
+        }
+    }
+
     /// A fresh temporary path under `tmp/` (same filesystem as the entries).
     pub fn tmp_path(&self, label: &str) -> PathBuf {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -83,49 +141,56 @@ impl Cache {
 
     /// The regular files of the cached tarball `sha256`, extracting it once.
     ///
-    /// The tarball is re-hashed while it is extracted, so a cache entry that
-    /// was altered on disk is caught here (exit 3) and removed.
+    /// The member list always comes from the tarball itself, re-hashed while it
+    /// is read: a cache entry altered on disk is caught here (exit 3) and
+    /// removed. An existing extraction is used only when every member file on
+    /// disk hashes to what the tarball holds (whatever `index.json` says);
+    /// otherwise it is replaced by a fresh one.
     pub fn extract(&self, sha256: &str) -> Result<Vec<Member>> {
         let dir = self.root.join("extract").join(sha256);
-        if let Ok(text) = fs::read_to_string(dir.join("index.json")) {
-            if let Ok(mut members) = serde_json::from_str::<Vec<Member>>(&text) {
-                for m in &mut members {
-                    m.path = dir.join(&m.name);
-                }
-                return Ok(members);
-            }
-        }
         let blob = self.blob_path(sha256);
+        let on_verify_error = |e: Error| {
+            if e.kind == crate::error::Kind::Verify {
+                let _ = self.remove(sha256);
+            }
+            e
+        };
+        if dir.is_dir() {
+            let truth = extract_into(&blob, None, sha256).map_err(on_verify_error)?;
+            let intact = truth.iter().all(|m| {
+                crate::fetch::open_regular(&dir.join(&m.name))
+                    .and_then(|mut f| hash::copy_hashed(&mut f, &mut io::sink(), |_| {}))
+                    .is_ok_and(|(n, h)| n == m.size && h == m.sha256)
+            });
+            if intact {
+                return Ok(with_paths(truth, &dir));
+            }
+            self.discard_extraction(sha256);
+        }
         let tmp = self.tmp_path("extract");
         fs::create_dir_all(&tmp).io_ctx(tmp.display())?;
-        let result = extract_into(&blob, &tmp, sha256);
-        let members = match result {
+        let members = match extract_into(&blob, Some(&tmp), sha256) {
             Ok(m) => m,
             Err(e) => {
                 let _ = fs::remove_dir_all(&tmp);
-                if e.kind == crate::error::Kind::Verify {
-                    let _ = fs::remove_file(&blob);
-                }
-                return Err(e);
+                return Err(on_verify_error(e));
             }
         };
         let index = serde_json::to_string_pretty(&members).map_err(|e| Error::build(e.to_string()))?;
         fs::write(tmp.join("index.json"), index).io_ctx(tmp.display())?;
         match fs::rename(&tmp, &dir) {
             Ok(()) => {}
-            // Another build extracted the same tarball first; theirs is identical.
+            // Another build extracted the same tarball first; theirs is identical
+            // (and is checked the same way when it is used).
             Err(_) if dir.join("index.json").is_file() => {
                 let _ = fs::remove_dir_all(&tmp);
             }
-            Err(e) => return Err(Error::build(format!("{}: {e}", dir.display()))),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(Error::build(format!("{}: {e}", dir.display())));
+            }
         }
-        Ok(members
-            .into_iter()
-            .map(|mut m| {
-                m.path = dir.join(&m.name);
-                m
-            })
-            .collect())
+        Ok(with_paths(members, &dir))
     }
 
     /// Removes temporary files left by builds that no longer run.
@@ -144,6 +209,16 @@ impl Cache {
     }
 }
 
+fn with_paths(members: Vec<Member>, dir: &Path) -> Vec<Member> {
+    members
+        .into_iter()
+        .map(|mut m| {
+            m.path = dir.join(&m.name);
+            m
+        })
+        .collect()
+}
+
 fn default_dir() -> Result<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
         return Ok(PathBuf::from(x).join("kiln"));
@@ -154,9 +229,10 @@ fn default_dir() -> Result<PathBuf> {
     }
 }
 
-/// Hashes the tarball while extracting its regular files (flattened to base names).
-fn extract_into(blob: &Path, dir: &Path, expect: &str) -> Result<Vec<Member>> {
-    let file = File::open(blob).io_ctx(blob.display())?;
+/// Hashes the tarball while extracting its regular files (flattened to base
+/// names) into `dir`, or only listing and hashing them when `dir` is `None`.
+fn extract_into(blob: &Path, dir: Option<&Path>, expect: &str) -> Result<Vec<Member>> {
+    let file = crate::fetch::open_regular(blob).io_ctx(blob.display())?;
     let hasher = HashingReader::new(BufReader::new(file));
     let gz = flate2::read::GzDecoder::new(hasher);
     let mut archive = tar::Archive::new(gz);
@@ -176,9 +252,18 @@ fn extract_into(blob: &Path, dir: &Path, expect: &str) -> Result<Vec<Member>> {
             )));
         }
         let mode = entry.header().mode().unwrap_or(0o644);
-        let out_path = dir.join(&name);
-        let mut out = File::create(&out_path).io_ctx(out_path.display())?;
-        let (size, sha256) = hash::copy_hashed(&mut entry, &mut out, |_| {}).io_ctx(out_path.display())?;
+        let (size, sha256, out_path) = match dir {
+            Some(dir) => {
+                let out_path = dir.join(&name);
+                let mut out = File::create(&out_path).io_ctx(out_path.display())?;
+                let (size, sha256) = hash::copy_hashed(&mut entry, &mut out, |_| {}).io_ctx(out_path.display())?;
+                (size, sha256, out_path)
+            }
+            None => {
+                let (size, sha256) = hash::copy_hashed(&mut entry, &mut io::sink(), |_| {}).io_ctx(blob.display())?;
+                (size, sha256, PathBuf::new())
+            }
+        };
         members.push(Member { name, size, sha256, mode, path: out_path });
     }
     // Drain whatever follows the archive so the whole file is hashed.

@@ -85,10 +85,78 @@ pub fn records_json(records: &[FileRecord]) -> Result<Vec<serde_json::Value>> {
     records.iter().map(|r| serde_json::to_value(r).map_err(|e| Error::build(e.to_string()))).collect()
 }
 
-/// Whether every output of `section` exists in `dir` with its recorded size.
-pub fn outputs_present(dir: &Path, section: &ProfileSection) -> bool {
-    section.outputs.iter().all(|o| std::fs::metadata(dir.join(&o.file)).map(|m| m.len() == o.size).unwrap_or(false))
-        && dir.join(SUMS_NAME).is_file()
+/// Whether every output of `section` is in `dir` with its recorded size and
+/// sha256 (content, not only sizes), and `SHA256SUMS` says what `man` says.
+pub fn outputs_present(dir: &Path, man: &Manifest, section: &ProfileSection) -> bool {
+    let intact = |o: &Output| {
+        crate::fetch::open_regular(&dir.join(&o.file))
+            .and_then(|mut f| crate::hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
+            .is_ok_and(|(n, h)| n == o.size && h == o.sha256)
+    };
+    section.outputs.iter().all(intact) && std::fs::read_to_string(dir.join(SUMS_NAME)).is_ok_and(|t| t == man.sums())
+}
+
+/// The manifest after a build of profile `name`, merged into the current one
+/// (`previous`, read from `dir` under the commit lock).
+#[derive(Debug, Clone)]
+pub struct Merged {
+    /// The new manifest.
+    pub manifest: Manifest,
+    /// Other profiles' outputs to carry into the new generation from `dir`.
+    pub carried: Vec<String>,
+    /// What was dropped and why, for the build's log.
+    pub warnings: Vec<String>,
+}
+
+/// Merges `section` (profile `name`) into `previous`. Other profiles keep
+/// their outputs, which are carried over from `dir`, except:
+/// an output this build replaces with other bytes (same file name) leaves
+/// that profile's list, and a profile whose outputs are no longer all in
+/// `dir` (size checked) is dropped from the manifest, so `SHA256SUMS` never
+/// lists a file that is not there or not what it says.
+pub fn merge(previous: Manifest, dir: &Path, name: &str, section: ProfileSection) -> Merged {
+    let own: BTreeMap<&str, &str> = section.outputs.iter().map(|o| (o.file.as_str(), o.sha256.as_str())).collect();
+    let mut manifest = Manifest::default();
+    let mut carried: Vec<String> = Vec::new();
+    let mut warnings = Vec::new();
+    for (other, mut sec) in previous.profiles {
+        if other == name {
+            continue;
+        }
+        sec.outputs.retain(|o| match own.get(o.file.as_str()) {
+            Some(sha) if *sha != o.sha256 => {
+                warnings.push(format!(
+                    "{} was an output of {other}; it now holds {name}'s build (build {other} into another --out if both are needed)",
+                    o.file
+                ));
+                false
+            }
+            _ => true,
+        });
+        let missing: Vec<&str> = sec
+            .outputs
+            .iter()
+            .filter(|o| !own.contains_key(o.file.as_str()))
+            .filter(|o| !std::fs::symlink_metadata(dir.join(&o.file)).is_ok_and(|m| m.is_file() && m.len() == o.size))
+            .map(|o| o.file.as_str())
+            .collect();
+        if !missing.is_empty() {
+            warnings.push(format!(
+                "{other} dropped from the manifest: {} missing or changed in {}; build {other} again",
+                missing.join(", "),
+                dir.display()
+            ));
+            continue;
+        }
+        for o in &sec.outputs {
+            if !own.contains_key(o.file.as_str()) && !carried.contains(&o.file) {
+                carried.push(o.file.clone());
+            }
+        }
+        manifest.profiles.insert(other, sec);
+    }
+    manifest.profiles.insert(name.to_string(), section);
+    Merged { manifest, carried, warnings }
 }
 
 /// Writes `text` to `path` (used for staging files before they are renamed).

@@ -5,6 +5,11 @@
 //! must be 64 hex digits. The profile is edited in place with `toml_edit`, so
 //! comments and layout survive, and is replaced atomically only when every
 //! checksum was fetched. Review the printed diff before committing it.
+//!
+//! Sizes are pinned too (`size.<arch>`), from the `Content-Length` of a `HEAD`
+//! request for the artifact (or the file's size for `file://`): a download
+//! stops at its pinned size. A server that does not tell the size leaves the
+//! artifact without one (the build then applies its 2 GiB cap).
 
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::{self, FetchOptions};
@@ -40,6 +45,38 @@ fn set_value(item: &mut Item, v: &str) {
             *val.decor_mut() = decor;
         }
         None => *item = toml_edit::value(v),
+    }
+}
+
+/// Sets (or, with `None`, removes) `size.<arch>` in an artifact table,
+/// written as a dotted key next to `sha256.<arch>`.
+fn set_size(artifact: &mut Item, arch: &str, size: Option<u64>) {
+    let Some(table) = artifact.as_table_like_mut() else { return };
+    let Some(n) = size.and_then(|n| i64::try_from(n).ok()) else {
+        if let Some(sizes) = table.get_mut("size").and_then(|i| i.as_table_like_mut()) {
+            sizes.remove(arch);
+        }
+        if table.get("size").and_then(|i| i.as_table_like()).is_some_and(|t| t.is_empty()) {
+            table.remove("size");
+        }
+        return;
+    };
+    if table.get("size").and_then(|i| i.as_table_like()).is_none() {
+        let mut sizes = toml_edit::Table::new();
+        sizes.set_dotted(true);
+        table.insert("size", Item::Table(sizes));
+    }
+    if let Some(sizes) = table.get_mut("size").and_then(|i| i.as_table_like_mut()) {
+        match sizes.get_mut(arch).and_then(|i| i.as_value_mut()) {
+            Some(val) => {
+                let decor = val.decor().clone();
+                *val = Value::from(n);
+                *val.decor_mut() = decor;
+            }
+            None => {
+                sizes.insert(arch, toml_edit::value(n));
+            }
+        }
     }
 }
 
@@ -123,6 +160,16 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
             })?;
             progress.detail(format!("{name} {version} ({arch}): {sha}"));
             set_value(&mut doc["artifacts"][&name]["sha256"][arch.as_str()], &sha);
+            let artifact_url = url.strip_suffix(".sha256").unwrap_or(&url);
+            let size = fetch::fetch_size(&opts.fetch, &agent, artifact_url)
+                .map_err(|e| e.context(format!("pinning the size of {name} {version} ({arch})")))?;
+            if size.is_none() {
+                progress.warn(format!(
+                    "{name} {version} ({arch}): {artifact_url} does not tell its size; no size pinned (downloads are capped at {} bytes)",
+                    fetch::MAX_DOWNLOAD
+                ));
+            }
+            set_size(&mut doc["artifacts"][&name], arch.as_str(), size);
         }
     }
     let new_text = doc.to_string();
@@ -154,6 +201,17 @@ mod tests {
         let d = diff(Path::new("p.toml"), "a\nb\nc\n", "a\nB\nc\n");
         assert!(d.contains("-b\n+B\n"), "{d}");
         assert_eq!(diff(Path::new("p"), "x\n", "x\n"), "");
+    }
+
+    #[test]
+    fn sizes_are_dotted_keys_beside_the_checksums() {
+        let mut doc: DocumentMut = "[artifacts.kubelet]\nversion = \"v1\"\nsha256.amd64 = \"x\"\n".parse().unwrap();
+        set_size(&mut doc["artifacts"]["kubelet"], "amd64", Some(42));
+        assert_eq!(doc.to_string(), "[artifacts.kubelet]\nversion = \"v1\"\nsha256.amd64 = \"x\"\nsize.amd64 = 42\n");
+        set_size(&mut doc["artifacts"]["kubelet"], "amd64", Some(43));
+        assert!(doc.to_string().contains("size.amd64 = 43\n"), "{doc}");
+        set_size(&mut doc["artifacts"]["kubelet"], "amd64", None);
+        assert!(!doc.to_string().contains("size"), "{doc}");
     }
 
     #[test]

@@ -238,6 +238,9 @@ pub struct ArtifactSpec {
     pub url: Spanned<String>,
     /// Pinned sha256 (lowercase hex) of the downloaded file, per architecture.
     pub sha256: Spanned<BTreeMap<Spanned<Arch>, Spanned<String>>>,
+    /// Pinned size in bytes of the downloaded file, per architecture (written
+    /// by `kiln pin`); a download stops there. Optional.
+    pub size: Option<Spanned<BTreeMap<Spanned<Arch>, Spanned<u64>>>>,
     /// Members to extract from a `.tar.gz`/`.tgz`; `["*"]` for every regular file.
     pub extract: Option<Spanned<Vec<String>>>,
     /// Directory to install into (default: the bin dir; CNI plugins: the CNI dir).
@@ -331,6 +334,8 @@ pub struct Artifact {
     pub url: String,
     /// Pinned sha256, lowercase hex.
     pub sha256: String,
+    /// Pinned size in bytes, if the profile records one.
+    pub size: Option<u64>,
     /// Absolute install directory inside the image.
     pub dest: String,
     /// File mode of installed files.
@@ -511,6 +516,10 @@ impl Profile {
                 version,
                 arch,
                 sha256: sha,
+                size: spec
+                    .size
+                    .as_ref()
+                    .and_then(|m| m.get_ref().iter().find(|(a, _)| *a.get_ref() == arch).map(|(_, n)| *n.get_ref())),
                 dest,
                 mode,
                 install,

@@ -21,7 +21,6 @@
 //! must be named after the image, without `.raw`).
 
 use crate::error::{Error, IoContext, Result};
-use crate::hash;
 use crate::profile::{Arch, Profile};
 use crate::render;
 use crate::tarball::{self, FileRecord};
@@ -161,39 +160,32 @@ pub fn split(profile: &Profile, arch: Arch, image: &Tree) -> Result<Split> {
     Ok(Split { usr, host })
 }
 
-/// Reads a tree file lazily (no open descriptor until written), hashing it and
-/// failing at EOF if it does not match its pin.
+/// Reads a tree file lazily through [`tarball::Planned`] (exactly the planned
+/// bytes), recording its digest, or the failure with its exit code.
 struct Verified {
     path: String,
-    content: Content,
-    reader: Option<Box<dyn Read + Send>>,
-    hasher: Option<sha2::Sha256>,
+    planned: tarball::Planned,
     digests: Arc<Mutex<BTreeMap<String, String>>>,
+    failure: Arc<Mutex<Option<Error>>>,
 }
 
 impl Read for Verified {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use sha2::Digest;
-        if self.reader.is_none() {
-            self.reader = Some(match &self.content {
-                Content::Inline(b) => Box::new(io::Cursor::new(b.clone())),
-                Content::Disk { path, .. } => Box::new(std::fs::File::open(path)?),
-            });
-            self.hasher = Some(sha2::Sha256::new());
-        }
-        let n = self.reader.as_mut().map(|r| r.read(buf)).unwrap_or(Ok(0))?;
-        if n > 0 {
-            if let Some(h) = self.hasher.as_mut() {
-                h.update(&buf[..n]);
+        match self.planned.read(buf) {
+            Ok(0) => {
+                if let (Some(d), Ok(mut map)) = (self.planned.digest(), self.digests.lock()) {
+                    map.insert(self.path.clone(), d.to_string());
+                }
+                Ok(0)
             }
-        } else if let Some(h) = self.hasher.take() {
-            let actual = hash::hex(&h.finalize());
-            tarball::verify(&self.path, &self.content, &actual).map_err(|e| io::Error::other(e.message))?;
-            if let Ok(mut d) = self.digests.lock() {
-                d.insert(self.path.clone(), actual);
+            Ok(n) => Ok(n),
+            Err(e) => {
+                if let (Some(f), Ok(mut slot)) = (self.planned.take_failure(), self.failure.lock()) {
+                    slot.get_or_insert(f);
+                }
+                Err(e)
             }
         }
-        Ok(n)
     }
 }
 
@@ -212,6 +204,7 @@ pub fn write(usr: &Tree, epoch: u64, out: &std::path::Path) -> Result<Vec<FileRe
     fs.set_compressor(comp);
     fs.set_kind(backhand::kind::Kind::new_v4(&crate::squashfs_parallel::KILN_COMPRESSOR));
     let digests = Arc::new(Mutex::new(BTreeMap::new()));
+    let failure: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
     let header = |e: &Entry| NodeHeader::new(e.mode as u16, e.uid, e.gid, t);
     let squash_err = |path: &str, e: backhand::BackhandError| Error::build(format!("squashfs: /{path}: {e}"));
     for (path, e) in usr.iter() {
@@ -223,10 +216,9 @@ pub fn write(usr: &Tree, epoch: u64, out: &std::path::Path) -> Result<Vec<FileRe
             Node::File(content) => {
                 let r = Verified {
                     path: path.clone(),
-                    content: content.clone(),
-                    reader: None,
-                    hasher: None,
+                    planned: tarball::Planned::new(path, e, content),
                     digests: Arc::clone(&digests),
+                    failure: Arc::clone(&failure),
                 };
                 fs.push_file(r, path, header(e)).map_err(|x| squash_err(path, x))?
             }
@@ -241,7 +233,8 @@ pub fn write(usr: &Tree, epoch: u64, out: &std::path::Path) -> Result<Vec<FileRe
         .filter_map(|(_, e)| match &e.node {
             Node::File(Content::Disk { path, .. }) => {
                 let path = path.clone();
-                Some(Box::new(move || std::fs::File::open(path).map(|f| Box::new(f) as Box<dyn Read + Send>)) as Opener)
+                Some(Box::new(move || crate::fetch::open_regular(&path).map(|f| Box::new(f) as Box<dyn Read + Send>))
+                    as Opener)
             }
             Node::File(Content::Inline(b)) => {
                 let b = b.clone();
@@ -256,12 +249,18 @@ pub fn write(usr: &Tree, epoch: u64, out: &std::path::Path) -> Result<Vec<FileRe
             fs.write(&mut w)
         });
     if let Err(e) = written {
+        if let Some(f) = failure.lock().ok().and_then(|mut f| f.take()) {
+            return Err(f);
+        }
         let msg = e.to_string();
         return Err(if msg.contains("changed on disk") {
             Error::verify(msg)
         } else {
             Error::build(format!("writing {}: {msg}", out.display()))
         });
+    }
+    if let Some(f) = failure.lock().ok().and_then(|mut f| f.take()) {
+        return Err(f);
     }
     let f = w.into_inner().map_err(|e| Error::build(format!("{}: {}", out.display(), e.error())))?;
     f.sync_all().io_ctx(out.display())?;

@@ -3,9 +3,9 @@
 //! Entries are in sorted path order with mtime = epoch, uid/gid 0 (`root`),
 //! no device nodes, and a gzip header without name or timestamp, so the same
 //! tree always gives the same bytes. Content read from disk is hashed while it
-//! is written; a file that does not match its pin fails the build (exit 3).
+//! is written and must be exactly what was planned ([`Planned`]); otherwise
+//! the build fails and writes nothing.
 
-use crate::cache::HashingReader;
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
 use crate::tree::{Content, Entry, Node, Origin, Tree};
@@ -42,13 +42,126 @@ pub struct FileRecord {
     pub origin: Origin,
 }
 
-/// Opens an entry's content for reading, wrapped so its sha256 is computed.
-fn open(content: &Content) -> Result<HashingReader<Box<dyn Read + '_>>> {
-    let r: Box<dyn Read> = match content {
-        Content::Inline(b) => Box::new(&b[..]),
-        Content::Disk { path, .. } => Box::new(File::open(path).io_ctx(path.display())?),
-    };
-    Ok(HashingReader::new(r))
+/// Reads a file entry's content exactly as it was planned when the tree was
+/// built: the planned number of bytes, hashing to the planned sha256. A file
+/// that is shorter, longer or different when it is packed fails the read (no
+/// output is written): exit 3 for a pinned or cached file, exit 1 for an
+/// overlay file that changed while the build ran. Local files are opened only
+/// if they are regular files. Nothing is opened until the first read.
+pub struct Planned {
+    image_path: String,
+    content: Content,
+    overlay: bool,
+    reader: Option<Box<dyn Read + Send>>,
+    hasher: sha2::Sha256,
+    read: u64,
+    done: Option<String>,
+    failure: Option<Error>,
+}
+
+impl Planned {
+    /// A reader for the content of the entry at `image_path` (tree key form).
+    pub fn new(image_path: &str, entry: &Entry, content: &Content) -> Planned {
+        use sha2::Digest;
+        Planned {
+            image_path: image_path.to_string(),
+            content: content.clone(),
+            overlay: matches!(entry.origin, Origin::Overlay { .. }),
+            reader: None,
+            hasher: sha2::Sha256::new(),
+            read: 0,
+            done: None,
+            failure: None,
+        }
+    }
+
+    /// The sha256 of the content, once it was read to the end and matched.
+    pub fn digest(&self) -> Option<&str> {
+        self.done.as_deref()
+    }
+
+    /// Why the read failed, with its exit code, if it failed on the content.
+    pub fn take_failure(&mut self) -> Option<Error> {
+        self.failure.take()
+    }
+
+    fn fail(&mut self, what: String) -> io::Error {
+        let e = match (&self.content, self.overlay) {
+            (Content::Disk { path, .. }, true) => Error::build(format!(
+                "/{}: overlay file {} changed while kiln was packing it ({what}); nothing was written; run the build again once nothing edits the overlay",
+                self.image_path,
+                path.display()
+            )),
+            (Content::Disk { path, .. }, false) => Error::verify(format!(
+                "/{}: {} changed on disk while kiln was packing it ({what}); nothing was written; build again (a cache entry is checked and fetched again)",
+                self.image_path,
+                path.display()
+            )),
+            (Content::Inline(_), _) => Error::build(format!("/{}: {what} (kiln bug)", self.image_path)),
+        };
+        let msg = e.message.clone();
+        self.failure = Some(e);
+        io::Error::other(msg)
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        use sha2::Digest;
+        let actual = hash::hex(&std::mem::take(&mut self.hasher).finalize());
+        let want = match &self.content {
+            Content::Disk { expect_sha256: Some(w), .. } => Some(w.clone()),
+            _ => None,
+        };
+        if let Some(want) = want {
+            if !want.eq_ignore_ascii_case(&actual) {
+                return Err(self.fail(format!("expected sha256 {want}, found {actual}")));
+            }
+        }
+        self.done = Some(actual);
+        Ok(())
+    }
+}
+
+impl Read for Planned {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest;
+        if self.done.is_some() || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.reader.is_none() {
+            self.reader = Some(match &self.content {
+                Content::Inline(b) => Box::new(io::Cursor::new(b.clone())),
+                Content::Disk { path, .. } => match crate::fetch::open_regular(path) {
+                    Ok(f) => Box::new(f),
+                    Err(e) => return Err(self.fail(format!("cannot be read: {e}"))),
+                },
+            });
+        }
+        let size = self.content.size();
+        let Some(reader) = self.reader.as_mut() else { return Ok(0) };
+        if self.read == size {
+            // Planned bytes all read: the file must end here.
+            let mut one = [0u8; 1];
+            let extra = loop {
+                match reader.read(&mut one) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other?,
+                }
+            };
+            if extra > 0 {
+                return Err(self.fail(format!("planned {size} bytes, now longer")));
+            }
+            self.finish()?;
+            return Ok(0);
+        }
+        let room = usize::try_from(size - self.read).unwrap_or(usize::MAX).min(buf.len());
+        let n = reader.read(&mut buf[..room])?;
+        if n == 0 {
+            return Err(self.fail(format!("planned {size} bytes, ended after {}", self.read)));
+        }
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 /// Checks a streamed file against its pin, if it has one.
@@ -107,11 +220,19 @@ pub fn write(tree: &Tree, epoch: u64, out: &Path) -> Result<Vec<FileRecord>> {
             Node::File(content) => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(content.size());
-                let mut r = open(content)?;
-                builder.append_data(&mut h, path, &mut r).io_ctx(format!("writing /{path} to {}", out.display()))?;
-                let sha = r.finish();
-                verify(path, content, &sha)?;
-                records.push(record(path, e, Some(sha)));
+                let mut r = Planned::new(path, e, content);
+                let appended = builder.append_data(&mut h, path, &mut r);
+                if let Some(failure) = r.take_failure() {
+                    return Err(failure);
+                }
+                appended.io_ctx(format!("writing /{path} to {}", out.display()))?;
+                // The tar writer reads exactly the header's size; make sure the end was checked.
+                io::copy(&mut r, &mut io::sink()).map_err(|x| Error::build(format!("/{path}: {x}")))?;
+                if let Some(failure) = r.take_failure() {
+                    return Err(failure);
+                }
+                let sha = r.digest().map(str::to_string);
+                records.push(record(path, e, sha));
             }
             Node::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);

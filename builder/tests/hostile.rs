@@ -145,7 +145,7 @@ fn b6_mirror_redirects_to_other_schemes_are_refused_and_http_ones_followed() {
     s.mirror.fault(KUBELET, Fault::Redirect(format!("{}/moved/kubelet", s.mirror.url())));
     let o = run(&mut s.build_cmd("flatcar-1.34", "cache-abs", "dist-abs"));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(s.mirror.hits("/moved/kubelet") >= 2);
+    assert!(s.mirror.gets("/moved/kubelet") >= 2);
 }
 
 // ---------------------------------------------------------------- B7
@@ -170,7 +170,8 @@ fn b7_an_endless_body_stops_at_the_pinned_size() {
         "endless body",
     );
     let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    // The bytes contradict the pin: a verification failure, like a checksum mismatch.
+    assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains(&format!("more than the pinned size of {kubelet_size} bytes")), "{err}");
     assert!(files_in(&s.path("dist")).is_empty());
     assert!(cache_tmp(&s, "cache").is_empty(), "{:?}", cache_tmp(&s, "cache"));
@@ -334,7 +335,8 @@ fn a_corrupt_cache_blob_is_removed_and_fetched_again() {
     let o = run(s.build_cmd("flatcar-1.34", "cache", "dist2").arg("--force"));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("corrupt"), "{}", stderr(&o));
-    assert_eq!(s.mirror.log().len() - before, 2, "{:?}", s.mirror.log());
+    let gets = s.mirror.log().iter().skip(before).filter(|(m, _, _)| m == "GET").count();
+    assert_eq!(gets, 2, "{:?}", s.mirror.log());
     for sha in [kubeadm, cni] {
         assert_eq!(&kiln::hash::sha256_file(&s.path(&format!("cache/sha256/{sha}"))).unwrap(), sha);
     }

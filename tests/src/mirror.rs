@@ -101,6 +101,11 @@ impl Mirror {
         self.state.lock().unwrap().log.clone()
     }
 
+    /// Number of `GET` requests for `path` (downloads, not `HEAD`s).
+    pub fn gets(&self, path: &str) -> usize {
+        self.log().iter().filter(|(m, p, _)| m == "GET" && p == path).count()
+    }
+
     /// Number of requests for `path`.
     pub fn hits(&self, path: &str) -> usize {
         self.log().iter().filter(|(_, p, _)| p == path).count()
