@@ -109,14 +109,22 @@ exit 0
     /// kiln-firstboot in a fresh network namespace; `listen` ports are held open there.
     fn run_listening(&self, listen: &[u16], args: &[&str]) -> Output {
         let path = format!("{}:{}", self.path("bin").display(), std::env::var("PATH").unwrap_or_default());
+        // Each holder creates its ready file once it listens; the run starts only when
+        // every port is held (no sleep: python3 may take seconds to start under load).
+        let ready = self.path("ready");
+        let _ = std::fs::remove_dir_all(&ready);
+        std::fs::create_dir_all(&ready).unwrap();
         let holders: String = listen
             .iter()
-            .map(|p| format!("python3 -c 'import socket,time;s=socket.socket();s.bind((\"0.0.0.0\",{p}));s.listen();time.sleep(30)' >/dev/null 2>&1 </dev/null & "))
+            .map(|p| {
+                format!(
+                    "python3 -c 'import socket,time;s=socket.socket();s.bind((\"0.0.0.0\",{p}));s.listen();open(\"{r}/{p}\",\"w\").close();time.sleep(60)' >/dev/null 2>&1 </dev/null & \
+                     n=0; while [ ! -e {r}/{p} ] && [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done; ",
+                    r = ready.display()
+                )
+            })
             .collect();
-        let script = format!(
-            "ip link set lo up && ip addr add 10.1.0.2/32 dev lo && {holders}{} exec \"$@\"",
-            if listen.is_empty() { "" } else { "sleep 0.5;" }
-        );
+        let script = format!("ip link set lo up && ip addr add 10.1.0.2/32 dev lo && {holders} exec \"$@\"");
         Command::new("unshare")
             .args(["-rn", "sh", "-c", &script, "sh"])
             .arg(env!("CARGO_BIN_EXE_kiln-firstboot"))
