@@ -135,6 +135,8 @@ pub enum OutputFormat {
     Sysext,
     /// `<profile>-<arch>.ign`: an Ignition config that installs the image.
     Ignition,
+    /// `<profile>-<arch>.img` + `.bmap`: a Raspberry Pi card from `[base_image]`.
+    Card,
 }
 
 impl OutputFormat {
@@ -144,6 +146,7 @@ impl OutputFormat {
             OutputFormat::Tar => "tar",
             OutputFormat::Sysext => "sysext",
             OutputFormat::Ignition => "ignition",
+            OutputFormat::Card => "card",
         }
     }
 }
@@ -291,6 +294,8 @@ pub struct ProfileDoc {
     pub kubelet: Kubelet,
     /// Pinned artifacts by name (`kubeadm`, `kubelet`, `kubectl`, `crictl`, `cni-plugins`, …).
     pub artifacts: BTreeMap<String, Spanned<ArtifactSpec>>,
+    /// The OS image `--format card` starts from (Raspberry Pi OS, Ubuntu for Raspberry Pi).
+    pub base_image: Option<Spanned<crate::card::base::BaseImageSpec>>,
 }
 
 /// A loaded profile: the document, its text (for locations) and parsed version.

@@ -107,3 +107,269 @@ fn kiln_reads_a_bmap_written_by_bmaptool_create() {
         assert!(!bytes(&parsed).is_empty());
     }
 }
+
+mod common;
+
+use common::{kiln, stderr, Scratch};
+use kiln_testkit::{pi_image, standin};
+use std::os::unix::fs::MetadataExt;
+
+/// A card profile whose pins are the test kit's stand-ins on the loopback mirror.
+fn card_profile(s: &Scratch) -> std::path::PathBuf {
+    let m = s.path("mirror");
+    let img = pi_image::build(&std::fs::create_dir_all(s.path("pi")).map(|_| s.path("pi")).unwrap());
+    let base_sha = standin::publish(&m, "/pi/images/test-raspios-arm64-lite.img.xz", &pi_image::xz(&img), true);
+    let image_sha = standin::sha256(&std::fs::read(&img).unwrap());
+    let elf = |seed| standin::elf(183, 1 << 20, seed);
+    let kubelet = standin::publish(&m, "/release/v1.34.2/bin/linux/arm64/kubelet", &elf(1), false);
+    let kubeadm = standin::publish(&m, "/release/v1.34.2/bin/linux/arm64/kubeadm", &elf(2), false);
+    let containerd = standin::publish(
+        &m,
+        "/containerd/v2.1.5/containerd-static-2.1.5-linux-arm64.tar.gz",
+        &standin::tgz(&[("bin/containerd", elf(3)), ("bin/containerd-shim-runc-v2", elf(4)), ("bin/ctr", elf(5))]),
+        true,
+    );
+    let runc = standin::publish(&m, "/runc/v1.3.3/runc.arm64", &elf(6), true);
+    let crictl = standin::publish(
+        &m,
+        "/cri-tools/v1.34.0/crictl-v1.34.0-linux-arm64.tar.gz",
+        &standin::tgz(&[("crictl", elf(7))]),
+        true,
+    );
+    let text = format!(
+        r#"name = "card-test"
+kubernetes_version = "v1.34.2"
+family = "debian"
+architectures = ["arm64"]
+cgroup_driver = "systemd"
+epoch = 1762905600
+overlays = ["base", "rpi"]
+
+[runtime]
+name = "containerd"
+manage_config = true
+config_version = 2
+
+[base_image]
+version = "test-2025-05-13"
+url = "https://downloads.example.invalid/pi/images/test-raspios-arm64-lite.img.xz"
+compression = "xz"
+sha256 = "{base_sha}"
+image_sha256 = "{image_sha}"
+
+[artifacts.kubeadm]
+version = "v1.34.2"
+url = "https://dl.k8s.io/release/{{version}}/bin/linux/{{arch}}/kubeadm"
+sha256.arm64 = "{kubeadm}"
+
+[artifacts.kubelet]
+version = "v1.34.2"
+url = "https://dl.k8s.io/release/{{version}}/bin/linux/{{arch}}/kubelet"
+sha256.arm64 = "{kubelet}"
+
+[artifacts.crictl]
+version = "v1.34.0"
+url = "https://github.com/cri-tools/{{version}}/crictl-{{version}}-linux-{{arch}}.tar.gz"
+extract = ["crictl"]
+sha256.arm64 = "{crictl}"
+
+[artifacts.containerd]
+version = "2.1.5"
+url = "https://github.com/containerd/v{{version}}/containerd-static-{{version}}-linux-{{arch}}.tar.gz"
+extract = ["containerd", "containerd-shim-runc-v2", "ctr"]
+sha256.arm64 = "{containerd}"
+
+[artifacts.runc]
+version = "1.3.3"
+url = "https://github.com/runc/v{{version}}/runc.{{arch}}"
+file_name = "runc"
+sha256.arm64 = "{runc}"
+"#
+    );
+    let p = s.path("profiles/card-test.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Runs `cmd` as an unprivileged user: nobody (65534) through `setpriv` when
+/// the test runs as root, else as the current (non-root) user.
+fn unprivileged(cmd: &Command) -> Command {
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let mut c = if uid == 0 {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(cmd.get_program());
+        c
+    } else {
+        Command::new(cmd.get_program())
+    };
+    c.args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
+fn debugfs(part: &Path, request: &str) -> String {
+    ok(Command::new("debugfs").arg("-R").arg(request).arg(part))
+}
+
+fn losetup_list() -> String {
+    Command::new("losetup")
+        .arg("-a")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn card_from_a_pi_like_base_image_as_nobody_without_loop_devices() {
+    let s = Scratch::new(&[]);
+    let profile = card_profile(&s);
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    if uid == 0 {
+        // nobody must read the repo copy and the mirror, and write cache and out dirs.
+        ok(Command::new("chown").args(["-R", "65534:65534"]).arg(s.dir.path()));
+    }
+    let build = |out: &str| -> (std::process::Output, String) {
+        let mut c = kiln();
+        c.arg("build")
+            .arg(&profile)
+            .args(["--format", "card", "--mirror"])
+            .arg(s.mirror.url())
+            .arg("--cache")
+            .arg(s.path("cache"))
+            .arg("--out")
+            .arg(s.path(out))
+            .args(s.firstboot_args());
+        let trace = s.path(&format!("{out}.strace"));
+        let mut traced = Command::new("strace");
+        traced.args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-o"]).arg(&trace);
+        traced.arg(c.get_program()).args(c.get_args());
+        for (k, v) in c.get_envs() {
+            if let Some(v) = v {
+                traced.env(k, v);
+            } else {
+                traced.env_remove(k);
+            }
+        }
+        let have_strace = Command::new("strace").arg("-V").output().is_ok();
+        let mut run = unprivileged(if have_strace { &traced } else { &c });
+        eprintln!("running: {run:?}");
+        let t0 = std::time::Instant::now();
+        let o = run.output().unwrap();
+        eprintln!("card build took {:.2} s", t0.elapsed().as_secs_f64());
+        (o, std::fs::read_to_string(&trace).unwrap_or_default())
+    };
+    let loops_before = losetup_list();
+    let (o, trace) = build("dist");
+    assert!(o.status.success(), "kiln build --format card: {}", stderr(&o));
+    assert_eq!(losetup_list(), loops_before, "a loop device appeared");
+    if !trace.is_empty() {
+        assert!(!trace.contains("/dev/loop"), "kiln or a tool it ran opened a loop device");
+        assert!(!trace.contains("/dev/mapper"), "device mapper was used");
+    }
+
+    let dist = s.path("dist");
+    let img = dist.join("card-test-arm64.img");
+    let meta = std::fs::metadata(&img).unwrap();
+    assert!(meta.blocks() * 512 < meta.len(), "the card image is sparse");
+
+    // Both partitions pass their own fsck, extracted with dd (no mounts).
+    let boot = s.path("boot.part");
+    let root = s.path("root.part");
+    let sector0 = std::fs::read(&img).unwrap()[..512].to_vec();
+    let root_sectors = u32::from_le_bytes(sector0[446 + 16 + 12..446 + 16 + 16].try_into().unwrap()) as u64;
+    assert!(root_sectors > pi_image::ROOT_SECTORS, "the root partition grew for the tree");
+    assert_eq!(meta.len(), (pi_image::root_start() + root_sectors) * 512);
+    pi_image::extract(&img, pi_image::BOOT_START, pi_image::BOOT_SECTORS, &boot);
+    pi_image::extract(&img, pi_image::root_start(), root_sectors, &root);
+    ok(Command::new("fsck.vfat").arg("-n").arg(&boot));
+    ok(Command::new("e2fsck").arg("-fn").arg(&root));
+
+    // cmdline.txt carries the memory cgroup (read with mtools' mtype).
+    let cmdline = ok(Command::new("mtype")
+        .arg("-i")
+        .arg(format!("{}@@{}", img.display(), pi_image::BOOT_START * 512))
+        .arg("::cmdline.txt")
+        .env("MTOOLS_SKIP_CHECK", "1"));
+    assert_eq!(cmdline.trim_end(), format!("{} cgroup_enable=memory", pi_image::CMDLINE.trim_end()));
+    let config = ok(Command::new("mtype")
+        .arg("-i")
+        .arg(format!("{}@@{}", img.display(), pi_image::BOOT_START * 512))
+        .arg("::config.txt")
+        .env("MTOOLS_SKIP_CHECK", "1"));
+    assert!(config.contains("arm_64bit=1"), "config.txt untouched: {config}");
+
+    // Every path of the image tree, with its mode and owner, per debugfs.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dist.join("manifest.json")).unwrap()).unwrap();
+    let records = manifest["profiles"]["card-test"]["trees"]["arm64"].as_array().expect("tree records").clone();
+    assert!(records.len() > 20, "{records:?}");
+    let mut checked = 0;
+    for r in &records {
+        let path = format!("/{}", r["path"].as_str().unwrap().trim_start_matches('/'));
+        let stat = debugfs(&root, &format!("stat {path}"));
+        let kind = r["type"].as_str().unwrap();
+        let want_type = match kind {
+            "file" => "regular",
+            "dir" => "directory",
+            "symlink" => "symlink",
+            other => panic!("{other}"),
+        };
+        assert!(stat.contains(&format!("Type: {want_type}")), "{path}: {stat}");
+        assert!(stat.contains(&format!("User:     {}   Group:     {}", r["uid"], r["gid"])), "{path}: {stat}");
+        if kind != "symlink" {
+            let mode = r["mode"].as_str().unwrap().trim_start_matches('0');
+            assert!(stat.contains(&format!("Mode:  0{mode:0>3}")), "{path} mode {mode}: {stat}");
+        }
+        if let Some(target) = r["target"].as_str() {
+            assert!(stat.contains(&format!("Fast link dest: \"{target}\"")), "{path} -> {target}: {stat}");
+        }
+        checked += 1;
+    }
+    eprintln!("checked {checked} image-tree paths with debugfs");
+    for must in [
+        "/etc/systemd/system/multi-user.target.wants/kubelet.service",
+        "/etc/systemd/system/multi-user.target.wants/containerd.service",
+        "/etc/systemd/system/dphys-swapfile.service",
+        "/etc/systemd/system/dev-zram0.swap",
+        "/opt/bin/containerd",
+        "/opt/bin/containerd-shim-runc-v2",
+        "/opt/bin/runc",
+        "/etc/containerd/config.toml",
+    ] {
+        assert!(
+            records.iter().any(|r| format!("/{}", r["path"].as_str().unwrap().trim_start_matches('/')) == must),
+            "{must} not in the tree"
+        );
+    }
+    let unit = debugfs(&root, "cat /etc/systemd/system/containerd.service");
+    assert!(unit.contains("ExecStart=/opt/bin/containerd\n"), "{unit}");
+    let cfg = debugfs(&root, "cat /etc/containerd/config.toml");
+    assert!(cfg.contains("SystemdCgroup = true"), "{cfg}");
+    // The base tree is still there.
+    assert!(debugfs(&root, "cat /etc/passwd").contains("pi:x:1000"));
+    assert!(debugfs(&root, "cat /etc/fstab").contains("PARTUUID=4b1dc0de-02"));
+
+    // The .bmap is kiln's and bmaptool writes the card with it.
+    let map = Bmap::parse(&std::fs::read_to_string(dist.join("card-test-arm64.img.bmap")).unwrap()).unwrap();
+    assert_eq!(map, bmap::create(&img).unwrap());
+    let copy = s.path("copy.img");
+    ok(Command::new("bmaptool")
+        .arg("copy")
+        .arg("--bmap")
+        .arg(dist.join("card-test-arm64.img.bmap"))
+        .arg(&img)
+        .arg(&copy));
+    cmp_mapped(&map, &img, &copy);
+
+    // Same inputs, same bytes.
+    let (o2, _) = build("dist2");
+    assert!(o2.status.success(), "second build: {}", stderr(&o2));
+    for f in ["card-test-arm64.img", "card-test-arm64.img.bmap"] {
+        ok(Command::new("cmp").arg(dist.join(f)).arg(s.path("dist2").join(f)));
+    }
+}

@@ -4,4 +4,5 @@
 
 pub mod http;
 pub mod mirror;
+pub mod pi_image;
 pub mod standin;

@@ -326,7 +326,7 @@ pub fn create(image: &Path) -> Result<Bmap> {
 }
 
 /// Byte spans `[start, end)` that hold data, from `SEEK_DATA`/`SEEK_HOLE`.
-fn data_spans(f: &File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
+pub(crate) fn data_spans(f: &File, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
     let fd = f.as_raw_fd();
     let mut spans = Vec::new();
     let mut pos: u64 = 0;

@@ -1,0 +1,200 @@
+//! The base OS image a card starts from (`[base_image]` in a profile): pinned
+//! like every artifact, fetched and verified through kiln's [`fetch`] and
+//! [`Cache`], then decompressed once (streamed, written sparse) into the cache.
+
+use crate::cache::Cache;
+use crate::error::{Error, IoContext, Result};
+use crate::fetch::{self, FetchOptions};
+use crate::hash::{hex, is_sha256_hex};
+use crate::profile::{Arch, Artifact, Install, Profile};
+use crate::progress::Progress;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// How the base image download is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// xz (Raspberry Pi OS, Ubuntu for Raspberry Pi).
+    Xz,
+    /// gzip.
+    Gz,
+    /// Zstandard.
+    Zst,
+    /// A raw image.
+    None,
+}
+
+/// `[base_image]`: the OS image a `--format card` build starts from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseImageSpec {
+    /// Upstream release, substituted for `{version}` in the URL.
+    pub version: Spanned<String>,
+    /// Download URL (placeholder `{version}`).
+    pub url: Spanned<String>,
+    /// Compression of the download.
+    pub compression: Spanned<Compression>,
+    /// sha256 of the download, from upstream's published checksum.
+    pub sha256: Spanned<String>,
+    /// sha256 of the decompressed image, when upstream publishes it.
+    pub image_sha256: Option<Spanned<String>>,
+    /// MiB added to the root partition for the image tree (default: the
+    /// tree's size plus a quarter, plus 64 MiB). The OS grows the partition to
+    /// the whole card on first boot.
+    pub root_grow_mib: Option<Spanned<u64>>,
+}
+
+/// Name of the base image in fetch progress, errors and the manifest.
+pub const ARTIFACT_NAME: &str = "base-image";
+
+impl BaseImageSpec {
+    /// The base image as an [`Artifact`], so the ordinary fetch path (mirror,
+    /// `--offline`, retries, streaming sha256, cache) handles it.
+    pub fn artifact(&self, profile: &Profile, arch: Arch) -> Result<Artifact> {
+        let sha = self.sha256.get_ref().to_ascii_lowercase();
+        if !is_sha256_hex(&sha) {
+            return Err(Error::config(profile.at(
+                self.sha256.span(),
+                "base_image.sha256 is not a sha256 (a placeholder?); copy the value from upstream's published checksum file next to the download",
+            )));
+        }
+        if let Some(i) = &self.image_sha256 {
+            if !is_sha256_hex(&i.get_ref().to_ascii_lowercase()) {
+                return Err(Error::config(
+                    profile.at(i.span(), "base_image.image_sha256 is not a sha256; remove it or copy upstream's value"),
+                ));
+            }
+        }
+        let version = self.version.get_ref().clone();
+        Ok(Artifact {
+            name: ARTIFACT_NAME.to_string(),
+            url: crate::profile::expand_url(self.url.get_ref(), &version, arch),
+            version,
+            arch,
+            sha256: sha,
+            size: None,
+            dest: "/".to_string(),
+            mode: 0o644,
+            install: Install::File { name: ARTIFACT_NAME.to_string() },
+        })
+    }
+}
+
+/// The profile's `[base_image]`, or a configuration error naming what to add.
+pub fn spec(profile: &Profile) -> Result<&BaseImageSpec> {
+    profile.doc.base_image.as_ref().map(|s| s.get_ref()).ok_or_else(|| {
+        Error::config(format!(
+            "{}: --format card needs a [base_image] table (url, compression, sha256); see profiles/rpi-raspios-1.34.toml",
+            profile.path.display()
+        ))
+    })
+}
+
+/// Fetches and verifies the base image, then returns its decompressed,
+/// sparse copy in the cache (`<cache>/card/<download sha256>.img`), making it
+/// once. With `image_sha256` pinned the decompressed bytes are verified too.
+pub fn prepare(
+    profile: &Profile,
+    arch: Arch,
+    cache: &Cache,
+    opts: &FetchOptions,
+    progress: &Progress,
+) -> Result<PathBuf> {
+    let spec = spec(profile)?;
+    let artifact = spec.artifact(profile, arch)?;
+    let blob = fetch::fetch_all(cache, opts, std::slice::from_ref(&artifact), progress)?
+        .pop()
+        .ok_or_else(|| Error::build("the base image vanished from the cache; run again"))?;
+    let dir = cache.root().join("card");
+    fs::create_dir_all(&dir).io_ctx(dir.display())?;
+    let image = dir.join(format!("{}.img", artifact.sha256));
+    if image.is_file() {
+        return Ok(image);
+    }
+    progress.step(format!("decompressing base image {} ({:?})", artifact.version, spec.compression.get_ref()));
+    let tmp = cache.tmp_path("base-image.img");
+    let result = (|| {
+        let (size, sha) = decompress_sparse(&blob, *spec.compression.get_ref(), &tmp, &artifact.sha256)?;
+        if let Some(want) = &spec.image_sha256 {
+            let want = want.get_ref().to_ascii_lowercase();
+            if sha != want {
+                return Err(Error::verify(format!(
+                    "base image {}: the decompressed image hashes to {sha}, the profile pins image_sha256 {want}; nothing was cached. If upstream changed the image, review it and update the pin",
+                    artifact.url
+                )));
+            }
+        }
+        if size < 1024 * 1024 {
+            return Err(Error::config(format!(
+                "base image {}: only {size} bytes decompressed; that is not a disk image",
+                artifact.url
+            )));
+        }
+        fs::rename(&tmp, &image).io_ctx(image.display())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    Ok(image)
+}
+
+/// Streams `blob` through its decompressor into `out`, leaving all-zero 4 KiB
+/// blocks as holes; returns the image size and the sha256 of all its bytes.
+fn decompress_sparse(blob: &Path, c: Compression, out: &Path, blob_sha: &str) -> Result<(u64, String)> {
+    let file = BufReader::with_capacity(1 << 20, File::open(blob).io_ctx(blob.display())?);
+    let mut reader: Box<dyn Read> = match c {
+        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(file)),
+        Compression::Gz => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        Compression::Zst => Box::new(
+            ruzstd::decoding::StreamingDecoder::new(file)
+                .map_err(|e| Error::config(format!("base image {blob_sha}: not a zstd stream: {e}")))?,
+        ),
+        Compression::None => Box::new(file),
+    };
+    let mut w = File::create(out).io_ctx(out.display())?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total: u64 = 0;
+    loop {
+        let n = read_full(&mut reader, &mut buf).map_err(|e| {
+            Error::config(format!(
+                "base image {blob_sha}: cannot decompress ({c:?}): {e}; check `compression` in [base_image]"
+            ))
+        })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        for chunk in buf[..n].chunks(4096) {
+            if chunk.iter().all(|b| *b == 0) {
+                w.seek(SeekFrom::Current(chunk.len() as i64)).io_ctx(out.display())?;
+            } else {
+                w.write_all(chunk).io_ctx(out.display())?;
+            }
+        }
+        total += n as u64;
+    }
+    w.set_len(total).io_ctx(out.display())?;
+    w.sync_all().io_ctx(out.display())?;
+    Ok((total, hex(&h.finalize())))
+}
+
+/// Reads until `buf` is full or the stream ends.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
