@@ -343,6 +343,7 @@ fn get(
     agent: &ureq::Agent,
     method: &str,
     url: &str,
+    read_timeout: Duration,
     deadline: Instant,
     label: &str,
 ) -> Result<(ureq::Response, String), Attempt> {
@@ -358,7 +359,11 @@ fn get(
         if left.is_zero() {
             return Err(Attempt::Transient(format!("deadline reached before requesting {current}")));
         }
-        let resp = match agent.request(method, &current).timeout(left).call() {
+        // ureq's overall timeout replaces its per-read one: set it only when the
+        // deadline is nearer than a read timeout. Otherwise `Bounded` enforces it.
+        let request = agent.request(method, &current);
+        let request = if left < read_timeout { request.timeout(left) } else { request };
+        let resp = match request.call() {
             Ok(r) => r,
             Err(ureq::Error::Status(404, _)) => {
                 return Err(Attempt::Final(Error::build(format!(
@@ -462,7 +467,7 @@ fn download_once(
     progress: &Progress,
     label: &str,
 ) -> Result<u64, Attempt> {
-    let (resp, from) = get(agent, "GET", url, deadline, label)?;
+    let (resp, from) = get(agent, "GET", url, opts.timeout, deadline, label)?;
     let limit = a.size.unwrap_or(opts.max_size);
     let expected_len = resp.header("Content-Length").and_then(|v| v.trim().parse::<u64>().ok());
     if expected_len.is_some_and(|n| n > limit) {
@@ -536,7 +541,7 @@ pub fn fetch_size(opts: &FetchOptions, agent: &ureq::Agent, url: &str) -> Result
     let mut delay = opts.backoff;
     let mut last = String::new();
     for attempt in 1..=opts.attempts.max(1) {
-        match get(agent, "HEAD", url, deadline, url) {
+        match get(agent, "HEAD", url, opts.timeout, deadline, url) {
             Ok((r, _)) => return Ok(r.header("Content-Length").and_then(|v| v.trim().parse::<u64>().ok())),
             Err(Attempt::Final(e)) => return Err(e),
             Err(Attempt::Transient(m)) => last = m,
@@ -559,7 +564,7 @@ pub fn fetch_text(opts: &FetchOptions, agent: &ureq::Agent, url: &str) -> Result
     let mut delay = opts.backoff;
     let mut last = String::new();
     for attempt in 1..=opts.attempts.max(1) {
-        match get(agent, "GET", url, deadline, url) {
+        match get(agent, "GET", url, opts.timeout, deadline, url) {
             Ok((r, from)) => {
                 let mut body = Bounded { inner: r.into_reader(), read: 0, limit: MAX_TEXT, deadline: Some(deadline) };
                 let mut bytes = Vec::new();

@@ -7,26 +7,10 @@ mod common;
 use common::*;
 use kiln_testkit::mirror::Fault;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 const KUBELET: &str = "/release/v1.34.2/bin/linux/amd64/kubelet";
-
-/// Waits for `child` at most `limit`; kills it and returns `None` when it is still running.
-fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Runs `c` with a time limit; panics naming `what` when it does not end in time.
 fn run_within(c: &mut Command, limit: Duration, what: &str) -> Output {
@@ -238,42 +222,42 @@ fn b7_a_fifo_or_device_in_a_mirror_directory_is_refused() {
 fn b8_a_build_killed_inside_the_commit_leaves_a_consistent_dist() {
     let s = Scratch::new(&["flatcar-1.34"]);
     s.pin("flatcar-1.34");
-    let o = run(s.build_cmd("flatcar-1.34", "cache", "dist").args(["--format", "tar", "--format", "sysext"]));
+    let o = run(&mut s.build_cmd("flatcar-1.34", "cache", "dist"));
     assert!(o.status.success(), "{}", stderr(&o));
     let dist = s.path("dist");
     let old_sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
     assert!(sha256sum_c(&dist).0);
     std::fs::write(s.path("overlays/base/etc/kiln-motd"), "new\n").unwrap();
     for point in ["commit-after-first-rename", "commit-before-switch"] {
-        let o = run(s
-            .build_cmd("flatcar-1.34", "cache", "dist")
-            .args(["--format", "tar", "--format", "sysext"])
-            .env("KILN_FAILPOINT", point));
+        let o = run(s.build_cmd("flatcar-1.34", "cache", "dist").env("KILN_FAILPOINT", point));
         assert!(o.status.code().is_none(), "{point}: the failpoint did not stop kiln: {}", stderr(&o));
         let (ok, report) = sha256sum_c(&dist);
         assert!(ok, "{point}: dist/ is inconsistent after a kill in the commit:\n{report}");
         assert_eq!(std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap(), old_sums, "{point}");
     }
     // Killed after the switch: the new set, complete.
-    let o = run(s
-        .build_cmd("flatcar-1.34", "cache", "dist")
-        .args(["--format", "tar", "--format", "sysext"])
-        .env("KILN_FAILPOINT", "commit-after-switch"));
+    let o = run(s.build_cmd("flatcar-1.34", "cache", "dist").env("KILN_FAILPOINT", "commit-after-switch"));
     assert!(o.status.code().is_none(), "{}", stderr(&o));
     let (ok, report) = sha256sum_c(&dist);
     assert!(ok, "{report}");
     assert_ne!(std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap(), old_sums);
     // And a normal build afterwards is up to date, then rebuilds cleanly with --force.
-    let o = run(s.build_cmd("flatcar-1.34", "cache", "dist").args(["--format", "tar", "--format", "sysext"]));
+    let o = run(&mut s.build_cmd("flatcar-1.34", "cache", "dist"));
     assert!(o.status.success(), "{}", stderr(&o));
-    let o =
-        run(s.build_cmd("flatcar-1.34", "cache", "dist").args(["--format", "tar", "--format", "sysext", "--force"]));
+    assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
+    let o = run(s.build_cmd("flatcar-1.34", "cache", "dist").arg("--force"));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(sha256sum_c(&dist).0);
-    assert_eq!(
-        files_in(&dist),
-        ["SHA256SUMS", "flatcar-1.34-amd64.tar.gz", "kubernetes-v1.34.2-amd64.raw", "manifest.json"]
-    );
+    assert_eq!(files_in(&dist), ["SHA256SUMS", "flatcar-1.34-amd64.tar.gz", "manifest.json"]);
+    // The debris of the killed builds is gone: the current and previous generations and the lock.
+    let mut left: Vec<String> = std::fs::read_dir(s.path("dist.gen"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(left.contains(&"lock".to_string()), "{left:?}");
 }
 
 // ---------------------------------------------------------------- B9
@@ -398,4 +382,37 @@ fn the_up_to_date_check_compares_content_hashes() {
     assert!(!stderr(&o).contains("up to date"), "{}", stderr(&o));
     assert_eq!(std::fs::read(&tgz).unwrap(), good);
     assert!(sha256sum_c(&s.path("dist")).0);
+}
+
+/// A `dist/` directory from an older kiln moves into the generation layout;
+/// one holding files kiln did not write is left alone with a clear error.
+#[test]
+fn an_old_layout_dist_directory_is_migrated_or_refused() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    let o = run(&mut s.build_cmd("flatcar-1.34", "cache", "new"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // An old-layout directory: plain files, as kiln wrote them before.
+    for (dir, extra) in [("dist", None), ("keep", Some("notes.txt"))] {
+        let d = s.path(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in files_in(&s.path("new")) {
+            std::fs::copy(s.path("new").join(&f), d.join(&f)).unwrap();
+        }
+        if let Some(x) = extra {
+            std::fs::write(d.join(x), "mine\n").unwrap();
+        }
+        let o = run(s.build_cmd("flatcar-1.34", "cache", dir).arg("--force"));
+        if extra.is_some() {
+            assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+            assert!(stderr(&o).contains("notes.txt"), "{}", stderr(&o));
+            assert!(std::fs::symlink_metadata(&d).unwrap().is_dir());
+            assert_eq!(std::fs::read_to_string(d.join("notes.txt")).unwrap(), "mine\n");
+        } else {
+            assert!(o.status.success(), "{}", stderr(&o));
+            assert!(std::fs::symlink_metadata(&d).unwrap().file_type().is_symlink());
+            assert!(sha256sum_c(&d).0);
+            assert_eq!(files_in(&d), files_in(&s.path("new")));
+        }
+    }
 }
