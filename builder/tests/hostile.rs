@@ -416,3 +416,21 @@ fn an_old_layout_dist_directory_is_migrated_or_refused() {
         }
     }
 }
+
+/// Outputs an earlier build wrote and the new build does not are not left
+/// looking current: they leave `dist/`, `manifest.json` and `SHA256SUMS`.
+#[test]
+fn outputs_a_rebuild_no_longer_writes_do_not_stay_current() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    let o = run(s.build_cmd("flatcar-1.34", "cache", "dist").args(["--format", "tar", "--format", "sysext"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dist = s.path("dist");
+    assert!(files_in(&dist).contains(&"kubernetes-v1.34.2-amd64.raw".to_string()));
+    let o = run(s.build_cmd("flatcar-1.34", "cache", "dist").args(["--format", "tar"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(files_in(&dist), ["SHA256SUMS", "flatcar-1.34-amd64.tar.gz", "manifest.json"]);
+    assert!(!std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap().contains(".raw"));
+    assert!(!std::fs::read_to_string(dist.join("manifest.json")).unwrap().contains(".raw\""));
+    assert!(sha256sum_c(&dist).0);
+}
