@@ -8,7 +8,8 @@ const EXIT_CODES: &str = "Exit codes:
   0  success
   1  the build failed (network, disk, a tool)
   2  usage or configuration error (the message names file:line:col)
-  3  verification failure (a download did not match its pinned sha256)";
+  3  verification failure (a download did not match its pinned sha256,
+     or a flashed card read back differently)";
 
 /// Build pinned, verified, reproducible Kubernetes node images.
 #[derive(Debug, Parser)]
@@ -74,6 +75,11 @@ Workers receive the CA certificate, the discovery hash and the token, never a pr
 key. Control planes receive the CA keys and sa.key/sa.pub: no --upload-certs window.
 The output holds secrets: it is written with mode 0600.")]
     Userdata(UserdataArgs),
+    /// Check a Raspberry Pi fleet file, or write one personalised image per node.
+    #[command(subcommand)]
+    Fleet(crate::fleet::cmd::FleetCommand),
+    /// Write a node's personalised card image to SD cards (or files) and verify it.
+    Flash(crate::fleet::cmd::FlashArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  kiln completions bash > /etc/bash_completion.d/kiln")]
     Completions {

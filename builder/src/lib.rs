@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cluster;
 pub mod error;
 pub mod fetch;
+pub mod fleet;
 pub mod hash;
 pub mod ignition_image;
 pub mod location;

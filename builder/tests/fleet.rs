@@ -1,0 +1,172 @@
+//! `kiln fleet check` and `kiln fleet images` on a card-like image built from files.
+
+mod fleet_kit;
+
+use fleet_kit::*;
+use kiln::fleet::Fleet;
+use std::process::Command;
+
+fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    cluster(d.path());
+    let fleet = d.path().join("fleet.toml");
+    std::fs::write(&fleet, fleet_text()).unwrap();
+    (d, fleet)
+}
+
+#[test]
+fn a_valid_fleet_expands_ranges_and_defaults() {
+    let (_d, path) = setup();
+    let f = Fleet::load(&path).unwrap();
+    let names: Vec<&str> = f.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["pi-01", "pi-02", "pi-03", "pi-04", "pi-05"]);
+    assert_eq!(f.nodes[4].address.unwrap().to_string(), "192.168.1.105/24");
+    assert_eq!(f.nodes[4].admin_user.as_deref(), Some("kiln"));
+    assert!(f.nodes[1].wifi.is_some() && f.nodes[2].wifi.is_none());
+    let o = kiln(&["fleet", "check", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 5);
+}
+
+/// Each malformed fleet is rejected (exit 2) with exactly one `fleet.toml:line:col:` line,
+/// on the expected line, saying what is wrong.
+#[test]
+fn malformed_fleet_files_are_each_rejected_with_one_located_line() {
+    let (d, path) = setup();
+    let good = fleet_text();
+    let cases: Vec<(&str, String, usize, &str)> = vec![
+        (
+            "unknown key",
+            good.replace("address = \"192.168.1.101/24\"", "adress = \"192.168.1.101/24\""),
+            13,
+            "did you mean `address`",
+        ),
+        ("duplicate name", good.replace("name = \"pi-02\"", "name = \"pi-01\""), 16, "defined twice"),
+        ("duplicate address", good.replace("192.168.1.102/24", "192.168.1.101/24"), 18, "already `pi-01`'s"),
+        ("range overlaps an address", good.replace("192.168.1.103/24", "192.168.1.100/24"), 24, "already `pi-01`'s"),
+        (
+            "no init node",
+            good.replace("role = \"init\"", "role = \"control-plane\""),
+            12,
+            "no node has role = \"init\"",
+        ),
+        ("two init nodes", good.replace("role = \"control-plane\"", "role = \"init\""), 17, "a second init node"),
+        (
+            "worker given CA keys",
+            good.replace("role = \"join\"\n", "role = \"join\"\nca_keys = true\n"),
+            24,
+            "workers never receive CA keys",
+        ),
+        ("bad node name", good.replace("name = \"pi-02\"", "name = \"Pi_02\""), 16, "not a DNS label"),
+        ("address without prefix", good.replace("192.168.1.102/24", "192.168.1.102"), 18, "no prefix length"),
+        ("bad prefix", good.replace("192.168.1.102/24", "192.168.1.102/40"), 18, "not a prefix length"),
+        ("bad IP", good.replace("192.168.1.102/24", "192.168.1.302/24"), 18, "not an IP address"),
+        ("range expands to nothing", good.replace("pi-[03:05]", "pi-[05:03]"), 22, "expands to no node"),
+        ("range too large", good.replace("pi-[03:05]", "pi-[0003:9999]"), 22, "more than kiln's limit"),
+        ("range runs out of subnet", good.replace("192.168.1.103/24", "192.168.1.253/24"), 24, "runs out"),
+        ("init is a range", good.replace("name = \"pi-01\"", "name = \"cp-[1:2]\""), 11, "must be one node"),
+        ("unknown role", good.replace("role = \"join\"", "role = \"wroker\""), 23, "did you mean `worker`"),
+        (
+            "gateway outside subnet",
+            good.replace("gateway = \"192.168.1.1\"", "gateway = \"10.0.0.1\""),
+            7,
+            "not in 192.168.1.101/24's subnet",
+        ),
+        ("private key pasted", good.replace(KEY, "-----BEGIN OPENSSH PRIVATE KEY-----"), 6, "private key"),
+        ("bad dns", good.replace("\"1.1.1.1\"", "\"one.one\""), 8, "not an IP address"),
+        ("bad wifi country", good.replace("country = \"GB\"", "country = \"uk\""), 19, "two-letter"),
+        ("short wifi password", good.replace("correct horse battery", "short"), 19, "8–63"),
+        ("missing cluster", good.replace("cluster = \"cluster\"", "cluster = \"nowhere\""), 1, "kiln cluster init"),
+        ("count and open range", good.replace("pi-[03:05]", "pi-[03:]"), 22, "open-ended"),
+        ("toml syntax", good.replace("role = \"join\"", "role = join"), 23, ""),
+    ];
+    assert!(cases.len() >= 10);
+    let bad = d.path().join("fleet.toml");
+    for (what, text, line, needle) in cases {
+        assert_ne!(text, good, "{what}: the replacement did not apply");
+        std::fs::write(&bad, &text).unwrap();
+        let o = kiln(&["fleet", "check", bad.to_str().unwrap()]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        let located: Vec<&str> = err.lines().filter(|l| l.contains("fleet.toml:")).collect();
+        assert_eq!(located.len(), 1, "{what}: want exactly one located line, got:\n{err}");
+        let prefix = format!("{}:{line}:", bad.display());
+        assert!(located[0].contains(&prefix), "{what}: want {prefix}, got {}", located[0]);
+        assert!(located[0].contains(needle), "{what}: want `{needle}` in {}", located[0]);
+    }
+    std::fs::write(&path, good).unwrap();
+}
+
+#[test]
+fn fleet_images_personalise_only_the_fat_and_keep_secrets_per_node() {
+    let (d, fleet) = setup();
+    let img = card_image(d.path());
+    let base_sha = kiln::hash::sha256_file(&img).unwrap();
+    let out = d.path().join("cards");
+    let o = kiln(&["fleet", "images", fleet.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(kiln::hash::sha256_file(&img).unwrap(), base_sha, "the base image must not change");
+    let token = std::fs::read_to_string(d.path().join("cluster/secrets/bootstrap-token")).unwrap();
+    let ca_key = std::fs::read_to_string(d.path().join("cluster/secrets/ca.key")).unwrap();
+    let fat_end = FAT_OFFSET + (FAT_MIB << 20);
+    let base = std::fs::read(&img).unwrap();
+    for (name, cp) in [("pi-01", true), ("pi-02", true), ("pi-03", false), ("pi-05", false)] {
+        let card = out.join(format!("{name}.img"));
+        let node = mtype(&card, "kiln/node.toml");
+        assert!(node.contains(&format!("name = \"{name}\"")), "{name}: {node}");
+        assert!(node.contains(token.trim()), "{name}: token");
+        assert_eq!(node.contains(ca_key.trim()), cp, "{name}: CA key present iff control plane");
+        assert_eq!(node.contains("PRIVATE KEY"), cp, "{name}: no private key on workers");
+        let meta = mtype(&card, "meta-data");
+        assert!(
+            meta.contains(&format!("local-hostname: \"{name}\"")) && meta.contains("instance-id: \"kiln-lab-"),
+            "{meta}"
+        );
+        let ud = mtype(&card, "user-data");
+        assert!(ud.starts_with("#cloud-config") && ud.contains(KEY) && ud.contains("name: \"kiln\""), "{ud}");
+        let net = mtype(&card, "network-config");
+        assert!(net.contains("via: \"192.168.1.1\""), "{net}");
+        assert_eq!(net.contains("wifis:"), name == "pi-02", "{net}");
+        // Other nodes' names appear nowhere in this card's files.
+        for other in ["pi-01", "pi-02", "pi-03", "pi-04", "pi-05"].iter().filter(|o| **o != name) {
+            assert!(!node.contains(other) && !meta.contains(other) && !ud.contains(other), "{name} mentions {other}");
+        }
+        // The stock files are replaced, the rest of the FAT is intact.
+        assert!(mtype(&card, "config.txt").contains("arm_64bit=1"));
+        let dir = run(Command::new("mdir").arg("-i").arg(mt(&card)).arg("-a").arg("::kiln"));
+        assert!(String::from_utf8_lossy(&dir.stdout).contains("node"), "mdir");
+        let attr = run(Command::new("mattrib").arg("-i").arg(mt(&card)).arg("::kiln/node.toml"));
+        let a = String::from_utf8_lossy(&attr.stdout);
+        assert!(a.contains('R') && a.contains('H') && a.contains('S'), "node.toml attributes: {a}");
+        // Only the FAT partition differs from the base.
+        let bytes = std::fs::read(&card).unwrap();
+        assert_eq!(bytes.len(), base.len());
+        let differ: Vec<usize> =
+            (0..bytes.len()).step_by(4096).filter(|&i| bytes[i..i + 4096] != base[i..i + 4096]).collect();
+        assert!(!differ.is_empty());
+        assert!(
+            differ.iter().all(|&i| (i as u64) >= FAT_OFFSET && (i as u64) < fat_end),
+            "{name}: a block outside the FAT differs"
+        );
+        assert!(differ.len() <= 16, "{name}: {} blocks differ; a card should differ in a few KiB", differ.len());
+        // The FAT is consistent.
+        let fat = d.path().join(format!("{name}.fat"));
+        run(Command::new("dd").arg(format!("if={}", card.display())).arg(format!("of={}", fat.display())).args([
+            "bs=1M",
+            "status=none",
+            &format!("skip={}", FAT_OFFSET >> 20),
+            &format!("count={FAT_MIB}"),
+        ]));
+        let ck = Command::new("fsck.vfat").arg("-n").arg(&fat).output().unwrap();
+        assert!(ck.status.success(), "fsck.vfat -n {name}: {}{}", String::from_utf8_lossy(&ck.stdout), stderr(&ck));
+    }
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(out.join("pi-01.img")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind");
+}
