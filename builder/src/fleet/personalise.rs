@@ -153,10 +153,11 @@ impl Write for Overlay<'_> {
             let (idx, off) = (abs / BLOCK, (abs % BLOCK) as usize);
             let k = (BLOCK as usize - off).min(n - done);
             let (b, dirty) = self.block(idx)?;
-            if b[off..off + k] != buf[done..done + k] {
-                b[off..off + k].copy_from_slice(&buf[done..done + k]);
-                *dirty = true;
-            }
+            // Every written block is dirty, even when it equals the base: a
+            // block the base leaves unmapped (a hole, zeros) is whatever the
+            // card held before, so zeros written there must reach the card.
+            b[off..off + k].copy_from_slice(&buf[done..done + k]);
+            *dirty = true;
             done += k;
             self.pos += k as u64;
         }
