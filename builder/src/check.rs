@@ -2,10 +2,12 @@
 //!
 //! Each rule cites where it comes from. Findings point at `file:line:col`.
 
-use crate::error::Error;
+use crate::error::{Error, Kind, Result};
 use crate::hash::is_sha256_hex;
-use crate::profile::{Arch, CgroupDriver, OutputFormat, Profile, REQUIRED_SYSCTLS, URL_PLACEHOLDERS};
-use crate::tree::{Content, Node, Tree};
+use crate::profile::{
+    Arch, Artifact, CgroupDriver, Install, OutputFormat, Profile, REQUIRED_SYSCTLS, URL_PLACEHOLDERS,
+};
+use crate::tree::{Content, Entry, Node, Origin, Tree};
 use crate::version::Version;
 use crate::{overlay, render};
 use serde::Serialize;
@@ -56,7 +58,16 @@ pub fn check(profile: &Profile) -> Vec<Finding> {
     check_for(profile, &profile.formats())
 }
 
-/// Runs every rule on `profile` for building `formats`.
+/// Runs every rule on `profile` for building `formats`: the one function
+/// both `kiln check` and `kiln build` call before anything is fetched.
+///
+/// Field allow-lists already ran when the profile was parsed
+/// ([`Profile::parse`]); these are the rules across fields, then the image
+/// tree assembled exactly as `kiln build` assembles it ([`assemble`]) with
+/// placeholder content for the pinned downloads, so a path conflict, an
+/// escaping overlay symlink or an overlay override of a pinned binary is
+/// reported here too. The tree is assembled only when the rules found no
+/// error, so one cause gives one error.
 pub fn check_for(profile: &Profile, formats: &[OutputFormat]) -> Vec<Finding> {
     let mut c = Checker { p: profile, out: Vec::new() };
     if formats.contains(&OutputFormat::Sysext) {
@@ -69,7 +80,10 @@ pub fn check_for(profile: &Profile, formats: &[OutputFormat]) -> Vec<Finding> {
     runtime(&mut c);
     sysctls(&mut c);
     kubelet_flags(&mut c);
-    image_tree(&mut c);
+    firstboot_name(&mut c);
+    if !has_errors(&c.out) {
+        image_tree(&mut c);
+    }
     c.out
 }
 
@@ -131,11 +145,8 @@ fn directories(c: &mut Checker) {
     ];
     for (key, v) in dirs {
         let Some(v) = v else { continue };
+        // Normalised when parsed (crate::validate::own_dir): no `.`, `..` or `//`.
         let path = v.get_ref();
-        if !path.starts_with('/') || path.split('/').any(|s| s == "..") {
-            c.error("path-absolute", v.span(), format!("{key} `{path}` must be an absolute path without `..`"));
-            continue;
-        }
         // Fedora CoreOS and Flatcar mount /usr read-only (kubeadm troubleshooting:
         // "/usr is mounted read-only on nodes"); the flex-volume dir must be writable.
         if ro && under_usr(path) {
@@ -188,14 +199,8 @@ fn artifacts(c: &mut Checker) {
     let mut missing: std::collections::BTreeMap<Arch, (Range<usize>, Vec<String>)> = Default::default();
     for (name, spec) in &p.doc.artifacts {
         let s = spec.get_ref();
+        // Scheme, host, credentials and characters were checked when parsed (crate::validate::url).
         let url = s.url.get_ref();
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            c.error(
-                "url",
-                s.url.span(),
-                format!("artifact `{name}`: url must start with https:// (or http:// for a mirror)"),
-            );
-        }
         let mut rest = url.as_str();
         while let Some(i) = rest.find('{') {
             let tail = &rest[i..];
@@ -237,24 +242,10 @@ fn artifacts(c: &mut Checker) {
                 format!("artifact `{name}`: pins differ per architecture but the url has no {{arch}}"),
             );
         }
-        if let Some(m) = &s.mode {
-            if crate::profile::parse_mode(m.get_ref()).is_none() {
-                c.error(
-                    "mode",
-                    m.span(),
-                    format!("artifact `{name}`: mode `{}` is not octal like \"0755\"", m.get_ref()),
-                );
-            }
-        }
         if let Some(d) = &s.dest {
+            // Normalised when parsed (crate::validate::own_dir).
             let dest = d.get_ref();
-            if !dest.starts_with('/') || dest.split('/').any(|x| x == "..") {
-                c.error(
-                    "path-absolute",
-                    d.span(),
-                    format!("artifact `{name}`: dest `{dest}` must be absolute without `..`"),
-                );
-            } else if p.family().read_only_usr() && under_usr(dest) {
+            if p.family().read_only_usr() && under_usr(dest) {
                 c.error(
                     "read-only-usr",
                     d.span(),
@@ -374,33 +365,10 @@ fn runtime(c: &mut Checker) {
 /// dotted name (`net.ipv4.ip_forward = 1` inside `[sysctl]` is TOML for
 /// nested tables), which would render as a broken sysctl.d line.
 fn sysctls(c: &mut Checker) {
+    // Names and values were checked when parsed (crate::validate::sysctl_name,
+    // sysctl_value): each entry is one sysctl.d line.
     for (key, value) in &c.p.doc.sysctl {
         let name = key.replace('/', ".");
-        if let toml::Value::Table(_) | toml::Value::Array(_) = value.get_ref() {
-            c.error(
-                "sysctl-value",
-                value.span(),
-                format!("sysctl `{key}` has a table or array value; quote dotted names, e.g. \"{key}.…\" = \"1\""),
-            );
-            continue;
-        }
-        // One `key = value` line each in sysctl.d(5): no line breaks, no `=` or
-        // blanks in names.
-        let text = match value.get_ref() {
-            toml::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        if key.is_empty()
-            || key.chars().any(|ch| ch.is_whitespace() || ch.is_control() || ch == '=')
-            || text.chars().any(char::is_control)
-        {
-            c.error(
-                "sysctl-value",
-                value.span(),
-                format!("sysctl {:?} = {:?} would not be one sysctl.d line: names have no blanks or `=`, values no control characters", key, text),
-            );
-            continue;
-        }
         if !REQUIRED_SYSCTLS.contains(&name.as_str()) {
             continue;
         }
@@ -433,24 +401,129 @@ fn kubelet_flags(c: &mut Checker) {
         if c.p.version.at_least(1, 35) && flag.starts_with("--pod-infra-container-image") {
             c.error("kubelet-flag-removed", a.span(), "--pod-infra-container-image was removed from kubelet in v1.35 and makes it exit; set the pause image in the runtime's config instead");
         }
-        if !flag.starts_with("--") {
-            c.error("kubelet-flag", a.span(), format!("`{flag}` is not a flag (expected --name=value)"));
+    }
+}
+
+/// kiln installs its own `kiln-firstboot` into the bin dir unless the profile
+/// pins one as `[artifacts.kiln-firstboot]`; another artifact may not take its name.
+fn firstboot_name(c: &mut Checker) {
+    let p = c.p;
+    if p.doc.artifacts.contains_key("kiln-firstboot") {
+        return;
+    }
+    let Some(arch) = p.architectures().first().copied() else { return };
+    let Ok(artifacts) = p.artifacts_for(arch) else { return };
+    for a in artifacts {
+        let clash = match &a.install {
+            Install::File { name } => name == "kiln-firstboot",
+            Install::Extract { members: Some(m) } => m.iter().any(|m| m == "kiln-firstboot"),
+            Install::Extract { members: None } => false,
+        };
+        if clash && a.dest == p.bin_dir() {
+            let span = p.doc.artifacts[&a.name].span();
+            c.error(
+                "firstboot-name",
+                span,
+                format!("artifact `{}` installs {}/kiln-firstboot, where kiln puts its first-boot agent; choose another file_name or dest, or pin the agent itself as [artifacts.kiln-firstboot]", a.name, a.dest),
+            );
         }
     }
 }
 
-/// Renders and overlays a tree for the first architecture (no artifacts) and
-/// checks what only the merged tree shows.
+/// Adds one installed file of a pinned artifact at `dest/file`. A conflict
+/// is located at the artifact's table, so `kiln check` (placeholders) and
+/// `kiln build` (downloads) refuse with the same `file:line:col` and words.
+pub fn install(tree: &mut Tree, profile: &Profile, a: &Artifact, file: &str, entry: Entry) -> Result<()> {
+    tree.insert(&format!("{}/{file}", a.dest), entry, false).map_err(|e| {
+        match (e.kind, profile.doc.artifacts.get(&a.name)) {
+            (Kind::Config, Some(spec)) => {
+                Error::config(profile.at(spec.span(), &format!("artifact `{}`: {}", a.name, e.message)))
+            }
+            _ => e,
+        }
+    })
+}
+
+/// The image tree of `arch` in the order `kiln build` assembles it: kiln's
+/// rendered files, then whatever `add` inserts (the pinned downloads and
+/// `kiln-firstboot`), then the profile's overlays in order. `kiln build`
+/// passes the real files, `kiln check` placeholders with the same paths and
+/// origins. A conflict among rendered files is located at the profile's name.
+pub fn assemble(profile: &Profile, arch: Arch, add: impl FnOnce(&mut Tree) -> Result<()>) -> Result<Tree> {
+    let mut tree = Tree::new();
+    render::render(profile, arch, &mut tree).map_err(|e| match e.kind {
+        Kind::Config => Error::config(
+            profile
+                .at(profile.doc.name.span(), &format!("{}; check bin_dir, cni_bin_dir and flex_volume_dir", e.message)),
+        ),
+        _ => e,
+    })?;
+    add(&mut tree)?;
+    overlay::apply(profile, &mut tree)?;
+    Ok(tree)
+}
+
+/// Placeholder entries for what `kiln build` downloads: every pinned file with
+/// its real path, mode and origin (members of an `extract = ["*"]` tarball are
+/// known only after the download), and `kiln-firstboot` unless it is pinned.
+fn placeholders(p: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
+    let empty = || Content::Inline(Vec::new());
+    for a in p.artifacts_for(arch).unwrap_or_default() {
+        let origin = Origin::Artifact { name: a.name.clone(), version: a.version.clone(), url: a.url.clone() };
+        match &a.install {
+            Install::File { name } => install(tree, p, &a, name, Entry::file(empty(), a.mode, origin))?,
+            Install::Extract { members: Some(members) } => {
+                for m in members {
+                    install(tree, p, &a, m, Entry::file(empty(), a.mode, origin.clone()))?;
+                }
+            }
+            Install::Extract { members: None } => {}
+        }
+    }
+    if !p.doc.artifacts.contains_key("kiln-firstboot") {
+        let origin = Origin::Firstboot { source: "the workspace build or --firstboot-bin".into() };
+        tree.insert(&format!("{}/kiln-firstboot", p.bin_dir()), Entry::file(empty(), 0o755, origin), false)?;
+    }
+    Ok(())
+}
+
+/// One loud warning per pinned file (a verified download or `kiln-firstboot`)
+/// that an overlay replaced with `override = true`, located at the overlay's
+/// entry in the profile. `kiln check` and `kiln build` print these; the full
+/// list of overrides is [`Tree::overrides`].
+pub fn override_warnings(profile: &Profile, tree: &Tree) -> Vec<String> {
+    let mut out = Vec::new();
+    for o in tree.overrides().iter().filter(|o| o.replaces_pinned()) {
+        let Origin::Overlay { overlay, path } = &o.by else { continue };
+        let span = profile.doc.overlays.iter().find(|e| e.get_ref() == overlay).map(|e| e.span());
+        let msg = format!(
+            "overlay `{overlay}` replaces {}, the pinned {}, with its own {path} (override = true): the image will not carry the verified file; remove `override` for it from overlays/{overlay}/{} unless that is what you want",
+            o.path,
+            o.replaced,
+            overlay::MANIFEST
+        );
+        out.push(match span {
+            Some(span) => profile.at(span, &msg),
+            None => msg,
+        });
+    }
+    out
+}
+
+/// Assembles the tree for the first architecture as `kiln build` would
+/// (placeholders for downloads) and checks what only the merged tree shows.
 fn image_tree(c: &mut Checker) {
     let Some(arch) = c.p.architectures().first().copied() else { return };
-    let mut tree = Tree::new();
-    if let Err(e) = render::render(c.p, arch, &mut tree) {
-        c.report("render", e);
-        return;
-    }
-    if let Err(e) = overlay::apply(c.p, &mut tree) {
-        c.report("overlay", e);
-        return;
+    let p = c.p;
+    let tree = match assemble(p, arch, |t| placeholders(p, arch, t)) {
+        Ok(t) => t,
+        Err(e) => {
+            c.report("image-tree", e);
+            return;
+        }
+    };
+    for message in override_warnings(p, &tree) {
+        c.out.push(Finding { severity: Severity::Warning, rule: "override", message });
     }
     if c.p.family().read_only_usr() {
         for (path, e) in tree.iter() {

@@ -30,4 +30,5 @@ pub mod sysext;
 pub mod tarball;
 pub mod tree;
 pub mod userdata;
+pub mod validate;
 pub mod version;

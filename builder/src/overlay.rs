@@ -16,31 +16,107 @@
 use crate::error::{Error, IoContext, Result};
 use crate::location;
 use crate::profile::{parse_mode, Profile};
-use crate::tree::{self, Content, Entry, Origin, Tree};
+use crate::tree::{Content, Entry, Origin, Tree};
+use crate::validate;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+use toml::Spanned;
 
 /// Name of the per-overlay manifest.
 pub const MANIFEST: &str = ".kiln-overlay.toml";
 
+/// Largest `.kiln-overlay.toml` kiln reads (they are a few hundred bytes).
+pub const MANIFEST_MAX_BYTES: u64 = 1 << 20;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Manifest {
+struct ManifestDoc {
     #[serde(default)]
-    paths: BTreeMap<String, PathMeta>,
+    paths: BTreeMap<String, Spanned<PathMeta>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PathMeta {
-    mode: Option<String>,
-    uid: Option<u32>,
-    gid: Option<u32>,
+    mode: Option<Spanned<String>>,
+    uid: Option<Spanned<u32>>,
+    gid: Option<Spanned<u32>>,
     #[serde(rename = "override", default)]
     replace: bool,
+}
+
+/// What `.kiln-overlay.toml` says about one path, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Meta {
+    mode: Option<u32>,
+    uid: u32,
+    gid: u32,
+    replace: bool,
+}
+
+/// A parsed and validated `.kiln-overlay.toml`: metadata by relative path
+/// (no leading `/`), and where each entry was written, for errors.
+#[derive(Debug, Default)]
+struct Manifest {
+    path: PathBuf,
+    text: String,
+    paths: BTreeMap<String, (Meta, std::ops::Range<usize>)>,
+}
+
+impl Manifest {
+    fn at(&self, span: std::ops::Range<usize>, msg: &str) -> Error {
+        Error::config(location::at(&self.path, &self.text, Some(span), msg))
+    }
+}
+
+/// Parses `.kiln-overlay.toml` text read from `path`: strict keys, and each
+/// path, mode and owner checked where it is written (`file:line:col`).
+/// Never panics, whatever `text` holds (fuzzed in `tests/fuzz.rs`).
+pub fn parse_manifest(path: &Path, text: &str) -> Result<()> {
+    parse_manifest_doc(path, text.to_string()).map(drop)
+}
+
+fn parse_manifest_doc(path: &Path, text: String) -> Result<Manifest> {
+    let doc: ManifestDoc = toml::from_str(&text).map_err(|e| {
+        Error::config(location::at(path, &text, e.span(), &location::explain_toml_message(e.message())))
+    })?;
+    let mut m = Manifest { path: path.to_path_buf(), text, paths: BTreeMap::new() };
+    for (key, meta) in doc.paths {
+        let span = meta.span();
+        let meta = meta.into_inner();
+        validate::overlay_path(key.as_str()).map_err(|e| m.at(span.clone(), &e))?;
+        let mode = match &meta.mode {
+            Some(mode) => Some(parse_mode(mode.get_ref()).ok_or_else(|| {
+                m.at(
+                    mode.span(),
+                    &format!(
+                        "mode {} for {key} is not octal like \"0644\" (at most 4 digits: permission bits, setuid/setgid/sticky)",
+                        validate::show(mode.get_ref())
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        let owner = |what: &str, id: &Option<Spanned<u32>>| -> Result<u32> {
+            match id {
+                Some(id) => {
+                    validate::owner(what, *id.get_ref()).map(|()| *id.get_ref()).map_err(|e| m.at(id.span(), &e))
+                }
+                None => Ok(0),
+            }
+        };
+        let uid = owner("uid", &meta.uid)?;
+        let gid = owner("gid", &meta.gid)?;
+        let rel = key.strip_prefix('/').unwrap_or(&key).to_string();
+        if m.paths.contains_key(&rel) {
+            return Err(m.at(span, &format!("{key} is listed twice (with and without a leading `/`); keep one")));
+        }
+        m.paths.insert(rel, (Meta { mode, uid, gid, replace: meta.replace }, span));
+    }
+    Ok(m)
 }
 
 /// Merges the profile's overlays into `tree`, in order. Errors name the
@@ -66,10 +142,41 @@ pub fn apply(profile: &Profile, tree: &mut Tree) -> Result<()> {
 }
 
 fn load_manifest(dir: &Path) -> Result<Manifest> {
+    use std::io::Read;
     let path = dir.join(MANIFEST);
-    let Ok(text) = fs::read_to_string(&path) else { return Ok(Manifest::default()) };
-    toml::from_str(&text)
-        .map_err(|e| Error::config(location::at(&path, &text, e.span(), &location::explain_toml_message(e.message()))))
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
+        Err(e) => return Err(Error::config(format!("{}: {e}", path.display()))),
+    };
+    if !meta.is_file() {
+        return Err(Error::config(format!("{}: not a regular file; make it a plain TOML file", path.display())));
+    }
+    let mut bytes = Vec::new();
+    fs::File::open(&path)
+        .and_then(|f| f.take(MANIFEST_MAX_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    if bytes.len() as u64 > MANIFEST_MAX_BYTES {
+        return Err(Error::config(format!("{}: larger than {MANIFEST_MAX_BYTES} bytes", path.display())));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let good = e.utf8_error().valid_up_to();
+        let text = String::from_utf8_lossy(&e.as_bytes()[..good]).into_owned();
+        Error::config(location::at(&path, &text, Some(good..good), "not UTF-8 here; save the file as UTF-8"))
+    })?;
+    parse_manifest_doc(&path, text)
+}
+
+/// An overlay path as UTF-8 without control characters (so it can be named
+/// in units, manifests and messages), or an error naming it escaped.
+fn clean_name(name: &str, rel: &Path) -> Result<String> {
+    match rel.to_str() {
+        Some(s) if !s.chars().any(char::is_control) => Ok(s.to_string()),
+        _ => Err(Error::config(format!(
+            "overlays/{name}/{} has a file name that is not UTF-8 or has control characters; rename it (image paths are UTF-8 text)",
+            validate::show(&rel.to_string_lossy())
+        ))),
+    }
 }
 
 fn apply_one(name: &str, dir: &Path, tree: &mut Tree) -> Result<()> {
@@ -78,7 +185,7 @@ fn apply_one(name: &str, dir: &Path, tree: &mut Tree) -> Result<()> {
     walk(dir, Path::new(""), &mut files)?;
     let mut used = std::collections::BTreeSet::new();
     for rel in files {
-        let rel_str = rel.to_string_lossy().to_string();
+        let rel_str = clean_name(name, &rel)?;
         let full = dir.join(&rel);
         let meta = fs::symlink_metadata(&full).io_ctx(full.display())?;
         let m = manifest.paths.get(&rel_str);
@@ -90,7 +197,15 @@ fn apply_one(name: &str, dir: &Path, tree: &mut Tree) -> Result<()> {
         let mut entry = if ft.is_symlink() {
             let target = fs::read_link(&full).io_ctx(full.display())?;
             check_link(&rel, &target)?;
-            Entry::symlink(target.to_string_lossy().to_string(), origin)
+            let target = match target.to_str() {
+                Some(t) if !t.is_empty() && !t.chars().any(char::is_control) => t.to_string(),
+                _ => {
+                    return Err(Error::config(format!(
+                        "symlink overlays/{name}/{rel_str} has a target that is empty, not UTF-8 or has control characters; point it at a plain path"
+                    )))
+                }
+            };
+            Entry::symlink(target, origin)
         } else if ft.is_dir() {
             Entry::dir(0o755, origin)
         } else if ft.is_file() {
@@ -103,22 +218,22 @@ fn apply_one(name: &str, dir: &Path, tree: &mut Tree) -> Result<()> {
             )));
         };
         let mut replace = false;
-        if let Some(m) = m {
-            if let Some(mode) = &m.mode {
-                entry.mode = parse_mode(mode).ok_or_else(|| {
-                    Error::config(format!("{MANIFEST}: mode `{mode}` for {rel_str} is not octal like \"0644\""))
-                })?;
+        if let Some((m, _)) = m {
+            if let Some(mode) = m.mode {
+                entry.mode = mode;
             }
-            entry.uid = m.uid.unwrap_or(0);
-            entry.gid = m.gid.unwrap_or(0);
+            entry.uid = m.uid;
+            entry.gid = m.gid;
             replace = m.replace;
         }
         tree.insert(&format!("/{rel_str}"), entry, replace)?;
     }
-    for p in manifest.paths.keys() {
-        tree::key(p)?;
-        if !used.contains(p.trim_matches('/')) {
-            return Err(Error::config(format!("{MANIFEST} names `{p}`, which is not in the overlay")));
+    for (p, (_, span)) in &manifest.paths {
+        if !used.contains(p) {
+            return Err(manifest.at(
+                span.clone(),
+                &format!("names {}, which is not in the overlay; fix the path or remove the entry", validate::show(p)),
+            ));
         }
     }
     Ok(())

@@ -379,19 +379,44 @@ pub const REQUIRED_SYSCTLS: [&str; 3] =
 impl Profile {
     /// Reads and strictly parses a profile file. Errors name `file:line:col` (exit 2).
     pub fn load(path: &Path) -> Result<Profile> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config(format!("{}: cannot read profile: {e}", path.display())))?;
+        let bytes = read_bounded(path)?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let good = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(&e.as_bytes()[..good]).into_owned();
+            Error::config(location::at(
+                path,
+                &text,
+                Some(good..good),
+                "the profile is not UTF-8 here; save it as UTF-8 (TOML files are UTF-8)",
+            ))
+        })?;
         Self::parse(path, text)
     }
 
-    /// Parses profile text read from `path`.
+    /// Parses profile text read from `path`, then checks every field against
+    /// its allow-list ([`crate::validate`]). Each error is one
+    /// `file:line:col: what; what to do` line; all of them are reported.
     pub fn parse(path: &Path, text: String) -> Result<Profile> {
         let doc: ProfileDoc = toml::from_str(&text).map_err(|e| {
             Error::config(location::at(path, &text, e.span(), &location::explain_toml_message(e.message())))
         })?;
-        let version = Version::parse(doc.kubernetes_version.get_ref())
-            .map_err(|m| Error::config(location::at(path, &text, Some(doc.kubernetes_version.span()), &m)))?;
-        Ok(Profile { path: path.to_path_buf(), text, doc, version })
+        let mut errors: Vec<(usize, String)> = Vec::new();
+        let mut err = |span: std::ops::Range<usize>, m: String| {
+            errors.push((span.start, location::at(path, &text, Some(span), &m)))
+        };
+        let version = Version::parse(doc.kubernetes_version.get_ref());
+        if let Err(m) = &version {
+            err(doc.kubernetes_version.span(), m.clone());
+        }
+        validate_fields(&doc, &mut err);
+        match version {
+            Ok(version) if errors.is_empty() => Ok(Profile { path: path.to_path_buf(), text, doc, version }),
+            _ => {
+                errors.sort();
+                errors.dedup();
+                Err(Error::config(errors.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("\n")))
+            }
+        }
     }
 
     /// `file:line:col: message` for a span of this profile.
@@ -537,6 +562,137 @@ impl Profile {
     pub fn overlays_root(&self) -> PathBuf {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         dir.join("..").join("overlays")
+    }
+}
+
+/// Largest profile kiln reads: profiles are a few KiB; a FIFO or `/dev/zero`
+/// named as a profile must not hang kiln or fill its memory.
+pub const PROFILE_MAX_BYTES: u64 = 1 << 20;
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| Error::config(format!("{}: cannot read profile: {e}", path.display()));
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(Error::config(format!(
+            "{}: not a regular file; name a profile file such as profiles/flatcar-1.34.toml",
+            path.display()
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).map_err(cannot)?.take(PROFILE_MAX_BYTES + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    if bytes.len() as u64 > PROFILE_MAX_BYTES {
+        return Err(Error::config(format!(
+            "{}: larger than {} bytes, which no profile needs; name the right file",
+            path.display(),
+            PROFILE_MAX_BYTES
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Checks every string (and the epoch) of a parsed profile against its
+/// allow-list, calling `err(span, message)` for each refusal. Cross-field
+/// rules (skew, read-only `/usr`, pins per architecture) live in [`crate::check`].
+fn validate_fields(doc: &ProfileDoc, err: &mut impl FnMut(std::ops::Range<usize>, String)) {
+    use crate::validate as v;
+    fn at(err: &mut impl FnMut(std::ops::Range<usize>, String), s: &Spanned<String>, r: crate::validate::Verdict) {
+        if let Err(m) = r {
+            err(s.span(), m);
+        }
+    }
+    at(err, &doc.name, v::name("profile name", doc.name.get_ref()));
+    let dirs = [
+        ("bin_dir", &doc.bin_dir, DEFAULT_BIN_DIR),
+        ("cni_bin_dir", &doc.cni_bin_dir, DEFAULT_CNI_BIN_DIR),
+        ("flex_volume_dir", &doc.flex_volume_dir, DEFAULT_FLEX_VOLUME_DIR),
+    ];
+    for (key, value, default) in dirs {
+        if let Some(value) = value {
+            at(err, value, v::own_dir(key, value.get_ref(), default).map(drop));
+        }
+    }
+    for o in &doc.overlays {
+        at(err, o, v::name("overlay", o.get_ref()));
+    }
+    for m in &doc.kernel_modules {
+        at(err, m, v::module(m.get_ref()));
+    }
+    for a in &doc.kubelet.extra_args {
+        at(err, a, v::kubelet_arg(a.get_ref()));
+    }
+    if let Some(s) = doc.runtime.as_ref().and_then(|r| r.socket.as_ref()) {
+        at(err, s, v::socket(s.get_ref()));
+    }
+    for (key, value) in &doc.sysctl {
+        let r = match value.get_ref() {
+            toml::Value::Table(_) | toml::Value::Array(_) => Err(format!(
+                "sysctl {} has a table or array value; quote dotted names, e.g. \"{key}.…\" = \"1\"",
+                v::show(key)
+            )),
+            toml::Value::String(s) => v::sysctl_name(key).and_then(|()| v::sysctl_value(key, s)),
+            toml::Value::Integer(_) => v::sysctl_name(key),
+            _ => Err(format!(
+                "sysctl {} = {} is neither a string nor an integer; write the value as sysctl(8) prints it, e.g. \"1\"",
+                v::show(key),
+                value.get_ref()
+            )),
+        };
+        if let Err(m) = r {
+            err(value.span(), m);
+        }
+    }
+    if let Some(e) = &doc.epoch {
+        if let Err(m) = v::epoch("epoch", *e.get_ref()) {
+            err(e.span(), m);
+        }
+    }
+    for (name, spec) in &doc.artifacts {
+        let table = spec.span();
+        let spec = spec.get_ref();
+        if let Err(m) = v::name("artifact", name) {
+            err(table.clone(), format!("{m}; rename [artifacts.{}]", v::show(name)));
+        }
+        let ctx = |m: String| format!("artifact `{name}`: {m}");
+        if let Err(m) = v::artifact_version(spec.version.get_ref()) {
+            err(spec.version.span(), ctx(m));
+        }
+        if let Err(m) = v::url(spec.url.get_ref()) {
+            err(spec.url.span(), ctx(m));
+        }
+        if let Some(d) = &spec.dest {
+            let example = if name == "cni-plugins" { DEFAULT_CNI_BIN_DIR } else { DEFAULT_BIN_DIR };
+            if let Err(m) = v::own_dir("dest", d.get_ref(), example) {
+                err(d.span(), ctx(m));
+            }
+        }
+        if let Some(f) = &spec.file_name {
+            if let Err(m) = v::file_name("file_name", f.get_ref()) {
+                err(f.span(), ctx(m));
+            } else if spec.extract.is_some() {
+                err(f.span(), ctx("file_name names a single downloaded file, but this artifact is a tarball (`extract`); remove file_name, or remove extract to install the download itself".into()));
+            }
+        }
+        if let Some(m) = &spec.mode {
+            if parse_mode(m.get_ref()).is_none() {
+                err(m.span(), ctx(format!("mode {} is not octal like \"0755\"", v::show(m.get_ref()))));
+            }
+        }
+        if let Some(list) = &spec.extract {
+            let l = list.get_ref();
+            if l.iter().any(|m| m == "*") && l.len() > 1 {
+                err(
+                    list.span(),
+                    ctx("extract lists \"*\" (every regular file) and names too; use [\"*\"] alone or only names"
+                        .into()),
+                );
+            }
+            for m in l.iter().filter(|m| *m != "*") {
+                if let Err(e) = v::file_name("extract member", m) {
+                    err(list.span(), ctx(format!("{e}; members are matched by base name")));
+                }
+            }
+        }
     }
 }
 

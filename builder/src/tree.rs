@@ -141,10 +141,31 @@ pub fn key(path: &str) -> Result<String> {
     Ok(parts.join("/"))
 }
 
+/// One path whose earlier entry a later source replaced by declaring
+/// `override = true` (an overlay's `.kiln-overlay.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Override {
+    /// Absolute image path (`/opt/bin/kubelet`).
+    pub path: String,
+    /// Where the replaced entry came from.
+    pub replaced: Origin,
+    /// Where the entry that replaced it came from.
+    pub by: Origin,
+}
+
+impl Override {
+    /// Whether the replaced entry was pinned and verified: a downloaded
+    /// artifact (or a member of one) or the `kiln-firstboot` binary.
+    pub fn replaces_pinned(&self) -> bool {
+        matches!(self.replaced, Origin::Artifact { .. } | Origin::Firstboot { .. })
+    }
+}
+
 /// The image tree.
 #[derive(Debug, Clone, Default)]
 pub struct Tree {
     entries: BTreeMap<String, Entry>,
+    overrides: Vec<Override>,
 }
 
 impl Tree {
@@ -164,15 +185,30 @@ impl Tree {
         self.ensure_parents(&k)?;
         match self.entries.get(&k) {
             Some(old) if matches!(old.node, Node::Dir) && matches!(entry.node, Node::Dir) => {
-                if replace || old.origin == Origin::Implicit {
+                if old.origin == Origin::Implicit {
+                    self.entries.insert(k, entry);
+                } else if replace {
+                    self.overrides.push(Override {
+                        path: format!("/{k}"),
+                        replaced: old.origin.clone(),
+                        by: entry.origin.clone(),
+                    });
                     self.entries.insert(k, entry);
                 }
                 Ok(())
             }
-            Some(old) if !replace => Err(Error::config(format!(
-                "/{k} is written by two sources: {} and {}; declare `override = true` for it in the later overlay's .kiln-overlay.toml to replace it",
-                old.origin, entry.origin
-            ))),
+            Some(old) if !replace => {
+                let fix = match entry.origin {
+                    Origin::Overlay { .. } => {
+                        "declare `override = true` for it in the later overlay's .kiln-overlay.toml to replace it"
+                    }
+                    _ => "give one of them another file_name or dest",
+                };
+                Err(Error::config(format!(
+                    "/{k} is written by two sources: {} and {}; {fix}",
+                    old.origin, entry.origin
+                )))
+            }
             _ => {
                 if !matches!(entry.node, Node::Dir) {
                     let prefix = format!("{k}/");
@@ -182,6 +218,13 @@ impl Tree {
                             entry.origin
                         )));
                     }
+                }
+                if let Some(old) = self.entries.get(&k).filter(|o| o.origin != Origin::Implicit) {
+                    self.overrides.push(Override {
+                        path: format!("/{k}"),
+                        replaced: old.origin.clone(),
+                        by: entry.origin.clone(),
+                    });
                 }
                 self.entries.insert(k, entry);
                 Ok(())
@@ -208,6 +251,13 @@ impl Tree {
             idx += pos + 1;
         }
         Ok(())
+    }
+
+    /// Every replacement an `override = true` caused, in the order they
+    /// happened: what `manifest.json` records and `kiln build` warns about
+    /// (loudly for [`Override::replaces_pinned`]).
+    pub fn overrides(&self) -> &[Override] {
+        &self.overrides
     }
 
     /// Looks up an entry by image path.
@@ -249,8 +299,27 @@ mod tests {
         t.insert("/etc/a", Entry::text("1", 0o644), false).unwrap();
         let e = t.insert("/etc/a", Entry::text("2", 0o644), false).unwrap_err();
         assert!(e.message.contains("two sources"), "{}", e.message);
+        assert!(t.overrides().is_empty());
         t.insert("/etc/a", Entry::text("2", 0o600), true).unwrap();
         assert_eq!(t.get("/etc/a").unwrap().mode, 0o600);
+        assert_eq!(t.overrides().len(), 1);
+        assert_eq!(t.overrides()[0].path, "/etc/a");
+        assert!(!t.overrides()[0].replaces_pinned());
+    }
+
+    #[test]
+    fn overriding_an_artifact_is_recorded_as_pinned() {
+        let mut t = Tree::new();
+        let art =
+            Origin::Artifact { name: "kubelet".into(), version: "v1.34.2".into(), url: "https://x/kubelet".into() };
+        t.insert("/opt/bin/kubelet", Entry::file(Content::Inline(vec![1]), 0o755, art.clone()), false).unwrap();
+        let by = Origin::Overlay { overlay: "o".into(), path: "opt/bin/kubelet".into() };
+        t.insert("/opt/bin/kubelet", Entry::file(Content::Inline(vec![2]), 0o755, by.clone()), true).unwrap();
+        assert_eq!(t.overrides(), [Override { path: "/opt/bin/kubelet".into(), replaced: art, by }]);
+        assert!(t.overrides()[0].replaces_pinned());
+        // Implicit parents are not overrides.
+        t.insert("/opt", Entry::dir(0o700, Origin::Rendered), true).unwrap();
+        assert_eq!(t.overrides().len(), 1);
     }
 
     #[test]

@@ -17,26 +17,46 @@ pub struct Version {
 
 impl Version {
     /// Parses `v1.34.2` or `1.34.2` (with an optional `-rc.1` style suffix).
+    ///
+    /// Numbers have at most six digits and the suffix is semver's pre-release
+    /// alphabet (`[0-9A-Za-z.-]`, at most 32 characters): versions name
+    /// output files (`kubernetes-<version>-<arch>.raw`) and land in units.
     pub fn parse(s: &str) -> Result<Self, String> {
         let body = s.strip_prefix('v').unwrap_or(s);
         let (core, pre) = match body.split_once('-') {
             Some((c, p)) => (c, p.to_string()),
             None => (body, String::new()),
         };
+        let pre_ok = pre.len() <= 32
+            && pre.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            && !pre.split('.').any(str::is_empty);
+        if !(pre.is_empty() || pre_ok) {
+            return Err(format!(
+                "{} is not a version like v1.34.2 or v1.35.0-rc.1 (the suffix after `-` uses only 0-9, A-Z, a-z, `.`, `-`)",
+                crate::validate::show(s)
+            ));
+        }
         let parts: Vec<&str> = core.split('.').collect();
-        let num = |p: &str| p.parse::<u64>().ok().filter(|_| !p.is_empty() && !p.starts_with('+'));
+        let num = |p: &str| {
+            p.parse::<u64>().ok().filter(|_| !p.is_empty() && p.len() <= 6 && p.bytes().all(|b| b.is_ascii_digit()))
+        };
         match parts.as_slice() {
             [a, b, c] => match (num(a), num(b), num(c)) {
                 (Some(major), Some(minor), Some(patch)) => Ok(Version { major, minor, patch, pre }),
-                _ => Err(format!("`{s}` is not a version like v1.34.2")),
+                _ => Err(format!(
+                    "{} is not a version like v1.34.2 (numbers of at most six digits)",
+                    crate::validate::show(s)
+                )),
             },
-            _ => Err(format!("`{s}` is not a version like v1.34.2 (three numbers)")),
+            _ => Err(format!("{} is not a version like v1.34.2 (three numbers)", crate::validate::show(s))),
         }
     }
 
     /// Minor-version distance `self - other` within the same major version.
     pub fn minor_delta(&self, other: &Version) -> i64 {
-        (self.major as i64 - other.major as i64) * 1000 + self.minor as i64 - other.minor as i64
+        let d = (i128::from(self.major) - i128::from(other.major)) * 1000 + i128::from(self.minor)
+            - i128::from(other.minor);
+        i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX })
     }
 
     /// True when this version is at least `major.minor`.
@@ -67,7 +87,9 @@ mod tests {
         assert_eq!(Version::parse("1.31.0-rc.1").unwrap().pre, "rc.1");
         assert!(v.at_least(1, 27) && !v.at_least(1, 35));
         assert_eq!(v.minor_delta(&Version::parse("v1.31.9").unwrap()), 3);
-        for bad in ["1.34", "v1.x.2", "", "v1.34.2.1", "latest"] {
+        for bad in
+            ["1.34", "v1.x.2", "", "v1.34.2.1", "latest", "v1.34.2-a/../b", "v1.34.2-rc\n1", "v1.34.+2", "v1234567.0.0"]
+        {
             assert!(Version::parse(bad).is_err(), "{bad}");
         }
     }

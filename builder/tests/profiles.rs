@@ -166,3 +166,385 @@ fn check_json_reports_rules() {
     let rules: Vec<&str> = v[0]["findings"].as_array().unwrap().iter().filter_map(|f| f["rule"].as_str()).collect();
     assert!(rules.contains(&"arch-32bit-arm") && rules.contains(&"missing-pin"), "{rules:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Hostile profiles (issue 10): every value is refused where it is parsed, and
+// `kiln check` refuses exactly what `kiln build` refuses, with the same words.
+
+/// The located error lines of a run: `file:line:col: message`, without kiln's
+/// `kiln: error: ` prefix and the ` [rule]` suffix `check` adds.
+fn located_errors(o: &std::process::Output, p: &Path) -> Vec<String> {
+    let file = format!("{}:", p.display());
+    stderr(o)
+        .lines()
+        .filter(|l| !l.starts_with("kiln: warning:"))
+        .filter_map(|l| l.find(&file).map(|i| &l[i..]))
+        .map(|l| match l.rfind(" [") {
+            Some(i) if l.ends_with(']') && !l[i + 2..l.len() - 1].contains(' ') => l[..i].to_string(),
+            _ => l.to_string(),
+        })
+        .collect()
+}
+
+/// Runs `kiln check` and an offline `kiln build` of `text`; both must exit 2
+/// with the same located lines, each `file:line:col: …` and one containing
+/// `fragment`. Returns the lines. Nothing may appear outside `dir/dist`.
+fn refused_alike(dir: &Path, file: &str, text: &str, fragment: &str) -> Result<Vec<String>, String> {
+    let p = dir.join("profiles").join(file);
+    std::fs::write(&p, text).unwrap();
+    let before = files_in(dir);
+    let check = run(kiln().arg("check").arg(&p));
+    let build = run(kiln()
+        .arg("build")
+        .arg(&p)
+        .arg("--out")
+        .arg(dir.join("dist"))
+        .arg("--cache")
+        .arg(dir.join("cache"))
+        .arg("--offline"));
+    let (c, b) = (located_errors(&check, &p), located_errors(&build, &p));
+    let mut problems = Vec::new();
+    for (sub, o) in [("check", &check), ("build", &build)] {
+        if o.status.code() != Some(2) {
+            problems.push(format!("{sub} exited {:?}", o.status.code()));
+        }
+        if stderr(o).contains("panicked") {
+            problems.push(format!("{sub} panicked"));
+        }
+    }
+    if c.is_empty() || c != b {
+        problems.push(format!("check and build differ:\n check: {c:?}\n build: {b:?}"));
+    }
+    for l in &c {
+        let rest = &l[p.display().to_string().len() + 1..];
+        let mut it = rest.splitn(3, ':');
+        let numeric =
+            it.next().is_some_and(|x| x.parse::<u32>().is_ok()) && it.next().is_some_and(|x| x.parse::<u32>().is_ok());
+        if !numeric {
+            problems.push(format!("not file:line:col: {l}"));
+        }
+    }
+    if !c.iter().any(|l| l.contains(fragment)) {
+        problems.push(format!("no line contains `{fragment}`: {c:?}"));
+    }
+    let after: Vec<String> = files_in(dir).into_iter().filter(|f| !f.starts_with("cache/")).collect();
+    let new: Vec<&String> = after.iter().filter(|f| !before.contains(f)).collect();
+    if !new.is_empty() {
+        problems.push(format!("files appeared: {new:?}"));
+    }
+    if problems.is_empty() {
+        Ok(c)
+    } else {
+        Err(format!(
+            "{}\nstderr of check:\n{}\nstderr of build:\n{}",
+            problems.join("\n"),
+            stderr(&check),
+            stderr(&build)
+        ))
+    }
+}
+
+fn hostile_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    scratch_overlays(dir.path());
+    dir
+}
+
+fn assert_refused(text: &str, fragment: &str) -> Vec<String> {
+    let dir = hostile_dir();
+    match refused_alike(dir.path(), "t.toml", text, fragment) {
+        Ok(lines) => lines,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// B1: a profile name with `..` or `/` would put the tarball outside `--out`.
+#[test]
+fn b1_profile_name_cannot_leave_the_output_directory() {
+    for name in ["../x", "/abs/x", "a/../../x", ".."] {
+        let text = BASE.replace("name = \"t\"", &format!("name = \"{name}\""));
+        let lines = assert_refused(&text, "is not a name");
+        assert!(lines[0].contains(":1:8: "), "{lines:?}");
+    }
+}
+
+/// B2: a line break in any value that reaches a rendered file is refused.
+#[test]
+fn b2_line_breaks_never_reach_rendered_files() {
+    let inj = "\\nExecStartPre=/bin/sh -c id";
+    let cases: Vec<(String, &str)> = vec![
+        (BASE.replace("overlays =", &format!("bin_dir = \"/opt/bin{inj}\"\noverlays =")), "bin_dir"),
+        (BASE.replace("overlays =", &format!("cni_bin_dir = \"/opt/cni/bin{inj}\"\noverlays =")), "cni_bin_dir"),
+        (BASE.replace("overlays =", &format!("flex_volume_dir = \"/opt/flex{inj}\"\noverlays =")), "flex_volume_dir"),
+        (format!("{BASE}[sysctl]\n\"kernel.panic{inj}\" = \"1\"\n"), "sysctl name"),
+        (format!("{BASE}[sysctl]\n\"kernel.panic\" = \"1{inj}\"\n"), "sysctl.d line"),
+        (BASE.replace("overlays =", &format!("kernel_modules = [\"ip_vs{inj}\"]\noverlays =")), "kernel module"),
+        (format!("{BASE}[kubelet]\nextra_args = [\"--v=2{inj}\"]\n"), "kubelet argument"),
+        (format!("{BASE}[kubelet]\nextra_args = [\"--v=2 --anonymous-auth=true\"]\n"), "kubelet argument"),
+        (
+            BASE.replace(
+                "manage_config = true",
+                &format!("manage_config = true\nsocket = \"unix:///run/c.sock{inj}\""),
+            ),
+            "socket",
+        ),
+        (
+            BASE.replace(
+                "[artifacts.kubectl]\nversion = \"v1.34.2\"",
+                &format!("[artifacts.kubectl]\nversion = \"v1.34.2{inj}\""),
+            ),
+            "version",
+        ),
+        (
+            BASE.replace("kubernetes_version = \"v1.34.2\"", &format!("kubernetes_version = \"v1.34.2-rc.1{inj}\"")),
+            "version",
+        ),
+    ];
+    let dir = hostile_dir();
+    let mut failures = Vec::new();
+    for (i, (text, fragment)) in cases.iter().enumerate() {
+        if let Err(e) = refused_alike(dir.path(), &format!("b2-{i}.toml"), text, fragment) {
+            failures.push(format!("case {i} ({fragment}): {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+/// B3: `/./usr/bin` is `/usr/bin`; it may not slip past the read-only-/usr rule.
+#[test]
+fn b3_dot_components_do_not_hide_usr() {
+    for family in ["flatcar", "fcos"] {
+        for path in ["/./usr/bin", "//usr/bin", "/opt/../usr/bin", "/usr/./bin"] {
+            let text = BASE
+                .replace("family = \"fcos\"", &format!("family = \"{family}\""))
+                .replace("overlays =", &format!("bin_dir = \"{path}\"\noverlays ="));
+            let lines = assert_refused(&text, "bin_dir");
+            assert!(lines[0].contains(":5:11: "), "{lines:?}");
+        }
+        let text = BASE
+            .replace("family = \"fcos\"", &format!("family = \"{family}\""))
+            .replace("overlays =", "bin_dir = \"/usr/bin\"\noverlays =");
+        assert_refused(&text, "read-only");
+    }
+}
+
+/// B4: a line break in the name would split its `SHA256SUMS` line.
+#[test]
+fn b4_profile_name_cannot_break_sha256sums() {
+    for name in ["a\\nb", "a b", "x\\r", "t\\u0000"] {
+        let text = BASE.replace("name = \"t\"", &format!("name = \"{name}\""));
+        assert_refused(&text, "is not a name");
+    }
+}
+
+/// Weak points of issue 10 and the rest of the allow-lists: each refused by
+/// `check` and `build` alike, located, with the same message.
+#[test]
+fn hostile_values_are_refused_alike_by_check_and_build() {
+    let long = "n".repeat(300);
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("empty name", BASE.replace("name = \"t\"", "name = \"\""), "is not a name"),
+        ("300-character name", BASE.replace("name = \"t\"", &format!("name = \"{long}\"")), "is not a name"),
+        (
+            "file_name with ..",
+            BASE.replace("[artifacts.kubectl]\n", "[artifacts.kubectl]\nfile_name = \"../kubectl\"\n"),
+            "is not a file name",
+        ),
+        (
+            "empty file_name",
+            BASE.replace("[artifacts.kubectl]\n", "[artifacts.kubectl]\nfile_name = \"\"\n"),
+            "is not a file name",
+        ),
+        (
+            "extract climbing out",
+            BASE.replace("extract = [\"crictl\"]", "extract = [\"../../x\"]"),
+            "is not a file name",
+        ),
+        ("extract * with others", BASE.replace("extract = [\"crictl\"]", "extract = [\"*\", \"crictl\"]"), "\"*\""),
+        (
+            "url credentials",
+            BASE.replace(
+                "https://dl.k8s.io/release/{version}/bin/linux/{arch}/kubectl",
+                "https://user:secret@dl.k8s.io/release/{version}/bin/linux/{arch}/kubectl",
+            ),
+            "credentials",
+        ),
+        (
+            "url file scheme",
+            BASE.replace("https://dl.k8s.io/release/{version}/bin/linux/{arch}/kubectl", "file:///etc/shadow"),
+            "https://",
+        ),
+        ("epoch beyond squashfs/time", BASE.replace("overlays =", "epoch = 9223372036854775807\noverlays ="), "epoch"),
+        ("flex dir /etc", BASE.replace("overlays =", "flex_volume_dir = \"/etc\"\noverlays ="), "system directory"),
+        ("flex dir /", BASE.replace("overlays =", "flex_volume_dir = \"/\"\noverlays ="), "system directory"),
+        ("cni dir /tmp", BASE.replace("overlays =", "cni_bin_dir = \"/tmp/\"\noverlays ="), "system directory"),
+        (
+            "artifact dest /etc",
+            BASE.replace("[artifacts.kubectl]\n", "[artifacts.kubectl]\ndest = \"/etc\"\n"),
+            "system directory",
+        ),
+        (
+            "tcp socket",
+            BASE.replace("manage_config = true", "manage_config = true\nsocket = \"tcp://10.0.0.1:2375\""),
+            "unix://",
+        ),
+        (
+            "socket without scheme",
+            BASE.replace("manage_config = true", "manage_config = true\nsocket = \"/run/containerd/containerd.sock\""),
+            "unix://",
+        ),
+        ("bad overlay name", BASE.replace("[\"ok\"]", "[\"ok\", \"../profiles\"]"), "is not a name"),
+        ("bad artifact name", BASE.replace("[artifacts.kubectl]", "[artifacts.\"Kube ctl\"]"), "is not a name"),
+        (
+            "version with a slash",
+            BASE.replace("kubernetes_version = \"v1.34.2\"", "kubernetes_version = \"v1.34.2-a/../../b\""),
+            "version",
+        ),
+        (
+            "huge version numbers",
+            BASE.replace("kubernetes_version = \"v1.34.2\"", "kubernetes_version = \"v99999999999999999999.1.1\""),
+            "version",
+        ),
+        ("sysctl bool", format!("{BASE}[sysctl]\n\"kernel.panic\" = true\n"), "sysctl"),
+        (
+            "module with slash",
+            BASE.replace("overlays =", "kernel_modules = [\"../../x\"]\noverlays ="),
+            "kernel module",
+        ),
+        (
+            "artifact over a rendered unit",
+            BASE.replace(
+                "[artifacts.kubectl]\n",
+                "[artifacts.kubectl]\ndest = \"/etc/systemd/system/x\"\nfile_name = \"kubelet.service\"\n",
+            )
+            .replace("dest = \"/etc/systemd/system/x\"", "dest = \"/etc/systemd/system\""),
+            "system directory",
+        ),
+        (
+            "two artifacts, one file",
+            BASE.replace("[artifacts.kubectl]\n", "[artifacts.kubectl]\nfile_name = \"kubelet\"\n"),
+            "two sources",
+        ),
+        (
+            "file_name kiln-firstboot",
+            BASE.replace("[artifacts.kubectl]\n", "[artifacts.kubectl]\nfile_name = \"kiln-firstboot\"\n"),
+            "kiln-firstboot",
+        ),
+        (
+            "file_name with extract",
+            BASE.replace("extract = [\"crictl\"]", "extract = [\"crictl\"]\nfile_name = \"crictl\""),
+            "file_name",
+        ),
+    ];
+    let dir = hostile_dir();
+    let mut failures = Vec::new();
+    for (i, (name, text, fragment)) in cases.iter().enumerate() {
+        assert_ne!(text, BASE, "case `{name}` did not change the profile");
+        if let Err(e) = refused_alike(dir.path(), &format!("w{i}.toml"), text, fragment) {
+            failures.push(format!("`{name}`: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+/// Overlay manifests: unknown keys, bad modes and owners, bad paths, with the
+/// manifest's own `file:line:col` inside the profile's location.
+#[test]
+fn hostile_overlay_manifests_are_refused_with_locations() {
+    let dir = hostile_dir();
+    let cases: Vec<(&str, &str, &str)> = vec![
+        (
+            "unknown key",
+            "[paths.\"etc/a.conf\"]\nmode = \"0644\"\nsetuid = true\n",
+            ".kiln-overlay.toml:3:1: unknown field `setuid`",
+        ),
+        ("bad mode", "[paths.\"etc/a.conf\"]\nmode = \"rwx\"\n", ".kiln-overlay.toml:2:8: mode \"rwx\""),
+        ("mode too big", "[paths.\"etc/a.conf\"]\nmode = \"017777\"\n", ".kiln-overlay.toml:2:8: mode"),
+        ("negative owner", "[paths.\"etc/a.conf\"]\nuid = -1\n", ".kiln-overlay.toml:2:7:"),
+        ("owner (uid_t)-1", "[paths.\"etc/a.conf\"]\ngid = 4294967295\n", ".kiln-overlay.toml:2:7: gid 4294967295"),
+        ("owner as a name", "[paths.\"etc/a.conf\"]\nuid = \"root\"\n", ".kiln-overlay.toml:2:7:"),
+        (
+            "path with ..",
+            "[paths.\"etc/../etc/a.conf\"]\nmode = \"0644\"\n",
+            ".kiln-overlay.toml:1:1: path \"etc/../etc/a.conf\"",
+        ),
+        ("path with a line break", "[paths.\"etc/a\\n.conf\"]\nmode = \"0644\"\n", ".kiln-overlay.toml:1:1: path"),
+        ("path not in the overlay", "[paths.\"etc/b.conf\"]\nmode = \"0644\"\n", ".kiln-overlay.toml:1:1: "),
+    ];
+    let mut failures = Vec::new();
+    for (i, (name, manifest, fragment)) in cases.iter().enumerate() {
+        let o = dir.path().join(format!("overlays/m{i}/etc"));
+        std::fs::create_dir_all(&o).unwrap();
+        std::fs::write(o.join("a.conf"), "x\n").unwrap();
+        std::fs::write(dir.path().join(format!("overlays/m{i}/.kiln-overlay.toml")), manifest).unwrap();
+        let text = BASE.replace("[\"ok\"]", &format!("[\"m{i}\"]"));
+        if let Err(e) = refused_alike(dir.path(), &format!("m{i}.toml"), &text, fragment) {
+            failures.push(format!("`{name}`: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+/// Overlay file names with control characters (or not UTF-8) are refused,
+/// not mangled into the image.
+#[test]
+fn overlay_file_names_with_control_characters_are_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = hostile_dir();
+    for (i, raw) in [&b"etc/a\nb.conf"[..], &b"etc/\xff.conf"[..]].iter().enumerate() {
+        let base = dir.path().join(format!("overlays/n{i}"));
+        std::fs::create_dir_all(base.join("etc")).unwrap();
+        std::fs::write(base.join(std::ffi::OsStr::from_bytes(raw)), "x\n").unwrap();
+        let text = BASE.replace("[\"ok\"]", &format!("[\"n{i}\"]"));
+        if let Err(e) = refused_alike(dir.path(), &format!("n{i}.toml"), &text, "overlay") {
+            panic!("{e}");
+        }
+    }
+}
+
+/// `override = true` over a pinned binary is allowed but said loudly, by
+/// `check` and `build` alike.
+#[test]
+fn overriding_a_pinned_binary_is_a_loud_warning() {
+    let dir = hostile_dir();
+    let o = dir.path().join("overlays/swap/opt/bin");
+    std::fs::create_dir_all(&o).unwrap();
+    std::fs::write(o.join("kubelet"), "#!/bin/sh\n").unwrap();
+    std::fs::write(
+        dir.path().join("overlays/swap/.kiln-overlay.toml"),
+        "[paths.\"opt/bin/kubelet\"]\nmode = \"0755\"\noverride = true\n",
+    )
+    .unwrap();
+    let p = dir.path().join("profiles/t.toml");
+    std::fs::write(&p, BASE.replace("[\"ok\"]", "[\"ok\", \"swap\"]")).unwrap();
+    let o = run(kiln().arg("check").arg(&p));
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let warning = err.lines().find(|l| l.contains("warning") && l.contains("/opt/bin/kubelet")).unwrap_or_default();
+    assert!(warning.contains(&format!("{}:5:19:", p.display())), "{err}");
+    assert!(warning.contains("pinned") && warning.contains("artifact kubelet v1.34.2"), "{err}");
+    // Without `override`, the same overlay is a conflict naming both sources.
+    std::fs::write(
+        dir.path().join("overlays/swap/.kiln-overlay.toml"),
+        "[paths.\"opt/bin/kubelet\"]\nmode = \"0755\"\n",
+    )
+    .unwrap();
+    let o = run(kiln().arg("check").arg(&p));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("two sources"), "{}", stderr(&o));
+}
+
+/// A profile that is not UTF-8 is refused at the first bad byte's line and column.
+#[test]
+fn non_utf8_profiles_are_located() {
+    let dir = hostile_dir();
+    let p = dir.path().join("profiles/t.toml");
+    let mut bytes = BASE.replace("name = \"t\"", "name = \"t@\"").into_bytes();
+    let at = bytes.iter().position(|b| *b == b'@').unwrap();
+    bytes[at] = 0xff;
+    std::fs::write(&p, bytes).unwrap();
+    let o = run(kiln().arg("check").arg(&p));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains(&format!("{}:1:10: ", p.display())), "{}", stderr(&o));
+    assert!(stderr(&o).contains("UTF-8"), "{}", stderr(&o));
+}
