@@ -128,6 +128,13 @@ fn main() -> ExitCode {
             return usage(&e);
         }
     }
+    // kubelet's gate and host check need no user-data: they never mount the NoCloud
+    // seed, so they cannot race first boot's own mount of it.
+    let local_only = matches!(cmd.as_deref(), Some("kubelet-gate") | Some("host"));
+    let seed = match seed {
+        None if local_only => Some(under(&root, "/var/lib/cloud/seed/nocloud")),
+        s => s,
+    };
     let mut machine = Machine::probe(&root, cmdline.as_deref(), seed.as_deref());
     machine.check_ports |= check_ports;
     match cmd.as_deref().unwrap_or("run") {

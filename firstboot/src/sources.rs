@@ -249,7 +249,10 @@ fn mount_cidata(root: &Path) -> Option<PathBuf> {
         .find(|p| p.exists())?;
     std::fs::create_dir_all(&target).ok()?;
     let ok = std::process::Command::new("mount").arg("-o").arg("ro").arg(&dev).arg(&target).status().ok()?.success();
-    ok.then_some(target)
+    // Another kiln-firstboot (kubelet's gate starts alongside first boot) may have
+    // mounted it a moment earlier: `mount` then fails with "already mounted", and the
+    // seed is there all the same.
+    (ok || target.join("user-data").is_file()).then_some(target)
 }
 
 /// One source that contributed.
