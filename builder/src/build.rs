@@ -305,7 +305,7 @@ fn assemble(
 /// yet (overlay files), by reading it now: the writers later stream exactly
 /// these bytes or fail ([`tarball::Planned`]). Non-regular files are refused.
 fn plan(tree: Tree) -> Result<Tree> {
-    let mut planned = Tree::new();
+    let mut planned = tree.without_entries(); // keeps the record of overrides
     for (path, entry) in tree.iter() {
         let mut entry = entry.clone();
         if let crate::tree::Node::File(Content::Disk { path: src, size, expect_sha256 }) = &mut entry.node {

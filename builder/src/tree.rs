@@ -253,6 +253,12 @@ impl Tree {
         Ok(())
     }
 
+    /// An empty tree that keeps this tree's [`Tree::overrides`], for
+    /// rebuilding a tree entry by entry without losing what was overridden.
+    pub fn without_entries(&self) -> Tree {
+        Tree { entries: BTreeMap::new(), overrides: self.overrides.clone() }
+    }
+
     /// Every replacement an `override = true` caused, in the order they
     /// happened: what `manifest.json` records and `kiln build` warns about
     /// (loudly for [`Override::replaces_pinned`]).
@@ -317,6 +323,9 @@ mod tests {
         t.insert("/opt/bin/kubelet", Entry::file(Content::Inline(vec![2]), 0o755, by.clone()), true).unwrap();
         assert_eq!(t.overrides(), [Override { path: "/opt/bin/kubelet".into(), replaced: art, by }]);
         assert!(t.overrides()[0].replaces_pinned());
+        // Rebuilding a tree keeps the record.
+        assert_eq!(t.without_entries().overrides().len(), 1);
+        assert!(t.without_entries().is_empty());
         // Implicit parents are not overrides.
         t.insert("/opt", Entry::dir(0o700, Origin::Rendered), true).unwrap();
         assert_eq!(t.overrides().len(), 1);

@@ -548,3 +548,33 @@ fn non_utf8_profiles_are_located() {
     assert!(stderr(&o).contains(&format!("{}:1:10: ", p.display())), "{}", stderr(&o));
     assert!(stderr(&o).contains("UTF-8"), "{}", stderr(&o));
 }
+
+/// `override = true` over a member of an `extract = ["*"]` tarball is known
+/// only once the tarball is unpacked: `kiln build` says so loudly (once),
+/// located at the overlay's entry in the profile.
+#[test]
+fn build_warns_when_an_overlay_overrides_an_extracted_member() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    let o = s.path("overlays/cnihack/opt/cni/bin");
+    std::fs::create_dir_all(&o).unwrap();
+    std::fs::write(o.join("bridge"), "#!/bin/sh\n").unwrap();
+    std::fs::write(
+        s.path("overlays/cnihack/.kiln-overlay.toml"),
+        "[paths.\"opt/cni/bin/bridge\"]\nmode = \"0755\"\noverride = true\n",
+    )
+    .unwrap();
+    let p = s.profile("flatcar-1.34");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, text.replace("overlays = [\"base\", \"flatcar\"]", "overlays = [\"base\", \"flatcar\", \"cnihack\"]"))
+        .unwrap();
+    let check = run(kiln().arg("check").arg(&p));
+    assert!(check.status.success(), "{}", stderr(&check));
+    let o = run(s.build_cmd("flatcar-1.34", "cache", "dist").args(["--arch", "amd64"]));
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning") && l.contains("/opt/cni/bin/bridge")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains(&format!("{}:17:", p.display())), "{err}");
+    assert!(warnings[0].contains("pinned artifact cni-plugins"), "{err}");
+}
