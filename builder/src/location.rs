@@ -36,8 +36,19 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 
 /// Rewrites a serde/toml message into one line, adding a suggestion for
 /// `unknown field `x`, expected one of `a`, `b`` and `unknown variant` errors.
+/// Control characters the message quotes from the input (`unknown variant
+/// `\0``) are escaped, so no input can add lines or terminal escapes to
+/// kiln's output.
 pub fn explain_toml_message(message: &str) -> String {
-    let one_line = message.trim().replace('\n', " ");
+    let one_line: String = message
+        .trim()
+        .replace('\n', " ")
+        .chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() { c.escape_debug().collect() } else { vec![c] };
+            escaped
+        })
+        .collect();
     for prefix in ["unknown field `", "unknown variant `"] {
         if let Some(rest) = one_line.strip_prefix(prefix) {
             let Some(end) = rest.find('`') else { break };
@@ -70,5 +81,12 @@ mod tests {
         assert!(explain_toml_message(m).ends_with("(did you mean `architectures`?)"));
         let far = "unknown field `zzz`, expected one of `name`, `architectures`";
         assert!(!explain_toml_message(far).contains("did you mean"));
+    }
+
+    #[test]
+    fn quoted_input_is_escaped() {
+        let m = explain_toml_message("unknown variant `\0\r\u{1b}[2J`, expected `amd64`");
+        assert!(!m.chars().any(char::is_control), "{m:?}");
+        assert!(m.contains("\\0\\r\\u{1b}"), "{m:?}");
     }
 }

@@ -647,6 +647,15 @@ fn validate_fields(doc: &ProfileDoc, err: &mut impl FnMut(std::ops::Range<usize>
             err(e.span(), m);
         }
     }
+    if let Some(base) = &doc.base_image {
+        let base = base.get_ref();
+        if let Err(m) = v::artifact_version(base.version.get_ref()) {
+            err(base.version.span(), format!("base_image: {m}"));
+        }
+        if let Err(m) = v::url(base.url.get_ref()) {
+            err(base.url.span(), format!("base_image: {m}"));
+        }
+    }
     for (name, spec) in &doc.artifacts {
         let table = spec.span();
         let spec = spec.get_ref();

@@ -566,15 +566,36 @@ fn build_warns_when_an_overlay_overrides_an_extracted_member() {
     .unwrap();
     let p = s.profile("flatcar-1.34");
     let text = std::fs::read_to_string(&p).unwrap();
-    std::fs::write(&p, text.replace("overlays = [\"base\", \"flatcar\"]", "overlays = [\"base\", \"flatcar\", \"cnihack\"]"))
-        .unwrap();
+    std::fs::write(
+        &p,
+        text.replace("overlays = [\"base\", \"flatcar\"]", "overlays = [\"base\", \"flatcar\", \"cnihack\"]"),
+    )
+    .unwrap();
     let check = run(kiln().arg("check").arg(&p));
     assert!(check.status.success(), "{}", stderr(&check));
     let o = run(s.build_cmd("flatcar-1.34", "cache", "dist").args(["--arch", "amd64"]));
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning") && l.contains("/opt/cni/bin/bridge")).collect();
+    let warnings: Vec<&str> =
+        err.lines().filter(|l| l.contains("warning") && l.contains("/opt/cni/bin/bridge")).collect();
     assert_eq!(warnings.len(), 1, "{err}");
     assert!(warnings[0].contains(&format!("{}:17:", p.display())), "{err}");
     assert!(warnings[0].contains("pinned artifact cni-plugins"), "{err}");
+}
+
+/// `[base_image]` (cards) carries a version and a URL like any artifact.
+#[test]
+fn base_image_values_are_checked_like_artifacts() {
+    let text = std::fs::read_to_string(repo().join("profiles/rpi-raspios-1.34.toml")).unwrap();
+    let start = text.find("[base_image]").expect("a profile with [base_image]");
+    let url_at = start + text[start..].find("\nurl = \"").expect("base_image url") + "\nurl = \"".len();
+    let mut bad = text.clone();
+    bad.insert_str(url_at + "https://".len(), "user:secret@");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
+    let p = dir.path().join("profiles/p.toml");
+    std::fs::write(&p, bad).unwrap();
+    let o = run(kiln().arg("check").arg(&p));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("base_image: url") && stderr(&o).contains("credentials"), "{}", stderr(&o));
 }
