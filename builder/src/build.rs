@@ -420,6 +420,7 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     let staging = Staging::new(&opts.out_dir)?;
     let mut outputs = Vec::new();
     let mut trees = std::collections::BTreeMap::new();
+    let mut overrides = std::collections::BTreeMap::new();
     let mut warned: std::collections::BTreeSet<String> = findings.iter().map(|f| f.message.clone()).collect();
     for (arch, fb) in archs.iter().zip(&firstboot) {
         let mut tree = assemble(profile, *arch, &cache, &fetched, fb.as_ref())?;
@@ -530,6 +531,10 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
             None => tree.iter().map(|(p, e)| tarball::record(p, e, None)).collect(),
         };
         trees.insert(arch.to_string(), manifest::records_json(&records)?);
+        if !tree.overrides().is_empty() {
+            let list = tree.overrides().iter().filter_map(|o| serde_json::to_value(o).ok()).collect();
+            overrides.insert(arch.to_string(), list);
+        }
     }
 
     let section = ProfileSection {
@@ -539,6 +544,7 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
         epoch,
         outputs: outputs.clone(),
         trees,
+        overrides,
     };
     // One build at a time merges into the current manifest and switches `dist`.
     let lock = staging.lock(|| {

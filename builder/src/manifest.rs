@@ -45,6 +45,11 @@ pub struct ProfileSection {
     pub outputs: Vec<Output>,
     /// The image tree per architecture.
     pub trees: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Per architecture, every image path an overlay replaced with `override = true`
+    /// (`path`, `replaced`, `by`): a pinned binary swapped for an overlay file is on
+    /// record, not only in the build's warnings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub overrides: BTreeMap<String, Vec<serde_json::Value>>,
 }
 
 /// The whole manifest.

@@ -581,6 +581,12 @@ fn build_warns_when_an_overlay_overrides_an_extracted_member() {
     assert_eq!(warnings.len(), 1, "{err}");
     assert!(warnings[0].contains(&format!("{}:17:", p.display())), "{err}");
     assert!(warnings[0].contains("pinned artifact cni-plugins"), "{err}");
+    // And on record in the manifest, not only in the log.
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("dist/manifest.json")).unwrap()).unwrap();
+    let rec = &m["profiles"]["flatcar-1.34"]["overrides"]["amd64"];
+    assert_eq!(rec.as_array().map(Vec::len), Some(1), "{m}");
+    assert_eq!(rec[0]["path"], "/opt/cni/bin/bridge", "{rec}");
 }
 
 /// `[base_image]` (cards) carries a version and a URL like any artifact.
