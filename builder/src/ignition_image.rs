@@ -173,10 +173,75 @@ pub fn files_config(
     document(i.version, all, dirs, links, units)
 }
 
+/// Unit name suffixes Ignition hands to systemd (systemd.unit(5) unit types).
+const UNIT_SUFFIXES: [&str; 11] = [
+    ".service",
+    ".socket",
+    ".device",
+    ".mount",
+    ".automount",
+    ".swap",
+    ".target",
+    ".path",
+    ".timer",
+    ".slice",
+    ".scope",
+];
+
+/// Checks the shape of an Ignition config before it is merged: `storage` and
+/// `systemd` objects, `storage.files|directories|links` and `systemd.units` lists,
+/// every unit an object named like a systemd unit (Ignition config spec:
+/// `systemd.units[].name`, "the name of the unit. This must be suffixed with a
+/// valid unit type").
+fn check_shape(doc: &Value, what: &str) -> Result<()> {
+    let bad = |why: String| {
+        Error::config(format!("{what}: {why}; regenerate it with kiln (`kiln build --format ignition`, `kiln userdata --format ignition`)"))
+    };
+    if !doc.is_object() {
+        return Err(bad("is not a JSON object".into()));
+    }
+    for (key, kinds) in [("storage", &["files", "directories", "links"][..]), ("systemd", &["units"][..])] {
+        match &doc[key] {
+            Value::Null => continue,
+            Value::Object(o) => {
+                for k in kinds {
+                    if let Some(v) = o.get(*k) {
+                        if !v.is_array() {
+                            return Err(bad(format!("{key}.{k} is not a list")));
+                        }
+                    }
+                }
+            }
+            _ => return Err(bad(format!("{key} is not an object"))),
+        }
+    }
+    for u in doc["systemd"]["units"].as_array().into_iter().flatten() {
+        let name = u.get("name").and_then(Value::as_str).unwrap_or_default();
+        let ok = !name.is_empty()
+            && name.len() <= 255
+            && !name.contains('/')
+            && !name.chars().any(char::is_control)
+            && UNIT_SUFFIXES.iter().any(|s| name.len() > s.len() && name.ends_with(s));
+        if !u.is_object() || !ok {
+            return Err(bad(format!("systemd unit {u} has no valid unit name (e.g. kubelet.service)")));
+        }
+    }
+    Ok(())
+}
+
 /// Merges `extra` (a node's user-data config) into `image` (an image config):
 /// files, directories and links are appended (a path in both is an error),
-/// units are merged by name.
+/// units are merged by name. Both are shape-checked first: a list that is not a
+/// list, or a unit without a valid name, is an error, never silently dropped.
 pub fn merge(mut image: Value, extra: &Value) -> Result<Value> {
+    check_shape(&image, "the image config (--image)")?;
+    check_shape(extra, "the node's user-data")?;
+    if image["storage"].is_null() {
+        image["storage"] = json!({});
+    }
+    if image["systemd"].is_null() {
+        image["systemd"] = json!({});
+    }
     for kind in ["files", "directories", "links"] {
         let add = extra["storage"][kind].as_array().cloned().unwrap_or_default();
         let list = image["storage"][kind].as_array_mut();
@@ -214,4 +279,29 @@ pub fn merge(mut image: Value, extra: &Value) -> Result<Value> {
         }
     }
     Ok(image)
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    #[test]
+    fn malformed_configs_are_refused_not_dropped_or_panicked_on() {
+        let node = json!({ "ignition": { "version": "3.3.0" }, "storage": { "files": [ { "path": "/etc/kiln/node.toml" } ] },
+            "systemd": { "units": [ { "name": "kiln-firstboot.service", "enabled": true } ] } });
+        for (image, want) in [
+            (json!({ "storage": { "files": { "path": "/x" } } }), "storage.files is not a list"),
+            (json!({ "storage": 5 }), "storage is not an object"),
+            (json!({ "systemd": { "units": [ { "name": "kubelet" } ] } }), "no valid unit name"),
+            (json!({ "systemd": { "units": [ { "name": "../x.service" } ] } }), "no valid unit name"),
+            (json!({ "systemd": { "units": [ "kubelet.service" ] } }), "no valid unit name"),
+            (json!([]), "not a JSON object"),
+        ] {
+            let e = merge(image.clone(), &node).expect_err(want).to_string();
+            assert!(e.contains(want), "{image}: {e}");
+        }
+        let ok = merge(json!({ "ignition": { "version": "3.3.0" } }), &node).unwrap();
+        assert_eq!(ok["storage"]["files"][0]["path"], "/etc/kiln/node.toml");
+        assert_eq!(ok["systemd"]["units"][0]["name"], "kiln-firstboot.service");
+    }
 }
