@@ -8,7 +8,7 @@ use crate::profile::{
     Arch, Artifact, CgroupDriver, Install, OutputFormat, Profile, REQUIRED_SYSCTLS, URL_PLACEHOLDERS,
 };
 use crate::tree::{Content, Entry, Node, Origin, Tree};
-use crate::version::Version;
+use crate::version::{Version, VersionExt};
 use crate::{overlay, render};
 use serde::Serialize;
 use std::ops::Range;

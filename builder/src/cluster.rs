@@ -16,7 +16,7 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
-use crate::version::Version;
+use crate::version::{Version, VersionExt};
 use kiln_firstboot::node::{is_bootstrap_token, Secret};
 use kiln_firstboot::validate;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber};

@@ -16,7 +16,7 @@ use crate::fetch::{self, FetchOptions};
 use crate::hash::is_sha256_hex;
 use crate::profile::{expand_url, Arch, Profile};
 use crate::progress::Progress;
-use crate::version::Version;
+use crate::version::{Version, VersionExt};
 use std::path::Path;
 use toml_edit::{DocumentMut, Item, Value};
 

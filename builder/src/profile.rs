@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::location;
-use crate::version::Version;
+use crate::version::{Version, VersionExt};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,27 +1,26 @@
 //! Kubernetes-style versions (`v1.34.2`) and the skew arithmetic the checks need.
 
-use std::fmt;
+/// The version type is firstboot's (one type for both programs, with semantic-version
+/// ordering: `v1.31.0-rc.1` < `v1.31.0`); the builder adds its stricter parser
+/// and the skew arithmetic its checks need.
+pub use kiln_firstboot::validate::Version;
 
-/// A released Kubernetes-style version `vMAJOR.MINOR.PATCH` (pre-releases allowed).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version {
-    /// Major version (1 for every Kubernetes release so far).
-    pub major: u64,
-    /// Minor version: the unit of Kubernetes' skew policy.
-    pub minor: u64,
-    /// Patch version.
-    pub patch: u64,
-    /// Pre-release suffix without the dash (`rc.1`), empty for releases.
-    pub pre: String,
-}
-
-impl Version {
+/// The builder's view of a [`Version`].
+pub trait VersionExt: Sized {
     /// Parses `v1.34.2` or `1.34.2` (with an optional `-rc.1` style suffix).
     ///
     /// Numbers have at most six digits and the suffix is semver's pre-release
     /// alphabet (`[0-9A-Za-z.-]`, at most 32 characters): versions name
     /// output files (`kubernetes-<version>-<arch>.raw`) and land in units.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    fn parse(s: &str) -> Result<Self, String>;
+    /// Minor-version distance `self - other` within the same major version.
+    fn minor_delta(&self, other: &Version) -> i64;
+    /// True when this version is at least `major.minor`.
+    fn at_least(&self, major: u64, minor: u64) -> bool;
+}
+
+impl VersionExt for Version {
+    fn parse(s: &str) -> Result<Self, String> {
         let body = s.strip_prefix('v').unwrap_or(s);
         let (core, pre) = match body.split_once('-') {
             Some((c, p)) => (c, p.to_string()),
@@ -52,26 +51,14 @@ impl Version {
         }
     }
 
-    /// Minor-version distance `self - other` within the same major version.
-    pub fn minor_delta(&self, other: &Version) -> i64 {
+    fn minor_delta(&self, other: &Version) -> i64 {
         let d = (i128::from(self.major) - i128::from(other.major)) * 1000 + i128::from(self.minor)
             - i128::from(other.minor);
         i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX })
     }
 
-    /// True when this version is at least `major.minor`.
-    pub fn at_least(&self, major: u64, minor: u64) -> bool {
+    fn at_least(&self, major: u64, minor: u64) -> bool {
         (self.major, self.minor) >= (major, minor)
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)?;
-        if !self.pre.is_empty() {
-            write!(f, "-{}", self.pre)?;
-        }
-        Ok(())
     }
 }
 
@@ -86,6 +73,8 @@ mod tests {
         assert_eq!(v.to_string(), "v1.34.2");
         assert_eq!(Version::parse("1.31.0-rc.1").unwrap().pre, "rc.1");
         assert!(v.at_least(1, 27) && !v.at_least(1, 35));
+        // Semantic-version order: a release candidate comes before its release.
+        assert!(Version::parse("v1.31.0-rc.1").unwrap() < Version::parse("v1.31.0").unwrap());
         assert_eq!(v.minor_delta(&Version::parse("v1.31.9").unwrap()), 3);
         for bad in
             ["1.34", "v1.x.2", "", "v1.34.2.1", "latest", "v1.34.2-a/../b", "v1.34.2-rc\n1", "v1.34.+2", "v1234567.0.0"]
