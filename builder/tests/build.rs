@@ -351,15 +351,7 @@ fn firstboot_binary_comes_from_beside_kiln_or_is_refused_with_a_hint() {
         .arg(s.path("dist"));
     let o = run(&mut c);
     assert!(o.status.success(), "{}", stderr(&o));
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(s.path("dist/manifest.json")).unwrap()).unwrap();
-    let rec = m["profiles"]["fcos-1.34"]["trees"]["amd64"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["path"] == "/opt/bin/kiln-firstboot")
-        .cloned()
-        .unwrap();
+    let rec = manifest_entry(&s.path("dist"), "fcos-1.34", "amd64", "/opt/bin/kiln-firstboot");
     assert_eq!(rec["sha256"], kiln_testkit::standin::sha256(&fb));
     // arm64 on this host with no binary: exit 2 and the cross-build hint.
     let o = run(Command::new(bin.join("kiln"))

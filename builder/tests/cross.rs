@@ -39,15 +39,7 @@ fn arm64_agent_is_found_in_the_workspace_cross_build() {
     std::fs::write(cross.join("kiln-firstboot"), &fb).unwrap();
     let o = build("d2");
     assert!(o.status.success(), "{}", stderr(&o));
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(s.path("d2/manifest.json")).unwrap()).unwrap();
-    let rec = m["profiles"]["fcos-1.34"]["trees"]["arm64"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["path"] == "/opt/bin/kiln-firstboot")
-        .cloned()
-        .unwrap();
+    let rec = manifest_entry(&s.path("d2"), "fcos-1.34", "arm64", "/opt/bin/kiln-firstboot");
     assert_eq!(rec["sha256"], kiln_testkit::standin::sha256(&fb));
     // An x86-64 binary in the arm64 slot is refused by its ELF machine.
     std::fs::write(cross.join("kiln-firstboot"), kiln_testkit::standin::elf(62, 4096, 7)).unwrap();

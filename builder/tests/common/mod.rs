@@ -175,6 +175,17 @@ impl Scratch {
 }
 
 /// Files in a directory (recursive, relative), sorted; empty if it does not exist.
+/// The manifest record of `path` in `profile`'s `arch` tree of `dir/manifest.json`.
+pub fn manifest_entry(dir: &Path, profile: &str, arch: &str, path: &str) -> serde_json::Value {
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).expect("manifest.json"))
+            .expect("manifest.json is JSON");
+    m["profiles"][profile]["trees"][arch]
+        .as_array()
+        .and_then(|t| t.iter().find(|f| f["path"] == path).cloned())
+        .unwrap_or_else(|| panic!("{path} not in the {profile} {arch} tree"))
+}
+
 pub fn files_in(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
