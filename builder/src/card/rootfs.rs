@@ -152,6 +152,20 @@ pub fn add_tree(part: &Path, tree: &Tree, work: &Path, epoch: u64) -> Result<usi
         }
     }
     let have = existing(part, &dirs, work, epoch)?;
+    // A file or symlink of the tree replaces a file or symlink of the base image;
+    // over a directory (or anything else) it is an error.
+    let replace_leaf = |cmds: &mut String, path: &str, before: Option<Existing>, kind: &str| -> Result<()> {
+        match before {
+            None => Ok(()),
+            Some(Existing::File) | Some(Existing::Symlink) => {
+                let _ = writeln!(cmds, "rm {path}");
+                Ok(())
+            }
+            Some(other) => Err(Error::config(format!(
+                "{path}: the image tree has a {kind} where the base image has a {other:?}; remove it from the overlay or profile, or use a base image without it"
+            ))),
+        }
+    };
     let mut cmds = String::new();
     let mut n = 0usize;
     for (key, e) in tree.iter() {
@@ -173,17 +187,7 @@ pub fn add_tree(part: &Path, tree: &Tree, work: &Path, epoch: u64) -> Result<usi
                 (0o040000, before.is_none() || e.origin != Origin::Implicit)
             }
             Node::File(content) => {
-                match before {
-                    None => {}
-                    Some(Existing::File) | Some(Existing::Symlink) => {
-                        let _ = writeln!(cmds, "rm {path}");
-                    }
-                    Some(other) => {
-                        return Err(Error::config(format!(
-                            "{path}: the image tree has a file where the base image has a {other:?}"
-                        )))
-                    }
-                }
+                replace_leaf(&mut cmds, &path, before, "file")?;
                 let name = format!("src/{n:06}");
                 let host = work.join(&name);
                 match content {
@@ -201,17 +205,7 @@ pub fn add_tree(part: &Path, tree: &Tree, work: &Path, epoch: u64) -> Result<usi
             }
             Node::Symlink(target) => {
                 safe(target)?;
-                match before {
-                    None => {}
-                    Some(Existing::File) | Some(Existing::Symlink) => {
-                        let _ = writeln!(cmds, "rm {path}");
-                    }
-                    Some(other) => {
-                        return Err(Error::config(format!(
-                            "{path}: the image tree has a symlink where the base image has a {other:?}"
-                        )))
-                    }
-                }
+                replace_leaf(&mut cmds, &path, before, "symlink")?;
                 let _ = writeln!(cmds, "symlink {path} {target}");
                 (0o120000, true)
             }
