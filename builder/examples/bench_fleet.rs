@@ -126,14 +126,10 @@ fn ratio(base: Duration, kiln: Duration) -> f64 {
     base.as_secs_f64() / kiln.as_secs_f64().max(1e-9)
 }
 
-fn main() {
-    let data_mib: usize = std::env::var("KILN_BENCH_DATA_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
-    let kiln = kiln_bin();
-    let work = tempfile::Builder::new().prefix("kiln-bench-fleet").tempdir_in(std::env::temp_dir()).expect("tmp");
-    let dir = work.path();
-    eprintln!("bench_fleet: building a 4 GiB sparse card image with {data_mib} MiB of data in {}", dir.display());
+/// A card image, a cluster and a 100-node fleet file in `dir`.
+fn setup(kiln: &Path, dir: &Path, data_mib: usize) -> (PathBuf, PathBuf) {
     let img = base_image(dir, data_mib);
-    sh(Command::new(&kiln)
+    sh(Command::new(kiln)
         .args(["cluster", "init", "bench", "--endpoint", "10.0.0.1", "--kubernetes-version", "v1.34.2", "--out"])
         .arg(dir.join("cluster")));
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1c3lib3gta2lsbi10ZXN0LWtleS1ub3QtcmVhbC0wMDAw me@laptop";
@@ -145,13 +141,18 @@ fn main() {
         ),
     )
     .expect("fleet");
+    (img, fleet)
+}
 
-    // (a) kiln fleet images.
+/// (a) on the filesystem holding `dir`: `kiln fleet images` against
+/// `cp --sparse=always` + mtools per card. Both copy the base the same way
+/// (coreutils 9 `cp` reflinks by default where the filesystem can, like kiln).
+fn personalise(kiln: &Path, dir: &Path, img: &Path, fleet: &Path) -> (Duration, Duration) {
     let out_k = dir.join("cards-kiln");
     drop_caches();
-    let (t_kiln, _) = timed(Command::new(&kiln).arg("fleet").arg("images").arg(&fleet).arg("--out").arg(&out_k));
+    let (t_kiln, _) = timed(Command::new(kiln).arg("fleet").arg("images").arg(fleet).arg("--out").arg(&out_k));
     // The baseline's inputs: the same rendered files, written per node beforehand (not timed).
-    let f = kiln::fleet::Fleet::load(&fleet).expect("fleet");
+    let f = kiln::fleet::Fleet::load(fleet).expect("fleet");
     let cluster = f.cluster().expect("cluster");
     let files_dir = dir.join("rendered");
     for n in &f.nodes {
@@ -168,7 +169,7 @@ fn main() {
     let t0 = Instant::now();
     for n in &f.nodes {
         let card = out_b.join(format!("{}.img", n.name));
-        sh(Command::new("cp").arg("--sparse=always").arg(&img).arg(&card));
+        sh(Command::new("cp").arg("--sparse=always").arg(img).arg(&card));
         let target = format!("{}@@{FAT_OFF}", card.display());
         let d = files_dir.join(&n.name);
         sh(Command::new("mmd").arg("-i").arg(&target).arg("::kiln"));
@@ -184,6 +185,63 @@ fn main() {
     sh(Command::new("sync").arg("-f").arg(&out_b));
     let t_cp = t0.elapsed();
     let _ = std::fs::remove_dir_all(&out_b);
+    let _ = std::fs::remove_dir_all(&files_dir);
+    (t_kiln, t_cp)
+}
+
+/// An XFS filesystem in a file, loop-mounted under `dir` (root only), so that
+/// (a) can also be measured where copies are reflinks. Unmounted on drop.
+struct Xfs {
+    mnt: PathBuf,
+}
+
+impl Xfs {
+    fn mount(dir: &Path) -> Option<Xfs> {
+        let file = dir.join("xfs.raw");
+        let mnt = dir.join("xfs");
+        std::fs::create_dir_all(&mnt).ok()?;
+        std::fs::File::create(&file).and_then(|f| f.set_len(16 * GIB)).ok()?;
+        let ok = |c: &mut Command| c.output().map(|o| o.status.success()).unwrap_or(false);
+        if !ok(Command::new("mkfs.xfs").args(["-q", "-f"]).arg(&file)) {
+            eprintln!("bench_fleet: !!! mkfs.xfs missing or failed (apt-get install xfsprogs): no reflink row");
+            return None;
+        }
+        if !ok(Command::new("mount").args(["-o", "loop"]).arg(&file).arg(&mnt)) {
+            eprintln!("bench_fleet: !!! cannot loop-mount XFS (not root?): no reflink row");
+            return None;
+        }
+        Some(Xfs { mnt })
+    }
+}
+
+impl Drop for Xfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+fn main() {
+    let data_mib: usize = std::env::var("KILN_BENCH_DATA_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let kiln = kiln_bin();
+    let work = tempfile::Builder::new().prefix("kiln-bench-fleet").tempdir_in(std::env::temp_dir()).expect("tmp");
+    let dir = work.path();
+    eprintln!("bench_fleet: building a 4 GiB sparse card image with {data_mib} MiB of data in {}", dir.display());
+    let (img, fleet) = setup(&kiln, dir, data_mib);
+    let fs_type = |p: &Path| -> String {
+        Command::new("stat")
+            .args(["-f", "-c", "%T"])
+            .arg(p)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+
+    // (a) on the temp dir's filesystem, then on XFS (reflinks for both tools).
+    let mut rows = vec![(fs_type(dir), personalise(&kiln, dir, &img, &fleet))];
+    if let Some(x) = Xfs::mount(dir) {
+        let (ximg, xfleet) = setup(&kiln, &x.mnt, data_mib);
+        rows.push(("xfs (loop)".to_string(), personalise(&kiln, &x.mnt, &ximg, &xfleet)));
+    }
 
     // (b) flash to a loop device (root) or a file.
     let backing = dir.join("sd.raw");
@@ -224,11 +282,15 @@ fn main() {
         .mapped_blocks()
         * 4096;
     println!("\n== bench_fleet: 4 GiB sparse card image, {} MiB mapped ==", mapped >> 20);
-    println!("(a) personalise 100 card images (ext4 or the temp dir's filesystem; both synced at the end)");
-    println!("    kiln fleet images              {:>8.2} s", t_kiln.as_secs_f64());
-    println!("    cp --sparse=always + mtools    {:>8.2} s", t_cp.as_secs_f64());
-    let ra = ratio(t_cp, t_kiln);
-    println!("    ratio {ra:.1}x  (goal >= 5x: {})", if ra >= 5.0 { "met" } else { "NOT met" });
+    println!("(a) personalise 100 card images (both synced at the end; the same copy method for both)");
+    for (fs, (t_kiln, t_cp)) in &rows {
+        let how = if fs.starts_with("xfs") || fs == "btrfs" { "reflink copies" } else { "sparse copies" };
+        println!("  on {fs} ({how})");
+        println!("    kiln fleet images              {:>8.2} s", t_kiln.as_secs_f64());
+        println!("    cp --sparse=always + mtools    {:>8.2} s", t_cp.as_secs_f64());
+        let ra = ratio(*t_cp, *t_kiln);
+        println!("    ratio {ra:.1}x  (goal >= 5x: {})", if ra >= 5.0 { "met" } else { "NOT met" });
+    }
     println!("(b) flash to a {what}");
     println!(
         "    kiln flash write               {w:>8.2} s  (+ verify {v:.2} s; whole command {:.2} s)",

@@ -372,4 +372,32 @@ fn card_from_a_pi_like_base_image_as_nobody_without_loop_devices() {
     for f in ["card-test-arm64.img", "card-test-arm64.img.bmap"] {
         ok(Command::new("cmp").arg(dist.join(f)).arg(s.path("dist2").join(f)));
     }
+
+    // The card kiln built, personalised and flashed (to a file) for one node:
+    // kiln flash reads this card's own partition table and .bmap.
+    let mut c = kiln();
+    c.args(["cluster", "init", "card", "--endpoint", "10.0.0.1", "--kubernetes-version", "v1.34.2", "--out"])
+        .arg(s.path("cluster"));
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "cluster init: {}", stderr(&o));
+    let fleet = s.path("fleet.toml");
+    std::fs::write(
+        &fleet,
+        "cluster = \"cluster\"\nimage = \"dist/card-test-arm64.img\"\n\n[[node]]\nname = \"cp-1\"\nrole = \"init\"\n\n[[node]]\nname = \"pi-01\"\nrole = \"join\"\n",
+    )
+    .unwrap();
+    let card = s.path("pi-01.card");
+    let mut c = kiln();
+    c.arg("flash").arg(&fleet).args(["--node", "pi-01", "--device"]).arg(&card);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "kiln flash of the built card: {}", stderr(&o));
+    let fat = format!("{}@@{}", card.display(), pi_image::BOOT_START * 512);
+    let toml = ok(Command::new("mtype").arg("-i").arg(&fat).arg("::kiln/node.toml").env("MTOOLS_SKIP_CHECK", "1"));
+    assert!(toml.contains("name = \"pi-01\""), "{toml}");
+    assert!(!toml.contains("PRIVATE KEY"), "a worker's card holds no private key: {toml}");
+    let meta = ok(Command::new("mtype").arg("-i").arg(&fat).arg("::meta-data").env("MTOOLS_SKIP_CHECK", "1"));
+    assert!(meta.contains("local-hostname: \"pi-01\""), "{meta}");
+    let boot2 = s.path("pi-01.boot.part");
+    pi_image::extract(&card, pi_image::BOOT_START, pi_image::BOOT_SECTORS, &boot2);
+    ok(Command::new("fsck.vfat").arg("-n").arg(&boot2));
 }

@@ -170,3 +170,43 @@ fn fleet_images_personalise_only_the_fat_and_keep_secrets_per_node() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left behind");
 }
+
+/// Unmounts a test filesystem when the test ends, passing or failing.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn fleet_images_share_the_base_by_reflink_where_the_filesystem_can() {
+    let (d, _) = setup();
+    card_image(d.path());
+    let ok = |c: &mut Command| c.output().map(|o| o.status.success()).unwrap_or(false);
+    let raw = d.path().join("xfs.raw");
+    std::fs::File::create(&raw).and_then(|f| f.set_len(512 << 20)).unwrap();
+    let mnt = d.path().join("xfs");
+    std::fs::create_dir_all(&mnt).unwrap();
+    if !is_root() || !ok(Command::new("mkfs.xfs").args(["-q", "-f"]).arg(&raw)) {
+        eprintln!("!!! SKIPPED: needs root and mkfs.xfs (xfsprogs) to loop-mount an XFS filesystem; the reflink path is untested here");
+        return;
+    }
+    assert!(ok(Command::new("mount").args(["-o", "loop"]).arg(&raw).arg(&mnt)), "loop-mount XFS as root");
+    let _guard = Mounted(mnt.clone());
+    run(Command::new("cp").arg("-a").arg(d.path().join("cluster")).arg(d.path().join("card.img")).arg(&mnt));
+    let fleet = mnt.join("fleet.toml");
+    std::fs::write(&fleet, fleet_text()).unwrap();
+    let out = mnt.join("cards");
+    let o = kiln(&["fleet", "images", fleet.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("reflink"), "the report names the copy method: {err}");
+    // filefrag marks extents that share blocks with another file `shared`.
+    let frag = run(Command::new("filefrag").arg("-v").arg(out.join("pi-03.img")));
+    let frag = String::from_utf8_lossy(&frag.stdout);
+    assert!(frag.contains("shared"), "pi-03.img shares no block with the base: {frag}");
+    assert!(mtype(&out.join("pi-03.img"), "kiln/node.toml").contains("name = \"pi-03\""));
+    assert!(mtype(&mnt.join("card.img"), "meta-data").contains("rpios-image"), "the base is unchanged");
+}
