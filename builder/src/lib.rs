@@ -3,8 +3,9 @@
 //! The data path: a [`profile::Profile`] is checked ([`check`]), its pinned
 //! artifacts are fetched and verified into a content-addressed [`cache`]
 //! ([`fetch`]), rendered files ([`render`]), artifacts and [`overlay`]s are
-//! merged into an image [`tree`], and output writers ([`tarball`]) turn the
-//! tree into files, recorded in a [`manifest`]. [`build`] drives it all.
+//! merged into an image [`tree`], and output writers ([`tarball`], compressed
+//! on every core by [`pgzip`]) turn the tree into files, recorded in a
+//! [`manifest`]. [`build`] drives it all.
 
 pub mod build;
 pub mod cache;
@@ -20,6 +21,7 @@ pub mod ignition_image;
 pub mod location;
 pub mod manifest;
 pub mod overlay;
+pub mod pgzip;
 pub mod pin;
 pub mod profile;
 pub mod progress;

@@ -2,14 +2,16 @@
 //!
 //! Entries are in sorted path order with mtime = epoch, uid/gid 0 (`root`),
 //! no device nodes, and a gzip header without name or timestamp, so the same
-//! tree always gives the same bytes. Content read from disk is hashed while it
+//! tree always gives the same bytes. The gzip stream is compressed at level 6
+//! on every core by [`pgzip`](crate::pgzip), whose output does not depend on
+//! the number of threads. Content read from disk is hashed while it
 //! is written and must be exactly what was planned ([`Planned`]); otherwise
 //! the build fails and writes nothing.
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
+use crate::pgzip;
 use crate::tree::{Content, Entry, Node, Origin, Tree};
-use flate2::{Compression, GzBuilder};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -197,10 +199,20 @@ pub fn record(path: &str, e: &Entry, sha256: Option<String>) -> FileRecord {
     }
 }
 
-/// Writes `tree` as a gzip tarball to `out` and returns one record per entry.
+/// gzip level of the tarball.
+pub const GZIP_LEVEL: u32 = 6;
+
+/// Writes `tree` as a gzip tarball to `out` and returns one record per entry,
+/// compressing on [`pgzip::default_threads`] threads.
 pub fn write(tree: &Tree, epoch: u64, out: &Path) -> Result<Vec<FileRecord>> {
+    write_with_threads(tree, epoch, out, pgzip::default_threads())
+}
+
+/// [`write`] on exactly `threads` compression threads (1: none started).
+/// The bytes written are the same for any `threads`.
+pub fn write_with_threads(tree: &Tree, epoch: u64, out: &Path, threads: usize) -> Result<Vec<FileRecord>> {
     let file = File::create(out).io_ctx(out.display())?;
-    let gz = GzBuilder::new().mtime(0).write(BufWriter::with_capacity(1 << 20, file), Compression::new(6));
+    let gz = pgzip::Writer::new(BufWriter::with_capacity(1 << 20, file), GZIP_LEVEL, threads).io_ctx(out.display())?;
     let mut builder = tar::Builder::new(gz);
     builder.mode(tar::HeaderMode::Deterministic);
     let mut records = Vec::with_capacity(tree.len());
