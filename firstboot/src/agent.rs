@@ -503,6 +503,17 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
             return exit::CONFIG;
         }
     };
+    // Where this node's settings came from, for whoever reads the journal.
+    log(
+        6,
+        &format!(
+            "kiln-firstboot: node {} ({}) ip {}; sources: {}",
+            r.kubeadm.node_name,
+            r.kubeadm.role.as_str(),
+            r.kubeadm.node_ip,
+            if r.sources.is_empty() { "(baked defaults only)".to_string() } else { r.sources.join(" < ") }
+        ),
+    );
     if r.kubeadm.unsafe_skip_ca_verification {
         log(
             4,

@@ -219,6 +219,14 @@ fn init_node_v1beta4_runs_once_per_machine() {
     let o = n.run(&["run"]);
     assert!(o.status.success(), "{}", out(&o));
     no_secrets(&o, &n);
+    // The journal says where this node's settings came from.
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        said.lines().any(|l| l.starts_with("<6>kiln-firstboot: node node-")
+            && l.contains("(init) ip 10.0.0.5; sources: ")
+            && l.ends_with(&n.root().join("etc/kiln/node.toml").display().to_string())),
+        "{said}"
+    );
     let cfg_path = n.root().join("run/kiln/kubeadm.json");
     assert_eq!(n.calls("kubeadm"), [format!("init --config {} --skip-token-print", cfg_path.display())]);
     assert_eq!(n.mode("run/kiln/kubeadm.json"), 0o600);

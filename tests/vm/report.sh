@@ -6,7 +6,8 @@
 #   kiln-vm-report report    every fact as `KILNVM key=value`, then the journal tail
 #                            as `KILNVM-journal| ...`, then `KILNVM report=done`
 #   kiln-vm-report watchdog  `KILNVM watchdog=fired`, pending jobs, the journal tail
-# stdout is the second serial port (ttyS1): nothing else writes there.
+# stdout is a port nothing else writes to (amd64: the second serial port ttyS1;
+# arm64: the virtio console hvc0).
 say() { echo "KILNVM $1=$2"; }
 journal_tail() {
   journalctl -b --no-pager -n 120 2>&1 | sed 's/^/KILNVM-journal| /'
@@ -131,6 +132,18 @@ except (OSError, ValueError):
 PY
 
 say swaps "$(tail -n +2 /proc/swaps | grep -c .)"
+# Which machine, which binary, which boot (the arm64 card checks these).
+say arch "$(uname -m)"
+say machine_id "$(cat /etc/machine-id 2>/dev/null)"
+say cmdline "$(cat /proc/cmdline)"
+say cgroup_controllers "$(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)"
+fb=$(systemctl show -p ExecStart --value kiln-firstboot.service | sed -n 's/.*path=\([^ ;]*\).*/\1/p' | head -n1)
+if [ -f "$fb" ]; then say firstboot_binary "$(od -An -tu2 -j18 -N2 "$fb" | tr -d ' ') $(sha256sum "$fb" | cut -d' ' -f1)"; fi
+say firstboot_sources "$(journalctl -b -u kiln-firstboot.service --no-pager -o cat 2>/dev/null | sed -n 's/.*; sources: //p' | tail -n1)"
+if systemctl cat containerd.service >/dev/null 2>&1; then
+  ce=$(systemctl show -p ExecStart --value containerd.service | sed -n 's/.*path=\([^ ;]*\).*/\1/p' | head -n1)
+  say containerd "$(systemctl is-active containerd.service) $ce $(sha256sum "$ce" 2>/dev/null | cut -d' ' -f1)"
+fi
 flex=/opt/libexec/kubernetes/kubelet-plugins/volume/exec
 if [ -d "$flex" ] && touch "$flex/.w" 2>/dev/null; then say flex_writable yes; rm -f "$flex/.w"; else say flex_writable no; fi
 if touch /usr/.kiln-w 2>/dev/null; then say usr_writable yes; rm -f /usr/.kiln-w; else say usr_writable no; fi
