@@ -1,0 +1,114 @@
+# Shared by tests/vm/run (amd64) and tests/vm/run-arm64: checks, report facts,
+# the report/watchdog units and the summary. Sourced; the caller sets
+#   tag      message prefix ("vm", "vm-arm64")
+#   work     the work directory (boot files: $work/BOOT.{report,console,how,time})
+#   started  the harness's start time (date +%s)
+# and gets the counters passed, failed, the list bad_boots and `summarised`.
+passed=0 failed=0 summarised="" bad_boots=()
+
+check() { # check BOOT NAME COMMAND...   (BOOT: the boot whose report is checked)
+  local b=$1 name=$2; shift 2
+  if "$@"; then
+    echo "$tag: PASS $name"; passed=$((passed+1))
+  else
+    echo "$tag: FAIL $name"; failed=$((failed+1))
+    case " ${bad_boots[*]-} " in *" $b "*) ;; *) bad_boots+=("$b") ;; esac
+  fi
+}
+
+# Facts of a boot's report (`KILNVM key=value` lines, tests/vm/report.sh).
+fact() { grep -a "^KILNVM $2=" "$work/$1.report" 2>/dev/null | tail -n1 | cut -d= -f2- | tr -d '\r' || true; }
+is() { [ "$(fact "$1" "$2")" = "$3" ]; }
+has() { case " $(fact "$1" "$2") " in *" $3 "*) return 0 ;; esac; return 1; }
+reported() { grep -aq '^KILNVM report=done' "$work/$1.report" 2>/dev/null; }
+
+vm_unit() { # vm_unit ROOT NAME TARGET  (text on stdin; enabled into TARGET.wants)
+  cat > "$1/etc/systemd/system/$2"
+  if [ -n "${3:-}" ]; then
+    mkdir -p "$1/etc/systemd/system/$3.wants"
+    ln -sf "/etc/systemd/system/$2" "$1/etc/systemd/system/$3.wants/$2"
+  fi
+}
+
+# The kubelet-config ConfigMap of a cluster made by `kubeadm init` without a
+# KubeletConfiguration: kubeadm's defaults, from the model itself.
+vm_kubelet_defaults() { # vm_kubelet_defaults REPO > FILE
+  python3 - "$1/tests/model/kubeadm" <<'PY'
+import importlib.machinery, importlib.util, json, sys
+loader = importlib.machinery.SourceFileLoader("kubeadm_model", sys.argv[1])
+spec = importlib.util.spec_from_loader("kubeadm_model", loader)
+m = importlib.util.module_from_spec(spec); loader.exec_module(m)
+net = {"networking": {"serviceSubnet": "10.96.0.0/12", "dnsDomain": "cluster.local"}}
+print(json.dumps(m.kubelet_defaults({}, net), indent=2, sort_keys=True))
+PY
+}
+
+# The report's units in ROOT: host facts as the image's own boot left them
+# (after modules-load and sysctl, before kiln-firstboot, which fixes them itself,
+# and kubelet); the report on PORT (nothing else writes there), then power off
+# whatever happened; a watchdog that reports and powers off after WATCHDOG s,
+# before the harness's timeout, whatever hangs.
+vm_report_units() { # vm_report_units ROOT PORT WATCHDOG_SECONDS
+  local root=$1 port=$2 wd=$3
+  install -m 0755 "$(dirname "${BASH_SOURCE[0]}")/report.sh" "$root/usr/local/sbin/kiln-vm-report"
+  vm_unit "$root" kiln-vm-early.service multi-user.target <<'UNIT'
+[Unit]
+Description=kiln VM test: host prerequisites as the image's boot left them
+After=systemd-modules-load.service systemd-sysctl.service
+Before=kiln-firstboot.service kubelet.service
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/kiln-vm-report early
+UNIT
+  vm_unit "$root" kiln-vm-report.service multi-user.target <<UNIT
+[Unit]
+Description=kiln VM test report
+After=kiln-firstboot.service multi-user.target kubelet.service containerd.service
+SuccessAction=poweroff-force
+FailureAction=poweroff-force
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/kiln-vm-report report
+StandardOutput=file:$port
+StandardError=journal
+UNIT
+  vm_unit "$root" kiln-vm-watchdog.timer timers.target <<UNIT
+[Unit]
+Description=kiln VM test watchdog
+DefaultDependencies=no
+[Timer]
+OnBootSec=${wd}s
+AccuracySec=1s
+UNIT
+  vm_unit "$root" kiln-vm-watchdog.service "" <<UNIT
+[Unit]
+Description=kiln VM test watchdog: report and power off
+DefaultDependencies=no
+SuccessAction=poweroff-force
+FailureAction=poweroff-force
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/kiln-vm-report watchdog
+StandardOutput=file:$port
+StandardError=journal
+UNIT
+}
+
+# Boot times, what every failed boot printed, the totals; the last line is
+# `N passed, M failed`; returns non-zero when anything failed.
+vm_summary() {
+  echo "$tag: boot wall times:$(for f in "$work"/*.time; do [ -f "$f" ] && printf ' %s=%ss' "$(basename "$f" .time)" "$(cat "$f")"; done)"
+  local b
+  for b in "${bad_boots[@]-}"; do
+    [ -n "$b" ] || continue
+    echo "---- $b: $(cat "$work/$b.how" 2>/dev/null) — console (last 40 lines)"
+    tail -n 40 "$work/$b.console" 2>/dev/null | tr -d '\r' || true
+    echo "---- $b: report and journal tail"
+    grep -a '^KILNVM' "$work/$b.report" 2>/dev/null | tr -d '\r' | tail -n 200 || true
+  done
+  echo "$tag: total wall time $(( $(date +%s) - started )) s"
+  summarised=1
+  echo "$passed passed, $failed failed"
+  [ "$failed" -eq 0 ]
+}
