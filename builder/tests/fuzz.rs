@@ -25,6 +25,7 @@ use kiln::overlay;
 use kiln::profile::{Arch, Install, Profile};
 use kiln::render;
 use kiln::tree::{Content, Node, Origin, Tree};
+use kiln_testkit::rng::Rng;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -38,25 +39,6 @@ static ACCEPTED: AtomicU64 = AtomicU64::new(0);
 
 /// Cases per target in the normal test run (a few seconds in debug builds).
 const DEFAULT_CASES: u64 = 20_000;
-
-/// xorshift64*: deterministic, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
 
 /// Tokens that matter to TOML and to the files kiln renders.
 const TOKENS: &[&str] = &[

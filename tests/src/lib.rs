@@ -5,4 +5,5 @@
 pub mod http;
 pub mod mirror;
 pub mod pi_image;
+pub mod rng;
 pub mod standin;
