@@ -19,6 +19,9 @@
 //! tree, a few minutes on 2 cores; 0.05 for a quick look); `KILN_BENCH_ROUNDS`
 //! sets the interleaved rounds (at least and by default 5).
 
+mod common;
+
+use common::kiln_bin;
 use kiln::profile::{Arch, Profile};
 use kiln_testkit::standin;
 use std::path::{Path, PathBuf};
@@ -38,14 +41,6 @@ const GOAL_NOOP_S: f64 = 0.5;
 const GOAL_RSS_MB: f64 = 100.0;
 /// "Flat": peak RSS at 4× the tree at most this much above 1×.
 const GOAL_RSS_GROWTH: f64 = 1.25;
-
-fn kiln_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("kiln");
-    assert!(bin.is_file(), "{} missing: run `cargo build --release --workspace` first", bin.display());
-    bin
-}
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {

@@ -10,6 +10,9 @@
 //! Run with `./scripts/bench`. `KILN_BENCH_DATA_MIB` sets the base's data
 //! (default 64 MiB: kernel + firmware on the FAT, the rest on ext4).
 
+mod common;
+
+use common::kiln_bin;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,14 +20,6 @@ use std::time::{Duration, Instant};
 const GIB: u64 = 1 << 30;
 const FAT_OFF: u64 = 4 << 20;
 const FAT_LEN: u64 = 512 << 20;
-
-fn kiln_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("kiln");
-    assert!(bin.is_file(), "{} missing: run `cargo build --release --workspace` first", bin.display());
-    bin
-}
 
 fn sh(cmd: &mut Command) {
     let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
