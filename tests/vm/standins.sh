@@ -9,8 +9,10 @@ set -euo pipefail
 profile=$1 mirror=$2 arch=${3:-amd64}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 k8s=$(sed -n 's/^kubernetes_version = "\(.*\)"/\1/p' "$profile")
-crictl=$(awk '/^\[artifacts.crictl\]/{f=1} f&&/^version/{gsub(/"/,"",$3); print $3; exit}' "$profile")
-cni=$(awk '/^\[artifacts.cni-plugins\]/{f=1} f&&/^version/{gsub(/"/,"",$3); print $3; exit}' "$profile")
+# The version of [artifacts.NAME] in the profile (empty when it has none).
+version_of() { awk -v t="[artifacts.$1]" '$0 == t {f=1; next} /^\[/ {f=0} f && /^version/ {gsub(/"/, "", $3); print $3; exit}' "$profile"; }
+crictl=$(version_of crictl)
+cni=$(version_of cni-plugins)
 bin="$mirror/release/$k8s/bin/linux/$arch"
 mkdir -p "$bin"
 # kubeadm and kubelet: the model (tests/model/), published where the real
@@ -32,7 +34,6 @@ tar -czf "$d/cni-plugins-linux-$arch-$cni.tgz" -C "$t" .
 (cd "$d" && sha256sum "cni-plugins-linux-$arch-$cni.tgz" > "cni-plugins-linux-$arch-$cni.tgz.sha256")
 rm -rf "$t"
 
-version_of() { awk -v t="[artifacts.$1]" '$0 == t {f=1; next} /^\[/ {f=0} f && /^version/ {gsub(/"/, "", $3); print $3; exit}' "$profile"; }
 publish() { # publish FILE: FILE.sha256 beside it (what `kiln pin` reads)
   sha256sum "$1" | cut -d' ' -f1 > "$1.sha256"
 }
