@@ -39,8 +39,13 @@ publish() { # publish FILE: FILE.sha256 beside it (what `kiln pin` reads)
 }
 containerd=$(version_of containerd)
 if [ -n "$containerd" ]; then
-  # containerd stand-in: listens on the CRI socket and tells systemd it is
-  # ready (containerd.service is Type=notify upstream and in kiln's unit).
+  # containerd stand-in: does the two things kiln's card depends on. It listens
+  # on the CRI socket kubeadm's preflight and the kubelet look for, and, as
+  # containerd does for its Type=notify unit (containerd/containerd
+  # containerd.service; cmd/containerd/server/server_linux.go's sd_notify of
+  # READY=1 via github.com/coreos/go-systemd/daemon), sends READY=1 to
+  # $NOTIFY_SOCKET once it serves. It runs no containers: no image pulls or
+  # pods happen in the VM tests.
   t=$(mktemp -d); mkdir -p "$t/bin"
   cat > "$t/bin/containerd" <<'PY'
 #!/usr/bin/python3
