@@ -42,8 +42,8 @@ if [ -n "$containerd" ]; then
   # containerd stand-in: does the two things kiln's card depends on. It listens
   # on the CRI socket kubeadm's preflight and the kubelet look for, and, as
   # containerd does for its Type=notify unit (containerd/containerd
-  # containerd.service; cmd/containerd/server/server_linux.go's sd_notify of
-  # READY=1 via github.com/coreos/go-systemd/daemon), sends READY=1 to
+  # containerd.service; notifyReady in cmd/containerd/command/notify_linux.go:
+  # go-systemd's SdNotify(false, SdNotifyReady)), sends READY=1 to
   # $NOTIFY_SOCKET once it serves. It runs no containers: no image pulls or
   # pods happen in the VM tests.
   t=$(mktemp -d); mkdir -p "$t/bin"
