@@ -41,6 +41,10 @@ pub struct BuildOptions {
     pub ignition_version: String,
     /// URL the output directory will be served from (Ignition downloads from it).
     pub base_url: Option<String>,
+    /// gzip level of the `.tar.gz` (1–12).
+    pub gzip_level: u32,
+    /// zstd level of the `.tar.zst` (1–19).
+    pub zstd_level: i32,
 }
 
 impl BuildOptions {
@@ -57,6 +61,8 @@ impl BuildOptions {
             ignition_mode: ignition_image::Mode::Sysext,
             ignition_version: "3.3.0".into(),
             base_url: None,
+            gzip_level: tarball::Compression::GZIP_DEFAULT,
+            zstd_level: tarball::Compression::ZSTD_DEFAULT,
         }
     }
 }
@@ -184,6 +190,12 @@ fn fingerprint(
     h.update(format!("kiln {}\nepoch {epoch}\n", env!("CARGO_PKG_VERSION")));
     for f in formats {
         h.update(format!("format {}\n", f.as_str()));
+    }
+    if formats.contains(&OutputFormat::Tar) {
+        h.update(format!("gzip-level {}\n", opts.gzip_level));
+    }
+    if formats.contains(&OutputFormat::TarZst) {
+        h.update(format!("zstd-level {}\n", opts.zstd_level));
     }
     if formats.contains(&OutputFormat::Ignition) {
         let mirror = match &opts.fetch.mirror {
@@ -337,12 +349,48 @@ fn copy_planned(src: &Path, size: u64, sha256: &str, dest: &Path) -> Result<()> 
     Ok(())
 }
 
-/// Records a staged output file.
+/// Records a staged output file (hashing it).
 fn output(staging: &Staging, file: &str, format: &str, arch: Arch) -> Result<Output> {
     let path = staging.path(file);
     let size = std::fs::metadata(&path).io_ctx(file)?.len();
     let sha256 = tarball::digest(&path)?;
     Ok(Output { file: file.to_string(), format: format.into(), arch: arch.to_string(), size, sha256 })
+}
+
+/// The file name and compression of the overlay tarball in `format`.
+fn tarball_file(name: &str, arch: Arch, format: OutputFormat, opts: &BuildOptions) -> (String, tarball::Compression) {
+    match format {
+        OutputFormat::TarZst => (format!("{name}-{arch}.tar.zst"), tarball::Compression::Zstd(opts.zstd_level)),
+        _ => (format!("{name}-{arch}.tar.gz"), tarball::Compression::Gzip(opts.gzip_level)),
+    }
+}
+
+/// Writes one overlay tarball of `tree` into the staging directory as `file`.
+fn tarball_output(
+    staging: &Staging,
+    tree: &Tree,
+    epoch: u64,
+    arch: Arch,
+    (file, compression): (String, tarball::Compression),
+    format: OutputFormat,
+    progress: &Progress,
+) -> Result<(Output, Vec<tarball::FileRecord>)> {
+    let t0 = Instant::now();
+    let (records, written) = tarball::write(tree, epoch, compression, &staging.path(&file))?;
+    progress.step(format!(
+        "wrote {file}: {} entries, {} in {:.1} s",
+        records.len(),
+        human_bytes(written.size),
+        t0.elapsed().as_secs_f64()
+    ));
+    let out = Output {
+        file,
+        format: format.as_str().into(),
+        arch: arch.to_string(),
+        size: written.size,
+        sha256: written.sha256,
+    };
+    Ok((out, records))
 }
 
 /// Builds every requested architecture of `profile` into `opts.out_dir`.
@@ -410,6 +458,14 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
 
     let cache = Cache::open(opts.cache_dir.as_deref())?;
     cache.clean_stale_tmp();
+    // A cached file that fails its pin while it is packed was stamped as
+    // verified: make the next build hash (and heal) every entry again.
+    let forget_on_verify = |e: Error| {
+        if e.kind == crate::error::Kind::Verify {
+            cache.forget_verified();
+        }
+        e
+    };
     let mut wanted = Vec::new();
     for a in &archs {
         wanted.extend(profile.artifacts_for(*a)?);
@@ -434,19 +490,14 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
         }
         crate::staging::failpoint("pause-before-pack");
         let mut records = None;
-        if formats.contains(&OutputFormat::Tar) {
-            let file = format!("{name}-{arch}.tar.gz");
-            let t0 = Instant::now();
-            let r = tarball::write(&tree, epoch, &staging.path(&file))?;
-            let out = output(&staging, &file, "tar", *arch)?;
-            progress.step(format!(
-                "wrote {file}: {} entries, {} in {:.1} s",
-                r.len(),
-                human_bytes(out.size),
-                t0.elapsed().as_secs_f64()
-            ));
-            outputs.push(out);
-            records = Some(r);
+        for format in [OutputFormat::Tar, OutputFormat::TarZst] {
+            if formats.contains(&format) {
+                let file = tarball_file(&name, *arch, format, opts);
+                let (out, r) =
+                    tarball_output(&staging, &tree, epoch, *arch, file, format, progress).map_err(forget_on_verify)?;
+                outputs.push(out);
+                records = Some(r);
+            }
         }
         let ignition = formats.contains(&OutputFormat::Ignition);
         let mut raw = None;
@@ -456,7 +507,7 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
         if let Some(split) = &split {
             let file = sysext::file_name(profile, *arch);
             let t0 = Instant::now();
-            let r = sysext::write(&split.usr, epoch, &staging.path(&file))?;
+            let r = sysext::write(&split.usr, epoch, &staging.path(&file)).map_err(forget_on_verify)?;
             let out = output(&staging, &file, "sysext", *arch)?;
             progress.step(format!(
                 "wrote {file}: {} entries, {} in {:.1} s",
@@ -513,7 +564,8 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
         }
         if formats.contains(&OutputFormat::Card) {
             let t0 = Instant::now();
-            let r = crate::card::write(profile, *arch, &tree, &cache, &opts.fetch, epoch, &staging.path(""), progress)?;
+            let r = crate::card::write(profile, *arch, &tree, &cache, &opts.fetch, epoch, &staging.path(""), progress)
+                .map_err(forget_on_verify)?;
             let file = crate::card::image_name(profile, *arch);
             let out = output(&staging, &file, "card", *arch)?;
             progress.step(format!(

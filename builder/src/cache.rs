@@ -6,11 +6,20 @@
 //! concurrent builds and killed builds never leave a poisoned entry: the worst
 //! case is an orphaned file under `tmp/`, which is never read.
 //!
-//! Nothing on disk is trusted twice: every build re-hashes the blobs it uses
-//! ([`Cache::check`]; a corrupt one is removed and fetched again), lists a
-//! tarball's members from the verified blob itself and re-extracts when the
-//! extraction on disk differs ([`Cache::extract`]), and the writers hash every
-//! file again as they pack it.
+//! Nothing on disk reaches an output unchecked: the writers hash every file
+//! as they pack it and fail (exit 3) on a byte that differs from its pin.
+//! Before that, [`Cache::check`] hashes a blob and [`Cache::extract`] lists a
+//! tarball's members from the verified blob itself, so that a corrupt entry is
+//! removed and fetched again before the build starts. Those two passes are
+//! skipped for an entry whose **verified stamp** still matches: `verified/`
+//! records, for each file that hashed right, its device, inode, size, mtime
+//! and ctime (nanoseconds). Any write to the file, a `touch`, or a rename over
+//! it changes one of them (ctime cannot be set back), so a changed file is
+//! hashed again; a file changed less than [`RACY`] before it was stamped is
+//! not stamped (git's "racy" rule: a write in the same clock tick would not
+//! show). What a stamp cannot see (bits rotting under an unchanged inode) the
+//! pack-time hash still catches, and then the build removes every stamp
+//! ([`Cache::forget_verified`]) so the next build hashes and heals everything.
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
@@ -28,11 +37,20 @@ pub struct Cache {
     root: PathBuf,
 }
 
-/// The state of a cache entry, after hashing it.
+/// How a valid cache entry was found valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    /// Its bytes were hashed now.
+    Hashed,
+    /// Its verified stamp still matches: unchanged since it was hashed.
+    Stamp,
+}
+
+/// The state of a cache entry, after checking it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    /// Present and its bytes hash to its name.
-    Valid(PathBuf),
+    /// Present and its bytes hash to its name (hashed now, or unchanged since).
+    Valid(PathBuf, Verified),
     /// Not in the cache.
     Missing,
     /// Present with other bytes (this sha256): it has been removed.
@@ -62,7 +80,7 @@ impl Cache {
             Some(d) => d.to_path_buf(),
             None => default_dir()?,
         };
-        for sub in ["sha256", "extract", "tmp"] {
+        for sub in ["sha256", "extract", "tmp", "verified"] {
             fs::create_dir_all(root.join(sub)).io_ctx(format!("creating cache {}", root.join(sub).display()))?;
         }
         Ok(Cache { root })
@@ -84,22 +102,80 @@ impl Cache {
         p.is_file().then_some(p)
     }
 
-    /// Hashes the entry `sha256`; a corrupt entry (and its extraction) is
-    /// removed so that it can be fetched again.
+    /// Hashes the entry `sha256` (unless its verified stamp still matches); a
+    /// corrupt entry (and its extraction) is removed so that it can be fetched again.
     pub fn check(&self, sha256: &str) -> Result<Entry> {
         let p = self.blob_path(sha256);
         if fs::symlink_metadata(&p).is_err() {
             return Ok(Entry::Missing);
+        }
+        let before = Stamp::of(&p);
+        if before.is_some() && self.stamp_holds(&self.blob_stamp(sha256), &[(String::new(), p.clone())]) {
+            return Ok(Entry::Valid(p, Verified::Stamp));
         }
         let actual = crate::fetch::open_regular(&p)
             .and_then(|mut f| hash::copy_hashed(&mut f, &mut io::sink(), |_| {}))
             .map(|(_, h)| h)
             .unwrap_or_else(|e| format!("unreadable ({e})"));
         if actual == sha256 {
-            return Ok(Entry::Valid(p));
+            if let Some(before) = before {
+                self.write_stamp(&self.blob_stamp(sha256), &[(String::new(), p.clone(), before)]);
+            }
+            return Ok(Entry::Valid(p, Verified::Hashed));
         }
         self.remove(sha256)?;
         Ok(Entry::Corrupt(actual))
+    }
+
+    /// Removes every verified stamp: the next build hashes every entry it
+    /// uses again (and removes and fetches again what is corrupt). Called when
+    /// a cached file failed its pin while it was packed.
+    pub fn forget_verified(&self) {
+        let dir = self.root.join("verified");
+        let aside = self.tmp_path("verified");
+        if fs::rename(&dir, &aside).is_ok() {
+            let _ = fs::remove_dir_all(&aside);
+        }
+        let _ = fs::create_dir_all(&dir);
+    }
+
+    fn blob_stamp(&self, sha256: &str) -> PathBuf {
+        self.root.join("verified").join(sha256)
+    }
+
+    fn extract_stamp(&self, sha256: &str) -> PathBuf {
+        self.root.join("verified").join(format!("{sha256}.extract"))
+    }
+
+    /// Whether the stamp file `stamp` lists exactly `files` (name, path), each
+    /// with the stamp it has now.
+    fn stamp_holds(&self, stamp: &Path, files: &[(String, PathBuf)]) -> bool {
+        let Ok(text) = fs::read_to_string(stamp) else { return false };
+        let recorded: Vec<&str> = text.lines().collect();
+        recorded.len() == files.len()
+            && files
+                .iter()
+                .zip(recorded)
+                .all(|((name, path), line)| Stamp::of(path).is_some_and(|now| line == now.line(name)))
+    }
+
+    /// Writes a stamp file for `files` (name, path, stamp taken before they
+    /// were hashed), unless one changed since or was changed too recently.
+    fn write_stamp(&self, stamp: &Path, files: &[(String, PathBuf, Stamp)]) {
+        let mut text = String::new();
+        for (name, path, before) in files {
+            match Stamp::of(path) {
+                Some(now) if now == *before && !now.racy() => {
+                    text.push_str(&now.line(name));
+                    text.push('\n');
+                }
+                _ => return,
+            }
+        }
+        let tmp = self.tmp_path("stamp");
+        if fs::write(&tmp, text).is_err() || fs::rename(&tmp, stamp).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
     }
 
     /// Removes the entry `sha256` and its extraction.
@@ -156,13 +232,38 @@ impl Cache {
             e
         };
         if dir.is_dir() {
+            if let Some(members) = self.stamped_extraction(sha256, &dir) {
+                return Ok(members);
+            }
+            let index = dir.join("index.json");
+            let index_before = Stamp::of(&index);
             let truth = extract_into(&blob, None, sha256).map_err(on_verify_error)?;
+            let mut stamps = Vec::with_capacity(truth.len() + 2);
             let intact = truth.iter().all(|m| {
-                crate::fetch::open_regular(&dir.join(&m.name))
+                let path = dir.join(&m.name);
+                let before = Stamp::of(&path);
+                let ok = crate::fetch::open_regular(&path)
                     .and_then(|mut f| hash::copy_hashed(&mut f, &mut io::sink(), |_| {}))
-                    .is_ok_and(|(n, h)| n == m.size && h == m.sha256)
+                    .is_ok_and(|(n, h)| n == m.size && h == m.sha256);
+                if let Some(before) = before {
+                    stamps.push((m.name.clone(), path, before));
+                }
+                ok
             });
             if intact {
+                // The index must say what the tarball says, to be read next time instead of it.
+                let index_ok = fs::read_to_string(&index)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Vec<Member>>(&t).ok())
+                    .is_some_and(|listed| listed == truth);
+                match (index_ok, index_before, Stamp::of(&blob)) {
+                    (true, Some(ib), Some(bb)) if stamps.len() == truth.len() => {
+                        stamps.insert(0, ("index.json".to_string(), index, ib));
+                        stamps.insert(0, (String::new(), blob.clone(), bb));
+                        self.write_stamp(&self.extract_stamp(sha256), &stamps);
+                    }
+                    _ => {}
+                }
                 return Ok(with_paths(truth, &dir));
             }
             self.discard_extraction(sha256);
@@ -191,6 +292,17 @@ impl Cache {
             }
         }
         Ok(with_paths(members, &dir))
+    }
+
+    /// The members of an extraction whose verified stamp still matches: the
+    /// blob, `index.json` and every member file unchanged since they hashed
+    /// right. `None` means: list and hash them again.
+    fn stamped_extraction(&self, sha256: &str, dir: &Path) -> Option<Vec<Member>> {
+        let members: Vec<Member> = serde_json::from_str(&fs::read_to_string(dir.join("index.json")).ok()?).ok()?;
+        let mut files =
+            vec![(String::new(), self.blob_path(sha256)), ("index.json".to_string(), dir.join("index.json"))];
+        files.extend(members.iter().map(|m| (m.name.clone(), dir.join(&m.name))));
+        self.stamp_holds(&self.extract_stamp(sha256), &files).then(|| with_paths(members, dir))
     }
 
     /// Removes temporary files left by builds that no longer run.
@@ -305,5 +417,52 @@ impl<R: io::Read> io::Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
+    }
+}
+
+/// How long ago a file must have changed for its stamp to be trusted: a write
+/// within the same timestamp tick as the stamp would not show in it.
+pub const RACY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What `stat(2)` says of a regular file: enough to tell it was not written,
+/// truncated, touched or replaced since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::symlink_metadata(path).ok()?;
+        if !m.file_type().is_file() {
+            return None;
+        }
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// Whether the file changed less than [`RACY`] ago (or in the future).
+    fn racy(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        now - self.ctime_ns.max(self.mtime_ns) < RACY.as_nanos() as i128
+    }
+
+    /// The stamp's line in a stamp file.
+    fn line(&self, name: &str) -> String {
+        format!("{name:?} {} {} {} {} {}", self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns)
     }
 }

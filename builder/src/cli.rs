@@ -231,6 +231,14 @@ pub struct BuildArgs {
     /// URL the output directory is served from (Ignition downloads the sysext and kiln-firstboot there).
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
+    /// gzip level of the .tar.gz, 1-12 (libdeflate; 6 is smaller than gzip -9).
+    #[arg(long, default_value_t = crate::tarball::Compression::GZIP_DEFAULT, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=12))]
+    pub gzip_level: u32,
+    /// zstd level of the .tar.zst, 1-19.
+    #[arg(long, default_value_t = crate::tarball::Compression::ZSTD_DEFAULT, value_name = "N",
+          value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub zstd_level: i32,
     /// Print a JSON report on stdout.
     #[arg(long)]
     pub json: bool,

@@ -137,14 +137,16 @@ pub fn fetch_all(
 ) -> Result<Vec<PathBuf>> {
     let mut missing: Vec<&Artifact> = Vec::new();
     let mut checked: Vec<&str> = Vec::new();
+    let (mut hashed, mut stamped) = (0, 0);
     for a in artifacts {
         if checked.contains(&a.sha256.as_str()) {
             continue;
         }
         checked.push(&a.sha256);
-        // Every build re-hashes what it takes from the cache.
+        // Hashed again unless unchanged since it was (and hashed as it is packed).
         match cache.check(&a.sha256)? {
-            Entry::Valid(_) => {}
+            Entry::Valid(_, crate::cache::Verified::Hashed) => hashed += 1,
+            Entry::Valid(_, crate::cache::Verified::Stamp) => stamped += 1,
             Entry::Missing => missing.push(a),
             Entry::Corrupt(actual) => {
                 progress.warn(format!(
@@ -155,6 +157,12 @@ pub fn fetch_all(
             }
         }
     }
+    progress.detail(format!(
+        "cache {}: {hashed} entr{} hashed, {stamped} unchanged since verified (stamp), {} to fetch",
+        cache.root().display(),
+        if hashed == 1 { "y" } else { "ies" },
+        missing.len()
+    ));
     if opts.offline && opts.mirror.is_none() && !missing.is_empty() {
         let list: Vec<String> = missing
             .iter()

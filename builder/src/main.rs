@@ -56,6 +56,8 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
                 ignition_mode: a.ignition_mode,
                 ignition_version: a.ignition_version,
                 base_url: a.base_url,
+                gzip_level: a.gzip_level,
+                zstd_level: a.zstd_level,
                 ..BuildOptions::new(a.out)
             };
             let mut reports = Vec::new();

@@ -131,6 +131,11 @@ impl fmt::Display for Arch {
 pub enum OutputFormat {
     /// `<profile>-<arch>.tar.gz`: an overlay tarball for the root filesystem.
     Tar,
+    /// `<profile>-<arch>.tar.zst`: the same tarball, zstd-compressed (GNU tar
+    /// 1.31+ and systemd's `importctl import-tar` read it).
+    #[serde(rename = "tar.zst")]
+    #[value(name = "tar.zst")]
+    TarZst,
     /// `kubernetes-<version>-<arch>.raw`: a systemd-sysext image.
     Sysext,
     /// `<profile>-<arch>.ign`: an Ignition config that installs the image.
@@ -144,6 +149,7 @@ impl OutputFormat {
     pub fn as_str(self) -> &'static str {
         match self {
             OutputFormat::Tar => "tar",
+            OutputFormat::TarZst => "tar.zst",
             OutputFormat::Sysext => "sysext",
             OutputFormat::Ignition => "ignition",
             OutputFormat::Card => "card",

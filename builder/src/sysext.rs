@@ -244,10 +244,9 @@ pub fn write(usr: &Tree, epoch: u64, out: &std::path::Path) -> Result<Vec<FileRe
         })
         .collect();
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let written =
-        crate::squashfs_parallel::with_precompression(files, comp, backhand::DEFAULT_BLOCK_SIZE, workers, || {
-            fs.write(&mut w)
-        });
+    let written = crate::squashfs_parallel::with_precompression(files, backhand::DEFAULT_BLOCK_SIZE, workers, || {
+        fs.write(&mut w)
+    });
     if let Err(e) = written {
         if let Some(f) = failure.lock().ok().and_then(|mut f| f.take()) {
             return Err(f);

@@ -1,10 +1,12 @@
-//! The overlay tarball writer: a deterministic `.tar.gz` of the image tree.
+//! The overlay tarball writer: a deterministic `.tar.gz` or `.tar.zst` of
+//! the image tree.
 //!
 //! Entries are in sorted path order with mtime = epoch, uid/gid 0 (`root`),
 //! no device nodes, and a gzip header without name or timestamp, so the same
-//! tree always gives the same bytes. The gzip stream is compressed at level 6
-//! on every core by [`pgzip`](crate::pgzip), whose output does not depend on
-//! the number of threads. Content read from disk is hashed while it
+//! tree always gives the same bytes. The gzip stream is compressed on every
+//! core by [`pgzip`](crate::pgzip) (libdeflate, level 6 by default), the zstd
+//! stream by zstd's worker threads; neither output depends on the number of
+//! threads. Content read from disk is hashed while it
 //! is written and must be exactly what was planned ([`Planned`]); otherwise
 //! the build fails and writes nothing.
 
@@ -199,21 +201,97 @@ pub fn record(path: &str, e: &Entry, sha256: Option<String>) -> FileRecord {
     }
 }
 
-/// gzip level of the tarball.
-pub const GZIP_LEVEL: u32 = 6;
-
-/// Writes `tree` as a gzip tarball to `out` and returns one record per entry,
-/// compressing on [`pgzip::default_threads`] threads.
-pub fn write(tree: &Tree, epoch: u64, out: &Path) -> Result<Vec<FileRecord>> {
-    write_with_threads(tree, epoch, out, pgzip::default_threads())
+/// A written output file: its size and sha256, hashed as it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes in the file.
+    pub size: u64,
+    /// sha256 of the file (hex).
+    pub sha256: String,
 }
 
-/// [`write`] on exactly `threads` compression threads (1: none started).
-/// The bytes written are the same for any `threads`.
-pub fn write_with_threads(tree: &Tree, epoch: u64, out: &Path, threads: usize) -> Result<Vec<FileRecord>> {
+/// How an overlay tarball is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// `.tar.gz`: one gzip member from [`pgzip`], libdeflate level 1–12.
+    Gzip(u32),
+    /// `.tar.zst`: one zstd frame (with its content checksum), level 1–19,
+    /// compressed by zstd's own worker threads.
+    Zstd(i32),
+}
+
+impl Compression {
+    /// The default gzip level.
+    pub const GZIP_DEFAULT: u32 = pgzip::DEFAULT_LEVEL;
+    /// The default zstd level (zstd's own default).
+    pub const ZSTD_DEFAULT: i32 = 3;
+    /// The highest zstd level kiln offers (zstd's `--ultra` levels need
+    /// gigabytes of memory to decompress on a small node).
+    pub const ZSTD_MAX: i32 = 19;
+}
+
+/// Writes `tree` as a compressed tarball to `out` and returns one record per
+/// entry and the file's size and sha256, compressing on
+/// [`pgzip::default_threads`] threads.
+pub fn write(tree: &Tree, epoch: u64, compression: Compression, out: &Path) -> Result<(Vec<FileRecord>, Written)> {
+    write_with_threads(tree, epoch, compression, out, pgzip::default_threads())
+}
+
+/// [`write`] on exactly `threads` compression threads. The bytes written are
+/// the same for any `threads`: [`pgzip`] cuts fixed blocks, and zstd always
+/// runs in its multi-threaded mode (at least one worker), whose output does
+/// not depend on the number of workers (zstd's `ZSTD_c_nbWorkers` splits the
+/// input into jobs by size; `zstd -T1`, `-T2`, `-T8` give the same bytes).
+pub fn write_with_threads(
+    tree: &Tree,
+    epoch: u64,
+    compression: Compression,
+    out: &Path,
+    threads: usize,
+) -> Result<(Vec<FileRecord>, Written)> {
     let file = File::create(out).io_ctx(out.display())?;
-    let gz = pgzip::Writer::new(BufWriter::with_capacity(1 << 20, file), GZIP_LEVEL, threads).io_ctx(out.display())?;
-    let mut builder = tar::Builder::new(gz);
+    let sink = hash::HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let sink = match compression {
+        Compression::Gzip(level) => {
+            let gz = pgzip::Writer::new(sink, level, threads).io_ctx(out.display())?;
+            let (records, gz) = pack(tree, epoch, out, gz)?;
+            (records, gz.finish().io_ctx(out.display())?)
+        }
+        Compression::Zstd(level) => {
+            let zst = zstd_writer(sink, level, threads).io_ctx(out.display())?;
+            let (records, zst) = pack(tree, epoch, out, zst)?;
+            (records, zst.finish().io_ctx(out.display())?)
+        }
+    };
+    let (records, sink) = sink;
+    let (mut w, size, sha256) = sink.finish();
+    w.flush().io_ctx(out.display())?;
+    w.into_inner()
+        .map_err(|e| Error::build(format!("{}: {}", out.display(), e.error())))?
+        .sync_all()
+        .io_ctx(out.display())?;
+    Ok((records, Written { size, sha256 }))
+}
+
+/// A zstd encoder at `level` in multi-threaded mode with `threads` workers
+/// (at least one: the single-threaded mode would give other bytes).
+fn zstd_writer<W: Write>(w: W, level: i32, threads: usize) -> io::Result<zstd::stream::Encoder<'static, W>> {
+    if !(1..=Compression::ZSTD_MAX).contains(&level) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("zstd level {level} is not in 1-{}", Compression::ZSTD_MAX),
+        ));
+    }
+    let mut e = zstd::stream::Encoder::new(w, level)?;
+    e.include_checksum(true)?;
+    e.multithread(u32::try_from(threads.max(1)).unwrap_or(u32::MAX))?;
+    Ok(e)
+}
+
+/// Writes the tar stream of `tree` into `w` (sorted entries, epoch mtimes,
+/// root-owned), reading every file exactly as planned; returns the records.
+fn pack<W: Write>(tree: &Tree, epoch: u64, out: &Path, w: W) -> Result<(Vec<FileRecord>, W)> {
+    let mut builder = tar::Builder::new(w);
     builder.mode(tar::HeaderMode::Deterministic);
     let mut records = Vec::with_capacity(tree.len());
     for (path, e) in tree.iter() {
@@ -260,14 +338,8 @@ pub fn write_with_threads(tree: &Tree, epoch: u64, out: &Path, threads: usize) -
             }
         }
     }
-    let gz = builder.into_inner().io_ctx(out.display())?;
-    let mut w = gz.finish().io_ctx(out.display())?;
-    w.flush().io_ctx(out.display())?;
-    w.into_inner()
-        .map_err(|e| Error::build(format!("{}: {}", out.display(), e.error())))?
-        .sync_all()
-        .io_ctx(out.display())?;
-    Ok(records)
+    let w = builder.into_inner().io_ctx(out.display())?;
+    Ok((records, w))
 }
 
 /// sha256 of a whole output file.

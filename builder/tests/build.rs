@@ -382,3 +382,94 @@ fn firstboot_binary_comes_from_beside_kiln_or_is_refused_with_a_hint() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("ELF machine 62"), "{}", stderr(&o));
 }
+
+/// The line a verified stamp holds for a file as it is now (the format of
+/// `kiln::cache`'s stamp files: name, device, inode, size, mtime and ctime in ns).
+fn stamp_line(name: &str, path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+    format!(
+        "{name:?} {} {} {} {} {}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        ns(m.mtime(), m.mtime_nsec()),
+        ns(m.ctime(), m.ctime_nsec())
+    )
+}
+
+#[test]
+fn verified_stamps_skip_rehashing_until_a_file_changes_and_packing_still_catches_rot() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    let p = kiln::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap();
+    let arts = p.artifacts_for(kiln::profile::Arch::Amd64).unwrap();
+    let sha = |name: &str| arts.iter().find(|a| a.name == name).unwrap().sha256.clone();
+    let n = arts.len();
+    let build = |out: &str| run(s.build_cmd("flatcar-1.34", "cache", out).args(["--force", "-v"]));
+    let settle = || std::thread::sleep(kiln::cache::RACY + std::time::Duration::from_millis(200));
+    let o = build("first");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("0 entries hashed, 0 unchanged since verified (stamp), {n} to fetch")));
+    // Just downloaded: too fresh to stamp. Once settled, a build hashes and stamps them...
+    settle();
+    let o = build("second");
+    assert!(stderr(&o).contains(&format!("{n} entries hashed, 0 unchanged")), "{}", stderr(&o));
+    // ... and the next one trusts the stamps.
+    let o = build("third");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("0 entries hashed, {n} unchanged since verified")), "{}", stderr(&o));
+    let good = std::fs::read(s.path("first/flatcar-1.34-amd64.tar.gz")).unwrap();
+    assert_eq!(std::fs::read(s.path("third/flatcar-1.34-amd64.tar.gz")).unwrap(), good);
+
+    // A write changes the stat: hashed again at once, found corrupt, fetched again.
+    let kubeadm = s.path(&format!("cache/sha256/{}", sha("kubeadm")));
+    let mut b = std::fs::read(&kubeadm).unwrap();
+    b[100] ^= 1;
+    std::fs::write(&kubeadm, &b).unwrap();
+    let o = build("fourth");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("was corrupt") && stderr(&o).contains("1 to fetch"), "{}", stderr(&o));
+
+    // Rot that leaves the stat alone (forged here: the stamps are rewritten to
+    // the damaged files' stat), in a blob and in an extracted member: the
+    // pack-time hash fails the build (exit 3) and every stamp is dropped...
+    settle();
+    assert!(build("restamp").status.success());
+    let kubelet = s.path(&format!("cache/sha256/{}", sha("kubelet")));
+    let mut b = std::fs::read(&kubelet).unwrap();
+    b[4096] ^= 0x10;
+    std::fs::write(&kubelet, &b).unwrap();
+    std::fs::write(s.path(&format!("cache/verified/{}", sha("kubelet"))), stamp_line("", &kubelet) + "\n").unwrap();
+    let o = build("rotten");
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("changed on disk while kiln was packing it"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(s.path("cache/verified")).unwrap().count(), 0, "stamps survived a pack-time mismatch");
+    // ... so the next build hashes everything, heals the blob and succeeds.
+    let o = build("healed");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("was corrupt"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(s.path("healed/flatcar-1.34-amd64.tar.gz")).unwrap(), good);
+
+    // The same for a member of an extracted tarball.
+    settle();
+    assert!(build("restamp2").status.success());
+    let crictl = sha("crictl");
+    let member = s.path(&format!("cache/extract/{crictl}/crictl"));
+    let mut b = std::fs::read(&member).unwrap();
+    b[5000] ^= 0x01;
+    std::fs::write(&member, &b).unwrap();
+    let stamp = s.path(&format!("cache/verified/{crictl}.extract"));
+    let forged: Vec<String> = std::fs::read_to_string(&stamp)
+        .unwrap()
+        .lines()
+        .map(|l| if l.starts_with("\"crictl\" ") { stamp_line("crictl", &member) } else { l.to_string() })
+        .collect();
+    std::fs::write(&stamp, forged.join("\n") + "\n").unwrap();
+    let o = build("rotten2");
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let o = build("healed2");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(s.path("healed2/flatcar-1.34-amd64.tar.gz")).unwrap(), good);
+}
