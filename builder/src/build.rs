@@ -250,7 +250,10 @@ fn add_artifact(tree: &mut Tree, cache: &Cache, profile: &Profile, a: &Artifact,
         Install::Extract { members } => {
             let all = cache.extract(&a.sha256)?;
             let chosen: Vec<_> = match members {
-                None => all.iter().collect(),
+                // `["*"]`: the executables. A release tarball also carries its
+                // LICENSE and README.md (0644 in the CNI plugins' release),
+                // which do not belong in a bin directory.
+                None => all.iter().filter(|m| m.mode & 0o111 != 0).collect(),
                 Some(names) => {
                     let mut v = Vec::new();
                     for n in names {
@@ -393,6 +396,51 @@ fn tarball_output(
     Ok((out, records))
 }
 
+/// File in the generations directory (`dist.gen/`) recording which profile
+/// file each profile name in the output directory was built from. Not an
+/// output: it holds this machine's absolute paths.
+pub const PROFILE_REGISTRY: &str = "profiles.json";
+
+/// Refuses to build `profile` into `out` when the outputs of its `name` there
+/// came from another profile file that still exists and still has that name:
+/// the two would overwrite each other's outputs.
+fn check_name_is_ours(profile: &Profile, out: &Path) -> Result<()> {
+    let Ok(gens) = crate::staging::generations_dir(out) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(gens.join(PROFILE_REGISTRY)) else { return Ok(()) };
+    let Ok(map) = serde_json::from_str::<std::collections::BTreeMap<String, PathBuf>>(&text) else { return Ok(()) };
+    let Some(recorded) = map.get(profile.name()) else { return Ok(()) };
+    let here = std::fs::canonicalize(&profile.path).unwrap_or_else(|_| profile.path.clone());
+    if *recorded == here {
+        return Ok(());
+    }
+    let still_named = Profile::load(recorded).is_ok_and(|p| p.name() == profile.name());
+    if !still_named {
+        return Ok(()); // moved, renamed or deleted: this file takes the name over
+    }
+    Err(Error::config(format!(
+        "{}: name = \"{}\" is also the name of {}, whose outputs are in {}; two profiles with one name overwrite each other's outputs: give this one its own `name` (it names the outputs), or build it with --out ANOTHER_DIR",
+        profile.path.display(),
+        profile.name(),
+        recorded.display(),
+        out.display()
+    )))
+}
+
+/// Records in `dist.gen/profiles.json` that `profile`'s name is built from its file.
+fn record_name(profile: &Profile, out: &Path) -> Result<()> {
+    let gens = crate::staging::generations_dir(out)?;
+    let path = gens.join(PROFILE_REGISTRY);
+    let mut map: std::collections::BTreeMap<String, PathBuf> =
+        std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let here = std::fs::canonicalize(&profile.path).unwrap_or_else(|_| profile.path.clone());
+    if map.get(profile.name()) == Some(&here) {
+        return Ok(());
+    }
+    map.insert(profile.name().to_string(), here);
+    let text = serde_json::to_string_pretty(&map).map_err(|e| Error::build(e.to_string()))?;
+    crate::staging::write_atomic(&path, text.as_bytes(), 0o644)
+}
+
 /// Builds every requested architecture of `profile` into `opts.out_dir`.
 pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     let started = Instant::now();
@@ -436,10 +484,23 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
         }
     }
     let inputs = fingerprint(profile, opts, &formats, epoch, &archs, &firstboot)?;
+    progress.detail(format!(
+        "{}: formats {}, architectures {}, epoch {epoch}, inputs sha256 {}",
+        profile.name(),
+        formats.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(" "),
+        archs.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(" "),
+        &inputs[..16]
+    ));
+    for (arch, fb) in archs.iter().zip(&firstboot) {
+        if let Some(fb) = fb {
+            progress.detail(format!("kiln-firstboot ({arch}): {} ({}, sha256 {})", fb.path.display(), fb.source, fb.sha256));
+        }
+    }
 
     let name = profile.name().to_string();
     // `--out` must name a directory of its own (it becomes a link to a generation).
     crate::staging::generations_dir(&opts.out_dir)?;
+    check_name_is_ours(profile, &opts.out_dir)?;
     // Without the lock: `dist` always points at one complete generation.
     let previous = Manifest::read(&opts.out_dir);
     if !opts.force {
@@ -480,6 +541,16 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     let mut warned: std::collections::BTreeSet<String> = findings.iter().map(|f| f.message.clone()).collect();
     for (arch, fb) in archs.iter().zip(&firstboot) {
         let mut tree = assemble(profile, *arch, &cache, &fetched, fb.as_ref())?;
+        let (files, bytes) = tree.iter().fold((0usize, 0u64), |(n, b), (_, e)| match &e.node {
+            crate::tree::Node::File(c) => (n + 1, b + c.size()),
+            _ => (n, b),
+        });
+        progress.detail(format!(
+            "image tree ({arch}): {} entries, {files} files, {}; overlays {}",
+            tree.len(),
+            human_bytes(bytes),
+            profile.doc.overlays.iter().map(|o| o.get_ref().as_str()).collect::<Vec<_>>().join(", ")
+        ));
         for w in check::override_warnings(profile, &tree) {
             if warned.insert(w.clone()) {
                 progress.warn(&w);
@@ -609,6 +680,7 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     manifest::write_text(&staging.path(manifest::MANIFEST_NAME), &merged.manifest.to_json()?)?;
     manifest::write_text(&staging.path(manifest::SUMS_NAME), &merged.manifest.sums())?;
     staging.commit(&lock, &merged.carried)?;
+    record_name(profile, &opts.out_dir)?;
     drop(lock);
     progress.step(format!(
         "{name}: built {} image(s) into {} in {:.1} s",

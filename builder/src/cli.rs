@@ -54,8 +54,9 @@ Exit codes: 0 no errors (warnings allowed), 2 a profile has errors.")]
     Check(CheckArgs),
     /// Rewrite a profile's sha256 pins from upstream checksum files.
     #[command(after_help = "Examples:
-  kiln pin --profile profiles/flatcar-1.34.toml --version v1.34.3
-  kiln pin --profile profiles/fcos-1.34.toml --base-url https://mirror.example/k8s --dry-run
+  kiln pin profiles/flatcar-1.34.toml --version v1.34.3
+  kiln pin profiles/fcos-1.34.toml --base-url https://mirror.example/k8s --dry-run
+  kiln pin profiles/fcos-1.34.toml --base-url /srv/k8s-mirror     # a mirror directory
 
 --version moves kubernetes_version and the kubeadm, kubelet and kubectl artifacts;
 crictl and CNI plugins keep their versions (edit them, then pin again).
@@ -170,8 +171,8 @@ pub struct UserdataArgs {
     /// gzip the output (cloud-init, Ignition and kiln-firstboot detect it).
     #[arg(long)]
     pub gzip: bool,
-    /// Output file (default: standard output).
-    #[arg(long, short, value_name = "FILE")]
+    /// Output file, written 0600 (it holds the bootstrap token); `-` prints it on standard output.
+    #[arg(long, short, value_name = "FILE|-")]
     pub out: Option<PathBuf>,
     /// Combine with this Ignition image config (from `kiln build --format ignition`)
     /// into one per-machine config; implies --format ignition.
@@ -187,8 +188,11 @@ fn parse_role(s: &str) -> Result<kiln_firstboot::node::Role, String> {
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
     /// Profiles to build.
-    #[arg(required = true, value_name = "PROFILE")]
+    #[arg(value_name = "PROFILE", required_unless_present = "profile_flags")]
     pub profiles: Vec<PathBuf>,
+    /// The same as PROFILE (as `kiln pin` once took it).
+    #[arg(long = "profile", short = 'p', value_name = "PROFILE", hide = true)]
+    pub profile_flags: Vec<PathBuf>,
     /// Output directory.
     #[arg(short, long, default_value = "dist", value_name = "DIR")]
     pub out: PathBuf,
@@ -229,7 +233,7 @@ pub struct BuildArgs {
     #[arg(long, default_value = "3.3.0", value_name = "VERSION")]
     pub ignition_version: String,
     /// URL the output directory is served from (Ignition downloads the sysext and kiln-firstboot there).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = parse_base_url)]
     pub base_url: Option<String>,
     /// gzip level of the .tar.gz, 1-12 (libdeflate; 6 is smaller than gzip -9).
     #[arg(long, default_value_t = crate::tarball::Compression::GZIP_DEFAULT, value_name = "N",
@@ -239,7 +243,8 @@ pub struct BuildArgs {
     #[arg(long, default_value_t = crate::tarball::Compression::ZSTD_DEFAULT, value_name = "N",
           value_parser = clap::value_parser!(i32).range(1..=19))]
     pub zstd_level: i32,
-    /// Print a JSON report on stdout.
+    /// Print one JSON object on stdout, also when the build fails:
+    /// {"ok": bool, "profiles": [reports of the profiles built], "error": null | {"message", "exit_code"}}.
     #[arg(long)]
     pub json: bool,
 }
@@ -258,14 +263,17 @@ pub struct CheckArgs {
 /// `kiln pin` arguments.
 #[derive(Debug, clap::Args)]
 pub struct PinArgs {
-    /// Profiles to re-pin (repeatable).
-    #[arg(long = "profile", short = 'p', required = true, value_name = "PROFILE")]
+    /// Profiles to re-pin.
+    #[arg(value_name = "PROFILE", required_unless_present = "profile_flags")]
     pub profiles: Vec<PathBuf>,
+    /// The same as PROFILE (the older spelling; repeatable).
+    #[arg(long = "profile", short = 'p', value_name = "PROFILE", hide = true)]
+    pub profile_flags: Vec<PathBuf>,
     /// Move the profile to this Kubernetes version (e.g. v1.34.3).
     #[arg(long, value_name = "VERSION")]
     pub version: Option<String>,
-    /// Read checksum files from this base URL (same paths as upstream).
-    #[arg(long, value_name = "URL")]
+    /// Read checksum files from this mirror (a URL or a directory; same paths as upstream).
+    #[arg(long, value_name = "URL|DIR", value_parser = parse_mirror_base)]
     pub base_url: Option<String>,
     /// Print the diff without writing the profile.
     #[arg(long)]
@@ -281,5 +289,63 @@ fn parse_firstboot(s: &str) -> Result<(Option<Arch>, PathBuf), String> {
         Some((a, p)) if Arch::parse(a).is_some() => Ok((Arch::parse(a), PathBuf::from(p))),
         Some((a, _)) if !a.contains('/') => Err(format!("unknown architecture `{a}` in `{s}` (amd64, arm64)")),
         _ => Ok((None, PathBuf::from(s))),
+    }
+}
+
+/// URL schemes an Ignition config may download from (Ignition config spec
+/// v3.3.0/v3.4.0, `storage.files[].contents.source`: http, https, tftp, s3,
+/// gs; `data:` needs no base URL).
+const IGNITION_SCHEMES: [&str; 5] = ["https", "http", "tftp", "s3", "gs"];
+
+/// `--base-url`: where the output directory will be served from. Checked
+/// here because a config with a bad URL is only refused at first boot
+/// (`ignition-validate` says `invalid url scheme`).
+pub fn parse_base_url(s: &str) -> Result<String, String> {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Err(format!(
+            "`{s}` has no scheme: write https://{} (Ignition downloads from {} URLs)",
+            s.trim_start_matches('/'),
+            IGNITION_SCHEMES.join(", ")
+        ));
+    };
+    if !IGNITION_SCHEMES.contains(&scheme) {
+        return Err(format!(
+            "`{scheme}://` is not a scheme Ignition downloads from; use one of {} (a file:// path exists only on this machine, not on the node)",
+            IGNITION_SCHEMES.join(", ")
+        ));
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() {
+        return Err(format!("`{s}` has no host; write {scheme}://HOST/PATH"));
+    }
+    if host.contains('@') {
+        return Err(format!(
+            "`{s}` carries credentials: they would be written into every Ignition config; serve dist/ where nodes need none"
+        ));
+    }
+    if s.chars().any(|c| c.is_control() || c.is_whitespace() || c == '"' || c == '\\') {
+        return Err(format!("`{}` has a blank, a quote or a control character; percent-encode it", s.escape_debug()));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+/// `kiln pin --base-url`: an http(s):// or file:// URL, or a mirror directory
+/// (made a file:// URL).
+pub fn parse_mirror_base(s: &str) -> Result<String, String> {
+    if let Some((scheme, rest)) = s.split_once("://") {
+        return match scheme {
+            "http" | "https" if !rest.is_empty() && !rest.starts_with('/') => Ok(s.trim_end_matches('/').to_string()),
+            "http" | "https" => Err(format!("`{s}` has no host; write {scheme}://HOST/PATH")),
+            "file" => Ok(s.trim_end_matches('/').to_string()),
+            _ => Err(format!("`{scheme}://` is not supported; give an http(s):// URL or a mirror directory")),
+        };
+    }
+    let dir = std::path::Path::new(s);
+    match std::fs::canonicalize(dir) {
+        Ok(abs) if abs.is_dir() => Ok(format!("file://{}", abs.display())),
+        Ok(_) => Err(format!("{s} is not a directory; give a mirror directory or an http(s):// URL")),
+        Err(_) => Err(format!(
+            "{s} is neither a URL (https://HOST/PATH) nor an existing directory; fill a mirror directory with `kiln mirror`"
+        )),
     }
 }

@@ -336,7 +336,7 @@ impl Cluster {
         let path = dir.join("cluster.toml");
         let text = fs::read_to_string(&path).map_err(|e| {
             Error::config(format!(
-                "{}: {e}; create the cluster with `kiln cluster init NAME --endpoint HOST`",
+                "{}: {e}; create the cluster with `kiln cluster init NAME --endpoint HOST[:PORT] --kubernetes-version vX.Y.Z`",
                 path.display()
             ))
         })?;

@@ -35,41 +35,72 @@ fn main() -> ExitCode {
     }
 }
 
+/// `kiln build`: every profile is read (and their names compared) before
+/// anything is built; with `--json` one report object goes to stdout whether
+/// the build succeeded or not.
+fn build_command(a: kiln::cli::BuildArgs, progress: &Progress) -> Result<()> {
+    let fetch = FetchOptions {
+        mirror: a.mirror.as_deref().map(Mirror::parse),
+        offline: a.offline,
+        attempts: a.attempts.max(1),
+        timeout: Duration::from_secs(a.timeout.max(1)),
+        jobs: a.jobs.max(1),
+        ..FetchOptions::default()
+    };
+    let opts = BuildOptions {
+        cache_dir: a.cache,
+        fetch,
+        archs: a.archs,
+        firstboot_bins: a.firstboot_bins,
+        force: a.force,
+        formats: a.formats,
+        ignition_mode: a.ignition_mode,
+        ignition_version: a.ignition_version,
+        base_url: a.base_url,
+        gzip_level: a.gzip_level,
+        zstd_level: a.zstd_level,
+        ..BuildOptions::new(a.out)
+    };
+    let mut reports = Vec::new();
+    let result = (|| {
+        let mut profiles: Vec<Profile> = Vec::new();
+        for p in a.profiles.iter().chain(&a.profile_flags) {
+            let profile = Profile::load(p)?;
+            let same_file = |q: &Profile| {
+                std::fs::canonicalize(&q.path).ok().is_some_and(|c| std::fs::canonicalize(p).ok() == Some(c))
+            };
+            if profiles.iter().any(same_file) {
+                progress.warn(format!("{} is named twice; building it once", p.display()));
+                continue;
+            }
+            if let Some(twin) = profiles.iter().find(|q| q.name() == profile.name()) {
+                return Err(Error::config(format!(
+                    "{} and {} are both name = \"{}\": their outputs would overwrite each other; give each profile its own `name`",
+                    twin.path.display(),
+                    profile.path.display(),
+                    profile.name()
+                )));
+            }
+            profiles.push(profile);
+        }
+        for profile in &profiles {
+            reports.push(build::build(profile, &opts, progress)?);
+        }
+        Ok(())
+    })();
+    if a.json {
+        let error = result.as_ref().err().map(|e| {
+            serde_json::json!({ "message": e.message, "exit_code": e.kind.exit_code() })
+        });
+        let doc = serde_json::json!({ "ok": result.is_ok(), "profiles": reports, "error": error });
+        println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| Error::build(e.to_string()))?);
+    }
+    result
+}
+
 fn run(cmd: Command, progress: &Progress) -> Result<()> {
     match cmd {
-        Command::Build(a) => {
-            let fetch = FetchOptions {
-                mirror: a.mirror.as_deref().map(Mirror::parse),
-                offline: a.offline,
-                attempts: a.attempts.max(1),
-                timeout: Duration::from_secs(a.timeout.max(1)),
-                jobs: a.jobs.max(1),
-                ..FetchOptions::default()
-            };
-            let opts = BuildOptions {
-                cache_dir: a.cache,
-                fetch,
-                archs: a.archs,
-                firstboot_bins: a.firstboot_bins,
-                force: a.force,
-                formats: a.formats,
-                ignition_mode: a.ignition_mode,
-                ignition_version: a.ignition_version,
-                base_url: a.base_url,
-                gzip_level: a.gzip_level,
-                zstd_level: a.zstd_level,
-                ..BuildOptions::new(a.out)
-            };
-            let mut reports = Vec::new();
-            for p in &a.profiles {
-                let profile = Profile::load(p)?;
-                reports.push(build::build(&profile, &opts, progress)?);
-            }
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&reports).map_err(|e| Error::build(e.to_string()))?);
-            }
-            Ok(())
-        }
+        Command::Build(a) => build_command(a, progress),
         Command::Check(a) => {
             let mut failed = false;
             let mut json = Vec::new();
@@ -110,7 +141,7 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
                 dry_run: a.dry_run,
                 fetch: FetchOptions::default(),
             };
-            for p in &a.profiles {
+            for p in a.profiles.iter().chain(&a.profile_flags) {
                 let d = pin::pin(p, &opts, progress)?;
                 if d.is_empty() {
                     progress.step(format!("{}: pins already current", p.display()));
@@ -156,6 +187,11 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
             Ok(())
         }
         Command::Userdata(a) => {
+            let Some(out) = a.out.as_deref() else {
+                return Err(Error::config(
+                    "user-data holds the cluster's bootstrap token (and a control plane's CA keys): pass --out FILE (written 0600), or --out - to print it on standard output",
+                ));
+            };
             let c = Cluster::load(&a.cluster)?;
             let format = if a.image.is_some() { userdata::Format::Ignition } else { a.format };
             let mut data = userdata::render(&c, a.role, a.node.as_deref(), format, &a.ignition_version)?;
@@ -165,12 +201,14 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
             if a.gzip {
                 data = userdata::gzip(&data);
             }
-            match &a.out {
-                Some(path) => staging::write_atomic(path, &data, 0o600)?,
-                None => std::io::Write::write_all(&mut std::io::stdout(), &data)
-                    .map_err(|e| Error::build(format!("writing user-data: {e}")))?,
-            }
-            let dest = a.out.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "standard output".into());
+            let dest = if out == std::path::Path::new("-") {
+                std::io::Write::write_all(&mut std::io::stdout(), &data)
+                    .map_err(|e| Error::build(format!("writing user-data: {e}")))?;
+                "standard output".to_string()
+            } else {
+                staging::write_atomic(out, &data, 0o600)?;
+                out.display().to_string()
+            };
             progress.step(format!(
                 "wrote {} bytes of {} user-data (role {}) to {dest}",
                 data.len(),

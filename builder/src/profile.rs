@@ -250,7 +250,9 @@ pub struct ArtifactSpec {
     /// Pinned size in bytes of the downloaded file, per architecture (written
     /// by `kiln pin`); a download stops there. Optional.
     pub size: Option<Spanned<BTreeMap<Spanned<Arch>, Spanned<u64>>>>,
-    /// Members to extract from a `.tar.gz`/`.tgz`; `["*"]` for every regular file.
+    /// Members to extract from a `.tar.gz`/`.tgz`; `["*"]` for every executable
+    /// regular file (an x bit in the tarball: a release's LICENSE and README
+    /// are left out; name them to install them).
     pub extract: Option<Spanned<Vec<String>>>,
     /// Directory to install into (default: the bin dir; CNI plugins: the CNI dir).
     pub dest: Option<Spanned<String>>,
@@ -575,15 +577,65 @@ impl Profile {
 /// named as a profile must not hang kiln or fill its memory.
 pub const PROFILE_MAX_BYTES: u64 = 1 << 20;
 
+/// The `*.toml` files in `dir`, sorted (for hints).
+fn profiles_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.ends_with(".toml") && !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Why `path` is not a profile that can be read, with what to do instead:
+/// a directory lists its profiles, a missing file suggests the closest name.
+fn not_a_profile(path: &Path, meta: std::io::Result<std::fs::Metadata>) -> Error {
+    let shown = path.display();
+    match meta {
+        Ok(m) if m.is_dir() => {
+            let found = profiles_in(path);
+            let hint = if found.is_empty() {
+                String::from("it holds no *.toml profile")
+            } else {
+                format!("it holds {}", found.join(", "))
+            };
+            Error::config(format!(
+                "{shown} is a directory; name profile files, e.g. `{}/*.toml` ({hint})",
+                shown.to_string().trim_end_matches('/')
+            ))
+        }
+        Ok(_) => Error::config(format!("{shown}: not a regular file; name a profile file such as profiles/flatcar-1.34.toml")),
+        Err(e) => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let wanted = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let best = profiles_in(dir)
+                .into_iter()
+                .map(|n| (strsim::jaro_winkler(&wanted, &n), n))
+                .filter(|(score, _)| *score > 0.8)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            let hint = match best {
+                Some((_, n)) => format!("; did you mean {}?", dir.join(n).display()),
+                None if dir.is_dir() => format!("; profiles there: {}", profiles_in(dir).join(", ")),
+                None => format!("; {} does not exist either", dir.display()),
+            };
+            Error::config(format!("{shown}: cannot read profile: {e}{hint}"))
+        }
+    }
+}
+
 fn read_bounded(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let cannot = |e: std::io::Error| Error::config(format!("{}: cannot read profile: {e}", path.display()));
-    let meta = std::fs::metadata(path).map_err(cannot)?;
-    if !meta.is_file() {
-        return Err(Error::config(format!(
-            "{}: not a regular file; name a profile file such as profiles/flatcar-1.34.toml",
-            path.display()
-        )));
+    let meta = std::fs::metadata(path);
+    if !meta.as_ref().is_ok_and(|m| m.is_file()) {
+        return Err(not_a_profile(path, meta));
     }
     let mut bytes = Vec::new();
     std::fs::File::open(path).map_err(cannot)?.take(PROFILE_MAX_BYTES + 1).read_to_end(&mut bytes).map_err(cannot)?;

@@ -307,7 +307,27 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().to_string()) else {
+        return Err(Error::config(format!("{}: names a directory, not a file; give a file name", path.display())));
+    };
+    if path.is_dir() {
+        return Err(Error::config(format!(
+            "{} is a directory; give a file name inside it, e.g. {}",
+            path.display(),
+            path.join("out").display()
+        )));
+    }
+    match fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(Error::config(format!("{} is not a directory; choose another output path", dir.display()))),
+        Err(_) => {
+            return Err(Error::config(format!(
+                "{}/ does not exist: create it (mkdir -p {}) or choose another output path",
+                dir.display(),
+                dir.display()
+            )))
+        }
+    }
     let tmp = dir.join(format!(".{name}.kiln-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     let result = (|| {

@@ -147,12 +147,18 @@ pub fn go_elf(elf_machine: u16, len: usize, seed: u64) -> Vec<u8> {
 
 /// A gzip tarball holding `members` (name, content) as 0755 regular files.
 pub fn tgz(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let with_modes: Vec<(&str, Vec<u8>, u32)> = members.iter().map(|(n, d)| (*n, d.clone(), 0o755)).collect();
+    tgz_with_modes(&with_modes)
+}
+
+/// A `.tar.gz` of `(name, data, mode)` members.
+pub fn tgz_with_modes(members: &[(&str, Vec<u8>, u32)]) -> Vec<u8> {
     let gz = GzBuilder::new().write(Vec::new(), Compression::fast());
     let mut b = tar::Builder::new(gz);
-    for (name, data) in members {
+    for (name, data, mode) in members {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
-        h.set_mode(0o755);
+        h.set_mode(*mode);
         h.set_mtime(1_700_000_000);
         h.set_entry_type(tar::EntryType::Regular);
         b.append_data(&mut h, name, &data[..]).expect("tar member");

@@ -29,6 +29,7 @@ tar -czf "$d/crictl-$crictl-linux-$arch.tar.gz" -C "$t" crictl
 sha256sum "$d/crictl-$crictl-linux-$arch.tar.gz" | cut -d' ' -f1 > "$d/crictl-$crictl-linux-$arch.tar.gz.sha256"
 rm "$t/crictl"
 for p in bridge host-local loopback portmap; do printf '#!/bin/sh\nexit 0\n' > "$t/$p"; chmod 0755 "$t/$p"; done
+printf "Apache License 2.0 (stand-in)\n" > "$t/LICENSE"; printf "# plugins (stand-in)\n" > "$t/README.md"; chmod 0644 "$t/LICENSE" "$t/README.md"   # as the release tarball
 d="$mirror/containernetworking/plugins/releases/download/$cni"; mkdir -p "$d"
 tar -czf "$d/cni-plugins-linux-$arch-$cni.tgz" -C "$t" .
 (cd "$d" && sha256sum "cni-plugins-linux-$arch-$cni.tgz" > "cni-plugins-linux-$arch-$cni.tgz.sha256")

@@ -71,13 +71,15 @@ pub fn standin_for(name: &str, arch: Arch, version: &str, install: &Install) -> 
             standin::tgz(&[("crictl", standin::elf(arch.elf_machine(), CRICTL_SIZE, s))])
         }
         Install::Extract { .. } => {
-            let mut members: Vec<(&str, Vec<u8>)> = CNI_PLUGINS
+            // As the CNI plugins' release tarball: the plugins 0755, LICENSE and README.md 0644.
+            let mut members: Vec<(&str, Vec<u8>, u32)> = CNI_PLUGINS
                 .iter()
                 .enumerate()
-                .map(|(i, p)| (*p, standin::elf(arch.elf_machine(), CNI_SIZE, s + i as u64)))
+                .map(|(i, p)| (*p, standin::elf(arch.elf_machine(), CNI_SIZE, s + i as u64), 0o755))
                 .collect();
-            members.push(("LICENSE", b"Apache License 2.0 (stand-in)\n".to_vec()));
-            standin::tgz(&members)
+            members.push(("LICENSE", b"Apache License 2.0 (stand-in)\n".to_vec(), 0o644));
+            members.push(("README.md", b"# Plugins (stand-in)\n".to_vec(), 0o644));
+            standin::tgz_with_modes(&members)
         }
     }
 }
