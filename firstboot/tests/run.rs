@@ -669,6 +669,46 @@ fn preflight_checks_each_catch_their_problem() {
     assert!(n.calls("kubeadm").is_empty());
 }
 
+/// Issue 13: a scratch --root without /sys/fs/cgroup is not cgroup v1. doctor says it
+/// cannot see the cgroups (and how to check them); v1 only for a v1 hierarchy's
+/// controller directories, v2 for the unified mount's cgroup.controllers.
+#[test]
+fn doctor_says_v1_only_for_a_v1_hierarchy() {
+    let n = Node::new(35, "w");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.5\"\n", cluster("10.1.0.2:6443")),
+    );
+    let cgroups = |n: &Node| -> (String, String) {
+        let o = n.run(&["--json", "doctor"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        let c = v["checks"].as_array().and_then(|c| c.iter().find(|c| c["id"] == "cgroups").cloned());
+        let c = c.unwrap_or_else(|| panic!("no cgroups check:\n{}", out(&o)));
+        (c["level"].as_str().unwrap_or("").into(), c["message"].as_str().unwrap_or("").into())
+    };
+    std::fs::remove_dir_all(n.root().join("sys/fs/cgroup")).unwrap();
+    let (level, message) = cgroups(&n);
+    assert_eq!(level, "warning", "{message}");
+    assert!(!message.contains("cgroup v1"), "{message}");
+    let root = n.root().display().to_string();
+    assert!(message.starts_with(&format!("cgroups not visible under --root {root}:")), "{message}");
+    assert!(message.contains(&format!("copy the node's /sys/fs/cgroup/cgroup.controllers to {root}/sys/fs/cgroup/")));
+    // A v1 hierarchy: a tmpfs of controller directories (and a hybrid unified/).
+    for d in ["memory", "cpu,cpuacct", "unified"] {
+        std::fs::create_dir_all(n.root().join("sys/fs/cgroup").join(d)).unwrap();
+    }
+    let (level, message) = cgroups(&n);
+    assert_eq!(level, "error", "{message}");
+    assert!(
+        message.starts_with("cgroup v1 (controller directories memory, cpu,cpuacct in /sys/fs/cgroup"),
+        "{message}"
+    );
+    // The unified mount.
+    std::fs::remove_dir_all(n.root().join("sys/fs/cgroup")).unwrap();
+    n.write("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
+    assert_eq!(cgroups(&n), ("ok".to_string(), "cgroup v2 with the memory controller".to_string()));
+}
+
 /// resolvConf is kubeadm's to set, per node, when systemd-resolved is active
 /// (componentconfigs/kubelet.go mutateResolverConfig); kiln must not set it cluster-wide.
 #[test]
