@@ -2,7 +2,7 @@
 
 use kiln_firstboot::agent::{self, Options};
 use kiln_firstboot::http::escape;
-use kiln_firstboot::sources::{under, Machine};
+use kiln_firstboot::sources::{self, under, Machine};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,7 +48,12 @@ Sources, later wins: /etc/kiln/image.toml < platform user-data and kiln-role tag
 < /boot/firmware/kiln/node.toml < kernel command line (kiln.role=, kiln.node-name=, kiln.node-ip=).
 
 Exit codes: 0 joined (or already joined on this machine), 1 kubeadm failed
-(see /run/kiln/bootstrap-failed), 2 the node description is incomplete or wrong.";
+(see /run/kiln/bootstrap-failed), 2 a usage error, a root that is not a kiln image
+(no /etc/kiln/image.toml under --root; every command refuses it), or the node
+description is incomplete or wrong.";
+
+/// Every command, as the usage line lists them.
+const COMMANDS: [&str; 7] = ["run", "plan", "status", "doctor", "reset", "host", "kubelet-gate"];
 
 /// `println!` that ignores a closed stdout (`kiln-firstboot plan | head -c1`):
 /// no panic, no backtrace, the command's own exit code.
@@ -128,16 +133,30 @@ fn main() -> ExitCode {
             return usage(&e);
         }
     }
+    let cmd = cmd.unwrap_or_else(|| "run".into());
+    if !COMMANDS.contains(&cmd.as_str()) {
+        return usage(&format!("unknown command '{cmd}'; the commands are {}", COMMANDS.join(", ")));
+    }
+    // Every command acts on a kiln image; anything else is the wrong --root (and must
+    // not be probed, mounted or reset).
+    if let Some(why) = sources::not_a_kiln_image(&root) {
+        if cmd == "doctor" {
+            print_doctor(json, &[why], &[], &[]);
+        } else {
+            err!("kiln-firstboot: {}", escape(&why));
+        }
+        return ExitCode::from(agent::exit::CONFIG);
+    }
     // kubelet's gate and host check need no user-data: they never mount the NoCloud
     // seed, so they cannot race first boot's own mount of it.
-    let local_only = matches!(cmd.as_deref(), Some("kubelet-gate") | Some("host"));
+    let local_only = matches!(cmd.as_str(), "kubelet-gate" | "host");
     let seed = match seed {
         None if local_only => Some(under(&root, "/var/lib/cloud/seed/nocloud")),
         s => s,
     };
     let mut machine = Machine::probe(&root, cmdline.as_deref(), seed.as_deref());
     machine.check_ports |= check_ports;
-    match cmd.as_deref().unwrap_or("run") {
+    match cmd.as_str() {
         "run" => ExitCode::from(agent::run(&machine, &opts)),
         "plan" => match agent::resolve(&machine, &opts) {
             Ok(r) => {
@@ -162,7 +181,7 @@ fn main() -> ExitCode {
 }
 
 fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
-    use kiln_firstboot::preflight::{self, Level};
+    use kiln_firstboot::preflight;
     let (checks, resolve_errors) = match agent::resolve(m, opts) {
         Ok(r) => (preflight::checks(m, &r), Vec::new()),
         Err(e) => (Vec::new(), e),
@@ -171,6 +190,19 @@ fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
     let failed = std::fs::read_to_string(under(&m.root, agent::FAILED_PATH)).unwrap_or_default();
     let known = kiln_firstboot::diagnose::diagnose(&format!("{log}\n{failed}"));
     let bad = !resolve_errors.is_empty() || preflight::has_errors(&checks) || !known.is_empty();
+    print_doctor(json, &resolve_errors, &checks, &known);
+    ExitCode::from(if bad { 1 } else { 0 })
+}
+
+/// `doctor`'s report: one JSON document, or one line per finding.
+fn print_doctor(
+    json: bool,
+    resolve_errors: &[String],
+    checks: &[kiln_firstboot::preflight::Check],
+    known: &[kiln_firstboot::diagnose::Diagnosis],
+) {
+    use kiln_firstboot::preflight::{self, Level};
+    let bad = !resolve_errors.is_empty() || preflight::has_errors(checks) || !known.is_empty();
     if json {
         let v = serde_json::json!({
             "ok": !bad,
@@ -180,10 +212,10 @@ fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
         });
         out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        for e in &resolve_errors {
+        for e in resolve_errors {
             out!("error   [resolve] {}", escape(e));
         }
-        for c in &checks {
+        for c in checks {
             let tag = match c.level {
                 Level::Error => "error  ",
                 Level::Warning => "warning",
@@ -191,11 +223,10 @@ fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
             };
             out!("{tag} [{}] {}", c.id, c.message);
         }
-        for d in &known {
+        for d in known {
             out!("known failure [{}]: {}\n  fix: {}", d.id, d.cause, d.fix);
         }
     }
-    ExitCode::from(if bad { 1 } else { 0 })
 }
 
 fn status(m: &Machine) -> ExitCode {

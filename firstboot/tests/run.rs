@@ -709,6 +709,34 @@ fn doctor_says_v1_only_for_a_v1_hierarchy() {
     assert_eq!(cgroups(&n), ("ok".to_string(), "cgroup v2 with the memory controller".to_string()));
 }
 
+/// Issue 13: on a root that is not a kiln image (no /etc/kiln/image.toml), `status` says
+/// so — naming the file and what to do — and exits 2 instead of "not joined yet"; every
+/// other command refuses it the same way before it reads, mounts, writes or runs anything.
+#[test]
+fn a_root_that_is_not_a_kiln_image_is_refused_with_exit_2() {
+    let n = Node::new(34, "w");
+    std::fs::remove_file(n.root().join("etc/kiln/image.toml")).unwrap();
+    let root = n.root().display().to_string();
+    let want = format!("{root} is not a kiln image: {root}/etc/kiln/image.toml does not exist");
+    for cmd in ["status", "plan", "doctor", "run", "reset", "host", "kubelet-gate"] {
+        let o = n.run(&[cmd]);
+        let said = out(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {said}");
+        assert!(said.contains(&want), "{cmd}: {said}");
+        assert!(
+            said.contains("pass the image's root with --root DIR") && said.contains("`kiln build`"),
+            "{cmd}: {said}"
+        );
+        assert!(!said.contains("not joined"), "{cmd}: {said}");
+    }
+    assert!(!n.root().join("run/kiln").exists(), "a command wrote kiln state into a root that is not an image");
+    assert!(n.calls("kubeadm").is_empty() && n.calls("modprobe").is_empty() && n.calls("swapoff").is_empty());
+    // A --root that does not exist at all.
+    let o = n.run(&["--root", &format!("{root}/nowhere"), "status"]);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(out(&o).contains(&format!("{root}/nowhere is not a directory")), "{}", out(&o));
+}
+
 /// resolvConf is kubeadm's to set, per node, when systemd-resolved is active
 /// (componentconfigs/kubelet.go mutateResolverConfig); kiln must not set it cluster-wide.
 #[test]
