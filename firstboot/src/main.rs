@@ -15,7 +15,7 @@ Commands:
   run      resolve the node, fix and check the host, run kubeadm init|join (default)
   plan     print the resolved node, its sources and the kubeadm config (secrets redacted)
   status   print the state of this machine's bootstrap
-  doctor   preflight report and a scan of the last kubeadm output for known failures (--json)
+  doctor   preflight report and a scan of the last kubeadm output for known failures
   reset    kubeadm reset -f (bounded by --reset-timeout), iptables/IPVS rules, CNI interfaces
            and files, kiln's state, so `run` starts over
   host     fix and check what kubelet needs on every boot (modules, sysctls, swap); kubelet's
@@ -25,6 +25,8 @@ Commands:
 
 Options:
   --root DIR       act on DIR instead of / (every read and write goes under it)
+  --json           plan, status and doctor: one JSON document on stdout instead of text
+                   (the same keys every time); the other commands refuse it (exit 2)
   --check-ports    check ports 6443, 2379-2380, 10250, 10257, 10259 even with --root
   --cmdline FILE   read the kernel command line from FILE (default: /proc/cmdline)
   --seed DIR       NoCloud seed directory (default: /var/lib/cloud/seed/nocloud)
@@ -54,6 +56,10 @@ description is incomplete or wrong.";
 
 /// Every command, as the usage line lists them.
 const COMMANDS: [&str; 7] = ["run", "plan", "status", "doctor", "reset", "host", "kubelet-gate"];
+
+/// The commands that print one JSON document on stdout with `--json`; the others
+/// write journal lines and refuse it.
+const JSON_COMMANDS: [&str; 3] = ["plan", "status", "doctor"];
 
 /// `println!` that ignores a closed stdout (`kiln-firstboot plan | head -c1`):
 /// no panic, no backtrace, the command's own exit code.
@@ -137,13 +143,19 @@ fn main() -> ExitCode {
     if !COMMANDS.contains(&cmd.as_str()) {
         return usage(&format!("unknown command '{cmd}'; the commands are {}", COMMANDS.join(", ")));
     }
+    if json && !JSON_COMMANDS.contains(&cmd.as_str()) {
+        return usage(&format!(
+            "`{cmd}` has no JSON output (it prints lines for the journal); --json is for plan, status and doctor: drop --json"
+        ));
+    }
     // Every command acts on a kiln image; anything else is the wrong --root (and must
     // not be probed, mounted or reset).
     if let Some(why) = sources::not_a_kiln_image(&root) {
-        if cmd == "doctor" {
-            print_doctor(json, &[why], &[], &[]);
-        } else {
-            err!("kiln-firstboot: {}", escape(&why));
+        match cmd.as_str() {
+            "doctor" => print_doctor(json, &[why], &[], &[]),
+            "status" => print_status(json, &Status::not_a_kiln_image(why)),
+            "plan" if json => print_json(&agent::plan_json_unresolved(&[why])),
+            _ => err!("kiln-firstboot: {}", escape(&why)),
         }
         return ExitCode::from(agent::exit::CONFIG);
     }
@@ -159,19 +171,30 @@ fn main() -> ExitCode {
     match cmd.as_str() {
         "run" => ExitCode::from(agent::run(&machine, &opts)),
         "plan" => match agent::resolve(&machine, &opts) {
+            Ok(r) if json => {
+                print_json(&agent::plan_json(&machine, &r));
+                ExitCode::SUCCESS
+            }
             Ok(r) => {
                 use std::io::Write;
                 let _ = write!(std::io::stdout().lock(), "{}", agent::plan(&machine, &r));
                 ExitCode::SUCCESS
             }
             Err(errs) => {
-                for e in errs {
-                    err!("kiln-firstboot: {}", escape(&e));
+                if json {
+                    print_json(&agent::plan_json_unresolved(&errs));
+                } else {
+                    for e in errs {
+                        err!("kiln-firstboot: {}", escape(&e));
+                    }
                 }
-                ExitCode::from(2)
+                ExitCode::from(agent::exit::CONFIG)
             }
         },
-        "status" => status(&machine),
+        "status" => {
+            print_status(json, &Status::of(&machine));
+            ExitCode::SUCCESS
+        }
         "doctor" => doctor(&machine, &opts, json),
         "reset" => reset(&machine, &opts),
         "host" => host(&machine),
@@ -210,7 +233,7 @@ fn print_doctor(
             "checks": checks,
             "known_failures": known.iter().map(|d| serde_json::json!({"id": d.id, "cause": d.cause, "fix": d.fix})).collect::<Vec<_>>(),
         });
-        out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        print_json(&v);
     } else {
         for e in resolve_errors {
             out!("error   [resolve] {}", escape(e));
@@ -229,18 +252,59 @@ fn print_doctor(
     }
 }
 
-fn status(m: &Machine) -> ExitCode {
-    match agent::read_state(&m.root) {
-        Some(s) if s.machine_id == m.machine_id => {
-            out!("joined: {} as {} (Kubernetes {}) at {}", s.node_name, s.role, s.kubernetes_version, s.time)
-        }
-        Some(s) => out!("not joined on this machine (state is from machine {})", s.machine_id),
-        None => match std::fs::read_to_string(under(&m.root, agent::FAILED_PATH)) {
-            Ok(reason) => out!("failed: {}", reason.trim()),
-            Err(_) => out!("not joined yet"),
-        },
+/// One JSON document on stdout (a closed stdout is ignored).
+fn print_json(v: &serde_json::Value) {
+    out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// `status`: the state of this machine's bootstrap. As JSON the keys are always the
+/// same, null when they do not apply.
+#[derive(serde::Serialize)]
+struct Status {
+    /// `joined`, `other-machine`, `failed`, `not-joined` or `not-a-kiln-image`.
+    status: &'static str,
+    /// The human line.
+    message: String,
+    /// This machine's id (`/etc/machine-id`), if known.
+    machine_id: Option<String>,
+    /// The success state on disk, from this machine or another.
+    state: Option<agent::State>,
+    /// Why the last bootstrap failed (`/run/kiln/bootstrap-failed`).
+    failure: Option<String>,
+}
+
+impl Status {
+    fn of(m: &Machine) -> Status {
+        let machine_id = (!m.machine_id.is_empty()).then(|| m.machine_id.clone());
+        let failure = std::fs::read_to_string(under(&m.root, agent::FAILED_PATH)).ok().map(|r| r.trim().to_string());
+        let state = agent::read_state(&m.root);
+        let (status, message) = match (&state, &failure) {
+            (Some(s), _) if s.machine_id == m.machine_id => (
+                "joined",
+                format!("joined: {} as {} (Kubernetes {}) at {}", s.node_name, s.role, s.kubernetes_version, s.time),
+            ),
+            (Some(s), _) => {
+                ("other-machine", format!("not joined on this machine (state is from machine {})", s.machine_id))
+            }
+            (None, Some(reason)) => ("failed", format!("failed: {reason}")),
+            (None, None) => ("not-joined", "not joined yet".to_string()),
+        };
+        Status { status, message, machine_id, state, failure }
     }
-    ExitCode::SUCCESS
+
+    fn not_a_kiln_image(why: String) -> Status {
+        Status { status: "not-a-kiln-image", message: why, machine_id: None, state: None, failure: None }
+    }
+}
+
+fn print_status(json: bool, s: &Status) {
+    if json {
+        print_json(&serde_json::to_value(s).unwrap_or_default());
+    } else if s.status == "not-a-kiln-image" {
+        err!("kiln-firstboot: {}", escape(&s.message));
+    } else {
+        out!("{}", s.message);
+    }
 }
 
 fn reset(m: &Machine, opts: &Options) -> ExitCode {

@@ -737,6 +737,79 @@ fn a_root_that_is_not_a_kiln_image_is_refused_with_exit_2() {
     assert!(out(&o).contains(&format!("{root}/nowhere is not a directory")), "{}", out(&o));
 }
 
+/// Issue 13: --json is honoured by plan, status and doctor — one JSON document on stdout
+/// with the same keys whatever the outcome, secrets redacted — and refused with exit 2
+/// by the commands that print text, before they do anything.
+#[test]
+fn json_is_one_document_for_plan_status_and_doctor_and_refused_elsewhere() {
+    let n = Node::new(34, "cp-1");
+    let init =
+        format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki());
+    n.write("etc/kiln/node.toml", &init);
+    let doc = |args: &[&str]| -> (Option<i32>, serde_json::Value) {
+        let o = n.run(args);
+        no_secrets(&o, &n);
+        let v = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not one JSON document ({e}):\n{}", out(&o)));
+        (o.status.code(), v)
+    };
+    let keys = |v: &serde_json::Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+
+    let (code, plan) = doc(&["plan", "--json"]);
+    assert_eq!(code, Some(0), "{plan}");
+    assert_eq!(
+        (&plan["ok"], &plan["node"]["role"], &plan["node"]["ip"]),
+        (&true.into(), &"init".into(), &"10.0.0.5".into())
+    );
+    assert_eq!(plan["cluster"]["kubeadm_api_version"], "kubeadm.k8s.io/v1beta4");
+    assert_eq!(plan["kubeadm_config"][0]["kind"], "InitConfiguration");
+    assert_eq!(plan["kubeadm_config"][0]["bootstrapTokens"][0]["token"], "abcdef.<redacted>");
+    assert_eq!(plan["commands"].as_array().unwrap().last().unwrap(), "kubeadm init --config /run/kiln/kubeadm.json");
+    assert_eq!(plan["swap"], "off");
+    // A node that does not resolve: the same keys, ok false, the reasons, exit 2.
+    n.write("etc/kiln/node.toml", "[node]\nrole = \"init\"\n");
+    let (code, unresolved) = doc(&["--json", "plan"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(keys(&unresolved), keys(&plan));
+    assert_eq!((&unresolved["ok"], &unresolved["node"]), (&false.into(), &serde_json::Value::Null));
+    assert!(unresolved["resolve_errors"].to_string().contains("bootstrap_token is not set"), "{unresolved}");
+    n.write("etc/kiln/node.toml", &init);
+
+    // status: not joined, failed, joined; the same keys each time.
+    let (code, not_joined) = doc(&["status", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(not_joined["status"], "not-joined");
+    assert_eq!(not_joined["machine_id"], "0123456789abcdef0123456789abcdef");
+    n.write("run/kiln/bootstrap-failed", "kubeadm init failed: x\n");
+    let (_, failed) = doc(&["--json", "status"]);
+    assert_eq!((&failed["status"], &failed["failure"]), (&"failed".into(), &"kubeadm init failed: x".into()));
+    n.write("var/lib/kiln/state.json", "{\"machine_id\": \"0123456789abcdef0123456789abcdef\", \"instance_id\": null, \"role\": \"init\", \"node_name\": \"cp-1\", \"kubernetes_version\": \"v1.34.2\", \"time\": 1}");
+    let (_, joined) = doc(&["--json", "status"]);
+    assert_eq!((&joined["status"], &joined["state"]["node_name"]), (&"joined".into(), &"cp-1".into()));
+    assert_eq!(keys(&not_joined), keys(&joined));
+    assert_eq!(keys(&failed), keys(&joined));
+    // The text stays text.
+    let o = n.run(&["status"]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("joined: cp-1 as init"), "{}", out(&o));
+
+    let (_, doctor) = doc(&["doctor", "--json"]);
+    assert_eq!(keys(&doctor), ["checks", "known_failures", "ok", "resolve_errors"]);
+
+    // Commands without JSON output refuse --json instead of ignoring it.
+    for cmd in ["run", "reset", "host", "kubelet-gate"] {
+        let o = n.run(&[cmd, "--json"]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", out(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("`{cmd}` has no JSON output"))
+                && err.contains("--json is for plan, status and doctor"),
+            "{cmd}: {err}"
+        );
+        assert!(o.stdout.is_empty(), "{cmd}: {}", out(&o));
+    }
+    assert!(n.calls("kubeadm").is_empty() && n.calls("modprobe").is_empty(), "a refused command ran");
+}
+
 /// resolvConf is kubeadm's to set, per node, when systemd-resolved is active
 /// (componentconfigs/kubelet.go mutateResolverConfig); kiln must not set it cluster-wide.
 #[test]
