@@ -7,14 +7,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// `--help`: the first line is also what a usage error prints.
 const USAGE: &str = "usage: kiln-firstboot [OPTIONS] [run|plan|status|doctor|reset|host|kubelet-gate]
 
 Joins this machine to its Kubernetes cluster, once per machine, unattended.
 
 Commands:
   run      resolve the node, fix and check the host, run kubeadm init|join (default)
-  plan     print the resolved node, its sources and the kubeadm config (secrets redacted)
-  status   print the state of this machine's bootstrap
+  plan     print the resolved node, its sources and the kubeadm config (secrets redacted);
+           changes nothing
+  status   print the state of this machine's bootstrap: joined, failed (and why), or not yet
   doctor   preflight report and a scan of the last kubeadm output for known failures
   reset    kubeadm reset -f (bounded by --reset-timeout), iptables/IPVS rules, CNI interfaces
            and files, kiln's state, so `run` starts over
@@ -23,8 +25,9 @@ Commands:
   kubelet-gate  kubelet's ExecCondition: exit 0 when kubelet may start (this machine is
            bootstrapping or joined), 1 to skip the start (not yet, or a disk from another machine)
 
-Options:
-  --root DIR       act on DIR instead of / (every read and write goes under it)
+Options (before or after the command):
+  --root DIR       act on DIR instead of / (every read and write goes under it); DIR must
+                   be a kiln image's root: it has /etc/kiln/image.toml
   --json           plan, status and doctor: one JSON document on stdout instead of text
                    (the same keys every time); the other commands refuse it (exit 2)
   --check-ports    check ports 6443, 2379-2380, 10250, 10257, 10259 even with --root
@@ -38,6 +41,21 @@ Options:
   --metadata-url URL        metadata service base URL (default http://169.254.169.254)
   --metadata-timeout SECS   bound on one metadata request: connect, send, the whole answer (default 5)
   --metadata-total SECS     bound on every metadata request and retry of the run (default 180)
+  -h, --help       print this text (also `kiln-firstboot help`)
+  -V, --version    print the version
+
+Examples:
+  # What an image does on first boot, changing nothing: unpack its tarball into /tmp/img,
+  # put its user-data (`kiln userdata --format toml`) at /tmp/img/etc/kiln/node.toml, then
+  kiln-firstboot --root /tmp/img plan
+  kiln-firstboot --root /tmp/img plan --json           # the same as one JSON document
+  kiln-firstboot --root /tmp/img --cmdline cmdline.txt plan   # with a kernel command line
+  # On a node:
+  kiln-firstboot status                   # joined, failed and why, or not yet
+  kiln-firstboot doctor                   # what stops kubeadm on this host, each with its fix
+  kiln-firstboot status --json            # for scripts (so do plan and doctor)
+  kiln-firstboot reset                    # start over once the cause is fixed, then:
+  kiln-firstboot run                      # what kiln-firstboot.service runs on every boot
 
 Metadata answers are capped: status line and headers 64 KiB, a body 1 MiB (user-data is
 KiB; EC2 allows 16 KiB), an IMDSv2 token 4 KiB; more is an error naming the limit.
@@ -49,10 +67,12 @@ Sources, later wins: /etc/kiln/image.toml < platform user-data and kiln-role tag
 < NoCloud user-data < /etc/kiln/node.toml
 < /boot/firmware/kiln/node.toml < kernel command line (kiln.role=, kiln.node-name=, kiln.node-ip=).
 
-Exit codes: 0 joined (or already joined on this machine), 1 kubeadm failed
-(see /run/kiln/bootstrap-failed), 2 a usage error, a root that is not a kiln image
-(no /etc/kiln/image.toml under --root; every command refuses it), or the node
-description is incomplete or wrong.";
+Exit codes: 0 done (run: joined, or already joined on this machine; doctor: nothing wrong;
+kubelet-gate: kubelet may start); 1 run: kubeadm failed (see /run/kiln/bootstrap-failed);
+doctor: something is wrong; reset: kubeadm reset did not finish; host: the host is still
+wrong; kubelet-gate: skip this start; 2 a usage error, a root that is not a kiln image
+(no /etc/kiln/image.toml under --root; every command refuses it), or a node description
+that is incomplete or wrong.";
 
 /// Every command, as the usage line lists them.
 const COMMANDS: [&str; 7] = ["run", "plan", "status", "doctor", "reset", "host", "kubelet-gate"];
@@ -140,6 +160,10 @@ fn main() -> ExitCode {
         }
     }
     let cmd = cmd.unwrap_or_else(|| "run".into());
+    if cmd == "help" {
+        out!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     if !COMMANDS.contains(&cmd.as_str()) {
         return usage(&format!("unknown command '{cmd}'; the commands are {}", COMMANDS.join(", ")));
     }

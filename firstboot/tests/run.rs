@@ -810,6 +810,95 @@ fn json_is_one_document_for_plan_status_and_doctor_and_refused_elsewhere() {
     assert!(n.calls("kubeadm").is_empty() && n.calls("modprobe").is_empty(), "a refused command ran");
 }
 
+/// The lines of `--help`'s section `name` (after `name:`, up to the next blank line).
+fn help_section<'a>(help: &'a str, name: &str) -> Vec<&'a str> {
+    help.lines()
+        .skip_while(|l| !l.starts_with(name))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .collect()
+}
+
+/// Issue 13: the usage line and --help list every command (doctor included), every
+/// command listed is one the binary takes, and --help ends its options with examples
+/// that are real invocations: only listed commands and options, and the read-only
+/// ones run on an image root without a usage error.
+#[test]
+fn help_lists_every_command_and_examples_that_run() {
+    let all = ["run", "plan", "status", "doctor", "reset", "host", "kubelet-gate"];
+    let n = Node::new(34, "cp-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+    );
+    let o = n.run(&["--help"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let help = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(help, String::from_utf8_lossy(&n.run(&["help"]).stdout), "`help` is not --help");
+    assert_eq!(help.lines().next(), Some(format!("usage: kiln-firstboot [OPTIONS] [{}]", all.join("|")).as_str()));
+    let commands: Vec<&str> = help_section(&help, "Commands:")
+        .iter()
+        .filter(|l| !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(commands, all);
+    for cmd in all {
+        // Each is a command the binary takes (--json makes the text-only ones stop at once).
+        let o = n.run(&[cmd, "--json"]);
+        assert!(!out(&o).contains("unknown command"), "{cmd}: {}", out(&o));
+    }
+    let options: Vec<String> = help_section(&help, "Options")
+        .iter()
+        .flat_map(|l| l.trim_start().split([' ', ',']).filter(|w| w.starts_with('-')).map(str::to_string).take(2))
+        .collect();
+    for o in ["--root", "--json", "--cmdline", "--help", "-h", "--version"] {
+        assert!(options.iter().any(|x| x == o), "{o} not under Options: {options:?}");
+    }
+    let examples: Vec<Vec<&str>> = help_section(&help, "Examples:")
+        .iter()
+        .map(|l| l.split(" #").next().unwrap_or("").split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.first() == Some(&"kiln-firstboot"))
+        .collect();
+    assert!(examples.len() >= 5, "too few examples:\n{help}");
+    let cmdline = n.path("cmdline.txt");
+    std::fs::write(&cmdline, "ro kiln.role=init\n").unwrap();
+    let mut ran = 0;
+    for words in &examples {
+        let args: Vec<&str> = words[1..].to_vec();
+        for w in args.iter().filter(|w| w.starts_with('-')) {
+            assert!(
+                options.iter().any(|o| o == w.split('=').next().unwrap()),
+                "example {words:?}: {w} is not an option"
+            );
+        }
+        let cmd = args.iter().find(|w| all.contains(w)).unwrap_or_else(|| panic!("example {words:?}: no command"));
+        if !["plan", "status", "doctor"].contains(cmd) {
+            continue;
+        }
+        // Read-only: run it on this image's root (and a real command-line file).
+        let mut real: Vec<String> = Vec::new();
+        let mut it = args.iter();
+        while let Some(w) = it.next() {
+            real.push(w.to_string());
+            match *w {
+                "--root" => real.push(n.root().display().to_string()),
+                "--cmdline" => real.push(cmdline.display().to_string()),
+                _ => continue,
+            }
+            it.next();
+        }
+        let real: Vec<&str> = real.iter().map(String::as_str).collect();
+        let o = n.run(&real);
+        assert!(matches!(o.status.code(), Some(0) | Some(1)), "example {words:?}: {}", out(&o));
+        assert!(!out(&o).contains("usage:"), "example {words:?}: {}", out(&o));
+        if real.contains(&"--json") {
+            assert!(serde_json::from_slice::<serde_json::Value>(&o.stdout).is_ok(), "example {words:?}: {}", out(&o));
+        }
+        ran += 1;
+    }
+    assert!(ran >= 4, "only {ran} examples ran");
+}
+
 /// resolvConf is kubeadm's to set, per node, when systemd-resolved is active
 /// (componentconfigs/kubelet.go mutateResolverConfig); kiln must not set it cluster-wide.
 #[test]
