@@ -25,7 +25,7 @@ Commands:
   kubelet-gate  kubelet's ExecCondition: exit 0 when kubelet may start (this machine is
            bootstrapping or joined), 1 to skip the start (not yet, or a disk from another machine)
 
-Options (before or after the command):
+Options (before or after the command; a value as `--root DIR` or `--root=DIR`):
   --root DIR       act on DIR instead of / (every read and write goes under it); DIR must
                    be a kiln image's root: it has /etc/kiln/image.toml
   --json           plan, status and doctor: one JSON document on stdout instead of text
@@ -98,9 +98,36 @@ macro_rules! err {
     }};
 }
 
+/// A usage error: what is wrong, the usage line and where the rest is; exit 2.
 fn usage(msg: &str) -> ExitCode {
-    err!("kiln-firstboot: {}\n{USAGE}", escape(msg));
-    ExitCode::from(2)
+    let line = USAGE.lines().next().unwrap_or_default();
+    err!("kiln-firstboot: {}\n{line}\n`kiln-firstboot --help` lists the commands, options and examples.", escape(msg));
+    ExitCode::from(agent::exit::CONFIG)
+}
+
+/// An option's value: inline (`--root=DIR`) or the next argument, which must be there,
+/// must not be empty and must not be another option (`--root --json` is a mistake).
+fn value(name: &str, inline: &mut Option<String>, args: &mut impl Iterator<Item = String>) -> Result<String, String> {
+    let v = match inline.take() {
+        Some(v) => v,
+        None => match args.next() {
+            Some(v) if v.starts_with("--") => {
+                return Err(format!("{name} needs a value, but the next argument is the option {v}"))
+            }
+            Some(v) => v,
+            None => return Err(format!("{name} needs a value")),
+        },
+    };
+    if v.is_empty() {
+        return Err(format!("{name} needs a value, not an empty one"));
+    }
+    Ok(v)
+}
+
+/// A whole number for option `name` (`what` says of what, for the error).
+fn number(name: &str, what: &str, v: Result<String, String>) -> Result<u64, String> {
+    let v = v?;
+    v.parse::<u64>().map_err(|_| format!("{name} expects {what}, got '{v}'"))
 }
 
 fn main() -> ExitCode {
@@ -111,28 +138,41 @@ fn main() -> ExitCode {
     let mut cmd = None;
     let mut json = false;
     let mut check_ports = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
-        let secs = |v: Result<String, String>| -> Result<u64, String> {
-            v?.parse::<u64>().map_err(|_| "expects a number".into())
+    // Arguments that are not UTF-8 are refused, not a panic of std::env::args.
+    let args: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
+    let mut args = match args {
+        Ok(a) => a.into_iter(),
+        Err(a) => return usage(&format!("argument '{}' is not valid UTF-8", a.to_string_lossy())),
+    };
+    while let Some(arg) = args.next() {
+        // `--name=value` is `--name value`.
+        let (a, mut inline) = match arg.split_once('=') {
+            Some((name, v)) if name.starts_with("--") => (name.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
         };
+        let mut val = |name: &str| value(name, &mut inline, &mut args);
+        let secs = "a number of seconds";
         let r: Result<(), String> = match a.as_str() {
-            "--root" => value("--root").map(|v| root = PathBuf::from(v)),
-            "--cmdline" => value("--cmdline").map(|v| cmdline = Some(PathBuf::from(v))),
-            "--seed" => value("--seed").map(|v| seed = Some(PathBuf::from(v))),
-            "--attempts" => secs(value("--attempts")).map(|n| opts.attempts = n.max(1) as u32),
-            "--wait" => secs(value("--wait")).map(|n| opts.wait = Duration::from_secs(n)),
-            "--backoff" => secs(value("--backoff")).map(|n| opts.backoff = Duration::from_secs(n)),
-            "--metadata-url" => value("--metadata-url").map(|v| opts.metadata_url = Some(v)),
+            "--root" => val("--root").map(|v| root = PathBuf::from(v)),
+            "--cmdline" => val("--cmdline").map(|v| cmdline = Some(PathBuf::from(v))),
+            "--seed" => val("--seed").map(|v| seed = Some(PathBuf::from(v))),
+            "--attempts" => {
+                number(&a, "a whole number", val(&a)).map(|n| opts.attempts = n.clamp(1, u64::from(u32::MAX)) as u32)
+            }
+            "--wait" => number(&a, secs, val(&a)).map(|n| opts.wait = Duration::from_secs(n)),
+            "--backoff" => number(&a, secs, val(&a)).map(|n| opts.backoff = Duration::from_secs(n)),
+            "--metadata-url" => val("--metadata-url").map(|v| opts.metadata_url = Some(v)),
             "--metadata-timeout" => {
-                secs(value("--metadata-timeout")).map(|n| opts.http.timeout = Duration::from_secs(n.max(1)))
+                number(&a, secs, val(&a)).map(|n| opts.http.timeout = Duration::from_secs(n.max(1)))
             }
-            "--reset-timeout" => secs(value("--reset-timeout")).map(|n| opts.reset_timeout = Duration::from_secs(n)),
+            "--reset-timeout" => number(&a, secs, val(&a)).map(|n| opts.reset_timeout = Duration::from_secs(n)),
             "--kubeadm-timeout" => {
-                secs(value("--kubeadm-timeout")).map(|n| opts.kubeadm_timeout = Duration::from_secs(n.max(1)))
+                number(&a, secs, val(&a)).map(|n| opts.kubeadm_timeout = Duration::from_secs(n.max(1)))
             }
-            "--metadata-total" => secs(value("--metadata-total")).map(|n| opts.http.total = Duration::from_secs(n)),
+            "--metadata-total" => number(&a, secs, val(&a)).map(|n| opts.http.total = Duration::from_secs(n)),
+            "--json" | "--check-ports" | "--version" | "--help" if inline.is_some() => {
+                Err(format!("{a} takes no value"))
+            }
             "--json" => {
                 json = true;
                 Ok(())
@@ -149,11 +189,14 @@ fn main() -> ExitCode {
                 out!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
-            other if cmd.is_none() && !other.starts_with('-') => {
-                cmd = Some(other.to_string());
-                Ok(())
-            }
-            other => Err(format!("unexpected argument '{other}'")),
+            other if other.starts_with('-') => Err(format!("unknown option '{other}'")),
+            other => match &cmd {
+                None => {
+                    cmd = Some(other.to_string());
+                    Ok(())
+                }
+                Some(c) => Err(format!("unexpected argument '{other}' after the command '{c}': one command at a time")),
+            },
         };
         if let Err(e) = r {
             return usage(&e);

@@ -812,11 +812,7 @@ fn json_is_one_document_for_plan_status_and_doctor_and_refused_elsewhere() {
 
 /// The lines of `--help`'s section `name` (after `name:`, up to the next blank line).
 fn help_section<'a>(help: &'a str, name: &str) -> Vec<&'a str> {
-    help.lines()
-        .skip_while(|l| !l.starts_with(name))
-        .skip(1)
-        .take_while(|l| !l.trim().is_empty())
-        .collect()
+    help.lines().skip_while(|l| !l.starts_with(name)).skip(1).take_while(|l| !l.trim().is_empty()).collect()
 }
 
 /// Issue 13: the usage line and --help list every command (doctor included), every
@@ -897,6 +893,55 @@ fn help_lists_every_command_and_examples_that_run() {
         ran += 1;
     }
     assert!(ran >= 4, "only {ran} examples ran");
+}
+
+/// Issue 13: what a new user types wrong is one clear line, the usage line and where
+/// the rest is, exit 2 — not the whole --help text, not a panic, not a guess.
+#[test]
+fn cli_mistakes_are_named_with_exit_2() {
+    let n = Node::new(34, "w");
+    let cases: [(&[&str], &str); 9] = [
+        (&["--bogus"], "unknown option '--bogus'"),
+        (&["status", "--root"], "--root needs a value"),
+        (&["--root", "--json", "status"], "--root needs a value, but the next argument is the option --json"),
+        (&["--root=", "status"], "--root needs a value, not an empty one"),
+        (&["--attempts", "x", "plan"], "--attempts expects a whole number, got 'x'"),
+        (&["--wait=10s", "plan"], "--wait expects a number of seconds, got '10s'"),
+        (&["plan", "extra"], "unexpected argument 'extra' after the command 'plan': one command at a time"),
+        (
+            &["stauts"],
+            "unknown command 'stauts'; the commands are run, plan, status, doctor, reset, host, kubelet-gate",
+        ),
+        (&["--json=yes", "plan"], "--json takes no value"),
+    ];
+    for (args, want) in cases {
+        let o = n.run(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", out(&o));
+        assert!(
+            err.starts_with(&format!("kiln-firstboot: {want}\nusage: kiln-firstboot [OPTIONS] [")),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("`kiln-firstboot --help` lists") && !err.contains("Options"), "{args:?}: {err}");
+    }
+    // `--name=value` is `--name value`.
+    let o = n.run(&[&format!("--root={}", n.root().display()), "status"]);
+    assert_eq!(
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).trim()),
+        (Some(0), "not joined yet"),
+        "{}",
+        out(&o)
+    );
+    // An argument that is not UTF-8 is a usage error, not a panic.
+    use std::os::unix::ffi::OsStrExt;
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln-firstboot"))
+        .arg("--root")
+        .arg(std::ffi::OsStr::from_bytes(b"/tmp/\xff"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not valid UTF-8"), "{}", out(&o));
 }
 
 /// resolvConf is kubeadm's to set, per node, when systemd-resolved is active
