@@ -429,35 +429,106 @@ pub fn plan(m: &Machine, r: &Resolved) -> String {
         mid = if m.machine_id.is_empty() { "(no /etc/machine-id)" } else { &m.machine_id },
     );
     s.push_str("commands:\n");
-    for f in r.pki.keys() {
-        s.push_str(&format!("  write /etc/kubernetes/pki/{f}\n"));
+    for c in commands(r) {
+        s.push_str(&format!("  {c}\n"));
     }
     let patch = format!("{PATCHES_DIR}/{}", kubeadm::KUBELET_PATCH_FILE);
-    s.push_str(&format!(
-        "  write {CONFIG_PATH} (0600)\n  write {patch}\n  kubeadm {verb} --config {CONFIG_PATH}\n\nkubeadm config:\n"
-    ));
+    s.push_str("\nkubeadm config:\n");
     s.push_str(&kubeadm::render_redacted(k));
     s.push_str(&format!(
         "\nkubelet settings of this node ({patch}; kubeadm {verb} applies it to /var/lib/kubelet/config.yaml):\n{}\n",
         serde_json::to_string_pretty(&kubeadm::kubelet_patch(k)).unwrap_or_default()
     ));
-    let flags: Vec<String> =
-        match kubeadm::documents(k).first().map(|d| d["nodeRegistration"]["kubeletExtraArgs"].clone()) {
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .map(|x| format!("--{}={}", x["name"].as_str().unwrap_or(""), x["value"].as_str().unwrap_or("")))
-                .collect(),
-            Some(serde_json::Value::Object(o)) => {
-                o.iter().map(|(n, v)| format!("--{n}={}", v.as_str().unwrap_or(""))).collect()
-            }
-            _ => Vec::new(),
-        };
     s.push_str(&format!(
         "kubelet flags (kubeletExtraArgs -> /var/lib/kubelet/kubeadm-flags.env): {}\n",
-        flags.join(" ")
+        kubelet_flags(k).join(" ")
     ));
     s
 }
+
+/// What `run` would do, one step a line (file names only, never their contents).
+fn commands(r: &Resolved) -> Vec<String> {
+    let verb = if r.kubeadm.role == Role::Init { "init" } else { "join" };
+    let mut c: Vec<String> = r.pki.keys().map(|f| format!("write /etc/kubernetes/pki/{f}")).collect();
+    c.push(format!("write {CONFIG_PATH} (0600)"));
+    c.push(format!("write {PATCHES_DIR}/{}", kubeadm::KUBELET_PATCH_FILE));
+    c.push(format!("kubeadm {verb} --config {CONFIG_PATH}"));
+    c
+}
+
+/// The kubelet flags kubeadm writes to `kubeadm-flags.env`, as `--name=value`.
+fn kubelet_flags(k: &kubeadm::Inputs) -> Vec<String> {
+    match kubeadm::documents(k).first().map(|d| d["nodeRegistration"]["kubeletExtraArgs"].clone()) {
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .map(|x| format!("--{}={}", x["name"].as_str().unwrap_or(""), x["value"].as_str().unwrap_or("")))
+            .collect(),
+        Some(serde_json::Value::Object(o)) => {
+            o.iter().map(|(n, v)| format!("--{n}={}", v.as_str().unwrap_or(""))).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// `plan --json` for a node that did not resolve: the keys of [`plan_json`], `ok`
+/// false, `resolve_errors` saying why, every other key null.
+pub fn plan_json_unresolved(errors: &[String]) -> serde_json::Value {
+    let mut v = serde_json::json!({ "ok": false, "resolve_errors": errors });
+    for key in PLAN_KEYS {
+        v[key] = serde_json::Value::Null;
+    }
+    v
+}
+
+/// `plan --json`: the same as [`plan`] as one JSON document, secrets redacted, with
+/// the same keys whether or not the node resolves (see [`plan_json_unresolved`]).
+pub fn plan_json(m: &Machine, r: &Resolved) -> serde_json::Value {
+    use serde_json::json;
+    let k = &r.kubeadm;
+    json!({
+        "ok": true,
+        "resolve_errors": [],
+        "node": { "name": k.node_name, "role": k.role.as_str(), "ip": k.node_ip },
+        "sources": r.sources,
+        "platform": r.platform,
+        "instance_id": r.instance_id,
+        "machine_id": (!m.machine_id.is_empty()).then_some(&m.machine_id),
+        "cluster": {
+            "name": k.cluster_name,
+            "control_plane_endpoint": k.control_plane_endpoint,
+            "kubernetes_version": k.kubernetes_version,
+            "kubeadm_api_version": kubeadm::api_version(k.minor),
+            "pod_subnet": k.pod_subnet,
+            "service_subnet": k.service_subnet,
+            "dns_domain": k.dns_domain,
+        },
+        "runtime": { "socket": k.cri_socket, "cgroup_driver": k.cgroup_driver },
+        "swap": r.swap,
+        "commands": commands(r),
+        "kubeadm_config": kubeadm::documents_redacted(k),
+        "kubelet_patch": {
+            "path": format!("{PATCHES_DIR}/{}", kubeadm::KUBELET_PATCH_FILE),
+            "settings": kubeadm::kubelet_patch(k),
+        },
+        "kubelet_flags": kubelet_flags(k),
+    })
+}
+
+/// The keys of [`plan_json`]'s document besides `ok` and `resolve_errors`.
+const PLAN_KEYS: [&str; 12] = [
+    "node",
+    "sources",
+    "platform",
+    "instance_id",
+    "machine_id",
+    "cluster",
+    "runtime",
+    "swap",
+    "commands",
+    "kubeadm_config",
+    "kubelet_patch",
+    "kubelet_flags",
+];
 
 /// Exit codes of `run`.
 pub mod exit {

@@ -228,12 +228,22 @@ pub fn render(i: &Inputs) -> String {
 
 /// The same with the token replaced, for `plan` and logs.
 pub fn render_redacted(i: &Inputs) -> String {
+    render(&redacted(i))
+}
+
+/// [`documents`] with the token replaced, for `plan --json`.
+pub fn documents_redacted(i: &Inputs) -> Vec<Value> {
+    documents(&redacted(i))
+}
+
+/// The inputs with the token's secret half replaced by `<redacted>`.
+fn redacted(i: &Inputs) -> Inputs {
     let mut r = i.clone();
     r.token = match i.token.split_once('.') {
         Some((id, _)) => format!("{id}.<redacted>"),
         None => "<redacted>".into(),
     };
-    render(&r)
+    r
 }
 
 #[cfg(test)]

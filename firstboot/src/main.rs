@@ -2,20 +2,22 @@
 
 use kiln_firstboot::agent::{self, Options};
 use kiln_firstboot::http::escape;
-use kiln_firstboot::sources::{under, Machine};
+use kiln_firstboot::sources::{self, under, Machine};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// `--help`: the first line is also what a usage error prints.
 const USAGE: &str = "usage: kiln-firstboot [OPTIONS] [run|plan|status|doctor|reset|host|kubelet-gate]
 
 Joins this machine to its Kubernetes cluster, once per machine, unattended.
 
 Commands:
   run      resolve the node, fix and check the host, run kubeadm init|join (default)
-  plan     print the resolved node, its sources and the kubeadm config (secrets redacted)
-  status   print the state of this machine's bootstrap
-  doctor   preflight report and a scan of the last kubeadm output for known failures (--json)
+  plan     print the resolved node, its sources and the kubeadm config (secrets redacted);
+           changes nothing
+  status   print the state of this machine's bootstrap: joined, failed (and why), or not yet
+  doctor   preflight report and a scan of the last kubeadm output for known failures
   reset    kubeadm reset -f (bounded by --reset-timeout), iptables/IPVS rules, CNI interfaces
            and files, kiln's state, so `run` starts over
   host     fix and check what kubelet needs on every boot (modules, sysctls, swap); kubelet's
@@ -23,8 +25,11 @@ Commands:
   kubelet-gate  kubelet's ExecCondition: exit 0 when kubelet may start (this machine is
            bootstrapping or joined), 1 to skip the start (not yet, or a disk from another machine)
 
-Options:
-  --root DIR       act on DIR instead of / (every read and write goes under it)
+Options (before or after the command; a value as `--root DIR` or `--root=DIR`):
+  --root DIR       act on DIR instead of / (every read and write goes under it); DIR must
+                   be a kiln image's root: it has /etc/kiln/image.toml
+  --json           plan, status and doctor: one JSON document on stdout instead of text
+                   (the same keys every time); the other commands refuse it (exit 2)
   --check-ports    check ports 6443, 2379-2380, 10250, 10257, 10259 even with --root
   --cmdline FILE   read the kernel command line from FILE (default: /proc/cmdline)
   --seed DIR       NoCloud seed directory (default: /var/lib/cloud/seed/nocloud)
@@ -36,6 +41,21 @@ Options:
   --metadata-url URL        metadata service base URL (default http://169.254.169.254)
   --metadata-timeout SECS   bound on one metadata request: connect, send, the whole answer (default 5)
   --metadata-total SECS     bound on every metadata request and retry of the run (default 180)
+  -h, --help       print this text (also `kiln-firstboot help`)
+  -V, --version    print the version
+
+Examples:
+  # What an image does on first boot, changing nothing: unpack its tarball into /tmp/img,
+  # put its user-data (`kiln userdata --format toml`) at /tmp/img/etc/kiln/node.toml, then
+  kiln-firstboot --root /tmp/img plan
+  kiln-firstboot --root /tmp/img plan --json           # the same as one JSON document
+  kiln-firstboot --root /tmp/img --cmdline cmdline.txt plan   # with a kernel command line
+  # On a node:
+  kiln-firstboot status                   # joined, failed and why, or not yet
+  kiln-firstboot doctor                   # what stops kubeadm on this host, each with its fix
+  kiln-firstboot status --json            # for scripts (so do plan and doctor)
+  kiln-firstboot reset                    # start over once the cause is fixed, then:
+  kiln-firstboot run                      # what kiln-firstboot.service runs on every boot
 
 Metadata answers are capped: status line and headers 64 KiB, a body 1 MiB (user-data is
 KiB; EC2 allows 16 KiB), an IMDSv2 token 4 KiB; more is an error naming the limit.
@@ -47,8 +67,19 @@ Sources, later wins: /etc/kiln/image.toml < platform user-data and kiln-role tag
 < NoCloud user-data < /etc/kiln/node.toml
 < /boot/firmware/kiln/node.toml < kernel command line (kiln.role=, kiln.node-name=, kiln.node-ip=).
 
-Exit codes: 0 joined (or already joined on this machine), 1 kubeadm failed
-(see /run/kiln/bootstrap-failed), 2 the node description is incomplete or wrong.";
+Exit codes: 0 done (run: joined, or already joined on this machine; doctor: nothing wrong;
+kubelet-gate: kubelet may start); 1 run: kubeadm failed (see /run/kiln/bootstrap-failed);
+doctor: something is wrong; reset: kubeadm reset did not finish; host: the host is still
+wrong; kubelet-gate: skip this start; 2 a usage error, a root that is not a kiln image
+(no /etc/kiln/image.toml under --root; every command refuses it), or a node description
+that is incomplete or wrong.";
+
+/// Every command, as the usage line lists them.
+const COMMANDS: [&str; 7] = ["run", "plan", "status", "doctor", "reset", "host", "kubelet-gate"];
+
+/// The commands that print one JSON document on stdout with `--json`; the others
+/// write journal lines and refuse it.
+const JSON_COMMANDS: [&str; 3] = ["plan", "status", "doctor"];
 
 /// `println!` that ignores a closed stdout (`kiln-firstboot plan | head -c1`):
 /// no panic, no backtrace, the command's own exit code.
@@ -67,9 +98,36 @@ macro_rules! err {
     }};
 }
 
+/// A usage error: what is wrong, the usage line and where the rest is; exit 2.
 fn usage(msg: &str) -> ExitCode {
-    err!("kiln-firstboot: {}\n{USAGE}", escape(msg));
-    ExitCode::from(2)
+    let line = USAGE.lines().next().unwrap_or_default();
+    err!("kiln-firstboot: {}\n{line}\n`kiln-firstboot --help` lists the commands, options and examples.", escape(msg));
+    ExitCode::from(agent::exit::CONFIG)
+}
+
+/// An option's value: inline (`--root=DIR`) or the next argument, which must be there,
+/// must not be empty and must not be another option (`--root --json` is a mistake).
+fn value(name: &str, inline: &mut Option<String>, args: &mut impl Iterator<Item = String>) -> Result<String, String> {
+    let v = match inline.take() {
+        Some(v) => v,
+        None => match args.next() {
+            Some(v) if v.starts_with("--") => {
+                return Err(format!("{name} needs a value, but the next argument is the option {v}"))
+            }
+            Some(v) => v,
+            None => return Err(format!("{name} needs a value")),
+        },
+    };
+    if v.is_empty() {
+        return Err(format!("{name} needs a value, not an empty one"));
+    }
+    Ok(v)
+}
+
+/// A whole number for option `name` (`what` says of what, for the error).
+fn number(name: &str, what: &str, v: Result<String, String>) -> Result<u64, String> {
+    let v = v?;
+    v.parse::<u64>().map_err(|_| format!("{name} expects {what}, got '{v}'"))
 }
 
 fn main() -> ExitCode {
@@ -80,28 +138,41 @@ fn main() -> ExitCode {
     let mut cmd = None;
     let mut json = false;
     let mut check_ports = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
-        let secs = |v: Result<String, String>| -> Result<u64, String> {
-            v?.parse::<u64>().map_err(|_| "expects a number".into())
+    // Arguments that are not UTF-8 are refused, not a panic of std::env::args.
+    let args: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
+    let mut args = match args {
+        Ok(a) => a.into_iter(),
+        Err(a) => return usage(&format!("argument '{}' is not valid UTF-8", a.to_string_lossy())),
+    };
+    while let Some(arg) = args.next() {
+        // `--name=value` is `--name value`.
+        let (a, mut inline) = match arg.split_once('=') {
+            Some((name, v)) if name.starts_with("--") => (name.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
         };
+        let mut val = |name: &str| value(name, &mut inline, &mut args);
+        let secs = "a number of seconds";
         let r: Result<(), String> = match a.as_str() {
-            "--root" => value("--root").map(|v| root = PathBuf::from(v)),
-            "--cmdline" => value("--cmdline").map(|v| cmdline = Some(PathBuf::from(v))),
-            "--seed" => value("--seed").map(|v| seed = Some(PathBuf::from(v))),
-            "--attempts" => secs(value("--attempts")).map(|n| opts.attempts = n.max(1) as u32),
-            "--wait" => secs(value("--wait")).map(|n| opts.wait = Duration::from_secs(n)),
-            "--backoff" => secs(value("--backoff")).map(|n| opts.backoff = Duration::from_secs(n)),
-            "--metadata-url" => value("--metadata-url").map(|v| opts.metadata_url = Some(v)),
+            "--root" => val("--root").map(|v| root = PathBuf::from(v)),
+            "--cmdline" => val("--cmdline").map(|v| cmdline = Some(PathBuf::from(v))),
+            "--seed" => val("--seed").map(|v| seed = Some(PathBuf::from(v))),
+            "--attempts" => {
+                number(&a, "a whole number", val(&a)).map(|n| opts.attempts = n.clamp(1, u64::from(u32::MAX)) as u32)
+            }
+            "--wait" => number(&a, secs, val(&a)).map(|n| opts.wait = Duration::from_secs(n)),
+            "--backoff" => number(&a, secs, val(&a)).map(|n| opts.backoff = Duration::from_secs(n)),
+            "--metadata-url" => val("--metadata-url").map(|v| opts.metadata_url = Some(v)),
             "--metadata-timeout" => {
-                secs(value("--metadata-timeout")).map(|n| opts.http.timeout = Duration::from_secs(n.max(1)))
+                number(&a, secs, val(&a)).map(|n| opts.http.timeout = Duration::from_secs(n.max(1)))
             }
-            "--reset-timeout" => secs(value("--reset-timeout")).map(|n| opts.reset_timeout = Duration::from_secs(n)),
+            "--reset-timeout" => number(&a, secs, val(&a)).map(|n| opts.reset_timeout = Duration::from_secs(n)),
             "--kubeadm-timeout" => {
-                secs(value("--kubeadm-timeout")).map(|n| opts.kubeadm_timeout = Duration::from_secs(n.max(1)))
+                number(&a, secs, val(&a)).map(|n| opts.kubeadm_timeout = Duration::from_secs(n.max(1)))
             }
-            "--metadata-total" => secs(value("--metadata-total")).map(|n| opts.http.total = Duration::from_secs(n)),
+            "--metadata-total" => number(&a, secs, val(&a)).map(|n| opts.http.total = Duration::from_secs(n)),
+            "--json" | "--check-ports" | "--version" | "--help" if inline.is_some() => {
+                Err(format!("{a} takes no value"))
+            }
             "--json" => {
                 json = true;
                 Ok(())
@@ -118,41 +189,79 @@ fn main() -> ExitCode {
                 out!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
-            other if cmd.is_none() && !other.starts_with('-') => {
-                cmd = Some(other.to_string());
-                Ok(())
-            }
-            other => Err(format!("unexpected argument '{other}'")),
+            other if other.starts_with('-') => Err(format!("unknown option '{other}'")),
+            other => match &cmd {
+                None => {
+                    cmd = Some(other.to_string());
+                    Ok(())
+                }
+                Some(c) => Err(format!("unexpected argument '{other}' after the command '{c}': one command at a time")),
+            },
         };
         if let Err(e) = r {
             return usage(&e);
         }
     }
+    let cmd = cmd.unwrap_or_else(|| "run".into());
+    if cmd == "help" {
+        out!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if !COMMANDS.contains(&cmd.as_str()) {
+        return usage(&format!("unknown command '{cmd}'; the commands are {}", COMMANDS.join(", ")));
+    }
+    if json && !JSON_COMMANDS.contains(&cmd.as_str()) {
+        return usage(&format!(
+            "`{cmd}` has no JSON output (it prints lines for the journal); --json is for plan, status and doctor: drop --json"
+        ));
+    }
+    // Every command acts on a kiln image; anything else is the wrong --root (and must
+    // not be probed, mounted or reset).
+    if let Some(why) = sources::not_a_kiln_image(&root) {
+        match cmd.as_str() {
+            "doctor" => print_doctor(json, &[why], &[], &[]),
+            "status" => print_status(json, &Status::not_a_kiln_image(why)),
+            "plan" if json => print_json(&agent::plan_json_unresolved(&[why])),
+            _ => err!("kiln-firstboot: {}", escape(&why)),
+        }
+        return ExitCode::from(agent::exit::CONFIG);
+    }
     // kubelet's gate and host check need no user-data: they never mount the NoCloud
     // seed, so they cannot race first boot's own mount of it.
-    let local_only = matches!(cmd.as_deref(), Some("kubelet-gate") | Some("host"));
+    let local_only = matches!(cmd.as_str(), "kubelet-gate" | "host");
     let seed = match seed {
         None if local_only => Some(under(&root, "/var/lib/cloud/seed/nocloud")),
         s => s,
     };
     let mut machine = Machine::probe(&root, cmdline.as_deref(), seed.as_deref());
     machine.check_ports |= check_ports;
-    match cmd.as_deref().unwrap_or("run") {
+    match cmd.as_str() {
         "run" => ExitCode::from(agent::run(&machine, &opts)),
         "plan" => match agent::resolve(&machine, &opts) {
+            Ok(r) if json => {
+                print_json(&agent::plan_json(&machine, &r));
+                ExitCode::SUCCESS
+            }
             Ok(r) => {
                 use std::io::Write;
                 let _ = write!(std::io::stdout().lock(), "{}", agent::plan(&machine, &r));
                 ExitCode::SUCCESS
             }
             Err(errs) => {
-                for e in errs {
-                    err!("kiln-firstboot: {}", escape(&e));
+                if json {
+                    print_json(&agent::plan_json_unresolved(&errs));
+                } else {
+                    for e in errs {
+                        err!("kiln-firstboot: {}", escape(&e));
+                    }
                 }
-                ExitCode::from(2)
+                ExitCode::from(agent::exit::CONFIG)
             }
         },
-        "status" => status(&machine),
+        "status" => {
+            print_status(json, &Status::of(&machine));
+            ExitCode::SUCCESS
+        }
         "doctor" => doctor(&machine, &opts, json),
         "reset" => reset(&machine, &opts),
         "host" => host(&machine),
@@ -162,7 +271,7 @@ fn main() -> ExitCode {
 }
 
 fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
-    use kiln_firstboot::preflight::{self, Level};
+    use kiln_firstboot::preflight;
     let (checks, resolve_errors) = match agent::resolve(m, opts) {
         Ok(r) => (preflight::checks(m, &r), Vec::new()),
         Err(e) => (Vec::new(), e),
@@ -171,6 +280,19 @@ fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
     let failed = std::fs::read_to_string(under(&m.root, agent::FAILED_PATH)).unwrap_or_default();
     let known = kiln_firstboot::diagnose::diagnose(&format!("{log}\n{failed}"));
     let bad = !resolve_errors.is_empty() || preflight::has_errors(&checks) || !known.is_empty();
+    print_doctor(json, &resolve_errors, &checks, &known);
+    ExitCode::from(if bad { 1 } else { 0 })
+}
+
+/// `doctor`'s report: one JSON document, or one line per finding.
+fn print_doctor(
+    json: bool,
+    resolve_errors: &[String],
+    checks: &[kiln_firstboot::preflight::Check],
+    known: &[kiln_firstboot::diagnose::Diagnosis],
+) {
+    use kiln_firstboot::preflight::{self, Level};
+    let bad = !resolve_errors.is_empty() || preflight::has_errors(checks) || !known.is_empty();
     if json {
         let v = serde_json::json!({
             "ok": !bad,
@@ -178,12 +300,12 @@ fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
             "checks": checks,
             "known_failures": known.iter().map(|d| serde_json::json!({"id": d.id, "cause": d.cause, "fix": d.fix})).collect::<Vec<_>>(),
         });
-        out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        print_json(&v);
     } else {
-        for e in &resolve_errors {
+        for e in resolve_errors {
             out!("error   [resolve] {}", escape(e));
         }
-        for c in &checks {
+        for c in checks {
             let tag = match c.level {
                 Level::Error => "error  ",
                 Level::Warning => "warning",
@@ -191,25 +313,65 @@ fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
             };
             out!("{tag} [{}] {}", c.id, c.message);
         }
-        for d in &known {
+        for d in known {
             out!("known failure [{}]: {}\n  fix: {}", d.id, d.cause, d.fix);
         }
     }
-    ExitCode::from(if bad { 1 } else { 0 })
 }
 
-fn status(m: &Machine) -> ExitCode {
-    match agent::read_state(&m.root) {
-        Some(s) if s.machine_id == m.machine_id => {
-            out!("joined: {} as {} (Kubernetes {}) at {}", s.node_name, s.role, s.kubernetes_version, s.time)
-        }
-        Some(s) => out!("not joined on this machine (state is from machine {})", s.machine_id),
-        None => match std::fs::read_to_string(under(&m.root, agent::FAILED_PATH)) {
-            Ok(reason) => out!("failed: {}", reason.trim()),
-            Err(_) => out!("not joined yet"),
-        },
+/// One JSON document on stdout (a closed stdout is ignored).
+fn print_json(v: &serde_json::Value) {
+    out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// `status`: the state of this machine's bootstrap. As JSON the keys are always the
+/// same, null when they do not apply.
+#[derive(serde::Serialize)]
+struct Status {
+    /// `joined`, `other-machine`, `failed`, `not-joined` or `not-a-kiln-image`.
+    status: &'static str,
+    /// The human line.
+    message: String,
+    /// This machine's id (`/etc/machine-id`), if known.
+    machine_id: Option<String>,
+    /// The success state on disk, from this machine or another.
+    state: Option<agent::State>,
+    /// Why the last bootstrap failed (`/run/kiln/bootstrap-failed`).
+    failure: Option<String>,
+}
+
+impl Status {
+    fn of(m: &Machine) -> Status {
+        let machine_id = (!m.machine_id.is_empty()).then(|| m.machine_id.clone());
+        let failure = std::fs::read_to_string(under(&m.root, agent::FAILED_PATH)).ok().map(|r| r.trim().to_string());
+        let state = agent::read_state(&m.root);
+        let (status, message) = match (&state, &failure) {
+            (Some(s), _) if s.machine_id == m.machine_id => (
+                "joined",
+                format!("joined: {} as {} (Kubernetes {}) at {}", s.node_name, s.role, s.kubernetes_version, s.time),
+            ),
+            (Some(s), _) => {
+                ("other-machine", format!("not joined on this machine (state is from machine {})", s.machine_id))
+            }
+            (None, Some(reason)) => ("failed", format!("failed: {reason}")),
+            (None, None) => ("not-joined", "not joined yet".to_string()),
+        };
+        Status { status, message, machine_id, state, failure }
     }
-    ExitCode::SUCCESS
+
+    fn not_a_kiln_image(why: String) -> Status {
+        Status { status: "not-a-kiln-image", message: why, machine_id: None, state: None, failure: None }
+    }
+}
+
+fn print_status(json: bool, s: &Status) {
+    if json {
+        print_json(&serde_json::to_value(s).unwrap_or_default());
+    } else if s.status == "not-a-kiln-image" {
+        err!("kiln-firstboot: {}", escape(&s.message));
+    } else {
+        out!("{}", s.message);
+    }
 }
 
 fn reset(m: &Machine, opts: &Options) -> ExitCode {

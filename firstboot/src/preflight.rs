@@ -95,15 +95,7 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
 
     // cgroups: v2 with the memory controller; kubelet refuses v1 from 1.35
     // (KEP-5573, kubelet failCgroupV1 defaults to true in v1.35).
-    match read(root, "/sys/fs/cgroup/cgroup.controllers") {
-        Some(c) if c.split_whitespace().any(|x| x == "memory") => out.push(ok("cgroups", "cgroup v2 with the memory controller")),
-        Some(_) => out.push(err(
-            "cgroups",
-            "cgroup v2 without the memory controller: kubelet cannot enforce limits; on a Raspberry Pi add `cgroup_enable=memory cgroup_memory=1` to /boot/firmware/cmdline.txt and reboot",
-        )),
-        None if k.minor >= 35 => out.push(err("cgroups", "cgroup v1 (or no cgroup2 mount): kubelet refuses cgroup v1 from Kubernetes 1.35; boot with systemd.unified_cgroup_hierarchy=1")),
-        None => out.push(warn("cgroups", "cgroup v1: deprecated, and refused by kubelet from 1.35; boot with systemd.unified_cgroup_hierarchy=1")),
-    }
+    out.push(cgroup_check(&cgroups(root), root, k.minor));
 
     // The runtime: found by socket; several without a configured one is kubeadm's error.
     let configured = k.cri_socket.trim_start_matches("unix://").to_string();
@@ -251,6 +243,73 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
     out
 }
 
+/// The cgroup hierarchy as seen under a root at `/sys/fs/cgroup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cgroups {
+    /// The unified hierarchy: `cgroup.controllers` is there; its controllers.
+    V2(Vec<String>),
+    /// A v1 hierarchy (a tmpfs of controller directories, also the hybrid layout with
+    /// `unified/`): the controller directories found.
+    V1(Vec<String>),
+    /// Neither: nothing mounted there, or a scratch `--root` that has no copy of it.
+    NotVisible,
+}
+
+/// v1 controller hierarchies systemd mounts under `/sys/fs/cgroup` (`cpu` and
+/// `cpuacct` are often links to `cpu,cpuacct`; `systemd` is the named hierarchy).
+const V1_HIERARCHIES: [&str; 11] =
+    ["memory", "cpu", "cpuacct", "cpu,cpuacct", "cpuset", "blkio", "devices", "freezer", "pids", "net_cls", "systemd"];
+
+/// Which cgroup hierarchy `root` has: v2 when `/sys/fs/cgroup/cgroup.controllers`
+/// exists (the unified mount's own file), v1 when controller directories such as
+/// `memory/` are there instead, otherwise [`Cgroups::NotVisible`] — never a guess.
+pub fn cgroups(root: &Path) -> Cgroups {
+    if let Some(c) = read(root, "/sys/fs/cgroup/cgroup.controllers") {
+        return Cgroups::V2(c.split_whitespace().map(str::to_string).collect());
+    }
+    let v1: Vec<String> = V1_HIERARCHIES
+        .iter()
+        .filter(|h| under(root, &format!("/sys/fs/cgroup/{h}")).is_dir())
+        .map(|h| h.to_string())
+        .collect();
+    if v1.is_empty() {
+        Cgroups::NotVisible
+    } else {
+        Cgroups::V1(v1)
+    }
+}
+
+/// The `cgroups` check for what [`cgroups`] found, for a kubeadm of `minor`.
+fn cgroup_check(c: &Cgroups, root: &Path, minor: u32) -> Check {
+    const ID: &str = "cgroups";
+    match c {
+        Cgroups::V2(c) if c.iter().any(|x| x == "memory") => ok(ID, "cgroup v2 with the memory controller"),
+        Cgroups::V2(_) => err(
+            ID,
+            "cgroup v2 without the memory controller: kubelet cannot enforce limits; on a Raspberry Pi add `cgroup_enable=memory cgroup_memory=1` to /boot/firmware/cmdline.txt and reboot",
+        ),
+        Cgroups::V1(dirs) => {
+            let found = format!("controller directories {} in /sys/fs/cgroup, no cgroup.controllers", dirs.join(", "));
+            if minor >= 35 {
+                err(ID, format!("cgroup v1 ({found}): kubelet refuses cgroup v1 from Kubernetes 1.35; boot with systemd.unified_cgroup_hierarchy=1"))
+            } else {
+                warn(ID, format!("cgroup v1 ({found}): deprecated, and refused by kubelet from 1.35; boot with systemd.unified_cgroup_hierarchy=1"))
+            }
+        }
+        Cgroups::NotVisible if root == Path::new("/") => err(
+            ID,
+            "no cgroup hierarchy at /sys/fs/cgroup (no cgroup.controllers, no controller directories): kubelet cannot run; mount cgroup2 there (systemd does at boot; a container needs the host's /sys/fs/cgroup)",
+        ),
+        Cgroups::NotVisible => warn(
+            ID,
+            format!(
+                "cgroups not visible under --root {r}: no sys/fs/cgroup/cgroup.controllers (v2) or controller directories (v1) there, so v1 and v2 cannot be told apart; check on the node itself (`kiln-firstboot doctor` without --root), or copy the node's /sys/fs/cgroup/cgroup.controllers to {r}/sys/fs/cgroup/",
+                r = root.display()
+            ),
+        ),
+    }
+}
+
 /// Whether any check failed.
 pub fn has_errors(c: &[Check]) -> bool {
     c.iter().any(|c| c.level == Level::Error)
@@ -288,6 +347,33 @@ pub fn host_networks(route: &str) -> Vec<(Ipv4Addr, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_hierarchies_are_told_apart_and_never_guessed() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        assert_eq!(cgroups(root), Cgroups::NotVisible);
+        // An empty mount point is not v1 either.
+        std::fs::create_dir_all(root.join("sys/fs/cgroup")).unwrap();
+        assert_eq!(cgroups(root), Cgroups::NotVisible);
+        std::fs::create_dir_all(root.join("sys/fs/cgroup/memory")).unwrap();
+        std::fs::create_dir_all(root.join("sys/fs/cgroup/unified")).unwrap();
+        assert_eq!(cgroups(root), Cgroups::V1(vec!["memory".into()]));
+        std::fs::write(root.join("sys/fs/cgroup/cgroup.controllers"), "cpu memory\n").unwrap();
+        assert_eq!(cgroups(root), Cgroups::V2(vec!["cpu".into(), "memory".into()]));
+    }
+
+    #[test]
+    fn invisible_cgroups_are_an_error_only_on_the_real_root() {
+        let scratch = cgroup_check(&Cgroups::NotVisible, Path::new("/tmp/x"), 35);
+        assert_eq!(scratch.level, Level::Warning);
+        assert!(scratch.message.starts_with("cgroups not visible under --root /tmp/x"), "{}", scratch.message);
+        let real = cgroup_check(&Cgroups::NotVisible, Path::new("/"), 34);
+        assert_eq!(real.level, Level::Error);
+        assert!(!real.message.contains("cgroup v1"), "{}", real.message);
+        let v1 = |minor| cgroup_check(&Cgroups::V1(vec!["memory".into()]), Path::new("/"), minor).level;
+        assert_eq!((v1(34), v1(35)), (Level::Warning, Level::Error));
+    }
 
     #[test]
     fn routes_parse_and_overlap() {

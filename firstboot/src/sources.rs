@@ -278,11 +278,33 @@ fn parse_file(path: &Path) -> Result<Option<NodeConfig>, SourceError> {
 
 /// Reads the baked defaults.
 pub fn image_defaults(root: &Path) -> Result<ImageDefaults, SourceError> {
+    if let Some(why) = not_a_kiln_image(root) {
+        return Err(SourceError(why));
+    }
     let p = under(root, IMAGE_TOML_PATH);
-    let text = std::fs::read_to_string(&p).map_err(|e| {
-        SourceError(format!("{}: {e}; this image was not built by `kiln build`, or --root is wrong", p.display()))
-    })?;
+    let text = std::fs::read_to_string(&p).map_err(|e| SourceError(format!("{}: {e}", p.display())))?;
     ImageDefaults::from_toml(&text).map_err(|e| SourceError(format!("{}: {e}", p.display())))
+}
+
+/// Why `root` is not a kiln image, with what to do, or `None` when it is one: every
+/// image kiln builds carries [`IMAGE_TOML_PATH`], so a root without it is the wrong
+/// `--root` (or a machine that did not boot a kiln image).
+pub fn not_a_kiln_image(root: &Path) -> Option<String> {
+    let p = under(root, IMAGE_TOML_PATH);
+    if p.is_file() {
+        return None;
+    }
+    let found = if !root.is_dir() {
+        format!("{} is not a directory", root.display())
+    } else if p.exists() {
+        format!("{} is not a file", p.display())
+    } else {
+        format!("{} does not exist", p.display())
+    };
+    Some(format!(
+        "{} is not a kiln image: {found} (every image kiln builds carries {IMAGE_TOML_PATH}); pass the image's root with --root DIR (an unpacked or mounted image), or build an image with `kiln build`",
+        root.display()
+    ))
 }
 
 /// Gathers every source in order. A source that exists but does not parse is

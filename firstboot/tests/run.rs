@@ -669,6 +669,281 @@ fn preflight_checks_each_catch_their_problem() {
     assert!(n.calls("kubeadm").is_empty());
 }
 
+/// Issue 13: a scratch --root without /sys/fs/cgroup is not cgroup v1. doctor says it
+/// cannot see the cgroups (and how to check them); v1 only for a v1 hierarchy's
+/// controller directories, v2 for the unified mount's cgroup.controllers.
+#[test]
+fn doctor_says_v1_only_for_a_v1_hierarchy() {
+    let n = Node::new(35, "w");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.5\"\n", cluster("10.1.0.2:6443")),
+    );
+    let cgroups = |n: &Node| -> (String, String) {
+        let o = n.run(&["--json", "doctor"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        let c = v["checks"].as_array().and_then(|c| c.iter().find(|c| c["id"] == "cgroups").cloned());
+        let c = c.unwrap_or_else(|| panic!("no cgroups check:\n{}", out(&o)));
+        (c["level"].as_str().unwrap_or("").into(), c["message"].as_str().unwrap_or("").into())
+    };
+    std::fs::remove_dir_all(n.root().join("sys/fs/cgroup")).unwrap();
+    let (level, message) = cgroups(&n);
+    assert_eq!(level, "warning", "{message}");
+    assert!(!message.contains("cgroup v1"), "{message}");
+    let root = n.root().display().to_string();
+    assert!(message.starts_with(&format!("cgroups not visible under --root {root}:")), "{message}");
+    assert!(message.contains(&format!("copy the node's /sys/fs/cgroup/cgroup.controllers to {root}/sys/fs/cgroup/")));
+    // A v1 hierarchy: a tmpfs of controller directories (and a hybrid unified/).
+    for d in ["memory", "cpu,cpuacct", "unified"] {
+        std::fs::create_dir_all(n.root().join("sys/fs/cgroup").join(d)).unwrap();
+    }
+    let (level, message) = cgroups(&n);
+    assert_eq!(level, "error", "{message}");
+    assert!(
+        message.starts_with("cgroup v1 (controller directories memory, cpu,cpuacct in /sys/fs/cgroup"),
+        "{message}"
+    );
+    // The unified mount.
+    std::fs::remove_dir_all(n.root().join("sys/fs/cgroup")).unwrap();
+    n.write("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
+    assert_eq!(cgroups(&n), ("ok".to_string(), "cgroup v2 with the memory controller".to_string()));
+}
+
+/// Issue 13: on a root that is not a kiln image (no /etc/kiln/image.toml), `status` says
+/// so — naming the file and what to do — and exits 2 instead of "not joined yet"; every
+/// other command refuses it the same way before it reads, mounts, writes or runs anything.
+#[test]
+fn a_root_that_is_not_a_kiln_image_is_refused_with_exit_2() {
+    let n = Node::new(34, "w");
+    std::fs::remove_file(n.root().join("etc/kiln/image.toml")).unwrap();
+    let root = n.root().display().to_string();
+    let want = format!("{root} is not a kiln image: {root}/etc/kiln/image.toml does not exist");
+    for cmd in ["status", "plan", "doctor", "run", "reset", "host", "kubelet-gate"] {
+        let o = n.run(&[cmd]);
+        let said = out(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {said}");
+        assert!(said.contains(&want), "{cmd}: {said}");
+        assert!(
+            said.contains("pass the image's root with --root DIR") && said.contains("`kiln build`"),
+            "{cmd}: {said}"
+        );
+        assert!(!said.contains("not joined"), "{cmd}: {said}");
+    }
+    assert!(!n.root().join("run/kiln").exists(), "a command wrote kiln state into a root that is not an image");
+    assert!(n.calls("kubeadm").is_empty() && n.calls("modprobe").is_empty() && n.calls("swapoff").is_empty());
+    // A --root that does not exist at all.
+    let o = n.run(&["--root", &format!("{root}/nowhere"), "status"]);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(out(&o).contains(&format!("{root}/nowhere is not a directory")), "{}", out(&o));
+}
+
+/// Issue 13: --json is honoured by plan, status and doctor — one JSON document on stdout
+/// with the same keys whatever the outcome, secrets redacted — and refused with exit 2
+/// by the commands that print text, before they do anything.
+#[test]
+fn json_is_one_document_for_plan_status_and_doctor_and_refused_elsewhere() {
+    let n = Node::new(34, "cp-1");
+    let init =
+        format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki());
+    n.write("etc/kiln/node.toml", &init);
+    let doc = |args: &[&str]| -> (Option<i32>, serde_json::Value) {
+        let o = n.run(args);
+        no_secrets(&o, &n);
+        let v = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not one JSON document ({e}):\n{}", out(&o)));
+        (o.status.code(), v)
+    };
+    let keys = |v: &serde_json::Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+
+    let (code, plan) = doc(&["plan", "--json"]);
+    assert_eq!(code, Some(0), "{plan}");
+    assert_eq!(
+        (&plan["ok"], &plan["node"]["role"], &plan["node"]["ip"]),
+        (&true.into(), &"init".into(), &"10.0.0.5".into())
+    );
+    assert_eq!(plan["cluster"]["kubeadm_api_version"], "kubeadm.k8s.io/v1beta4");
+    assert_eq!(plan["kubeadm_config"][0]["kind"], "InitConfiguration");
+    assert_eq!(plan["kubeadm_config"][0]["bootstrapTokens"][0]["token"], "abcdef.<redacted>");
+    assert_eq!(plan["commands"].as_array().unwrap().last().unwrap(), "kubeadm init --config /run/kiln/kubeadm.json");
+    assert_eq!(plan["swap"], "off");
+    // A node that does not resolve: the same keys, ok false, the reasons, exit 2.
+    n.write("etc/kiln/node.toml", "[node]\nrole = \"init\"\n");
+    let (code, unresolved) = doc(&["--json", "plan"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(keys(&unresolved), keys(&plan));
+    assert_eq!((&unresolved["ok"], &unresolved["node"]), (&false.into(), &serde_json::Value::Null));
+    assert!(unresolved["resolve_errors"].to_string().contains("bootstrap_token is not set"), "{unresolved}");
+    n.write("etc/kiln/node.toml", &init);
+
+    // status: not joined, failed, joined; the same keys each time.
+    let (code, not_joined) = doc(&["status", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(not_joined["status"], "not-joined");
+    assert_eq!(not_joined["machine_id"], "0123456789abcdef0123456789abcdef");
+    n.write("run/kiln/bootstrap-failed", "kubeadm init failed: x\n");
+    let (_, failed) = doc(&["--json", "status"]);
+    assert_eq!((&failed["status"], &failed["failure"]), (&"failed".into(), &"kubeadm init failed: x".into()));
+    n.write("var/lib/kiln/state.json", "{\"machine_id\": \"0123456789abcdef0123456789abcdef\", \"instance_id\": null, \"role\": \"init\", \"node_name\": \"cp-1\", \"kubernetes_version\": \"v1.34.2\", \"time\": 1}");
+    let (_, joined) = doc(&["--json", "status"]);
+    assert_eq!((&joined["status"], &joined["state"]["node_name"]), (&"joined".into(), &"cp-1".into()));
+    assert_eq!(keys(&not_joined), keys(&joined));
+    assert_eq!(keys(&failed), keys(&joined));
+    // The text stays text.
+    let o = n.run(&["status"]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("joined: cp-1 as init"), "{}", out(&o));
+
+    let (_, doctor) = doc(&["doctor", "--json"]);
+    assert_eq!(keys(&doctor), ["checks", "known_failures", "ok", "resolve_errors"]);
+
+    // Commands without JSON output refuse --json instead of ignoring it.
+    for cmd in ["run", "reset", "host", "kubelet-gate"] {
+        let o = n.run(&[cmd, "--json"]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", out(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("`{cmd}` has no JSON output"))
+                && err.contains("--json is for plan, status and doctor"),
+            "{cmd}: {err}"
+        );
+        assert!(o.stdout.is_empty(), "{cmd}: {}", out(&o));
+    }
+    assert!(n.calls("kubeadm").is_empty() && n.calls("modprobe").is_empty(), "a refused command ran");
+}
+
+/// The lines of `--help`'s section `name` (after `name:`, up to the next blank line).
+fn help_section<'a>(help: &'a str, name: &str) -> Vec<&'a str> {
+    help.lines().skip_while(|l| !l.starts_with(name)).skip(1).take_while(|l| !l.trim().is_empty()).collect()
+}
+
+/// Issue 13: the usage line and --help list every command (doctor included), every
+/// command listed is one the binary takes, and --help ends its options with examples
+/// that are real invocations: only listed commands and options, and the read-only
+/// ones run on an image root without a usage error.
+#[test]
+fn help_lists_every_command_and_examples_that_run() {
+    let all = ["run", "plan", "status", "doctor", "reset", "host", "kubelet-gate"];
+    let n = Node::new(34, "cp-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+    );
+    let o = n.run(&["--help"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let help = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(help, String::from_utf8_lossy(&n.run(&["help"]).stdout), "`help` is not --help");
+    assert_eq!(help.lines().next(), Some(format!("usage: kiln-firstboot [OPTIONS] [{}]", all.join("|")).as_str()));
+    let commands: Vec<&str> = help_section(&help, "Commands:")
+        .iter()
+        .filter(|l| !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(commands, all);
+    for cmd in all {
+        // Each is a command the binary takes (--json makes the text-only ones stop at once).
+        let o = n.run(&[cmd, "--json"]);
+        assert!(!out(&o).contains("unknown command"), "{cmd}: {}", out(&o));
+    }
+    let options: Vec<String> = help_section(&help, "Options")
+        .iter()
+        .flat_map(|l| l.trim_start().split([' ', ',']).filter(|w| w.starts_with('-')).map(str::to_string).take(2))
+        .collect();
+    for o in ["--root", "--json", "--cmdline", "--help", "-h", "--version"] {
+        assert!(options.iter().any(|x| x == o), "{o} not under Options: {options:?}");
+    }
+    let examples: Vec<Vec<&str>> = help_section(&help, "Examples:")
+        .iter()
+        .map(|l| l.split(" #").next().unwrap_or("").split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.first() == Some(&"kiln-firstboot"))
+        .collect();
+    assert!(examples.len() >= 5, "too few examples:\n{help}");
+    let cmdline = n.path("cmdline.txt");
+    std::fs::write(&cmdline, "ro kiln.role=init\n").unwrap();
+    let mut ran = 0;
+    for words in &examples {
+        let args: Vec<&str> = words[1..].to_vec();
+        for w in args.iter().filter(|w| w.starts_with('-')) {
+            assert!(
+                options.iter().any(|o| o == w.split('=').next().unwrap()),
+                "example {words:?}: {w} is not an option"
+            );
+        }
+        let cmd = args.iter().find(|w| all.contains(w)).unwrap_or_else(|| panic!("example {words:?}: no command"));
+        if !["plan", "status", "doctor"].contains(cmd) {
+            continue;
+        }
+        // Read-only: run it on this image's root (and a real command-line file).
+        let mut real: Vec<String> = Vec::new();
+        let mut it = args.iter();
+        while let Some(w) = it.next() {
+            real.push(w.to_string());
+            match *w {
+                "--root" => real.push(n.root().display().to_string()),
+                "--cmdline" => real.push(cmdline.display().to_string()),
+                _ => continue,
+            }
+            it.next();
+        }
+        let real: Vec<&str> = real.iter().map(String::as_str).collect();
+        let o = n.run(&real);
+        assert!(matches!(o.status.code(), Some(0) | Some(1)), "example {words:?}: {}", out(&o));
+        assert!(!out(&o).contains("usage:"), "example {words:?}: {}", out(&o));
+        if real.contains(&"--json") {
+            assert!(serde_json::from_slice::<serde_json::Value>(&o.stdout).is_ok(), "example {words:?}: {}", out(&o));
+        }
+        ran += 1;
+    }
+    assert!(ran >= 4, "only {ran} examples ran");
+}
+
+/// Issue 13: what a new user types wrong is one clear line, the usage line and where
+/// the rest is, exit 2 — not the whole --help text, not a panic, not a guess.
+#[test]
+fn cli_mistakes_are_named_with_exit_2() {
+    let n = Node::new(34, "w");
+    let cases: [(&[&str], &str); 9] = [
+        (&["--bogus"], "unknown option '--bogus'"),
+        (&["status", "--root"], "--root needs a value"),
+        (&["--root", "--json", "status"], "--root needs a value, but the next argument is the option --json"),
+        (&["--root=", "status"], "--root needs a value, not an empty one"),
+        (&["--attempts", "x", "plan"], "--attempts expects a whole number, got 'x'"),
+        (&["--wait=10s", "plan"], "--wait expects a number of seconds, got '10s'"),
+        (&["plan", "extra"], "unexpected argument 'extra' after the command 'plan': one command at a time"),
+        (
+            &["stauts"],
+            "unknown command 'stauts'; the commands are run, plan, status, doctor, reset, host, kubelet-gate",
+        ),
+        (&["--json=yes", "plan"], "--json takes no value"),
+    ];
+    for (args, want) in cases {
+        let o = n.run(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", out(&o));
+        assert!(
+            err.starts_with(&format!("kiln-firstboot: {want}\nusage: kiln-firstboot [OPTIONS] [")),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("`kiln-firstboot --help` lists") && !err.contains("Options"), "{args:?}: {err}");
+    }
+    // `--name=value` is `--name value`.
+    let o = n.run(&[&format!("--root={}", n.root().display()), "status"]);
+    assert_eq!(
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).trim()),
+        (Some(0), "not joined yet"),
+        "{}",
+        out(&o)
+    );
+    // An argument that is not UTF-8 is a usage error, not a panic.
+    use std::os::unix::ffi::OsStrExt;
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln-firstboot"))
+        .arg("--root")
+        .arg(std::ffi::OsStr::from_bytes(b"/tmp/\xff"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not valid UTF-8"), "{}", out(&o));
+}
+
 /// resolvConf is kubeadm's to set, per node, when systemd-resolved is active
 /// (componentconfigs/kubelet.go mutateResolverConfig); kiln must not set it cluster-wide.
 #[test]
