@@ -478,9 +478,20 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     if formats.contains(&OutputFormat::Ignition) && opts.base_url.is_none() {
         let needs = opts.ignition_mode == ignition_image::Mode::Sysext || firstboot.iter().any(|f| f.is_some());
         if needs {
-            return Err(Error::config(
-                "--format ignition needs --base-url URL: the address the output directory will be served from (the sysext image and kiln-firstboot are downloaded from there at first boot)",
-            ));
+            let why = if opts.formats.is_empty() {
+                format!(
+                    "{} writes an Ignition config by default (formats = [{}] in {})",
+                    profile.name(),
+                    profile.formats().iter().map(|f| format!("\"{}\"", f.as_str())).collect::<Vec<_>>().join(", "),
+                    profile.path.display()
+                )
+            } else {
+                "--format ignition".to_string()
+            };
+            return Err(Error::config(format!(
+                "{why}: it needs --base-url URL, the address {} will be served from (nodes download the sysext image and kiln-firstboot there at first boot), e.g. --base-url https://images.example.com/kiln; or pick other outputs with --format sysext / --format tar",
+                opts.out_dir.display()
+            )));
         }
     }
     let inputs = fingerprint(profile, opts, &formats, epoch, &archs, &firstboot)?;
@@ -493,7 +504,12 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     ));
     for (arch, fb) in archs.iter().zip(&firstboot) {
         if let Some(fb) = fb {
-            progress.detail(format!("kiln-firstboot ({arch}): {} ({}, sha256 {})", fb.path.display(), fb.source, fb.sha256));
+            progress.detail(format!(
+                "kiln-firstboot ({arch}): {} ({}, sha256 {})",
+                fb.path.display(),
+                fb.source,
+                fb.sha256
+            ));
         }
     }
 
@@ -556,8 +572,9 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
                 progress.warn(&w);
             }
         }
+        crate::card::runtime::add_containerd_unit(profile, &mut tree)?;
         if formats.contains(&OutputFormat::Card) {
-            crate::card::runtime::add(profile, &mut tree)?; // containerd unit, swap masks
+            crate::card::runtime::mask_swap(&mut tree)?;
         }
         crate::staging::failpoint("pause-before-pack");
         let mut records = None;

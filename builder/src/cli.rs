@@ -71,6 +71,9 @@ The diff is printed for review; nothing is written unless every checksum was rea
   kiln userdata --cluster clusters/prod --role control-plane --node cp-2 --format cloud-config --out cp-2.yaml
   kiln userdata --cluster clusters/prod --role join --format toml --gzip --out worker.toml.gz
   kiln userdata --cluster clusters/prod --role join --image dist/flatcar-1.34-amd64.ign --out worker-1.ign
+  kiln userdata --cluster clusters/prod --role join --image dist/debian-1.34-amd64.tar.gz \\
+      --base-url https://images.example.com/kiln --out worker-1.yaml     # stock Ubuntu/Debian cloud image
+  kiln userdata --cluster clusters/prod --role join --out -                # print (it holds the token)
 
 Workers receive the CA certificate, the discovery hash and the token, never a private
 key. Control planes receive the CA keys and sa.key/sa.pub: no --upload-certs window.
@@ -162,9 +165,9 @@ pub struct UserdataArgs {
     /// Node name (otherwise taken from metadata or the hostname at boot).
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "toml")]
-    pub format: crate::userdata::Format,
+    /// Output format (default toml; cloud-config or ignition with --image, from the image's kind).
+    #[arg(long, value_enum)]
+    pub format: Option<crate::userdata::Format>,
     /// Ignition spec version.
     #[arg(long, default_value = "3.3.0", value_name = "VERSION")]
     pub ignition_version: String,
@@ -174,10 +177,16 @@ pub struct UserdataArgs {
     /// Output file, written 0600 (it holds the bootstrap token); `-` prints it on standard output.
     #[arg(long, short, value_name = "FILE|-")]
     pub out: Option<PathBuf>,
-    /// Combine with this Ignition image config (from `kiln build --format ignition`)
-    /// into one per-machine config; implies --format ignition.
-    #[arg(long, value_name = "FILE.ign")]
+    /// The image this node boots: an Ignition image config (`kiln build --format
+    /// ignition`) is merged into one per-machine config (implies --format ignition);
+    /// a tarball (`kiln build --format tar`) makes the cloud-config install it on a
+    /// stock cloud image first (implies --format cloud-config; needs --base-url).
+    #[arg(long, value_name = "FILE.ign|FILE.tar.gz")]
     pub image: Option<PathBuf>,
+    /// With --image TARBALL: the URL dist/ is served from (the node downloads the
+    /// tarball from BASE_URL/<file name> and checks its sha256).
+    #[arg(long, value_name = "URL", requires = "image", value_parser = parse_base_url)]
+    pub base_url: Option<String>,
 }
 
 fn parse_role(s: &str) -> Result<kiln_firstboot::node::Role, String> {

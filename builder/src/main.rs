@@ -89,13 +89,44 @@ fn build_command(a: kiln::cli::BuildArgs, progress: &Progress) -> Result<()> {
         Ok(())
     })();
     if a.json {
-        let error = result.as_ref().err().map(|e| {
-            serde_json::json!({ "message": e.message, "exit_code": e.kind.exit_code() })
-        });
+        let error =
+            result.as_ref().err().map(|e| serde_json::json!({ "message": e.message, "exit_code": e.kind.exit_code() }));
         let doc = serde_json::json!({ "ok": result.is_ok(), "profiles": reports, "error": error });
         println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| Error::build(e.to_string()))?);
     }
     result
+}
+
+/// The format `kiln userdata` writes, and the tarball a cloud-config installs:
+/// `--image X.ign` means Ignition, `--image X.tar.gz|.tar.zst` a cloud-config
+/// (with --base-url); an explicit --format that contradicts the image is refused.
+fn userdata_image(a: &kiln::cli::UserdataArgs) -> Result<(userdata::Format, Option<userdata::PublishedImage>)> {
+    let Some(image) = &a.image else { return Ok((a.format.unwrap_or(userdata::Format::Toml), None)) };
+    let name = image.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    if name.ends_with(".ign") {
+        if let Some(f) = a.format.filter(|f| *f != userdata::Format::Ignition) {
+            return Err(Error::config(format!(
+                "--image {} is an Ignition image config: it goes with --format ignition (Fedora CoreOS, Flatcar), not --format {}; for a cloud-init machine pass the image's tarball (kiln build --format tar)",
+                image.display(),
+                f.as_str()
+            )));
+        }
+        return Ok((userdata::Format::Ignition, None));
+    }
+    if let Some(f) = a.format.filter(|f| *f != userdata::Format::CloudConfig) {
+        return Err(Error::config(format!(
+            "--image {} is a tarball: a cloud-config installs it (--format cloud-config); --format {} cannot",
+            image.display(),
+            f.as_str()
+        )));
+    }
+    let Some(base) = &a.base_url else {
+        return Err(Error::config(format!(
+            "--image {} needs --base-url URL: the address dist/ is served from, where the node downloads the image",
+            image.display()
+        )));
+    };
+    Ok((userdata::Format::CloudConfig, Some(userdata::PublishedImage::read(image, base)?)))
 }
 
 fn run(cmd: Command, progress: &Progress) -> Result<()> {
@@ -193,9 +224,10 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
                 ));
             };
             let c = Cluster::load(&a.cluster)?;
-            let format = if a.image.is_some() { userdata::Format::Ignition } else { a.format };
-            let mut data = userdata::render(&c, a.role, a.node.as_deref(), format, &a.ignition_version)?;
-            if let Some(image) = &a.image {
+            let (format, tarball) = userdata_image(&a)?;
+            let mut data =
+                userdata::render(&c, a.role, a.node.as_deref(), format, &a.ignition_version, tarball.as_ref())?;
+            if let (Some(image), userdata::Format::Ignition) = (&a.image, format) {
                 data = userdata::combine(image, &data)?;
             }
             if a.gzip {

@@ -608,7 +608,9 @@ fn not_a_profile(path: &Path, meta: std::io::Result<std::fs::Metadata>) -> Error
                 shown.to_string().trim_end_matches('/')
             ))
         }
-        Ok(_) => Error::config(format!("{shown}: not a regular file; name a profile file such as profiles/flatcar-1.34.toml")),
+        Ok(_) => Error::config(format!(
+            "{shown}: not a regular file; name a profile file such as profiles/flatcar-1.34.toml"
+        )),
         Err(e) => {
             let dir = match path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,

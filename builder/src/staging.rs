@@ -319,7 +319,9 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     }
     match fs::metadata(&dir) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(Error::config(format!("{} is not a directory; choose another output path", dir.display()))),
+        Ok(_) => {
+            return Err(Error::config(format!("{} is not a directory; choose another output path", dir.display())))
+        }
         Err(_) => {
             return Err(Error::config(format!(
                 "{}/ does not exist: create it (mkdir -p {}) or choose another output path",

@@ -4,7 +4,10 @@
 //! * `toml`: the `node.toml` `kiln-firstboot` reads (firstboot's own contract type);
 //! * `ignition`: an Ignition config (spec 3.3.0 by default, 3.4.0 on request) that
 //!   writes `/etc/kiln/node.toml` and the PKI files and enables `kiln-firstboot.service`;
-//! * `cloud-config`: `#cloud-config` `write_files` doing the same for cloud-init.
+//! * `cloud-config`: `#cloud-config` `write_files` doing the same for cloud-init;
+//!   with `--image <tarball> --base-url URL` it also carries a script that
+//!   brings kiln's image onto a stock cloud image (downloaded, verified against
+//!   its sha256, extracted) before it starts `kiln-firstboot`.
 //!
 //! Workers receive the CA certificate, the discovery hash and the token, never a
 //! private key. Control planes and the init node also receive the CA keys and
@@ -189,11 +192,17 @@ pub fn ignition(files: &[NodeFile], version: &str) -> Result<serde_json::Value> 
     }))
 }
 
-/// A `#cloud-config` placing `files` and starting `kiln-firstboot.service`.
-pub fn cloud_config(files: &[NodeFile]) -> String {
+/// A `#cloud-config` placing `files` and, with `image`, bringing kiln's
+/// image onto a stock cloud image first ([`install_script`]); without one, the
+/// machine must already be a kiln image (kiln-firstboot.service installed).
+pub fn cloud_config(files: &[NodeFile], image: Option<&PublishedImage>) -> String {
     let mut y =
         String::from("#cloud-config\n# Written by kiln userdata. Holds secrets: treat it like a key.\nwrite_files:\n");
-    for f in files {
+    let mut all = files.to_vec();
+    if let Some(image) = image {
+        all.push(NodeFile { path: INSTALLER_PATH.into(), data: install_script(image).into_bytes(), mode: 0o700 });
+    }
+    for f in &all {
         y.push_str(&format!(
             "  - path: {}\n    owner: root:root\n    permissions: '{:04o}'\n    encoding: gz+b64\n    content: {}\n",
             f.path,
@@ -201,17 +210,163 @@ pub fn cloud_config(files: &[NodeFile]) -> String {
             b64(&gzip(&f.data))
         ));
     }
-    y.push_str(&format!("runcmd:\n  - [systemctl, enable, --now, --no-block, {}]\n", kiln_firstboot::unit::UNIT_NAME));
+    // runcmd runs once per instance, in cloud-final (after write_files).
+    match image {
+        Some(_) => y.push_str(&format!("runcmd:\n  - [{INSTALLER_PATH}]\n")),
+        None => y.push_str(&format!(
+            "runcmd:\n  - [systemctl, enable, --now, --no-block, {}]\n",
+            kiln_firstboot::unit::UNIT_NAME
+        )),
+    }
     y
 }
 
-/// Renders a role's user-data in `format`.
+/// Where the cloud-config writes the image installer on the node.
+pub const INSTALLER_PATH: &str = "/var/lib/kiln/install-image";
+
+/// A kiln image tarball as it will be served: the file built by `kiln build`,
+/// its URL under `--base-url`, and its size and sha256 read from the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedImage {
+    /// The URL the node downloads the tarball from.
+    pub url: String,
+    /// sha256 of the tarball (hex).
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+    /// `true` for a `.tar.zst`, `false` for a `.tar.gz`.
+    pub zstd: bool,
+}
+
+impl PublishedImage {
+    /// Reads the tarball `file` (from `kiln build --format tar` or `tar.zst`)
+    /// that will be served at `base_url/<its file name>`.
+    pub fn read(file: &std::path::Path, base_url: &str) -> Result<PublishedImage> {
+        let name = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let zstd = name.ends_with(".tar.zst");
+        if !zstd && !name.ends_with(".tar.gz") {
+            return Err(Error::config(format!(
+                "--image {}: a cloud-config installs a kiln tarball (<profile>-<arch>.tar.gz or .tar.zst from `kiln build --format tar`); an Ignition image config (.ign) goes with --format ignition",
+                file.display()
+            )));
+        }
+        if !base_url.starts_with("https://") && !base_url.starts_with("http://") {
+            return Err(Error::config(format!(
+                "--base-url {base_url}: cloud-init's nodes download the image over http:// or https://; give the URL dist/ is served from"
+            )));
+        }
+        let (size, sha256) = crate::fetch::open_regular(file)
+            .and_then(|mut f| crate::hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
+            .map_err(|e| {
+                Error::config(format!("--image {}: {e}; build it with `kiln build --format tar`", file.display()))
+            })?;
+        let url = format!("{}/{}", base_url.trim_end_matches('/'), percent_encode_name(&name));
+        Ok(PublishedImage { url, sha256, size, zstd })
+    }
+}
+
+/// A file name as one URL path segment (RFC 3986 unreserved characters kept).
+fn percent_encode_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A single-quoted POSIX shell word.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The script the cloud-config runs (once per instance, from cloud-final) on a
+/// stock cloud image: download the tarball with python3 (cloud-init's own
+/// interpreter, so present wherever the script runs), refuse it unless its
+/// sha256 is the pinned one (nothing is installed before that), extract it over
+/// `/`, let systemd load the units, modules and sysctls it carries, and start
+/// containerd (if the image has its unit) and kiln-firstboot without waiting.
+/// Every step logs `kiln-install: …` to the journal (cloud-final's output).
+pub fn install_script(image: &PublishedImage) -> String {
+    let decompress = if image.zstd { "--zstd" } else { "--gzip" };
+    let needs = if image.zstd { "zstd" } else { "gzip" };
+    format!(
+        r#"#!/bin/sh
+# Written by kiln userdata: installs kiln's node image, then starts kiln-firstboot.
+set -eu
+url={url}
+sha256={sha}
+size={size}
+state=/var/lib/kiln
+log() {{ echo "kiln-install: $*"; }}
+fail() {{ log "$*"; exit 1; }}
+mkdir -p "$state"
+if [ "$(cat "$state/image.sha256" 2>/dev/null || true)" = "$sha256" ]; then
+  log "image $sha256 is already installed"
+else
+  for tool in python3 tar sha256sum {needs} systemctl; do
+    command -v "$tool" >/dev/null 2>&1 || fail "$tool is missing: this script needs python3, GNU tar, sha256sum, {needs} and systemd"
+  done
+  tmp="$state/.image.download"
+  rm -f "$tmp"
+  log "downloading $url ($size bytes)"
+  python3 - "$url" "$tmp" "$size" <<'PY' || fail "could not download $url; nothing was installed"
+import sys, time, urllib.request
+url, dest, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for attempt in range(1, 6):
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(dest, "wb") as out:
+            got = 0
+            while True:
+                chunk = r.read(1 << 20)
+                if not chunk:
+                    break
+                got += len(chunk)
+                if got > size:
+                    sys.exit("kiln-install: %s is longer than the %d bytes pinned" % (url, size))
+                out.write(chunk)
+        sys.exit(0)
+    except (OSError, ValueError) as e:
+        print("kiln-install: attempt %d: %s" % (attempt, e), file=sys.stderr)
+        time.sleep(min(2 ** attempt, 20))
+sys.exit(1)
+PY
+  actual=$(sha256sum "$tmp" | cut -d' ' -f1)
+  if [ "$actual" != "$sha256" ]; then
+    rm -f "$tmp"
+    fail "REFUSED $url: its sha256 is $actual, not the $sha256 this user-data was written for; nothing was installed"
+  fi
+  log "sha256 $sha256 verified; extracting over /"
+  tar --keep-directory-symlink {decompress} -xf "$tmp" -C / || fail "extracting the image failed"
+  rm -f "$tmp"
+  echo "$sha256" > "$state/image.sha256"
+fi
+# Units, modules-load.d and sysctl.d from the image (daemon-reload also
+# re-reads system.conf.d: systemd commit 06af2a04, "Reload manager defaults
+# at daemon-reload").
+systemctl daemon-reload
+systemctl restart systemd-modules-load.service systemd-sysctl.service || log "modules/sysctls: kiln-firstboot sets them itself"
+start="{unit}"
+[ ! -f /etc/systemd/system/containerd.service ] || start="containerd.service $start"
+log "starting $start"
+systemctl start --no-block $start
+"#,
+        url = sh_quote(&image.url),
+        sha = sh_quote(&image.sha256),
+        size = image.size,
+        unit = kiln_firstboot::unit::UNIT_NAME,
+    )
+}
+
+/// Renders a role's user-data in `format` (a cloud-config that installs
+/// `image` first, if one is given).
 pub fn render(
     cluster: &Cluster,
     role: Role,
     node: Option<&str>,
     format: Format,
     ignition_version: &str,
+    image: Option<&PublishedImage>,
 ) -> Result<Vec<u8>> {
     let inline = format == Format::Toml;
     let (config, pki) = node_config(cluster, role, node, inline)?;
@@ -229,7 +384,7 @@ pub fn render(
             s.push('\n');
             s.into_bytes()
         }
-        Format::CloudConfig => cloud_config(&node_files(&config, pki)).into_bytes(),
+        Format::CloudConfig => cloud_config(&node_files(&config, pki), image).into_bytes(),
     })
 }
 

@@ -230,7 +230,7 @@ fn sigkill_during_fetch_or_packing_leaves_no_output() {
 fn offline_without_cache_lists_what_to_fetch() {
     let s = Scratch::new(&[]);
     let o = run(kiln()
-        .args(["build", "--offline"])
+        .args(["build", "--offline", "--format", "tar"])
         .arg(s.profile("flatcar-1.34"))
         .arg("--cache")
         .arg(s.path("cache"))
@@ -254,7 +254,7 @@ fn offline_with_a_mirror_directory_builds() {
     let s = Scratch::new(&["flatcar-1.34"]);
     s.pin("flatcar-1.34");
     let o = run(kiln()
-        .args(["build", "--offline"])
+        .args(["build", "--offline", "--format", "tar"])
         .arg(s.profile("flatcar-1.34"))
         .arg("--mirror")
         .arg(s.mirror.root())
@@ -342,7 +342,7 @@ fn firstboot_binary_comes_from_beside_kiln_or_is_refused_with_a_hint() {
     std::fs::write(bin.join("kiln-firstboot"), &fb).unwrap();
     let mut c = Command::new(bin.join("kiln"));
     c.env("CI", "1")
-        .arg("build")
+        .args(["build", "--format", "tar"])
         .arg(s.profile("fcos-1.34"))
         .args(["--arch", "amd64", "--mirror", s.mirror.url()])
         .arg("--cache")
@@ -355,7 +355,7 @@ fn firstboot_binary_comes_from_beside_kiln_or_is_refused_with_a_hint() {
     assert_eq!(rec["sha256"], kiln_testkit::standin::sha256(&fb));
     // arm64 on this host with no binary: exit 2 and the cross-build hint.
     let o = run(Command::new(bin.join("kiln"))
-        .arg("build")
+        .args(["build", "--format", "tar"])
         .arg(s.profile("fcos-1.34"))
         .args(["--arch", "arm64", "--mirror", s.mirror.url()])
         .arg("--out")
@@ -370,7 +370,7 @@ fn firstboot_binary_comes_from_beside_kiln_or_is_refused_with_a_hint() {
     );
     // An amd64 binary offered for arm64 is refused by its ELF machine.
     let o = run(Command::new(bin.join("kiln"))
-        .arg("build")
+        .args(["build", "--format", "tar"])
         .arg(s.profile("fcos-1.34"))
         .args(["--arch", "arm64"])
         .arg("--firstboot-bin")

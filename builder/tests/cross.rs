@@ -22,7 +22,7 @@ fn arm64_agent_is_found_in_the_workspace_cross_build() {
     let build = |out: &str| {
         run(Command::new(release.join("kiln"))
             .env("CI", "1")
-            .arg("build")
+            .args(["build", "--format", "tar"])
             .arg(s.profile("fcos-1.34"))
             .args(["--arch", "arm64", "--mirror", s.mirror.url()])
             .arg("--cache")

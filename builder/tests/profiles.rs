@@ -579,7 +579,8 @@ fn build_warns_when_an_overlay_overrides_an_extracted_member() {
     let warnings: Vec<&str> =
         err.lines().filter(|l| l.contains("warning") && l.contains("/opt/cni/bin/bridge")).collect();
     assert_eq!(warnings.len(), 1, "{err}");
-    assert!(warnings[0].contains(&format!("{}:17:", p.display())), "{err}");
+    let line = text.lines().position(|l| l.starts_with("overlays = ")).unwrap() + 1;
+    assert!(warnings[0].contains(&format!("{}:{line}:", p.display())), "{err}");
     assert!(warnings[0].contains("pinned artifact cni-plugins"), "{err}");
     // And on record in the manifest, not only in the log.
     let m: serde_json::Value =

@@ -13,7 +13,7 @@ fn build(s: &Scratch, name: &str, out: &str, extra: &[&str]) {
 }
 
 fn build_with_cache(s: &Scratch, name: &str, cache: &str, out: &str, extra: &[&str]) {
-    let o = run(s.build_cmd(name, cache, out).args(extra));
+    let o = run(s.build_cmd_bare(name, cache, out).args(extra));
     assert!(o.status.success(), "{}", stderr(&o));
 }
 

@@ -120,7 +120,8 @@ pub fn write(
     }
     let base = base::prepare(profile, arch, cache, fetch, progress)?;
     let mut tree = tree.clone();
-    runtime::add(profile, &mut tree)?; // no-op when the build already added them
+    runtime::add_containerd_unit(profile, &mut tree)?; // no-ops when the build already added them
+    runtime::mask_swap(&mut tree)?;
 
     let src = File::open(&base).io_ctx(base.display())?;
     let base_len = src.metadata().io_ctx(base.display())?.len();

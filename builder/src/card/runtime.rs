@@ -49,8 +49,9 @@ pub const MASKED_SWAP_UNITS: [&str; 4] =
     ["dphys-swapfile.service", "systemd-zram-setup@zram0.service", "dev-zram0.swap", "rpi-zram-writeback.timer"];
 
 /// Adds the containerd unit (enabled through its `.wants` link) when the
-/// profile pins a `containerd` artifact, and the swap masks.
-pub fn add(profile: &Profile, tree: &mut Tree) -> Result<()> {
+/// profile pins a `containerd` artifact: every image that carries containerd
+/// (a card, or a tarball for a stock cloud image) needs it.
+pub fn add_containerd_unit(profile: &Profile, tree: &mut Tree) -> Result<()> {
     let units = "/etc/systemd/system";
     if profile.doc.artifacts.contains_key("containerd") && tree.get(&format!("{units}/containerd.service")).is_none() {
         tree.insert(
@@ -64,6 +65,12 @@ pub fn add(profile: &Profile, tree: &mut Tree) -> Result<()> {
             false,
         )?;
     }
+    Ok(())
+}
+
+/// Masks the swap units of the base OSes a card is made from.
+pub fn mask_swap(tree: &mut Tree) -> Result<()> {
+    let units = "/etc/systemd/system";
     for unit in MASKED_SWAP_UNITS {
         let path = format!("{units}/{unit}");
         if tree.get(&path).is_none() {

@@ -160,8 +160,17 @@ impl Scratch {
         v
     }
 
-    /// A `kiln build` of a scratch profile through the mirror URL.
+    /// A `kiln build --format tar` of a scratch profile through the mirror URL
+    /// (the tarball is what most tests read; add `--format`s for more).
     pub fn build_cmd(&self, name: &str, cache: &str, out: &str) -> Command {
+        let mut c = self.build_cmd_bare(name, cache, out);
+        c.args(["--format", "tar"]);
+        c
+    }
+
+    /// A `kiln build` of a scratch profile through the mirror URL, building
+    /// the profile's own `formats` unless the test adds `--format`s.
+    pub fn build_cmd_bare(&self, name: &str, cache: &str, out: &str) -> Command {
         let mut c = kiln();
         c.arg("build")
             .arg(self.profile(name))
