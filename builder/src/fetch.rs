@@ -757,12 +757,14 @@ fn download_once(
         let file = File::create(&tmp).map_err(|e| Attempt::Final(Cause::Failed(format!("{}: {e}", tmp.display()))))?;
         let mut out = BufWriter::new(file);
         let mut body = Bounded { inner: resp.into_reader(), read: 0, limit, deadline: Some(deadline) };
-        let (n, sha) = hash::copy_hashed(&mut body, &mut out, |k| bar.inc(k)).map_err(|e| {
-            if is_too_large(&e) {
-                Attempt::Final(too_large(label, &from, a, limit))
-            } else {
-                Attempt::Transient(format!("reading the body{}: {e}", redirected(url, &from)))
+        let copied = hash::copy_hashed(&mut body, &mut out, |k| bar.inc(k));
+        let (n, sha) = copied.map_err(|e| match e.kind() {
+            _ if is_too_large(&e) => Attempt::Final(too_large(label, &from, a, limit)),
+            io::ErrorKind::UnexpectedEof => {
+                let of = expected_len.or(a.size).map(|len| format!(" of {len}")).unwrap_or_default();
+                Attempt::Transient(format!("truncated body{}: {}{of} bytes", redirected(url, &from), body.read))
             }
+            _ => Attempt::Transient(format!("reading the body{}: {e}", redirected(url, &from))),
         })?;
         out.flush().map_err(|e| Attempt::Final(Cause::Failed(format!("{}: {e}", tmp.display()))))?;
         if let Some(len) = expected_len.or(a.size) {
