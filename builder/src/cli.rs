@@ -294,9 +294,10 @@ const MIRROR_HELP: &str = "Examples:
   # then, on the air-gapped machine:
   kiln build profiles/flatcar-1.34.toml --mirror /media/usb/kiln-mirror --offline
 
-DIR holds upstream's URL paths without the host, e.g.
-  https://dl.k8s.io/release/v1.34.2/bin/linux/amd64/kubelet -> DIR/release/v1.34.2/bin/linux/amd64/kubelet
-and a profile's [base_image] the same way. Every file is verified against its
+DIR holds upstream's URL paths without the host, a profile's [base_image] too:
+  upstream  https://dl.k8s.io/release/v1.34.2/bin/linux/amd64/kubelet
+  in DIR    DIR/release/v1.34.2/bin/linux/amd64/kubelet
+Every file is verified against its
 pin (through the cache, like kiln build) and written to a temporary file beside
 its path, then renamed into place. A file already there with the pinned sha256
 is kept, anything else at its path is replaced: a second run downloads nothing.

@@ -254,7 +254,12 @@ pub fn mirror(profiles: &[Profile], opts: &MirrorOptions, progress: &Progress) -
     let report = Report { dir: opts.out.clone(), files };
     match failure {
         Some(e) => {
-            progress.step(format!("kept what could be fetched; {}", report.totals()));
+            progress.step(format!(
+                "{} of {} file(s) in place in {}; the others could not be fetched:",
+                report.files.len(),
+                wanted.len(),
+                opts.out.display()
+            ));
             Err(e)
         }
         None => Ok(report),

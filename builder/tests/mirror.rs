@@ -242,6 +242,35 @@ fn a_second_run_keeps_right_files_and_replaces_wrong_ones_never_writing_through_
 }
 
 #[test]
+fn a_failed_download_keeps_the_others_and_the_next_run_fetches_only_it() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    let dir = s.path("m");
+    let kubeadm = "/release/v1.34.2/bin/linux/amd64/kubeadm";
+    s.mirror.fault(kubeadm, Fault::Status { code: 404, times: 1 });
+    let o = run(mirror_cmd(&s, &["flatcar-1.34"], &dir, "cache").arg("--mirror").arg(s.mirror.url()));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o)
+        .contains(&format!("kiln: 4 of 5 file(s) in place in {}; the others could not be fetched:", dir.display())));
+    assert_eq!(
+        error_lines(&o)[..2],
+        [
+            "1 of 5 artifact(s) to fetch could not be fetched:".to_string(),
+            format!("  kubeadm v1.34.2 (amd64) {}{kubeadm}: not found (HTTP 404)", s.mirror.url()),
+        ]
+    );
+    assert!(o.stdout.is_empty(), "a failed run printed a summary on stdout");
+    assert_eq!(files_in(&dir).len(), 4, "{:?}", files_in(&dir));
+    assert!(!dir.join(kubeadm.trim_start_matches('/')).exists());
+    let before = s.mirror.log().len();
+    let r =
+        json(run(mirror_cmd(&s, &["flatcar-1.34"], &dir, "cache-2").arg("--mirror").arg(s.mirror.url()).arg("--json")));
+    assert_eq!(gets_since(&s, before), BTreeMap::from([(kubeadm.to_string(), 1)]));
+    assert_eq!(statuses(&r).values().filter(|v| *v == "already present").count(), 4);
+    assert_eq!(statuses(&r)[kubeadm.trim_start_matches('/')], "downloaded");
+}
+
+#[test]
 fn arch_selects_files_and_a_profile_without_it_is_refused() {
     let s = Scratch::new(&["fcos-1.34"]);
     s.pin("fcos-1.34");
