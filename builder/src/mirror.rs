@@ -396,12 +396,14 @@ enum Found {
     Absent,
 }
 
-/// Looks at `dir/rel` (reading nothing but a regular file, hashed against the pin).
+/// Looks at `dir/rel` (reading nothing but a regular file, hashed against
+/// the pin), removing temporary files a killed kiln left beside it.
 fn inspect(dir: &Path, w: &Wanted) -> Result<Found> {
     if !walk_parents(dir, &w.rel, false)? {
         return Ok(Found::Absent);
     }
     let path = dir.join(&w.rel);
+    remove_stale_temps(&path);
     let meta = match fs::symlink_metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Absent),
@@ -470,7 +472,6 @@ fn walk_parents(dir: &Path, rel: &Path, create: bool) -> Result<bool> {
 fn install(dir: &Path, rel: &Path, blob: &Path, a: &Artifact, opts: &MirrorOptions) -> Result<u64> {
     walk_parents(dir, rel, true)?;
     let target = dir.join(rel);
-    remove_stale_temps(&target);
     let tmp = temp_beside(&target);
     let result = copy_verified(blob, &tmp, a).and_then(|n| {
         fs::rename(&tmp, &target).io_ctx(format!("renaming {} to {}", tmp.display(), target.display()))?;

@@ -223,7 +223,10 @@ fn a_second_run_keeps_right_files_and_replaces_wrong_ones_never_writing_through_
     std::os::unix::fs::symlink(&outside, dir.join(kubeadm)).unwrap();
     // A temporary file of a killed kiln mirror (no process has this id: pid_max ≤ 2^22).
     let stale = dir.join("release/v1.34.2/bin/linux/amd64/.kubelet.kiln-tmp-4194305-3");
-    fs::write(&stale, "partial").unwrap();
+    let stale_beside_kept = dir.join("release/v1.34.2/bin/linux/amd64/.kubectl.kiln-tmp-4194305-4");
+    for f in [&stale, &stale_beside_kept] {
+        fs::write(f, "partial").unwrap();
+    }
 
     let before = s.mirror.log().len();
     let second =
@@ -237,7 +240,7 @@ fn a_second_run_keeps_right_files_and_replaces_wrong_ones_never_writing_through_
     assert_eq!(fs::read_to_string(&outside).unwrap(), "not kiln's\n", "written through the link");
     assert!(fs::symlink_metadata(dir.join(kubeadm)).unwrap().is_file());
     assert_eq!(fs::read(dir.join(kubelet)).unwrap(), fs::read(s.mirror.root().join(kubelet)).unwrap());
-    assert!(!stale.exists(), "the killed run's temporary file is still there");
+    assert!(!stale.exists() && !stale_beside_kept.exists(), "the killed run's temporary files are still there");
     assert!(!files_in(&dir).iter().any(|f| f.contains(".kiln-tmp-")), "{:?}", files_in(&dir));
 }
 
