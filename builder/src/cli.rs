@@ -84,6 +84,9 @@ The output holds secrets: it is written with mode 0600.")]
     Fleet(crate::fleet::cmd::FleetCommand),
     /// Write a node's personalised card image to SD cards (or files) and verify it.
     Flash(crate::fleet::cmd::FlashArgs),
+    /// Download every pinned artifact of profiles into a mirror directory for `kiln build --mirror DIR`.
+    #[command(after_help = MIRROR_HELP)]
+    Mirror(MirrorArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  kiln completions bash > /etc/bash_completion.d/kiln")]
     Completions {
@@ -357,4 +360,63 @@ pub fn parse_mirror_base(s: &str) -> Result<String, String> {
             "{s} is neither a URL (https://HOST/PATH) nor an existing directory; fill a mirror directory with `kiln mirror`"
         )),
     }
+}
+
+const MIRROR_HELP: &str = "Examples:
+  kiln mirror profiles/flatcar-1.34.toml --out /srv/kiln-mirror
+  kiln mirror profiles/*.toml --out /media/usb/kiln-mirror --arch arm64
+  kiln mirror profiles/fcos-1.34.toml --out mirror/ --mirror https://mirror.internal/k8s --json
+  # then, on the air-gapped machine:
+  kiln build profiles/flatcar-1.34.toml --mirror /media/usb/kiln-mirror --offline \\
+      --base-url https://images.example.com/kiln
+
+DIR holds upstream's URL paths without the host, a profile's [base_image] too:
+  upstream  https://dl.k8s.io/release/v1.34.2/bin/linux/amd64/kubelet
+  in DIR    DIR/release/v1.34.2/bin/linux/amd64/kubelet
+Every file is verified against its
+pin (through the cache, like kiln build) and written to a temporary file beside
+its path, then renamed into place. A file already there with the pinned sha256
+is kept, anything else at its path is replaced: a second run downloads nothing.
+Serve DIR over HTTP(S) to use it as --mirror URL.
+
+Prints one line per file (name, version, arch, size, downloaded | already
+present | replaced, path) and the totals; --json prints them as JSON.
+
+Exit codes: 0 ok, 1 a download or write failed (what could be fetched is kept),
+2 usage or configuration error, 3 verification failure.";
+
+/// `kiln mirror` arguments.
+#[derive(Debug, clap::Args)]
+pub struct MirrorArgs {
+    /// Profiles whose artifacts to mirror.
+    #[arg(required = true, value_name = "PROFILE")]
+    pub profiles: Vec<PathBuf>,
+    /// The mirror directory to fill (created if missing).
+    #[arg(short, long, required = true, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Only these architectures (repeatable; default: every one each profile lists).
+    #[arg(long = "arch", value_name = "ARCH", value_parser = parse_arch)]
+    pub archs: Vec<Arch>,
+    /// Fetch from this mirror directory or URL instead of upstream.
+    #[arg(long, value_name = "DIR|URL", value_parser = parse_mirror)]
+    pub mirror: Option<crate::fetch::Mirror>,
+    /// Download cache (default: $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Parallel downloads.
+    #[arg(short, long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Attempts per download for transient failures.
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub attempts: u32,
+    /// Per-request timeout in seconds (connect and each read).
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_mirror(s: &str) -> Result<crate::fetch::Mirror, String> {
+    crate::fetch::Mirror::parse_checked(s)
 }

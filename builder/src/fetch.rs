@@ -11,7 +11,7 @@
 //! ([`FetchOptions::deadline`]); a mirror directory entry must be a regular file.
 
 use crate::cache::{Cache, Entry};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::hash;
 use crate::profile::Artifact;
 use crate::progress::{human_bytes, Progress};
@@ -52,6 +52,29 @@ impl Mirror {
             Mirror::Url(s.trim_end_matches('/').to_string())
         } else {
             Mirror::Dir(PathBuf::from(s.strip_prefix("file://").unwrap_or(s)))
+        }
+    }
+
+    /// Parses `--mirror` like [`Mirror::parse`] and refuses what cannot work:
+    /// a URL without a host, with credentials (they would be printed and
+    /// recorded), a query or fragment (kiln appends upstream's paths), or an
+    /// empty directory name.
+    pub fn parse_checked(s: &str) -> std::result::Result<Mirror, String> {
+        match Mirror::parse(s) {
+            Mirror::Url(u) => {
+                crate::validate::url(&u)?;
+                if !is_http_url(&u) || url_path(&u).contains(['?', '#']) {
+                    return Err(format!(
+                        "mirror URL `{}` must be http(s)://HOST[/PATH] without a query or fragment",
+                        printable(&u)
+                    ));
+                }
+                Ok(Mirror::Url(u))
+            }
+            Mirror::Dir(d) if d.as_os_str().is_empty() => {
+                Err("name a mirror directory or an http(s):// URL".to_string())
+            }
+            dir => Ok(dir),
         }
     }
 }
@@ -119,22 +142,118 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
         .build()
 }
 
-/// Why one attempt failed.
+/// Why one attempt failed, and whether another may succeed.
 enum Attempt {
-    /// Worth retrying (timeouts, 5xx, truncated bodies).
+    /// Worth retrying up to `--attempts` times: timeouts, HTTP 5xx and 429,
+    /// a body cut short.
     Transient(String),
-    /// Final (404, other 4xx, checksum mismatch).
-    Final(Error),
+    /// Retried once at most: a refused or unreachable connection (a mirror
+    /// restarting heals in seconds, a host without a listener never does),
+    /// a temporary DNS failure.
+    Doubtful(String),
+    /// Never retried: a host name that does not resolve, 404 and other 4xx,
+    /// a redirect kiln refuses, bytes that contradict the pin.
+    Final(Cause),
+}
+
+/// Why an artifact could not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// Its bytes contradict the pin (sha256 or pinned size): exit 3. The
+    /// message is complete (artifact, source, both digests, what to do).
+    Mismatch(String),
+    /// The source has no such file: HTTP 404, or no file at its path in a
+    /// mirror directory.
+    NotFound,
+    /// Anything else, as one line naming neither the artifact nor its source.
+    Failed(String),
+}
+
+impl Cause {
+    /// The cause as printed after the artifact and its source.
+    fn text(&self) -> &str {
+        match self {
+            Cause::Mismatch(m) | Cause::Failed(m) => m,
+            Cause::NotFound => NOT_FOUND,
+        }
+    }
+}
+
+const NOT_FOUND: &str = "not found (HTTP 404)";
+
+/// An artifact that could not be fetched, where kiln tried, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The artifact.
+    pub artifact: Artifact,
+    /// Where kiln fetched it from: a URL, or a path in a mirror directory.
+    pub source: String,
+    /// Why it failed (the last cause, after every attempt).
+    pub cause: Cause,
+}
+
+/// What [`fetch_each`] did: the cache entry of every artifact that is in the
+/// cache now (input order; `None` for a failure) and every failure.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The verified cache entry of each artifact, in input order.
+    pub blobs: Vec<Option<PathBuf>>,
+    /// The artifacts that could not be fetched, in input order.
+    pub failures: Vec<Failure>,
+    /// How many distinct artifacts had to be fetched (not in the cache).
+    pub fetched: usize,
 }
 
 /// Makes sure every artifact is in the cache, fetching what is missing in parallel.
-/// Returns the cache path for each artifact, in input order.
+/// Returns the cache path for each artifact, in input order; when some
+/// cannot be fetched, one error summarises all of them ([`failure_report`]).
 pub fn fetch_all(
     cache: &Cache,
     opts: &FetchOptions,
     artifacts: &[Artifact],
     progress: &Progress,
 ) -> Result<Vec<PathBuf>> {
+    let outcome = fetch_each(cache, opts, artifacts, progress)?;
+    if !outcome.failures.is_empty() {
+        return Err(failure_report(&outcome.failures, outcome.fetched, opts));
+    }
+    artifacts
+        .iter()
+        .zip(outcome.blobs)
+        .map(|(a, blob)| {
+            blob.ok_or_else(|| Error::build(format!("{} vanished from the cache while building; run again", a.sha256)))
+        })
+        .collect()
+}
+
+/// Like [`fetch_all`], but tries every artifact and returns what succeeded
+/// next to what failed, so that a caller can keep the successes. Errors only
+/// when nothing can be tried: the cache cannot be read, or `--offline`
+/// without a mirror and some artifacts are not cached.
+pub fn fetch_each(cache: &Cache, opts: &FetchOptions, artifacts: &[Artifact], progress: &Progress) -> Result<Outcome> {
+    let missing = uncached(cache, artifacts, progress)?;
+    if opts.offline && opts.mirror.is_none() && !missing.is_empty() {
+        return Err(offline_report(cache, &missing));
+    }
+    if !missing.is_empty() {
+        progress.step(format!("fetching {} artifact(s) into {}", missing.len(), cache.root().display()));
+    }
+    let fetched = missing.len();
+    let mut failures = fetch_parallel(cache, opts, missing, progress);
+    failures.sort_by_key(|f| artifacts.iter().position(|a| a == &f.artifact));
+    let blobs = artifacts
+        .iter()
+        .map(|a| match failures.iter().any(|f| f.artifact.sha256 == a.sha256) {
+            true => None,
+            false => cache.lookup(&a.sha256),
+        })
+        .collect();
+    Ok(Outcome { blobs, failures, fetched })
+}
+
+/// The distinct artifacts (by sha256) that are not validly in the cache;
+/// corrupt entries are removed (with a warning) and count as missing.
+fn uncached<'a>(cache: &Cache, artifacts: &'a [Artifact], progress: &Progress) -> Result<Vec<&'a Artifact>> {
     let mut missing: Vec<&Artifact> = Vec::new();
     let mut checked: Vec<&str> = Vec::new();
     let (mut hashed, mut stamped) = (0, 0);
@@ -163,66 +282,137 @@ pub fn fetch_all(
         if hashed == 1 { "y" } else { "ies" },
         missing.len()
     ));
-    if opts.offline && opts.mirror.is_none() && !missing.is_empty() {
-        let list: Vec<String> = missing
-            .iter()
-            .map(|a| format!("  {} {} ({}) {} sha256={}", a.name, a.version, a.arch, a.url, a.sha256))
-            .collect();
-        return Err(Error::build(format!(
-            "--offline and {} artifact(s) are not in the cache {}:\n{}\nfetch them once without --offline, or pass --mirror DIR holding the same paths as upstream",
-            missing.len(),
-            cache.root().display(),
-            list.join("\n")
-        )));
-    }
-    if !missing.is_empty() {
-        progress.step(format!("fetching {} artifact(s) into {}", missing.len(), cache.root().display()));
-    }
+    Ok(missing)
+}
+
+/// `--offline` without a mirror: every artifact the cache lacks, with what fetches it.
+fn offline_report(cache: &Cache, missing: &[&Artifact]) -> Error {
+    let list: Vec<String> = missing
+        .iter()
+        .map(|a| format!("  {} {} ({}) {} sha256={}", a.name, a.version, a.arch, a.url, a.sha256))
+        .collect();
+    Error::build(format!(
+        "--offline and {} artifact(s) are not in the cache {}:\n{}\nfetch them once without --offline, or pass --mirror DIR holding the same paths as upstream (`kiln mirror PROFILE... --out DIR` fills one where upstream is reachable)",
+        missing.len(),
+        cache.root().display(),
+        list.join("\n")
+    ))
+}
+
+/// Fetches `missing` on `opts.jobs` threads; every artifact is tried, and
+/// each one that fails is returned.
+fn fetch_parallel(cache: &Cache, opts: &FetchOptions, missing: Vec<&Artifact>, progress: &Progress) -> Vec<Failure> {
     let queue = Mutex::new(missing.into_iter());
-    let failures: Mutex<Vec<Error>> = Mutex::new(Vec::new());
+    let failures: Mutex<Vec<Failure>> = Mutex::new(Vec::new());
     let agent = agent(opts.timeout);
     std::thread::scope(|s| {
         for _ in 0..opts.jobs.max(1) {
             s.spawn(|| loop {
                 let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
                 let Some(a) = next else { break };
-                if let Err(e) = fetch_one(cache, opts, &agent, a, progress) {
-                    if let Ok(mut f) = failures.lock() {
-                        f.push(e);
-                    }
-                    // Stop handing out work: the build fails anyway.
-                    if let Ok(mut q) = queue.lock() {
-                        for _ in q.by_ref() {}
+                if let Err(f) = fetch_one(cache, opts, &agent, a, progress) {
+                    if let Ok(mut all) = failures.lock() {
+                        all.push(*f);
                     }
                 }
             });
         }
     });
-    let mut failures = failures.into_inner().unwrap_or_default();
-    if !failures.is_empty() {
-        // A verification failure outranks others: it decides the exit code.
-        failures.sort_by_key(|e| std::cmp::Reverse(e.kind.exit_code()));
-        return Err(failures.swap_remove(0));
-    }
-    artifacts
-        .iter()
-        .map(|a| {
-            cache
-                .lookup(&a.sha256)
-                .ok_or_else(|| Error::build(format!("{} vanished from the cache while building; run again", a.sha256)))
-        })
-        .collect()
+    failures.into_inner().unwrap_or_default()
 }
 
-fn fetch_one(cache: &Cache, opts: &FetchOptions, agent: &ureq::Agent, a: &Artifact, progress: &Progress) -> Result<()> {
+/// One error for every failed artifact. Verification failures come first
+/// and decide the exit code (3); files missing from a mirror directory are
+/// listed with their path, upstream URL and sha256; every other failure is
+/// one line (artifact, source, last cause), followed by the next steps.
+pub fn failure_report(failures: &[Failure], fetched: usize, opts: &FetchOptions) -> Error {
+    let mut lines: Vec<String> = Vec::new();
+    let mut mismatch = false;
+    for f in failures {
+        if let Cause::Mismatch(m) = &f.cause {
+            lines.push(m.clone());
+            mismatch = true;
+        }
+    }
+    let dir = match &opts.mirror {
+        Some(Mirror::Dir(d)) => Some(d),
+        _ => None,
+    };
+    let (missing, other): (Vec<&Failure>, Vec<&Failure>) = failures
+        .iter()
+        .filter(|f| !matches!(f.cause, Cause::Mismatch(_)))
+        .partition(|f| dir.is_some() && f.cause == Cause::NotFound);
+    if let (Some(dir), false) = (dir, missing.is_empty()) {
+        lines.extend(missing_report(dir, &missing));
+    }
+    if !other.is_empty() {
+        lines.push(format!("{} of {fetched} artifact(s) to fetch could not be fetched:", other.len()));
+        for f in &other {
+            let a = &f.artifact;
+            lines.push(format!("  {} {} ({}) {}: {}", a.name, a.version, a.arch, f.source, f.cause.text()));
+        }
+        lines.extend(next_steps(opts));
+    }
+    let message = lines.join("\n");
+    if mismatch {
+        Error::verify(message)
+    } else {
+        Error::build(message)
+    }
+}
+
+/// The lines for artifacts missing from a mirror directory, and how to fill it.
+fn missing_report(dir: &Path, missing: &[&Failure]) -> Vec<String> {
+    let mut lines =
+        vec![format!("{} artifact(s) are missing from the mirror directory {}:", missing.len(), dir.display())];
+    for f in missing {
+        let a = &f.artifact;
+        lines.push(format!(
+            "  {} {} ({}) {} (upstream {} sha256 {})",
+            a.name, a.version, a.arch, f.source, a.url, a.sha256
+        ));
+    }
+    lines.push(format!(
+        "fill it with `kiln mirror PROFILE... --out {}` on a machine that reaches upstream, or copy each upstream URL to its path",
+        dir.display()
+    ));
+    lines
+}
+
+/// What to do after network failures, depending on the mirror in use.
+fn next_steps(opts: &FetchOptions) -> Vec<String> {
+    let first = match &opts.mirror {
+        None => "no mirror is in use: check the network (a 404 means a wrong version or URL template in the profile), or fetch from a mirror with --mirror DIR|URL".to_string(),
+        Some(Mirror::Url(base)) => format!(
+            "check the mirror {base}: it must be up and serve upstream's paths (a 404 means the file is missing there)"
+        ),
+        Some(Mirror::Dir(dir)) => format!("check the files in the mirror directory {}", dir.display()),
+    };
+    vec![
+        first,
+        "`kiln build --offline` lists every artifact missing from the cache, with its URL and sha256".to_string(),
+        "`kiln mirror PROFILE... --out DIR` fills a mirror directory on a machine that reaches upstream".to_string(),
+    ]
+}
+
+fn fetch_one(
+    cache: &Cache,
+    opts: &FetchOptions,
+    agent: &ureq::Agent,
+    a: &Artifact,
+    progress: &Progress,
+) -> Result<(), Box<Failure>> {
     let label = format!("{} {} ({})", a.name, a.version, a.arch);
     let start = Instant::now();
     let (source, result) = match &opts.mirror {
-        Some(Mirror::Dir(dir)) => {
-            let path = dir.join(url_path(&a.url).trim_start_matches('/'));
-            let r = copy_from_file(cache, opts, &path, a, progress, &label);
-            (path.display().to_string(), r)
-        }
+        Some(Mirror::Dir(dir)) => match mirror_path(&a.url) {
+            Ok(rel) => {
+                let path = dir.join(rel);
+                let r = copy_from_file(cache, opts, &path, a, progress, &label);
+                (path.display().to_string(), r)
+            }
+            Err(why) => (a.url.clone(), Err(Cause::Failed(why))),
+        },
         Some(Mirror::Url(base)) => {
             let url = rebase_url(base, &a.url);
             let r = download(cache, opts, agent, &url, a, progress, &label);
@@ -230,13 +420,48 @@ fn fetch_one(cache: &Cache, opts: &FetchOptions, agent: &ureq::Agent, a: &Artifa
         }
         None => (a.url.clone(), download(cache, opts, agent, &a.url, a, progress, &label)),
     };
-    let size = result?;
-    progress.step(format!(
-        "fetched {label}: {} in {:.1} s from {source}",
-        human_bytes(size),
-        start.elapsed().as_secs_f64()
-    ));
-    Ok(())
+    match result {
+        Ok(size) => {
+            progress.step(format!(
+                "fetched {label}: {} in {:.1} s from {source}",
+                human_bytes(size),
+                start.elapsed().as_secs_f64()
+            ));
+            Ok(())
+        }
+        Err(cause) => Err(Box::new(Failure { artifact: a.clone(), source, cause })),
+    }
+}
+
+/// The path of `url` inside a mirror directory: its URL path without the
+/// leading `/` (the host is dropped, as on an HTTP mirror).
+///
+/// Refused, so that nothing is read or written outside the directory: a URL
+/// that is not `http(s)://HOST/…`, a query or fragment, an empty, `.` or `..`
+/// segment (also percent-encoded, as an HTTP server serving the directory
+/// would decode it), an encoded `/`, `\` or NUL, a control character.
+pub fn mirror_path(url: &str) -> std::result::Result<PathBuf, String> {
+    let refuse = |why: &str| Err(format!("URL `{}` cannot name a file in a mirror directory: {why}", printable(url)));
+    if !is_http_url(url) {
+        return refuse("it is not an http:// or https:// URL with a host");
+    }
+    let path = url_path(url);
+    if path.contains(['?', '#']) {
+        return refuse("it has a query or fragment");
+    }
+    let mut rel = PathBuf::new();
+    for segment in path.trim_start_matches('/').split('/') {
+        let lower = segment.to_ascii_lowercase();
+        let decoded = lower.replace("%2e", ".");
+        if segment.is_empty() || decoded == "." || decoded == ".." {
+            return refuse("its path has an empty, `.` or `..` segment");
+        }
+        if ["%2f", "%5c", "%00"].iter().any(|e| lower.contains(e)) || segment.chars().any(char::is_control) {
+            return refuse("its path has an encoded `/`, `\\` or NUL, or a control character");
+        }
+        rel.push(segment);
+    }
+    Ok(rel)
 }
 
 fn copy_from_file(
@@ -246,9 +471,10 @@ fn copy_from_file(
     a: &Artifact,
     progress: &Progress,
     label: &str,
-) -> Result<u64> {
-    let src = open_regular(path).map_err(|e| {
-        Error::build(format!("{label}: mirror file {} cannot be read: {e}; copy {} there", path.display(), a.url))
+) -> Result<u64, Cause> {
+    let src = open_regular(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Cause::NotFound,
+        _ => Cause::Failed(format!("cannot be read: {e}")),
     })?;
     let total = src.metadata().map(|m| m.len()).ok();
     let limit = a.size.unwrap_or(opts.max_size);
@@ -261,17 +487,18 @@ fn copy_from_file(
     let bar = progress.bar(label, total);
     let tmp = cache.tmp_path(&a.name);
     let result = (|| {
-        let mut out = BufWriter::new(File::create(&tmp).io_ctx(tmp.display())?);
+        let file = File::create(&tmp).map_err(|e| Cause::Failed(format!("{}: {e}", tmp.display())))?;
+        let mut out = BufWriter::new(file);
         let (n, sha) = hash::copy_hashed(&mut src, &mut out, |k| bar.inc(k)).map_err(|e| {
             if is_too_large(&e) {
                 too_large(label, &source, a, limit)
             } else {
-                Error::build(format!("{source}: {e}"))
+                Cause::Failed(format!("reading it: {e}"))
             }
         })?;
-        out.flush().io_ctx(tmp.display())?;
+        out.flush().map_err(|e| Cause::Failed(format!("{}: {e}", tmp.display())))?;
         check_digest(&source, a, &sha)?;
-        cache.commit(&tmp, &a.sha256)?;
+        cache.commit(&tmp, &a.sha256).map_err(|e| Cause::Failed(e.message))?;
         Ok(n)
     })();
     bar.finish_and_clear();
@@ -281,14 +508,19 @@ fn copy_from_file(
     result
 }
 
-fn check_digest(source: &str, a: &Artifact, actual: &str) -> Result<()> {
+fn check_digest(source: &str, a: &Artifact, actual: &str) -> Result<(), Cause> {
     if actual.eq_ignore_ascii_case(&a.sha256) {
         return Ok(());
     }
-    Err(Error::verify(format!(
+    Err(Cause::Mismatch(format!(
         "checksum mismatch for {} {} ({}): {source}\n  expected sha256 {}\n  actual   sha256 {actual}\nnothing was cached or written; if upstream really changed, review it and update the pin with `kiln pin`",
         a.name, a.version, a.arch, a.sha256
     )))
+}
+
+/// "1 attempt", "4 attempts".
+fn attempts(n: u32) -> String {
+    format!("{n} attempt{}", if n == 1 { "" } else { "s" })
 }
 
 fn download(
@@ -299,39 +531,50 @@ fn download(
     a: &Artifact,
     progress: &Progress,
     label: &str,
-) -> Result<u64> {
+) -> Result<u64, Cause> {
     let deadline = Instant::now() + opts.deadline;
+    let warn = |cause: &str, attempt: u32, most: u32, delay: Duration| {
+        progress
+            .warn(format!("{label}: {cause}; retrying in {:.1} s (attempt {attempt} of {most})", delay.as_secs_f64()))
+    };
+    retry(opts, deadline, warn, || download_once(cache, opts, agent, url, a, deadline, progress, label))
+}
+
+/// Runs `once` until it succeeds, fails for good, or runs out of attempts
+/// (`opts.attempts` for a transient cause, 2 at most for a doubtful one) or
+/// of time before `deadline`; the delay between attempts starts at
+/// `opts.backoff` and doubles. `on_retry(cause, attempt, most, delay)` is
+/// called before each wait. The final cause counts the attempts made.
+fn retry<T>(
+    opts: &FetchOptions,
+    deadline: Instant,
+    on_retry: impl Fn(&str, u32, u32, Duration),
+    mut once: impl FnMut() -> Result<T, Attempt>,
+) -> Result<T, Cause> {
     let mut delay = opts.backoff;
-    let mut last = String::new();
-    for attempt in 1..=opts.attempts.max(1) {
-        match download_once(cache, opts, agent, url, a, deadline, progress, label) {
-            Ok(n) => return Ok(n),
-            Err(Attempt::Final(e)) => return Err(e),
-            Err(Attempt::Transient(msg)) => {
-                last = msg;
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left < delay {
-                    return Err(Error::build(format!(
-                        "{label}: no complete download from {url} within the deadline of {} s per artifact (attempt {attempt}): {last}; check the network or use --mirror",
-                        opts.deadline.as_secs()
-                    )));
-                }
-                if attempt < opts.attempts {
-                    progress.warn(format!(
-                        "{label}: {last}; retrying in {:.1} s (attempt {attempt} of {})",
-                        delay.as_secs_f64(),
-                        opts.attempts
-                    ));
-                    std::thread::sleep(delay);
-                    delay = delay.saturating_mul(2);
-                }
-            }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (cause, most) = match once() {
+            Ok(v) => return Ok(v),
+            Err(Attempt::Final(cause)) => return Err(cause),
+            Err(Attempt::Transient(cause)) => (cause, opts.attempts.max(1)),
+            Err(Attempt::Doubtful(cause)) => (cause, opts.attempts.clamp(1, 2)),
+        };
+        if attempt >= most {
+            return Err(Cause::Failed(format!("{cause}; {}", attempts(attempt))));
         }
+        if deadline.saturating_duration_since(Instant::now()) < delay {
+            return Err(Cause::Failed(format!(
+                "no complete download within the deadline of {} s per artifact: {cause}; {}",
+                opts.deadline.as_secs(),
+                attempts(attempt)
+            )));
+        }
+        on_retry(&cause, attempt, most, delay);
+        std::thread::sleep(delay);
+        delay = delay.saturating_mul(2);
     }
-    Err(Error::build(format!(
-        "{label}: giving up on {url} after {} attempts: {last}; check the network or use --mirror",
-        opts.attempts.max(1)
-    )))
 }
 
 /// Whether `url` is an `http://` or `https://` URL (the only schemes kiln fetches).
@@ -353,19 +596,20 @@ fn get(
     url: &str,
     read_timeout: Duration,
     deadline: Instant,
-    label: &str,
 ) -> Result<(ureq::Response, String), Attempt> {
     let mut current = url.to_string();
     for _ in 0..=MAX_REDIRECTS {
+        // Where a cause happened, when a redirect took kiln elsewhere.
+        let at = redirected(url, &current);
         if !is_http_url(&current) {
-            return Err(Attempt::Final(Error::build(format!(
-                "{label}: `{}` is not an http:// or https:// URL; kiln fetches only those",
+            return Err(Attempt::Final(Cause::Failed(format!(
+                "`{}` is not an http:// or https:// URL; kiln fetches only those",
                 printable(&current)
             ))));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(Attempt::Transient(format!("deadline reached before requesting {current}")));
+            return Err(Attempt::Transient(format!("deadline reached before requesting{at}")));
         }
         // ureq's overall timeout replaces its per-read one: set it only when the
         // deadline is nearer than a read timeout. Otherwise `Bounded` enforces it.
@@ -373,42 +617,67 @@ fn get(
         let request = if left < read_timeout { request.timeout(left) } else { request };
         let resp = match request.call() {
             Ok(r) => r,
-            Err(ureq::Error::Status(404, _)) => {
-                return Err(Attempt::Final(Error::build(format!(
-                    "{label}: {current} does not exist (404); check the version and URL template in the profile"
-                ))))
-            }
+            Err(ureq::Error::Status(404, _)) if at.is_empty() => return Err(Attempt::Final(Cause::NotFound)),
             Err(ureq::Error::Status(code, _)) if code == 429 || code >= 500 => {
-                return Err(Attempt::Transient(format!("HTTP {code} from {current}")))
+                return Err(Attempt::Transient(format!("HTTP {code}{at}")))
             }
-            Err(ureq::Error::Status(code, _)) => {
-                return Err(Attempt::Final(Error::build(format!("{label}: HTTP {code} from {current}"))))
-            }
-            Err(ureq::Error::Transport(t)) => return Err(Attempt::Transient(t.to_string())),
+            Err(ureq::Error::Status(code, _)) => return Err(Attempt::Final(Cause::Failed(format!("HTTP {code}{at}")))),
+            Err(ureq::Error::Transport(t)) => return Err(transport_attempt(&t, &current, &at)),
         };
         if !(300..400).contains(&resp.status()) {
             return Ok((resp, current));
         }
         let Some(location) = resp.header("Location").map(str::to_string) else {
-            return Err(Attempt::Final(Error::build(format!(
-                "{label}: HTTP {} from {current} without a Location header",
-                resp.status()
-            ))));
+            return Err(Attempt::Final(Cause::Failed(format!("HTTP {}{at} without a Location header", resp.status()))));
         };
         let next = url::Url::parse(&current).and_then(|base| base.join(location.trim()));
         match next {
             Ok(n) if matches!(n.scheme(), "http" | "https") && n.host_str().is_some() => current = n.to_string(),
             _ => {
-                return Err(Attempt::Final(Error::build(format!(
-                    "{label}: {current} redirects to `{}`; kiln follows redirects only to http:// and https:// URLs; fix the mirror or download the file yourself and pass --mirror DIR",
+                return Err(Attempt::Final(Cause::Failed(format!(
+                    "redirects{at} to `{}`; kiln follows redirects only to http:// and https:// URLs; fix the mirror or download the file yourself and pass --mirror DIR",
                     printable(&location)
                 ))))
             }
         }
     }
-    Err(Attempt::Final(Error::build(format!(
-        "{label}: more than {MAX_REDIRECTS} redirects starting at {url}; the mirror redirects in a loop"
-    ))))
+    Err(Attempt::Final(Cause::Failed(format!("more than {MAX_REDIRECTS} redirects; the server redirects in a loop"))))
+}
+
+/// Classifies a failed request that got no HTTP status: a name that does not
+/// resolve is final; a temporary DNS failure, a refused or unreachable
+/// connection is retried once at most; timeouts and broken connections are
+/// transient. The cause names the host, never the whole URL again.
+fn transport_attempt(t: &ureq::Transport, current: &str, at: &str) -> Attempt {
+    use std::error::Error as _;
+    let host = url::Url::parse(current).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+    let io = t.source().and_then(|s| s.downcast_ref::<io::Error>());
+    let why = match t.source() {
+        Some(s) => s.to_string(),
+        None => t.message().unwrap_or("no detail").to_string(),
+    };
+    match t.kind() {
+        ureq::ErrorKind::Dns => {
+            let why = why.trim_start_matches("failed to lookup address information: ");
+            let cause = format!("cannot resolve host {host}: {why}");
+            if why.contains("Temporary failure") {
+                Attempt::Doubtful(cause)
+            } else {
+                Attempt::Final(Cause::Failed(format!("{cause}; not retried")))
+            }
+        }
+        ureq::ErrorKind::ConnectionFailed => match io.map(io::Error::kind) {
+            Some(io::ErrorKind::ConnectionRefused) => Attempt::Doubtful(format!("connection refused by {host}{at}")),
+            Some(io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable) => {
+                Attempt::Doubtful(format!("cannot reach {host}{at}: {why}"))
+            }
+            Some(io::ErrorKind::InvalidData) => {
+                Attempt::Final(Cause::Failed(format!("TLS with {host}{at} failed: {why}; not retried")))
+            }
+            _ => Attempt::Transient(format!("cannot connect to {host}{at}: {why}")),
+        },
+        _ => Attempt::Transient(format!("{}{at}: {why}", t.kind())),
+    }
 }
 
 /// A reader that fails once more than `limit` bytes arrive or `deadline` passes.
@@ -452,14 +721,15 @@ fn is_too_large(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|i| i.is::<TooLarge>())
 }
 
-/// The error for a body longer than allowed: exit 3 against a pinned size, 1 against the cap.
-fn too_large(label: &str, source: &str, a: &Artifact, cap: u64) -> Error {
+/// The cause for a body longer than allowed: a mismatch (exit 3) against a
+/// pinned size, a failure (exit 1) against the cap.
+fn too_large(label: &str, source: &str, a: &Artifact, cap: u64) -> Cause {
     match a.size {
-        Some(size) => Error::verify(format!(
+        Some(size) => Cause::Mismatch(format!(
             "{label}: {source} sent more than the pinned size of {size} bytes; nothing was cached; if upstream really changed, review it and update the pin with `kiln pin`"
         )),
-        None => Error::build(format!(
-            "{label}: {source} sent more than {cap} bytes, kiln's cap for an artifact without a pinned size; run `kiln pin` to record sizes in the profile"
+        None => Cause::Failed(format!(
+            "sent more than {cap} bytes, kiln's cap for an artifact without a pinned size; run `kiln pin` to record sizes in the profile"
         )),
     }
 }
@@ -475,7 +745,7 @@ fn download_once(
     progress: &Progress,
     label: &str,
 ) -> Result<u64, Attempt> {
-    let (resp, from) = get(agent, "GET", url, opts.timeout, deadline, label)?;
+    let (resp, from) = get(agent, "GET", url, opts.timeout, deadline)?;
     let limit = a.size.unwrap_or(opts.max_size);
     let expected_len = resp.header("Content-Length").and_then(|v| v.trim().parse::<u64>().ok());
     if expected_len.is_some_and(|n| n > limit) {
@@ -484,24 +754,29 @@ fn download_once(
     let bar = progress.bar(label, expected_len.or(a.size));
     let tmp = cache.tmp_path(&a.name);
     let result = (|| {
-        let file = File::create(&tmp).map_err(|e| Attempt::Final(Error::build(format!("{}: {e}", tmp.display()))))?;
+        let file = File::create(&tmp).map_err(|e| Attempt::Final(Cause::Failed(format!("{}: {e}", tmp.display()))))?;
         let mut out = BufWriter::new(file);
         let mut body = Bounded { inner: resp.into_reader(), read: 0, limit, deadline: Some(deadline) };
-        let (n, sha) = hash::copy_hashed(&mut body, &mut out, |k| bar.inc(k)).map_err(|e| {
-            if is_too_large(&e) {
-                Attempt::Final(too_large(label, &from, a, limit))
-            } else {
-                Attempt::Transient(format!("reading {from}: {e}"))
+        let copied = hash::copy_hashed(&mut body, &mut out, |k| bar.inc(k));
+        let (n, sha) = copied.map_err(|e| match e.kind() {
+            _ if is_too_large(&e) => Attempt::Final(too_large(label, &from, a, limit)),
+            io::ErrorKind::UnexpectedEof => {
+                let of = expected_len.or(a.size).map(|len| format!(" of {len}")).unwrap_or_default();
+                Attempt::Transient(format!("truncated body{}: {}{of} bytes", redirected(url, &from), body.read))
             }
+            _ => Attempt::Transient(format!("reading the body{}: {e}", redirected(url, &from))),
         })?;
-        out.flush().map_err(|e| Attempt::Final(Error::build(format!("{}: {e}", tmp.display()))))?;
+        out.flush().map_err(|e| Attempt::Final(Cause::Failed(format!("{}: {e}", tmp.display()))))?;
         if let Some(len) = expected_len.or(a.size) {
             if n != len {
-                return Err(Attempt::Transient(format!("truncated body from {from}: {n} of {len} bytes")));
+                return Err(Attempt::Transient(format!(
+                    "truncated body{}: {n} of {len} bytes",
+                    redirected(url, &from)
+                )));
             }
         }
         check_digest(&from, a, &sha).map_err(Attempt::Final)?;
-        cache.commit(&tmp, &a.sha256).map_err(Attempt::Final)?;
+        cache.commit(&tmp, &a.sha256).map_err(|e| Attempt::Final(Cause::Failed(e.message)))?;
         Ok(n)
     })();
     bar.finish_and_clear();
@@ -509,6 +784,15 @@ fn download_once(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// ` at URL` when a redirect took a download from `url` to `from`, else nothing.
+fn redirected(url: &str, from: &str) -> String {
+    if url == from {
+        String::new()
+    } else {
+        format!(" at {from}")
+    }
 }
 
 /// Opens a local file for reading only if it is a regular file: a FIFO is
@@ -546,20 +830,16 @@ pub fn fetch_size(opts: &FetchOptions, agent: &ureq::Agent, url: &str) -> Result
         return Ok(f.metadata().ok().map(|m| m.len()));
     }
     let deadline = Instant::now() + opts.deadline;
-    let mut delay = opts.backoff;
-    let mut last = String::new();
-    for attempt in 1..=opts.attempts.max(1) {
-        match get(agent, "HEAD", url, opts.timeout, deadline, url) {
-            Ok((r, _)) => return Ok(r.header("Content-Length").and_then(|v| v.trim().parse::<u64>().ok())),
-            Err(Attempt::Final(e)) => return Err(e),
-            Err(Attempt::Transient(m)) => last = m,
-        }
-        if attempt < opts.attempts && deadline.saturating_duration_since(Instant::now()) > delay {
-            std::thread::sleep(delay);
-            delay = delay.saturating_mul(2);
-        }
-    }
-    Err(Error::build(format!("{url}: {last}")))
+    retry(
+        opts,
+        deadline,
+        |_, _, _, _| {},
+        || {
+            let (r, _) = get(agent, "HEAD", url, opts.timeout, deadline)?;
+            Ok(r.header("Content-Length").and_then(|v| v.trim().parse::<u64>().ok()))
+        },
+    )
+    .map_err(|cause| cause_error(url, cause))
 }
 
 /// Fetches a small text document (a `.sha256` file, at most [`MAX_TEXT`]
@@ -569,40 +849,36 @@ pub fn fetch_text(opts: &FetchOptions, agent: &ureq::Agent, url: &str) -> Result
         return read_small_file(Path::new(path), MAX_TEXT).map_err(|e| Error::build(format!("{url}: {e}")));
     }
     let deadline = Instant::now() + opts.deadline;
-    let mut delay = opts.backoff;
-    let mut last = String::new();
-    for attempt in 1..=opts.attempts.max(1) {
-        match get(agent, "GET", url, opts.timeout, deadline, url) {
-            Ok((r, from)) => {
-                let mut body = Bounded { inner: r.into_reader(), read: 0, limit: MAX_TEXT, deadline: Some(deadline) };
-                let mut bytes = Vec::new();
-                match body.read_to_end(&mut bytes) {
-                    Ok(_) => return Ok(String::from_utf8_lossy(&bytes).into_owned()),
-                    Err(e) if is_too_large(&e) => {
-                        return Err(Error::build(format!(
-                            "{from}: longer than {MAX_TEXT} bytes; is it a checksum file?"
-                        )))
-                    }
-                    Err(e) => last = e.to_string(),
-                }
+    retry(
+        opts,
+        deadline,
+        |_, _, _, _| {},
+        || {
+            let (r, from) = get(agent, "GET", url, opts.timeout, deadline)?;
+            let mut body = Bounded { inner: r.into_reader(), read: 0, limit: MAX_TEXT, deadline: Some(deadline) };
+            let mut bytes = Vec::new();
+            match body.read_to_end(&mut bytes) {
+                Ok(_) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+                Err(e) if is_too_large(&e) => Err(Attempt::Final(Cause::Failed(format!(
+                    "longer than {MAX_TEXT} bytes{}; is it a checksum file?",
+                    redirected(url, &from)
+                )))),
+                Err(e) => Err(Attempt::Transient(format!("reading the body{}: {e}", redirected(url, &from)))),
             }
-            Err(Attempt::Final(e)) => {
-                return Err(match e.message.contains("(404)") {
-                    true => Error::build(format!("{url}: HTTP 404; is the version published?")),
-                    false => e,
-                })
-            }
-            Err(Attempt::Transient(m)) => last = m,
-        }
-        if attempt < opts.attempts {
-            if deadline.saturating_duration_since(Instant::now()) < delay {
-                break;
-            }
-            std::thread::sleep(delay);
-            delay = delay.saturating_mul(2);
-        }
+        },
+    )
+    .map_err(|cause| match cause {
+        Cause::NotFound => Error::build(format!("{url}: HTTP 404; is the version published?")),
+        other => cause_error(url, other),
+    })
+}
+
+/// A [`Cause`] as an error about `url` (for `kiln pin`'s single requests).
+fn cause_error(url: &str, cause: Cause) -> Error {
+    match cause {
+        Cause::Mismatch(m) => Error::verify(m),
+        other => Error::build(format!("{url}: {}", other.text())),
     }
-    Err(Error::build(format!("{url}: {last}")))
 }
 
 #[cfg(test)]
@@ -680,5 +956,105 @@ mod tests {
         );
         assert_eq!(Mirror::parse("/srv/m"), Mirror::Dir("/srv/m".into()));
         assert_eq!(Mirror::parse("http://x/"), Mirror::Url("http://x".into()));
+    }
+
+    #[test]
+    fn mirror_directory_paths_never_leave_the_directory() {
+        let ok = [
+            ("https://dl.k8s.io/release/v1.34.2/bin/linux/amd64/kubelet", "release/v1.34.2/bin/linux/amd64/kubelet"),
+            (
+                "https://cdimage.ubuntu.com/releases/24.04.3/release/ubuntu-24.04.3-preinstalled-server-arm64+raspi.img.xz",
+                "releases/24.04.3/release/ubuntu-24.04.3-preinstalled-server-arm64+raspi.img.xz",
+            ),
+            ("http://127.0.0.1:8080/a/..b/c..", "a/..b/c.."),
+        ];
+        for (url, rel) in ok {
+            assert_eq!(mirror_path(url), Ok(PathBuf::from(rel)), "{url}");
+        }
+        for bad in [
+            "https://dl.k8s.io/release/../../../etc/passwd",
+            "https://dl.k8s.io/..",
+            "https://dl.k8s.io/a/./b",
+            "https://dl.k8s.io/a//b",
+            "https://dl.k8s.io/a/",
+            "https://dl.k8s.io/",
+            "https://dl.k8s.io",
+            "https://dl.k8s.io/%2e%2e/x",
+            "https://dl.k8s.io/.%2E/x",
+            "https://dl.k8s.io/a%2Fb",
+            "https://dl.k8s.io/a%5c..",
+            "https://dl.k8s.io/a%00b",
+            "https://dl.k8s.io/a?x=1",
+            "https://dl.k8s.io/a#f",
+            "https://dl.k8s.io/a\u{1b}b",
+            "file:///etc/passwd",
+            "/etc/passwd",
+        ] {
+            let e = mirror_path(bad).expect_err(bad);
+            assert!(e.contains("cannot name a file in a mirror directory"), "{bad}: {e}");
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn mirror_arguments_are_checked_where_they_are_parsed() {
+        assert_eq!(Mirror::parse_checked("https://m.example/k8s/"), Ok(Mirror::Url("https://m.example/k8s".into())));
+        assert_eq!(Mirror::parse_checked("file:///srv/m"), Ok(Mirror::Dir("/srv/m".into())));
+        for bad in ["https://user:pw@m.example/", "https://m.example/?x=1", "https://m.example/#x", "http://", ""] {
+            assert!(Mirror::parse_checked(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn failure(name: &str, source: &str, cause: Cause) -> Failure {
+        let mut a = artifact(&format!("/release/v1/{name}"), &"a".repeat(64), None);
+        a.name = name.into();
+        Failure { artifact: a, source: source.into(), cause }
+    }
+
+    #[test]
+    fn the_report_lists_every_failure_once_and_the_next_step_for_the_mirror_in_use() {
+        let failures = [
+            failure("kubelet", "https://dl.k8s.io/release/v1/kubelet", Cause::Failed("HTTP 503; 4 attempts".into())),
+            failure("kubeadm", "https://dl.k8s.io/release/v1/kubeadm", Cause::NotFound),
+        ];
+        let e = failure_report(&failures, 5, &FetchOptions::default());
+        assert_eq!(e.kind, crate::error::Kind::Build);
+        let lines: Vec<&str> = e.message.lines().collect();
+        assert_eq!(
+            lines[..3],
+            [
+                "2 of 5 artifact(s) to fetch could not be fetched:",
+                "  kubelet v1 (amd64) https://dl.k8s.io/release/v1/kubelet: HTTP 503; 4 attempts",
+                "  kubeadm v1 (amd64) https://dl.k8s.io/release/v1/kubeadm: not found (HTTP 404)",
+            ]
+        );
+        assert!(lines[3].starts_with("no mirror is in use: ") && lines[3].contains("--mirror DIR|URL"), "{e}");
+        assert!(lines.iter().any(|l| l.starts_with("`kiln build --offline` lists")), "{e}");
+        assert!(lines.iter().any(|l| l.starts_with("`kiln mirror PROFILE... --out DIR` fills")), "{e}");
+        let with_mirror = FetchOptions { mirror: Some(Mirror::Url("http://m".into())), ..FetchOptions::default() };
+        let e = failure_report(&failures, 5, &with_mirror);
+        assert!(e.message.contains("\ncheck the mirror http://m: ") && !e.message.contains("no mirror"), "{e}");
+        // A mismatch comes first, whole, and makes it exit 3.
+        let mismatch = failure("crictl", "x", Cause::Mismatch("checksum mismatch for crictl\n  expected…".into()));
+        let e = failure_report(&[failures[0].clone(), mismatch], 5, &FetchOptions::default());
+        assert_eq!(e.kind, crate::error::Kind::Verify);
+        assert!(e.message.starts_with("checksum mismatch for crictl\n  expected…\n1 of 5"), "{e}");
+    }
+
+    #[test]
+    fn files_missing_from_a_mirror_directory_are_listed_with_path_url_and_sha256() {
+        let dir = Mirror::Dir("/srv/m".into());
+        let failures = [
+            failure("kubelet", "/srv/m/release/v1/kubelet", Cause::NotFound),
+            failure("kubeadm", "/srv/m/release/v1/kubeadm", Cause::NotFound),
+        ];
+        let e = failure_report(&failures, 2, &FetchOptions { mirror: Some(dir), ..FetchOptions::default() });
+        let sha = "a".repeat(64);
+        assert_eq!(
+            e.message,
+            format!(
+                "2 artifact(s) are missing from the mirror directory /srv/m:\n  kubelet v1 (amd64) /srv/m/release/v1/kubelet (upstream https://dl.k8s.io/release/v1/kubelet sha256 {sha})\n  kubeadm v1 (amd64) /srv/m/release/v1/kubeadm (upstream https://dl.k8s.io/release/v1/kubeadm sha256 {sha})\nfill it with `kiln mirror PROFILE... --out /srv/m` on a machine that reaches upstream, or copy each upstream URL to its path"
+            )
+        );
     }
 }

@@ -21,6 +21,7 @@ pub mod hash;
 pub mod ignition_image;
 pub mod location;
 pub mod manifest;
+pub mod mirror;
 pub mod overlay;
 pub mod pgzip;
 pub mod pin;

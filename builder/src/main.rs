@@ -258,6 +258,7 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
         }
         Command::Fleet(cmd) => kiln::fleet::cmd::fleet(cmd, progress),
         Command::Flash(a) => kiln::fleet::cmd::flash(a, progress),
+        Command::Mirror(a) => kiln::mirror::run(a, progress),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
             Ok(())
