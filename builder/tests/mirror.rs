@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Every profile in profiles/: the card ones are built with `--format card`.
-const SHIPPED: [&str; 6] =
-    ["fcos-1.34", "flatcar-1.33", "flatcar-1.34", "rpi-1.34", "rpi-raspios-1.34", "rpi-ubuntu-1.34"];
+const SHIPPED: [&str; 7] =
+    ["debian-1.34", "fcos-1.34", "flatcar-1.33", "flatcar-1.34", "rpi-1.34", "rpi-raspios-1.34", "rpi-ubuntu-1.34"];
 const CARDS: [&str; 2] = ["rpi-raspios-1.34", "rpi-ubuntu-1.34"];
 
 /// The shipped profiles in the scratch dir, re-pinned to the loopback mirror's
@@ -75,10 +75,9 @@ fn offline_build(s: &Scratch, name: &str, dir: &Path, cache: &str) -> Command {
         .arg(s.path(cache))
         .arg("--out")
         .arg(s.path(&format!("dist-{name}")))
-        .args(s.firstboot_args());
-    if CARDS.contains(&name) {
-        c.args(["--format", "card"]);
-    }
+        .args(s.firstboot_args())
+        // What each profile deploys (its `formats`): the Ignition configs need a base URL.
+        .args(["--base-url", "https://images.example.test/kiln"]);
     c
 }
 
@@ -163,7 +162,7 @@ fn kiln_mirror_fills_a_directory_every_shipped_profile_builds_from_offline() {
     }
     let kubelet =
         report["files"].as_array().unwrap().iter().find(|f| f["path"] == "release/v1.34.2/bin/linux/amd64/kubelet");
-    assert_eq!(kubelet.unwrap()["profiles"], serde_json::json!(["fcos-1.34", "flatcar-1.34"]));
+    assert_eq!(kubelet.unwrap()["profiles"], serde_json::json!(["debian-1.34", "fcos-1.34", "flatcar-1.34"]));
     assert_eq!(report["totals"]["downloaded"], wanted.len());
     assert_eq!(report["totals"]["bytes_written"], report["totals"]["bytes"]);
     assert!(!files_in(&dir).iter().any(|f| f.contains(".kiln-tmp-")), "{:?}", files_in(&dir));
@@ -200,7 +199,12 @@ fn kiln_mirror_fills_a_directory_every_shipped_profile_builds_from_offline() {
     assert_eq!(s.mirror.log().len(), before, "an offline build made requests");
     assert!(s.path("dist-rpi-raspios-1.34/rpi-raspios-1.34-arm64.img").is_file());
     assert!(s.path("dist-rpi-ubuntu-1.34/rpi-ubuntu-1.34-arm64.img.bmap").is_file());
-    assert!(s.path("dist-fcos-1.34/fcos-1.34-arm64.tar.gz").is_file());
+    // Each profile built what its distro deploys.
+    assert!(s.path("dist-fcos-1.34/kubernetes-v1.34.2-arm64.raw").is_file());
+    assert!(s.path("dist-fcos-1.34/fcos-1.34-arm64.ign").is_file());
+    assert!(s.path("dist-flatcar-1.34/flatcar-1.34-amd64.ign").is_file());
+    assert!(s.path("dist-debian-1.34/debian-1.34-arm64.tar.gz").is_file());
+    assert!(s.path("dist-rpi-1.34/rpi-1.34-arm64.tar.gz").is_file());
 }
 
 #[test]
@@ -350,7 +354,7 @@ fn paths_that_would_leave_the_directory_are_refused_and_nothing_is_written_outsi
         assert!(!dir.exists(), "{url}: the mirror directory was created");
         // kiln build reads a mirror directory through the same check.
         let o = run(kiln()
-            .arg("build")
+            .args(["build", "--format", "tar"])
             .arg(&p)
             .arg("--mirror")
             .arg(s.mirror.root())
@@ -530,7 +534,7 @@ fn an_unresolvable_host_is_not_retried_and_the_next_step_depends_on_the_mirror()
     let p = on_host(&s, "http://kiln-test.invalid");
     let build = |extra: &[&str], cache: &str| {
         let mut c = kiln();
-        c.arg("build")
+        c.args(["build", "--format", "tar"])
             .arg(&p)
             .arg("--cache")
             .arg(s.path(cache))
@@ -549,7 +553,7 @@ fn an_unresolvable_host_is_not_retried_and_the_next_step_depends_on_the_mirror()
     );
     // The shipped profile through an unresolvable mirror: check the mirror.
     let o = run(kiln()
-        .arg("build")
+        .args(["build", "--format", "tar"])
         .arg(s.profile("flatcar-1.34"))
         .args(["--mirror", "http://kiln-test.invalid"])
         .arg("--cache")
@@ -595,7 +599,7 @@ fn a_refused_connection_is_retried_once_whatever_attempts_says() {
     let (_socket, port) = refusing_port();
     let base = format!("http://127.0.0.1:{port}");
     let o = run(kiln()
-        .arg("build")
+        .args(["build", "--format", "tar"])
         .arg(s.profile("flatcar-1.34"))
         .args(["--mirror", &base, "--attempts", "4"])
         .arg("--cache")
@@ -637,7 +641,7 @@ fn a_refused_connection_is_retried_once_whatever_attempts_says() {
 fn offline_without_a_mirror_points_to_kiln_mirror() {
     let s = Scratch::new(&[]);
     let o = run(kiln()
-        .args(["build", "--offline"])
+        .args(["build", "--offline", "--format", "tar"])
         .arg(s.profile("flatcar-1.34"))
         .arg("--cache")
         .arg(s.path("cache"))
