@@ -287,6 +287,9 @@ fn sh_quote(s: &str) -> String {
 /// `/`, let systemd load the units, modules and sysctls it carries, and start
 /// containerd (if the image has its unit) and kiln-firstboot without waiting.
 /// Every step logs `kiln-install: …` to the journal (cloud-final's output).
+///
+/// `KILN_INSTALL_ROOT=DIR` installs into another root instead of `/` (a
+/// mounted disk image, or kiln's tests) and then leaves systemd alone.
 pub fn install_script(image: &PublishedImage) -> String {
     let decompress = if image.zstd { "--zstd" } else { "--gzip" };
     let needs = if image.zstd { "zstd" } else { "gzip" };
@@ -297,15 +300,16 @@ set -eu
 url={url}
 sha256={sha}
 size={size}
-state=/var/lib/kiln
+root=${{KILN_INSTALL_ROOT:-/}}
+state="${{root%/}}/var/lib/kiln"
 log() {{ echo "kiln-install: $*"; }}
 fail() {{ log "$*"; exit 1; }}
 mkdir -p "$state"
 if [ "$(cat "$state/image.sha256" 2>/dev/null || true)" = "$sha256" ]; then
   log "image $sha256 is already installed"
 else
-  for tool in python3 tar sha256sum {needs} systemctl; do
-    command -v "$tool" >/dev/null 2>&1 || fail "$tool is missing: this script needs python3, GNU tar, sha256sum, {needs} and systemd"
+  for tool in python3 tar sha256sum {needs}; do
+    command -v "$tool" >/dev/null 2>&1 || fail "$tool is missing: this script needs python3, GNU tar, sha256sum and {needs}"
   done
   tmp="$state/.image.download"
   rm -f "$tmp"
@@ -336,10 +340,14 @@ PY
     rm -f "$tmp"
     fail "REFUSED $url: its sha256 is $actual, not the $sha256 this user-data was written for; nothing was installed"
   fi
-  log "sha256 $sha256 verified; extracting over /"
-  tar --keep-directory-symlink {decompress} -xf "$tmp" -C / || fail "extracting the image failed"
+  log "sha256 $sha256 verified; extracting over $root"
+  tar --keep-directory-symlink {decompress} -xf "$tmp" -C "$root" || fail "extracting the image failed"
   rm -f "$tmp"
   echo "$sha256" > "$state/image.sha256"
+fi
+if [ "$root" != / ]; then
+  log "installed into $root; systemd there starts kiln-firstboot when it boots"
+  exit 0
 fi
 # Units, modules-load.d and sysctl.d from the image (daemon-reload also
 # re-reads system.conf.d: systemd commit 06af2a04, "Reload manager defaults
