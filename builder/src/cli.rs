@@ -214,14 +214,17 @@ pub struct BuildArgs {
     /// Download cache (default: $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
-    /// Fetch from a mirror directory or URL holding upstream's paths.
-    #[arg(long, value_name = "DIR|URL")]
+    /// Fetch from a mirror directory or URL holding upstream's paths
+    /// (default: $KILN_MIRROR, e.g. set once for every build of a CI runner).
+    #[arg(long, value_name = "DIR|URL", env = "KILN_MIRROR", value_parser = parse_mirror_arg)]
     pub mirror: Option<String>,
     /// Use only the cache and the mirror; never contact upstream hosts.
     #[arg(long)]
     pub offline: bool,
-    /// kiln-firstboot binary to bake, optionally per architecture (repeatable).
-    #[arg(long = "firstboot-bin", value_name = "[ARCH=]PATH", value_parser = parse_firstboot)]
+    /// kiln-firstboot binary to bake, optionally per architecture (repeatable;
+    /// default: $KILN_FIRSTBOOT_BIN, comma-separated).
+    #[arg(long = "firstboot-bin", value_name = "[ARCH=]PATH", value_parser = parse_firstboot,
+          env = "KILN_FIRSTBOOT_BIN", value_delimiter = ',')]
     pub firstboot_bins: Vec<(Option<Arch>, PathBuf)>,
     /// Rebuild even when the outputs are up to date.
     #[arg(long)]
@@ -284,8 +287,9 @@ pub struct PinArgs {
     /// Move the profile to this Kubernetes version (e.g. v1.34.3).
     #[arg(long, value_name = "VERSION")]
     pub version: Option<String>,
-    /// Read checksum files from this mirror (a URL or a directory; same paths as upstream).
-    #[arg(long, value_name = "URL|DIR", value_parser = parse_mirror_base)]
+    /// Read checksum files from this mirror (a URL or a directory; same paths as
+    /// upstream; default: $KILN_MIRROR).
+    #[arg(long, value_name = "URL|DIR", env = "KILN_MIRROR", value_parser = parse_mirror_base)]
     pub base_url: Option<String>,
     /// Print the diff without writing the profile.
     #[arg(long)]
@@ -397,8 +401,8 @@ pub struct MirrorArgs {
     /// Only these architectures (repeatable; default: every one each profile lists).
     #[arg(long = "arch", value_name = "ARCH", value_parser = parse_arch)]
     pub archs: Vec<Arch>,
-    /// Fetch from this mirror directory or URL instead of upstream.
-    #[arg(long, value_name = "DIR|URL", value_parser = parse_mirror)]
+    /// Fetch from this mirror directory or URL instead of upstream (default: $KILN_MIRROR).
+    #[arg(long, value_name = "DIR|URL", env = "KILN_MIRROR", value_parser = parse_mirror)]
     pub mirror: Option<crate::fetch::Mirror>,
     /// Download cache (default: $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
     #[arg(long, value_name = "DIR")]
@@ -415,6 +419,11 @@ pub struct MirrorArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `kiln build --mirror`: checked like `kiln mirror --mirror`, kept as given.
+fn parse_mirror_arg(s: &str) -> Result<String, String> {
+    crate::fetch::Mirror::parse_checked(s).map(|_| s.to_string())
 }
 
 fn parse_mirror(s: &str) -> Result<crate::fetch::Mirror, String> {
