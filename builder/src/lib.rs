@@ -13,7 +13,6 @@ pub mod card;
 pub mod check;
 pub mod cli;
 pub mod cluster;
-pub mod deflate_splice;
 pub mod error;
 pub mod fetch;
 pub mod fleet;

@@ -28,7 +28,6 @@
 //! being filled: roughly 5 MiB per thread in all, plus at most eight recycled
 //! buffers.
 
-use crate::deflate_splice;
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::{mpsc, Arc, Mutex};

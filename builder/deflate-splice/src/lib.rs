@@ -1,4 +1,5 @@
-//! Joins independently compressed raw deflate streams into one stream.
+//! Joins independently compressed raw deflate streams into one stream
+//! (used by kiln's parallel gzip writer, `kiln::pgzip`).
 //!
 //! A whole-buffer compressor such as libdeflate always ends its output with a
 //! block whose `BFINAL` bit is set (RFC 1951 §3.2.3), so two of its outputs
