@@ -133,7 +133,9 @@ pub fn write(
     let root_len = layout.root.len() + grow;
     let image_len = (layout.root.offset() + root_len).max(base_len);
     let image = staging_dir.join(image_name(profile, arch));
-    let work = staging_dir.join(format!(".card-work-{arch}"));
+    // Absolute: debugfs runs inside it, and its links point at the tree's files
+    // (an `--out` or profile given relative to the working directory, as `dist`).
+    let work = std::path::absolute(staging_dir.join(format!(".card-work-{arch}"))).io_ctx(staging_dir.display())?;
     std::fs::create_dir_all(&work).io_ctx(work.display())?;
     let result = (|| {
         // 1. the card: the base image's data outside the root partition.

@@ -197,7 +197,9 @@ pub fn add_tree(part: &Path, tree: &Tree, work: &Path, epoch: u64) -> Result<usi
                             let got = hash::sha256_file(from).io_ctx(from.display())?;
                             crate::tarball::verify(&path, content, &got)?;
                         }
-                        std::os::unix::fs::symlink(from, &host).io_ctx(host.display())?;
+                        // debugfs reads it from inside `work`: a relative path would dangle.
+                        let from = std::path::absolute(from).io_ctx(from.display())?;
+                        std::os::unix::fs::symlink(&from, &host).io_ctx(host.display())?;
                     }
                 }
                 let _ = writeln!(cmds, "write {name} {path}");
