@@ -1,37 +1,29 @@
 //! kiln: build pinned, verified, reproducible Kubernetes node images.
 //!
-//! The data path: a [`profile::Profile`] is checked ([`check`]), its pinned
-//! artifacts are fetched and verified into a content-addressed [`cache`]
-//! ([`fetch`]), rendered files ([`render`]), artifacts and [`overlay`]s are
-//! merged into an image [`tree`], and output writers ([`tarball`], compressed
-//! on every core by [`pgzip`]) turn the tree into files, recorded in a
-//! [`manifest`]. [`build`] drives it all.
+//! The data path has a folder each: [`inputs`] (a profile, checked where it is
+//! parsed; its overlays; its pinned artifacts, fetched and verified into a
+//! content-addressed cache) → [`image`] (the image tree, with kiln's rendered
+//! files, under the rules of `kiln check`) → [`outputs`] (tarball, sysext,
+//! Ignition, card; committed as one generation with `manifest.json` and
+//! `SHA256SUMS`). [`build`] drives it all. Beside it: the cluster's PKI
+//! ([`cluster`]), per-node user-data ([`userdata`]) and Raspberry Pi fleets
+//! ([`fleet`]).
+//!
+//! Every module is also re-exported at the crate root (`kiln::profile`,
+//! `kiln::tarball`, …): that is how the code and the tests name them.
 
 pub mod build;
-pub mod cache;
-pub mod card;
-pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod error;
-pub mod fetch;
 pub mod fleet;
 pub mod hash;
-pub mod ignition_image;
-pub mod location;
-pub mod manifest;
-pub mod mirror;
-pub mod overlay;
-pub mod pgzip;
-pub mod pin;
-pub mod profile;
+pub mod image;
+pub mod inputs;
+pub mod outputs;
 pub mod progress;
-pub mod render;
-pub mod squashfs_parallel;
-pub mod staging;
-pub mod sysext;
-pub mod tarball;
-pub mod tree;
 pub mod userdata;
-pub mod validate;
-pub mod version;
+
+pub use image::{check, render, tree};
+pub use inputs::{cache, fetch, location, mirror, overlay, pin, profile, validate, version};
+pub use outputs::{card, ignition_image, manifest, pgzip, squashfs_parallel, staging, sysext, tarball};

@@ -1,0 +1,16 @@
+//! What a build starts from: the profile ([`profile`], parsed strictly with
+//! `file:line:col` locations, [`location`], and values checked where they are
+//! parsed, [`validate`], [`version`]), its overlays ([`overlay`]), and the
+//! pinned artifacts, fetched and verified ([`fetch`]) into a content-addressed
+//! [`cache`]; [`mirror`] fills a mirror directory with them and [`pin`]
+//! rewrites a profile's pins from upstream's checksum files.
+
+pub mod cache;
+pub mod fetch;
+pub mod location;
+pub mod mirror;
+pub mod overlay;
+pub mod pin;
+pub mod profile;
+pub mod validate;
+pub mod version;
