@@ -61,10 +61,13 @@ Type=oneshot
 RemainAfterExit=yes
 ExecStart=/usr/local/sbin/kiln-vm-report early
 UNIT
+  # After cloud-final too (on an image with cloud-init: its runcmd installs
+  # kiln and queues kiln-firstboot's start job before it exits, so this waits
+  # for that job as well; a no-op ordering where there is no cloud-init).
   vm_unit "$root" kiln-vm-report.service multi-user.target <<UNIT
 [Unit]
 Description=kiln VM test report
-After=kiln-firstboot.service multi-user.target kubelet.service containerd.service
+After=kiln-firstboot.service multi-user.target kubelet.service containerd.service cloud-final.service
 SuccessAction=poweroff-force
 FailureAction=poweroff-force
 [Service]
