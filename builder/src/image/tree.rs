@@ -188,11 +188,8 @@ impl Tree {
                 if old.origin == Origin::Implicit {
                     self.entries.insert(k, entry);
                 } else if replace {
-                    self.overrides.push(Override {
-                        path: format!("/{k}"),
-                        replaced: old.origin.clone(),
-                        by: entry.origin.clone(),
-                    });
+                    let replaced = old.origin.clone();
+                    self.record_override(&k, replaced, &entry);
                     self.entries.insert(k, entry);
                 }
                 Ok(())
@@ -219,17 +216,20 @@ impl Tree {
                         )));
                     }
                 }
-                if let Some(old) = self.entries.get(&k).filter(|o| o.origin != Origin::Implicit) {
-                    self.overrides.push(Override {
-                        path: format!("/{k}"),
-                        replaced: old.origin.clone(),
-                        by: entry.origin.clone(),
-                    });
+                if let Some(replaced) =
+                    self.entries.get(&k).filter(|o| o.origin != Origin::Implicit).map(|o| o.origin.clone())
+                {
+                    self.record_override(&k, replaced, &entry);
                 }
                 self.entries.insert(k, entry);
                 Ok(())
             }
         }
+    }
+
+    /// Records that the entry at `k` (from `replaced`) is replaced by `by`.
+    fn record_override(&mut self, k: &str, replaced: Origin, by: &Entry) {
+        self.overrides.push(Override { path: format!("/{k}"), replaced, by: by.origin.clone() });
     }
 
     fn ensure_parents(&mut self, k: &str) -> Result<()> {
