@@ -388,3 +388,17 @@ fn every_readme_command_block_exits_as_the_readme_says() {
     }
     assert!(failed.is_empty(), "README command blocks that did not exit as the README says:\n{}", failed.join("\n"));
 }
+
+/// The README's first block gives the test command, and `.ci/run` runs that
+/// same command (so CI and a newcomer run one suite).
+#[test]
+fn ci_runs_the_test_command_the_readme_gives_first() {
+    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let first = parse(&readme).unwrap_or_else(|e| panic!("{e}")).into_iter().next().expect("a block in README.md");
+    assert!(first.line <= 5, "the README's first block is at line {}, not in its first lines", first.line);
+    let test_cmd = first.body.lines().nth(1).and_then(|l| l.split_whitespace().next()).unwrap_or("");
+    assert_eq!(test_cmd, "./scripts/test", "the README's second command:\n{}", first.body);
+    let ci = fs::read_to_string(repo().join(".ci/run")).unwrap();
+    let ran: Vec<&str> = ci.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    assert!(ran.contains(&"exec ./scripts/test"), ".ci/run does not exec ./scripts/test:\n{ci}");
+}
