@@ -411,3 +411,96 @@ pub fn combine(image_path: &std::path::Path, node: &[u8]) -> Result<Vec<u8>> {
     Ok(s.into_bytes())
 }
 
+/// Most bytes of `etc/kiln/image.toml` read from an `--image` (kiln writes a
+/// few hundred).
+const IMAGE_TOML_MAX: u64 = 64 * 1024;
+
+/// The defaults baked into an `--image` (`/etc/kiln/image.toml`): from the
+/// tarball's `etc/kiln/image.toml` (`.tar.gz`, `.tar.zst`) or the inline file
+/// of an Ignition image config (`.ign`).
+pub fn image_defaults(image: &std::path::Path) -> Result<kiln_firstboot::image::ImageDefaults> {
+    use kiln_firstboot::image::{ImageDefaults, IMAGE_TOML_PATH};
+    use std::io::Read;
+    let name = image.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let bad = |why: String| Error::config(format!("--image {}: {why}", image.display()));
+    let rebuild = if name.ends_with(".ign") { "kiln build --format ignition" } else { "kiln build --format tar" };
+    let file = crate::fetch::open_regular(image).map_err(|e| bad(format!("{e}; build it with `{rebuild}`")))?;
+    let text = if name.ends_with(".ign") {
+        let v: serde_json::Value = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| {
+            Error::config(format!(
+                "--image {}:{}:{}: not an Ignition config: {e}",
+                image.display(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let entry = v["storage"]["files"]
+            .as_array()
+            .and_then(|files| files.iter().find(|f| f["path"] == IMAGE_TOML_PATH))
+            .ok_or_else(|| {
+                bad(format!("holds no {IMAGE_TOML_PATH}: not a kiln image config; build it with `{rebuild}`"))
+            })?;
+        let source = entry["contents"]["source"].as_str().unwrap_or_default();
+        let data = source
+            .strip_prefix("data:;base64,")
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+            .ok_or_else(|| bad(format!("its {IMAGE_TOML_PATH} is not an inline base64 data URL, as kiln writes it")))?;
+        let data = if entry["contents"]["compression"] == "gzip" {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&data[..])
+                .take(IMAGE_TOML_MAX)
+                .read_to_end(&mut out)
+                .map_err(|e| bad(format!("its {IMAGE_TOML_PATH} does not decompress: {e}")))?;
+            out
+        } else {
+            data
+        };
+        String::from_utf8(data).map_err(|_| bad(format!("its {IMAGE_TOML_PATH} is not UTF-8")))?
+    } else {
+        let reader: Box<dyn Read> = if name.ends_with(".tar.zst") {
+            Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| bad(e.to_string()))?)
+        } else {
+            Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)))
+        };
+        let mut archive = tar::Archive::new(reader);
+        let unreadable =
+            |e: std::io::Error| bad(format!("not a readable kiln tarball ({e}); build it with `{rebuild}`"));
+        let want = IMAGE_TOML_PATH.trim_start_matches('/');
+        let mut found = None;
+        for entry in archive.entries().map_err(unreadable)? {
+            let entry = entry.map_err(unreadable)?;
+            let path = entry.path().map_err(unreadable)?.to_string_lossy().trim_start_matches("./").to_string();
+            if path == want {
+                let mut text = String::new();
+                entry.take(IMAGE_TOML_MAX).read_to_string(&mut text).map_err(|e| bad(format!("its {want}: {e}")))?;
+                found = Some(text);
+                break;
+            }
+        }
+        found.ok_or_else(|| bad(format!("holds no {want}: not a kiln image; build it with `{rebuild}`")))?
+    };
+    ImageDefaults::from_toml(&text)
+        .map_err(|e| bad(format!("its {IMAGE_TOML_PATH} does not parse ({e}); rebuild it with `{rebuild}`")))
+}
+
+/// Refuses an `--image` whose kubeadm and kubelet cannot bring `cluster`'s
+/// Kubernetes version up for `role`: the rule kiln-firstboot applies at boot
+/// (`kiln_firstboot::validate::skew`, kubeadm's skew policy), checked here so
+/// the mistake is caught where it is made instead of on the node.
+pub fn check_image_versions(image: &std::path::Path, cluster: &Cluster, role: Role) -> Result<()> {
+    use kiln_firstboot::validate;
+    let d = image_defaults(image)?;
+    let bad = |why: String| Error::config(format!("--image {}: {why}", image.display()));
+    let kubeadm = validate::version(&d.kubeadm_version).map_err(|e| bad(format!("its kubeadm_version: {e}")))?;
+    let kubelet = validate::version(&d.kubelet_version).map_err(|e| bad(format!("its kubelet_version: {e}")))?;
+    let version = &cluster.file.kubernetes_version;
+    let wanted = validate::version(version).map_err(|e| {
+        Error::config(format!("{}: kubernetes_version: {e}", cluster.dir.join("cluster.toml").display()))
+    })?;
+    validate::skew(&kubeadm, &kubelet, &wanted, role != Role::Init).map_err(|e| {
+        bad(format!(
+            "image {} cannot serve cluster {} (kubernetes_version = \"{version}\"): {e}; kiln-firstboot would refuse it at boot. Pass an image built for {version} (a profile pinning that Kubernetes version), or use a cluster of the image's version",
+            d.profile, cluster.file.name
+        ))
+    })
+}
