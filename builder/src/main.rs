@@ -225,6 +225,9 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
             };
             let c = Cluster::load(&a.cluster)?;
             let (format, tarball) = userdata_image(&a)?;
+            if let Some(image) = &a.image {
+                userdata::check_image_versions(image, &c, a.role)?;
+            }
             let mut data =
                 userdata::render(&c, a.role, a.node.as_deref(), format, &a.ignition_version, tarball.as_ref())?;
             if let (Some(image), userdata::Format::Ignition) = (&a.image, format) {

@@ -280,19 +280,40 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// The default bound on the whole download (retries included), in seconds;
+/// `KILN_INSTALL_TIMEOUT=SECONDS` overrides it when the script is run by hand.
+pub const INSTALL_TIMEOUT_SECS: u32 = 900;
+
+/// The installer's body: python3 (cloud-init's own interpreter, so present
+/// wherever the script runs), fed to `python3 -` by [`install_script`].
+const INSTALLER_PY: &str = include_str!("install_image.py");
+
 /// The script the cloud-config runs (once per instance, from cloud-final) on a
-/// stock cloud image: download the tarball with python3 (cloud-init's own
-/// interpreter, so present wherever the script runs), refuse it unless its
-/// sha256 is the pinned one (nothing is installed before that), extract it over
-/// `/`, let systemd load the units, modules and sysctls it carries, and start
-/// containerd (if the image has its unit) and kiln-firstboot without waiting.
-/// Every step logs `kiln-install: …` to the journal (cloud-final's output).
+/// stock cloud image: download the tarball with python3 within a wall-clock
+/// bound ([`INSTALL_TIMEOUT_SECS`]), refuse it unless its sha256 is the pinned
+/// one, unpack it into a staging directory beside the download in
+/// `/var/lib/kiln` (the target's filesystem), then move it into place:
+/// everything outside `etc/systemd` first, the unit files next, the links that
+/// enable units last, and only then record the sha256; the download and the
+/// staging directory are removed on every exit and by the next run after a
+/// kill. Every path is resolved inside the root as chroot would (a link's
+/// absolute target starts at the root, `..` stops there), so nothing lands
+/// outside it. Then let systemd load the units, modules and sysctls the image
+/// carries, and start containerd (if the image has its unit) and
+/// kiln-firstboot without waiting. Every step logs `kiln-install: …` to the
+/// journal (cloud-final's output).
 ///
 /// `KILN_INSTALL_ROOT=DIR` installs into another root instead of `/` (a
 /// mounted disk image, or kiln's tests) and then leaves systemd alone.
 pub fn install_script(image: &PublishedImage) -> String {
-    let decompress = if image.zstd { "--zstd" } else { "--gzip" };
-    let needs = if image.zstd { "zstd" } else { "gzip" };
+    // Comment lines stripped: user-data is small (EC2 allows 16 KiB).
+    let py: String =
+        INSTALLER_PY.lines().filter(|l| !l.trim_start().starts_with('#')).flat_map(|l| [l, "\n"]).collect();
+    let (kind, tool) = if image.zstd {
+        ("zst", "\n  command -v zstd >/dev/null 2>&1 || fail \"zstd is missing: this image is a .tar.zst\"")
+    } else {
+        ("gz", "")
+    };
     format!(
         r#"#!/bin/sh
 # Written by kiln userdata: installs kiln's node image, then starts kiln-firstboot.
@@ -301,50 +322,13 @@ url={url}
 sha256={sha}
 size={size}
 root=${{KILN_INSTALL_ROOT:-/}}
-state="${{root%/}}/var/lib/kiln"
+timeout=${{KILN_INSTALL_TIMEOUT:-{timeout}}}
 log() {{ echo "kiln-install: $*"; }}
 fail() {{ log "$*"; exit 1; }}
-mkdir -p "$state"
-if [ "$(cat "$state/image.sha256" 2>/dev/null || true)" = "$sha256" ]; then
-  log "image $sha256 is already installed"
-else
-  for tool in python3 tar sha256sum {needs}; do
-    command -v "$tool" >/dev/null 2>&1 || fail "$tool is missing: this script needs python3, GNU tar, sha256sum and {needs}"
-  done
-  tmp="$state/.image.download"
-  rm -f "$tmp"
-  log "downloading $url ($size bytes)"
-  python3 - "$url" "$tmp" "$size" <<'PY' || fail "could not download $url; nothing was installed"
-import sys, time, urllib.request
-url, dest, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
-for attempt in range(1, 6):
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r, open(dest, "wb") as out:
-            got = 0
-            while True:
-                chunk = r.read(1 << 20)
-                if not chunk:
-                    break
-                got += len(chunk)
-                if got > size:
-                    sys.exit("kiln-install: %s is longer than the %d bytes pinned" % (url, size))
-                out.write(chunk)
-        sys.exit(0)
-    except (OSError, ValueError) as e:
-        print("kiln-install: attempt %d: %s" % (attempt, e), file=sys.stderr)
-        time.sleep(min(2 ** attempt, 20))
-sys.exit(1)
-PY
-  actual=$(sha256sum "$tmp" | cut -d' ' -f1)
-  if [ "$actual" != "$sha256" ]; then
-    rm -f "$tmp"
-    fail "REFUSED $url: its sha256 is $actual, not the $sha256 this user-data was written for; nothing was installed"
-  fi
-  log "sha256 $sha256 verified; extracting over $root"
-  tar --keep-directory-symlink {decompress} -xf "$tmp" -C "$root" || fail "extracting the image failed"
-  rm -f "$tmp"
-  echo "$sha256" > "$state/image.sha256"
-fi
+command -v python3 >/dev/null 2>&1 || fail "python3 is missing: this script needs python3 (cloud-init's own interpreter)"{tool}
+# The installer proper: builder/src/install_image.py in kiln's source (here without its comments).
+python3 - "$url" "$sha256" "$size" "$root" {kind} "$timeout" "$0" <<'KILN_INSTALLER_PY' || exit $?
+{py}KILN_INSTALLER_PY
 if [ "$root" != / ]; then
   log "installed into $root; systemd there starts kiln-firstboot when it boots"
   exit 0
@@ -362,6 +346,7 @@ systemctl start --no-block $start
         url = sh_quote(&image.url),
         sha = sh_quote(&image.sha256),
         size = image.size,
+        timeout = INSTALL_TIMEOUT_SECS,
         unit = kiln_firstboot::unit::UNIT_NAME,
     )
 }
@@ -424,4 +409,98 @@ pub fn combine(image_path: &std::path::Path, node: &[u8]) -> Result<Vec<u8>> {
     let mut s = serde_json::to_string_pretty(&merged).map_err(|e| Error::build(e.to_string()))?;
     s.push('\n');
     Ok(s.into_bytes())
+}
+
+/// Most bytes of `etc/kiln/image.toml` read from an `--image` (kiln writes a
+/// few hundred).
+const IMAGE_TOML_MAX: u64 = 64 * 1024;
+
+/// The defaults baked into an `--image` (`/etc/kiln/image.toml`): from the
+/// tarball's `etc/kiln/image.toml` (`.tar.gz`, `.tar.zst`) or the inline file
+/// of an Ignition image config (`.ign`).
+pub fn image_defaults(image: &std::path::Path) -> Result<kiln_firstboot::image::ImageDefaults> {
+    use kiln_firstboot::image::{ImageDefaults, IMAGE_TOML_PATH};
+    use std::io::Read;
+    let name = image.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let bad = |why: String| Error::config(format!("--image {}: {why}", image.display()));
+    let rebuild = if name.ends_with(".ign") { "kiln build --format ignition" } else { "kiln build --format tar" };
+    let file = crate::fetch::open_regular(image).map_err(|e| bad(format!("{e}; build it with `{rebuild}`")))?;
+    let text = if name.ends_with(".ign") {
+        let v: serde_json::Value = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| {
+            Error::config(format!(
+                "--image {}:{}:{}: not an Ignition config: {e}",
+                image.display(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let entry = v["storage"]["files"]
+            .as_array()
+            .and_then(|files| files.iter().find(|f| f["path"] == IMAGE_TOML_PATH))
+            .ok_or_else(|| {
+                bad(format!("holds no {IMAGE_TOML_PATH}: not a kiln image config; build it with `{rebuild}`"))
+            })?;
+        let source = entry["contents"]["source"].as_str().unwrap_or_default();
+        let data = source
+            .strip_prefix("data:;base64,")
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+            .ok_or_else(|| bad(format!("its {IMAGE_TOML_PATH} is not an inline base64 data URL, as kiln writes it")))?;
+        let data = if entry["contents"]["compression"] == "gzip" {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&data[..])
+                .take(IMAGE_TOML_MAX)
+                .read_to_end(&mut out)
+                .map_err(|e| bad(format!("its {IMAGE_TOML_PATH} does not decompress: {e}")))?;
+            out
+        } else {
+            data
+        };
+        String::from_utf8(data).map_err(|_| bad(format!("its {IMAGE_TOML_PATH} is not UTF-8")))?
+    } else {
+        let reader: Box<dyn Read> = if name.ends_with(".tar.zst") {
+            Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| bad(e.to_string()))?)
+        } else {
+            Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)))
+        };
+        let mut archive = tar::Archive::new(reader);
+        let unreadable =
+            |e: std::io::Error| bad(format!("not a readable kiln tarball ({e}); build it with `{rebuild}`"));
+        let want = IMAGE_TOML_PATH.trim_start_matches('/');
+        let mut found = None;
+        for entry in archive.entries().map_err(unreadable)? {
+            let entry = entry.map_err(unreadable)?;
+            let path = entry.path().map_err(unreadable)?.to_string_lossy().trim_start_matches("./").to_string();
+            if path == want {
+                let mut text = String::new();
+                entry.take(IMAGE_TOML_MAX).read_to_string(&mut text).map_err(|e| bad(format!("its {want}: {e}")))?;
+                found = Some(text);
+                break;
+            }
+        }
+        found.ok_or_else(|| bad(format!("holds no {want}: not a kiln image; build it with `{rebuild}`")))?
+    };
+    ImageDefaults::from_toml(&text)
+        .map_err(|e| bad(format!("its {IMAGE_TOML_PATH} does not parse ({e}); rebuild it with `{rebuild}`")))
+}
+
+/// Refuses an `--image` whose kubeadm and kubelet cannot bring `cluster`'s
+/// Kubernetes version up for `role`: the rule kiln-firstboot applies at boot
+/// (`kiln_firstboot::validate::skew`, kubeadm's skew policy), checked here so
+/// the mistake is caught where it is made instead of on the node.
+pub fn check_image_versions(image: &std::path::Path, cluster: &Cluster, role: Role) -> Result<()> {
+    use kiln_firstboot::validate;
+    let d = image_defaults(image)?;
+    let bad = |why: String| Error::config(format!("--image {}: {why}", image.display()));
+    let kubeadm = validate::version(&d.kubeadm_version).map_err(|e| bad(format!("its kubeadm_version: {e}")))?;
+    let kubelet = validate::version(&d.kubelet_version).map_err(|e| bad(format!("its kubelet_version: {e}")))?;
+    let version = &cluster.file.kubernetes_version;
+    let wanted = validate::version(version).map_err(|e| {
+        Error::config(format!("{}: kubernetes_version: {e}", cluster.dir.join("cluster.toml").display()))
+    })?;
+    validate::skew(&kubeadm, &kubelet, &wanted, role != Role::Init).map_err(|e| {
+        bad(format!(
+            "image {} cannot serve cluster {} (kubernetes_version = \"{version}\"): {e}; kiln-firstboot would refuse it at boot. Pass an image built for {version} (a profile pinning that Kubernetes version), or use a cluster of the image's version",
+            d.profile, cluster.file.name
+        ))
+    })
 }

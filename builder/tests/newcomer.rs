@@ -404,3 +404,115 @@ fn each_profile_builds_what_its_distro_deploys() {
         assert!(text.contains(&format!("\nformats = {formats}\n")), "{name}: formats");
     }
 }
+
+/// An `/etc/kiln/image.toml` for an image with kubeadm and kubelet `version`.
+fn image_toml(version: &str) -> String {
+    let text = format!(
+        "schema = 1\nprofile = \"debian-1.34\"\nfamily = \"debian\"\narch = \"amd64\"\n\
+         kubernetes_version = \"{version}\"\nkubeadm_version = \"{version}\"\nkubelet_version = \"{version}\"\n\
+         bin_dir = \"/opt/bin\"\ncni_bin_dir = \"/opt/cni/bin\"\n\
+         flex_volume_dir = \"/opt/libexec/kubernetes/kubelet-plugins/volume/exec/\"\nruntime = \"containerd\"\n\
+         runtime_socket = \"unix:///run/containerd/containerd.sock\"\ncgroup_driver = \"systemd\"\n"
+    );
+    // What kiln-firstboot reads: the whole schema, nothing unknown.
+    kiln_firstboot::image::ImageDefaults::from_toml(&text).unwrap().to_toml()
+}
+
+/// A tarball holding `members` (path, content), as `.tar.gz` or `.tar.zst`.
+fn small_tarball(members: &[(&str, &[u8])], zstd: bool) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, p, *data).unwrap();
+    }
+    let raw = b.into_inner().unwrap();
+    if zstd {
+        zstd::encode_all(&raw[..], 3).unwrap()
+    } else {
+        kiln::userdata::gzip(&raw)
+    }
+}
+
+#[test]
+fn userdata_refuses_an_image_whose_kubeadm_cannot_bring_up_the_clusters_version() {
+    use base64::Engine;
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = |name: &str, version: &str| {
+        let out = tmp.path().join(name);
+        let o = run(kiln()
+            .args(["cluster", "init", name, "--endpoint", "10.0.0.10", "--kubernetes-version", version, "--out"])
+            .arg(&out));
+        assert!(o.status.success(), "{}", stderr(&o));
+        out
+    };
+    let (v134, v136, v133) = (cluster("old", "v1.34.2"), cluster("new", "v1.36.0"), cluster("older", "v1.33.5"));
+    let toml = image_toml("v1.34.2");
+    let tgz = tmp.path().join("debian-1.34-amd64.tar.gz");
+    std::fs::write(&tgz, small_tarball(&[("etc/kiln/image.toml", toml.as_bytes())], false)).unwrap();
+    let zst = tmp.path().join("debian-1.34-arm64.tar.zst");
+    std::fs::write(&zst, small_tarball(&[("./etc/kiln/image.toml", toml.as_bytes())], true)).unwrap();
+    let ign = tmp.path().join("flatcar-1.34-amd64.ign");
+    let z = kiln::userdata::gzip(toml.as_bytes());
+    let entry = serde_json::json!({
+        "path": "/etc/kiln/image.toml", "mode": 420,
+        "contents": { "compression": "gzip", "source": format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(&z)) },
+    });
+    std::fs::write(
+        &ign,
+        serde_json::json!({"ignition": {"version": "3.3.0"}, "storage": {"files": [entry]}}).to_string(),
+    )
+    .unwrap();
+    let userdata = |c: &Path, role: &str, image: &Path, out: &Path| {
+        run(kiln()
+            .args(["userdata", "--role", role, "--cluster"])
+            .arg(c)
+            .arg("--image")
+            .arg(image)
+            .args(["--base-url", "https://images.example.test/kiln"])
+            .arg("--out")
+            .arg(out))
+    };
+    for image in [&tgz, &zst, &ign] {
+        let out = tmp.path().join("out");
+        // The image's own version: accepted, for every role.
+        for role in ["init", "control-plane", "join"] {
+            let o = if image == &ign {
+                run(kiln()
+                    .args(["userdata", "--role", role, "--cluster"])
+                    .arg(&v134)
+                    .arg("--image")
+                    .arg(image)
+                    .arg("--out")
+                    .arg(&out))
+            } else {
+                userdata(&v134, role, image, &out)
+            };
+            assert!(o.status.success(), "{} {role}: {}", image.display(), stderr(&o));
+            std::fs::remove_file(&out).unwrap();
+        }
+        // Two minors ahead of kubeadm: refused where the mistake is made, not at boot.
+        for (role, why) in [
+            ("join", "kubeadm v1.34.2 cannot join a v1.36.0 cluster"),
+            ("init", "cannot deploy a v1.36.0 control plane"),
+        ] {
+            let o = userdata(&v136, role, image, &out);
+            assert_eq!(o.status.code(), Some(2), "{} {role}: {}", image.display(), stderr(&o));
+            for part in [why, "kiln-firstboot would refuse it at boot", "Pass an image built for v1.36.0"] {
+                assert!(stderr(&o).contains(part), "{} {role}: {}", image.display(), stderr(&o));
+            }
+            assert!(!out.exists());
+        }
+        // A kubelet newer than the control plane.
+        let o = userdata(&v133, "join", image, &out);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("kubelet v1.34.2 is newer than the v1.33.5 control plane"), "{}", stderr(&o));
+    }
+    // Not a kiln image: said so, exit 2.
+    let bare = tmp.path().join("other-amd64.tar.gz");
+    std::fs::write(&bare, small_tarball(&[("etc/hostname", b"x\n")], false)).unwrap();
+    let o = userdata(&v134, "join", &bare, &tmp.path().join("out"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("holds no etc/kiln/image.toml: not a kiln image"), "{}", stderr(&o));
+}
