@@ -299,3 +299,21 @@ fn a_sysext_build_refuses_writable_paths_under_usr() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("[sysext-writable]") && stderr(&o).contains("rpi-1.34.toml:"), "{}", stderr(&o));
 }
+
+/// The build's log says the Ignition mode in the words of its flag, not Rust's
+/// debug spelling (`(Sysext mode, …)`).
+#[test]
+fn the_build_log_names_the_ignition_mode_in_words() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    let o = run(s.build_cmd_bare("flatcar-1.34", "cache", "dist").args([
+        "--format",
+        "ignition",
+        "--base-url",
+        "https://images.example.test/kiln",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("flatcar-1.34-amd64.ign (--ignition-mode sysext, Ignition spec 3.3.0)"), "{err}");
+    assert!(!err.contains("Sysext mode"), "{err}");
+}
