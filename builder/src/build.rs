@@ -521,7 +521,16 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     let previous = Manifest::read(&opts.out_dir);
     if !opts.force {
         if let Some(sec) = previous.profiles.get(&name) {
-            if sec.inputs_sha256 == inputs && manifest::outputs_present(&opts.out_dir, &previous, sec) {
+            // Up to date only when nothing another profile wrote breaks these
+            // outputs: no file of ours listed with other bytes by another
+            // profile, and every file our Ignition configs download from
+            // --base-url is in the directory with the hash they name.
+            let consistent = manifest::collisions(&previous, &name, sec).is_empty()
+                && opts
+                    .base_url
+                    .as_deref()
+                    .is_none_or(|b| manifest::ignition_mismatches(&opts.out_dir, sec, b).is_empty());
+            if sec.inputs_sha256 == inputs && manifest::outputs_present(&opts.out_dir, &previous, sec) && consistent {
                 progress.step(format!("{name}: up to date in {} (use --force to rebuild)", opts.out_dir.display()));
                 return Ok(BuildReport {
                     profile: name,
@@ -621,7 +630,9 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
                 _ => {
                     let fb_out = match fb {
                         Some(fb) => {
-                            let file = format!("kiln-firstboot-{arch}");
+                            // Named after the profile: two profiles built with different
+                            // --firstboot-bin never write one file name with different bytes.
+                            let file = format!("{name}-kiln-firstboot-{arch}");
                             copy_planned(&fb.path, fb.size, &fb.sha256, &staging.path(&file))?;
                             let out = output(&staging, &file, "firstboot", *arch)?;
                             if out.sha256 != fb.sha256 {
@@ -648,7 +659,11 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
             text.push('\n');
             manifest::write_text(&staging.path(&file), &text)?;
             outputs.push(output(&staging, &file, "ignition", *arch)?);
-            progress.step(format!("wrote {file} ({:?} mode, Ignition {})", opts.ignition_mode, opts.ignition_version));
+            progress.step(format!(
+                "wrote {file} (--ignition-mode {}, Ignition spec {})",
+                opts.ignition_mode.as_str(),
+                opts.ignition_version
+            ));
         }
         if formats.contains(&OutputFormat::Card) {
             let t0 = Instant::now();
@@ -690,7 +705,7 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     let lock = staging.lock(|| {
         progress.step(format!("waiting for another kiln build to finish committing into {}", opts.out_dir.display()))
     })?;
-    let merged = manifest::merge(Manifest::read(&opts.out_dir), &opts.out_dir, &name, section);
+    let merged = manifest::merge(Manifest::read(&opts.out_dir), &opts.out_dir, &name, section)?;
     for w in &merged.warnings {
         progress.warn(w);
     }

@@ -57,10 +57,18 @@ Exit codes: 0 no errors (warnings allowed), 2 a profile has errors.")]
   kiln pin profiles/flatcar-1.34.toml --version v1.34.3
   kiln pin profiles/fcos-1.34.toml --base-url https://mirror.example/k8s --dry-run
   kiln pin profiles/fcos-1.34.toml --base-url /srv/k8s-mirror     # a mirror directory
+  kiln pin profiles/rpi-raspios-1.34.toml --base-image-version 2025-10-01
+  kiln pin profiles/rpi-ubuntu-1.34.toml --base-image               # same version, sha256 again
 
 --version moves kubernetes_version and the kubeadm, kubelet and kubectl artifacts;
 crictl and CNI plugins keep their versions (edit them, then pin again).
-The diff is printed for review; nothing is written unless every checksum was read.")]
+A card profile's [base_image] keeps its pin unless --base-image or
+--base-image-version is given or its sha256 is a placeholder; it is then read
+from the publisher's checksum file: URL.sha256 (Raspberry Pi OS), else
+SHA256SUMS in the image's directory (Ubuntu). A new base image version drops
+base_image.image_sha256 (the old image's).
+The diff is printed for review; nothing is written unless every checksum was read,
+and a failure lists every checksum that could not be read.")]
     Pin(PinArgs),
     /// Create and inspect a cluster definition (PKI, token, endpoint).
     #[command(subcommand)]
@@ -291,6 +299,14 @@ pub struct PinArgs {
     /// upstream; default: $KILN_MIRROR).
     #[arg(long, value_name = "URL|DIR", env = "KILN_MIRROR", value_parser = parse_mirror_base)]
     pub base_url: Option<String>,
+    /// Re-pin a card profile's [base_image] sha256 from the publisher's checksum
+    /// file, at its current version.
+    #[arg(long)]
+    pub base_image: bool,
+    /// Move a card profile's [base_image] to this release (e.g. 2025-10-01 for
+    /// Raspberry Pi OS, 24.04.3 for Ubuntu) and pin its sha256.
+    #[arg(long, value_name = "VERSION")]
+    pub base_image_version: Option<String>,
     /// Print the diff without writing the profile.
     #[arg(long)]
     pub dry_run: bool,

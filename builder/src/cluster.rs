@@ -16,7 +16,7 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
-use crate::version::{Version, VersionExt};
+use crate::version::Version;
 use kiln_firstboot::node::{is_bootstrap_token, Secret};
 use kiln_firstboot::validate;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber};
@@ -200,6 +200,280 @@ impl Cidr {
     }
 }
 
+impl Cidr {
+    /// `addr/prefix` as written.
+    pub fn show(&self) -> String {
+        format!("{}/{}", self.addr, self.prefix)
+    }
+
+    /// Address bits of the family: 32 or 128.
+    fn width(&self) -> u8 {
+        if self.addr.is_ipv4() {
+            32
+        } else {
+            128
+        }
+    }
+}
+
+/// Parses `CIDR` or a dual-stack pair `CIDR,CIDR` (one IPv4 and one IPv6, as
+/// kubeadm's `ValidateIPNetFromString` with `netutils.IsDualStackCIDRs` wants).
+pub fn subnets(flag: &str, s: &str, example: &str) -> Result<Vec<Cidr>> {
+    let parts: Vec<&str> = s.split(',').collect();
+    let mut out = Vec::new();
+    for p in &parts {
+        let c = Cidr::parse(p.trim()).ok_or_else(|| {
+            Error::config(format!(
+                "{flag} `{s}`: `{p}` is not a CIDR like {example} (dual-stack: one IPv4 and one IPv6 CIDR, comma-separated)"
+            ))
+        })?;
+        out.push(c);
+    }
+    let dual_ok = out.len() == 1 || (out.len() == 2 && out[0].addr.is_ipv4() != out[1].addr.is_ipv4());
+    if !dual_ok {
+        return Err(Error::config(format!(
+            "{flag} `{s}`: give one CIDR, or two for dual-stack (one IPv4 and one IPv6), as kubeadm accepts"
+        )));
+    }
+    Ok(out)
+}
+
+/// kubeadm's `MaximumBitsForServiceSubnet = 20` (cmd/kubeadm/app/constants/constants.go):
+/// a service subnet has at most 2^20 addresses.
+pub const MAX_SERVICE_SUBNET_BITS: u8 = 20;
+/// kube-controller-manager's default `--node-cidr-mask-size-ipv4` / `-ipv6`
+/// (`defaultNodeMaskCIDRIPv4 = 24`, `defaultNodeMaskCIDRIPv6 = 64` in
+/// cmd/kubeadm/app/apis/kubeadm/validation/validation.go `getClusterNodeMask`).
+pub const NODE_MASK: (u8, u8) = (24, 64);
+/// kubeadm's `PodSubnetNodeMaskMaxDiff = 16` (constants.go): at most 2^16 node ranges.
+pub const POD_SUBNET_NODE_MASK_MAX_DIFF: u8 = 16;
+
+/// kubeadm's `ValidateServiceSubnetSize`: for 32-bit addresses the mask must
+/// be >= /12, for 128-bit >= /108.
+fn check_service_subnets(svc: &[Cidr]) -> Result<()> {
+    for c in svc {
+        let min = c.width() - MAX_SERVICE_SUBNET_BITS;
+        if c.prefix < min {
+            return Err(Error::config(format!(
+                "--service-subnet {} is wider than kubeadm allows: for IPv{} the prefix must be /{min} or longer (kubeadm's MaximumBitsForServiceSubnet = {MAX_SERVICE_SUBNET_BITS}); e.g. {}",
+                c.show(),
+                if c.addr.is_ipv4() { 4 } else { 6 },
+                if c.addr.is_ipv4() { "10.96.0.0/12" } else { "fd00:10:96::/108" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// kubeadm's `ValidatePodSubnetNodeMask` with the default node masks: the
+/// pod subnet holds at least one node's range and at most 2^16 of them.
+fn check_pod_subnets(pod: &[Cidr]) -> Result<()> {
+    for c in pod {
+        let (node, family) = if c.addr.is_ipv4() { (NODE_MASK.0, 4) } else { (NODE_MASK.1, 6) };
+        if c.prefix > node {
+            return Err(Error::config(format!(
+                "--pod-subnet {} is narrower than one node's pod range (/{node}, kube-controller-manager's default --node-cidr-mask-size-ipv{family}; kubeadm's ValidatePodSubnetNodeMask refuses it): use /{node} or wider, e.g. {}",
+                c.show(),
+                if family == 4 { "10.244.0.0/16" } else { "fd00:10:244::/56" }
+            )));
+        }
+        if node - c.prefix > POD_SUBNET_NODE_MASK_MAX_DIFF {
+            return Err(Error::config(format!(
+                "--pod-subnet {} is wider than kubeadm allows: with node ranges of /{node} the prefix must be /{} or longer (kubeadm's PodSubnetNodeMaskMaxDiff = {POD_SUBNET_NODE_MASK_MAX_DIFF})",
+                c.show(),
+                node - POD_SUBNET_NODE_MASK_MAX_DIFF
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Creates `path` with exactly `mode` (created at most that open, then set:
+/// the umask only narrows, and 000 would leave it wider).
+fn make_dir(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(mode & 0o700).create(path).io_ctx(path.display())?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).io_ctx(path.display())
+}
+
+/// Marks the temporary directories `kiln cluster init` writes beside the
+/// cluster directory: `.NAME.kiln-tmp-PID`, with the lock file
+/// `.NAME.kiln-tmp-PID.lock` its writer holds with `flock(2)` while it lives.
+const TMP_MARK: &str = ".kiln-tmp-";
+
+/// Paths to remove when SIGINT, SIGTERM or SIGHUP arrives (the temporary
+/// directories being written and their lock files). Held while a directory
+/// is committed, so a signal waits for the rename to finish.
+static ON_SIGNAL: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+/// Write end of the pipe the signal handler wakes the cleanup thread with.
+static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        let b = sig as u8;
+        // SAFETY: write(2) is async-signal-safe; `b` outlives the call.
+        unsafe { libc::write(fd, std::ptr::addr_of!(b).cast(), 1) };
+    }
+}
+
+/// Installs (once) handlers for SIGINT, SIGTERM and SIGHUP that remove the
+/// paths in [`ON_SIGNAL`] and exit with 128 + the signal, as the shell reports a
+/// kill. The handler only writes a byte to a pipe; a thread does the work.
+fn remove_on_signal() -> Result<()> {
+    static ONCE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 fills the two descriptors of the array it is given.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(format!("creating a pipe: {}", std::io::Error::last_os_error()));
+        }
+        SIGNAL_PIPE.store(fds[1], std::sync::atomic::Ordering::Relaxed);
+        let read_fd = fds[0];
+        std::thread::spawn(move || loop {
+            let mut b = 0u8;
+            // SAFETY: reads one byte into `b` from the pipe this thread owns.
+            let n = unsafe { libc::read(read_fd, std::ptr::addr_of_mut!(b).cast(), 1) };
+            if n == 1 {
+                let paths = ON_SIGNAL.lock().map(|g| g.clone()).unwrap_or_default();
+                for p in &paths {
+                    let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
+                }
+                std::process::exit(128 + i32::from(b));
+            }
+        });
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: a zeroed sigaction with a handler that only calls write(2).
+            let ok = unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+                sa.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(sig, &sa, std::ptr::null_mut()) == 0
+            };
+            if !ok {
+                return Err(format!("installing a signal handler: {}", std::io::Error::last_os_error()));
+            }
+        }
+        Ok(())
+    })
+    .clone()
+    .map_err(Error::build)
+}
+
+/// A temporary cluster directory (0700) and the lock that marks its writer
+/// alive; removed when dropped unless committed, and on SIGINT/SIGTERM/SIGHUP.
+struct TempDir {
+    dir: PathBuf,
+    lock_path: PathBuf,
+    _lock: fs::File,
+}
+
+impl TempDir {
+    fn create(parent: &Path, name: &str) -> Result<TempDir> {
+        remove_on_signal()?;
+        let dir = parent.join(format!(".{name}{TMP_MARK}{}", std::process::id()));
+        let lock_path = parent.join(format!(".{name}{TMP_MARK}{}.lock", std::process::id()));
+        let lock = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .io_ctx(lock_path.display())?;
+        if !crate::staging::try_lock(&lock) {
+            return Err(Error::build(format!("{} is locked by another process", lock_path.display())));
+        }
+        if let Ok(mut g) = ON_SIGNAL.lock() {
+            g.push(dir.clone());
+            g.push(lock_path.clone());
+        }
+        let t = TempDir { dir, lock_path, _lock: lock };
+        let _ = fs::remove_dir_all(&t.dir);
+        make_dir(&t.dir, 0o700)?;
+        Ok(t)
+    }
+
+    /// Moves the finished directory to `out` (0755), replacing a cluster
+    /// there atomically (`RENAME_EXCHANGE`: the old one is in the temporary
+    /// path until it is removed, so a kill at any point leaves one complete
+    /// cluster at `out` and the next run removes the rest).
+    fn commit(self, out: &Path) -> Result<()> {
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o755)).io_ctx(self.dir.display())?;
+        let guard = ON_SIGNAL.lock();
+        if fs::symlink_metadata(out).is_ok() {
+            exchange(&self.dir, out)?;
+        } else {
+            fs::rename(&self.dir, out).io_ctx(out.display())?;
+        }
+        drop(guard);
+        Ok(())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+        let _ = fs::remove_file(&self.lock_path);
+        if let Ok(mut g) = ON_SIGNAL.lock() {
+            g.retain(|p| *p != self.dir && *p != self.lock_path);
+        }
+    }
+}
+
+/// Swaps two paths atomically (renameat2 `RENAME_EXCHANGE`).
+fn exchange(a: &Path, b: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| Error::config(format!("{}: a NUL byte in the path", p.display())))
+    };
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: two NUL-terminated paths that outlive the call.
+    let r = unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
+    if r != 0 {
+        return Err(Error::build(format!(
+            "replacing {} with {}: {}",
+            b.display(),
+            a.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Removes what killed `kiln cluster init`s left in `parent`: a temporary
+/// directory whose lock file nobody holds (exact, whatever the PID is now),
+/// a lock file without its directory, and a directory from an older kiln
+/// (no lock file) whose PID no longer runs.
+fn remove_stale_temps(parent: &Path) {
+    use crate::staging::{probe_lock, LockState};
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((_, pid)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(TMP_MARK)) else { continue };
+        if let Some(pid) = pid.strip_suffix(".lock") {
+            if pid.bytes().all(|b| b.is_ascii_digit()) {
+                if let LockState::Free(_held) = probe_lock(&e.path()) {
+                    let dir = e.path().with_file_name(name.trim_end_matches(".lock"));
+                    if fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+                        let _ = fs::remove_dir_all(&dir);
+                    }
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+            continue;
+        }
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        let lock = e.path().with_file_name(format!("{name}.lock"));
+        let is_dir = fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir());
+        if is_dir && !lock.exists() && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).io_ctx(path.display())?;
     f.write_all(data).io_ctx(path.display())?;
@@ -253,24 +527,25 @@ impl Cluster {
         if o.name.is_empty() || !o.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(Error::config(format!("cluster name `{}` must be letters, digits, `-` or `_`", o.name)));
         }
-        let version =
-            Version::parse(&o.kubernetes_version).map_err(|m| Error::config(format!("--kubernetes-version: {m}")))?;
+        let version = crate::version::kubernetes(&o.kubernetes_version)
+            .map_err(|m| Error::config(format!("--kubernetes-version: {m}")))?;
         let endpoint = normalize_endpoint(&o.endpoint)?;
         // kubeadm reads bootstrapTokens[].ttl with Go's time.ParseDuration; a
         // bad value would only surface on the init node at first boot.
         validate::token_ttl(&o.token_ttl).map_err(|m| Error::config(format!("--token-ttl: {m}")))?;
-        let pod = Cidr::parse(&o.pod_subnet).ok_or_else(|| {
-            Error::config(format!("--pod-subnet `{}` is not a CIDR like 10.244.0.0/16", o.pod_subnet))
-        })?;
-        let svc = Cidr::parse(&o.service_subnet).ok_or_else(|| {
-            Error::config(format!("--service-subnet `{}` is not a CIDR like 10.96.0.0/12", o.service_subnet))
-        })?;
-        if pod.overlaps(&svc) {
-            return Err(Error::config(format!(
-                "--pod-subnet {} overlaps --service-subnet {}; pick disjoint ranges",
-                o.pod_subnet, o.service_subnet
-            )));
+        let pod = subnets("--pod-subnet", &o.pod_subnet, "10.244.0.0/16")?;
+        let svc = subnets("--service-subnet", &o.service_subnet, "10.96.0.0/12")?;
+        for p in &pod {
+            if let Some(s) = svc.iter().find(|s| p.overlaps(s)) {
+                return Err(Error::config(format!(
+                    "--pod-subnet {} overlaps --service-subnet {}; pick disjoint ranges",
+                    p.show(),
+                    s.show()
+                )));
+            }
         }
+        check_service_subnets(&svc)?;
+        check_pod_subnets(&pod)?;
         if o.out.exists() && !o.force {
             return Err(Error::config(format!(
                 "{} already exists; it holds a cluster's CA keys. Use another --out, or --force to replace it (nodes built for the old CA will not join)",
@@ -282,25 +557,18 @@ impl Cluster {
             _ => PathBuf::from("."),
         };
         fs::create_dir_all(&parent).io_ctx(parent.display())?;
-        let tmp = parent.join(format!(".{}.kiln-tmp-{}", o.name, std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
-        let result = Self::write_new(&tmp, o, &version, &endpoint);
-        if let Err(e) = result {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        if o.out.exists() {
-            fs::remove_dir_all(&o.out).io_ctx(o.out.display())?;
-        }
-        fs::rename(&tmp, &o.out).io_ctx(o.out.display())?;
+        remove_stale_temps(&parent);
+        let tmp = TempDir::create(&parent, &o.name)?;
+        Self::write_new(&tmp.dir, o, &version, &endpoint)?;
+        tmp.commit(&o.out)?;
         Cluster::load(&o.out)
     }
 
     fn write_new(dir: &Path, o: &InitOptions, version: &Version, endpoint: &str) -> Result<()> {
-        fs::create_dir_all(dir.join("pki")).io_ctx(dir.display())?;
+        // Modes set exactly whatever the umask: the public pki/ 0755, secrets/ 0700.
+        make_dir(&dir.join("pki"), 0o755)?;
         let secrets = dir.join("secrets");
-        fs::create_dir(&secrets).io_ctx(secrets.display())?;
-        fs::set_permissions(&secrets, fs::Permissions::from_mode(0o700)).io_ctx(secrets.display())?;
+        make_dir(&secrets, 0o700)?;
         let mut hashes = Vec::new();
         for (cert, key_file, cn) in CAS {
             let key = new_key(o.key_algorithm)?;
@@ -335,8 +603,12 @@ impl Cluster {
     pub fn load(dir: &Path) -> Result<Cluster> {
         let path = dir.join("cluster.toml");
         let text = fs::read_to_string(&path).map_err(|e| {
+            let hint = match similar_cluster_dir(dir) {
+                Some(d) => format!("did you mean {}? Otherwise create", d.display()),
+                None => "create".to_string(),
+            };
             Error::config(format!(
-                "{}: {e}; create the cluster with `kiln cluster init NAME --endpoint HOST[:PORT] --kubernetes-version vX.Y.Z`",
+                "{}: {e}; {hint} the cluster with `kiln cluster init NAME --endpoint HOST[:PORT] --kubernetes-version vX.Y.Z`",
                 path.display()
             ))
         })?;
@@ -351,7 +623,60 @@ impl Cluster {
         // A hand-edited cluster.toml must not hand nodes a TTL kubeadm cannot read.
         validate::token_ttl(&file.token_ttl)
             .map_err(|m| Error::config(format!("{}: token_ttl: {m}", path.display())))?;
-        Ok(Cluster { dir: dir.to_path_buf(), file })
+        let cluster = Cluster { dir: dir.to_path_buf(), file };
+        cluster.check_pki()?;
+        Ok(cluster)
+    }
+
+    /// Parses the CA material as kubeadm will (it may have been replaced by
+    /// hand, e.g. with an existing CA): each CA certificate is a CA
+    /// (basicConstraints CA:TRUE, keyUsage keyCertSign; kubeadm's
+    /// `pkiutil.TryLoadCertFromDisk` + `validateSignedCert` path checks `IsCA`),
+    /// each key is RSA or ECDSA (`pkiutil.TryLoadKeyFromDisk` refuses others),
+    /// each key belongs to its certificate and `sa.key` to `sa.pub` (kubeadm
+    /// does not check either: a mismatch gives certificates or tokens that do
+    /// not verify), and `ca_cert_hashes` holds the CA's discovery hash.
+    /// Files that are absent are left to the reader that needs them.
+    pub fn check_pki(&self) -> Result<()> {
+        for (cert, key, _) in CAS {
+            let cert_path = self.dir.join("pki").join(cert);
+            let Some(text) = read_pem_file(&cert_path)? else { continue };
+            let spki = pki::ca_certificate(&text).map_err(|m| pki_error(&cert_path, &m))?;
+            if cert == "ca.crt" {
+                let hash = format!("sha256:{}", hash::hex(&Sha256::digest(&spki.der)));
+                if !self.file.ca_cert_hashes.contains(&hash) {
+                    return Err(Error::config(format!(
+                        "{}: ca_cert_hashes does not hold {hash}, the discovery hash of {}; joining nodes would refuse the cluster: add it to ca_cert_hashes",
+                        self.dir.join("cluster.toml").display(),
+                        cert_path.display()
+                    )));
+                }
+            }
+            let key_path = self.dir.join("secrets").join(key);
+            let Some(text) = read_pem_file(&key_path)? else { continue };
+            let public = pki::private_key(&text).map_err(|m| pki_error(&key_path, &m))?;
+            if public != spki.key {
+                return Err(Error::config(format!(
+                    "{} is not the private key of {}: put the certificate's own key there (or the certificate of this key)",
+                    key_path.display(),
+                    cert_path.display()
+                )));
+            }
+        }
+        let (sa_key, sa_pub) = (self.dir.join("secrets/sa.key"), self.dir.join("pki/sa.pub"));
+        if let (Some(k), Some(p)) = (read_pem_file(&sa_key)?, read_pem_file(&sa_pub)?) {
+            let private = pki::private_key(&k).map_err(|m| pki_error(&sa_key, &m))?;
+            let public = pki::public_key(&p).map_err(|m| pki_error(&sa_pub, &m))?;
+            if private != public {
+                return Err(Error::config(format!(
+                    "{} is not the public key of {}: service-account tokens signed with the key would not verify; derive it with `openssl pkey -in {} -pubout`",
+                    sa_pub.display(),
+                    sa_key.display(),
+                    sa_key.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Reads a public file under `pki/`.
@@ -415,6 +740,192 @@ impl Cluster {
             ttl = f.token_ttl,
             dir = self.dir.display(),
         )
+    }
+}
+
+/// The cluster directory beside `dir` (holding a `cluster.toml`) whose name
+/// is closest to `dir`'s, for a "did you mean" on a typo.
+fn similar_cluster_dir(dir: &Path) -> Option<PathBuf> {
+    let name = dir.file_name()?.to_string_lossy().into_owned();
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::read_dir(parent)
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().join("cluster.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|n| (strsim::jaro_winkler(&name, &n), n))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, n)| parent.join(n))
+}
+
+/// A PEM file of the cluster directory as text; `None` when it is absent.
+fn read_pem_file(path: &Path) -> Result<Option<String>> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::config(format!("{}: {e}", path.display()))),
+        Ok(m) if !m.is_file() => {
+            return Err(Error::config(format!("{}: not a regular file; put the PEM file itself there", path.display())))
+        }
+        Ok(m) if m.len() > 1 << 20 => {
+            return Err(Error::config(format!(
+                "{}: {} bytes is too large for a PEM key or certificate",
+                path.display(),
+                m.len()
+            )))
+        }
+        Ok(_) => {}
+    }
+    let bytes = fs::read(path).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| Error::config(format!("{}: not PEM text (not UTF-8)", path.display())))
+}
+
+fn pki_error(path: &Path, m: &str) -> Error {
+    Error::config(format!("{}: {m}", path.display()))
+}
+
+/// Parsing of CA certificates and keys as kubeadm loads them.
+mod pki {
+    use x509_parser::prelude::{FromDer, SubjectPublicKeyInfo, X509Certificate};
+
+    /// A certificate's public key: the SubjectPublicKeyInfo DER and the key bits.
+    pub struct Spki {
+        /// DER of the SubjectPublicKeyInfo (what the discovery hash is over).
+        pub der: Vec<u8>,
+        /// The subjectPublicKey bits (compared with a private key's public half).
+        pub key: Vec<u8>,
+    }
+
+    fn only_block(text: &str, labels: &[&str]) -> Result<(String, Vec<u8>), String> {
+        let mut blocks = x509_parser::pem::Pem::iter_from_buffer(text.as_bytes());
+        let first = match blocks.next() {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => return Err(format!("not PEM ({e})")),
+            None => return Err(format!("no PEM block (expected -----BEGIN {}-----)", labels[0])),
+        };
+        if !labels.contains(&first.label.as_str()) {
+            return Err(format!("holds a PEM {} block, expected {}", first.label, labels.join(" or ")));
+        }
+        Ok((first.label, first.contents))
+    }
+
+    /// kubeadm accepts RSA and ECDSA keys only (`TryLoadKeyFromDisk`).
+    fn check_algorithm(oid: &str) -> Result<(), String> {
+        match oid {
+            "1.2.840.113549.1.1.1" | "1.2.840.10045.2.1" => Ok(()),
+            other => Err(format!("key algorithm {other} is neither RSA nor ECDSA, the only keys kubeadm loads")),
+        }
+    }
+
+    /// A CA certificate: parsed, CA:TRUE, keyCertSign, RSA or ECDSA key.
+    pub fn ca_certificate(text: &str) -> Result<Spki, String> {
+        let (_, der) = only_block(text, &["CERTIFICATE"])?;
+        let (_, cert) = X509Certificate::from_der(&der).map_err(|e| format!("not an X.509 certificate ({e})"))?;
+        let spki = cert.public_key();
+        check_algorithm(&spki.algorithm.algorithm.to_id_string())?;
+        if !cert.is_ca() {
+            return Err(
+                "is not a CA certificate (basicConstraints CA:TRUE is missing); kubeadm refuses it as a CA".into()
+            );
+        }
+        match cert.key_usage() {
+            Ok(Some(ku)) if !ku.value.key_cert_sign() => {
+                return Err("keyUsage lacks keyCertSign: the CA could not sign the cluster's certificates".into())
+            }
+            Err(e) => return Err(format!("unreadable keyUsage ({e})")),
+            _ => {}
+        }
+        Ok(Spki { der: spki.raw.to_vec(), key: spki.subject_public_key.data.to_vec() })
+    }
+
+    /// A `PUBLIC KEY` (SubjectPublicKeyInfo) PEM: its key bits.
+    pub fn public_key(text: &str) -> Result<Vec<u8>, String> {
+        let (_, der) = only_block(text, &["PUBLIC KEY"])?;
+        let (_, spki) = SubjectPublicKeyInfo::from_der(&der).map_err(|e| format!("not a public key ({e})"))?;
+        check_algorithm(&spki.algorithm.algorithm.to_id_string())?;
+        Ok(spki.subject_public_key.data.to_vec())
+    }
+
+    /// A private key as kubeadm reads them (`keyutil.ParsePrivateKeyPEM`:
+    /// PKCS#1 `RSA PRIVATE KEY`, SEC1 `EC PRIVATE KEY`, PKCS#8 `PRIVATE KEY`),
+    /// RSA or ECDSA only: the bits of its public key, as in an SPKI.
+    pub fn private_key(text: &str) -> Result<Vec<u8>, String> {
+        use rsa::pkcs1::DecodeRsaPrivateKey;
+        use rsa::pkcs8::EncodePrivateKey;
+        let (label, der) = only_block(text, &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"])?;
+        let pkcs8 = match label.as_str() {
+            "RSA PRIVATE KEY" => rsa::RsaPrivateKey::from_pkcs1_der(&der)
+                .map_err(|e| format!("not an RSA private key ({e})"))?
+                .to_pkcs8_der()
+                .map_err(|e| format!("not an RSA private key ({e})"))?
+                .as_bytes()
+                .to_vec(),
+            "EC PRIVATE KEY" => sec1_to_pkcs8(&der)?,
+            _ => der,
+        };
+        let algorithms: [&'static rcgen::SignatureAlgorithm; 4] = [
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            &rcgen::PKCS_RSA_SHA256,
+            &rcgen::PKCS_ED25519,
+        ];
+        let key = load_pkcs8(&pkcs8, &algorithms).ok_or_else(|| {
+            "not a private key kubeadm can use (RSA of 2048 bits or more, or ECDSA P-256/P-384)".to_string()
+        })?;
+        if key.algorithm() == &rcgen::PKCS_ED25519 {
+            return Err("is an Ed25519 key; kubeadm loads only RSA and ECDSA keys".into());
+        }
+        Ok(key.public_key_raw().to_vec())
+    }
+
+    /// Loads PKCS#8 `der` with the first signature algorithm that accepts it.
+    fn load_pkcs8(der: &[u8], algs: &[&'static rcgen::SignatureAlgorithm]) -> Option<rcgen::KeyPair> {
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der)
+        );
+        algs.iter().find_map(|a| rcgen::KeyPair::from_pem_and_sign_algo(&pem, a).ok())
+    }
+
+    /// DER length octets.
+    fn len(n: usize) -> Vec<u8> {
+        if n < 0x80 {
+            return vec![n as u8];
+        }
+        let bytes: Vec<u8> = n.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        let mut out = vec![0x80 | bytes.len() as u8];
+        out.extend(bytes);
+        out
+    }
+
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend(len(content.len()));
+        out.extend_from_slice(content);
+        out
+    }
+
+    /// Wraps a SEC1 `ECPrivateKey` in PKCS#8 (RFC 5915 §3 inside RFC 5208),
+    /// taking the curve from its `parameters [0]`.
+    fn sec1_to_pkcs8(sec1: &[u8]) -> Result<Vec<u8>, String> {
+        const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+        const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+        const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+        let curve = [P256, P384]
+            .into_iter()
+            .find(|c| sec1.windows(c.len()).any(|w| w == *c))
+            .ok_or_else(|| "is an EC key on a curve kubeadm does not use (P-256 or P-384 expected)".to_string())?;
+        let mut alg = EC_PUBLIC_KEY.to_vec();
+        alg.extend_from_slice(curve);
+        let mut body = vec![0x02, 0x01, 0x00];
+        body.extend(tlv(0x30, &alg));
+        body.extend(tlv(0x04, sec1));
+        Ok(tlv(0x30, &body))
     }
 }
 

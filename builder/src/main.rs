@@ -169,6 +169,8 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
             let opts = PinOptions {
                 version: a.version,
                 base_url: a.base_url,
+                base_image: a.base_image,
+                base_image_version: a.base_image_version,
                 dry_run: a.dry_run,
                 fetch: FetchOptions::default(),
             };

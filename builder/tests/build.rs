@@ -473,3 +473,32 @@ fn verified_stamps_skip_rehashing_until_a_file_changes_and_packing_still_catches
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(s.path("healed2/flatcar-1.34-amd64.tar.gz")).unwrap(), good);
 }
+
+/// An output directory where another profile already lists a file name this
+/// build writes, with other bytes (as an older kiln's `kubernetes-vX-ARCH.raw`
+/// shared by Fedora CoreOS and Flatcar): the build is refused with exit 2
+/// naming both profiles, forced or not (the up-to-date check does not hide
+/// it), and the directory is left as it was.
+#[test]
+fn a_file_name_another_profile_wrote_with_other_bytes_is_refused() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    let o = run(s.build_cmd_bare("flatcar-1.34", "cache", "dist").args(["--format", "sysext"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dist = s.path("dist");
+    let manifest = std::fs::canonicalize(dist.join("manifest.json")).unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    let mut other = m["profiles"]["flatcar-1.34"].clone();
+    other["outputs"][0]["sha256"] = serde_json::json!("0".repeat(64));
+    m["profiles"]["fcos-1.34"] = other;
+    let edited = serde_json::to_string_pretty(&m).unwrap() + "\n";
+    std::fs::write(&manifest, &edited).unwrap();
+    let raw = "kubernetes-v1.34.2-flatcar-1.34-amd64.raw";
+    for extra in [&[][..], &["--force"][..]] {
+        let o = run(s.build_cmd_bare("flatcar-1.34", "cache", "dist").args(["--format", "sysext"]).args(extra));
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(raw) && err.contains("an output of fcos-1.34") && err.contains("--out"), "{err}");
+        assert_eq!(std::fs::read_to_string(dist.join("manifest.json")).unwrap(), edited);
+    }
+}

@@ -403,3 +403,206 @@ fn rotate_token_replaces_only_the_token_and_show_keeps_it_secret() {
     let cfg = NodeConfig::parse(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(cfg.cluster.unwrap().bootstrap_token.unwrap().expose(), new.trim());
 }
+
+/// `kiln cluster init c --out OUT [extra]` (v1.34.2 unless `extra` names a version), not checked.
+fn try_init(out: &Path, extra: &[&str]) -> std::process::Output {
+    let version =
+        if extra.contains(&"--kubernetes-version") { &[][..] } else { &["--kubernetes-version", "v1.34.2"][..] };
+    run(kiln()
+        .args(["cluster", "init", "c", "--endpoint", "api.example.test", "--out"])
+        .arg(out)
+        .args(version)
+        .args(extra))
+}
+
+/// kubeadm's subnet limits are refused at `cluster init`, not at the init
+/// node's first boot: a service subnet wider than 2^20 addresses
+/// (`MaximumBitsForServiceSubnet`), a pod subnet narrower than one node's
+/// range (/24, /64) or wider than 2^16 of them, in both families and
+/// dual-stack; a version without `v` is refused with the spelling to use.
+#[test]
+fn cluster_init_refuses_subnets_and_versions_kubeadm_would_refuse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("c");
+    for (flag, value, want) in [
+        ("--service-subnet", "10.0.0.0/11", "/12 or longer"),
+        ("--service-subnet", "fd00:10:96::/107", "/108 or longer"),
+        ("--service-subnet", "10.96.0.0/12,fd00:10:96::/100", "/108 or longer"),
+        ("--pod-subnet", "10.244.0.0/25", "narrower than one node's pod range (/24"),
+        ("--pod-subnet", "fd00:10:244::/65", "(/64"),
+        ("--pod-subnet", "10.244.0.0/16,fd00:10:244::/96", "(/64"),
+        ("--pod-subnet", "172.0.0.0/7", "/8 or longer"),
+        ("--pod-subnet", "10.244.0.0/16,10.245.0.0/16", "one IPv4 and one IPv6"),
+        ("--kubernetes-version", "1.34.2", "write \"v1.34.2\""),
+    ] {
+        let o = try_init(&out, &[flag, value]);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{flag} {value}: {}", stderr(&o));
+        assert!(!out.exists(), "{flag} {value}: a cluster was written");
+    }
+    // kubeadm's own limits are accepted, dual-stack too.
+    let o = try_init(
+        &out,
+        &["--service-subnet", "10.96.0.0/12,fd00:10:96::/108", "--pod-subnet", "10.244.0.0/24,fd00:10:244::/48"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// What a broken-PKI case expects in the error, and how it breaks a cluster directory.
+type PkiCase<'a> = (&'a str, &'a dyn Fn(&Path));
+
+/// CA material replaced by hand is parsed when the cluster is used: a CA
+/// certificate that is not a CA, a key that is not its certificate's, an
+/// `sa.pub` that is not `sa.key`'s, an Ed25519 key, a CA whose hash
+/// `cluster.toml` does not hold are refused naming the file; kubeadm's own
+/// key formats (PKCS#1, SEC1) of the right keys are accepted.
+#[test]
+fn hand_placed_pki_is_parsed_and_pair_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = init(tmp.path(), "a", &[]);
+    let b = init(tmp.path(), "b", &[]);
+    let show = |c: &Path| run(kiln().args(["cluster", "show"]).arg(c));
+    assert!(show(&a).status.success());
+    let copy_from = |to: &Path, from: &Path, file: &str| std::fs::copy(from.join(file), to.join(file)).unwrap();
+    let cases: [PkiCase; 5] = [
+        ("is not the private key of", &|c: &Path| {
+            copy_from(c, &b, "secrets/front-proxy-ca.key");
+        }),
+        ("is not the public key of", &|c: &Path| {
+            copy_from(c, &b, "pki/sa.pub");
+        }),
+        ("ca_cert_hashes does not hold", &|c: &Path| {
+            copy_from(c, &b, "pki/ca.crt");
+            copy_from(c, &b, "secrets/ca.key");
+        }),
+        ("is not a CA certificate", &|c: &Path| {
+            sh(
+                "openssl req -x509 -new -key secrets/etcd-ca.key -subj /CN=etcd-ca -days 1 -addext basicConstraints=critical,CA:FALSE -out pki/etcd-ca.crt 2>/dev/null",
+                c,
+            );
+        }),
+        ("Ed25519", &|c: &Path| {
+            sh("openssl genpkey -algorithm ed25519 -out secrets/sa.key 2>/dev/null", c);
+        }),
+    ];
+    for (i, (want, break_it)) in cases.iter().enumerate() {
+        let c = tmp.path().join(format!("case-{i}"));
+        sh(&format!("cp -a {} {}", a.display(), c.display()), tmp.path());
+        break_it(&c);
+        for cmd in
+            [vec!["cluster", "show"], vec!["userdata", "--role", "init", "--format", "toml", "--out", "-", "--cluster"]]
+        {
+            let o = run(kiln().args(&cmd).arg(&c));
+            assert_eq!(o.status.code(), Some(2), "{want} {cmd:?}: {}", stderr(&o));
+            assert!(stderr(&o).contains(want), "{want}: {}", stderr(&o));
+        }
+    }
+    // The same keys in kubeadm's own PEM forms are accepted.
+    let c = tmp.path().join("kubeadm-forms");
+    let rsa = init(tmp.path(), "rsa", &["--key-algorithm", "rsa-2048"]);
+    sh(&format!("cp -a {} {}", rsa.display(), c.display()), tmp.path());
+    sh("openssl rsa -in secrets/ca.key -traditional -out secrets/ca.key.1 2>/dev/null && mv secrets/ca.key.1 secrets/ca.key", &c);
+    assert!(std::fs::read_to_string(c.join("secrets/ca.key")).unwrap().starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    let o = show(&c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ec = tmp.path().join("ec-forms");
+    sh(&format!("cp -a {} {}", a.display(), ec.display()), tmp.path());
+    sh("openssl ec -in secrets/sa.key -out secrets/sa.key.1 2>/dev/null && mv secrets/sa.key.1 secrets/sa.key", &ec);
+    assert!(std::fs::read_to_string(ec.join("secrets/sa.key")).unwrap().starts_with("-----BEGIN EC PRIVATE KEY-----"));
+    let o = show(&ec);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A cluster directory typo: the error names the directory meant.
+#[test]
+fn a_cluster_directory_typo_gets_did_you_mean() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = init(tmp.path(), "production", &[]);
+    let o = run(kiln().args(["cluster", "show"]).arg(tmp.path().join("prodution")));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("did you mean {}?", c.display())), "{}", stderr(&o));
+}
+
+/// Every `ca.key` under `dir` that is not inside a complete cluster directory
+/// (one whose cluster.toml loads).
+fn stray_keys(dir: &Path) -> Vec<String> {
+    files_in(dir)
+        .into_iter()
+        .filter(|f| f.ends_with("ca.key"))
+        .filter(|f| {
+            let top = f.split('/').next().unwrap();
+            top.starts_with('.') || !run(kiln().args(["cluster", "show"]).arg(dir.join(top))).status.success()
+        })
+        .collect()
+}
+
+/// B22: `kiln cluster init` killed at seeded random points by SIGINT, SIGTERM
+/// or SIGKILL leaves no CA key behind once the next init has run (its temporary
+/// directory is removed by the signal handler, or by the next run when its lock
+/// is free); under umask 000 the directories are 0700/0755 and keys 0600.
+#[test]
+fn killed_cluster_inits_leave_no_ca_key_behind_after_the_next_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut rng = kiln_testkit::rng::Rng(0x6b69_6c6e_2d62_3232);
+    let mut killed = 0;
+    for i in 0..12 {
+        let sig = [libc_sig::INT, libc_sig::TERM, libc_sig::KILL][i % 3];
+        let out = dir.join(format!("c{i}"));
+        let mut child = kiln()
+            .args(["cluster", "init", "c", "--endpoint", "api.example.test", "--kubernetes-version", "v1.34.2"])
+            .args(["--key-algorithm", "rsa-2048", "--out"])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(rng.below(1500) as u64));
+        let done = child.try_wait().unwrap().is_some();
+        Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
+        let status = child.wait().unwrap();
+        if !done && !status.success() {
+            killed += 1;
+        }
+        // SIGINT and SIGTERM clean up at once; SIGKILL only by the next run.
+        if sig != libc_sig::KILL {
+            assert!(
+                std::fs::read_dir(dir)
+                    .unwrap()
+                    .flatten()
+                    .all(|e| !e.file_name().to_string_lossy().contains(".kiln-tmp-")),
+                "kill -{sig} left {:?}",
+                files_in(dir)
+            );
+        }
+        let next = init(dir, &format!("next{i}"), &[]);
+        assert!(next.join("cluster.toml").is_file());
+        assert_eq!(stray_keys(dir), Vec::<String>::new(), "after kill -{sig} #{i}");
+    }
+    assert!(killed >= 6, "only {killed} of 12 inits were interrupted: the kills came too late");
+
+    // umask 000: exact modes anyway.
+    let c = dir.join("umask0");
+    let script = format!(
+        "umask 000 && exec {} cluster init u --endpoint api.example.test --kubernetes-version v1.34.2 --out {}",
+        env!("CARGO_BIN_EXE_kiln"),
+        c.display()
+    );
+    assert!(Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
+    assert_eq!(mode(&c), 0o755);
+    assert_eq!(mode(&c.join("pki")), 0o755);
+    assert_eq!(mode(&c.join("secrets")), 0o700);
+    for f in std::fs::read_dir(c.join("secrets")).unwrap().flatten() {
+        assert_eq!(mode(&f.path()), 0o600, "{}", f.path().display());
+    }
+    for f in std::fs::read_dir(c.join("pki")).unwrap().flatten() {
+        assert_eq!(mode(&f.path()), 0o644, "{}", f.path().display());
+    }
+}
+
+/// Signal names for `kill -NAME`.
+mod libc_sig {
+    pub const INT: &str = "INT";
+    pub const TERM: &str = "TERM";
+    pub const KILL: &str = "KILL";
+}

@@ -427,7 +427,7 @@ fn outputs_a_rebuild_no_longer_writes_do_not_stay_current() {
     let o = run(s.build_cmd("flatcar-1.34", "cache", "dist").args(["--format", "tar", "--format", "sysext"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let dist = s.path("dist");
-    assert!(files_in(&dist).contains(&"kubernetes-v1.34.2-amd64.raw".to_string()));
+    assert!(files_in(&dist).contains(&"kubernetes-v1.34.2-flatcar-1.34-amd64.raw".to_string()));
     let o = run(s.build_cmd("flatcar-1.34", "cache", "dist").args(["--format", "tar"]));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(files_in(&dist), ["SHA256SUMS", "flatcar-1.34-amd64.tar.gz", "manifest.json"]);

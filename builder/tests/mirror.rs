@@ -200,7 +200,7 @@ fn kiln_mirror_fills_a_directory_every_shipped_profile_builds_from_offline() {
     assert!(s.path("dist-rpi-raspios-1.34/rpi-raspios-1.34-arm64.img").is_file());
     assert!(s.path("dist-rpi-ubuntu-1.34/rpi-ubuntu-1.34-arm64.img.bmap").is_file());
     // Each profile built what its distro deploys.
-    assert!(s.path("dist-fcos-1.34/kubernetes-v1.34.2-arm64.raw").is_file());
+    assert!(s.path("dist-fcos-1.34/kubernetes-v1.34.2-fcos-1.34-arm64.raw").is_file());
     assert!(s.path("dist-fcos-1.34/fcos-1.34-arm64.ign").is_file());
     assert!(s.path("dist-flatcar-1.34/flatcar-1.34-amd64.ign").is_file());
     assert!(s.path("dist-debian-1.34/debian-1.34-arm64.tar.gz").is_file());
@@ -654,4 +654,67 @@ fn offline_without_a_mirror_points_to_kiln_mirror() {
     assert!(lines[6].contains("`kiln mirror PROFILE... --out DIR` fills one"), "{lines:?}");
     let names: BTreeSet<&str> = lines[1..6].iter().filter_map(|l| l.split_whitespace().next()).collect();
     assert_eq!(names, BTreeSet::from(["cni-plugins", "crictl", "kubeadm", "kubectl", "kubelet"]));
+}
+
+/// Every file the Ignition configs in `dist` download from `base` is in
+/// `dist` with the `verification.hash` they name, and `SHA256SUMS` holds.
+fn assert_ignition_consistent(dist: &Path, base: &str) -> usize {
+    let mut checked = 0;
+    for ign in files_in(dist).into_iter().filter(|f| f.ends_with(".ign")) {
+        let doc: Value = serde_json::from_slice(&fs::read(dist.join(&ign)).unwrap()).unwrap();
+        for f in doc["storage"]["files"].as_array().unwrap() {
+            let source = f["contents"]["source"].as_str().unwrap();
+            let Some(file) = source.strip_prefix(&format!("{base}/")) else { continue };
+            let bytes = fs::read(dist.join(file)).unwrap_or_else(|e| panic!("{ign} downloads {file}: {e}"));
+            assert_eq!(
+                f["contents"]["verification"]["hash"],
+                format!("sha256-{}", standin::sha256(&bytes)),
+                "{ign}: verification.hash of {file}"
+            );
+            checked += 1;
+        }
+    }
+    for line in fs::read_to_string(dist.join("SHA256SUMS")).unwrap().lines() {
+        let (hash, file) = line.split_once("  ").unwrap();
+        assert_eq!(standin::sha256(&fs::read(dist.join(file)).unwrap()), hash, "SHA256SUMS: {file}");
+    }
+    checked
+}
+
+/// The README's CI recipe: every shipped profile built into one `dist/` by one
+/// command. No two profiles write one file name with different bytes, so every
+/// Ignition config's `verification.hash` is the hash of the file it names,
+/// also after a second, up-to-date run.
+#[test]
+fn every_shipped_profile_builds_into_one_dist_with_every_ignition_hash_right() {
+    let s = shipped();
+    let base = "https://images.example.test/kiln";
+    let dist = s.path("dist");
+    let cmd = || {
+        let mut c = kiln();
+        c.arg("build")
+            .args(SHIPPED.iter().map(|n| s.profile(n)))
+            .arg("--mirror")
+            .arg(s.mirror.url())
+            .arg("--cache")
+            .arg(s.path("cache"))
+            .arg("--out")
+            .arg(&dist)
+            .args(s.firstboot_args())
+            .args(["--base-url", base, "--json"]);
+        c
+    };
+    let report = json(run(&mut cmd()));
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["profiles"].as_array().map(Vec::len), Some(SHIPPED.len()), "{report}");
+    let o = run(&mut cmd());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    let checked = assert_ignition_consistent(&dist, base);
+    // fcos-1.34, flatcar-1.33 and flatcar-1.34, each per architecture.
+    assert!(checked >= 3, "only {checked} downloads checked");
+    let files = files_in(&dist);
+    for raw in ["kubernetes-v1.34.2-fcos-1.34-amd64.raw", "kubernetes-v1.34.2-flatcar-1.34-amd64.raw"] {
+        assert!(files.contains(&raw.to_string()), "{raw} not in {files:?}");
+    }
 }

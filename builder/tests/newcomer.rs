@@ -391,7 +391,10 @@ fn each_profile_builds_what_its_distro_deploys() {
     assert!(o.status.success(), "{}", stderr(&o));
     let mut outputs = files_in(&s.path("dist"));
     outputs.sort();
-    assert_eq!(outputs, ["SHA256SUMS", "flatcar-1.34-amd64.ign", "kubernetes-v1.34.2-amd64.raw", "manifest.json"]);
+    assert_eq!(
+        outputs,
+        ["SHA256SUMS", "flatcar-1.34-amd64.ign", "kubernetes-v1.34.2-flatcar-1.34-amd64.raw", "manifest.json"]
+    );
     for (name, formats) in [
         ("debian-1.34", "[\"tar\"]"),
         ("fcos-1.34", "[\"sysext\", \"ignition\"]"),

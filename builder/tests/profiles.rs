@@ -45,6 +45,7 @@ fn cases() -> Vec<Case> {
         ("unknown key", |b| b.replace("family =", "famliy ="), "3:1", "did you mean `family`"),
         ("wrong type", |b| b.replace("architectures = [\"amd64\"]", "architectures = \"amd64\""), "4:17", "invalid type"),
         ("bad version", |b| b.replace("kubernetes_version = \"v1.34.2\"", "kubernetes_version = \"v1.34\""), "2:22", "not a version"),
+        ("version without v", |b| b.replace("kubernetes_version = \"v1.34.2\"", "kubernetes_version = \"1.34.2\""), "2:22", "write \"v1.34.2\""),
         ("unknown family", |b| b.replace("family = \"fcos\"", "family = \"fedora\""), "3:10", "unknown variant"),
         ("missing pin for an arch", |b| b.replace("[\"amd64\"]", "[\"amd64\", \"arm64\"]"), "30:1", "no sha256 for arm64, which the profile builds, in artifact(s) cni-plugins, crictl, kubeadm, kubectl, kubelet"),
         ("32-bit arm with >= 1.27", |b| b.replace("[\"amd64\"]", "[\"amd64\", \"arm\"]"), "4:27", "32-bit arm"),

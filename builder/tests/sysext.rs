@@ -38,10 +38,10 @@ fn sysext_image_lists_dissects_merges_and_is_reproducible() {
     s.pin("flatcar-1.34");
     build(&s, "flatcar-1.34", "a", &["--format", "sysext"]);
     build_with_cache(&s, "flatcar-1.34", "cache-b", "b", &["--format", "sysext"]);
-    let raw = "kubernetes-v1.34.2-amd64.raw";
+    let raw = "kubernetes-v1.34.2-flatcar-1.34-amd64.raw";
     let a = std::fs::read(s.path(&format!("a/{raw}"))).unwrap();
     assert!(a == std::fs::read(s.path(&format!("b/{raw}"))).unwrap(), "two sysext builds differ");
-    assert_eq!(files_in(&s.path("a")), ["SHA256SUMS", "kubernetes-v1.34.2-amd64.raw", "manifest.json"]);
+    assert_eq!(files_in(&s.path("a")), ["SHA256SUMS", "kubernetes-v1.34.2-flatcar-1.34-amd64.raw", "manifest.json"]);
 
     // unsquashfs lists the expected tree, all owned by root.
     let listing = ok(Command::new("unsquashfs").args(["-lln", "-d", ""]).arg(s.path(&format!("a/{raw}"))));
@@ -56,6 +56,7 @@ fn sysext_image_lists_dissects_merges_and_is_reproducible() {
         "/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf",
         "/usr/lib/systemd/system/multi-user.target.d/10-kiln-kubelet.conf",
         "/usr/lib/extension-release.d/extension-release.kubernetes",
+        "/usr/lib/extension-release.d/extension-release.kubernetes-v1.34.2-flatcar-1.34-amd64",
     ] {
         let line = listing
             .lines()
@@ -80,15 +81,18 @@ fn sysext_image_lists_dissects_merges_and_is_reproducible() {
     assert_eq!(release, "ID=_any\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n");
 
     // systemd-dissect recognises a system extension with kiln's release fields
-    // (deployed name: /etc/extensions/kubernetes.raw).
+    // under its deployed name (/etc/extensions/kubernetes.raw) and under its own
+    // file name, as served from dist/.
     let link = s.path("kubernetes.raw");
     std::os::unix::fs::symlink(s.path(&format!("a/{raw}")), &link).unwrap();
-    let j: serde_json::Value =
-        serde_json::from_str(&ok(Command::new("systemd-dissect").arg("--json=short").arg(&link))).unwrap();
-    assert_eq!(j["useSystemExtension"], true, "{j}");
-    let fields: Vec<&str> = j["extensionRelease"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
-    assert_eq!(fields, ["ID=_any", "ARCHITECTURE=x86-64", "EXTENSION_RELOAD_MANAGER=1"]);
-    assert_eq!(j["mounts"][0]["fstype"], "squashfs");
+    for image in [link.clone(), s.path(&format!("a/{raw}"))] {
+        let j: serde_json::Value =
+            serde_json::from_str(&ok(Command::new("systemd-dissect").arg("--json=short").arg(&image))).unwrap();
+        assert_eq!(j["useSystemExtension"], true, "{}: {j}", image.display());
+        let fields: Vec<&str> = j["extensionRelease"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        assert_eq!(fields, ["ID=_any", "ARCHITECTURE=x86-64", "EXTENSION_RELOAD_MANAGER=1"], "{}", image.display());
+        assert_eq!(j["mounts"][0]["fstype"], "squashfs");
+    }
 
     // Merge it for real over a scratch root in a private mount namespace.
     let root = s.path("root");
@@ -132,13 +136,13 @@ fn ignition_image_configs_validate_in_both_modes_and_per_machine() {
     let ign = s.path("sx/flatcar-1.34-amd64.ign");
     validate(&ign);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ign).unwrap()).unwrap();
-    let raw = s.path("sx/kubernetes-v1.34.2-amd64.raw");
+    let raw = s.path("sx/kubernetes-v1.34.2-flatcar-1.34-amd64.raw");
     let files = v["storage"]["files"].as_array().unwrap();
     let image = files
         .iter()
-        .find(|f| f["path"] == "/opt/extensions/kubernetes/kubernetes-v1.34.2-amd64.raw")
+        .find(|f| f["path"] == "/opt/extensions/kubernetes/kubernetes-v1.34.2-flatcar-1.34-amd64.raw")
         .expect("sysext file");
-    assert_eq!(image["contents"]["source"], format!("{base}/kubernetes-v1.34.2-amd64.raw"));
+    assert_eq!(image["contents"]["source"], format!("{base}/kubernetes-v1.34.2-flatcar-1.34-amd64.raw"));
     assert_eq!(image["contents"]["verification"]["hash"], format!("sha256-{}", sha256(&std::fs::read(&raw).unwrap())));
     let link = &v["storage"]["links"]
         .as_array()
@@ -147,7 +151,7 @@ fn ignition_image_configs_validate_in_both_modes_and_per_machine() {
         .find(|l| l["path"] == "/etc/extensions/kubernetes.raw")
         .cloned()
         .unwrap();
-    assert_eq!(link["target"], "/opt/extensions/kubernetes/kubernetes-v1.34.2-amd64.raw");
+    assert_eq!(link["target"], "/opt/extensions/kubernetes/kubernetes-v1.34.2-flatcar-1.34-amd64.raw");
     let units: Vec<(String, bool)> = v["systemd"]["units"]
         .as_array()
         .unwrap()
@@ -205,10 +209,10 @@ fn ignition_image_configs_validate_in_both_modes_and_per_machine() {
         }
     }
     let fb = files.iter().find(|f| f["path"] == "/opt/bin/kiln-firstboot").unwrap();
-    assert_eq!(fb["contents"]["source"], format!("{base}/kiln-firstboot-amd64"));
+    assert_eq!(fb["contents"]["source"], format!("{base}/flatcar-1.34-kiln-firstboot-amd64"));
     assert_eq!(
         fb["contents"]["verification"]["hash"],
-        format!("sha256-{}", sha256(&std::fs::read(s.path("fm/kiln-firstboot-amd64")).unwrap()))
+        format!("sha256-{}", sha256(&std::fs::read(s.path("fm/flatcar-1.34-kiln-firstboot-amd64")).unwrap()))
     );
     let unpack = v["systemd"]["units"]
         .as_array()
@@ -294,4 +298,22 @@ fn a_sysext_build_refuses_writable_paths_under_usr() {
         .arg(s.path("c")));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("[sysext-writable]") && stderr(&o).contains("rpi-1.34.toml:"), "{}", stderr(&o));
+}
+
+/// The build's log says the Ignition mode in the words of its flag, not Rust's
+/// debug spelling (`(Sysext mode, …)`).
+#[test]
+fn the_build_log_names_the_ignition_mode_in_words() {
+    let s = Scratch::new(&["flatcar-1.34"]);
+    s.pin("flatcar-1.34");
+    let o = run(s.build_cmd_bare("flatcar-1.34", "cache", "dist").args([
+        "--format",
+        "ignition",
+        "--base-url",
+        "https://images.example.test/kiln",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("flatcar-1.34-amd64.ign (--ignition-mode sysext, Ignition spec 3.3.0)"), "{err}");
+    assert!(!err.contains("Sysext mode"), "{err}");
 }

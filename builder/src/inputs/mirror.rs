@@ -473,7 +473,8 @@ fn install(dir: &Path, rel: &Path, blob: &Path, a: &Artifact, opts: &MirrorOptio
     walk_parents(dir, rel, true)?;
     let target = dir.join(rel);
     let tmp = temp_beside(&target);
-    let result = copy_verified(blob, &tmp, a).and_then(|n| {
+    // The temporary file stays open (and locked) until it is renamed.
+    let result = copy_verified(blob, &tmp, a).and_then(|(n, _locked)| {
         fs::rename(&tmp, &target).io_ctx(format!("renaming {} to {}", tmp.display(), target.display()))?;
         Ok(n)
     });
@@ -489,11 +490,16 @@ fn install(dir: &Path, rel: &Path, blob: &Path, a: &Artifact, opts: &MirrorOptio
     result
 }
 
-/// Copies `blob` to a new file `tmp` (mode 0644) and checks its sha256 against the pin.
-fn copy_verified(blob: &Path, tmp: &Path, a: &Artifact) -> Result<u64> {
+/// Copies `blob` to a new file `tmp` (mode 0644), holding a `flock(2)` on it
+/// that marks its writer alive for [`remove_stale_temps`], and checks its
+/// sha256 against the pin. Returns the size and the (still locked) file.
+fn copy_verified(blob: &Path, tmp: &Path, a: &Artifact) -> Result<(u64, File)> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut src = fetch::open_regular(blob).io_ctx(blob.display())?;
     let file: File = fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(tmp).io_ctx(tmp.display())?;
+    if !crate::staging::try_lock(&file) {
+        return Err(Error::build(format!("{}: locked by another process", tmp.display())));
+    }
     let mut out = BufWriter::new(file);
     let (n, sha) = hash::copy_hashed(&mut src, &mut out, |_| {}).io_ctx(tmp.display())?;
     let file = out.into_inner().map_err(|e| Error::build(format!("{}: {}", tmp.display(), e.error())))?;
@@ -508,7 +514,7 @@ fn copy_verified(blob: &Path, tmp: &Path, a: &Artifact) -> Result<u64> {
             a.sha256
         )));
     }
-    Ok(n)
+    Ok((n, file))
 }
 
 /// Prefix of the temporary files written beside `target`.
@@ -523,17 +529,19 @@ fn temp_beside(target: &Path) -> PathBuf {
     target.with_file_name(format!("{}{}-{n}", temp_prefix(target), std::process::id()))
 }
 
-/// Removes temporary files beside `target` left by a kiln that was killed
-/// (its process id no longer runs). Without `/proc` nothing is removed.
+/// Removes temporary files beside `target` left by a kiln that was killed:
+/// the ones no process holds the `flock(2)` of (a writer holds it until it
+/// renames the file), exactly, whatever runs under the PID in the name now.
 fn remove_stale_temps(target: &Path) {
-    let (Some(parent), true) = (target.parent(), Path::new("/proc/self").exists()) else { return };
+    use crate::staging::{probe_lock, LockState};
+    let Some(parent) = target.parent() else { return };
     let prefix = temp_prefix(target);
     let Ok(entries) = fs::read_dir(parent) else { return };
     for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(&prefix).and_then(|rest| rest.split('-').next()) else { continue };
-        let alive = pid.parse::<u32>().map_or(true, |p| Path::new("/proc").join(p.to_string()).exists());
-        if !alive {
+        if !e.file_name().to_string_lossy().starts_with(&prefix) || !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        if let LockState::Free(_held) = probe_lock(&e.path()) {
             let _ = fs::remove_file(e.path());
         }
     }
@@ -571,7 +579,14 @@ mod tests {
         for p in [&dead, &live, &other] {
             fs::write(p, b"partial").unwrap();
         }
+        // A live writer holds the lock of its temporary file.
+        let writer = File::open(&live).unwrap();
+        assert!(crate::staging::try_lock(&writer));
         remove_stale_temps(&target);
         assert!(!dead.exists() && live.exists() && other.exists());
+        // A temporary file whose PID runs but which nobody holds is a dead writer's.
+        drop(writer);
+        remove_stale_temps(&target);
+        assert!(!live.exists());
     }
 }

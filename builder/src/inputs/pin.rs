@@ -6,6 +6,12 @@
 //! comments and layout survive, and is replaced atomically only when every
 //! checksum was fetched. Review the printed diff before committing it.
 //!
+//! `[base_image]` (a Raspberry Pi card's OS image) is re-pinned with
+//! `--base-image` or `--base-image-version VERSION`, and whenever its sha256 is
+//! a placeholder, from the publisher's checksum file: `URL.sha256` (Raspberry
+//! Pi OS: `HASH  FILE`) or, failing that, `SHA256SUMS` in the image's
+//! directory (Ubuntu: lines `HASH *FILE`), the line naming the image's file.
+//!
 //! Sizes are pinned too (`size.<arch>`), from the `Content-Length` of a `HEAD`
 //! request for the artifact (or the file's size for `file://`): a download
 //! stops at its pinned size. A server that does not tell the size leaves the
@@ -16,7 +22,6 @@ use crate::fetch::{self, FetchOptions};
 use crate::hash::is_sha256_hex;
 use crate::profile::{expand_url, Arch, Profile};
 use crate::progress::Progress;
-use crate::version::{Version, VersionExt};
 use std::path::Path;
 use toml_edit::{DocumentMut, Item, Value};
 
@@ -30,6 +35,10 @@ pub struct PinOptions {
     pub version: Option<String>,
     /// Read checksum files from this base URL (same paths as upstream) instead.
     pub base_url: Option<String>,
+    /// Re-pin `[base_image]` at its version too.
+    pub base_image: bool,
+    /// Move `[base_image]` to this version (and re-pin it).
+    pub base_image_version: Option<String>,
     /// Print the diff without writing.
     pub dry_run: bool,
     /// Retry and timeout policy.
@@ -86,6 +95,99 @@ pub fn parse_checksum_file(text: &str) -> Option<String> {
     is_sha256_hex(tok).then(|| tok.to_ascii_lowercase())
 }
 
+/// Finds `file`'s hash in a `SHA256SUMS` text (`HASH  FILE` or `HASH *FILE`
+/// lines, as sha256sum writes them in text or binary mode).
+pub fn parse_sums_file(text: &str, file: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let (hash, name) = line.trim_end().split_once(' ')?;
+        let name = name.strip_prefix(['*', ' ']).unwrap_or(name);
+        (name == file && is_sha256_hex(hash)).then(|| hash.to_ascii_lowercase())
+    })
+}
+
+/// The base image's sha256 from its publisher: `URL.sha256` (whose file name,
+/// when it gives one, must be the image's), else `SHA256SUMS` beside it.
+/// A failure names every URL tried and why.
+fn base_image_checksum(opts: &PinOptions, agent: &ureq::Agent, url: &str) -> Result<String> {
+    let rebase = |u: String| match &opts.base_url {
+        Some(base) => fetch::rebase_url(base, &u),
+        None => u,
+    };
+    let (dir, file) = url.rsplit_once('/').unwrap_or(("", url));
+    let mut tried = Vec::new();
+    let single = rebase(format!("{url}.sha256"));
+    match fetch::fetch_text(&opts.fetch, agent, &single) {
+        Ok(text) => {
+            let named = text.split_whitespace().nth(1).map(|n| n.trim_start_matches('*'));
+            match parse_checksum_file(&text) {
+                Some(sha) if named.is_none_or(|n| n == file) => return Ok(sha),
+                Some(_) => tried.push(format!("{single}: names {}, not {file}", named.unwrap_or_default())),
+                None => tried.push(format!("{single}: does not start with a sha256 (64 hex digits)")),
+            }
+        }
+        Err(e) => tried.push(e.message),
+    }
+    let sums = rebase(format!("{dir}/SHA256SUMS"));
+    match fetch::fetch_text(&opts.fetch, agent, &sums) {
+        Ok(text) => match parse_sums_file(&text, file) {
+            Some(sha) => return Ok(sha),
+            None => tried.push(format!("{sums}: no line `HASH *{file}`")),
+        },
+        Err(e) => tried.push(e.message),
+    }
+    Err(Error::build(format!(
+        "no published sha256 for the base image {file}:\n  {}\nis the version published? Otherwise copy the sha256 from the publisher's download page into [base_image] sha256",
+        tried.join("\n  ")
+    )))
+}
+
+/// Re-pins `[base_image]` in `doc` when asked to or when its sha256 is a
+/// placeholder; refuses the flags for a profile without one.
+fn pin_base_image(
+    profile: &Profile,
+    doc: &mut DocumentMut,
+    opts: &PinOptions,
+    agent: &ureq::Agent,
+    progress: &Progress,
+) -> Result<()> {
+    let Some(base) = &profile.doc.base_image else {
+        if opts.base_image || opts.base_image_version.is_some() {
+            return Err(Error::config(format!(
+                "{}: --base-image/--base-image-version: the profile has no [base_image] (only card profiles do)",
+                profile.path.display()
+            )));
+        }
+        return Ok(());
+    };
+    let base = base.get_ref();
+    let placeholder = !is_sha256_hex(base.sha256.get_ref());
+    if !(opts.base_image || opts.base_image_version.is_some() || placeholder) {
+        return Ok(());
+    }
+    let mut version = base.version.get_ref().clone();
+    if let Some(v) = &opts.base_image_version {
+        crate::validate::artifact_version(v).map_err(|m| Error::config(format!("--base-image-version: {m}")))?;
+        if *v != version {
+            set_value(&mut doc["base_image"]["version"], v);
+            if let Some(t) = doc["base_image"].as_table_like_mut() {
+                if t.remove("image_sha256").is_some() {
+                    progress.warn(format!(
+                        "{}: base_image.image_sha256 removed: it was the hash of the {version} image; add the new one if the publisher gives it",
+                        profile.path.display()
+                    ));
+                }
+            }
+            version = v.clone();
+        }
+    }
+    let arch = profile.architectures().first().copied().unwrap_or(Arch::Arm64);
+    let url = expand_url(base.url.get_ref(), &version, arch);
+    let sha = base_image_checksum(opts, agent, &url).map_err(|e| e.context(format!("pinning base_image {version}")))?;
+    progress.detail(format!("base_image {version}: {sha}"));
+    set_value(&mut doc["base_image"]["sha256"], &sha);
+    Ok(())
+}
+
 /// A minimal line diff (common prefix and suffix trimmed) for review.
 pub fn diff(path: &Path, old: &str, new: &str) -> String {
     let a: Vec<&str> = old.lines().collect();
@@ -126,7 +228,7 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
     let profile = Profile::load(path)?;
     let mut doc: DocumentMut = profile.text.parse().map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
     if let Some(v) = &opts.version {
-        let parsed = Version::parse(v).map_err(|m| Error::config(format!("--version: {m}")))?;
+        let parsed = crate::version::kubernetes(v).map_err(|m| Error::config(format!("--version: {m}")))?;
         let v = parsed.to_string();
         set_value(&mut doc["kubernetes_version"], &v);
         for name in KUBERNETES_ARTIFACTS {
@@ -136,6 +238,14 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
         }
     }
     let agent = fetch::agent(opts.fetch.timeout);
+    // Every checksum is tried; the error names each one that failed.
+    let mut failed: Vec<Error> = Vec::new();
+    if let Err(e) = pin_base_image(&profile, &mut doc, opts, &agent, progress) {
+        if e.kind == crate::error::Kind::Config {
+            return Err(e);
+        }
+        failed.push(e);
+    }
     let archs: Vec<Arch> = profile.architectures();
     let names: Vec<String> = profile.doc.artifacts.keys().cloned().collect();
     for name in names {
@@ -153,16 +263,28 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
                 Some(base) => fetch::rebase_url(base, &url),
                 None => url,
             };
-            let text = fetch::fetch_text(&opts.fetch, &agent, &url)
-                .map_err(|e| e.context(format!("pinning {name} {version} ({arch})")))?;
-            let sha = parse_checksum_file(&text).ok_or_else(|| {
-                Error::build(format!("{url} does not start with a sha256 (64 hex digits); is it a checksum file?"))
-            })?;
+            let pinned = fetch::fetch_text(&opts.fetch, &agent, &url).and_then(|text| {
+                parse_checksum_file(&text).ok_or_else(|| {
+                    Error::build(format!("{url} does not start with a sha256 (64 hex digits); is it a checksum file?"))
+                })
+            });
+            let sha = match pinned {
+                Ok(sha) => sha,
+                Err(e) => {
+                    failed.push(e.context(format!("pinning {name} {version} ({arch})")));
+                    continue;
+                }
+            };
             progress.detail(format!("{name} {version} ({arch}): {sha}"));
             set_value(&mut doc["artifacts"][&name]["sha256"][arch.as_str()], &sha);
             let artifact_url = url.strip_suffix(".sha256").unwrap_or(&url);
-            let size = fetch::fetch_size(&opts.fetch, &agent, artifact_url)
-                .map_err(|e| e.context(format!("pinning the size of {name} {version} ({arch})")))?;
+            let size = match fetch::fetch_size(&opts.fetch, &agent, artifact_url) {
+                Ok(size) => size,
+                Err(e) => {
+                    failed.push(e.context(format!("pinning the size of {name} {version} ({arch})")));
+                    continue;
+                }
+            };
             if size.is_none() {
                 progress.warn(format!(
                     "{name} {version} ({arch}): {artifact_url} does not tell its size; no size pinned (downloads are capped at {} bytes)",
@@ -171,6 +293,19 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
             }
             set_size(&mut doc["artifacts"][&name], arch.as_str(), size);
         }
+    }
+    if let Some(first) = failed.first() {
+        let kind = first.kind;
+        let lines: Vec<String> = failed.iter().map(|e| e.message.clone()).collect();
+        return Err(Error {
+            kind,
+            message: format!(
+                "{} of the profile's checksums could not be pinned; {} is unchanged:\n{}",
+                lines.len(),
+                path.display(),
+                lines.join("\n")
+            ),
+        });
     }
     let new_text = doc.to_string();
     // The edited profile must still load and pass the same strict parser.

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::location;
-use crate::version::{Version, VersionExt};
+use crate::version::Version;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -412,7 +412,7 @@ impl Profile {
         let mut err = |span: std::ops::Range<usize>, m: String| {
             errors.push((span.start, location::at(path, &text, Some(span), &m)))
         };
-        let version = Version::parse(doc.kubernetes_version.get_ref());
+        let version = crate::version::kubernetes(doc.kubernetes_version.get_ref());
         if let Err(m) = &version {
             err(doc.kubernetes_version.span(), m.clone());
         }

@@ -5,6 +5,22 @@
 /// and the skew arithmetic its checks need.
 pub use kiln_firstboot::validate::Version;
 
+/// A Kubernetes release version as kiln stores it: `v` + semver (`v1.34.2`).
+/// A version without the `v` is refused with the spelling to use, in
+/// profiles (`kubernetes_version`), `kiln cluster init --kubernetes-version`
+/// and `kiln pin --version` alike: release tags, dl.k8s.io paths and the
+/// versions kiln writes for kubeadm all carry it.
+pub fn kubernetes(s: &str) -> Result<Version, String> {
+    let v = Version::parse(s)?;
+    if !s.starts_with('v') {
+        return Err(format!(
+            "{} has no leading `v`: write \"{v}\" (Kubernetes versions are spelled like its release tags)",
+            crate::validate::show(s)
+        ));
+    }
+    Ok(v)
+}
+
 /// The builder's view of a [`Version`].
 pub trait VersionExt: Sized {
     /// Parses `v1.34.2` or `1.34.2` (with an optional `-rc.1` style suffix).

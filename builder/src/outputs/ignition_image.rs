@@ -37,6 +37,16 @@ pub enum Mode {
     Files,
 }
 
+impl Mode {
+    /// The spelling of `--ignition-mode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sysext => "sysext",
+            Mode::Files => "files",
+        }
+    }
+}
+
 /// Inputs common to both modes.
 #[derive(Debug, Clone)]
 pub struct IgnitionInputs<'a> {

@@ -114,30 +114,26 @@ pub struct Merged {
 }
 
 /// Merges `section` (profile `name`) into `previous`. Other profiles keep
-/// their outputs, which are carried over from `dir`, except:
-/// an output this build replaces with other bytes (same file name) leaves
-/// that profile's list, and a profile whose outputs are no longer all in
-/// `dir` (size checked) is dropped from the manifest, so `SHA256SUMS` never
-/// lists a file that is not there or not what it says.
-pub fn merge(previous: Manifest, dir: &Path, name: &str, section: ProfileSection) -> Merged {
+/// their outputs, which are carried over from `dir`, except that a profile
+/// whose outputs are no longer all in `dir` (size checked) is dropped from the
+/// manifest, so `SHA256SUMS` never lists a file that is not there or not what
+/// it says.
+///
+/// An output file name another profile already lists with other bytes is
+/// refused (a usage error): replacing the file would break that profile's
+/// other outputs, e.g. its Ignition config's `verification.hash` of it.
+pub fn merge(previous: Manifest, dir: &Path, name: &str, section: ProfileSection) -> Result<Merged> {
     let own: BTreeMap<&str, &str> = section.outputs.iter().map(|o| (o.file.as_str(), o.sha256.as_str())).collect();
+    if let Some(clash) = collisions(&previous, name, &section).into_iter().next() {
+        return Err(Error::config(format!("{}: {clash}", dir.display())));
+    }
     let mut manifest = Manifest::default();
     let mut carried: Vec<String> = Vec::new();
     let mut warnings = Vec::new();
-    for (other, mut sec) in previous.profiles {
+    for (other, sec) in previous.profiles {
         if other == name {
             continue;
         }
-        sec.outputs.retain(|o| match own.get(o.file.as_str()) {
-            Some(sha) if *sha != o.sha256 => {
-                warnings.push(format!(
-                    "{} was an output of {other}; it now holds {name}'s build (build {other} into another --out if both are needed)",
-                    o.file
-                ));
-                false
-            }
-            _ => true,
-        });
         let missing: Vec<&str> = sec
             .outputs
             .iter()
@@ -161,7 +157,62 @@ pub fn merge(previous: Manifest, dir: &Path, name: &str, section: ProfileSection
         manifest.profiles.insert(other, sec);
     }
     manifest.profiles.insert(name.to_string(), section);
-    Merged { manifest, carried, warnings }
+    Ok(Merged { manifest, carried, warnings })
+}
+
+/// Every output of `section` (profile `name`) that another profile in `man`
+/// lists under the same file name with other bytes, as one sentence each
+/// saying what to do.
+pub fn collisions(man: &Manifest, name: &str, section: &ProfileSection) -> Vec<String> {
+    let mut out = Vec::new();
+    for o in &section.outputs {
+        for (other, sec) in man.profiles.iter().filter(|(n, _)| n.as_str() != name) {
+            if let Some(theirs) = sec.outputs.iter().find(|t| t.file == o.file && t.sha256 != o.sha256) {
+                out.push(format!(
+                    "{} would be written by {name} with sha256 {}, but it is an output of {other} with sha256 {} (which {other}'s other outputs, such as its Ignition config, name); one output directory holds one file per name: build {name} into another --out, or remove {other}'s outputs from this one",
+                    o.file, o.sha256, theirs.sha256
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Files of `dir` that an Ignition output of `section` downloads from
+/// `base_url` with a `verification.hash` the file in `dir` does not have
+/// (`FILE: why`). Files it names that are not in `dir` are not checked here.
+pub fn ignition_mismatches(dir: &Path, section: &ProfileSection, base_url: &str) -> Vec<String> {
+    let base = base_url.trim_end_matches('/');
+    let mut bad = Vec::new();
+    for o in section.outputs.iter().filter(|o| o.format == "ignition") {
+        let Some(doc) =
+            std::fs::read(dir.join(&o.file)).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        else {
+            bad.push(format!("{}: not readable as JSON", o.file));
+            continue;
+        };
+        let files = doc["storage"]["files"].as_array().cloned().unwrap_or_default();
+        for f in &files {
+            let (Some(source), Some(hash)) =
+                (f["contents"]["source"].as_str(), f["contents"]["verification"]["hash"].as_str())
+            else {
+                continue;
+            };
+            let Some(file) = source.strip_prefix(base).and_then(|r| r.strip_prefix('/')).filter(|r| !r.contains('/'))
+            else {
+                continue;
+            };
+            let Some(want) = hash.strip_prefix("sha256-") else { continue };
+            let got = crate::fetch::open_regular(&dir.join(file))
+                .and_then(|mut r| crate::hash::copy_hashed(&mut r, &mut std::io::sink(), |_| {}));
+            match got {
+                Ok((_, h)) if h == want => {}
+                Ok((_, h)) => bad.push(format!("{file}: {} expects sha256 {want}, the file has {h}", o.file)),
+                Err(e) => bad.push(format!("{file}: {} downloads it: {e}", o.file)),
+            }
+        }
+    }
+    bad
 }
 
 /// Writes `text` to `path` (used for staging files before they are renamed).

@@ -61,6 +61,34 @@ pub fn generations_dir(out: &Path) -> Result<PathBuf> {
     Ok(parent(out).join(format!("{}.gen", out_name(out)?)))
 }
 
+/// Takes an exclusive `flock(2)` on `file` without waiting: false when
+/// another open file description holds it (its process is alive: the kernel
+/// drops the lock with the last descriptor, whatever killed the process).
+pub fn try_lock(file: &fs::File) -> bool {
+    // SAFETY: flock(2) on a descriptor `file` owns; no memory is shared.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// What [`probe_lock`] found at a lock file's path.
+#[derive(Debug)]
+pub enum LockState {
+    /// No such file.
+    Absent,
+    /// A running process holds it.
+    Held,
+    /// Nobody holds it (its owner is gone); the lock is now ours while the file is open.
+    Free(fs::File),
+}
+
+/// Whether a running process holds the `flock(2)` lock of the file at `path`.
+pub fn probe_lock(path: &Path) -> LockState {
+    match fs::File::open(path) {
+        Err(_) => LockState::Absent,
+        Ok(f) if try_lock(&f) => LockState::Free(f),
+        Ok(_) => LockState::Held,
+    }
+}
+
 fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }

@@ -14,11 +14,22 @@
 //! /usr/lib/systemd/system/kubelet.service (+ .d/10-kubeadm.conf, .d/05-kiln-cni.conf)
 //! /usr/lib/systemd/system/multi-user.target.d/10-kiln-kubelet.conf   Upholds=kubelet.service
 //! /usr/lib/extension-release.d/extension-release.kubernetes
+//! /usr/lib/extension-release.d/extension-release.kubernetes-<version>-<profile>-<arch>
 //! ```
 //!
-//! Deployed as `/etc/extensions/kubernetes.raw` (a link to the versioned file),
-//! so the release file is named after `kubernetes` (systemd-sysext(8): the file
-//! must be named after the image, without `.raw`).
+//! systemd looks for `extension-release.NAME` where NAME is the image's file
+//! name without `.raw` (systemd-sysext(8); `open_extension_release()` in
+//! systemd's `os-util.c` takes no other name unless the file carries the
+//! `user.extension-release.strict=false` xattr, which squashfs images here do
+//! not). The image is deployed as `/etc/extensions/kubernetes.raw`, a link to
+//! the versioned file (flatcar/sysext-bakery's `CurrentSymlink=` layout, so an
+//! upgrade only moves the link), and is served and inspected under its
+//! versioned name: it carries one release file for each name, with the same
+//! fields, so `systemd-sysext` and `systemd-dissect` recognise it under both.
+//!
+//! The versioned name holds the profile's name: two profiles (Fedora CoreOS
+//! and Flatcar render different units) never write one file name with
+//! different bytes into one output directory.
 
 use crate::error::{Error, IoContext, Result};
 use crate::profile::{Arch, Profile};
@@ -58,9 +69,15 @@ pub fn systemd_arch(arch: Arch) -> &'static str {
     }
 }
 
-/// The versioned file name: `kubernetes-<version>-<arch>.raw`.
+/// The versioned image name: `kubernetes-<version>-<profile>-<arch>`, the
+/// file name without `.raw` (and the second release file's suffix).
+pub fn image_name(profile: &Profile, arch: Arch) -> String {
+    format!("{EXTENSION_NAME}-{}-{}-{arch}", profile.version, profile.name())
+}
+
+/// The versioned file name: `kubernetes-<version>-<profile>-<arch>.raw`.
 pub fn file_name(profile: &Profile, arch: Arch) -> String {
-    format!("{EXTENSION_NAME}-{}-{arch}.raw", profile.version)
+    format!("{}.raw", image_name(profile, arch))
 }
 
 /// `extension-release.kubernetes`: `ID=_any` (the binaries are static and
@@ -152,11 +169,13 @@ pub fn split(profile: &Profile, arch: Arch, image: &Tree) -> Result<Split> {
         ),
         false,
     )?;
-    usr.insert(
-        &format!("/usr/lib/extension-release.d/extension-release.{EXTENSION_NAME}"),
-        Entry::text(extension_release(arch), 0o644),
-        false,
-    )?;
+    for release in [EXTENSION_NAME.to_string(), image_name(profile, arch)] {
+        usr.insert(
+            &format!("/usr/lib/extension-release.d/extension-release.{release}"),
+            Entry::text(extension_release(arch), 0o644),
+            false,
+        )?;
+    }
     Ok(Split { usr, host })
 }
 
