@@ -30,7 +30,10 @@
 //!
 //! Mapped ranges come from `lseek(SEEK_DATA/SEEK_HOLE)`: what the filesystem
 //! stores, rounded out to whole blocks (bmaptool's `Filemap.FilemapSeek` does
-//! the same when FIEMAP is not used).
+//! the same when FIEMAP is not used) — plus, unlike `bmaptool create`, every
+//! block of the image's partition table and file-system structures and every
+//! allocated cluster/block, zero or not ([`super::fsmap`]): bmaptool writes
+//! only mapped ranges, so a hole there would keep a used card's old bytes.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -287,15 +290,26 @@ impl Bmap {
     }
 }
 
-/// Maps `image`: its data ranges (from `SEEK_DATA`/`SEEK_HOLE`, rounded out to
-/// [`BLOCK_SIZE`] blocks and merged), each hashed with sha256.
+/// Maps `image`: its data ranges (from `SEEK_DATA`/`SEEK_HOLE`) and every
+/// block its file systems need whether zero or not ([`super::fsmap`]), rounded
+/// out to [`BLOCK_SIZE`] blocks and merged, each range hashed with sha256. A
+/// card written with this map alone is correct whatever it held before.
 pub fn create(image: &Path) -> Result<Bmap> {
     let mut f = File::open(image).io_ctx(image.display())?;
     let image_size = f.metadata().io_ctx(image.display())?.len();
     if image_size == 0 {
         return Err(Error::build(format!("{}: the image is empty; nothing to map", image.display())));
     }
-    let spans = data_spans(&f, image_size).io_ctx(format!("{}: finding data ranges", image.display()))?;
+    let mut spans = data_spans(&f, image_size).io_ctx(format!("{}: finding data ranges", image.display()))?;
+    // Zero-valued file-system structures are holes too, but a card must get them.
+    let required = super::fsmap::required_spans(&f, image_size).map_err(|e| {
+        Error::config(format!(
+            "{}: {e}; the image's partition table or file systems are damaged — rebuild it with `kiln build --format card`",
+            image.display()
+        ))
+    })?;
+    spans.extend(required);
+    let spans = super::fsmap::merge(spans);
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for (start, end) in spans {
         let first = start / BLOCK_SIZE;
@@ -305,24 +319,87 @@ pub fn create(image: &Path) -> Result<Bmap> {
             _ => ranges.push((first, last)),
         }
     }
+    let ranges = split_long(ranges);
     let mut out = Vec::with_capacity(ranges.len());
     let mut buf = vec![0u8; 1 << 20];
     for (first, last) in ranges {
-        let mut r = BmapRange { first, last, sha256: String::new() };
-        let (start, len) = r.byte_span(BLOCK_SIZE, image_size);
-        f.seek(SeekFrom::Start(start)).io_ctx(image.display())?;
-        let mut h = Sha256::new();
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            f.read_exact(&mut buf[..n]).io_ctx(image.display())?;
-            h.update(&buf[..n]);
-            left -= n as u64;
-        }
-        r.sha256 = hex(&h.finalize());
-        out.push(r);
+        out.push(hash_range(&mut f, first, last, image_size, &mut buf).io_ctx(image.display())?);
     }
     Ok(Bmap { image_size, block_size: BLOCK_SIZE, ranges: out })
+}
+
+/// Longest range kiln writes, in blocks (1 MiB): a node's image differs from
+/// the base in a few blocks, and its `.bmap` ([`with_changed_blocks`])
+/// re-hashes only the ranges holding them.
+pub const MAX_RANGE_BLOCKS: u64 = 256;
+
+/// Splits `[first, last]` runs into pieces of at most [`MAX_RANGE_BLOCKS`].
+fn split_long(ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    let mut out = Vec::with_capacity(ranges.len());
+    for (mut a, b) in ranges {
+        while b - a + 1 > MAX_RANGE_BLOCKS {
+            out.push((a, a + MAX_RANGE_BLOCKS - 1));
+            a += MAX_RANGE_BLOCKS;
+        }
+        out.push((a, b));
+    }
+    out
+}
+
+/// The range `first..=last` of `f` (an image of `image_size` bytes), hashed.
+fn hash_range(f: &mut File, first: u64, last: u64, image_size: u64, buf: &mut [u8]) -> std::io::Result<BmapRange> {
+    let mut r = BmapRange { first, last, sha256: String::new() };
+    let (start, len) = r.byte_span(BLOCK_SIZE, image_size);
+    f.seek(SeekFrom::Start(start))?;
+    let mut h = Sha256::new();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        f.read_exact(&mut buf[..n])?;
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    r.sha256 = hex(&h.finalize());
+    Ok(r)
+}
+
+/// The map of `image`, a copy of the image `base` maps with the blocks
+/// `changed` (ascending, [`BLOCK_SIZE`] blocks) written over it, as `kiln
+/// fleet images` makes per node: `base`'s ranges, plus the changed blocks it
+/// does not map; only ranges holding a changed block are hashed again.
+pub fn with_changed_blocks(base: &Bmap, image: &Path, changed: &[u64]) -> Result<Bmap> {
+    if base.block_size != BLOCK_SIZE {
+        return Err(Error::config(format!(
+            "{}: the base image's .bmap has {}-byte blocks; kiln personalises with {BLOCK_SIZE}-byte blocks — regenerate it with `kiln build --format card`",
+            image.display(),
+            base.block_size
+        )));
+    }
+    let mut f = File::open(image).io_ctx(image.display())?;
+    let blocks = base.blocks_count();
+    let mut runs: Vec<(u64, u64)> = base.ranges.iter().map(|r| (r.first, r.last)).collect();
+    runs.extend(changed.iter().filter(|b| **b < blocks).map(|b| (*b, *b)));
+    runs.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
+    for (a, b) in runs {
+        match merged.last_mut() {
+            // Merge only what overlaps or a lone changed block touching a range; base ranges stay as they are.
+            Some(prev) if a <= prev.1 => prev.1 = prev.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    let mut out = Vec::with_capacity(merged.len());
+    let mut buf = vec![0u8; 1 << 20];
+    for (first, last) in merged {
+        let lo = changed.partition_point(|b| *b < first);
+        let touched = changed.get(lo).is_some_and(|b| *b <= last);
+        let same = base.ranges.binary_search_by_key(&first, |r| r.first).ok().map(|i| &base.ranges[i]);
+        match same {
+            Some(r) if r.last == last && !touched => out.push(r.clone()),
+            _ => out.push(hash_range(&mut f, first, last, base.image_size, &mut buf).io_ctx(image.display())?),
+        }
+    }
+    Ok(Bmap { image_size: base.image_size, block_size: BLOCK_SIZE, ranges: out })
 }
 
 /// Byte spans `[start, end)` that hold data, from `SEEK_DATA`/`SEEK_HOLE`.
