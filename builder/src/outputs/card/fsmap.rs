@@ -169,7 +169,8 @@ impl Fat {
         } else {
             32
         };
-        if fat_size * bps * 8 < (clusters + 2) * bits as u64 {
+        // FAT32 cluster numbers are 28 bits (fatgen103: at most 0x0FFFFFF5 clusters).
+        if clusters > 0x0fff_fff5 || fat_size * bps * 8 < (clusters + 2) * bits as u64 {
             return Err(format!("a FAT of {fat_size} sectors cannot hold {clusters} clusters"));
         }
         Ok(Fat {
@@ -184,30 +185,43 @@ impl Fat {
 
     fn spans<D: FileExt>(&self, part: &Part<'_, D>, spans: &mut Vec<(u64, u64)>) -> io::Result<()> {
         part.add(spans, 0, self.system)?;
-        let mut fat = vec![0u8; self.fat_bytes as usize];
-        part.read(self.fat_off, &mut fat)?;
-        // Out-of-range reads (a FAT shorter than its clusters, checked in
-        // `parse`) count as allocated: mapping too much is safe.
-        let le = |o: usize, n: usize| -> u64 {
-            fat.get(o..o + n).map_or(u64::MAX, |b| b.iter().rev().fold(0u64, |v, x| v << 8 | u64::from(*x)))
-        };
-        let entry = |c: u64| -> u64 {
-            match self.bits {
-                12 => {
-                    let v = le((c + c / 2) as usize, 2);
-                    if c % 2 == 1 {
-                        v >> 4
-                    } else {
-                        v & 0xfff
-                    }
+        // The first FAT, in chunks: only the entries of the clusters that exist.
+        let entry_bits = u64::from(self.bits);
+        let need = ((self.clusters + 2) * entry_bits).div_ceil(8).min(self.fat_bytes);
+        let chunk: u64 = if self.bits == 12 { need } else { 1 << 20 };
+        let mut fat = vec![0u8; chunk as usize];
+        let mut loaded = u64::MAX;
+        let mut entry = |c: u64| -> io::Result<u64> {
+            if self.bits == 12 {
+                if loaded != 0 {
+                    part.read(self.fat_off, &mut fat)?;
+                    loaded = 0;
                 }
-                16 => le(2 * c as usize, 2),
-                _ => le(4 * c as usize, 4) & 0x0fff_ffff,
+                let o = (c + c / 2) as usize;
+                let v = match fat.get(o..o + 2) {
+                    Some(b) => u64::from(u16::from_le_bytes([b[0], b[1]])),
+                    None => return Ok(u64::MAX),
+                };
+                return Ok(if c % 2 == 1 { v >> 4 } else { v & 0xfff });
             }
+            let width = entry_bits / 8;
+            let byte = c * width;
+            let base = byte / chunk * chunk;
+            if base != loaded {
+                let n = chunk.min(need.saturating_sub(base)) as usize;
+                fat[n..].fill(0xff);
+                part.read(self.fat_off + base, &mut fat[..n])?;
+                loaded = base;
+            }
+            let o = (byte - base) as usize;
+            Ok(match self.bits {
+                16 => u64::from(u16::from_le_bytes([fat[o], fat[o + 1]])),
+                _ => u64::from(u32::from_le_bytes([fat[o], fat[o + 1], fat[o + 2], fat[o + 3]])) & 0x0fff_ffff,
+            })
         };
         let mut run: Option<(u64, u64)> = None;
         for c in 2..self.clusters + 2 {
-            if entry(c) == 0 {
+            if entry(c)? == 0 {
                 if let Some((a, b)) = run.take() {
                     part.add(spans, self.system + (a - 2) * self.cluster_bytes, (b - a + 1) * self.cluster_bytes)?;
                 }
