@@ -171,6 +171,7 @@ pub fn write_images(
     }
     let tmp = |n: &str| out.join(format!(".{n}.img.tmp-{}", std::process::id()));
     let tmp_map = |n: &str| out.join(format!(".{n}.img.bmap.tmp-{}", std::process::id()));
+    let pieces = bmap::PieceHashes::default();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let threads =
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8).min(nodes.len().max(1));
@@ -197,7 +198,7 @@ pub fn write_images(
                     ))?;
                     apply_blocks(&f, p).io_ctx(t.display())?;
                     let changed: Vec<u64> = p.blocks.keys().copied().collect();
-                    let map = bmap::with_changed_blocks(base_bmap, &t, &changed)?;
+                    let map = bmap::with_changed_blocks(base_bmap, base_path, &t, &changed, &pieces)?;
                     let tm = tmp_map(&p.node);
                     // 0600 like the image: its range hashes cover the node's secrets.
                     let _ = std::fs::remove_file(&tm);

@@ -328,9 +328,8 @@ pub fn create(image: &Path) -> Result<Bmap> {
     Ok(Bmap { image_size, block_size: BLOCK_SIZE, ranges: out })
 }
 
-/// Longest range kiln writes, in blocks (1 MiB): a node's image differs from
-/// the base in a few blocks, and its `.bmap` ([`with_changed_blocks`])
-/// re-hashes only the ranges holding them.
+/// Longest range kiln writes, in blocks (1 MiB): one range is one unit of
+/// `kiln flash`'s pipeline and of bmaptool's verify.
 pub const MAX_RANGE_BLOCKS: u64 = 256;
 
 /// Splits `[first, last]` runs into pieces of at most [`MAX_RANGE_BLOCKS`].
@@ -363,11 +362,30 @@ fn hash_range(f: &mut File, first: u64, last: u64, image_size: u64, buf: &mut [u
     Ok(r)
 }
 
-/// The map of `image`, a copy of the image `base` maps with the blocks
-/// `changed` (ascending, [`BLOCK_SIZE`] blocks) written over it, as `kiln
-/// fleet images` makes per node: `base`'s ranges, plus the changed blocks it
-/// does not map; only ranges holding a changed block are hashed again.
-pub fn with_changed_blocks(base: &Bmap, image: &Path, changed: &[u64]) -> Result<Bmap> {
+/// Blocks per piece a node's `.bmap` splits a range into where the node
+/// changed it (64 KiB): only the pieces holding a changed block are hashed
+/// from the node's image; the others are the base's bytes, hashed once for
+/// all nodes ([`PieceHashes`]).
+pub const PIECE_BLOCKS: u64 = 16;
+
+/// sha256 of the base image's pieces (`first..=last` → hex), shared by the
+/// nodes of one `kiln fleet images` run.
+#[derive(Debug, Default)]
+pub struct PieceHashes(std::sync::Mutex<std::collections::HashMap<(u64, u64), String>>);
+
+/// The map of `image`, a copy of `base_image` (mapped by `base`) with the
+/// blocks `changed` (ascending, [`BLOCK_SIZE`] blocks) written over it, as
+/// `kiln fleet images` makes per node: `base`'s ranges, those holding a
+/// changed block split into [`PIECE_BLOCKS`] pieces, plus the changed blocks
+/// it does not map. Pieces with a changed block are hashed from `image`, the
+/// rest from `base_image` once per run (`memo`).
+pub fn with_changed_blocks(
+    base: &Bmap,
+    base_image: &Path,
+    image: &Path,
+    changed: &[u64],
+    memo: &PieceHashes,
+) -> Result<Bmap> {
     if base.block_size != BLOCK_SIZE {
         return Err(Error::config(format!(
             "{}: the base image's .bmap has {}-byte blocks; kiln personalises with {BLOCK_SIZE}-byte blocks — regenerate it with `kiln build --format card`",
@@ -376,29 +394,61 @@ pub fn with_changed_blocks(base: &Bmap, image: &Path, changed: &[u64]) -> Result
         )));
     }
     let mut f = File::open(image).io_ctx(image.display())?;
+    let mut bf: Option<File> = None;
     let blocks = base.blocks_count();
-    let mut runs: Vec<(u64, u64)> = base.ranges.iter().map(|r| (r.first, r.last)).collect();
-    runs.extend(changed.iter().filter(|b| **b < blocks).map(|b| (*b, *b)));
-    runs.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
-    for (a, b) in runs {
-        match merged.last_mut() {
-            // Merge only what overlaps or a lone changed block touching a range; base ranges stay as they are.
-            Some(prev) if a <= prev.1 => prev.1 = prev.1.max(b),
-            _ => merged.push((a, b)),
-        }
-    }
-    let mut out = Vec::with_capacity(merged.len());
+    let touched = |a: u64, b: u64| {
+        let lo = changed.partition_point(|x| *x < a);
+        changed.get(lo).is_some_and(|x| *x <= b)
+    };
+    let mut out: Vec<BmapRange> = Vec::with_capacity(base.ranges.len() + changed.len());
     let mut buf = vec![0u8; 1 << 20];
-    for (first, last) in merged {
-        let lo = changed.partition_point(|b| *b < first);
-        let touched = changed.get(lo).is_some_and(|b| *b <= last);
-        let same = base.ranges.binary_search_by_key(&first, |r| r.first).ok().map(|i| &base.ranges[i]);
-        match same {
-            Some(r) if r.last == last && !touched => out.push(r.clone()),
-            _ => out.push(hash_range(&mut f, first, last, base.image_size, &mut buf).io_ctx(image.display())?),
+    for r in &base.ranges {
+        if !touched(r.first, r.last) {
+            out.push(r.clone());
+            continue;
+        }
+        let mut a = r.first;
+        while a <= r.last {
+            let b = (a + PIECE_BLOCKS - 1).min(r.last);
+            if touched(a, b) {
+                out.push(hash_range(&mut f, a, b, base.image_size, &mut buf).io_ctx(image.display())?);
+            } else {
+                let known = memo.0.lock().ok().and_then(|m| m.get(&(a, b)).cloned());
+                let sha = match known {
+                    Some(h) => h,
+                    None => {
+                        if bf.is_none() {
+                            bf = Some(File::open(base_image).io_ctx(base_image.display())?);
+                        }
+                        let bfile = bf.as_mut().ok_or_else(|| Error::build("base image vanished"))?;
+                        let h = hash_range(bfile, a, b, base.image_size, &mut buf).io_ctx(base_image.display())?.sha256;
+                        if let Ok(mut m) = memo.0.lock() {
+                            m.insert((a, b), h.clone());
+                        }
+                        h
+                    }
+                };
+                out.push(BmapRange { first: a, last: b, sha256: sha });
+            }
+            a = b + 1;
         }
     }
+    // Changed blocks outside every base range: runs of their own.
+    let mapped = |x: u64| {
+        let i = base.ranges.partition_point(|r| r.last < x);
+        base.ranges.get(i).is_some_and(|r| r.first <= x)
+    };
+    let mut extra: Vec<(u64, u64)> = Vec::new();
+    for &x in changed.iter().filter(|x| **x < blocks && !mapped(**x)) {
+        match extra.last_mut() {
+            Some((_, l)) if *l + 1 == x => *l = x,
+            _ => extra.push((x, x)),
+        }
+    }
+    for (a, b) in extra {
+        out.push(hash_range(&mut f, a, b, base.image_size, &mut buf).io_ctx(image.display())?);
+    }
+    out.sort_by_key(|r| r.first);
     Ok(Bmap { image_size: base.image_size, block_size: BLOCK_SIZE, ranges: out })
 }
 
