@@ -3,9 +3,11 @@
 //! (a) personalise 100 card images from one 4 GiB sparse base:
 //!     `kiln fleet images` against `cp --sparse=always` + `mmd`/`mcopy` per card
 //!     (the same rendered files; both end with the output filesystem synced);
-//! (b) flash the same image to a loop device (as root) or a file:
-//!     `kiln flash` (write, then verify reported separately) against
-//!     `bmaptool copy` and `dd bs=4M conv=fsync`.
+//! (b) flash the same image to a loop device (as root) or a file, filled
+//!     with 0xA5 first like a used card: `kiln flash` (write, then verify
+//!     reported separately) against `bmaptool copy` with kiln's `.bmap` (which
+//!     maps every file-system structure, so both give a clean card) and
+//!     `dd bs=4M conv=fsync`; the ratio kiln write / bmaptool is printed.
 //!
 //! Run with `./scripts/bench`. `KILN_BENCH_DATA_MIB` sets the base's data
 //! (default 64 MiB: kernel + firmware on the FAT, the rest on ext4).
@@ -238,9 +240,19 @@ fn main() {
         rows.push(("xfs (loop)".to_string(), personalise(&kiln, &x.mnt, &ximg, &xfleet)));
     }
 
-    // (b) flash to a loop device (root) or a file.
+    // (b) flash to a loop device (root) or a file that holds a used card's
+    // bytes (0xA5 everywhere): what is not written stays garbage, so both
+    // tools must write every block the file systems need.
     let backing = dir.join("sd.raw");
-    std::fs::File::create(&backing).and_then(|f| f.set_len(4 * GIB + (64 << 20))).expect("sd");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&backing).expect("sd");
+        let chunk = vec![0xa5u8; 4 << 20];
+        for _ in 0..(4 * GIB + (64 << 20)) / chunk.len() as u64 {
+            f.write_all(&chunk).expect("fill sd");
+        }
+        f.sync_all().expect("sync sd");
+    }
     let lo = Command::new("losetup").args(["-f", "--show"]).arg(&backing).output().ok().filter(|o| o.status.success());
     let (target, what) = match &lo {
         Some(o) => (PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()), "loop device"),
@@ -251,7 +263,13 @@ fn main() {
     };
     drop_caches();
     let (t_flash, msg) = timed(
-        Command::new(&kiln).arg("flash").arg(&fleet).args(["--node", "pi-01", "--device"]).arg(&target).env("CI", "1"),
+        // --force: a file target full of 0xA5 does not look like a disk image.
+        Command::new(&kiln)
+            .arg("flash")
+            .arg(&fleet)
+            .args(["--node", "pi-01", "--force", "--device"])
+            .arg(&target)
+            .env("CI", "1"),
     );
     let grab = |key: &str| -> f64 {
         msg.split(key).nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)
@@ -286,7 +304,7 @@ fn main() {
         let ra = ratio(*t_cp, *t_kiln);
         println!("    ratio {ra:.1}x  (goal >= 5x: {})", if ra >= 5.0 { "met" } else { "NOT met" });
     }
-    println!("(b) flash to a {what}");
+    println!("(b) flash to a {what} pre-filled with 0xA5 (a used card), the same .bmap for both");
     println!(
         "    kiln flash write               {w:>8.2} s  (+ verify {v:.2} s; whole command {:.2} s)",
         t_flash.as_secs_f64()

@@ -116,10 +116,21 @@ use std::os::unix::fs::MetadataExt;
 
 /// A card profile whose pins are the test kit's stand-ins on the loopback mirror.
 fn card_profile(s: &Scratch) -> std::path::PathBuf {
-    let m = s.path("mirror");
     let img = pi_image::build(&std::fs::create_dir_all(s.path("pi")).map(|_| s.path("pi")).unwrap());
-    let base_sha = standin::publish(&m, "/pi/images/test-raspios-arm64-lite.img.xz", &pi_image::xz(&img), true);
     let image_sha = standin::sha256(&std::fs::read(&img).unwrap());
+    card_profile_with(
+        s,
+        &pi_image::xz(&img),
+        "xz",
+        &format!("image_sha256 = \"{image_sha}\"\nprovisioning = \"cloud-init\"\n"),
+    )
+}
+
+/// A card profile whose base image is `download` (compressed as
+/// `compression`), with `extra` lines in its `[base_image]`.
+fn card_profile_with(s: &Scratch, download: &[u8], compression: &str, extra: &str) -> std::path::PathBuf {
+    let m = s.path("mirror");
+    let base_sha = standin::publish(&m, "/pi/images/test-raspios-arm64-lite.img.xz", download, true);
     let elf = |seed| standin::elf(183, 1 << 20, seed);
     let kubelet = standin::publish(&m, "/release/v1.34.2/bin/linux/arm64/kubelet", &elf(1), false);
     let kubeadm = standin::publish(&m, "/release/v1.34.2/bin/linux/arm64/kubeadm", &elf(2), false);
@@ -153,9 +164,9 @@ config_version = 2
 [base_image]
 version = "test-2025-05-13"
 url = "https://downloads.example.invalid/pi/images/test-raspios-arm64-lite.img.xz"
-compression = "xz"
+compression = "{compression}"
 sha256 = "{base_sha}"
-image_sha256 = "{image_sha}"
+{extra}
 
 [artifacts.kubeadm]
 version = "v1.34.2"
@@ -234,16 +245,7 @@ fn card_from_a_pi_like_base_image_as_nobody_without_loop_devices() {
         ok(Command::new("chown").args(["-R", "65534:65534"]).arg(s.dir.path()));
     }
     let build = |out: &str| -> (std::process::Output, String) {
-        let mut c = kiln();
-        c.arg("build")
-            .arg(&profile)
-            .args(["--format", "card", "--mirror"])
-            .arg(s.mirror.url())
-            .arg("--cache")
-            .arg(s.path("cache"))
-            .arg("--out")
-            .arg(s.path(out))
-            .args(s.firstboot_args());
+        let c = card_build_cmd(&s, &profile, out);
         let trace = s.path(&format!("{out}.strace"));
         let mut traced = Command::new("strace");
         traced.args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-o"]).arg(&trace);
@@ -400,4 +402,152 @@ fn card_from_a_pi_like_base_image_as_nobody_without_loop_devices() {
     let boot2 = s.path("pi-01.boot.part");
     pi_image::extract(&card, pi_image::BOOT_START, pi_image::BOOT_SECTORS, &boot2);
     ok(Command::new("fsck.vfat").arg("-n").arg(&boot2));
+}
+
+/// `kiln build PROFILE --format card` from the loopback mirror into `out`.
+fn card_build_cmd(s: &Scratch, profile: &Path, out: &str) -> Command {
+    let mut c = kiln();
+    c.arg("build")
+        .arg(profile)
+        .args(["--format", "card", "--mirror"])
+        .arg(s.mirror.url())
+        .arg("--cache")
+        .arg(s.path("cache"))
+        .arg("--out")
+        .arg(s.path(out))
+        .args(s.firstboot_args());
+    c
+}
+
+/// Builds `profile` as a card into `out` (no strace, current user).
+fn build_card(s: &Scratch, profile: &Path, out: &str) -> std::process::Output {
+    card_build_cmd(s, profile, out).output().unwrap()
+}
+
+/// Files left under `dir` that are (part of) a decompressed base image: named
+/// like one, or larger than 8 MiB (the stand-in artifacts are 1–3 MiB).
+fn big_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.len() > 8 << 20 || e.path().to_string_lossy().contains("base-image") || d.ends_with("card") {
+                out.push(format!("{} ({} bytes)", e.path().display(), m.len()));
+            }
+        }
+    }
+    out
+}
+
+/// `zstd` of `data` as two frames (the first half, then the rest), concatenated.
+fn zstd_two_frames(data: &[u8]) -> Vec<u8> {
+    let half = data.len() / 2;
+    let mut v = zstd::encode_all(&data[..half], 3).unwrap();
+    v.extend(zstd::encode_all(&data[half..], 3).unwrap());
+    v
+}
+
+#[test]
+fn a_two_frame_zstd_base_image_builds_from_all_its_frames() {
+    let s = Scratch::new(&[]);
+    let img = pi_image::build(&std::fs::create_dir_all(s.path("pi")).map(|_| s.path("pi")).unwrap());
+    let bytes = std::fs::read(&img).unwrap();
+    let image_sha = standin::sha256(&bytes);
+    let profile = card_profile_with(&s, &zstd_two_frames(&bytes), "zst", &format!("image_sha256 = \"{image_sha}\"\n"));
+    let o = build_card(&s, &profile, "dist");
+    assert!(o.status.success(), "a two-frame zstd base image: {}", stderr(&o));
+}
+
+#[test]
+fn decompression_bombs_are_refused_quickly_and_leave_nothing_in_the_cache() {
+    let s = Scratch::new(&[]);
+    // 1 GiB of zeros: no partition table at all.
+    let zeros = vec![0u8; 1 << 20];
+    let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    for _ in 0..1024 {
+        std::io::Write::write_all(&mut enc, &zeros).unwrap();
+    }
+    let bomb = enc.finish().unwrap();
+    assert!(bomb.len() < 200_000, "{}", bomb.len());
+    // An MBR naming one 8 MiB partition, then 1 GiB of 0xff: far past its end.
+    let mut head = vec![0u8; 512];
+    head[446 + 4] = 0x83;
+    head[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+    head[446 + 12..446 + 16].copy_from_slice(&16384u32.to_le_bytes());
+    head[510] = 0x55;
+    head[511] = 0xaa;
+    let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 0);
+    std::io::Write::write_all(&mut enc, &head).unwrap();
+    let ff = vec![0xffu8; 1 << 20];
+    for _ in 0..256 {
+        std::io::Write::write_all(&mut enc, &ff).unwrap();
+    }
+    let xz_bomb = enc.finish().unwrap();
+    for (what, data, comp, needle) in [
+        ("zstd bomb without a partition table", bomb, "zst", "partition table"),
+        ("xz bomb past its last partition", xz_bomb, "xz", "decompresses to more than"),
+    ] {
+        let _ = std::fs::remove_dir_all(s.path("cache"));
+        let profile = card_profile_with(&s, &data, comp, "");
+        let t0 = std::time::Instant::now();
+        let o = build_card(&s, &profile, "dist");
+        let took = t0.elapsed();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        assert!(err.contains(needle), "{what}: {err}");
+        assert!(took.as_secs() < 120, "{what} took {took:?}");
+        assert!(big_files(&s.path("cache")).is_empty(), "{what} left {:?}", big_files(&s.path("cache")));
+        assert!(!s.path("dist").join("card-test-arm64.img").exists(), "{what}");
+    }
+}
+
+/// The pi image with its root filesystem damaged: `/etc/passwd`'s inode
+/// claims 5 links (e2fsck: "Inode … ref count is 5, should be 1").
+fn damaged_pi_image(s: &Scratch) -> Vec<u8> {
+    let img = pi_image::build(&std::fs::create_dir_all(s.path("pi")).map(|_| s.path("pi")).unwrap());
+    let root = s.path("pi/root.damaged");
+    pi_image::extract(&img, pi_image::root_start(), pi_image::ROOT_SECTORS, &root);
+    ok(Command::new("debugfs").args(["-w", "-R", "sif /etc/passwd links_count 5"]).arg(&root));
+    let mut bytes = std::fs::read(&img).unwrap();
+    let at = (pi_image::root_start() * 512) as usize;
+    let part = std::fs::read(&root).unwrap();
+    bytes[at..at + part.len()].copy_from_slice(&part);
+    bytes
+}
+
+#[test]
+fn a_damaged_base_image_is_refused_naming_what_e2fsck_found_unless_repair_is_asked() {
+    let s = Scratch::new(&[]);
+    let bytes = damaged_pi_image(&s);
+    let path = s.path("pi/damaged.img");
+    std::fs::write(&path, &bytes).unwrap();
+    let profile = card_profile_with(&s, &pi_image::xz(&path), "xz", "");
+    let o = build_card(&s, &profile, "dist");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("damaged") && err.contains("ref count is 5"), "names what e2fsck found: {err}");
+    assert!(err.contains("repair = true"), "says how to go on: {err}");
+    assert!(!s.path("dist").join("card-test-arm64.img").exists());
+
+    let profile = card_profile_with(&s, &pi_image::xz(&path), "xz", "repair = true\n");
+    let o = build_card(&s, &profile, "dist");
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("repaired") && err.contains("ref count is 5"), "prints what was repaired: {err}");
+}
+
+#[test]
+fn root_grow_mib_zero_or_huge_is_a_located_error() {
+    let s = Scratch::new(&[]);
+    let img = pi_image::build(&std::fs::create_dir_all(s.path("pi")).map(|_| s.path("pi")).unwrap());
+    for v in ["0", "99999999"] {
+        let profile = card_profile_with(&s, &pi_image::xz(&img), "xz", &format!("root_grow_mib = {v}\n"));
+        let o = build_card(&s, &profile, "dist");
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{v}: {err}");
+        assert!(err.contains("card-test.toml:") && err.contains("root_grow_mib"), "{v}: {err}");
+    }
 }

@@ -164,3 +164,76 @@ fn flash_to_a_loop_device_and_refuse_it_while_mounted_or_in_use() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("is mounted on") && err.contains(mnt.to_str().unwrap()), "{err}");
 }
+
+#[test]
+fn flash_refuses_every_file_the_command_reads_or_writes_even_with_force() {
+    let k = kit();
+    let d = k.d.path();
+    let ca = d.join("cluster/secrets/ca.key");
+    let ca_before = std::fs::read(&ca).unwrap();
+    let link = d.join("innocent-looking.img");
+    std::fs::hard_link(&ca, &link).unwrap();
+    let bmap_before = std::fs::read(d.join("card.img.bmap")).unwrap();
+    let fleet_before = std::fs::read(&k.fleet).unwrap();
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (ca.clone(), "the cluster directory"),
+        (link.clone(), "the cluster directory"),
+        (d.join("cluster/new-card.img"), "the cluster directory"),
+        (k.fleet.clone(), "the fleet file"),
+        (d.join("card.img.bmap"), ".bmap"),
+        (k.img.clone(), "the image being written"),
+        (d.join("./cluster/../card.img"), "the image being written"),
+    ];
+    for (dev, needle) in &cases {
+        for force in [false, true] {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+            c.args(["flash", k.fleet.to_str().unwrap(), "--node", "pi-03", "--device"]).arg(dev).env("CI", "1");
+            if force {
+                c.arg("--force");
+            }
+            let o = c.output().unwrap();
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{} (force {force}): {err}", dev.display());
+            assert!(err.contains("refusing to write") && err.contains(needle), "{}: {err}", dev.display());
+        }
+    }
+    assert_eq!(std::fs::read(&ca).unwrap(), ca_before, "the CA key is untouched");
+    assert_eq!(std::fs::read(d.join("card.img.bmap")).unwrap(), bmap_before);
+    assert_eq!(std::fs::read(&k.fleet).unwrap(), fleet_before);
+    assert!(!d.join("cluster/new-card.img").exists());
+}
+
+#[test]
+fn an_existing_file_that_is_not_a_disk_image_needs_force() {
+    let k = kit();
+    let notes = k.d.path().join("notes.txt");
+    std::fs::write(&notes, "my notes, not a card\n").unwrap();
+    let o = flash(&k, "pi-03", &notes, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("does not look like a disk image") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes, not a card\n");
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["flash", k.fleet.to_str().unwrap(), "--node", "pi-03", "--force", "--device"])
+        .arg(&notes)
+        .env("CI", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // An empty file, and a file that already holds a card, need no --force.
+    let empty = k.d.path().join("empty.card");
+    std::fs::write(&empty, "").unwrap();
+    assert!(flash(&k, "pi-03", &empty, &[]).status.success());
+    assert!(flash(&k, "pi-04", &empty, &[]).status.success());
+}
+
+#[test]
+fn flashing_a_fleet_whose_image_is_not_built_is_exit_2_with_the_build_command() {
+    let k = kit();
+    std::fs::remove_file(&k.img).unwrap();
+    std::fs::remove_file(k.d.path().join("card.img.bmap")).unwrap();
+    let o = flash(&k, "pi-03", &k.d.path().join("x.card"), &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("kiln build") && err.contains("--format card"), "{err}");
+}

@@ -79,6 +79,28 @@ fn malformed_fleet_files_are_each_rejected_with_one_located_line() {
         ("missing cluster", good.replace("cluster = \"cluster\"", "cluster = \"nowhere\""), 1, "kiln cluster init"),
         ("count and open range", good.replace("pi-[03:05]", "pi-[03:]"), 22, "open-ended"),
         ("toml syntax", good.replace("role = \"join\"", "role = join"), 23, ""),
+        ("localhost as a name", good.replace("name = \"pi-02\"", "name = \"localhost\""), 16, "RFC 6761"),
+        ("address is the gateway", good.replace("192.168.1.102/24", "192.168.1.1/24"), 18, "gateway's"),
+        ("a 300 KB ssh key", good.replace(KEY, &format!("ssh-ed25519 {}", "A".repeat(300_000))), 6, "limit"),
+        (
+            "an ssh key of zeros",
+            good.replace(KEY, &format!("ssh-ed25519 {} me", "A".repeat(64))),
+            6,
+            "not a `ssh-ed25519` key",
+        ),
+        ("wifi country XX", good.replace("country = \"GB\"", "country = \"XX\""), 19, "ISO 3166-1"),
+        (
+            "wifi password with a newline",
+            good.replace("correct horse battery", "correct horse\\nbattery"),
+            19,
+            "control",
+        ),
+        (
+            "endpoint held by no node",
+            good.replace("192.168.1.101/24", "192.168.1.111/24"),
+            1,
+            "no control-plane node's address",
+        ),
     ];
     assert!(cases.len() >= 10);
     let bad = d.path().join("fleet.toml");
@@ -209,4 +231,107 @@ fn fleet_images_share_the_base_by_reflink_where_the_filesystem_can() {
     assert!(frag.contains("shared"), "pi-03.img shares no block with the base: {frag}");
     assert!(mtype(&out.join("pi-03.img"), "kiln/node.toml").contains("name = \"pi-03\""));
     assert!(mtype(&mnt.join("card.img"), "meta-data").contains("rpios-image"), "the base is unchanged");
+}
+
+#[test]
+fn an_image_that_is_a_fifo_is_refused_without_hanging() {
+    let (d, fleet) = setup();
+    let fifo = d.path().join("card.img");
+    run(Command::new("mkfifo").arg(&fifo));
+    for args in [vec!["fleet", "check"], vec!["fleet", "images"]] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        c.args(&args).arg(&fleet).env("CI", "1");
+        if args[1] == "images" {
+            c.arg("--out").arg(d.path().join("cards"));
+        }
+        let mut child = c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if t0.elapsed().as_secs() > 30 {
+                let _ = child.kill();
+                panic!("kiln {args:?} hangs on a FIFO image");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("fleet.toml:2:") && err.contains("not a regular file"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn fleet_images_write_a_bmap_per_node_that_bmaptool_accepts() {
+    let (d, fleet) = setup();
+    card_image(d.path());
+    let out = d.path().join("cards");
+    let o = kiln(&["fleet", "images", fleet.to_str().unwrap(), "--node", "pi-[02:03]", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for node in ["pi-02", "pi-03"] {
+        let img = out.join(format!("{node}.img"));
+        let map_path = out.join(format!("{node}.img.bmap"));
+        let map = kiln::card::bmap::Bmap::parse(&std::fs::read_to_string(&map_path).unwrap()).unwrap();
+        assert_eq!(map.image_size, std::fs::metadata(&img).unwrap().len());
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&map_path).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{node}: the .bmap is private like the image");
+        let copy = d.path().join(format!("{node}.copy"));
+        run(Command::new("bmaptool").args(["-q", "copy", "--bmap"]).arg(&map_path).arg(&img).arg(&copy));
+        run(Command::new("cmp").arg(&img).arg(&copy));
+        assert!(mtype(&copy, "kiln/node.toml").contains(&format!("name = \"{node}\"")));
+    }
+}
+
+#[test]
+fn personalised_fat_entries_carry_a_valid_fixed_date() {
+    let (d, fleet) = setup();
+    card_image(d.path());
+    let out = d.path().join("cards");
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["fleet", "images", fleet.to_str().unwrap(), "--node", "pi-03", "--out", out.to_str().unwrap()])
+        .env("CI", "1")
+        .env("SOURCE_DATE_EPOCH", "1762905600")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let card = out.join("pi-03.img");
+    for dir in ["::", "::kiln"] {
+        let o = run(Command::new("mdir").arg("-a").arg("-i").arg(mt(&card)).arg(dir));
+        let listing = String::from_utf8_lossy(&o.stdout).into_owned();
+        for name in if dir == "::" { vec!["user-data", "meta-data", "network-config"] } else { vec!["node"] } {
+            let line = listing.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name} in {listing}"));
+            assert!(line.contains("2025-11-12"), "{name} is dated 2025-11-12 (SOURCE_DATE_EPOCH): {line}");
+        }
+        assert!(!listing.contains("-00-"), "a month or day 0 in {listing}");
+    }
+    // Without SOURCE_DATE_EPOCH: the date cmdline.txt carries (the card build's epoch), never month 0.
+    let o = kiln(&["fleet", "images", fleet.to_str().unwrap(), "--node", "pi-04", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(Command::new("mdir").arg("-i").arg(mt(&out.join("pi-04.img"))).arg("::"));
+    let listing = String::from_utf8_lossy(&o.stdout).into_owned();
+    let date = |name: &str| -> String {
+        let l = listing.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name}: {listing}"));
+        l.split_whitespace().find(|w| w.len() == 10 && w.as_bytes()[4] == b'-').unwrap_or_default().to_string()
+    };
+    assert_eq!(date("user-data"), date("cmdline"), "{listing}");
+    assert!(!listing.contains("-00-"), "{listing}");
+}
+
+#[test]
+fn fleet_check_names_the_provisioning_mechanism_and_refuses_a_card_without_cloud_init() {
+    let (d, fleet) = setup();
+    let img = card_image(d.path());
+    let o = kiln(&["fleet", "check", fleet.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("provisioning: cloud-init NoCloud"), "{}", stderr(&o));
+    // A bookworm-like card: no cloud-init seed on its boot partition.
+    for f in ["user-data", "meta-data", "network-config"] {
+        run(Command::new("mdel").arg("-i").arg(mt(&img)).arg(format!("::{f}")));
+    }
+    let o = kiln(&["fleet", "check", fleet.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("no cloud-init NoCloud seed") && err.contains("provisioning = \"cloud-init\""), "{err}");
 }

@@ -129,7 +129,7 @@ fn kiln_mirror_fills_a_directory_every_shipped_profile_builds_from_offline() {
         "containernetworking/plugins/releases/download/v1.8.0/cni-plugins-linux-amd64-v1.8.0.tgz",
         "containerd/containerd/releases/download/v2.1.5/containerd-static-2.1.5-linux-arm64.tar.gz",
         "opencontainers/runc/releases/download/v1.3.3/runc.arm64",
-        "raspios_lite_arm64/images/raspios_lite_arm64-2025-05-13/2025-05-13-raspios-bookworm-arm64-lite.img.xz",
+        "raspios_lite_arm64/images/raspios_lite_arm64-2026-10-06/2026-10-06-raspios-trixie-arm64-lite.img.xz",
         "releases/24.04.3/release/ubuntu-24.04.3-preinstalled-server-arm64+raspi.img.xz",
     ] {
         assert!(

@@ -1,6 +1,7 @@
 //! A Raspberry-Pi-like disk image made without root, mounts or loop devices:
-//! an MBR with a FAT32 `bootfs` (`config.txt`, `cmdline.txt`) at sector 8192,
-//! as Raspberry Pi OS lays it out, and an ext4 `rootfs` holding a small
+//! an MBR with a FAT32 `bootfs` (`config.txt`, `cmdline.txt` and trixie's
+//! stock cloud-init seed `user-data`, `meta-data`, `network-config`) at
+//! sector 8192, as Raspberry Pi OS lays it out, and an ext4 `rootfs` holding a small
 //! Debian-like tree (`/etc/fstab`, `/etc/passwd`, `/etc/systemd/system`, …).
 //! Built with `mkfs.vfat`, `mcopy` and `mkfs.ext4 -d`, all on plain files.
 
@@ -46,13 +47,16 @@ pub fn build(dir: &Path) -> PathBuf {
     let files = dir.join("bootfiles");
     write(&files, "config.txt", "# Raspberry Pi config (test kit)\narm_64bit=1\ndtparam=audio=on\n");
     write(&files, "cmdline.txt", CMDLINE);
-    run(Command::new("mcopy")
-        .arg("-i")
-        .arg(&boot)
-        .arg(files.join("config.txt"))
-        .arg(files.join("cmdline.txt"))
-        .arg("::")
-        .env("MTOOLS_SKIP_CHECK", "1"));
+    // Raspberry Pi OS trixie's stock cloud-init NoCloud seed (Imager replaces it).
+    write(&files, "user-data", "#cloud-config\n# stock (test kit)\n");
+    write(&files, "meta-data", "instance-id: rpios-image\n");
+    write(&files, "network-config", "network:\n  version: 2\n");
+    let mut mc = Command::new("mcopy");
+    mc.arg("-i").arg(&boot);
+    for f in ["config.txt", "cmdline.txt", "user-data", "meta-data", "network-config"] {
+        mc.arg(files.join(f));
+    }
+    run(mc.arg("::").env("MTOOLS_SKIP_CHECK", "1"));
 
     let tree = dir.join("roottree");
     write(&tree, "etc/fstab", "proc /proc proc defaults 0 0\nPARTUUID=4b1dc0de-01 /boot/firmware vfat defaults 0 2\nPARTUUID=4b1dc0de-02 / ext4 defaults,noatime 0 1\n");

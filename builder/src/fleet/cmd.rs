@@ -2,7 +2,7 @@
 
 use crate::card::bmap::{self, Bmap};
 use crate::error::{Error, Result};
-use crate::fleet::device::{self, Checks};
+use crate::fleet::device::{self, Checks, Protected};
 use crate::fleet::personalise::{self, Personalised};
 use crate::fleet::{flash, images, Fleet};
 use crate::progress::{human_bytes, Progress};
@@ -32,7 +32,9 @@ Exit codes: 0 ok (warnings allowed), 2 the fleet file has errors.")]
 
 Writes <out>/<node>.img: a reflink of the base image where the filesystem
 supports it (btrfs, XFS), else a sparse copy, with the node's files in its FAT
-boot partition. The images hold the nodes' secrets: they are written 0600.
+boot partition; and <out>/<node>.img.bmap beside it, so
+`bmaptool copy <out>/<node>.img /dev/sdX` writes only what matters. The images
+hold the nodes' secrets: they are written 0600.
 Exit codes: 0 ok, 1 a write failed, 2 usage or fleet error.")]
     Images {
         /// The fleet file.
@@ -62,7 +64,9 @@ per range, then re-reads the personalised files from the card's FAT partition.
 Refuses: a mounted device (any partition) or swap, a device in use (O_EXCL), a
 partition, a device smaller than the image; without --force also a device that
 is not removable (sysfs removable=0; SD slots and loop devices count as
-removable) or larger than 256 GiB.
+removable) or larger than 256 GiB, and an existing non-empty file that does not
+look like a disk image. Always refuses the fleet file, the image, its .bmap
+and anything under the cluster directory.
 
 Exit codes: 0 ok, 1 an I/O error, 2 usage, fleet or refused device,
 3 verification failed (the message names the range or file).")]
@@ -103,11 +107,58 @@ pub fn load_bmap(fleet: &Fleet, image: &Path, progress: &Progress) -> Result<Bma
     }
 }
 
+/// Opens the card image for reading: a regular file (opened non-blocking, so
+/// a FIFO or device given as the image cannot hang the command), or exit 2
+/// naming how to build it.
+pub fn open_image(fleet: &Fleet, image: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(image)
+        .map_err(|e| {
+            Error::config(format!(
+                "{}: {e}; the card image {} is not built — build it with `kiln build PROFILE --format card` (PROFILE: the profile it comes from, e.g. profiles/rpi-raspios-1.34.toml), or fix `image` in {}",
+                image.display(),
+                image.display(),
+                fleet.path.display()
+            ))
+        })?;
+    match f.metadata() {
+        Ok(m) if m.is_file() => Ok(f),
+        _ => Err(Error::config(format!(
+            "{} is not a regular file (a FIFO, directory or device?); give the card image `kiln build --format card` wrote",
+            image.display()
+        ))),
+    }
+}
+
+/// How the card's OS applies the node files kiln writes: `Ok(Some(line))`
+/// naming the mechanism, `Ok(None)` when the image is not built yet, or an
+/// error (exit 2) when its boot partition has no cloud-init NoCloud seed —
+/// the OS would ignore the hostname, user, keys, address and Wi-Fi.
+pub fn provisioning(fleet: &Fleet) -> Result<Option<String>> {
+    if !fleet.image.exists() {
+        return Ok(None);
+    }
+    let f = open_image(fleet, &fleet.image)?;
+    let part = personalise::boot_partition(&f, &fleet.image)?;
+    if crate::card::bootfs::has_cloud_init_seed(&fleet.image, part.offset, part.len)? {
+        Ok(Some(format!(
+            "provisioning: cloud-init NoCloud on the card's boot partition (kiln writes user-data, meta-data, network-config there; {} ships the seed files, so its OS runs cloud-init)",
+            fleet.image.display()
+        )))
+    } else {
+        Err(Error::config(format!(
+            "{}: the card's boot partition has no cloud-init NoCloud seed (user-data, meta-data), so its OS does not run cloud-init (Raspberry Pi OS before trixie?): the hostname, admin user, SSH keys, static address and Wi-Fi kiln writes would be ignored. Build the card from a profile whose [base_image] ships cloud-init (provisioning = \"cloud-init\", e.g. profiles/rpi-raspios-1.34.toml)",
+            fleet.image.display()
+        )))
+    }
+}
+
 fn personalise_all(fleet: &Fleet, image: &Path, names: &[String], progress: &Progress) -> Result<Vec<Personalised>> {
     let cluster = fleet.cluster()?;
-    let base = File::open(image).map_err(|e| {
-        Error::config(format!("{}: {e}; build the card image with `kiln build --format card`", image.display()))
-    })?;
+    let base = open_image(fleet, image)?;
     let mut out = Vec::new();
     for n in fleet.select(names)? {
         let p = personalise::personalise(&base, image, &cluster, n)?;
@@ -144,15 +195,27 @@ pub fn fleet(cmd: FleetCommand, progress: &Progress) -> Result<()> {
                     n.wifi.as_ref().map(|w| format!("wifi={}", w.ssid)).unwrap_or_default(),
                 );
             }
+            match provisioning(&f)? {
+                Some(line) => progress.step(line),
+                None => progress.warn(format!(
+                    "{}: the card image is not built yet, so how its OS applies the node files is unchecked",
+                    f.image.display()
+                )),
+            }
             progress.step(format!("{}: ok ({} nodes)", fleet.display(), f.nodes.len()));
             Ok(())
         }
         FleetCommand::Images { fleet, out, nodes } => {
             let f = Fleet::load(&fleet)?;
+            open_image(&f, &f.image)?;
+            if let Err(e) = provisioning(&f) {
+                progress.warn(e.message);
+            }
             let t0 = Instant::now();
             let ps = personalise_all(&f, &f.image, &nodes, progress)?;
+            let base_map = load_bmap(&f, &f.image, progress)?;
             let bar = progress.bar("images", Some(ps.len() as u64));
-            let written = images::write_images(&f.image, &out, &ps, &|w| {
+            let written = images::write_images(&f.image, &base_map, &out, &ps, &|w| {
                 bar.inc(1);
                 progress.detail(format!(
                     "{}: {} ({}, {} personalised)",
@@ -192,6 +255,10 @@ pub fn flash(a: FlashArgs, progress: &Progress) -> Result<()> {
             a.devices.len()
         )));
     }
+    open_image(&f, &image)?;
+    if let Err(e) = provisioning(&f) {
+        progress.warn(e.message);
+    }
     let mut seen = std::collections::BTreeSet::new();
     for d in &a.devices {
         let key = std::fs::canonicalize(d).unwrap_or_else(|_| d.clone());
@@ -201,7 +268,16 @@ pub fn flash(a: FlashArgs, progress: &Progress) -> Result<()> {
     }
     let bmap = load_bmap(&f, &image, progress)?;
     let ps = personalise_all(&f, &image, &nodes, progress)?;
+    let required = &image_structures(&image, bmap.image_size)?;
     let checks = Checks { force: a.force };
+    let mut protected = Protected::default();
+    protected.file(&image, "the image being written");
+    protected.file(&PathBuf::from(format!("{}.bmap", image.display())), "the image's .bmap");
+    protected.file(&f.bmap, "the image's .bmap");
+    protected.file(&f.image, "the fleet's image");
+    protected.file(&a.fleet, "the fleet file");
+    protected.dir(&f.cluster_dir, "the cluster directory");
+    let protected = &protected;
     if a.prompt {
         let dev = &a.devices[0];
         let stdin = std::io::stdin();
@@ -218,7 +294,7 @@ pub fn flash(a: FlashArgs, progress: &Progress) -> Result<()> {
             if stdin.lock().read_line(&mut line).unwrap_or(0) == 0 || line.trim() == "q" {
                 return Err(Error::config(format!("stopped before {}", p.node)));
             }
-            let r = flash_one(&image, &bmap, p, dev, checks, progress)?;
+            let r = flash_one(&image, &bmap, p, required, dev, protected, checks, progress)?;
             progress.step(r.summary());
         }
         return Ok(());
@@ -226,7 +302,7 @@ pub fn flash(a: FlashArgs, progress: &Progress) -> Result<()> {
     // Open (and so check) every device before writing any.
     let mut targets = Vec::new();
     for d in &a.devices {
-        targets.push(device::open(d, bmap.image_size, &image, checks)?);
+        targets.push(device::open(d, bmap.image_size, protected, checks)?);
     }
     let results: Vec<Result<flash::Report>> = std::thread::scope(|s| {
         let handles: Vec<_> = ps
@@ -237,7 +313,7 @@ pub fn flash(a: FlashArgs, progress: &Progress) -> Result<()> {
                 let bmap = &bmap;
                 let image = &image;
                 s.spawn(move || {
-                    let plan = flash::plan(bmap, p);
+                    let plan = flash::plan(bmap, p, required);
                     let r = flash::flash(image, &plan, p, t, &bar);
                     bar.finish_and_clear();
                     r
@@ -269,17 +345,31 @@ pub fn flash(a: FlashArgs, progress: &Progress) -> Result<()> {
     }
 }
 
+/// The byte spans the image's file systems need ([`crate::card::fsmap`]).
+fn image_structures(image: &Path, size: u64) -> Result<Vec<(u64, u64)>> {
+    let f = File::open(image).map_err(|e| Error::config(format!("{}: {e}", image.display())))?;
+    crate::card::fsmap::required_spans(&f, size).map_err(|e| {
+        Error::config(format!(
+            "{}: {e}; its partition table or file systems are damaged — rebuild it with `kiln build --format card`",
+            image.display()
+        ))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn flash_one(
     image: &Path,
     bmap: &Bmap,
     p: &Personalised,
+    required: &[(u64, u64)],
     dev: &Path,
+    protected: &Protected,
     checks: Checks,
     progress: &Progress,
 ) -> Result<flash::Report> {
-    let t = device::open(dev, bmap.image_size, image, checks)?;
+    let t = device::open(dev, bmap.image_size, protected, checks)?;
     let bar = progress.bar(&format!("{} → {}", p.node, dev.display()), None);
-    let plan = flash::plan(bmap, p);
+    let plan = flash::plan(bmap, p, required);
     let r = flash::flash(image, &plan, p, &t, &bar);
     bar.finish_and_clear();
     if std::io::stderr().is_terminal() && r.is_ok() {

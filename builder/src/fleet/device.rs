@@ -6,7 +6,11 @@
 //! it is larger than [`MAX_CARD_BYTES`] or not removable (sysfs `removable` is
 //! 0; SD slots `mmcblk*` and loop devices count as removable). It is then
 //! opened with `O_EXCL`, which the kernel refuses while anything else holds it.
-//! A regular file is created if missing, locked (`flock`) and resized to the image.
+//! A regular file is created if missing, locked (`flock`) and resized to the
+//! image; an existing non-empty one must look like a disk image (a partition
+//! table) unless `--force`. Whatever the command itself reads or writes — the
+//! fleet file, the image, its `.bmap`, the cluster directory ([`Protected`]) —
+//! is refused always.
 
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
@@ -44,8 +48,68 @@ pub struct Target {
 /// Refusal options.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Checks {
-    /// Allow a non-removable or very large device.
+    /// Allow a non-removable or very large device, or an existing regular
+    /// file that does not look like a disk image.
     pub force: bool,
+}
+
+/// Files the command itself reads or writes, which are never a target even
+/// with `--force`: compared by device and inode (hard links, other spellings)
+/// and, for directories, by canonical path prefix (files not yet created).
+#[derive(Debug, Clone, Default)]
+pub struct Protected {
+    files: Vec<(u64, u64, String)>,
+    dirs: Vec<(PathBuf, String)>,
+}
+
+impl Protected {
+    /// Protects the file at `path` (if it exists), described as `what`.
+    pub fn file(&mut self, path: &Path, what: impl Into<String>) {
+        if let Ok(m) = std::fs::metadata(path) {
+            self.files.push((m.dev(), m.ino(), what.into()));
+        }
+    }
+
+    /// Protects the directory `dir` and everything under it, described as `what`.
+    pub fn dir(&mut self, dir: &Path, what: impl Into<String>) {
+        let what = what.into();
+        if let Ok(c) = std::fs::canonicalize(dir) {
+            self.dirs.push((c, what.clone()));
+        }
+        // Hard links to its files elsewhere are the same inodes.
+        let mut stack = vec![dir.to_path_buf()];
+        let mut seen = 0usize;
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                seen += 1;
+                if seen > 100_000 {
+                    return;
+                }
+                let Ok(m) = std::fs::symlink_metadata(e.path()) else { continue };
+                if m.is_dir() {
+                    stack.push(e.path());
+                } else if m.is_file() {
+                    self.files.push((m.dev(), m.ino(), format!("{what} ({})", e.path().display())));
+                }
+            }
+        }
+    }
+
+    /// Why `path` must not be written, if it is protected.
+    fn hit(&self, path: &Path) -> Option<String> {
+        if let Ok(m) = std::fs::metadata(path) {
+            if let Some((_, _, w)) = self.files.iter().find(|(d, i, _)| *d == m.dev() && *i == m.ino()) {
+                return Some(w.clone());
+            }
+        }
+        // A path that does not exist yet: where it would be created.
+        let canon = std::fs::canonicalize(path).ok().or_else(|| {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            std::fs::canonicalize(parent).ok().map(|p| p.join(path.file_name().unwrap_or_default()))
+        })?;
+        self.dirs.iter().find(|(d, _)| canon.starts_with(d)).map(|(d, w)| format!("{w} ({}) holds it", d.display()))
+    }
 }
 
 fn refuse(path: &Path, msg: impl AsRef<str>) -> Error {
@@ -139,21 +203,40 @@ fn blk_size(f: &File) -> io::Result<u64> {
 }
 
 /// Checks `path` and opens it for writing an image of `image_size` bytes.
-/// `image` is the image being written (a target that is the image itself is refused).
-pub fn open(path: &Path, image_size: u64, image: &Path, checks: Checks) -> Result<Target> {
-    let meta = std::fs::metadata(path);
-    if let (Ok(m), Ok(im)) = (&meta, std::fs::metadata(image)) {
-        if m.dev() == im.dev() && m.ino() == im.ino() {
-            return Err(refuse(path, "it is the image being written"));
-        }
+/// A target in `protected` (the image itself, the fleet file, …) is always
+/// refused; an existing non-empty regular file that does not look like a
+/// disk image is refused unless `--force`.
+pub fn open(path: &Path, image_size: u64, protected: &Protected, checks: Checks) -> Result<Target> {
+    if let Some(what) = protected.hit(path) {
+        return Err(refuse(
+            path,
+            format!("it is {what}, which this command reads or writes; give the card's device (`lsblk -o NAME,SIZE,RM,TRAN,MODEL`) or a new file"),
+        ));
     }
+    let meta = std::fs::metadata(path);
     match meta {
         Ok(m) if m.file_type().is_block_device() => open_block(path, m.rdev(), image_size, checks),
-        Ok(m) if m.is_file() => open_file(path, image_size),
+        Ok(m) if m.is_file() => {
+            if m.len() > 0 && !checks.force && !looks_like_disk_image(path) {
+                return Err(refuse(
+                    path,
+                    format!("it is an existing {}-byte file that does not look like a disk image (no partition table); pass --force to overwrite it, or give a new file name", m.len()),
+                ));
+            }
+            open_file(path, image_size)
+        }
         Ok(_) => Err(refuse(path, "not a block device or a regular file")),
         Err(e) if e.kind() == io::ErrorKind::NotFound && !path.starts_with("/dev") => open_file(path, image_size),
         Err(e) => Err(refuse(path, format!("{e}; list cards with `lsblk -o NAME,SIZE,RM,TRAN,MODEL`"))),
     }
+}
+
+/// Whether the file at `path` starts like a disk image: an MBR (or GPT's
+/// protective MBR) boot signature `55 AA` at byte 510.
+fn looks_like_disk_image(path: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut s = [0u8; 512];
+    File::open(path).and_then(|f| f.read_exact_at(&mut s, 0)).is_ok() && s[510..512] == [0x55, 0xaa]
 }
 
 fn open_file(path: &Path, image_size: u64) -> Result<Target> {

@@ -2,7 +2,8 @@
 //! written to a card (or a file) and read back.
 //!
 //! 1. Plan: every range of the `.bmap`, plus the node's personalised blocks
-//!    that fall outside them (the FAT may place new files in unmapped space).
+//!    that fall outside them (the FAT may place new files in unmapped space)
+//!    and the image's file-system structures a foreign `.bmap` leaves out.
 //! 2. Write: a reader thread reads each range from the image, checks it against
 //!    the `.bmap` sha256 (a damaged image is caught, exit 3), lays the node's
 //!    blocks over it and hashes what will be written; the writer thread writes
@@ -12,6 +13,11 @@
 //!    where `O_DIRECT` is refused — and its sha256 compared; a mismatch names
 //!    the range and exits 3. Then the FAT partition is opened on the target and
 //!    each personalised file is read back and compared.
+//! 4. Structures: the partition table and file systems are parsed from the
+//!    target ([`crate::card::fsmap`]) and every block they need — FATs, root
+//!    directory, allocated clusters, ext4 descriptors, bitmaps, inode tables,
+//!    allocated blocks — must lie in what was written and read back, so no
+//!    byte the file systems use is the card's old content.
 //!
 //! Test-only failpoint: `KILN_TEST_FLIP_BYTE=<offset>` flips the byte at that
 //! offset of the target between the write and the verify (so tests can prove
@@ -49,8 +55,12 @@ pub struct Extent {
     pub label: String,
 }
 
-/// The extents to write for a node: the bmap's ranges, then personalised blocks outside them.
-pub fn plan(bmap: &Bmap, p: &Personalised) -> Vec<Extent> {
+/// The extents to write for a node: the bmap's ranges, then the blocks
+/// outside them that the node's personalisation wrote or that the image's
+/// file systems need (`required`, from [`fsmap::required_spans`] of the image:
+/// a `.bmap` from another tool or an older kiln may leave zero-valued
+/// structures unmapped, and a used card would keep its old bytes there).
+pub fn plan(bmap: &Bmap, p: &Personalised, required: &[(u64, u64)]) -> Vec<Extent> {
     let mut v: Vec<Extent> = bmap
         .ranges
         .iter()
@@ -65,28 +75,40 @@ pub fn plan(bmap: &Bmap, p: &Personalised) -> Vec<Extent> {
             }
         })
         .collect();
-    let covered = |b: u64| {
-        let (s, e) = (b * BLOCK, (b + 1) * BLOCK);
-        v.iter().any(|x| x.start <= s && e <= x.start + x.len)
-    };
+    let blocks = bmap.image_size.div_ceil(BLOCK);
+    // Blocks the bmap does not map, as sorted disjoint [first, last] runs.
+    let mut wanted: Vec<(u64, u64)> = p.blocks.keys().map(|&b| (b, b)).collect();
+    wanted.extend(
+        required
+            .iter()
+            .filter(|(s, e)| e > s && *s < bmap.image_size)
+            .map(|&(s, e)| (s / BLOCK, (e.min(bmap.image_size) - 1) / BLOCK)),
+    );
     let mut extra: Vec<(u64, u64)> = Vec::new();
-    for &b in p.blocks.keys() {
-        if covered(b) {
-            continue;
+    for (a, b) in crate::card::fsmap::merge(wanted.into_iter().map(|(a, b)| (a, b + 1)).collect()) {
+        let b = b.min(blocks);
+        let (lo, mut a) = (a, a);
+        for r in bmap.ranges.iter().filter(|r| r.last >= lo && r.first < b) {
+            if r.first > a {
+                extra.push((a, r.first - 1));
+            }
+            a = a.max(r.last + 1);
         }
-        match extra.last_mut() {
-            Some((_, last)) if *last + 1 == b => *last = b,
-            _ => extra.push((b, b)),
+        if a < b {
+            extra.push((a, b - 1));
         }
     }
     for (a, b) in extra {
         let start = a * BLOCK;
-        let len = (b - a + 1) * BLOCK;
+        let len = ((b + 1) * BLOCK).min(bmap.image_size) - start;
         v.push(Extent {
             start,
             len,
             image_sha256: None,
-            label: format!("personalised blocks {a}-{b} (bytes {start}-{})", start + len),
+            label: format!(
+                "unmapped blocks {a}-{b} (bytes {start}-{}: personalised or file-system structure)",
+                start + len
+            ),
         });
     }
     v.sort_by_key(|e| e.start);
@@ -239,6 +261,8 @@ pub fn flash(image: &Path, plan: &[Extent], p: &Personalised, target: &Target, b
                 }
                 if touched {
                     overlay_chunk(p, off, &mut buf);
+                }
+                if touched || ext.image_sha256.is_none() {
                     out_h.update(&buf);
                 }
                 if tx.send((off, buf)).is_err() {
@@ -256,7 +280,7 @@ pub fn flash(image: &Path, plan: &[Extent], p: &Personalised, target: &Target, b
                     break 'plan;
                 }
             }
-            hashes.push(if touched { hex(&out_h.finalize()) } else { img });
+            hashes.push(if touched || ext.image_sha256.is_none() { hex(&out_h.finalize()) } else { img });
         }
         drop(tx);
         let w = writer.join().map_err(|_| Error::build("the writer thread panicked"))?;
@@ -311,8 +335,13 @@ pub fn flash(image: &Path, plan: &[Extent], p: &Personalised, target: &Target, b
             )));
         }
     }
-    // The personalised files, through the FAT on the target itself.
+    // The file systems on the target itself: every structure they need and
+    // every allocated block lies inside what was written and read back
+    // (nothing there is the card's old content).
     drop_cache(&target.file);
+    let image_size = src.metadata().map_err(|e| Error::build(format!("{}: {e}", image.display())))?.len();
+    check_structures(target, plan, image_size)?;
+    // The personalised files, through the FAT on the target itself.
     for f in &p.files {
         let got = personalise::read_back(&target.file, p.partition, &f.path).map_err(|e| {
             Error::verify(format!(
@@ -339,6 +368,36 @@ pub fn flash(image: &Path, plan: &[Extent], p: &Personalised, target: &Target, b
         verify,
         verify_mode: mode,
     })
+}
+
+/// Reads the partition table and file systems back from the target and
+/// checks that every block they need (zero or not) was written and verified.
+fn check_structures(target: &Target, plan: &[Extent], size: u64) -> Result<()> {
+    let need = crate::card::fsmap::required_spans(&target.file, size).map_err(|e| {
+        Error::verify(format!(
+            "verify failed on {}: its file systems do not read back as written: {e}; flash again or use another card",
+            target.path.display()
+        ))
+    })?;
+    let mut i = 0;
+    for (s, e) in need {
+        let mut pos = s;
+        while pos < e {
+            while i < plan.len() && plan[i].start + plan[i].len <= pos {
+                i += 1;
+            }
+            match plan.get(i) {
+                Some(x) if x.start <= pos => pos = x.start + x.len,
+                _ => {
+                    return Err(Error::verify(format!(
+                        "verify failed on {}: its file systems use bytes {pos}-{e}, which were not written (they hold what the card held before); the image and its .bmap do not belong together — rebuild with `kiln build --format card`",
+                        target.path.display()
+                    )))
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn drop_cache(f: &File) {

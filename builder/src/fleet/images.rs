@@ -5,10 +5,13 @@
 //! filesystem allows it (a reflink, `FICLONE`: btrfs, XFS, bcachefs), else a
 //! sparse copy (only the base's data extents, found with `SEEK_DATA`/`SEEK_HOLE`,
 //! copied in the kernel with `copy_file_range`), and then the node's few
-//! personalised blocks written over it. Every image is written under a
-//! temporary name, the filesystem is synced once, and only then are they all
-//! renamed into place: an interrupted run leaves no half-written image.
+//! personalised blocks written over it, with its own `.bmap` beside it (the
+//! base's ranges plus the node's blocks, re-hashed where they changed), which
+//! `bmaptool copy` reads. Every image and map is written under a temporary
+//! name, the filesystem is synced once, and only then are they all renamed
+//! into place: an interrupted run leaves no half-written image.
 
+use crate::card::bmap::{self, Bmap};
 use crate::error::{Error, IoContext, Result};
 use crate::fleet::personalise::{Personalised, BLOCK};
 use std::fs::{File, OpenOptions};
@@ -138,16 +141,20 @@ pub struct Written {
     pub node: String,
     /// The image file.
     pub path: PathBuf,
+    /// Its `.bmap` (`<path>.bmap`).
+    pub bmap: PathBuf,
     /// How the base was copied.
     pub copy: CopyKind,
     /// Bytes that differ from the base.
     pub delta: u64,
 }
 
-/// Writes `<out>/<node>.img` for every personalised node, in parallel, atomically
-/// as a set. `done` is called once per finished image.
+/// Writes `<out>/<node>.img` and `<out>/<node>.img.bmap` for every
+/// personalised node, in parallel, atomically as a set. `base_bmap` is the
+/// base image's map. `done` is called once per finished image.
 pub fn write_images(
     base_path: &Path,
+    base_bmap: &Bmap,
     out: &Path,
     nodes: &[Personalised],
     done: &(dyn Fn(&Written) + Sync),
@@ -155,7 +162,16 @@ pub fn write_images(
     std::fs::create_dir_all(out).io_ctx(out.display())?;
     let base = File::open(base_path).io_ctx(base_path.display())?;
     let size = base.metadata().io_ctx(base_path.display())?.len();
+    if base_bmap.image_size != size {
+        return Err(Error::config(format!(
+            "{}: the image has {size} bytes but its .bmap says {}; they do not belong together — rebuild with `kiln build --format card`",
+            base_path.display(),
+            base_bmap.image_size
+        )));
+    }
     let tmp = |n: &str| out.join(format!(".{n}.img.tmp-{}", std::process::id()));
+    let tmp_map = |n: &str| out.join(format!(".{n}.img.bmap.tmp-{}", std::process::id()));
+    let pieces = bmap::PieceHashes::default();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let threads =
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8).min(nodes.len().max(1));
@@ -181,9 +197,23 @@ pub fn write_images(
                         t.display()
                     ))?;
                     apply_blocks(&f, p).io_ctx(t.display())?;
+                    let changed: Vec<u64> = p.blocks.keys().copied().collect();
+                    let map = bmap::with_changed_blocks(base_bmap, base_path, &t, &changed, &pieces)?;
+                    let tm = tmp_map(&p.node);
+                    // 0600 like the image: its range hashes cover the node's secrets.
+                    let _ = std::fs::remove_file(&tm);
+                    OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&tm)
+                        .and_then(|mut m| io::Write::write_all(&mut m, map.to_xml().as_bytes()))
+                        .io_ctx(tm.display())?;
+                    let path = out.join(format!("{}.img", p.node));
                     let w = Written {
                         node: p.node.clone(),
-                        path: out.join(format!("{}.img", p.node)),
+                        bmap: PathBuf::from(format!("{}.bmap", path.display())),
+                        path,
                         copy,
                         delta: p.delta_bytes(),
                     };
@@ -192,6 +222,7 @@ pub fn write_images(
                 })();
                 if r.is_err() {
                     let _ = std::fs::remove_file(&t);
+                    let _ = std::fs::remove_file(tmp_map(&p.node));
                 }
                 if let Ok(mut v) = results.lock() {
                     v.push((i, r));
@@ -214,6 +245,7 @@ pub fn write_images(
     if let Some(e) = first_err {
         for w in &written {
             let _ = std::fs::remove_file(tmp(&w.node));
+            let _ = std::fs::remove_file(tmp_map(&w.node));
         }
         return Err(e);
     }
@@ -225,6 +257,7 @@ pub fn write_images(
     }
     for w in &written {
         std::fs::rename(tmp(&w.node), &w.path).io_ctx(w.path.display())?;
+        std::fs::rename(tmp_map(&w.node), &w.bmap).io_ctx(w.bmap.display())?;
     }
     dir.sync_all().io_ctx(out.display())?;
     Ok(written)

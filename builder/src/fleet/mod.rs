@@ -325,9 +325,30 @@ impl Address {
     }
 }
 
+/// Longest `ssh_authorized_keys` entry: 16 KiB (an ssh-rsa 16384-bit key
+/// line is about 2.8 KB; OpenSSH's `sshd` reads authorized_keys lines of up
+/// to 8 KB, `SSH_MAX_PUBKEY_BYTES` 16384 in `sshkey.h`).
+pub const MAX_SSH_KEY_BYTES: usize = 16 << 10;
+
+/// ISO 3166-1 alpha-2 codes (the officially assigned ones), which the
+/// kernel's regulatory database (`wireless-regdb` `db.txt`) and wpa_supplicant's
+/// `country=` take. `XX` and `00` are not countries.
+pub const ISO_3166_ALPHA2: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
+
+/// Names a node may not have: they mean the machine itself to every resolver
+/// (RFC 6761 §6.3 `localhost`), so kubelet would register a node that every
+/// other node reaches as itself.
+const RESERVED_NAMES: [&str; 2] = ["localhost", "localhost-localdomain"];
+
 fn check_ssh_key(k: &str) -> std::result::Result<(), String> {
     if k.contains("PRIVATE KEY") {
         return Err("this is a private key; give the public key (the `.pub` file)".into());
+    }
+    if k.len() > MAX_SSH_KEY_BYTES {
+        return Err(format!(
+            "a {}-byte entry is longer than kiln's {MAX_SSH_KEY_BYTES}-byte limit for one public key line; paste the `.pub` file's one line",
+            k.len()
+        ));
     }
     let mut words = k.split_whitespace();
     let typ = words.next().unwrap_or("");
@@ -340,9 +361,19 @@ fn check_ssh_key(k: &str) -> std::result::Result<(), String> {
         ));
     }
     use base64::Engine;
-    if k.contains('\n') || base64::engine::general_purpose::STANDARD.decode(blob).map(|b| b.len() < 32).unwrap_or(true)
-    {
-        return Err(format!("the `{typ}` key's base64 body is missing or damaged; paste the whole `.pub` line"));
+    let body = base64::engine::general_purpose::STANDARD.decode(blob).ok().filter(|b| b.len() >= 32);
+    // The wire format (RFC 4253 §6.6) starts with the key type as a string:
+    // a 4-byte big-endian length, then the name the line's first word gives.
+    let names_type = |b: &[u8]| {
+        b.len() >= 4 && {
+            let n = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            b.get(4..4 + n) == Some(typ.as_bytes())
+        }
+    };
+    if k.chars().any(char::is_control) || !body.as_deref().is_some_and(names_type) {
+        return Err(format!(
+            "the `{typ}` key's base64 body is missing, damaged or not a `{typ}` key; paste the whole `.pub` line"
+        ));
     }
     Ok(())
 }
@@ -351,7 +382,16 @@ fn check_wifi(w: &Wifi) -> std::result::Result<(), String> {
     if w.ssid.is_empty() || w.ssid.len() > 32 {
         return Err(format!("wifi ssid `{}` must be 1–32 bytes", w.ssid));
     }
+    if w.ssid.chars().any(char::is_control) {
+        return Err("wifi ssid has a control character (a newline?); give the network's name as it is".into());
+    }
     if let Some(p) = &w.password {
+        // IEEE 802.11i-2004 Annex H.4: a passphrase is 8–63 printable ASCII characters (32–126).
+        if !p.bytes().all(|b| (32..=126).contains(&b)) {
+            return Err(
+                "wifi password has a control or non-ASCII character (a newline?); a WPA passphrase is 8–63 printable ASCII characters".into(),
+            );
+        }
         let hex = p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit());
         if !hex && !(8..=63).contains(&p.len()) {
             return Err("wifi password must be a WPA passphrase of 8–63 characters or 64 hex digits".into());
@@ -360,10 +400,56 @@ fn check_wifi(w: &Wifi) -> std::result::Result<(), String> {
     if w.country.len() != 2 || !w.country.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(format!("wifi country `{}` must be a two-letter ISO 3166 code in capitals, e.g. `GB`", w.country));
     }
+    if !ISO_3166_ALPHA2.split(' ').any(|c| c == w.country) {
+        return Err(format!(
+            "wifi country `{}` is not an ISO 3166-1 alpha-2 country code (the Wi-Fi stays blocked without a real one); give yours, e.g. `GB`, `US`, `DE`",
+            w.country
+        ));
+    }
     Ok(())
 }
 
 const NEXT: &str = "fix it and run `kiln fleet check` again";
+
+/// The host of a `host:port` endpoint (`[v6]:port` too), as an IP if it is one.
+fn endpoint_ip(endpoint: &str) -> Option<IpAddr> {
+    let host = match endpoint.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map(|(h, _)| h)?,
+        None => endpoint.rsplit_once(':').map(|(h, _)| h).unwrap_or(endpoint),
+    };
+    host.parse().ok()
+}
+
+/// The cluster's endpoint, when it is an IP, must be a control-plane node's
+/// static address (kubeadm init serves the API on it; joins go to it): an
+/// error when no node holds it or a worker does; a warning when some control
+/// plane takes DHCP (a reservation may give it the address).
+fn check_endpoint(c: &mut Checker, endpoint: &str, nodes: &[FleetNode], span: Range<usize>) -> Option<String> {
+    let ip = endpoint_ip(endpoint)?;
+    let holder = nodes.iter().find(|n| n.address.is_some_and(|a| a.ip == ip));
+    match holder {
+        Some(n) if n.role.is_control_plane() => None,
+        Some(n) => {
+            c.err(span, format!("the cluster's endpoint {endpoint} is the address of `{}`, a worker; the endpoint must be a control-plane node's (or a load balancer's); {NEXT}", n.name));
+            None
+        }
+        None if nodes.iter().any(|n| n.role.is_control_plane() && n.address.is_none()) => Some(location::at(
+            c.path,
+            c.text,
+            Some(span),
+            &format!("warning: the cluster's endpoint {endpoint} is no node's static address; make sure DHCP gives it to a control-plane node"),
+        )),
+        None => {
+            let cps: Vec<String> = nodes
+                .iter()
+                .filter(|n| n.role.is_control_plane())
+                .map(|n| format!("{} {}", n.name, n.address.map(|a| a.ip.to_string()).unwrap_or_default()))
+                .collect();
+            c.err(span, format!("the cluster's endpoint {endpoint} is no control-plane node's address (control planes: {}); give the init node that address, or point the cluster at it; {NEXT}", cps.join(", ")));
+            None
+        }
+    }
+}
 
 impl Fleet {
     /// Reads and checks a `fleet.toml`. All errors are collected; each is one
@@ -391,7 +477,8 @@ impl Fleet {
         let mut warnings = Vec::new();
 
         let cluster_dir = resolve(doc.cluster.get_ref());
-        if let Err(e) = Cluster::load(&cluster_dir) {
+        let loaded = Cluster::load(&cluster_dir);
+        if let Err(e) = &loaded {
             c.err(
                 doc.cluster.span(),
                 format!(
@@ -406,7 +493,17 @@ impl Fleet {
             Some(b) => resolve(b.get_ref()),
             None => PathBuf::from(format!("{}.bmap", image.display())),
         };
-        if !image.is_file() {
+        match std::fs::metadata(&image) {
+            Ok(m) if !m.is_file() => c.err(
+                doc.image.span(),
+                format!(
+                    "image `{}` is not a regular file (a directory, FIFO or device); give the card image `kiln build --format card` wrote; {NEXT}",
+                    image.display()
+                ),
+            ),
+            _ => {}
+        }
+        if !image.exists() {
             warnings.push(location::at(
                 path,
                 text,
@@ -608,6 +705,13 @@ impl Fleet {
                 }
                 inits.push(n.role.span());
             }
+            if let Some(bad) = expanded.iter().find(|s| RESERVED_NAMES.contains(&s.as_str())) {
+                c.err(
+                    n.name.span(),
+                    format!("node name `{bad}` means the machine itself to every resolver (RFC 6761); give the node its own name; {NEXT}"),
+                );
+                continue;
+            }
             if let Some(bad) = expanded.iter().find(|s| !is_node_name(s)) {
                 c.err(
                     n.name.span(),
@@ -662,6 +766,13 @@ impl Fleet {
                 None => def_gw.map(|ip| (ip, d.gateway.as_ref().map(|g| g.span()).unwrap_or(0..0))),
             };
             if let (Some((addrs0, aspan)), Some((gw, _))) = (&address, &gateway) {
+                if let Some(a) = addrs0.iter().find(|a| a.ip == *gw) {
+                    c.err(
+                        aspan.clone(),
+                        format!("address {a} is the gateway's ({gw}); give the node an address of its own; {NEXT}"),
+                    );
+                    continue;
+                }
                 if let Some(first) = addrs0.first() {
                     if !first.contains(*gw) {
                         let span = n.gateway.as_ref().or(d.gateway.as_ref()).map(|g| g.span()).unwrap_or(aspan.clone());
@@ -748,6 +859,11 @@ impl Fleet {
                     let (l, col) = location::line_col(text, inits[0].start);
                     c.err(inits[1].clone(), format!("a second init node (the first is at line {l}, column {col}): exactly one node runs `kubeadm init`; make this one control-plane; {NEXT}"));
                 }
+            }
+        }
+        if let (true, Ok(cl)) = (c.errors.is_empty(), &loaded) {
+            if let Some(w) = check_endpoint(&mut c, &cl.file.control_plane_endpoint, &nodes, doc.cluster.span()) {
+                warnings.push(w);
             }
         }
         if !c.errors.is_empty() {

@@ -335,14 +335,43 @@ fn fat_err(image: &Path, what: &str, e: io::Error) -> Error {
     ))
 }
 
+/// The time personalised FAT entries carry, the same for every node and run:
+/// `SOURCE_DATE_EPOCH` when set; else the modification time of the boot
+/// partition's `cmdline.txt`, which `kiln build --format card` stamps with the
+/// profile's epoch; else 1980-01-01 00:00 (FAT's first day). Never month 0.
+fn fat_stamp(ov: &mut Overlay<'_>, image: &Path) -> Result<fatfs::DateTime> {
+    if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
+        if !s.trim().is_empty() {
+            let e = s.trim().parse::<u64>().map_err(|_| {
+                Error::config(format!("SOURCE_DATE_EPOCH=`{s}` is not a number of seconds; unset it or fix it"))
+            })?;
+            crate::validate::epoch("SOURCE_DATE_EPOCH", e).map_err(Error::config)?;
+            return Ok(crate::card::bootfs::fat_time(e));
+        }
+    }
+    let fs = FileSystem::new(&mut *ov, FsOptions::new().update_accessed_date(false))
+        .map_err(|e| fat_err(image, "cannot open it", e))?;
+    let stamp = fs
+        .root_dir()
+        .iter()
+        .flatten()
+        .find(|e| e.file_name().eq_ignore_ascii_case("cmdline.txt"))
+        .map(|e| e.modified())
+        .filter(crate::card::bootfs::is_valid_fat_time);
+    Ok(stamp.unwrap_or_else(|| crate::card::bootfs::fat_time(0)))
+}
+
 /// Writes `files` into the boot partition of `base` (an overlay; `base` is not
-/// modified) and returns the blocks that changed.
+/// modified) and returns the blocks that changed. New and rewritten entries
+/// are dated as [`fat_stamp`] says.
 pub fn personalise_files(base: &File, image: &Path, node: &str, files: Vec<BootFile>) -> Result<Personalised> {
     let part = boot_partition(base, image)?;
     let mut ov = Overlay::new(base, part);
+    let clock = crate::card::bootfs::fixed_clock(fat_stamp(&mut ov, image)?);
+    ov.seek(SeekFrom::Start(0)).map_err(|e| fat_err(image, "rewind", e))?;
     let mut new_dirs = Vec::new();
     {
-        let fs = FileSystem::new(&mut ov, FsOptions::new().update_accessed_date(false))
+        let fs = FileSystem::new(&mut ov, FsOptions::new().update_accessed_date(false).time_provider(clock))
             .map_err(|e| fat_err(image, "cannot open it", e))?;
         let root = fs.root_dir();
         for f in &files {

@@ -45,9 +45,11 @@ pub fn card_image(dir: &Path) -> PathBuf {
     std::fs::write(files.join("meta-data"), "instance-id: rpios-image\n").unwrap();
     std::fs::write(files.join("network-config"), "network:\n  version: 2\n").unwrap();
     std::fs::write(files.join("kernel8.img"), vec![0x5au8; 3 << 20]).unwrap();
+    // A file with whole zero blocks inside: a sparse image holds them as holes.
+    std::fs::write(files.join("fixup4.dat"), with_zero_blocks(0x33)).unwrap();
     let mut mc = Command::new("mcopy");
     mc.arg("-i").arg(&fat);
-    for n in ["config.txt", "cmdline.txt", "user-data", "meta-data", "network-config", "kernel8.img"] {
+    for n in ["config.txt", "cmdline.txt", "user-data", "meta-data", "network-config", "kernel8.img", "fixup4.dat"] {
         mc.arg(files.join(n));
     }
     run(mc.arg("::"));
@@ -56,6 +58,7 @@ pub fn card_image(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
     std::fs::write(tree.join("etc/os-release"), "ID=debian\nVERSION_CODENAME=trixie\n").unwrap();
     std::fs::write(tree.join("usr/bin/busybox"), vec![0x7fu8; 2 << 20]).unwrap();
+    std::fs::write(tree.join("usr/bin/zero-pages"), with_zero_blocks(0x44)).unwrap();
     let root = dir.join("root.ext4");
     run(Command::new("mke2fs")
         .args(["-q", "-F", "-t", "ext4", "-L", "rootfs", "-E", "root_owner=0:0", "-d"])
@@ -95,6 +98,15 @@ pub fn card_image(dir: &Path) -> PathBuf {
     let bmap = kiln::card::bmap::create(&img).expect("bmap");
     std::fs::write(dir.join("card.img.bmap"), bmap.to_xml()).unwrap();
     img
+}
+
+/// 4 KiB of `fill`, 12 KiB of zeros, 4 KiB of `fill + 1`: a file whose middle
+/// blocks a sparse image stores as holes.
+pub fn with_zero_blocks(fill: u8) -> Vec<u8> {
+    let mut v = vec![fill; 4096];
+    v.resize(16 << 10, 0);
+    v.resize(20 << 10, fill + 1);
+    v
 }
 
 pub const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1c3lib3gta2lsbi10ZXN0LWtleS1ub3QtcmVhbC0wMDAw me@laptop";

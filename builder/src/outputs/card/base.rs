@@ -29,6 +29,21 @@ pub enum Compression {
     None,
 }
 
+/// How the base image's OS applies a node's settings (hostname, admin user,
+/// SSH keys, static address, Wi-Fi) that `kiln fleet` writes to the card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Provisioning {
+    /// cloud-init's NoCloud datasource reads `user-data`, `meta-data` and
+    /// `network-config` from the boot partition (Raspberry Pi OS from the
+    /// trixie images of October 2025, Ubuntu Server for Raspberry Pi).
+    #[serde(rename = "cloud-init")]
+    CloudInit,
+    /// The OS applies none of them (Raspberry Pi OS bookworm and older):
+    /// `kiln fleet check` refuses fleets for such a card.
+    #[serde(rename = "none")]
+    None,
+}
+
 /// `[base_image]`: the OS image a `--format card` build starts from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +62,27 @@ pub struct BaseImageSpec {
     /// tree's size plus a quarter, plus 64 MiB). The OS grows the partition to
     /// the whole card on first boot.
     pub root_grow_mib: Option<Spanned<u64>>,
+    /// Largest decompressed image accepted, in MiB (default
+    /// [`DEFAULT_MAX_IMAGE_MIB`]). Decoding also stops 64 MiB past the end of
+    /// the last partition the image's own MBR names.
+    pub max_image_mib: Option<Spanned<u64>>,
+    /// Let `e2fsck -fy` repair a root filesystem that `e2fsck -fn` finds
+    /// damaged (and print what it repaired); without it such a base image is
+    /// an error.
+    #[serde(default)]
+    pub repair: Option<Spanned<bool>>,
+    /// How the OS applies the card's per-node settings. With `"cloud-init"`
+    /// the build checks that the boot partition carries cloud-init's NoCloud
+    /// seed files (the image ships cloud-init).
+    pub provisioning: Option<Spanned<Provisioning>>,
 }
+
+/// Default cap on the decompressed base image: 16 GiB (Raspberry Pi OS Lite
+/// and Ubuntu Server for Raspberry Pi images are 3–4 GiB).
+pub const DEFAULT_MAX_IMAGE_MIB: u64 = 16 << 10;
+
+/// How far past the end of its last partition a base image may go (bytes).
+pub const PAST_LAST_PARTITION: u64 = 64 << 20;
 
 /// Name of the base image in fetch progress, errors and the manifest.
 pub const ARTIFACT_NAME: &str = "base-image";
@@ -118,8 +153,18 @@ pub fn prepare(
     }
     progress.step(format!("decompressing base image {} ({:?})", artifact.version, spec.compression.get_ref()));
     let tmp = cache.tmp_path("base-image.img");
+    let cap = match &spec.max_image_mib {
+        Some(m) if *m.get_ref() == 0 || *m.get_ref() > (1 << 30) => {
+            return Err(Error::config(profile.at(
+                m.span(),
+                "base_image.max_image_mib must be between 1 and 1073741824 (MiB); remove it for the 16 GiB default",
+            )))
+        }
+        Some(m) => *m.get_ref() << 20,
+        None => DEFAULT_MAX_IMAGE_MIB << 20,
+    };
     let result = (|| {
-        let (size, sha) = decompress_sparse(&blob, *spec.compression.get_ref(), &tmp, &artifact.sha256)?;
+        let (size, sha) = decompress_sparse(&blob, *spec.compression.get_ref(), &tmp, &artifact.sha256, cap)?;
         if let Some(want) = &spec.image_sha256 {
             let want = want.get_ref().to_ascii_lowercase();
             if sha != want {
@@ -146,13 +191,19 @@ pub fn prepare(
 
 /// Streams `blob` through its decompressor into `out`, leaving all-zero 4 KiB
 /// blocks as holes; returns the image size and the sha256 of all its bytes.
-fn decompress_sparse(blob: &Path, c: Compression, out: &Path, blob_sha: &str) -> Result<(u64, String)> {
+/// Every frame or stream of the download is decoded (zstd, xz and gzip may
+/// be concatenated). Decoding stops with an error at `cap` bytes, or 64 MiB
+/// ([`PAST_LAST_PARTITION`]) past the end of the last partition the image's
+/// MBR names, and at once when the first sector is no MBR: a small download
+/// that expands without end (a decompression bomb) is refused quickly.
+fn decompress_sparse(blob: &Path, c: Compression, out: &Path, blob_sha: &str, cap: u64) -> Result<(u64, String)> {
     let file = BufReader::with_capacity(1 << 20, File::open(blob).io_ctx(blob.display())?);
     let mut reader: Box<dyn Read> = match c {
         Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(file)),
         Compression::Gz => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        // libzstd's streaming decoder continues across concatenated frames.
         Compression::Zst => Box::new(
-            ruzstd::decoding::StreamingDecoder::new(file)
+            zstd::stream::read::Decoder::with_buffer(file)
                 .map_err(|e| Error::config(format!("base image {blob_sha}: not a zstd stream: {e}")))?,
         ),
         Compression::None => Box::new(file),
@@ -161,6 +212,7 @@ fn decompress_sparse(blob: &Path, c: Compression, out: &Path, blob_sha: &str) ->
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total: u64 = 0;
+    let mut limit = cap;
     loop {
         let n = read_full(&mut reader, &mut buf).map_err(|e| {
             Error::config(format!(
@@ -169,6 +221,19 @@ fn decompress_sparse(blob: &Path, c: Compression, out: &Path, blob_sha: &str) ->
         })?;
         if n == 0 {
             break;
+        }
+        if total == 0 {
+            limit = limit.min(partition_limit(&buf[..n]).map_err(|m| {
+                Error::config(format!(
+                    "base image {blob_sha}: {m}; it is not a Raspberry Pi disk image — check `url` and `compression` in [base_image]"
+                ))
+            })?);
+        }
+        if total + n as u64 > limit {
+            return Err(Error::config(format!(
+                "base image {blob_sha}: decompresses to more than {limit} bytes (the cap: {} MiB, or 64 MiB past its last partition); decoding stopped and nothing was cached. A real image this large needs `max_image_mib` in [base_image]",
+                cap >> 20
+            )));
         }
         h.update(&buf[..n]);
         for chunk in buf[..n].chunks(4096) {
@@ -183,6 +248,28 @@ fn decompress_sparse(blob: &Path, c: Compression, out: &Path, blob_sha: &str) ->
     w.set_len(total).io_ctx(out.display())?;
     w.sync_all().io_ctx(out.display())?;
     Ok((total, hex(&h.finalize())))
+}
+
+/// The most bytes an image starting with `head` may hold: 64 MiB past the
+/// end of the last partition in its MBR. An error when `head` is no MBR.
+fn partition_limit(head: &[u8]) -> std::result::Result<u64, String> {
+    if head.len() < 512 || head[510..512] != [0x55, 0xaa] {
+        return Err("the decompressed image does not start with a partition table (no 55 AA at byte 510)".into());
+    }
+    let end = (0..4)
+        .map(|i| {
+            let e = &head[446 + 16 * i..446 + 16 * (i + 1)];
+            let start = u32::from_le_bytes([e[8], e[9], e[10], e[11]]) as u64;
+            let sectors = u32::from_le_bytes([e[12], e[13], e[14], e[15]]) as u64;
+            if e[4] == 0 {
+                0
+            } else {
+                (start + sectors) * 512
+            }
+        })
+        .max()
+        .unwrap_or(0);
+    Ok(end + PAST_LAST_PARTITION)
 }
 
 /// Reads until `buf` is full or the stream ends.

@@ -30,7 +30,10 @@
 //!
 //! Mapped ranges come from `lseek(SEEK_DATA/SEEK_HOLE)`: what the filesystem
 //! stores, rounded out to whole blocks (bmaptool's `Filemap.FilemapSeek` does
-//! the same when FIEMAP is not used).
+//! the same when FIEMAP is not used) — plus, unlike `bmaptool create`, every
+//! block of the image's partition table and file-system structures and every
+//! allocated cluster/block, zero or not ([`super::fsmap`]): bmaptool writes
+//! only mapped ranges, so a hole there would keep a used card's old bytes.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -287,15 +290,26 @@ impl Bmap {
     }
 }
 
-/// Maps `image`: its data ranges (from `SEEK_DATA`/`SEEK_HOLE`, rounded out to
-/// [`BLOCK_SIZE`] blocks and merged), each hashed with sha256.
+/// Maps `image`: its data ranges (from `SEEK_DATA`/`SEEK_HOLE`) and every
+/// block its file systems need whether zero or not ([`super::fsmap`]), rounded
+/// out to [`BLOCK_SIZE`] blocks and merged, each range hashed with sha256. A
+/// card written with this map alone is correct whatever it held before.
 pub fn create(image: &Path) -> Result<Bmap> {
     let mut f = File::open(image).io_ctx(image.display())?;
     let image_size = f.metadata().io_ctx(image.display())?.len();
     if image_size == 0 {
         return Err(Error::build(format!("{}: the image is empty; nothing to map", image.display())));
     }
-    let spans = data_spans(&f, image_size).io_ctx(format!("{}: finding data ranges", image.display()))?;
+    let mut spans = data_spans(&f, image_size).io_ctx(format!("{}: finding data ranges", image.display()))?;
+    // Zero-valued file-system structures are holes too, but a card must get them.
+    let required = super::fsmap::required_spans(&f, image_size).map_err(|e| {
+        Error::config(format!(
+            "{}: {e}; the image's partition table or file systems are damaged — rebuild it with `kiln build --format card`",
+            image.display()
+        ))
+    })?;
+    spans.extend(required);
+    let spans = super::fsmap::merge(spans);
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for (start, end) in spans {
         let first = start / BLOCK_SIZE;
@@ -305,24 +319,137 @@ pub fn create(image: &Path) -> Result<Bmap> {
             _ => ranges.push((first, last)),
         }
     }
+    let ranges = split_long(ranges);
     let mut out = Vec::with_capacity(ranges.len());
     let mut buf = vec![0u8; 1 << 20];
     for (first, last) in ranges {
-        let mut r = BmapRange { first, last, sha256: String::new() };
-        let (start, len) = r.byte_span(BLOCK_SIZE, image_size);
-        f.seek(SeekFrom::Start(start)).io_ctx(image.display())?;
-        let mut h = Sha256::new();
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            f.read_exact(&mut buf[..n]).io_ctx(image.display())?;
-            h.update(&buf[..n]);
-            left -= n as u64;
-        }
-        r.sha256 = hex(&h.finalize());
-        out.push(r);
+        out.push(hash_range(&mut f, first, last, image_size, &mut buf).io_ctx(image.display())?);
     }
     Ok(Bmap { image_size, block_size: BLOCK_SIZE, ranges: out })
+}
+
+/// Longest range kiln writes, in blocks (1 MiB): one range is one unit of
+/// `kiln flash`'s pipeline and of bmaptool's verify.
+pub const MAX_RANGE_BLOCKS: u64 = 256;
+
+/// Splits `[first, last]` runs into pieces of at most [`MAX_RANGE_BLOCKS`].
+fn split_long(ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    let mut out = Vec::with_capacity(ranges.len());
+    for (mut a, b) in ranges {
+        while b - a + 1 > MAX_RANGE_BLOCKS {
+            out.push((a, a + MAX_RANGE_BLOCKS - 1));
+            a += MAX_RANGE_BLOCKS;
+        }
+        out.push((a, b));
+    }
+    out
+}
+
+/// The range `first..=last` of `f` (an image of `image_size` bytes), hashed.
+fn hash_range(f: &mut File, first: u64, last: u64, image_size: u64, buf: &mut [u8]) -> std::io::Result<BmapRange> {
+    let mut r = BmapRange { first, last, sha256: String::new() };
+    let (start, len) = r.byte_span(BLOCK_SIZE, image_size);
+    f.seek(SeekFrom::Start(start))?;
+    let mut h = Sha256::new();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        f.read_exact(&mut buf[..n])?;
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    r.sha256 = hex(&h.finalize());
+    Ok(r)
+}
+
+/// Blocks per piece a node's `.bmap` splits a range into where the node
+/// changed it (64 KiB): only the pieces holding a changed block are hashed
+/// from the node's image; the others are the base's bytes, hashed once for
+/// all nodes ([`PieceHashes`]).
+pub const PIECE_BLOCKS: u64 = 16;
+
+/// sha256 of the base image's pieces (`first..=last` → hex), shared by the
+/// nodes of one `kiln fleet images` run.
+#[derive(Debug, Default)]
+pub struct PieceHashes(std::sync::Mutex<std::collections::HashMap<(u64, u64), String>>);
+
+/// The map of `image`, a copy of `base_image` (mapped by `base`) with the
+/// blocks `changed` (ascending, [`BLOCK_SIZE`] blocks) written over it, as
+/// `kiln fleet images` makes per node: `base`'s ranges, those holding a
+/// changed block split into [`PIECE_BLOCKS`] pieces, plus the changed blocks
+/// it does not map. Pieces with a changed block are hashed from `image`, the
+/// rest from `base_image` once per run (`memo`).
+pub fn with_changed_blocks(
+    base: &Bmap,
+    base_image: &Path,
+    image: &Path,
+    changed: &[u64],
+    memo: &PieceHashes,
+) -> Result<Bmap> {
+    if base.block_size != BLOCK_SIZE {
+        return Err(Error::config(format!(
+            "{}: the base image's .bmap has {}-byte blocks; kiln personalises with {BLOCK_SIZE}-byte blocks — regenerate it with `kiln build --format card`",
+            image.display(),
+            base.block_size
+        )));
+    }
+    let mut f = File::open(image).io_ctx(image.display())?;
+    let mut bf: Option<File> = None;
+    let blocks = base.blocks_count();
+    let touched = |a: u64, b: u64| {
+        let lo = changed.partition_point(|x| *x < a);
+        changed.get(lo).is_some_and(|x| *x <= b)
+    };
+    let mut out: Vec<BmapRange> = Vec::with_capacity(base.ranges.len() + changed.len());
+    let mut buf = vec![0u8; 1 << 20];
+    for r in &base.ranges {
+        if !touched(r.first, r.last) {
+            out.push(r.clone());
+            continue;
+        }
+        let mut a = r.first;
+        while a <= r.last {
+            let b = (a + PIECE_BLOCKS - 1).min(r.last);
+            if touched(a, b) {
+                out.push(hash_range(&mut f, a, b, base.image_size, &mut buf).io_ctx(image.display())?);
+            } else {
+                let known = memo.0.lock().ok().and_then(|m| m.get(&(a, b)).cloned());
+                let sha = match known {
+                    Some(h) => h,
+                    None => {
+                        if bf.is_none() {
+                            bf = Some(File::open(base_image).io_ctx(base_image.display())?);
+                        }
+                        let bfile = bf.as_mut().ok_or_else(|| Error::build("base image vanished"))?;
+                        let h = hash_range(bfile, a, b, base.image_size, &mut buf).io_ctx(base_image.display())?.sha256;
+                        if let Ok(mut m) = memo.0.lock() {
+                            m.insert((a, b), h.clone());
+                        }
+                        h
+                    }
+                };
+                out.push(BmapRange { first: a, last: b, sha256: sha });
+            }
+            a = b + 1;
+        }
+    }
+    // Changed blocks outside every base range: runs of their own.
+    let mapped = |x: u64| {
+        let i = base.ranges.partition_point(|r| r.last < x);
+        base.ranges.get(i).is_some_and(|r| r.first <= x)
+    };
+    let mut extra: Vec<(u64, u64)> = Vec::new();
+    for &x in changed.iter().filter(|x| **x < blocks && !mapped(**x)) {
+        match extra.last_mut() {
+            Some((_, l)) if *l + 1 == x => *l = x,
+            _ => extra.push((x, x)),
+        }
+    }
+    for (a, b) in extra {
+        out.push(hash_range(&mut f, a, b, base.image_size, &mut buf).io_ctx(image.display())?);
+    }
+    out.sort_by_key(|r| r.first);
+    Ok(Bmap { image_size: base.image_size, block_size: BLOCK_SIZE, ranges: out })
 }
 
 /// Byte spans `[start, end)` that hold data, from `SEEK_DATA`/`SEEK_HOLE`.

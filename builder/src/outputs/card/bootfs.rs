@@ -82,12 +82,12 @@ impl Seek for Slice {
     }
 }
 
-/// A FAT clock that always reads the build's epoch, so written directory
-/// entries carry the same dates on every build.
+/// A FAT clock that always reads one time, so written directory entries
+/// carry the same dates on every build.
 #[derive(Debug)]
-struct EpochClock(fatfs::DateTime);
+struct FixedClock(fatfs::DateTime);
 
-impl fatfs::TimeProvider for EpochClock {
+impl fatfs::TimeProvider for FixedClock {
     fn get_current_date(&self) -> fatfs::Date {
         self.0.date
     }
@@ -96,8 +96,36 @@ impl fatfs::TimeProvider for EpochClock {
     }
 }
 
+/// A clock for `fatfs` that always reads `at`. fatfs 0.3 takes a `&'static`
+/// time provider, so one clock is leaked per distinct time a process uses
+/// (a build or a fleet run uses one).
+pub fn fixed_clock(at: fatfs::DateTime) -> &'static dyn fatfs::TimeProvider {
+    type Key = (u16, u16, u16, u16, u16, u16);
+    static CLOCKS: std::sync::Mutex<Vec<(Key, &'static FixedClock)>> = std::sync::Mutex::new(Vec::new());
+    let key = (at.date.year, at.date.month, at.date.day, at.time.hour, at.time.min, at.time.sec);
+    let mut clocks = CLOCKS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, c)) = clocks.iter().find(|(k, _)| *k == key) {
+        return *c;
+    }
+    let c: &'static FixedClock = Box::leak(Box::new(FixedClock(at)));
+    clocks.push((key, c));
+    c
+}
+
+/// Whether `d` is a date-time FAT can store and tools read back (month 1–12,
+/// day 1–31, 1980–2107): `fatfs`' default clock without a real-time source
+/// stamps month 0 and day 0, which mtools shows as `1980-00-00`.
+pub fn is_valid_fat_time(d: &fatfs::DateTime) -> bool {
+    (1980..=2107).contains(&d.date.year)
+        && (1..=12).contains(&d.date.month)
+        && (1..=31).contains(&d.date.day)
+        && d.time.hour < 24
+        && d.time.min < 60
+        && d.time.sec < 60
+}
+
 /// The FAT date-time of `epoch` (UTC; FAT cannot go before 1980 or after 2107).
-fn fat_time(epoch: u64) -> fatfs::DateTime {
+pub fn fat_time(epoch: u64) -> fatfs::DateTime {
     let days = (epoch / 86_400) as i64;
     let secs = epoch % 86_400;
     // Howard Hinnant's civil-from-days.
@@ -139,8 +167,7 @@ pub fn cmdline_with_memory_cgroup(text: &str) -> (String, bool) {
 /// `cmdline.txt` with the memory cgroup enabled. Returns the new command line.
 pub fn enable_memory_cgroup(image: &Path, offset: u64, len: u64, epoch: u64) -> Result<String> {
     let file = File::options().read(true).write(true).open(image).io_ctx(image.display())?;
-    let clock: &'static EpochClock = Box::leak(Box::new(EpochClock(fat_time(epoch))));
-    let opts = fatfs::FsOptions::new().update_accessed_date(false).time_provider(clock);
+    let opts = fatfs::FsOptions::new().update_accessed_date(false).time_provider(fixed_clock(fat_time(epoch)));
     let fat = |e: io::Error| {
         Error::config(format!("the base image's boot partition is not a FAT file system kiln can edit: {e}"))
     };
@@ -165,6 +192,46 @@ pub fn enable_memory_cgroup(image: &Path, offset: u64, len: u64, epoch: u64) -> 
     };
     fs.unmount().map_err(fat)?;
     Ok(new)
+}
+
+/// Files whose presence at the root of a boot partition says its OS runs
+/// cloud-init's NoCloud datasource there (both are required by NoCloud;
+/// Raspberry Pi OS trixie and Ubuntu for Raspberry Pi ship stock copies).
+pub const CLOUD_INIT_SEED: [&str; 2] = ["user-data", "meta-data"];
+
+/// Whether the FAT partition of `image` at `offset` (`len` bytes) holds the
+/// cloud-init NoCloud seed files ([`CLOUD_INIT_SEED`]). Read only.
+pub fn has_cloud_init_seed(image: &Path, offset: u64, len: u64) -> Result<bool> {
+    let file = File::open(image).io_ctx(image.display())?;
+    let fat =
+        |e: io::Error| Error::config(format!("{}: the boot partition is not a FAT file system: {e}", image.display()));
+    let fs = fatfs::FileSystem::new(ReadOnly(Slice::new(file, offset, len)), fatfs::FsOptions::new()).map_err(fat)?;
+    let names: Vec<String> = fs.root_dir().iter().flatten().map(|e| e.file_name().to_ascii_lowercase()).collect();
+    Ok(CLOUD_INIT_SEED.iter().all(|n| names.iter().any(|x| x == n)))
+}
+
+/// A [`Slice`] that refuses writes (fatfs opens volumes read-write).
+struct ReadOnly(Slice);
+
+impl Read for ReadOnly {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for ReadOnly {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only"))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for ReadOnly {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.0.seek(to)
+    }
 }
 
 #[cfg(test)]

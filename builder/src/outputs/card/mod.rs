@@ -9,16 +9,20 @@
 //! 3. The card image is a new sparse file: the base image's mapped blocks are
 //!    copied, all-zero blocks stay holes.
 //! 4. [`rootfs`]: the root partition is copied out to its own sparse file,
-//!    grown (`resize2fs`) by what the tree needs, the tree is written into it
+//!    checked (`e2fsck -fn`: a damaged base is an error unless
+//!    `[base_image] repair = true`), grown (`resize2fs`) by what the tree needs, the tree is written into it
 //!    with `debugfs -w` (modes, owners, fixed times) and checked with
 //!    `e2fsck`, then copied back; the MBR entry gets the new size.
 //! 5. [`bootfs`]: `cmdline.txt` on the FAT partition gets the memory cgroup,
 //!    edited in place with the `fatfs` crate.
-//! 6. [`bmap`]: the `.bmap` lists the mapped ranges with their sha256.
+//! 6. [`bmap`]: the `.bmap` lists the mapped ranges with their sha256: the
+//!    data, and every block of file-system structure whether zero or not
+//!    ([`fsmap`]), so a used card gets no stale bytes where they matter.
 
 pub mod base;
 pub mod bmap;
 pub mod bootfs;
+pub mod fsmap;
 pub mod mbr;
 pub mod rootfs;
 pub mod runtime;
@@ -83,11 +87,23 @@ pub fn copy_sparse(src: &File, src_off: u64, len: u64, dst: &File, dst_off: u64)
     Ok(())
 }
 
-/// Bytes the root partition grows by: the profile's `root_grow_mib`, else the
-/// tree's file bytes plus a quarter plus 64 MiB, in whole MiB.
-fn grow_bytes(profile: &Profile, tree: &Tree) -> u64 {
-    if let Some(m) = base::spec(profile).ok().and_then(|s| s.root_grow_mib.as_ref()) {
-        return *m.get_ref() << 20;
+/// Largest `root_grow_mib`: 64 GiB (the card's OS grows the partition to the
+/// whole card on first boot; kiln only needs room for its tree).
+pub const MAX_ROOT_GROW_MIB: u64 = 64 << 10;
+
+/// Bytes the root partition grows by: the profile's `root_grow_mib` (1 to
+/// [`MAX_ROOT_GROW_MIB`], else a located error), else the tree's file bytes
+/// plus a quarter plus 64 MiB, in whole MiB.
+fn grow_bytes(profile: &Profile, tree: &Tree) -> Result<u64> {
+    if let Some(m) = base::spec(profile)?.root_grow_mib.as_ref() {
+        let v = *m.get_ref();
+        if v == 0 || v > MAX_ROOT_GROW_MIB {
+            return Err(Error::config(profile.at(
+                m.span(),
+                &format!("base_image.root_grow_mib = {v}: give 1 to {MAX_ROOT_GROW_MIB} MiB (the room kiln's tree needs), or remove it to let kiln size it"),
+            )));
+        }
+        return Ok(v << 20);
     }
     let files: u64 = tree
         .iter()
@@ -96,7 +112,7 @@ fn grow_bytes(profile: &Profile, tree: &Tree) -> u64 {
             _ => 4096,
         })
         .sum();
-    (files + files / 4 + (64 << 20)).div_ceil(1 << 20) << 20
+    Ok((files + files / 4 + (64 << 20)).div_ceil(1 << 20) << 20)
 }
 
 /// Builds the card for `arch` into `staging_dir`: `<name>-<arch>.img` and its
@@ -129,7 +145,7 @@ pub fn write(
     src.read_exact_at(&mut sector0, 0).io_ctx(base.display())?;
     let layout = mbr::parse(&sector0, base_len)?;
 
-    let grow = grow_bytes(profile, &tree);
+    let grow = grow_bytes(profile, &tree)?;
     let root_len = layout.root.len() + grow;
     let image_len = (layout.root.offset() + root_len).max(base_len);
     let image = staging_dir.join(image_name(profile, arch));
@@ -155,9 +171,17 @@ pub fn write(
             copy_sparse(&src, layout.root.offset(), layout.root.len(), &p, 0).io_ctx(part.display())?;
             p.set_len(root_len).io_ctx(part.display())?;
         }
+        let repair = base::spec(profile)?.repair.as_ref().is_some_and(|r| *r.get_ref());
+        if let Some(fixed) = rootfs::check_base(&part, epoch, repair)? {
+            progress.warn(format!(
+                "the base image's root filesystem was damaged; e2fsck -fy repaired it ([base_image] repair = true):\n{fixed}"
+            ));
+        }
         rootfs::grow(&part, root_len, epoch)?;
         let entries = rootfs::add_tree(&part, &tree, &work, epoch)?;
-        rootfs::fsck(&part, epoch)?;
+        if let Some(fixed) = rootfs::fsck(&part, epoch)? {
+            progress.warn(format!("e2fsck -fy repaired the root filesystem after kiln wrote the tree:\n{fixed}"));
+        }
         let p = File::open(&part).io_ctx(part.display())?;
         copy_sparse(&p, 0, root_len, &out, layout.root.offset()).io_ctx(image.display())?;
         // 3. the partition table: the root partition's new size.
@@ -165,8 +189,17 @@ pub fn write(
         out.write_all_at(&sector0, 0).io_ctx(image.display())?;
         out.sync_all().io_ctx(image.display())?;
         drop(out);
-        // 4. the boot partition's kernel command line.
+        // 4. the boot partition's kernel command line, and its cloud-init seed.
         let cmdline = bootfs::enable_memory_cgroup(&image, layout.boot.offset(), layout.boot.len(), epoch)?;
+        if let Some(p) = &base::spec(profile)?.provisioning {
+            let seed = bootfs::has_cloud_init_seed(&image, layout.boot.offset(), layout.boot.len())?;
+            if *p.get_ref() == base::Provisioning::CloudInit && !seed {
+                return Err(Error::config(profile.at(
+                    p.span(),
+                    "provisioning = \"cloud-init\", but the base image's boot partition has no cloud-init NoCloud seed (user-data, meta-data): this OS does not ship cloud-init (Raspberry Pi OS before trixie?) — pin a trixie-based image, or set provisioning = \"none\"",
+                )));
+            }
+        }
         // 5. the block map.
         let map = bmap::create(&image)?;
         let bmap_path = staging_dir.join(bmap_name(profile, arch));

@@ -1,8 +1,9 @@
 //! Writes kiln's image tree into the card's ext4 root filesystem, held as a
 //! plain (sparse) file — no mount, no loop device, no root.
 //!
-//! e2fsprogs' own tools do the work on the file: `e2fsck -fy` and `resize2fs`
-//! grow it, `debugfs -w -f CMDS` adds every entry (`mkdir`, `write`,
+//! e2fsprogs' own tools do the work on the file: `e2fsck -fn` checks the
+//! base first (a damaged base is an error unless `[base_image] repair`),
+//! `resize2fs` grows it, `debugfs -w -f CMDS` adds every entry (`mkdir`, `write`,
 //! `symlink`, then `sif` for mode, uid, gid and the four times — debugfs
 //! writes inodes directly, so ownership needs no privileges), and `e2fsck
 //! -fn` must then find nothing. Every tool runs with `E2FSPROGS_FAKE_TIME`
@@ -45,13 +46,61 @@ fn tool(name: &str, args: &[&str], cwd: Option<&Path>, epoch: u64) -> Result<(i3
     ))
 }
 
-/// `e2fsck -fy` (repairs, exit 0 or 1 accepted) then `e2fsck -fn` (must be clean).
-pub fn fsck(part: &Path, epoch: u64) -> Result<()> {
+/// The problems e2fsck reported: its output without the pass banners.
+fn findings(out: &str, err: &str) -> String {
+    let lines: Vec<&str> = out
+        .lines()
+        .chain(err.lines())
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty() && !l.starts_with("Pass ") && !l.starts_with("e2fsck "))
+        .collect();
+    lines.join("\n")
+}
+
+/// Checks the base image's root filesystem with `e2fsck -fn` before kiln
+/// touches it. A damaged one is an error naming what e2fsck found, unless
+/// `repair` (`[base_image] repair = true`): then `e2fsck -fy` repairs it and
+/// what it repaired is returned for the build to print. e2fsck's exit codes
+/// (e2fsck(8)): 0 clean, 1 errors corrected, 2 corrected and reboot, 4 left
+/// uncorrected, 8 operational error.
+pub fn check_base(part: &Path, epoch: u64, repair: bool) -> Result<Option<String>> {
+    let p = part.to_string_lossy();
+    let (code, out, err) = tool("e2fsck", &["-fn", &p], None, epoch)?;
+    if code == 0 {
+        return Ok(None);
+    }
+    if code >= 8 {
+        return Err(Error::build(format!(
+            "e2fsck -fn could not check the base image's root filesystem ({code}):\n{out}{err}"
+        )));
+    }
+    let found = findings(&out, &err);
+    if !repair {
+        return Err(Error::config(format!(
+            "the base image's root filesystem is damaged (e2fsck -fn exit {code}):\n{found}\nuse an undamaged base image (check the download and its pin), or set `repair = true` in [base_image] to let e2fsck -fy repair it and print what it changed"
+        )));
+    }
+    let (code, out, err) = tool("e2fsck", &["-fy", &p], None, epoch)?;
+    if !(0..=2).contains(&code) {
+        return Err(Error::config(format!(
+            "e2fsck -fy could not repair the base image's root filesystem (exit {code}):\n{}\nuse another base image",
+            findings(&out, &err)
+        )));
+    }
+    Ok(Some(findings(&out, &err)))
+}
+
+/// After kiln's writes: `e2fsck -fy`, the superblock times set to the epoch,
+/// then `e2fsck -fn` (must be clean). Returns what `-fy` repaired, if it
+/// repaired anything (exit 1), for the build to print: it is never accepted
+/// silently.
+pub fn fsck(part: &Path, epoch: u64) -> Result<Option<String>> {
     let p = part.to_string_lossy();
     let (code, out, err) = tool("e2fsck", &["-fy", &p], None, epoch)?;
     if code > 1 {
         return Err(Error::build(format!("e2fsck -fy on the root filesystem failed ({code}):\n{out}{err}")));
     }
+    let repaired = (code == 1).then(|| findings(&out, &err));
     // e2fsck and resize2fs 1.47.0 stamp the superblock's last-check and
     // write times from the real clock despite E2FSPROGS_FAKE_TIME; debugfs
     // honours it, so it sets both to the epoch.
@@ -67,15 +116,16 @@ pub fn fsck(part: &Path, epoch: u64) -> Result<()> {
             "e2fsck -fn still finds problems in the root filesystem ({code}):\n{out}{err}\nthe base image's root filesystem may be damaged; check it with `e2fsck -fn`"
         )));
     }
-    Ok(())
+    Ok(repaired)
 }
 
-/// Grows the ext4 file system in `part` (already extended to `bytes`) with `resize2fs`.
+/// Grows the ext4 file system in `part` (already extended to `bytes`) with
+/// `resize2fs -f`: [`check_base`] has just found it clean, so resize2fs' own
+/// "run e2fsck first" check (last check older than last mount) is skipped.
 pub fn grow(part: &Path, bytes: u64, epoch: u64) -> Result<()> {
-    fsck(part, epoch)?;
     let p = part.to_string_lossy();
     let size = format!("{}K", bytes / 1024);
-    let (code, out, err) = tool("resize2fs", &[&p, &size], None, epoch)?;
+    let (code, out, err) = tool("resize2fs", &["-f", &p, &size], None, epoch)?;
     if code != 0 {
         return Err(Error::build(format!("resize2fs {size} on the root filesystem failed ({code}):\n{out}{err}")));
     }
