@@ -26,7 +26,7 @@
 //! namespace), so it can write nowhere but the test's directory.
 //!
 //! A join in dry-run talks to kubeadm's fake cluster (`util/apiclient/dryrun.go`):
-//! its `cluster-info` is signed for the token `abcdef.0123456789abcdef` and
+//! its `cluster-info` is signed for the token `abcdef.abcdef0123456789` and
 //! carries a fixed CA, and its `kubelet-config` ConfigMap is the one the model is
 //! given here as the cluster's (`/etc/kiln-model/kubelet-config.json`), so both
 //! start from the same base.
@@ -42,8 +42,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The token whose JWS signature kubeadm's fake `cluster-info` carries
-/// (`cmd/kubeadm/app/util/apiclient/dryrun.go`, `getClusterInfoConfigMap`).
-const DRYRUN_TOKEN: &str = "abcdef.0123456789abcdef";
+/// (`cmd/kubeadm/app/util/apiclient/dryrun.go`, `getClusterInfoConfigMap`: the
+/// `jws-kubeconfig-abcdef` signature is HS256 of its kubeconfig with this secret,
+/// in v1.33.6 and v1.34.2).
+const DRYRUN_TOKEN: &str = "abcdef.abcdef0123456789";
 /// sha256 of the public key of the CA in that fake `cluster-info` (computed with
 /// `openssl x509 -pubkey | openssl pkey -pubin -outform der | sha256sum`).
 const DRYRUN_CA_PIN: &str = "sha256:3b793efefe27a19f93b0fbe6e637e9c41d0dde8a377d6ab1c0f656bf1136dd8a";
@@ -249,7 +251,7 @@ exit 0
         let hostname = self.read("etc/hostname");
         let script = "mount --make-rprivate / && mount --bind \"$D\" \"$D\" && mount -o remount,bind,ro / && hostname \"$H\" && exec \"$@\"";
         let mut c = Command::new("unshare");
-        c.args(["-rmu", "sh", "-c", script, "sh"])
+        c.args(["-rmun", "sh", "-c", script, "sh"])
             .arg(kubeadm)
             .args(args)
             .env("D", self.dir.path())
@@ -376,7 +378,16 @@ fn case(version: &str, role: Role, family: Family, swap: Swap) -> Vec<String> {
     let (cmd, var) =
         if role == Role::Init { ("init", "KUBEADM_INIT_DRYRUN_DIR") } else { ("join", "KUBEADM_JOIN_DRYRUN_DIR") };
     let r = s.real_kubeadm(&kubeadm, &[cmd, "phase", "kubelet-start", "--config", &cfg_s, "--dry-run"], &[(var, &dry)]);
-    if !r.status.success() {
+    // A control-plane join's kubelet-start ends, in dry-run, by printing the static
+    // pod manifests (`dryrunutil.PrintFilesIfDryRunning`), which only the
+    // control-plane-prepare phase writes, and that phase needs an admin.conf a
+    // joining node does not have yet. The kubelet's files are written before that
+    // step (`cmd/phases/join/kubelet.go`), so that one error is expected there.
+    let manifests_only = role == Role::ControlPlane
+        && out(&r).contains("error printing files on dryrun")
+        && dry.join("config.yaml").is_file()
+        && dry.join("kubeadm-flags.env").is_file();
+    if !r.status.success() && !manifests_only {
         problems.push(format!("{what}: the real `kubeadm {cmd} phase kubelet-start --dry-run` failed:\n{}", out(&r)));
         return problems;
     }
