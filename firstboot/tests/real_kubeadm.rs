@@ -328,8 +328,16 @@ fn case(version: &str, role: Role, family: Family, swap: Swap) -> Vec<String> {
     let mut toml = format!(
         "[cluster]\nname = \"prod\"\ncontrol_plane_endpoint = \"{endpoint}\"\npod_subnet = \"{pod}\"\nservice_subnet = \"{svc}\"\nca_cert_hashes = [\"{DRYRUN_CA_PIN}\"]\nbootstrap_token = \"{DRYRUN_TOKEN}\"\ntoken_ttl = \"48h\"\n[node]\nrole = \"{role_name}\"\nname = \"node-{role_name}\"\nnode_ip = \"{node_ip}\"\n"
     );
+    // What node.toml can add to the kubelet's files, in every case: labels
+    // (`--node-labels`) and taints (`--register-with-taints` on worker joins only);
+    // with limited swap also `[node] kubelet` fields (the patch), extra kubelet
+    // flags, and systemd-resolved active (kubeadm then sets `resolvConf`).
+    toml.push_str(
+        "labels = { \"node.kubernetes.io/pool\" = \"edge\" }\ntaints = [{ key = \"dedicated\", value = \"edge\", effect = \"NoSchedule\" }]\n",
+    );
     if let Swap::Limited = swap {
-        toml.push_str("swap = \"limited\"\n");
+        toml.push_str("swap = \"limited\"\nkubelet = { maxPods = 42 }\nkubelet_extra_args = { \"v\" = \"2\" }\n");
+        s.write("etc/kiln-model/active-systemd-resolved", "");
     }
     if role != Role::Join {
         toml.push_str("[pki]\n");
