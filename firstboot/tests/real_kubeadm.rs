@@ -379,6 +379,10 @@ fn case(version: &str, role: Role, family: Family, swap: Swap) -> Vec<String> {
             .push(format!("{what}: the real `kubeadm config validate` REJECTS kiln's config:\n{}\n{text}", out(&v)));
         return problems;
     }
+    // Accepted without a warning (deprecated fields, defaults overridden): `ok` alone.
+    if out(&v).trim() != "ok" {
+        problems.push(format!("{what}: the real `kubeadm config validate` warns about kiln's config:\n{}", out(&v)));
+    }
 
     // The real kubelet-start phase, dry-run, into its own directory.
     let dry = s.path("dry");
@@ -473,6 +477,42 @@ fn the_built_programs_report_the_pinned_versions() {
             assert!(o.status.success(), "{prog} {args:?}: {}", out(&o));
             let said = String::from_utf8_lossy(&o.stdout).to_string();
             assert!(said.lines().any(|l| l.trim() == want), "{prog} {args:?} printed {said:?}, not {want:?}");
+        }
+    }
+}
+
+/// containerd built by `tests/k8s/build VERSION amd64 containerd` reports the
+/// version the profiles pin (`[artifacts.containerd] version`), and so do its shim and ctr.
+#[test]
+fn the_built_containerd_reports_the_pinned_version() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+    let pins: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|t| {
+            let section = t.split("[artifacts.containerd]").nth(1)?;
+            let line = section.lines().find(|l| l.starts_with("version = \""))?;
+            Some(line.trim_start_matches("version = \"").trim_end_matches('"').to_string())
+        })
+        .collect();
+    assert!(!pins.is_empty(), "no [artifacts.containerd] version in {}", dir.display());
+    let build = "tests/k8s/build v1.34.2 amd64 containerd && export KILN_K8S_BIN_CONTAINERD=$(tests/k8s/build --dir v1.34.2 amd64 containerd)";
+    let bin = std::env::var_os("KILN_K8S_BIN_CONTAINERD").map(PathBuf::from).unwrap_or_else(|| {
+        panic!("KILN_K8S_BIN_CONTAINERD is not set: build containerd and say where it is, from the workspace root:\n  {build}\n(./scripts/test does this)")
+    });
+    for pin in &pins {
+        // The shim's flag is `-v` (`pkg/shim/shim.go`: "show the shim version and exit").
+        for (prog, flag) in [("containerd", "--version"), ("containerd-shim-runc-v2", "-v"), ("ctr", "--version")] {
+            let o = Command::new(bin.join(prog))
+                .arg(flag)
+                .output()
+                .unwrap_or_else(|e| panic!("{}: {e}; build it:\n  {build}", bin.join(prog).display()));
+            let said = String::from_utf8_lossy(&o.stdout).to_string();
+            assert!(
+                o.status.success() && said.split_whitespace().any(|w| w == format!("v{pin}")),
+                "{prog} {flag} printed {said:?}, not containerd v{pin}: {}",
+                out(&o)
+            );
         }
     }
 }
