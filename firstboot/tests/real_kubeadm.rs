@@ -22,8 +22,10 @@
 //! namespace; kubeadm compares the node name with `os.Hostname` for
 //! `--hostname-override`), the scratch `systemctl` first on `PATH` (kubeadm asks
 //! it whether systemd-resolved is active, `componentconfigs/kubelet.go`
-//! `mutateResolverConfig`) and the host's `/` read-only (a private mount
-//! namespace), so it can write nowhere but the test's directory.
+//! `mutateResolverConfig`), no network (its own network namespace: kubeadm asks
+//! dl.k8s.io for a version when a config names none) and the host's `/`
+//! read-only (a private mount namespace), so it can write nowhere but the test's
+//! directory.
 //!
 //! A join in dry-run talks to kubeadm's fake cluster (`util/apiclient/dryrun.go`):
 //! its `cluster-info` is signed for the token `abcdef.abcdef0123456789` and
