@@ -1,0 +1,520 @@
+//! The kubeadm model (`tests/model/kubeadm`) against the real kubeadm, built from
+//! its Go module by `tests/k8s/build` (issue 21, item 3).
+//!
+//! For every role (init, worker join, control-plane join) × pinned Kubernetes
+//! version × IP family × swap policy, `kiln-firstboot run` on a scratch root
+//! hands its `--config` file to the model (which records it as
+//! `/var/lib/kiln-model/config-0.json` and writes the kubelet's files); then
+//!
+//! 1. the real `kubeadm config validate --config FILE` must accept that file;
+//! 2. the real kubeadm's own `kubelet-start` phase, run with `--dry-run` on the
+//!    same file (`kubeadm init phase kubelet-start` / `kubeadm join phase
+//!    kubelet-start`: `cmd/kubeadm/app/cmd/phases/{init,join}/kubelet.go`; in
+//!    dry-run both write into `$KUBEADM_{INIT,JOIN}_DRYRUN_DIR` instead of
+//!    `/var/lib/kubelet`, `cmd/kubeadm/app/constants/constants.go`
+//!    `EnvVarInitDryRunDir`/`EnvVarJoinDryRunDir`), must write the same
+//!    `config.yaml` (after kiln's `kubeletconfiguration` patch) and the same
+//!    `kubeadm-flags.env` as the model.
+//!
+//! The one change made to kiln's file for the real kubeadm: `patches.directory`
+//! (`/etc/kiln/kubeadm-patches`) points into the scratch root, where kiln wrote
+//! the patch. The real kubeadm runs with the scratch root's hostname (a UTS
+//! namespace; kubeadm compares the node name with `os.Hostname` for
+//! `--hostname-override`), the scratch `systemctl` first on `PATH` (kubeadm asks
+//! it whether systemd-resolved is active, `componentconfigs/kubelet.go`
+//! `mutateResolverConfig`), no network (its own network namespace: kubeadm asks
+//! dl.k8s.io for a version when a config names none) and the host's `/`
+//! read-only (a private mount namespace), so it can write nowhere but the test's
+//! directory.
+//!
+//! A join in dry-run talks to kubeadm's fake cluster (`util/apiclient/dryrun.go`):
+//! its `cluster-info` is signed for the token `abcdef.abcdef0123456789` and
+//! carries a fixed CA, and its `kubelet-config` ConfigMap is the one the model is
+//! given here as the cluster's (`/etc/kiln-model/kubelet-config.json`), so both
+//! start from the same base.
+//!
+//! Where the binaries are: `KILN_K8S_BIN_V1_34_2` (and `_V1_33_6`), set by
+//! `scripts/test` from `tests/k8s/build --dir VERSION amd64 node`. Without them
+//! the tests fail and print the commands that build them; they never fall back
+//! to the model.
+
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The token whose JWS signature kubeadm's fake `cluster-info` carries
+/// (`cmd/kubeadm/app/util/apiclient/dryrun.go`, `getClusterInfoConfigMap`: the
+/// `jws-kubeconfig-abcdef` signature is HS256 of its kubeconfig with this secret,
+/// in v1.33.6 and v1.34.2).
+const DRYRUN_TOKEN: &str = "abcdef.abcdef0123456789";
+/// sha256 of the public key of the CA in that fake `cluster-info` (computed with
+/// `openssl x509 -pubkey | openssl pkey -pubin -outform der | sha256sum`).
+const DRYRUN_CA_PIN: &str = "sha256:3b793efefe27a19f93b0fbe6e637e9c41d0dde8a377d6ab1c0f656bf1136dd8a";
+const KEY: &str = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n-----END PRIVATE KEY-----\n";
+const CERT: &str = "-----BEGIN CERTIFICATE-----\nY2VydA==\n-----END CERTIFICATE-----\n";
+const FLEX: &str = "/opt/libexec/kubernetes/kubelet-plugins/volume/exec";
+
+/// kubeadm's fake `kubelet-config` ConfigMap in dry-run
+/// (`util/apiclient/dryrun.go`, `getKubeletConfigMap`; the same in v1.33.6 and
+/// v1.34.2), as the model's cluster ConfigMap.
+fn dryrun_cluster_kubelet_config() -> Value {
+    json!({
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "authentication": {
+            "anonymous": { "enabled": false },
+            "webhook": { "enabled": true },
+            "x509": { "clientCAFile": "/etc/kubernetes/pki/ca.crt" }
+        },
+        "authorization": { "mode": "Webhook" },
+        "cgroupDriver": "systemd",
+        "clusterDNS": ["10.96.0.10"],
+        "clusterDomain": "cluster.local",
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": 10248,
+        "memorySwap": {},
+        "resolvConf": "/run/systemd/resolve/resolv.conf",
+        "rotateCertificates": true,
+        "staticPodPath": "/etc/kubernetes/manifests"
+    })
+}
+
+/// Every Kubernetes version the shipped profiles pin (`profiles/*.toml`
+/// `kubernetes_version`): v1.33.6 and v1.34.2 today, both `kubeadm.k8s.io/v1beta4`
+/// (kubeadm >= 1.31).
+fn versions() -> Vec<String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter_map(|l| l.strip_prefix("kubernetes_version = \"")?.strip_suffix('"').map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    assert!(!v.is_empty(), "no kubernetes_version in {}", dir.display());
+    v
+}
+
+/// The directory holding the real kubeadm, kubelet and kubectl for `version`.
+fn bin_dir(version: &str) -> PathBuf {
+    let var = format!("KILN_K8S_BIN_{}", version.to_uppercase().replace('.', "_"));
+    let build =
+        format!("tests/k8s/build {version} amd64 && export {var}=$(tests/k8s/build --dir {version} amd64 node)");
+    let dir = std::env::var_os(&var).map(PathBuf::from).unwrap_or_else(|| {
+        panic!("{var} is not set: the real kubeadm {version} is needed (no fallback to the model). Build it and say where it is, from the workspace root:\n  {build}\n(./scripts/test does this)")
+    });
+    for p in ["kubeadm", "kubelet", "kubectl"] {
+        assert!(dir.join(p).is_file(), "{var}={} has no {p}; build it:\n  {build}", dir.display());
+    }
+    dir
+}
+
+fn model(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/model").join(name)
+}
+
+fn out(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Role {
+    Init,
+    Join,
+    ControlPlane,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Family {
+    V4,
+    V6,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Swap {
+    /// The default: swap off, `failSwapOn: true`.
+    Off,
+    /// `swap = "limited"`: `failSwapOn: false`, `LimitedSwap`.
+    Limited,
+}
+
+/// A scratch root for one case, with what `kiln-firstboot run` needs there.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // The kubelet stand-in outlives the run, as kubelet.service does: stop it.
+        if let Ok(pid) = std::fs::read_to_string(self.root().join("var/lib/kiln-model/kubelet.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+impl Scratch {
+    fn new(version: &str, hostname: &str) -> Scratch {
+        let s = Scratch { dir: tempfile::tempdir().expect("a temporary directory") };
+        s.write(
+            "etc/kiln/image.toml",
+            &format!(
+                "schema = 1\nprofile = \"t\"\nfamily = \"debian\"\narch = \"amd64\"\nkubernetes_version = \"{version}\"\nkubeadm_version = \"{version}\"\nkubelet_version = \"{version}\"\nbin_dir = \"/opt/bin\"\ncni_bin_dir = \"/opt/cni/bin\"\nflex_volume_dir = \"{FLEX}/\"\nruntime = \"containerd\"\nruntime_socket = \"unix:///run/containerd/containerd.sock\"\ncgroup_driver = \"systemd\"\n"
+            ),
+        );
+        s.write("etc/machine-id", "0123456789abcdef0123456789abcdef\n");
+        s.write("etc/hostname", &format!("{hostname}\n"));
+        s.write("proc/swaps", "Filename Type Size Used Priority\n/swapfile file 1024 0 -2\n");
+        s.write("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
+        s.write("run/containerd/containerd.sock", "");
+        for t in ["conntrack", "ip", "iptables", "mount", "nsenter", "ethtool", "socat", "tc"] {
+            s.write(&format!("usr/sbin/{t}"), "");
+        }
+        s.write("proc/cpuinfo", "processor\t: 0\nprocessor\t: 1\n");
+        s.write("proc/meminfo", "MemTotal:        4000000 kB\n");
+        s.write("proc/net/route", "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\neth0\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n");
+        s.write("proc/sys/net/ipv4/ip_forward", "0\n");
+        s.write("etc/kiln-model/kubelet-timeout", "5\n");
+        s.write("etc/kiln-model/kubelet-config.json", &dryrun_cluster_kubelet_config().to_string());
+        // modprobe and swapoff do to the scratch /proc and /sys what the real ones do.
+        let script = r#"#!/bin/sh
+case "$(basename "$0")" in
+  modprobe) mkdir -p "$ROOT/sys/module/$1"
+    if [ "$1" = br_netfilter ]; then mkdir -p "$ROOT/proc/sys/net/bridge"
+      for k in bridge-nf-call-iptables bridge-nf-call-ip6tables; do echo 0 > "$ROOT/proc/sys/net/bridge/$k"; done; fi ;;
+  swapoff) head -n1 "$ROOT/proc/swaps" > "$ROOT/proc/swaps.new" && mv "$ROOT/proc/swaps.new" "$ROOT/proc/swaps" ;;
+esac
+exit 0
+"#;
+        std::fs::create_dir_all(s.path("bin")).expect("bin");
+        for tool in ["modprobe", "swapoff", "kubectl", "journalctl"] {
+            let p = s.path(&format!("bin/{tool}"));
+            std::fs::write(&p, script).expect("stand-in");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        for tool in ["kubeadm", "systemctl"] {
+            std::os::unix::fs::symlink(model(tool), s.path(&format!("bin/{tool}"))).expect("symlink");
+        }
+        s
+    }
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    fn root(&self) -> PathBuf {
+        self.path("root")
+    }
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.root().join(rel);
+        std::fs::create_dir_all(p.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.root().join(rel)).unwrap_or_default()
+    }
+    fn env_path(&self) -> String {
+        format!("{}:{}", self.path("bin").display(), std::env::var("PATH").unwrap_or_default())
+    }
+    /// `kiln-firstboot run` against the model in its own network namespace, with
+    /// `endpoint`'s address on its loopback and its port held open (joins wait for it).
+    fn run_firstboot(&self, family: Family) -> Output {
+        let (addr, holder) = match family {
+            Family::V4 => ("ip addr add 10.1.0.2/32 dev lo", "socket.AF_INET,socket.SOCK_STREAM);s.bind((\"10.1.0.2\""),
+            Family::V6 => {
+                ("ip -6 addr add fd00::2/128 dev lo nodad", "socket.AF_INET6,socket.SOCK_STREAM);s.bind((\"fd00::2\"")
+            }
+        };
+        let ready = self.path("ready");
+        let script = format!(
+            "ip link set lo up && {addr} && \
+             python3 -c 'import socket,time;s=socket.socket({holder},6443));s.listen();open(\"{r}\",\"w\").close();time.sleep(60)' >/dev/null 2>&1 </dev/null & \
+             n=0; while [ ! -e {r} ] && [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done; exec \"$@\"",
+            r = ready.display()
+        );
+        Command::new("unshare")
+            .args(["-rn", "sh", "-c", &script, "sh"])
+            .arg(env!("CARGO_BIN_EXE_kiln-firstboot"))
+            .arg("--root")
+            .arg(self.root())
+            .args(["--backoff", "0", "--wait", "5", "run"])
+            .env("PATH", self.env_path())
+            .env("ROOT", self.root())
+            .env("KILN_MODEL_ROOT", self.root())
+            .env("KILN_MODEL_KUBELET_LIFETIME", "30")
+            .output()
+            .expect("unshare runs")
+    }
+    /// The real kubeadm with this root's hostname, the scratch systemctl first on
+    /// PATH and the host's `/` read-only: only the test's directory is writable.
+    fn real_kubeadm(&self, kubeadm: &Path, args: &[&str], envs: &[(&str, &Path)]) -> Output {
+        let hostname = self.read("etc/hostname");
+        let script = "mount --make-rprivate / && mount --bind \"$D\" \"$D\" && mount -o remount,bind,ro / && hostname \"$H\" && exec \"$@\"";
+        let mut c = Command::new("unshare");
+        c.args(["-rmun", "sh", "-c", script, "sh"])
+            .arg(kubeadm)
+            .args(args)
+            .env("D", self.dir.path())
+            .env("H", hostname.trim())
+            .env("PATH", self.env_path())
+            .env("KILN_MODEL_ROOT", self.root())
+            .env("HOME", self.path("home"));
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().expect("unshare runs")
+    }
+}
+
+/// What kubeadm writes as YAML, read back as JSON with python3-yaml (a package
+/// `scripts/test` installs; kubeadm's YAML is plain).
+fn yaml_to_json(path: &Path) -> Value {
+    let o = Command::new("python3")
+        .args(["-c", "import json,sys,yaml;print(json.dumps(yaml.safe_load(open(sys.argv[1]))))"])
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    assert!(o.status.success(), "{}: {}", path.display(), out(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The real kubeadm marshals every non-pointer field of the KubeletConfiguration,
+/// so fields nobody set appear at their Go zero value (`0s`, `""`, `0`, `{}`,
+/// the `"0"` of an empty quantity), which the kubelet reads as unset and
+/// defaults. They are dropped before comparing; `false` is kept (kiln's
+/// `failSwapOn: false` is a pointer kubeadm writes only when set).
+fn drop_zero_values(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            Value::Object(m.into_iter().map(|(k, v)| (k, drop_zero_values(v))).filter(|(_, v)| !is_zero(v)).collect())
+        }
+        other => other,
+    }
+}
+
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty() || s == "0s" || s == "0",
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Bool(_) => false,
+    }
+}
+
+/// `KUBELET_KUBEADM_ARGS="--a=b --c=d"` as its flags.
+fn flags(env: &str) -> Vec<String> {
+    let line = env.lines().find(|l| l.starts_with("KUBELET_KUBEADM_ARGS=")).unwrap_or_default();
+    line.trim_start_matches("KUBELET_KUBEADM_ARGS=").trim_matches('"').split_whitespace().map(str::to_string).collect()
+}
+
+/// One case: kiln-firstboot against the model, then the real kubeadm on the same
+/// file. Returns a description of every disagreement (empty: none).
+fn case(version: &str, role: Role, family: Family, swap: Swap) -> Vec<String> {
+    let bin = bin_dir(version);
+    let kubeadm = bin.join("kubeadm");
+    let what = format!("{version} {role:?} {family:?} swap {swap:?}");
+    let s = Scratch::new(version, "kiln-contract-host");
+    let (node_ip, endpoint, pod, svc) = match family {
+        Family::V4 => ("10.1.0.2", "10.1.0.2:6443", "10.244.0.0/16", "10.96.0.0/12"),
+        Family::V6 => ("fd00::2", "[fd00::2]:6443", "fd00:10:244::/56", "fd00:10:96::/112"),
+    };
+    let role_name = match role {
+        Role::Init => "init",
+        Role::Join => "join",
+        Role::ControlPlane => "control-plane",
+    };
+    let mut toml = format!(
+        "[cluster]\nname = \"prod\"\ncontrol_plane_endpoint = \"{endpoint}\"\npod_subnet = \"{pod}\"\nservice_subnet = \"{svc}\"\nca_cert_hashes = [\"{DRYRUN_CA_PIN}\"]\nbootstrap_token = \"{DRYRUN_TOKEN}\"\ntoken_ttl = \"48h\"\n[node]\nrole = \"{role_name}\"\nname = \"node-{role_name}\"\nnode_ip = \"{node_ip}\"\n"
+    );
+    // What node.toml can add to the kubelet's files, in every case: labels
+    // (`--node-labels`) and taints (`--register-with-taints` on worker joins only);
+    // with limited swap also `[node] kubelet` fields (the patch), extra kubelet
+    // flags, and systemd-resolved active (kubeadm then sets `resolvConf`).
+    toml.push_str(
+        "labels = { \"node.kubernetes.io/pool\" = \"edge\" }\ntaints = [{ key = \"dedicated\", value = \"edge\", effect = \"NoSchedule\" }]\n",
+    );
+    if let Swap::Limited = swap {
+        toml.push_str("swap = \"limited\"\nkubelet = { maxPods = 42 }\nkubelet_extra_args = { \"v\" = \"2\" }\n");
+        s.write("etc/kiln-model/active-systemd-resolved", "");
+    }
+    if role != Role::Join {
+        toml.push_str("[pki]\n");
+        for k in ["ca_cert", "front_proxy_ca_cert", "etcd_ca_cert", "sa_pub"] {
+            toml.push_str(&format!("{k} = \"\"\"\n{CERT}\"\"\"\n"));
+        }
+        for k in ["ca_key", "front_proxy_ca_key", "etcd_ca_key", "sa_key"] {
+            toml.push_str(&format!("{k} = \"\"\"\n{KEY}\"\"\"\n"));
+        }
+    } else {
+        toml.push_str(&format!("[pki]\nca_cert = \"\"\"\n{CERT}\"\"\"\n"));
+    }
+    s.write("etc/kiln/node.toml", &toml);
+    let o = s.run_firstboot(family);
+    assert!(o.status.success(), "{what}: kiln-firstboot run against the model failed:\n{}", out(&o));
+
+    // The file kiln gave kubeadm, with patches.directory inside the scratch root.
+    let text = s.read("var/lib/kiln-model/config-0.json");
+    assert!(!text.is_empty(), "{what}: the model recorded no --config file");
+    let mut docs: Vec<Value> = text
+        .split("\n---\n")
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("{what}: config-0.json: {e}")))
+        .collect();
+    for d in &mut docs {
+        if let Some(dir) = d.pointer_mut("/patches/directory") {
+            let rel = dir.as_str().unwrap_or_default().trim_start_matches('/').to_string();
+            *dir = json!(s.root().join(rel).display().to_string());
+        }
+    }
+    let cfg = s.path("kubeadm.json");
+    let rendered: Vec<String> = docs.iter().map(|d| serde_json::to_string_pretty(d).unwrap_or_default()).collect();
+    std::fs::write(&cfg, rendered.join("\n---\n") + "\n").expect("write config");
+    let cfg_s = cfg.display().to_string();
+
+    let mut problems = Vec::new();
+    let v = s.real_kubeadm(&kubeadm, &["config", "validate", "--config", &cfg_s], &[]);
+    if !v.status.success() {
+        problems
+            .push(format!("{what}: the real `kubeadm config validate` REJECTS kiln's config:\n{}\n{text}", out(&v)));
+        return problems;
+    }
+    // Accepted without a warning (deprecated fields, defaults overridden): `ok` alone.
+    if out(&v).trim() != "ok" {
+        problems.push(format!("{what}: the real `kubeadm config validate` warns about kiln's config:\n{}", out(&v)));
+    }
+
+    // The real kubelet-start phase, dry-run, into its own directory.
+    let dry = s.path("dry");
+    std::fs::create_dir_all(&dry).expect("dry-run dir");
+    let (cmd, var) =
+        if role == Role::Init { ("init", "KUBEADM_INIT_DRYRUN_DIR") } else { ("join", "KUBEADM_JOIN_DRYRUN_DIR") };
+    let r = s.real_kubeadm(&kubeadm, &[cmd, "phase", "kubelet-start", "--config", &cfg_s, "--dry-run"], &[(var, &dry)]);
+    // A control-plane join's kubelet-start ends, in dry-run, by printing the static
+    // pod manifests (`dryrunutil.PrintFilesIfDryRunning`), which only the
+    // control-plane-prepare phase writes, and that phase needs an admin.conf a
+    // joining node does not have yet. The kubelet's files are written before that
+    // step (`cmd/phases/join/kubelet.go`), so that one error is expected there.
+    let manifests_only = role == Role::ControlPlane
+        && out(&r).contains("error printing files on dryrun")
+        && dry.join("config.yaml").is_file()
+        && dry.join("kubeadm-flags.env").is_file();
+    if !r.status.success() && !manifests_only {
+        problems.push(format!("{what}: the real `kubeadm {cmd} phase kubelet-start --dry-run` failed:\n{}", out(&r)));
+        return problems;
+    }
+    let real = drop_zero_values(yaml_to_json(&dry.join("config.yaml")));
+    let modelled: Value = serde_json::from_str(&s.read("var/lib/kubelet/config.yaml"))
+        .unwrap_or_else(|e| panic!("{what}: model config.yaml: {e}"));
+    let modelled = drop_zero_values(modelled);
+    if real != modelled {
+        let (Value::Object(a), Value::Object(b)) = (&real, &modelled) else {
+            problems.push(format!("{what}: config.yaml is not an object"));
+            return problems;
+        };
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            if a.get(k) != b.get(k) {
+                problems.push(format!(
+                    "{what}: config.yaml {k}: real kubeadm {}, model {}",
+                    a.get(k).map_or("(absent)".into(), Value::to_string),
+                    b.get(k).map_or("(absent)".into(), Value::to_string)
+                ));
+            }
+        }
+    }
+    let real_flags = flags(&std::fs::read_to_string(dry.join("kubeadm-flags.env")).unwrap_or_default());
+    let model_flags = flags(&s.read("var/lib/kubelet/kubeadm-flags.env"));
+    if real_flags != model_flags {
+        problems.push(format!("{what}: kubeadm-flags.env: real kubeadm {real_flags:?}, model {model_flags:?}"));
+    }
+    problems
+}
+
+fn all_cases(role: Role) {
+    let mut problems = Vec::new();
+    for version in versions() {
+        let version = version.as_str();
+        for family in [Family::V4, Family::V6] {
+            for swap in [Swap::Off, Swap::Limited] {
+                problems.extend(case(version, role, family, swap));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{} disagreement(s):\n{}", problems.len(), problems.join("\n"));
+}
+
+#[test]
+fn init_configs_are_valid_for_the_real_kubeadm_and_the_model_writes_what_it_writes() {
+    all_cases(Role::Init);
+}
+
+#[test]
+fn worker_join_configs_are_valid_for_the_real_kubeadm_and_the_model_writes_what_it_writes() {
+    all_cases(Role::Join);
+}
+
+#[test]
+fn control_plane_join_configs_are_valid_for_the_real_kubeadm_and_the_model_writes_what_it_writes() {
+    all_cases(Role::ControlPlane);
+}
+
+/// `tests/k8s/build` set the version ldflags: each program reports the pinned
+/// version (without them kubeadm is `v1.0.0-placeholder-version`).
+#[test]
+fn the_built_programs_report_the_pinned_versions() {
+    for version in versions() {
+        let version = version.as_str();
+        let bin = bin_dir(version);
+        for (prog, args, want) in [
+            ("kubeadm", &["version", "-o", "short"][..], version.to_string()),
+            ("kubelet", &["--version"][..], format!("Kubernetes {version}")),
+            ("kubectl", &["version", "--client"][..], format!("Client Version: {version}")),
+        ] {
+            let o = Command::new(bin.join(prog)).args(args).output().expect("runs");
+            assert!(o.status.success(), "{prog} {args:?}: {}", out(&o));
+            let said = String::from_utf8_lossy(&o.stdout).to_string();
+            assert!(said.lines().any(|l| l.trim() == want), "{prog} {args:?} printed {said:?}, not {want:?}");
+        }
+    }
+}
+
+/// containerd built by `tests/k8s/build VERSION amd64 containerd` reports the
+/// version the profiles pin (`[artifacts.containerd] version`), and so do its shim and ctr.
+#[test]
+fn the_built_containerd_reports_the_pinned_version() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+    let pins: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|t| {
+            let section = t.split("[artifacts.containerd]").nth(1)?;
+            let line = section.lines().find(|l| l.starts_with("version = \""))?;
+            Some(line.trim_start_matches("version = \"").trim_end_matches('"').to_string())
+        })
+        .collect();
+    assert!(!pins.is_empty(), "no [artifacts.containerd] version in {}", dir.display());
+    let build = "tests/k8s/build v1.34.2 amd64 containerd && export KILN_K8S_BIN_CONTAINERD=$(tests/k8s/build --dir v1.34.2 amd64 containerd)";
+    let bin = std::env::var_os("KILN_K8S_BIN_CONTAINERD").map(PathBuf::from).unwrap_or_else(|| {
+        panic!("KILN_K8S_BIN_CONTAINERD is not set: build containerd and say where it is, from the workspace root:\n  {build}\n(./scripts/test does this)")
+    });
+    for pin in &pins {
+        // The shim's flag is `-v` (`pkg/shim/shim.go`: "show the shim version and exit").
+        for (prog, flag) in [("containerd", "--version"), ("containerd-shim-runc-v2", "-v"), ("ctr", "--version")] {
+            let o = Command::new(bin.join(prog))
+                .arg(flag)
+                .output()
+                .unwrap_or_else(|e| panic!("{}: {e}; build it:\n  {build}", bin.join(prog).display()));
+            let said = String::from_utf8_lossy(&o.stdout).to_string();
+            assert!(
+                o.status.success() && said.split_whitespace().any(|w| w == format!("v{pin}")),
+                "{prog} {flag} printed {said:?}, not containerd v{pin}: {}",
+                out(&o)
+            );
+        }
+    }
+}
