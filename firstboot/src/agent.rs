@@ -2,18 +2,19 @@
 //! prints it, `run` executes it.
 
 use crate::diagnose;
+use crate::files;
 use crate::identity;
 use crate::image::ImageDefaults;
 use crate::kubeadm;
 use crate::node::{NodeConfig, Role, SwapPolicy};
 use crate::provider::{self, Metadata};
+pub use crate::runner::run_bounded;
 use crate::sources::{self, under, Machine};
 use crate::validate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Where the success state lives.
@@ -325,21 +326,6 @@ pub fn read_state(root: &Path) -> Option<State> {
     serde_json::from_str(&std::fs::read_to_string(under(root, STATE_PATH)).ok()?).ok()
 }
 
-fn write_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let tmp = path.with_extension(format!("kiln-tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-    std::fs::rename(&tmp, path)
-}
-
 /// Finds an executable: the image's bin dir (under root) first, then `PATH`.
 pub fn which(root: &Path, bin_dir: &str, name: &str) -> PathBuf {
     let mut dirs = vec![under(root, bin_dir)];
@@ -347,43 +333,6 @@ pub fn which(root: &Path, bin_dir: &str, name: &str) -> PathBuf {
         dirs.extend(std::env::split_paths(&p));
     }
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| PathBuf::from(name))
-}
-
-/// Runs a command with a time limit, returning (success, combined output).
-fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String) {
-    let mut child = match cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
-        Ok(c) => c,
-        Err(e) => return (false, format!("cannot start {:?}: {e}", cmd.get_program())),
-    };
-    let start = Instant::now();
-    // Poll quickly at first (most helpers exit within milliseconds), then back off.
-    let mut poll = Duration::from_micros(250);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if start.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => {
-                std::thread::sleep(poll);
-                poll = (poll * 2).min(Duration::from_millis(50));
-            }
-            Err(_) => break None,
-        }
-    };
-    let mut out = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut out);
-    }
-    match status {
-        Some(s) => (s.success(), out),
-        None => (false, format!("{out}\n(timed out after {} s and was killed)", limit.as_secs())),
-    }
 }
 
 /// Removes secrets from text before it is printed or stored.
@@ -546,7 +495,7 @@ fn now() -> u64 {
 
 fn fail(root: &Path, reason: &str) -> u8 {
     log(3, &format!("kiln-firstboot: bootstrap failed: {reason}"));
-    let _ = write_file(&under(root, FAILED_PATH), format!("{reason}\n").as_bytes(), 0o644);
+    let _ = files::write(root, FAILED_PATH, format!("{reason}\n").as_bytes(), 0o644);
     exit::FAILED
 }
 
@@ -570,7 +519,7 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
             for e in &errs {
                 log(3, &format!("kiln-firstboot: {e}"));
             }
-            let _ = write_file(&under(root, FAILED_PATH), errs.join("\n").as_bytes(), 0o644);
+            let _ = files::write(root, FAILED_PATH, errs.join("\n").as_bytes(), 0o644);
             return exit::CONFIG;
         }
     };
@@ -604,7 +553,7 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
     {
         reset("an earlier attempt left kubeadm state behind");
     }
-    let _ = std::fs::remove_file(under(root, FAILED_PATH));
+    let _ = files::remove(root, FAILED_PATH);
     fix_host(m, &r);
     let checks = crate::preflight::checks(m, &r);
     for c in &checks {
@@ -622,14 +571,14 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
             .collect();
         return fail(root, &format!("preflight: {}", reasons.join("; ")));
     }
-    let config = under(root, CONFIG_PATH);
-    if let Err(e) = write_file(&config, kubeadm::render(&r.kubeadm).as_bytes(), 0o600) {
-        return fail(root, &format!("writing {CONFIG_PATH}: {e}"));
-    }
+    let config = match files::write(root, CONFIG_PATH, kubeadm::render(&r.kubeadm).as_bytes(), 0o600) {
+        Ok(at) => at,
+        Err(e) => return fail(root, &format!("writing {CONFIG_PATH}: {e}")),
+    };
     let patch = kubeadm::kubelet_patch(&r.kubeadm);
     let patch_path = format!("{PATCHES_DIR}/{}", kubeadm::KUBELET_PATCH_FILE);
     let patch_text = serde_json::to_string_pretty(&patch).unwrap_or_default() + "\n";
-    if let Err(e) = write_file(&under(root, &patch_path), patch_text.as_bytes(), 0o644) {
+    if let Err(e) = files::write(root, &patch_path, patch_text.as_bytes(), 0o644) {
         return fail(root, &format!("writing {patch_path}: {e}"));
     }
     if r.kubeadm.role != Role::Init && !wait_for(&r.kubeadm.control_plane_endpoint, opts.wait) {
@@ -644,12 +593,11 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
     }
     // kubelet's ExecCondition lets kubelet start while this marker names this machine:
     // kubeadm restarts kubelet from inside this run.
-    let marker = under(root, crate::host::BOOTSTRAPPING);
-    if let Err(e) = write_file(&marker, format!("{}\n", m.machine_id).as_bytes(), 0o644) {
+    if let Err(e) = files::write(root, crate::host::BOOTSTRAPPING, format!("{}\n", m.machine_id).as_bytes(), 0o644) {
         return fail(root, &format!("writing {}: {e}", crate::host::BOOTSTRAPPING));
     }
     let code = attempts(m, opts, &r, &kubeadm_bin, &config, &reset);
-    let _ = std::fs::remove_file(&marker);
+    let _ = files::remove(root, crate::host::BOOTSTRAPPING);
     code
 }
 
@@ -664,7 +612,7 @@ fn attempts(m: &Machine, opts: &Options, r: &Resolved, kubeadm_bin: &Path, confi
         // init without the cluster's CA would generate a new one.
         for (file, text) in &r.pki {
             let mode = if file.ends_with(".key") { 0o600 } else { 0o644 };
-            if let Err(e) = write_file(&under(root, &format!("/etc/kubernetes/pki/{file}")), text.as_bytes(), mode) {
+            if let Err(e) = files::write(root, &format!("/etc/kubernetes/pki/{file}"), text.as_bytes(), mode) {
                 return fail(root, &format!("writing /etc/kubernetes/pki/{file}: {e}"));
             }
         }
@@ -677,7 +625,7 @@ fn attempts(m: &Machine, opts: &Options, r: &Resolved, kubeadm_bin: &Path, confi
         let started = now();
         let (ok, out) = run_bounded(&mut cmd, opts.kubeadm_timeout);
         let out = redact(&out, r);
-        let _ = write_file(&under(root, KUBEADM_LOG), out.as_bytes(), 0o600);
+        let _ = files::write(root, KUBEADM_LOG, out.as_bytes(), 0o600);
         for line in out.lines() {
             log(6, &format!("kubeadm: {line}"));
         }
@@ -691,10 +639,10 @@ fn attempts(m: &Machine, opts: &Options, r: &Resolved, kubeadm_bin: &Path, confi
                 time: now(),
             };
             let json = serde_json::to_string_pretty(&state).unwrap_or_default();
-            if let Err(e) = write_file(&under(root, STATE_PATH), json.as_bytes(), 0o644) {
+            if let Err(e) = files::write(root, STATE_PATH, json.as_bytes(), 0o644) {
                 return fail(root, &format!("writing {STATE_PATH}: {e}"));
             }
-            let _ = write_file(&under(root, CAPI_SENTINEL), b"", 0o644);
+            let _ = files::write(root, CAPI_SENTINEL, b"", 0o644);
             if r.kubeadm.role == Role::Init {
                 after_init(m, r);
             }
@@ -707,7 +655,7 @@ fn attempts(m: &Machine, opts: &Options, r: &Resolved, kubeadm_bin: &Path, confi
         // kubeadm only says the kubelet is unhealthy; the cause is in kubelet's journal
         // and the containers (troubleshooting guide: journalctl -u kubelet, crictl ps -a).
         let more = evidence(m, r, started);
-        let _ = write_file(&under(root, EVIDENCE_LOG), redact(&more, r).as_bytes(), 0o600);
+        let _ = files::write(root, EVIDENCE_LOG, redact(&more, r).as_bytes(), 0o600);
         let found = diagnose::diagnose(&format!("{out}\n{more}"));
         for d in &found {
             log(3, &format!("kiln-firstboot: diagnosis [{}]: {}", d.id, d.cause));
@@ -795,9 +743,7 @@ pub fn reset_node(m: &Machine, opts: &Options) -> Vec<String> {
         "/var/lib/cni",
         "/run/flannel",
     ] {
-        let path = under(root, p);
-        let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-        if gone.is_ok() {
+        if let Ok(true) = files::remove(root, p) {
             report.push(format!("removed {p}"));
         }
     }
@@ -865,9 +811,10 @@ fn after_init(m: &Machine, r: &Resolved) {
         let passwd = std::fs::read_to_string(under(root, "/etc/passwd")).unwrap_or_default();
         match (sources::admin_kubeconfig(root, &passwd, user), std::fs::read(&admin)) {
             (Ok((dest, uid, gid)), Ok(conf)) => {
-                let done = write_file(&dest, &conf, 0o600).and_then(|_| std::os::unix::fs::chown(&dest, uid, gid));
+                let done = files::node_path(root, &dest)
+                    .and_then(|p| files::write_owned(root, &p, &conf, 0o600, Some((uid, gid))));
                 match done {
-                    Ok(()) => {
+                    Ok(_) => {
                         log(6, &format!("kiln-firstboot: wrote the admin kubeconfig to ~{user}/.kube/config (0600)"))
                     }
                     Err(e) => log(4, &format!("kiln-firstboot: admin kubeconfig for {user}: {e}")),

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod diagnose;
+pub mod files;
 pub mod host;
 pub mod http;
 pub mod identity;
@@ -13,6 +14,7 @@ pub mod kubeadm;
 pub mod node;
 pub mod preflight;
 pub mod provider;
+pub mod runner;
 pub mod sources;
 pub mod unit;
 pub mod validate;

@@ -395,13 +395,10 @@ fn host(m: &Machine) -> ExitCode {
     // kubelet refuses swap unless the config kubeadm wrote says failSwapOn: false.
     let swap_allowed = host::kubelet_fails_on_swap(&m.root) == Some(false);
     let runner = |name: &str, args: &[&str]| -> (bool, String) {
-        match std::process::Command::new(agent::which(&m.root, &bin, name)).args(args).output() {
-            Ok(o) => (
-                o.status.success(),
-                format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
-            ),
-            Err(e) => (false, e.to_string()),
-        }
+        agent::run_bounded(
+            std::process::Command::new(agent::which(&m.root, &bin, name)).args(args),
+            std::time::Duration::from_secs(60),
+        )
     };
     let findings = host::fix_and_check(&m.root, swap_allowed, &runner);
     let mut fatal = false;

@@ -15,7 +15,6 @@
 use crate::http::escape;
 use crate::image::{ImageDefaults, IMAGE_TOML_PATH};
 use crate::node::{Node, NodeConfig, Role, MAX_TEXT, NODE_TOML_PATH};
-use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 /// The machine as seen under `--root`.
@@ -99,18 +98,7 @@ pub fn contained(root: &Path, path: &str) -> Result<PathBuf, String> {
 /// Reads a regular file of at most `max` bytes; anything larger, a FIFO or a
 /// device is an error naming the limit (user-data and PKI files are KiB).
 pub fn read_capped(path: &Path, max: usize) -> Result<Vec<u8>, String> {
-    let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if !md.is_file() {
-        return Err(format!("{}: not a regular file", path.display()));
-    }
-    let mut out = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(max as u64 + 1).read_to_end(&mut out))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if out.len() > max {
-        return Err(format!("{}: larger than kiln-firstboot's {} KiB limit", path.display(), max >> 10));
-    }
-    Ok(out)
+    crate::files::read_file_capped(path, max).map_err(|e| e.to_string())
 }
 
 /// Where `user`'s admin kubeconfig goes: `~/.kube/config` from `passwd` (the text

@@ -1096,3 +1096,91 @@ fn init_and_join_get_the_same_kubelet_settings() {
         assert!(n.read("var/lib/kubelet/kubeadm-flags.env").contains("--v=2"));
     }
 }
+
+impl Node {
+    /// An init node (CA material, a fixed IP) whose kubeadm is `script`, at the image's
+    /// bin dir (found before the model on PATH).
+    fn init_with_kubeadm(script: &str) -> Node {
+        let n = Node::new(34, "cp-1");
+        n.write(
+            "etc/kiln/node.toml",
+            &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+        );
+        n.write("opt/bin/kubeadm", script);
+        std::fs::set_permissions(n.root().join("opt/bin/kubeadm"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        n
+    }
+    /// Whether the process whose pid the fake kubeadm wrote to `rel` is still alive;
+    /// kills it if so (a test leaves nothing running).
+    fn still_running(&self, rel: &str) -> bool {
+        let pid = self.read(rel).trim().to_string();
+        assert!(!pid.is_empty(), "the fake kubeadm did not record its child");
+        // A killed process that nobody reaped yet (a container's init may never) is a
+        // zombie: dead, though `kill -0` still finds it.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let alive = stat.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with(['Z', 'X']) && !r.is_empty());
+        let _ = Command::new("kill").args(["-9", &pid]).output();
+        alive
+    }
+}
+
+/// B19: a kubeadm that prints 200 MB (more than a pipe holds) and succeeds: `run`
+/// succeeds promptly, and kubeadm's log keeps its head and tail, not all of it.
+#[test]
+fn b19_a_kubeadm_that_prints_200_mb_succeeds_promptly() {
+    let n = Node::init_with_kubeadm(
+        "#!/bin/sh\ncase \"$1\" in init|join) echo first line; yes 'kubeadm says a lot' | head -c 200000000; echo; echo last line ;; esac\nexit 0\n",
+    );
+    let t = std::time::Instant::now();
+    let o = n.run(&["--kubeadm-timeout", "60", "--attempts", "1", "run"]);
+    let took = t.elapsed();
+    assert!(o.status.success(), "{}", &out(&o)[..2000.min(out(&o).len())]);
+    assert!(took.as_secs() < 30, "run took {took:?}");
+    let log = n.read("var/log/kiln/kubeadm.log");
+    assert!(log.starts_with("first line") && log.trim_end().ends_with("last line"), "head or tail lost");
+    assert!(log.len() < 1 << 20, "kubeadm.log holds {} bytes", log.len());
+    assert!(n.root().join("var/lib/kiln/state.json").is_file());
+}
+
+/// B19: a kubeadm that leaves a child holding its output and exits 0: `run` succeeds
+/// within `--kubeadm-timeout` + 5 s and the child (same process group) is gone; one
+/// that hangs with such a child: exit 1 within the bound + 5 s, the group killed.
+#[test]
+fn b19_a_kubeadm_whose_child_holds_the_pipe_ends_within_the_bound() {
+    let n = Node::init_with_kubeadm(
+        "#!/bin/sh\ncase \"$1\" in init|join) sleep 60 & echo $! > \"$ROOT/child.pid\"; echo started a child ;; esac\nexit 0\n",
+    );
+    let t = std::time::Instant::now();
+    let o = n.run(&["--kubeadm-timeout", "5", "--attempts", "1", "run"]);
+    let took = t.elapsed();
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(took.as_secs() < 10, "run took {took:?} with a 5 s bound");
+    assert!(!n.still_running("child.pid"), "kubeadm's child outlived the run");
+
+    let n = Node::init_with_kubeadm(
+        "#!/bin/sh\ncase \"$1\" in init|join) sleep 60 & echo $! > \"$ROOT/child.pid\"; sleep 60 ;; esac\nexit 0\n",
+    );
+    let t = std::time::Instant::now();
+    let o = n.run(&["--kubeadm-timeout", "3", "--attempts", "1", "run"]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(took.as_secs() < 8, "run took {took:?} with a 3 s bound");
+    assert!(n.read("run/kiln/bootstrap-failed").contains("timed out after 3 s"), "{}", out(&o));
+    assert!(!n.still_running("child.pid"), "kubeadm's child outlived the kill");
+}
+
+/// B19: `reset` against a `kubeadm reset` that hangs with a child holding its output:
+/// exit 1 within `--reset-timeout` + 5 s.
+#[test]
+fn b19_reset_whose_kubeadm_child_holds_the_pipe_ends_within_the_bound() {
+    let n = Node::init_with_kubeadm(
+        "#!/bin/sh\ncase \"$1\" in reset) sleep 60 & echo $! > \"$ROOT/child.pid\"; sleep 60 ;; esac\nexit 0\n",
+    );
+    let t = std::time::Instant::now();
+    let o = n.run(&["--reset-timeout", "2", "reset"]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(took.as_secs() < 7, "reset took {took:?} with a 2 s bound");
+    assert!(out(&o).contains("did not finish"), "{}", out(&o));
+    assert!(!n.still_running("child.pid"), "kubeadm's child outlived the kill");
+}
