@@ -321,9 +321,35 @@ pub struct State {
     pub time: u64,
 }
 
-/// Reads the state file, if any.
+/// The largest state file read: kiln writes about 300 bytes.
+pub const MAX_STATE: usize = 64 << 10;
+
+/// Written before the first kubeadm attempt on a machine (the machine id) and kept:
+/// kubeadm's files beside it and no [`STATE_PATH`] are kiln's own interrupted attempt
+/// (reset and retry), without it someone else's bootstrap (left alone).
+pub const STARTED_PATH: &str = "/var/lib/kiln/started";
+
+/// Reads the state file: `Ok(None)` when there is none; an error when it is there
+/// but is not kiln's state (empty, garbage, larger than [`MAX_STATE`], not a file):
+/// then whether this machine joined is unknown.
+pub fn load_state(root: &Path) -> Result<Option<State>, String> {
+    let path = files::resolve(root, STATE_PATH).map_err(|e| format!("{STATE_PATH}: {e}"))?;
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
+    }
+    let bytes = files::read_file_capped(&path, MAX_STATE).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            format!("{}: empty", path.display())
+        } else {
+            format!("{}: not kiln's state ({e})", path.display())
+        }
+    })
+}
+
+/// The state file, if there is one and it is kiln's ([`load_state`]).
 pub fn read_state(root: &Path) -> Option<State> {
-    serde_json::from_str(&std::fs::read_to_string(under(root, STATE_PATH)).ok()?).ok()
+    load_state(root).ok().flatten()
 }
 
 /// Finds an executable: the image's bin dir (under root) first, then `PATH`.
@@ -487,10 +513,23 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     /// The node description is incomplete or wrong.
     pub const CONFIG: u8 = 2;
+    /// This machine may be in a cluster already and kiln cannot tell that it put it
+    /// there (a `state.json` that is not kiln's, or kubeadm's files without kiln's
+    /// state or start record): nothing was done. `kiln-firstboot reset`, then `run`,
+    /// starts over.
+    pub const NOT_KILNS: u8 = 3;
 }
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Stops without touching the machine ([`exit::NOT_KILNS`]), saying why in the journal
+/// and in the failure marker.
+fn refuse(root: &Path, reason: &str) -> u8 {
+    log(3, &format!("kiln-firstboot: nothing done: {reason}"));
+    let _ = files::write(root, FAILED_PATH, format!("{reason}\n").as_bytes(), 0o644);
+    exit::NOT_KILNS
 }
 
 fn fail(root: &Path, reason: &str) -> u8 {
@@ -502,7 +541,18 @@ fn fail(root: &Path, reason: &str) -> u8 {
 /// `run`: once per machine, unattended.
 pub fn run(m: &Machine, opts: &Options) -> u8 {
     let root = &m.root;
-    if let Some(s) = read_state(root) {
+    let state = match load_state(root) {
+        Ok(s) => s,
+        Err(e) => {
+            return refuse(
+                root,
+                &format!(
+                    "{e}: this machine may have joined already, so kubeadm is not run again; if it is not in a cluster (or should join afresh), `kiln-firstboot reset` removes the state with kubeadm's files, then `kiln-firstboot run`"
+                ),
+            )
+        }
+    };
+    if let Some(s) = state.clone() {
         if !m.machine_id.is_empty() && s.machine_id == m.machine_id {
             log(
                 6,
@@ -546,11 +596,24 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
         let (_, out) = run_bounded(Command::new(&kubeadm_bin).args(["reset", "-f"]), opts.reset_timeout);
         log(6, &redact(&out, &r));
     };
-    // Leftovers of an interrupted attempt (power cut) without success state.
-    if ["/etc/kubernetes/kubelet.conf", "/etc/kubernetes/admin.conf", "/etc/kubernetes/manifests/kube-apiserver.yaml"]
-        .iter()
-        .any(|p| under(root, p).exists())
-    {
+    // Leftovers of an interrupted attempt (power cut) without success state: kiln's own
+    // when it started kubeadm on this disk (or the state is another machine's, a clone);
+    // otherwise this machine was bootstrapped without kiln and is left as it is.
+    let leftover =
+        ["/etc/kubernetes/kubelet.conf", "/etc/kubernetes/admin.conf", "/etc/kubernetes/manifests/kube-apiserver.yaml"]
+            .into_iter()
+            .find(|p| files::resolve(root, p).map(|p| std::fs::symlink_metadata(p).is_ok()).unwrap_or(false));
+    if let Some(file) = leftover {
+        let kilns = state.is_some()
+            || files::resolve(root, STARTED_PATH).map(|p| std::fs::symlink_metadata(p).is_ok()).unwrap_or(false);
+        if !kilns {
+            return refuse(
+                root,
+                &format!(
+                    "{file} exists but kiln-firstboot never ran kubeadm here (no {STATE_PATH}, no {STARTED_PATH}): this machine was bootstrapped some other way and is left alone; to bootstrap it with kiln instead, `kiln-firstboot reset` (kubeadm reset -f: it leaves its cluster), then `kiln-firstboot run`"
+                ),
+            );
+        }
         reset("an earlier attempt left kubeadm state behind");
     }
     let _ = files::remove(root, FAILED_PATH);
@@ -595,6 +658,9 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
     // kubeadm restarts kubelet from inside this run.
     if let Err(e) = files::write(root, crate::host::BOOTSTRAPPING, format!("{}\n", m.machine_id).as_bytes(), 0o644) {
         return fail(root, &format!("writing {}: {e}", crate::host::BOOTSTRAPPING));
+    }
+    if let Err(e) = files::write(root, STARTED_PATH, format!("{}\n", m.machine_id).as_bytes(), 0o644) {
+        return fail(root, &format!("writing {STARTED_PATH}: {e}"));
     }
     let code = attempts(m, opts, &r, &kubeadm_bin, &config, &reset);
     let _ = files::remove(root, crate::host::BOOTSTRAPPING);
@@ -735,6 +801,7 @@ pub fn reset_node(m: &Machine, opts: &Options) -> Vec<String> {
     }
     for p in [
         STATE_PATH,
+        STARTED_PATH,
         FAILED_PATH,
         CAPI_SENTINEL,
         CONFIG_PATH,

@@ -71,8 +71,12 @@ Exit codes: 0 done (run: joined, or already joined on this machine; doctor: noth
 kubelet-gate: kubelet may start); 1 run: kubeadm failed (see /run/kiln/bootstrap-failed);
 doctor: something is wrong; reset: kubeadm reset did not finish; host: the host is still
 wrong; kubelet-gate: skip this start; 2 a usage error, a root that is not a kiln image
-(no /etc/kiln/image.toml under --root; every command refuses it), or a node description
-that is incomplete or wrong.";
+(no /etc/kiln/image.toml under --root; every command refuses it), a kernel command line
+that cannot be read (not a regular file, over 64 KiB), or a node description that is
+incomplete or wrong; 3 run: nothing done, this machine may be in a cluster already and
+kiln cannot tell it put it there (/var/lib/kiln/state.json empty or not kiln's, or
+kubeadm's /etc/kubernetes/kubelet.conf without kiln's state: bootstrapped some other
+way) — `kiln-firstboot reset`, then `run`, starts over.";
 
 /// Every command, as the usage line lists them.
 const COMMANDS: [&str; 7] = ["run", "plan", "status", "doctor", "reset", "host", "kubelet-gate"];
@@ -233,7 +237,20 @@ fn main() -> ExitCode {
         None if local_only => Some(under(&root, "/var/lib/cloud/seed/nocloud")),
         s => s,
     };
-    let mut machine = Machine::probe(&root, cmdline.as_deref(), seed.as_deref());
+    let mut machine = match Machine::probe(&root, cmdline.as_deref(), seed.as_deref()) {
+        Ok(m) => m,
+        Err(why) => {
+            match cmd.as_str() {
+                "doctor" => print_doctor(json, std::slice::from_ref(&why), &[], &[]),
+                "plan" if json => print_json(&agent::plan_json_unresolved(std::slice::from_ref(&why))),
+                _ => err!("kiln-firstboot: {}", escape(&why)),
+            }
+            return ExitCode::from(agent::exit::CONFIG);
+        }
+    };
+    for w in &machine.warnings {
+        err!("kiln-firstboot: warning: {}", escape(w));
+    }
     machine.check_ports |= check_ports;
     match cmd.as_str() {
         "run" => ExitCode::from(agent::run(&machine, &opts)),
@@ -328,7 +345,7 @@ fn print_json(v: &serde_json::Value) {
 /// same, null when they do not apply.
 #[derive(serde::Serialize)]
 struct Status {
-    /// `joined`, `other-machine`, `failed`, `not-joined` or `not-a-kiln-image`.
+    /// `joined`, `other-machine`, `failed`, `not-joined`, `state-corrupt` or `not-a-kiln-image`.
     status: &'static str,
     /// The human line.
     message: String,
@@ -344,7 +361,12 @@ impl Status {
     fn of(m: &Machine) -> Status {
         let machine_id = (!m.machine_id.is_empty()).then(|| m.machine_id.clone());
         let failure = std::fs::read_to_string(under(&m.root, agent::FAILED_PATH)).ok().map(|r| r.trim().to_string());
-        let state = agent::read_state(&m.root);
+        let loaded = agent::load_state(&m.root);
+        if let Err(e) = &loaded {
+            let message = format!("state unreadable: {e}; `kiln-firstboot reset` clears it");
+            return Status { status: "state-corrupt", message, machine_id, state: None, failure };
+        }
+        let state = loaded.ok().flatten();
         let (status, message) = match (&state, &failure) {
             (Some(s), _) if s.machine_id == m.machine_id => (
                 "joined",

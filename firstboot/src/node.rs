@@ -200,8 +200,22 @@ pub struct Node {
     pub unsafe_skip_ca_verification: Option<bool>,
     /// Port this node's own API server binds (init and control-plane joins; default
     /// 6443), separate from the endpoint's port (a load balancer on 443 in front).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_port")]
     pub api_server_bind_port: Option<u16>,
+}
+
+/// `api_server_bind_port`: 1-65535, kubeadm's rule for `localAPIEndpoint.bindPort`
+/// (`cmd/kubeadm/app/apis/kubeadm/validation/validation.go`, `ValidatePort`, through
+/// `cmd/kubeadm/app/util/endpoint.go`, `ParsePort`: "port must be a valid number
+/// between 1 and 65535, inclusive").
+fn de_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    let v = i64::deserialize(d)?;
+    match u16::try_from(v) {
+        Ok(p) if p >= 1 => Ok(Some(p)),
+        _ => Err(serde::de::Error::custom(format!(
+            "api_server_bind_port = {v}: a port is 1 to 65535 (kubeadm ValidatePort); leave it out for 6443"
+        ))),
+    }
 }
 
 /// `node_ip`, checked by `validate::node_ip` (it becomes kubelet's `--node-ip`).
@@ -494,5 +508,15 @@ taints = []
         {
             assert!(!is_bootstrap_token(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn bind_port_zero_is_refused_where_it_is_written() {
+        let e = NodeConfig::parse_str("[node]\nrole = \"init\"\napi_server_bind_port = 0\n").unwrap_err();
+        assert_eq!((e.line, e.col), (Some(3), Some(24)), "{e}");
+        assert!(e.message.contains("1 to 65535") && e.message.contains("ValidatePort"), "{e}");
+        assert!(NodeConfig::parse_str("[node]\napi_server_bind_port = 70000\n").is_err());
+        let ok = NodeConfig::parse_str("[node]\napi_server_bind_port = 6444\n").unwrap();
+        assert_eq!(ok.node.and_then(|n| n.api_server_bind_port), Some(6444));
     }
 }

@@ -1184,3 +1184,48 @@ fn b19_reset_whose_kubeadm_child_holds_the_pipe_ends_within_the_bound() {
     assert!(out(&o).contains("did not finish"), "{}", out(&o));
     assert!(!n.still_running("child.pid"), "kubeadm's child outlived the kill");
 }
+
+/// Issue 24 partials: a state.json that is empty, garbage or 200 MB does not make
+/// `run` bootstrap again (exit 3, kubeadm never called, the fix named), and is refused
+/// at once; `status` says the state is unreadable.
+#[test]
+fn a_state_file_that_is_not_kilns_stops_run_before_kubeadm() {
+    let n = Node::init_with_kubeadm("#!/bin/sh\necho \"$*\" >> \"$ROOT/kubeadm.calls\"\nexit 0\n");
+    for (what, content) in [("empty", Some("")), ("garbage", Some("{ not json")), ("200 MB", None)] {
+        let p = n.root().join("var/lib/kiln/state.json");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        match content {
+            Some(c) => std::fs::write(&p, c).unwrap(),
+            None => std::fs::File::create(&p).unwrap().set_len(200 << 20).unwrap(),
+        }
+        let t = std::time::Instant::now();
+        let o = n.run(&["run"]);
+        assert_eq!(o.status.code(), Some(3), "{what}: {}", out(&o));
+        assert!(t.elapsed().as_secs() < 5, "{what}: {:?}", t.elapsed());
+        assert!(out(&o).contains("kiln-firstboot reset"), "{what}: {}", out(&o));
+        assert_eq!(n.read("kubeadm.calls"), "", "{what}: kubeadm ran");
+        let st = n.run(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+        assert_eq!(v["status"], "state-corrupt", "{what}");
+    }
+}
+
+/// Issue 24 partial: kubeadm's kubelet.conf without kiln's state or start record is a
+/// node bootstrapped some other way: `run` leaves it alone (no `kubeadm reset -f`),
+/// exit 3 with the reason; after `reset` it bootstraps.
+#[test]
+fn a_node_joined_without_kiln_is_not_reset() {
+    let n = Node::init_with_kubeadm("#!/bin/sh\necho \"$*\" >> \"$ROOT/kubeadm.calls\"\nexit 0\n");
+    n.write("etc/kubernetes/kubelet.conf", "apiVersion: v1\nkind: Config\n");
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(3), "{}", out(&o));
+    assert!(out(&o).contains("bootstrapped some other way") && out(&o).contains("kubelet.conf"), "{}", out(&o));
+    assert_eq!(n.read("kubeadm.calls"), "", "kubeadm ran on a node kiln did not bootstrap");
+    assert!(n.root().join("etc/kubernetes/kubelet.conf").exists());
+    let o = n.run(&["reset"]);
+    assert!(o.status.success(), "{}", out(&o));
+    std::fs::remove_file(n.root().join("etc/kubernetes/kubelet.conf")).unwrap();
+    let o = n.run(&["run"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(n.read("kubeadm.calls").lines().last().unwrap_or("").starts_with("init "), "{}", n.read("kubeadm.calls"));
+}
