@@ -11,6 +11,7 @@ pub mod http;
 pub mod identity;
 pub mod image;
 pub mod kubeadm;
+pub mod kubelet_fields;
 pub mod node;
 pub mod preflight;
 pub mod provider;

@@ -548,3 +548,28 @@ fn two_boot_partition_node_tomls_are_refused_with_both_paths() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("node from-boot (join)"), "{}", text(&o));
 }
+
+/// Issue 20 finding 6: a `[node] kubelet` value of the wrong type (kubelet would
+/// crash-loop on it) is refused at its file:line:col; an unknown key gets the likely one.
+#[test]
+fn kubelet_settings_are_type_checked_with_their_place() {
+    let d = worker_root();
+    let node = std::fs::read_to_string(d.path().join("etc/kiln/node.toml")).unwrap();
+    let path = d.path().join("etc/kiln/node.toml");
+    for (extra, says) in [
+        (
+            "kubelet = { maxPods = \"42\" }\n",
+            ":7:23: [node] kubelet: maxPods: KubeletConfiguration.maxPods is an integer",
+        ),
+        (
+            "kubelet = { maxPod = 42 }\n",
+            ":7:13: [node] kubelet: `maxPod`: not a KubeletConfiguration field; did you mean `maxPods`?",
+        ),
+    ] {
+        std::fs::write(&path, format!("{node}{extra}")).unwrap();
+        let (o, _) = firstboot(&["--root", d.path().to_str().unwrap(), "plan"], Duration::from_secs(20));
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let want = format!("{}{says}", path.display());
+        assert!(text(&o).contains(&want), "want {want}\n got {}", text(&o));
+    }
+}
