@@ -103,6 +103,9 @@ pub struct Resolved {
     pub cni_manifest: Option<String>,
     /// Init node: user who gets the admin kubeconfig.
     pub admin_user: Option<String>,
+    /// What a dry run ([`resolve_for_plan`]) could not resolve, one line each with the
+    /// cause; the value is [`UNRESOLVED`] in the plan. Always empty for `run`.
+    pub unresolved: Vec<String>,
 }
 
 /// Reads the platform's metadata, if the platform is known and has a provider.
@@ -115,6 +118,20 @@ pub fn metadata(m: &Machine, opts: &Options) -> Result<Option<(String, Metadata)
 
 /// Resolves the node or lists everything that is missing or wrong.
 pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
+    resolve_as(m, opts, false)
+}
+
+/// [`resolve`] for a dry run (`plan`): what only the node itself can find out — its IP
+/// from the route to an endpoint whose name does not resolve here — is left
+/// unresolved ([`Resolved::unresolved`] says what and why) instead of an error.
+pub fn resolve_for_plan(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
+    resolve_as(m, opts, true)
+}
+
+/// What stands in for a value a dry run could not resolve.
+pub const UNRESOLVED: &str = "<unresolved>";
+
+fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<String>> {
     let image = sources::image_defaults(&m.root).map_err(|e| vec![e.0])?;
     let meta = metadata(m, opts).map_err(|e| vec![e])?;
     let gathered = sources::gather(m, meta.as_ref().map(|(p, md)| (p.as_str(), md))).map_err(|e| vec![e.0])?;
@@ -170,15 +187,32 @@ pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
         errs.push(format!("node name: {e}"));
     }
     // explicit > metadata private address (never an anchor/public IP) > route to the endpoint
-    let node_ip =
-        n.node_ip.clone().or(md.private_ipv4.clone()).or_else(|| identity::route_source(&endpoint)).unwrap_or_else(
-            || {
-                errs.push(format!("cannot find this node's IP: no [node] node_ip and no route to {endpoint}"));
+    let mut unresolved = Vec::new();
+    let node_ip = match n.node_ip.clone().or(md.private_ipv4.clone()) {
+        Some(ip) => ip,
+        None if endpoint.is_empty() => String::new(),
+        None => match identity::route_source_or_why(&endpoint) {
+            Ok(ip) => ip,
+            Err(why @ identity::NoSource::Dns(_)) if dry => {
+                unresolved.push(format!(
+                    "node IP: no [node] node_ip, and the route to the endpoint {endpoint} cannot be found here: {why}; on the node it comes from the route (or set [node] node_ip)"
+                ));
+                UNRESOLVED.to_string()
+            }
+            Err(why) => {
+                let fix = match why {
+                    identity::NoSource::Dns(_) => "fix the node's DNS for that name, or set [node] node_ip",
+                    identity::NoSource::NoRoute(_) => "check the node's network, or set [node] node_ip",
+                };
+                errs.push(format!(
+                    "cannot find this node's IP: no [node] node_ip, and for the endpoint {endpoint} {why}; {fix}"
+                ));
                 String::new()
-            },
-        );
+            }
+        },
+    };
     // It becomes kubelet's --node-ip: one address, nothing else (no flag injection).
-    let node_ip = if node_ip.is_empty() {
+    let node_ip = if node_ip.is_empty() || node_ip == UNRESOLVED {
         node_ip
     } else {
         match validate::node_ip(&node_ip) {
@@ -290,6 +324,7 @@ pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
         instance_id: md.instance_id.clone().or_else(|| m.instance_id()),
         cni_manifest: c.cni_manifest.clone(),
         admin_user: c.admin_user.clone(),
+        unresolved,
     })
 }
 
@@ -403,6 +438,9 @@ pub fn plan(m: &Machine, r: &Resolved) -> String {
         swap = r.swap,
         mid = if m.machine_id.is_empty() { "(no /etc/machine-id)" } else { &m.machine_id },
     );
+    for u in &r.unresolved {
+        s.push_str(&format!("  unresolved {u}\n"));
+    }
     s.push_str("commands:\n");
     for c in commands(r) {
         s.push_str(&format!("  {c}\n"));
@@ -463,6 +501,7 @@ pub fn plan_json(m: &Machine, r: &Resolved) -> serde_json::Value {
     json!({
         "ok": true,
         "resolve_errors": [],
+        "unresolved": r.unresolved,
         "node": { "name": k.node_name, "role": k.role.as_str(), "ip": k.node_ip },
         "sources": r.sources,
         "platform": r.platform,
@@ -490,7 +529,8 @@ pub fn plan_json(m: &Machine, r: &Resolved) -> serde_json::Value {
 }
 
 /// The keys of [`plan_json`]'s document besides `ok` and `resolve_errors`.
-const PLAN_KEYS: [&str; 12] = [
+const PLAN_KEYS: [&str; 13] = [
+    "unresolved",
     "node",
     "sources",
     "platform",

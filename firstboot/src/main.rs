@@ -254,7 +254,7 @@ fn main() -> ExitCode {
     machine.check_ports |= check_ports;
     match cmd.as_str() {
         "run" => ExitCode::from(agent::run(&machine, &opts)),
-        "plan" => match agent::resolve(&machine, &opts) {
+        "plan" => match agent::resolve_for_plan(&machine, &opts) {
             Ok(r) if json => {
                 print_json(&agent::plan_json(&machine, &r));
                 ExitCode::SUCCESS
@@ -262,6 +262,9 @@ fn main() -> ExitCode {
             Ok(r) => {
                 use std::io::Write;
                 let _ = write!(std::io::stdout().lock(), "{}", agent::plan(&machine, &r));
+                for u in &r.unresolved {
+                    err!("kiln-firstboot: plan: unresolved {}", escape(u));
+                }
                 ExitCode::SUCCESS
             }
             Err(errs) => {
@@ -289,8 +292,17 @@ fn main() -> ExitCode {
 
 fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
     use kiln_firstboot::preflight;
-    let (checks, resolve_errors) = match agent::resolve(m, opts) {
-        Ok(r) => (preflight::checks(m, &r), Vec::new()),
+    // A dry run, as plan: what only the node can resolve is a warning, not an error.
+    let (checks, resolve_errors) = match agent::resolve_for_plan(m, opts) {
+        Ok(r) => {
+            let mut checks = preflight::checks(m, &r);
+            checks.extend(r.unresolved.iter().map(|u| preflight::Check {
+                id: "node-ip",
+                level: preflight::Level::Warning,
+                message: format!("unresolved {u}"),
+            }));
+            (checks, Vec::new())
+        }
         Err(e) => (Vec::new(), e),
     };
     let log = std::fs::read_to_string(under(&m.root, agent::KUBEADM_LOG)).unwrap_or_default();

@@ -1229,3 +1229,41 @@ fn a_node_joined_without_kiln_is_not_reset() {
     assert!(o.status.success(), "{}", out(&o));
     assert!(n.read("kubeadm.calls").lines().last().unwrap_or("").starts_with("init "), "{}", n.read("kubeadm.calls"));
 }
+
+/// Issue 20 finding 7: on an unpacked image (no running system's /proc, /sys, /run; an
+/// empty machine id) whose endpoint's name does not resolve, `plan` prints the plan
+/// with the node IP unresolved and says DNS is the cause, and `doctor` reports what it
+/// cannot see as "not visible under --root" warnings, exit 0.
+#[test]
+fn dry_runs_on_an_unpacked_image_say_what_they_cannot_see() {
+    let n = Node::new(34, "localhost");
+    for d in ["proc", "sys", "run"] {
+        std::fs::remove_dir_all(n.root().join(d)).unwrap();
+        std::fs::create_dir_all(n.root().join(d)).unwrap();
+    }
+    n.write("etc/machine-id", "");
+    n.write("etc/kiln/node.toml", &format!("{}[node]\nrole = \"join\"\n", cluster("api.prod.example.com:6443")));
+    let o = n.run(&["plan"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let plan = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(plan.contains("(join) ip <unresolved>") && plan.contains("kubeadm config:"), "{plan}");
+    assert!(out(&o).contains("does not resolve (DNS") && !out(&o).contains("no route to"), "{}", out(&o));
+    let o = n.run(&["plan", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert!(v["unresolved"][0].as_str().unwrap_or("").contains("DNS"), "{v}");
+    let o = n.run(&["doctor", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{v:#}");
+    let checks = v["checks"].as_array().unwrap();
+    for id in ["swap", "br_netfilter", "sysctl", "runtime", "machine-id", "cgroups"] {
+        let c = checks.iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no {id} check: {v:#}"));
+        assert_eq!(c["level"], "warning", "{id}: {c}");
+        assert!(c["message"].as_str().unwrap().contains("not visible under --root"), "{id}: {c}");
+    }
+    assert!(checks.iter().all(|c| c["level"] != "error"), "{v:#}");
+    // `run` is no dry run: the same node is refused, with DNS named as the cause.
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(out(&o).contains("does not resolve (DNS") && out(&o).contains("set [node] node_ip"), "{}", out(&o));
+}
