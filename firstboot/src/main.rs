@@ -305,8 +305,8 @@ fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
         }
         Err(e) => (Vec::new(), e),
     };
-    let log = std::fs::read_to_string(under(&m.root, agent::KUBEADM_LOG)).unwrap_or_default();
-    let failed = std::fs::read_to_string(under(&m.root, agent::FAILED_PATH)).unwrap_or_default();
+    let log = read_text(&m.root, agent::KUBEADM_LOG).unwrap_or_default();
+    let failed = read_text(&m.root, agent::FAILED_PATH).unwrap_or_default();
     let known = kiln_firstboot::diagnose::diagnose(&format!("{log}\n{failed}"));
     let bad = !resolve_errors.is_empty() || preflight::has_errors(&checks) || !known.is_empty();
     print_doctor(json, &resolve_errors, &checks, &known);
@@ -348,6 +348,13 @@ fn print_doctor(
     }
 }
 
+/// One of kiln-firstboot's own files under the root (resolved there: no link leads
+/// out of it), at most 1 MiB (kubeadm's log is capped well below), as text.
+fn read_text(root: &std::path::Path, path: &str) -> Option<String> {
+    let bytes = kiln_firstboot::files::read_capped(root, path, 1 << 20).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// One JSON document on stdout (a closed stdout is ignored).
 fn print_json(v: &serde_json::Value) {
     out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
@@ -372,7 +379,7 @@ struct Status {
 impl Status {
     fn of(m: &Machine) -> Status {
         let machine_id = (!m.machine_id.is_empty()).then(|| m.machine_id.clone());
-        let failure = std::fs::read_to_string(under(&m.root, agent::FAILED_PATH)).ok().map(|r| r.trim().to_string());
+        let failure = read_text(&m.root, agent::FAILED_PATH).map(|r| r.trim().to_string());
         let loaded = agent::load_state(&m.root);
         if let Err(e) = &loaded {
             let message = format!("state unreadable: {e}; `kiln-firstboot reset` clears it");
