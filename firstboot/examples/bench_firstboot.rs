@@ -38,7 +38,9 @@ fn main() {
         match r.path() {
             "/latest/meta-data/instance-id" => Reply::ok("i-1"),
             "/latest/meta-data/local-hostname" => Reply::ok("ip-10-0-0-5"),
-            "/latest/meta-data/local-ipv4" => Reply::ok("127.0.0.1"),
+            // kubelet refuses a loopback --node-ip, and so does kiln-firstboot
+            // (validate::node_ip): a private address, as EC2 gives.
+            "/latest/meta-data/local-ipv4" => Reply::ok("10.0.0.5"),
             "/latest/user-data" => Reply::ok(ud.clone()),
             _ => Reply::status(404),
         }
@@ -64,10 +66,6 @@ fn main() {
             "#!/bin/sh\nexit 0\n".into()
         };
         write(&fake, t, &body);
-        std::os::unix::fs::PermissionsExt::set_mode(
-            &mut std::fs::metadata(fake.join(t)).expect("meta").permissions(),
-            0o755,
-        );
         std::fs::set_permissions(fake.join(t), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     }
     let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default());
@@ -81,10 +79,18 @@ fn main() {
             Command::new(bin())
         };
         c.arg("--root").arg(&root).args(["--metadata-url", imds.url(), "--backoff", "0", "run"]).env("PATH", &path);
-        c.stdout(std::process::Stdio::null());
         let t0 = now_ns();
-        let st = c.status().expect("run");
-        assert!(st.success(), "kiln-firstboot run failed");
+        let o = c.output().expect("run");
+        if !o.status.success() {
+            // Its journal lines (stdout) say why; so may stderr.
+            eprintln!(
+                "kiln-firstboot run failed ({}):\n{}{}",
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            std::process::exit(1);
+        }
         let t1: u128 = std::fs::read_to_string(&stamp).expect("stamp").trim().parse().expect("ns");
         Duration::from_nanos((t1.saturating_sub(t0)) as u64)
     };

@@ -2,18 +2,19 @@
 //! prints it, `run` executes it.
 
 use crate::diagnose;
+use crate::files;
 use crate::identity;
 use crate::image::ImageDefaults;
 use crate::kubeadm;
 use crate::node::{NodeConfig, Role, SwapPolicy};
 use crate::provider::{self, Metadata};
+pub use crate::runner::run_bounded;
 use crate::sources::{self, under, Machine};
 use crate::validate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Where the success state lives.
@@ -102,6 +103,9 @@ pub struct Resolved {
     pub cni_manifest: Option<String>,
     /// Init node: user who gets the admin kubeconfig.
     pub admin_user: Option<String>,
+    /// What a dry run ([`resolve_for_plan`]) could not resolve, one line each with the
+    /// cause; the value is [`UNRESOLVED`] in the plan. Always empty for `run`.
+    pub unresolved: Vec<String>,
 }
 
 /// Reads the platform's metadata, if the platform is known and has a provider.
@@ -114,6 +118,20 @@ pub fn metadata(m: &Machine, opts: &Options) -> Result<Option<(String, Metadata)
 
 /// Resolves the node or lists everything that is missing or wrong.
 pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
+    resolve_as(m, opts, false)
+}
+
+/// [`resolve`] for a dry run (`plan`): what only the node itself can find out — its IP
+/// from the route to an endpoint whose name does not resolve here — is left
+/// unresolved ([`Resolved::unresolved`] says what and why) instead of an error.
+pub fn resolve_for_plan(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
+    resolve_as(m, opts, true)
+}
+
+/// What stands in for a value a dry run could not resolve.
+pub const UNRESOLVED: &str = "<unresolved>";
+
+fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<String>> {
     let image = sources::image_defaults(&m.root).map_err(|e| vec![e.0])?;
     let meta = metadata(m, opts).map_err(|e| vec![e])?;
     let gathered = sources::gather(m, meta.as_ref().map(|(p, md)| (p.as_str(), md))).map_err(|e| vec![e.0])?;
@@ -169,15 +187,32 @@ pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
         errs.push(format!("node name: {e}"));
     }
     // explicit > metadata private address (never an anchor/public IP) > route to the endpoint
-    let node_ip =
-        n.node_ip.clone().or(md.private_ipv4.clone()).or_else(|| identity::route_source(&endpoint)).unwrap_or_else(
-            || {
-                errs.push(format!("cannot find this node's IP: no [node] node_ip and no route to {endpoint}"));
+    let mut unresolved = Vec::new();
+    let node_ip = match n.node_ip.clone().or(md.private_ipv4.clone()) {
+        Some(ip) => ip,
+        None if endpoint.is_empty() => String::new(),
+        None => match identity::route_source_or_why(&endpoint) {
+            Ok(ip) => ip,
+            Err(why @ identity::NoSource::Dns(_)) if dry => {
+                unresolved.push(format!(
+                    "node IP: no [node] node_ip, and the route to the endpoint {endpoint} cannot be found here: {why}; on the node it comes from the route (or set [node] node_ip)"
+                ));
+                UNRESOLVED.to_string()
+            }
+            Err(why) => {
+                let fix = match why {
+                    identity::NoSource::Dns(_) => "fix the node's DNS for that name, or set [node] node_ip",
+                    identity::NoSource::NoRoute(_) => "check the node's network, or set [node] node_ip",
+                };
+                errs.push(format!(
+                    "cannot find this node's IP: no [node] node_ip, and for the endpoint {endpoint} {why}; {fix}"
+                ));
                 String::new()
-            },
-        );
+            }
+        },
+    };
     // It becomes kubelet's --node-ip: one address, nothing else (no flag injection).
-    let node_ip = if node_ip.is_empty() {
+    let node_ip = if node_ip.is_empty() || node_ip == UNRESOLVED {
         node_ip
     } else {
         match validate::node_ip(&node_ip) {
@@ -289,6 +324,7 @@ pub fn resolve(m: &Machine, opts: &Options) -> Result<Resolved, Vec<String>> {
         instance_id: md.instance_id.clone().or_else(|| m.instance_id()),
         cni_manifest: c.cni_manifest.clone(),
         admin_user: c.admin_user.clone(),
+        unresolved,
     })
 }
 
@@ -320,24 +356,35 @@ pub struct State {
     pub time: u64,
 }
 
-/// Reads the state file, if any.
-pub fn read_state(root: &Path) -> Option<State> {
-    serde_json::from_str(&std::fs::read_to_string(under(root, STATE_PATH)).ok()?).ok()
+/// The largest state file read: kiln writes about 300 bytes.
+pub const MAX_STATE: usize = 64 << 10;
+
+/// Written before the first kubeadm attempt on a machine (the machine id) and kept:
+/// kubeadm's files beside it and no [`STATE_PATH`] are kiln's own interrupted attempt
+/// (reset and retry), without it someone else's bootstrap (left alone).
+pub const STARTED_PATH: &str = "/var/lib/kiln/started";
+
+/// Reads the state file: `Ok(None)` when there is none; an error when it is there
+/// but is not kiln's state (empty, garbage, larger than [`MAX_STATE`], not a file):
+/// then whether this machine joined is unknown.
+pub fn load_state(root: &Path) -> Result<Option<State>, String> {
+    let path = files::resolve(root, STATE_PATH).map_err(|e| format!("{STATE_PATH}: {e}"))?;
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
+    }
+    let bytes = files::read_file_capped(&path, MAX_STATE).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            format!("{}: empty", path.display())
+        } else {
+            format!("{}: not kiln's state ({e})", path.display())
+        }
+    })
 }
 
-fn write_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let tmp = path.with_extension(format!("kiln-tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-    std::fs::rename(&tmp, path)
+/// The state file, if there is one and it is kiln's ([`load_state`]).
+pub fn read_state(root: &Path) -> Option<State> {
+    load_state(root).ok().flatten()
 }
 
 /// Finds an executable: the image's bin dir (under root) first, then `PATH`.
@@ -347,43 +394,6 @@ pub fn which(root: &Path, bin_dir: &str, name: &str) -> PathBuf {
         dirs.extend(std::env::split_paths(&p));
     }
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| PathBuf::from(name))
-}
-
-/// Runs a command with a time limit, returning (success, combined output).
-fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String) {
-    let mut child = match cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
-        Ok(c) => c,
-        Err(e) => return (false, format!("cannot start {:?}: {e}", cmd.get_program())),
-    };
-    let start = Instant::now();
-    // Poll quickly at first (most helpers exit within milliseconds), then back off.
-    let mut poll = Duration::from_micros(250);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if start.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => {
-                std::thread::sleep(poll);
-                poll = (poll * 2).min(Duration::from_millis(50));
-            }
-            Err(_) => break None,
-        }
-    };
-    let mut out = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut out);
-    }
-    match status {
-        Some(s) => (s.success(), out),
-        None => (false, format!("{out}\n(timed out after {} s and was killed)", limit.as_secs())),
-    }
 }
 
 /// Removes secrets from text before it is printed or stored.
@@ -428,6 +438,9 @@ pub fn plan(m: &Machine, r: &Resolved) -> String {
         swap = r.swap,
         mid = if m.machine_id.is_empty() { "(no /etc/machine-id)" } else { &m.machine_id },
     );
+    for u in &r.unresolved {
+        s.push_str(&format!("  unresolved {u}\n"));
+    }
     s.push_str("commands:\n");
     for c in commands(r) {
         s.push_str(&format!("  {c}\n"));
@@ -488,6 +501,7 @@ pub fn plan_json(m: &Machine, r: &Resolved) -> serde_json::Value {
     json!({
         "ok": true,
         "resolve_errors": [],
+        "unresolved": r.unresolved,
         "node": { "name": k.node_name, "role": k.role.as_str(), "ip": k.node_ip },
         "sources": r.sources,
         "platform": r.platform,
@@ -515,7 +529,8 @@ pub fn plan_json(m: &Machine, r: &Resolved) -> serde_json::Value {
 }
 
 /// The keys of [`plan_json`]'s document besides `ok` and `resolve_errors`.
-const PLAN_KEYS: [&str; 12] = [
+const PLAN_KEYS: [&str; 13] = [
+    "unresolved",
     "node",
     "sources",
     "platform",
@@ -538,22 +553,46 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     /// The node description is incomplete or wrong.
     pub const CONFIG: u8 = 2;
+    /// This machine may be in a cluster already and kiln cannot tell that it put it
+    /// there (a `state.json` that is not kiln's, or kubeadm's files without kiln's
+    /// state or start record): nothing was done. `kiln-firstboot reset`, then `run`,
+    /// starts over.
+    pub const NOT_KILNS: u8 = 3;
 }
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Stops without touching the machine ([`exit::NOT_KILNS`]), saying why in the journal
+/// and in the failure marker.
+fn refuse(root: &Path, reason: &str) -> u8 {
+    log(3, &format!("kiln-firstboot: nothing done: {reason}"));
+    let _ = files::write(root, FAILED_PATH, format!("{reason}\n").as_bytes(), 0o644);
+    exit::NOT_KILNS
+}
+
 fn fail(root: &Path, reason: &str) -> u8 {
     log(3, &format!("kiln-firstboot: bootstrap failed: {reason}"));
-    let _ = write_file(&under(root, FAILED_PATH), format!("{reason}\n").as_bytes(), 0o644);
+    let _ = files::write(root, FAILED_PATH, format!("{reason}\n").as_bytes(), 0o644);
     exit::FAILED
 }
 
 /// `run`: once per machine, unattended.
 pub fn run(m: &Machine, opts: &Options) -> u8 {
     let root = &m.root;
-    if let Some(s) = read_state(root) {
+    let state = match load_state(root) {
+        Ok(s) => s,
+        Err(e) => {
+            return refuse(
+                root,
+                &format!(
+                    "{e}: this machine may have joined already, so kubeadm is not run again; if it is not in a cluster (or should join afresh), `kiln-firstboot reset` removes the state with kubeadm's files, then `kiln-firstboot run`"
+                ),
+            )
+        }
+    };
+    if let Some(s) = state.clone() {
         if !m.machine_id.is_empty() && s.machine_id == m.machine_id {
             log(
                 6,
@@ -570,7 +609,7 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
             for e in &errs {
                 log(3, &format!("kiln-firstboot: {e}"));
             }
-            let _ = write_file(&under(root, FAILED_PATH), errs.join("\n").as_bytes(), 0o644);
+            let _ = files::write(root, FAILED_PATH, errs.join("\n").as_bytes(), 0o644);
             return exit::CONFIG;
         }
     };
@@ -597,14 +636,27 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
         let (_, out) = run_bounded(Command::new(&kubeadm_bin).args(["reset", "-f"]), opts.reset_timeout);
         log(6, &redact(&out, &r));
     };
-    // Leftovers of an interrupted attempt (power cut) without success state.
-    if ["/etc/kubernetes/kubelet.conf", "/etc/kubernetes/admin.conf", "/etc/kubernetes/manifests/kube-apiserver.yaml"]
-        .iter()
-        .any(|p| under(root, p).exists())
-    {
+    // Leftovers of an interrupted attempt (power cut) without success state: kiln's own
+    // when it started kubeadm on this disk (or the state is another machine's, a clone);
+    // otherwise this machine was bootstrapped without kiln and is left as it is.
+    let leftover =
+        ["/etc/kubernetes/kubelet.conf", "/etc/kubernetes/admin.conf", "/etc/kubernetes/manifests/kube-apiserver.yaml"]
+            .into_iter()
+            .find(|p| files::resolve(root, p).map(|p| std::fs::symlink_metadata(p).is_ok()).unwrap_or(false));
+    if let Some(file) = leftover {
+        let kilns = state.is_some()
+            || files::resolve(root, STARTED_PATH).map(|p| std::fs::symlink_metadata(p).is_ok()).unwrap_or(false);
+        if !kilns {
+            return refuse(
+                root,
+                &format!(
+                    "{file} exists but kiln-firstboot never ran kubeadm here (no {STATE_PATH}, no {STARTED_PATH}): this machine was bootstrapped some other way and is left alone; to bootstrap it with kiln instead, `kiln-firstboot reset` (kubeadm reset -f: it leaves its cluster), then `kiln-firstboot run`"
+                ),
+            );
+        }
         reset("an earlier attempt left kubeadm state behind");
     }
-    let _ = std::fs::remove_file(under(root, FAILED_PATH));
+    let _ = files::remove(root, FAILED_PATH);
     fix_host(m, &r);
     let checks = crate::preflight::checks(m, &r);
     for c in &checks {
@@ -622,14 +674,14 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
             .collect();
         return fail(root, &format!("preflight: {}", reasons.join("; ")));
     }
-    let config = under(root, CONFIG_PATH);
-    if let Err(e) = write_file(&config, kubeadm::render(&r.kubeadm).as_bytes(), 0o600) {
-        return fail(root, &format!("writing {CONFIG_PATH}: {e}"));
-    }
+    let config = match files::write(root, CONFIG_PATH, kubeadm::render(&r.kubeadm).as_bytes(), 0o600) {
+        Ok(at) => at,
+        Err(e) => return fail(root, &format!("writing {CONFIG_PATH}: {e}")),
+    };
     let patch = kubeadm::kubelet_patch(&r.kubeadm);
     let patch_path = format!("{PATCHES_DIR}/{}", kubeadm::KUBELET_PATCH_FILE);
     let patch_text = serde_json::to_string_pretty(&patch).unwrap_or_default() + "\n";
-    if let Err(e) = write_file(&under(root, &patch_path), patch_text.as_bytes(), 0o644) {
+    if let Err(e) = files::write(root, &patch_path, patch_text.as_bytes(), 0o644) {
         return fail(root, &format!("writing {patch_path}: {e}"));
     }
     if r.kubeadm.role != Role::Init && !wait_for(&r.kubeadm.control_plane_endpoint, opts.wait) {
@@ -644,12 +696,14 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
     }
     // kubelet's ExecCondition lets kubelet start while this marker names this machine:
     // kubeadm restarts kubelet from inside this run.
-    let marker = under(root, crate::host::BOOTSTRAPPING);
-    if let Err(e) = write_file(&marker, format!("{}\n", m.machine_id).as_bytes(), 0o644) {
+    if let Err(e) = files::write(root, crate::host::BOOTSTRAPPING, format!("{}\n", m.machine_id).as_bytes(), 0o644) {
         return fail(root, &format!("writing {}: {e}", crate::host::BOOTSTRAPPING));
     }
+    if let Err(e) = files::write(root, STARTED_PATH, format!("{}\n", m.machine_id).as_bytes(), 0o644) {
+        return fail(root, &format!("writing {STARTED_PATH}: {e}"));
+    }
     let code = attempts(m, opts, &r, &kubeadm_bin, &config, &reset);
-    let _ = std::fs::remove_file(&marker);
+    let _ = files::remove(root, crate::host::BOOTSTRAPPING);
     code
 }
 
@@ -664,7 +718,7 @@ fn attempts(m: &Machine, opts: &Options, r: &Resolved, kubeadm_bin: &Path, confi
         // init without the cluster's CA would generate a new one.
         for (file, text) in &r.pki {
             let mode = if file.ends_with(".key") { 0o600 } else { 0o644 };
-            if let Err(e) = write_file(&under(root, &format!("/etc/kubernetes/pki/{file}")), text.as_bytes(), mode) {
+            if let Err(e) = files::write(root, &format!("/etc/kubernetes/pki/{file}"), text.as_bytes(), mode) {
                 return fail(root, &format!("writing /etc/kubernetes/pki/{file}: {e}"));
             }
         }
@@ -677,7 +731,7 @@ fn attempts(m: &Machine, opts: &Options, r: &Resolved, kubeadm_bin: &Path, confi
         let started = now();
         let (ok, out) = run_bounded(&mut cmd, opts.kubeadm_timeout);
         let out = redact(&out, r);
-        let _ = write_file(&under(root, KUBEADM_LOG), out.as_bytes(), 0o600);
+        let _ = files::write(root, KUBEADM_LOG, out.as_bytes(), 0o600);
         for line in out.lines() {
             log(6, &format!("kubeadm: {line}"));
         }
@@ -691,10 +745,10 @@ fn attempts(m: &Machine, opts: &Options, r: &Resolved, kubeadm_bin: &Path, confi
                 time: now(),
             };
             let json = serde_json::to_string_pretty(&state).unwrap_or_default();
-            if let Err(e) = write_file(&under(root, STATE_PATH), json.as_bytes(), 0o644) {
+            if let Err(e) = files::write(root, STATE_PATH, json.as_bytes(), 0o644) {
                 return fail(root, &format!("writing {STATE_PATH}: {e}"));
             }
-            let _ = write_file(&under(root, CAPI_SENTINEL), b"", 0o644);
+            let _ = files::write(root, CAPI_SENTINEL, b"", 0o644);
             if r.kubeadm.role == Role::Init {
                 after_init(m, r);
             }
@@ -707,7 +761,7 @@ fn attempts(m: &Machine, opts: &Options, r: &Resolved, kubeadm_bin: &Path, confi
         // kubeadm only says the kubelet is unhealthy; the cause is in kubelet's journal
         // and the containers (troubleshooting guide: journalctl -u kubelet, crictl ps -a).
         let more = evidence(m, r, started);
-        let _ = write_file(&under(root, EVIDENCE_LOG), redact(&more, r).as_bytes(), 0o600);
+        let _ = files::write(root, EVIDENCE_LOG, redact(&more, r).as_bytes(), 0o600);
         let found = diagnose::diagnose(&format!("{out}\n{more}"));
         for d in &found {
             log(3, &format!("kiln-firstboot: diagnosis [{}]: {}", d.id, d.cause));
@@ -787,6 +841,7 @@ pub fn reset_node(m: &Machine, opts: &Options) -> Vec<String> {
     }
     for p in [
         STATE_PATH,
+        STARTED_PATH,
         FAILED_PATH,
         CAPI_SENTINEL,
         CONFIG_PATH,
@@ -795,9 +850,7 @@ pub fn reset_node(m: &Machine, opts: &Options) -> Vec<String> {
         "/var/lib/cni",
         "/run/flannel",
     ] {
-        let path = under(root, p);
-        let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-        if gone.is_ok() {
+        if let Ok(true) = files::remove(root, p) {
             report.push(format!("removed {p}"));
         }
     }
@@ -865,9 +918,10 @@ fn after_init(m: &Machine, r: &Resolved) {
         let passwd = std::fs::read_to_string(under(root, "/etc/passwd")).unwrap_or_default();
         match (sources::admin_kubeconfig(root, &passwd, user), std::fs::read(&admin)) {
             (Ok((dest, uid, gid)), Ok(conf)) => {
-                let done = write_file(&dest, &conf, 0o600).and_then(|_| std::os::unix::fs::chown(&dest, uid, gid));
+                let done = files::node_path(root, &dest)
+                    .and_then(|p| files::write_owned(root, &p, &conf, 0o600, Some((uid, gid))));
                 match done {
-                    Ok(()) => {
+                    Ok(_) => {
                         log(6, &format!("kiln-firstboot: wrote the admin kubeconfig to ~{user}/.kube/config (0600)"))
                     }
                     Err(e) => log(4, &format!("kiln-firstboot: admin kubeconfig for {user}: {e}")),

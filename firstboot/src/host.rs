@@ -83,13 +83,14 @@ pub fn fix_and_check(root: &Path, swap_allowed: bool, run: Runner<'_>) -> Vec<Fi
         }
     }
     for key in SYSCTLS {
-        let p = under(root, &format!("/proc/sys/{key}"));
+        let node_path = format!("/proc/sys/{key}");
+        let p = under(root, &node_path);
         let name = key.replace('/', ".");
         let got = std::fs::read_to_string(&p).map(|s| s.trim().to_string());
         match got.as_deref() {
             Ok("1") => {}
             Ok(v) => {
-                let _ = std::fs::write(&p, "1");
+                let _ = crate::files::overwrite(root, &node_path, b"1");
                 let now = std::fs::read_to_string(&p).map(|s| s.trim().to_string()).unwrap_or_default();
                 out.push(if now == "1" {
                     Finding { fatal: false, message: format!("{name} was {v}; set it to 1 (something reset it after /etc/sysctl.d was applied)") }
@@ -192,8 +193,7 @@ pub fn swap_units(root: &Path) -> Vec<String> {
 /// (zram-generator.conf(5): a config that defines no devices creates none).
 /// Returns the units newly masked.
 pub fn mask_swap(root: &Path) -> std::io::Result<Vec<String>> {
-    let dir = under(root, "/etc/systemd/system");
-    std::fs::create_dir_all(&dir)?;
+    let dir = crate::files::make_dir(root, "/etc/systemd/system")?;
     let mut masked = Vec::new();
     for u in swap_units(root) {
         let link: PathBuf = dir.join(&u);
@@ -203,12 +203,17 @@ pub fn mask_swap(root: &Path) -> std::io::Result<Vec<String>> {
             }
             std::fs::remove_file(&link)?;
         }
-        std::os::unix::fs::symlink("/dev/null", &link)?;
+        crate::files::symlink(root, &format!("/etc/systemd/system/{u}"), Path::new("/dev/null"))?;
         masked.push(u);
     }
-    let zram = under(root, "/etc/systemd/zram-generator.conf");
-    if !zram.exists() {
-        std::fs::write(&zram, "# Written by kiln-firstboot: swap off (node.toml swap = \"off\"); no zram devices.\n")?;
+    let zram = "/etc/systemd/zram-generator.conf";
+    if std::fs::symlink_metadata(crate::files::make_dir(root, "/etc/systemd")?.join("zram-generator.conf")).is_err() {
+        crate::files::write(
+            root,
+            zram,
+            b"# Written by kiln-firstboot: swap off (node.toml swap = \"off\"); no zram devices.\n",
+            0o644,
+        )?;
     }
     Ok(masked)
 }

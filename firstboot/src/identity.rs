@@ -49,12 +49,39 @@ pub fn node_name(explicit: Option<&str>, metadata: Option<&str>, hostname: &str,
 /// The source address this machine would use to reach `endpoint` (`host:port`):
 /// a UDP "connect" picks the route without sending a packet.
 pub fn route_source(endpoint: &str) -> Option<String> {
+    route_source_or_why(endpoint).ok()
+}
+
+/// Why [`route_source_or_why`] found no address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoSource {
+    /// The endpoint's name does not resolve (DNS), with the resolver's words.
+    Dns(String),
+    /// It resolves, but this machine has no route to it.
+    NoRoute(String),
+}
+
+impl std::fmt::Display for NoSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoSource::Dns(e) => write!(f, "its name does not resolve (DNS: {e})"),
+            NoSource::NoRoute(e) => write!(f, "no route to it ({e})"),
+        }
+    }
+}
+
+/// [`route_source`], saying why not: DNS (the name does not resolve) or no route.
+pub fn route_source_or_why(endpoint: &str) -> Result<String, NoSource> {
     use std::net::{ToSocketAddrs, UdpSocket};
-    let addr = endpoint.to_socket_addrs().ok()?.next()?;
+    let addr = endpoint
+        .to_socket_addrs()
+        .map_err(|e| NoSource::Dns(e.to_string()))?
+        .next()
+        .ok_or_else(|| NoSource::Dns("no addresses".into()))?;
     let bind = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
-    let s = UdpSocket::bind(bind).ok()?;
-    s.connect(addr).ok()?;
-    Some(s.local_addr().ok()?.ip().to_string())
+    let s = UdpSocket::bind(bind).map_err(|e| NoSource::NoRoute(e.to_string()))?;
+    s.connect(addr).map_err(|e| NoSource::NoRoute(format!("{addr}: {e}")))?;
+    s.local_addr().map(|a| a.ip().to_string()).map_err(|e| NoSource::NoRoute(e.to_string()))
 }
 
 fn sha256_hex(data: &[u8]) -> String {

@@ -5,14 +5,17 @@
 
 pub mod agent;
 pub mod diagnose;
+pub mod files;
 pub mod host;
 pub mod http;
 pub mod identity;
 pub mod image;
 pub mod kubeadm;
+pub mod kubelet_fields;
 pub mod node;
 pub mod preflight;
 pub mod provider;
+pub mod runner;
 pub mod sources;
 pub mod unit;
 pub mod validate;

@@ -71,8 +71,12 @@ Exit codes: 0 done (run: joined, or already joined on this machine; doctor: noth
 kubelet-gate: kubelet may start); 1 run: kubeadm failed (see /run/kiln/bootstrap-failed);
 doctor: something is wrong; reset: kubeadm reset did not finish; host: the host is still
 wrong; kubelet-gate: skip this start; 2 a usage error, a root that is not a kiln image
-(no /etc/kiln/image.toml under --root; every command refuses it), or a node description
-that is incomplete or wrong.";
+(no /etc/kiln/image.toml under --root; every command refuses it), a kernel command line
+that cannot be read (not a regular file, over 64 KiB), or a node description that is
+incomplete or wrong; 3 run: nothing done, this machine may be in a cluster already and
+kiln cannot tell it put it there (/var/lib/kiln/state.json empty or not kiln's, or
+kubeadm's /etc/kubernetes/kubelet.conf without kiln's state: bootstrapped some other
+way) — `kiln-firstboot reset`, then `run`, starts over.";
 
 /// Every command, as the usage line lists them.
 const COMMANDS: [&str; 7] = ["run", "plan", "status", "doctor", "reset", "host", "kubelet-gate"];
@@ -233,11 +237,24 @@ fn main() -> ExitCode {
         None if local_only => Some(under(&root, "/var/lib/cloud/seed/nocloud")),
         s => s,
     };
-    let mut machine = Machine::probe(&root, cmdline.as_deref(), seed.as_deref());
+    let mut machine = match Machine::probe(&root, cmdline.as_deref(), seed.as_deref()) {
+        Ok(m) => m,
+        Err(why) => {
+            match cmd.as_str() {
+                "doctor" => print_doctor(json, std::slice::from_ref(&why), &[], &[]),
+                "plan" if json => print_json(&agent::plan_json_unresolved(std::slice::from_ref(&why))),
+                _ => err!("kiln-firstboot: {}", escape(&why)),
+            }
+            return ExitCode::from(agent::exit::CONFIG);
+        }
+    };
+    for w in &machine.warnings {
+        err!("kiln-firstboot: warning: {}", escape(w));
+    }
     machine.check_ports |= check_ports;
     match cmd.as_str() {
         "run" => ExitCode::from(agent::run(&machine, &opts)),
-        "plan" => match agent::resolve(&machine, &opts) {
+        "plan" => match agent::resolve_for_plan(&machine, &opts) {
             Ok(r) if json => {
                 print_json(&agent::plan_json(&machine, &r));
                 ExitCode::SUCCESS
@@ -245,6 +262,9 @@ fn main() -> ExitCode {
             Ok(r) => {
                 use std::io::Write;
                 let _ = write!(std::io::stdout().lock(), "{}", agent::plan(&machine, &r));
+                for u in &r.unresolved {
+                    err!("kiln-firstboot: plan: unresolved {}", escape(u));
+                }
                 ExitCode::SUCCESS
             }
             Err(errs) => {
@@ -272,12 +292,21 @@ fn main() -> ExitCode {
 
 fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
     use kiln_firstboot::preflight;
-    let (checks, resolve_errors) = match agent::resolve(m, opts) {
-        Ok(r) => (preflight::checks(m, &r), Vec::new()),
+    // A dry run, as plan: what only the node can resolve is a warning, not an error.
+    let (checks, resolve_errors) = match agent::resolve_for_plan(m, opts) {
+        Ok(r) => {
+            let mut checks = preflight::checks(m, &r);
+            checks.extend(r.unresolved.iter().map(|u| preflight::Check {
+                id: "node-ip",
+                level: preflight::Level::Warning,
+                message: format!("unresolved {u}"),
+            }));
+            (checks, Vec::new())
+        }
         Err(e) => (Vec::new(), e),
     };
-    let log = std::fs::read_to_string(under(&m.root, agent::KUBEADM_LOG)).unwrap_or_default();
-    let failed = std::fs::read_to_string(under(&m.root, agent::FAILED_PATH)).unwrap_or_default();
+    let log = read_text(&m.root, agent::KUBEADM_LOG).unwrap_or_default();
+    let failed = read_text(&m.root, agent::FAILED_PATH).unwrap_or_default();
     let known = kiln_firstboot::diagnose::diagnose(&format!("{log}\n{failed}"));
     let bad = !resolve_errors.is_empty() || preflight::has_errors(&checks) || !known.is_empty();
     print_doctor(json, &resolve_errors, &checks, &known);
@@ -319,6 +348,13 @@ fn print_doctor(
     }
 }
 
+/// One of kiln-firstboot's own files under the root (resolved there: no link leads
+/// out of it), at most 1 MiB (kubeadm's log is capped well below), as text.
+fn read_text(root: &std::path::Path, path: &str) -> Option<String> {
+    let bytes = kiln_firstboot::files::read_capped(root, path, 1 << 20).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// One JSON document on stdout (a closed stdout is ignored).
 fn print_json(v: &serde_json::Value) {
     out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
@@ -328,7 +364,7 @@ fn print_json(v: &serde_json::Value) {
 /// same, null when they do not apply.
 #[derive(serde::Serialize)]
 struct Status {
-    /// `joined`, `other-machine`, `failed`, `not-joined` or `not-a-kiln-image`.
+    /// `joined`, `other-machine`, `failed`, `not-joined`, `state-corrupt` or `not-a-kiln-image`.
     status: &'static str,
     /// The human line.
     message: String,
@@ -343,8 +379,13 @@ struct Status {
 impl Status {
     fn of(m: &Machine) -> Status {
         let machine_id = (!m.machine_id.is_empty()).then(|| m.machine_id.clone());
-        let failure = std::fs::read_to_string(under(&m.root, agent::FAILED_PATH)).ok().map(|r| r.trim().to_string());
-        let state = agent::read_state(&m.root);
+        let failure = read_text(&m.root, agent::FAILED_PATH).map(|r| r.trim().to_string());
+        let loaded = agent::load_state(&m.root);
+        if let Err(e) = &loaded {
+            let message = format!("state unreadable: {e}; `kiln-firstboot reset` clears it");
+            return Status { status: "state-corrupt", message, machine_id, state: None, failure };
+        }
+        let state = loaded.ok().flatten();
         let (status, message) = match (&state, &failure) {
             (Some(s), _) if s.machine_id == m.machine_id => (
                 "joined",
@@ -395,13 +436,10 @@ fn host(m: &Machine) -> ExitCode {
     // kubelet refuses swap unless the config kubeadm wrote says failSwapOn: false.
     let swap_allowed = host::kubelet_fails_on_swap(&m.root) == Some(false);
     let runner = |name: &str, args: &[&str]| -> (bool, String) {
-        match std::process::Command::new(agent::which(&m.root, &bin, name)).args(args).output() {
-            Ok(o) => (
-                o.status.success(),
-                format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
-            ),
-            Err(e) => (false, e.to_string()),
-        }
+        agent::run_bounded(
+            std::process::Command::new(agent::which(&m.root, &bin, name)).args(args),
+            std::time::Duration::from_secs(60),
+        )
     };
     let findings = host::fix_and_check(&m.root, swap_allowed, &runner);
     let mut fatal = false;

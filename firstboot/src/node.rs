@@ -189,8 +189,9 @@ pub struct Node {
     /// Swap policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swap: Option<SwapPolicy>,
-    /// Extra KubeletConfiguration fields (`maxPods = 50`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Extra KubeletConfiguration fields (`maxPods = 50`), each checked against the
+    /// field's type (`validate::kubelet_setting`) where it is written.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_kubelet")]
     pub kubelet: Option<BTreeMap<String, toml::Value>>,
     /// Extra kubelet flags as name → value (written as a list, never a comma string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,8 +201,57 @@ pub struct Node {
     pub unsafe_skip_ca_verification: Option<bool>,
     /// Port this node's own API server binds (init and control-plane joins; default
     /// 6443), separate from the endpoint's port (a load balancer on 443 in front).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_port")]
     pub api_server_bind_port: Option<u16>,
+}
+
+/// `api_server_bind_port`, checked by `validate::bind_port` (kubeadm's `ValidatePort`:
+/// 1-65535) where it is written.
+fn de_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    let v = i64::deserialize(d)?;
+    crate::validate::bind_port(v).map(Some).map_err(|e| serde::de::Error::custom(format!("api_server_bind_port: {e}")))
+}
+
+/// `[node] kubelet`: every key a KubeletConfiguration field, every value of its type.
+/// Keys and values are read one at a time, so an error carries the line and column
+/// of the bad key or value.
+fn de_kubelet<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<String, toml::Value>>, D::Error> {
+    use serde::de::{DeserializeSeed, Error, MapAccess, Visitor};
+    struct Key;
+    impl<'de> DeserializeSeed<'de> for Key {
+        type Value = String;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+            let k = String::deserialize(d)?;
+            crate::validate::kubelet_field(&k).map_err(|e| D::Error::custom(format!("[node] kubelet: {e}")))?;
+            Ok(k)
+        }
+    }
+    struct Value<'a>(&'a str);
+    impl<'de> DeserializeSeed<'de> for Value<'_> {
+        type Value = toml::Value;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<toml::Value, D::Error> {
+            let v = toml::Value::deserialize(d)?;
+            crate::validate::kubelet_setting(self.0, &v)
+                .map_err(|e| D::Error::custom(format!("[node] kubelet: {e}")))?;
+            Ok(v)
+        }
+    }
+    struct Table;
+    impl<'de> Visitor<'de> for Table {
+        type Value = BTreeMap<String, toml::Value>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table of KubeletConfiguration fields")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(k) = map.next_key_seed(Key)? {
+                let v = map.next_value_seed(Value(&k))?;
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Table).map(Some)
 }
 
 /// `node_ip`, checked by `validate::node_ip` (it becomes kubelet's `--node-ip`).
@@ -305,6 +355,18 @@ impl fmt::Display for ParseError {
     }
 }
 
+/// `unknown field `rloe`, expected one of `role`, …` (serde's text) with the likely
+/// key added: `(did you mean `role`?)`.
+fn suggest_field(message: String) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else { return message };
+    let Some((word, expected)) = rest.split_once('`') else { return message };
+    let candidates = expected.split('`').skip(1).step_by(2);
+    match crate::validate::did_you_mean(word, candidates) {
+        Some(s) => format!("{message} (did you mean `{s}`?)"),
+        None => message,
+    }
+}
+
 /// Whether `bytes` start with the gzip magic.
 pub fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
@@ -351,7 +413,8 @@ impl NodeConfig {
                 }
                 None => (None, None),
             };
-            ParseError { line, col, message: crate::http::escape(e.message().trim()).replace("\\n", " ") }
+            let message = crate::http::escape(e.message().trim()).replace("\\n", " ");
+            ParseError { line, col, message: suggest_field(message) }
         })
     }
 
@@ -494,5 +557,43 @@ taints = []
         {
             assert!(!is_bootstrap_token(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn bind_port_zero_is_refused_where_it_is_written() {
+        let e = NodeConfig::parse_str("[node]\nrole = \"init\"\napi_server_bind_port = 0\n").unwrap_err();
+        assert_eq!((e.line, e.col), (Some(3), Some(24)), "{e}");
+        assert!(e.message.contains("outside 1-65535"), "{e}");
+        assert!(NodeConfig::parse_str("[node]\napi_server_bind_port = 70000\n").is_err());
+        let ok = NodeConfig::parse_str("[node]\napi_server_bind_port = 6444\n").unwrap();
+        assert_eq!(ok.node.and_then(|n| n.api_server_bind_port), Some(6444));
+    }
+
+    #[test]
+    fn kubelet_values_are_typed_and_keys_known() {
+        let e = NodeConfig::parse_str("[node]\nrole = \"join\"\nkubelet = { maxPods = \"42\" }\n").unwrap_err();
+        assert_eq!((e.line, e.col), (Some(3), Some(23)), "{e}");
+        assert!(
+            e.message.contains("maxPods") && e.message.contains("integer") && e.message.contains("maxPods = 42"),
+            "{e}"
+        );
+        let e = NodeConfig::parse_str("[node]\n[node.kubelet]\nserializeImagePulls = true\nmaxPod = 42\n").unwrap_err();
+        assert_eq!((e.line, e.col), (Some(4), Some(1)), "{e}");
+        assert!(e.message.contains("did you mean `maxPods`?"), "{e}");
+        for bad in [
+            "maxPods = 3000000000",
+            "serializeImagePulls = \"false\"",
+            "syncFrequency = \"1 minute\"",
+            "clusterDNS = \"10.96.0.10\"",
+            "evictionHard = { \"memory.available\" = 100 }",
+            "kind = \"Pod\"",
+        ] {
+            assert!(NodeConfig::parse_str(&format!("[node.kubelet]\n{bad}\n")).is_err(), "{bad}");
+        }
+        let ok = "[node.kubelet]\nmaxPods = 42\nsyncFrequency = \"1m\"\nclusterDNS = [\"10.96.0.10\"]\nevictionHard = { \"memory.available\" = \"100Mi\" }\nfeatureGates = { UserNamespacesSupport = true }\nmemoryThrottlingFactor = 0.9\nmemorySwap = { swapBehavior = \"LimitedSwap\" }\n";
+        assert_eq!(NodeConfig::parse_str(ok).unwrap().node.unwrap().kubelet.unwrap().len(), 7);
+        // Any node.toml key: the likely one is suggested.
+        let e = NodeConfig::parse_str("[node]\nrloe = \"init\"\n").unwrap_err();
+        assert!(e.message.ends_with("(did you mean `role`?)"), "{e}");
     }
 }

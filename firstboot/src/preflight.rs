@@ -59,28 +59,59 @@ const TOOLS: [(&str, &str); 8] = [
     ("tc", "iproute2 / iproute-tc"),
 ];
 
-/// Runs every check for `r` on machine `m`.
+/// Whether the running system's directory `dir` (`/proc`, `/run`) can be seen: always
+/// on the real root; under a scratch `--root` only when it holds anything (an unpacked
+/// image has none of a running system's `/proc` or `/run`, a copied one has).
+fn visible(root: &Path, dir: &str) -> bool {
+    root == Path::new("/") || std::fs::read_dir(under(root, dir)).map(|mut d| d.next().is_some()).unwrap_or(false)
+}
+
+/// The warning for a check whose evidence a scratch root does not have: not an error
+/// (nothing is known to be wrong), and how to check it on the node.
+fn not_visible(id: &'static str, root: &Path, what: &str) -> Check {
+    warn(
+        id,
+        format!(
+            "{what} not visible under --root {r}: an unpacked image has no running system's state; check on the node itself (`kiln-firstboot doctor` without --root)",
+            r = root.display()
+        ),
+    )
+}
+
+/// Runs every check for `r` on machine `m`. Under a scratch `--root` without a running
+/// system's `/proc` (or `/run`), what only a running system shows (modules, sysctls,
+/// swap, the runtime socket, the machine id) is "not visible", a warning, as cgroups are.
 pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
     let root = &m.root;
     let k = &r.kubeadm;
     let mut out = Vec::new();
+    let proc = visible(root, "/proc");
+    if !proc {
+        out.push(not_visible("swap", root, "swap (/proc/swaps)"));
+        out.push(not_visible("br_netfilter", root, "loaded modules (/proc/sys/net/bridge for br_netfilter)"));
+        out.push(not_visible("sysctl", root, "sysctls (/proc/sys)"));
+    }
 
     // Swap (kubeadm install guide: "Swap disabled").
     let swaps = read(root, "/proc/swaps").unwrap_or_default();
     let swap_on = swaps.lines().skip(1).any(|l| !l.trim().is_empty());
-    out.push(match (swap_on, k.swap_limited) {
-        (true, false) => err("swap", "swap is on and the policy is `off`: kubelet refuses to start; set swap = \"limited\" or remove swap (dphys-swapfile, zram-generator)"),
-        (true, true) => ok("swap", "swap is on; kubelet runs with LimitedSwap"),
-        _ => ok("swap", "swap is off"),
-    });
+    if proc {
+        out.push(match (swap_on, k.swap_limited) {
+            (true, false) => err("swap", "swap is on and the policy is `off`: kubelet refuses to start; set swap = \"limited\" or remove swap (dphys-swapfile, zram-generator)"),
+            (true, true) => ok("swap", "swap is on; kubelet runs with LimitedSwap"),
+            _ => ok("swap", "swap is off"),
+        });
+    }
 
     // br_netfilter and the sysctls (install guide, container runtime prerequisites).
-    out.push(if under(root, "/proc/sys/net/bridge").is_dir() {
-        ok("br_netfilter", "br_netfilter is loaded")
-    } else {
-        err("br_netfilter", "br_netfilter is not loaded: bridged pod traffic bypasses iptables; `modprobe br_netfilter` and list it in /etc/modules-load.d/")
-    });
-    for key in ["net/bridge/bridge-nf-call-iptables", "net/ipv4/ip_forward"] {
+    if proc {
+        out.push(if under(root, "/proc/sys/net/bridge").is_dir() {
+            ok("br_netfilter", "br_netfilter is loaded")
+        } else {
+            err("br_netfilter", "br_netfilter is not loaded: bridged pod traffic bypasses iptables; `modprobe br_netfilter` and list it in /etc/modules-load.d/")
+        });
+    }
+    for key in ["net/bridge/bridge-nf-call-iptables", "net/ipv4/ip_forward"].into_iter().filter(|_| proc) {
         let v = read(root, &format!("/proc/sys/{key}")).map(|s| s.trim().to_string());
         let name = key.replace('/', ".");
         out.push(match v.as_deref() {
@@ -108,6 +139,8 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
     let found: Vec<&str> = known.iter().copied().filter(|s| under(root, s).exists()).collect();
     out.push(if under(root, &configured).exists() {
         ok("runtime", format!("container runtime socket {configured} exists"))
+    } else if found.is_empty() && !visible(root, "/run") {
+        not_visible("runtime", root, &format!("the container runtime socket ({configured}; /run is empty)"))
     } else if found.is_empty() {
         err("runtime", format!("no container runtime socket ({configured} is missing): start the runtime (`systemctl enable --now containerd`)"))
     } else {
@@ -218,7 +251,10 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
     }
 
     // Unique identity (install guide: unique hostname, MAC and product_uuid).
-    out.push(if m.machine_id.is_empty() {
+    out.push(if m.machine_id.is_empty() && !proc {
+        // An image ships it empty: systemd-machine-id-setup writes it on first boot.
+        not_visible("machine-id", root, "the machine id (an image's /etc/machine-id is empty until first boot)")
+    } else if m.machine_id.is_empty() {
         err(
             "machine-id",
             "/etc/machine-id is empty: systemd-machine-id-setup creates it; kiln keys its once-per-machine state on it",

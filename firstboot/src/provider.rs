@@ -59,6 +59,25 @@ fn value(v: Option<String>, what: &str) -> Result<Option<String>, String> {
     }
 }
 
+/// A hostname the platform assigned: an RFC 1123 DNS name is at most 253 characters
+/// and each label at most 63 (RFC 1123 section 2.1, RFC 1035 section 2.3.4; what a
+/// Node name must be, `validation.IsDNS1123Subdomain`). A longer one is refused, not
+/// cut to fit (a cut name can collide with another node's).
+fn hostname(v: Option<String>, what: &str) -> Result<Option<String>, String> {
+    let Some(h) = value(v, what)? else { return Ok(None) };
+    let name = h.trim_end_matches('.');
+    let long_label = name.split('.').map(|l| l.chars().count()).max().unwrap_or(0);
+    if name.chars().count() > 253 || long_label > 63 {
+        let shown: String = h.chars().take(40).collect();
+        return Err(format!(
+            "{what}: the platform's hostname ({}... , {} characters, longest label {long_label}) is longer than a DNS name may be (RFC 1123: 253 characters, labels 63); set [node] name in user-data, or fix the instance's hostname",
+            escape(&shown),
+            h.chars().count()
+        ));
+    }
+    Ok(Some(h))
+}
+
 /// A private address: it becomes kubelet's `--node-ip`, so it is checked as one
 /// (`validate::node_ip`) where it is read, and kept in canonical form.
 fn node_ip(v: Option<String>, what: &str) -> Result<Option<String>, String> {
@@ -144,7 +163,7 @@ impl Provider for Aws {
         let mut m = Metadata::default();
         let mut g = |path: &str| text(self.get(&mut t, path, p), path);
         m.instance_id = g("meta-data/instance-id")?;
-        m.hostname = g("meta-data/local-hostname")?;
+        m.hostname = hostname(g("meta-data/local-hostname")?, "meta-data/local-hostname")?;
         m.private_ipv4 = node_ip(g("meta-data/local-ipv4")?, "meta-data/local-ipv4")?;
         m.public_ipv4 = public_ip(g("meta-data/public-ipv4")?, "meta-data/public-ipv4")?;
         m.region = g("meta-data/placement/region")?;
@@ -184,7 +203,7 @@ impl Provider for Gcp {
         };
         let mut m = Metadata::default();
         m.instance_id = text(get("id"), "id")?;
-        m.hostname = text(get("hostname"), "hostname")?;
+        m.hostname = hostname(text(get("hostname"), "hostname")?, "hostname")?;
         m.private_ipv4 = node_ip(text(get("network-interfaces/0/ip"), "ip")?, "network-interfaces/0/ip")?;
         m.zone = text(get("zone"), "zone")?.map(|z| z.rsplit('/').next().unwrap_or(&z).to_string());
         m.region = m.zone.as_ref().and_then(|z| z.rsplit_once('-').map(|(r, _)| r.to_string()));
@@ -219,7 +238,7 @@ impl Provider for Azure {
         let ip4 = "/network/interface/0/ipv4/ipAddress/0/";
         let mut m = Metadata {
             instance_id: s("/compute/vmId")?,
-            hostname: s("/compute/name")?,
+            hostname: hostname(s("/compute/name")?, "/compute/name")?,
             private_ipv4: node_ip(s(&format!("{ip4}privateIpAddress"))?, "privateIpAddress")?,
             public_ipv4: public_ip(s(&format!("{ip4}publicIpAddress"))?, "publicIpAddress")?,
             private_ipv6: node_ip(
@@ -284,7 +303,7 @@ impl Provider for DigitalOcean {
         });
         Ok(Metadata {
             instance_id: s("/droplet_id")?,
-            hostname: s("/hostname")?,
+            hostname: hostname(s("/hostname")?, "/hostname")?,
             private_ipv4: node_ip(s("/interfaces/private/0/ipv4/ip_address")?, "private ip_address")?,
             public_ipv4: public_ip(s("/interfaces/public/0/ipv4/ip_address")?, "public ip_address")?,
             region: s("/region")?,
@@ -310,7 +329,7 @@ impl Provider for Hetzner {
         let g = |path: &str| text(http::request("GET", &format!("{}/hetzner/v1/{path}", self.base), &[], p), path);
         Ok(Metadata {
             instance_id: g("metadata/instance-id")?,
-            hostname: g("metadata/hostname")?,
+            hostname: hostname(g("metadata/hostname")?, "metadata/hostname")?,
             public_ipv4: public_ip(g("metadata/public-ipv4")?, "metadata/public-ipv4")?,
             region: g("metadata/region")?,
             zone: g("metadata/availability-zone")?,
@@ -360,7 +379,7 @@ impl Provider for OpenStack {
         let tag = v["meta"].get("kiln-role").map(|r| r.as_str().unwrap_or("").to_string());
         Ok(Metadata {
             instance_id: s("uuid")?,
-            hostname: s("hostname")?,
+            hostname: hostname(s("hostname")?, "hostname")?,
             zone: s("availability_zone")?,
             role: role(tag, "meta kiln-role")?,
             user_data,

@@ -15,7 +15,6 @@
 use crate::http::escape;
 use crate::image::{ImageDefaults, IMAGE_TOML_PATH};
 use crate::node::{Node, NodeConfig, Role, MAX_TEXT, NODE_TOML_PATH};
-use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 /// The machine as seen under `--root`.
@@ -31,6 +30,9 @@ pub struct Machine {
     pub machine_id: String,
     /// NoCloud seed directory.
     pub seed: PathBuf,
+    /// What was skipped while reading the machine (a kernel command line parameter
+    /// that is not UTF-8), one line each, for the caller to print.
+    pub warnings: Vec<String>,
     /// Whether preflight checks this host's ports: on the real root by default (a
     /// scratch root's ports are the host's), or when asked (`--check-ports`).
     pub check_ports: bool,
@@ -99,18 +101,7 @@ pub fn contained(root: &Path, path: &str) -> Result<PathBuf, String> {
 /// Reads a regular file of at most `max` bytes; anything larger, a FIFO or a
 /// device is an error naming the limit (user-data and PKI files are KiB).
 pub fn read_capped(path: &Path, max: usize) -> Result<Vec<u8>, String> {
-    let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if !md.is_file() {
-        return Err(format!("{}: not a regular file", path.display()));
-    }
-    let mut out = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(max as u64 + 1).read_to_end(&mut out))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if out.len() > max {
-        return Err(format!("{}: larger than kiln-firstboot's {} KiB limit", path.display(), max >> 10));
-    }
-    Ok(out)
+    crate::files::read_file_capped(path, max).map_err(|e| e.to_string())
 }
 
 /// Where `user`'s admin kubeconfig goes: `~/.kube/config` from `passwd` (the text
@@ -171,14 +162,71 @@ fn read_trim(p: &Path) -> Option<String> {
     std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
-impl Machine {
-    /// Reads the machine's identity under `root`.
-    pub fn probe(root: &Path, cmdline: Option<&Path>, seed: Option<&Path>) -> Machine {
-        let cmdline = match cmdline {
-            Some(p) => read_trim(p),
-            None => read_trim(&under(root, "/proc/cmdline")),
+/// The most of a kernel command line that is read. The kernel's own
+/// `COMMAND_LINE_SIZE` is 2048 bytes on x86 (`arch/x86/include/asm/setup.h`) and on
+/// arm64 (`arch/arm64/include/uapi/asm/setup.h`), 4096 at most on any architecture
+/// (s390, `arch/s390/include/uapi/asm/setup.h`); 64 KiB leaves room for a hand-written
+/// `--cmdline FILE` and refuses `/dev/zero`-sized input.
+pub const MAX_CMDLINE: usize = 64 << 10;
+
+/// Splits raw command-line bytes into parameters as [`cmdline_args`] does (whitespace
+/// outside double quotes) and keeps every parameter that is UTF-8; each one that is
+/// not is skipped with a warning naming its position and its bytes (escaped), so one
+/// bad byte never drops the rest of the line.
+pub fn decode_cmdline(bytes: &[u8]) -> (String, Vec<String>) {
+    let mut words: Vec<&[u8]> = Vec::new();
+    let (mut start, mut in_quote) = (None, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'"' {
+            in_quote = !in_quote;
         }
-        .unwrap_or_default();
+        if b.is_ascii_whitespace() && !in_quote {
+            if let Some(s) = start.take() {
+                words.push(&bytes[s..i]);
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        words.push(&bytes[s..]);
+    }
+    let mut good = Vec::new();
+    let mut warnings = Vec::new();
+    for (n, w) in words.iter().enumerate() {
+        match std::str::from_utf8(w) {
+            Ok(t) => good.push(t),
+            Err(_) => warnings.push(format!(
+                "kernel command line: parameter {} ({}) is not UTF-8; skipped, the other parameters are used",
+                n + 1,
+                escape(&String::from_utf8_lossy(w))
+            )),
+        }
+    }
+    (good.join(" "), warnings)
+}
+
+/// Reads a kernel command line from `path`: a regular file of at most
+/// [`MAX_CMDLINE`] bytes (opened non-blocking: a FIFO or a device is refused, not
+/// read), decoded by [`decode_cmdline`].
+pub fn read_cmdline(path: &Path) -> Result<(String, Vec<String>), String> {
+    let bytes = crate::files::read_file_capped(path, MAX_CMDLINE)
+        .map_err(|e| format!("kernel command line: {e} (a kernel's is at most 4 KiB)"))?;
+    Ok(decode_cmdline(&bytes))
+}
+
+impl Machine {
+    /// Reads the machine's identity under `root`: the kernel command line from
+    /// `cmdline` (`--cmdline FILE`) or `/proc/cmdline` under the root (none there: an
+    /// empty one). A command line that cannot be read as one is an error.
+    pub fn probe(root: &Path, cmdline: Option<&Path>, seed: Option<&Path>) -> Result<Machine, String> {
+        let proc = under(root, "/proc/cmdline");
+        let (cmdline, warnings) = match cmdline {
+            Some(p) => read_cmdline(p)?,
+            None if std::fs::symlink_metadata(&proc).is_err() => (String::new(), Vec::new()),
+            None => read_cmdline(&crate::files::resolve(root, "/proc/cmdline").map_err(|e| e.to_string())?)?,
+        };
+        let cmdline = cmdline.trim().to_string();
         let hostname = read_trim(&under(root, "/etc/hostname"))
             .or_else(|| read_trim(&under(root, "/proc/sys/kernel/hostname")))
             .unwrap_or_else(|| "localhost".into());
@@ -190,7 +238,15 @@ impl Machine {
             }
             mount_cidata(root).unwrap_or(dir)
         });
-        Machine { root: root.to_path_buf(), cmdline, hostname, machine_id, seed, check_ports: root == Path::new("/") }
+        Ok(Machine {
+            root: root.to_path_buf(),
+            cmdline,
+            hostname,
+            machine_id,
+            seed,
+            warnings,
+            check_ports: root == Path::new("/"),
+        })
     }
 
     /// The value of the first `key=` on the kernel command line.
@@ -307,6 +363,36 @@ pub fn not_a_kiln_image(root: &Path) -> Option<String> {
     ))
 }
 
+/// The boot partition's node.toml: `/boot/firmware/kiln/node.toml` (Raspberry Pi OS
+/// from bookworm, Ubuntu on a Pi) or `/boot/kiln/node.toml` (older images), `None`
+/// when neither exists. Both existing as different files is an error naming both
+/// (which one the user edited would be a guess); one file reached by both names (a
+/// `/boot/firmware -> /boot` link) is one file.
+pub fn boot_node_toml(root: &Path) -> Result<Option<&'static str>, SourceError> {
+    use std::os::unix::fs::MetadataExt;
+    let found: Vec<(&'static str, PathBuf, std::fs::Metadata)> = BOOT_NODE_TOML
+        .iter()
+        .filter_map(|p| {
+            let path = contained(root, p).ok()?;
+            let md = std::fs::metadata(&path).ok()?;
+            Some((*p, path, md))
+        })
+        .collect();
+    match found.as_slice() {
+        [] => Ok(None),
+        [(p, ..)] => Ok(Some(p)),
+        [(p, _, ma), (_, _, mb), ..] if (ma.dev(), ma.ino()) == (mb.dev(), mb.ino()) => Ok(Some(p)),
+        [(_, a, _), (_, b, _), ..] => Err(SourceError(format!(
+            "two boot-partition node.toml files: {} and {}; keep one (delete or rename the other) so it is clear which settings this node gets",
+            a.display(),
+            b.display()
+        ))),
+    }
+}
+
+/// Where a node.toml on the boot partition may be, newest layout first.
+pub const BOOT_NODE_TOML: [&str; 2] = ["/boot/firmware/kiln/node.toml", "/boot/kiln/node.toml"];
+
 /// Gathers every source in order. A source that exists but does not parse is
 /// an error (a typo must not silently turn a control plane into a worker).
 pub fn gather(m: &Machine, meta: Option<(&str, &crate::provider::Metadata)>) -> Result<Vec<Source>, SourceError> {
@@ -337,7 +423,8 @@ pub fn gather(m: &Machine, meta: Option<(&str, &crate::provider::Metadata)>) -> 
             out.push(Source { name: ud.display().to_string(), config });
         }
     }
-    for p in [NODE_TOML_PATH, "/boot/firmware/kiln/node.toml", "/boot/kiln/node.toml"] {
+    let boot = boot_node_toml(&m.root)?;
+    for p in [Some(NODE_TOML_PATH), boot].into_iter().flatten() {
         let path = contained(&m.root, p).map_err(SourceError)?;
         if let Some(config) = parse_file(&path)? {
             out.push(Source { name: path.display().to_string(), config });

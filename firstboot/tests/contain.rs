@@ -105,3 +105,129 @@ fn b14_init_run_writes_nothing_outside_the_root() {
     let kubectl = std::fs::read_to_string(d.path().join("rec/kubectl.calls")).unwrap_or_default();
     assert!(!kubectl.contains("outside-cni"), "kubectl applied a manifest outside the root: {kubectl}");
 }
+
+/// Every file under `dir` (not directories), for "nothing was written here".
+fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            out.extend(files_in(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// `kiln-firstboot` on `root` with the stand-ins of [`init_root`] and `kubeadm` a
+/// script at the image's bin dir (it touches nothing: what lands is kiln's own).
+fn run_plain(d: &std::path::Path, root: &std::path::Path, kubeadm: &str, args: &[&str]) -> std::process::Output {
+    use std::os::unix::fs::PermissionsExt;
+    let k = root.join("opt/bin/kubeadm");
+    std::fs::create_dir_all(k.parent().unwrap()).unwrap();
+    std::fs::write(&k, kubeadm).unwrap();
+    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(d.join("rec")).unwrap();
+    let path = format!("{}:{}", d.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    std::process::Command::new(env!("CARGO_BIN_EXE_kiln-firstboot"))
+        .arg("--root")
+        .arg(root)
+        .args(["--backoff", "0", "--wait", "5", "--attempts", "1"])
+        .args(args)
+        .env("PATH", path)
+        .env("REC", d.join("rec"))
+        .env("ROOT", root)
+        .output()
+        .unwrap()
+}
+
+/// Links at kiln-firstboot's own fixed destinations, absolute, to directories outside
+/// the root: `etc/kubernetes/pki`, `run/kiln`, `var/lib/kiln`, `var/log/kiln`, the
+/// patches directory and `run/cluster-api`. Returns the decoy directory.
+fn plant_links(d: &std::path::Path, root: &std::path::Path) -> std::path::PathBuf {
+    let decoy = d.join("elsewhere");
+    for (link, to) in [
+        ("etc/kubernetes/pki", "pki"),
+        ("run/kiln", "runkiln"),
+        ("var/lib/kiln", "varlibkiln"),
+        ("var/log/kiln", "varlogkiln"),
+        ("etc/kiln/kubeadm-patches", "patches"),
+        ("run/cluster-api", "capi"),
+    ] {
+        std::fs::create_dir_all(decoy.join(to)).unwrap();
+        let l = root.join(link);
+        std::fs::create_dir_all(l.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(decoy.join(to), l).unwrap();
+    }
+    decoy
+}
+
+/// B15: `run` on an init node and on a worker writes its CA keys, the kubeadm config
+/// (the bootstrap token), the kubelet patch, the state, the sentinel, kubeadm's log,
+/// the failure marker and the evidence under the root, wherever absolute links at those
+/// places point: the decoy directories outside the root stay empty, and `reset`
+/// removes nothing outside the root.
+#[test]
+fn b15_fixed_destinations_behind_absolute_links_stay_under_the_root() {
+    let text = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    // Init: succeeds.
+    let d = tempfile::tempdir().unwrap();
+    let root = init_root(d.path(), "root:x:0:0::/root:/bin/sh\n");
+    let decoy = plant_links(d.path(), &root);
+    let o = run_plain(d.path(), &root, "#!/bin/sh\nexit 0\n", &["run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(files_in(&decoy), Vec::<std::path::PathBuf>::new(), "written outside the root: {}", text(&o));
+    // Where they went: the links' targets read from the root, as in a chroot.
+    let inside = root.join(decoy.strip_prefix("/").unwrap());
+    for f in [
+        "pki/ca.key",
+        "pki/etcd/ca.key",
+        "pki/sa.key",
+        "runkiln/kubeadm.json",
+        "varlibkiln/state.json",
+        "patches/kubeletconfiguration+merge.json",
+        "capi/bootstrap-success.complete",
+        "varlogkiln/kubeadm.log",
+    ] {
+        assert!(inside.join(f).is_file(), "{f} not written under the root");
+    }
+    // Init: fails, so the failure marker and the evidence are written.
+    let d = tempfile::tempdir().unwrap();
+    let root = init_root(d.path(), "root:x:0:0::/root:/bin/sh\n");
+    let decoy = plant_links(d.path(), &root);
+    let o = run_plain(d.path(), &root, "#!/bin/sh\necho nope >&2\nexit 1\n", &["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(files_in(&decoy), Vec::<std::path::PathBuf>::new(), "written outside the root: {}", text(&o));
+    assert!(root.join(decoy.strip_prefix("/").unwrap()).join("runkiln/bootstrap-failed").is_file());
+    // A description that does not resolve: the failure marker, exit 2.
+    std::fs::write(root.join("etc/kiln/node.toml"), "[node]\nrole = \"init\"\n").unwrap();
+    let o = run_plain(d.path(), &root, "#!/bin/sh\nexit 0\n", &["run"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(files_in(&decoy), Vec::<std::path::PathBuf>::new(), "written outside the root: {}", text(&o));
+    // Join: the endpoint answers on loopback.
+    let d = tempfile::tempdir().unwrap();
+    let root = init_root(d.path(), "root:x:0:0::/root:/bin/sh\n");
+    let decoy = plant_links(d.path(), &root);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::fs::write(
+        root.join("etc/kiln/node.toml"),
+        format!("[cluster]\ncontrol_plane_endpoint = \"127.0.0.1:{port}\"\nbootstrap_token = \"abcdef.0123456789abcdef\"\nca_cert_hashes = [\"sha256:2515a0c0418253eff7778e3355b8834092a8cf745376caa71d47b96d11c54194\"]\n[node]\nrole = \"join\"\nnode_ip = \"10.0.0.9\"\n"),
+    )
+    .unwrap();
+    let o = run_plain(d.path(), &root, "#!/bin/sh\nexit 0\n", &["run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(files_in(&decoy), Vec::<std::path::PathBuf>::new(), "written outside the root: {}", text(&o));
+    assert!(root.join(decoy.strip_prefix("/").unwrap()).join("varlibkiln/state.json").is_file());
+    // reset removes kiln's state under the root, not the decoy's files of the same names.
+    for f in ["varlibkiln/state.json", "runkiln/bootstrap-failed", "capi/bootstrap-success.complete"] {
+        std::fs::write(decoy.join(f), "victim").unwrap();
+    }
+    let o = run_plain(d.path(), &root, "#!/bin/sh\nexit 0\n", &["reset"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(files_in(&decoy).len(), 3, "reset removed files outside the root: {}", text(&o));
+    assert!(!root.join(decoy.strip_prefix("/").unwrap()).join("varlibkiln/state.json").exists());
+}

@@ -94,8 +94,23 @@ fn fnv(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| (h ^ x as u64).wrapping_mul(0x100_0000_01b3))
 }
 
+/// A mutator that knows the format: a mutant, or `None` to fall back to bytes.
+type Structured<'a> = &'a dyn Fn(&mut Rng, &[u8]) -> Option<Vec<u8>>;
+
 /// Runs the corpus, then `n` mutations, through `check`; a panic saves the input.
 fn fuzz(target: &str, seeds: Vec<Vec<u8>>, dict: &[&[u8]], n: usize, check: impl Fn(&[u8])) {
+    fuzz_with(target, seeds, dict, n, None, check)
+}
+
+/// [`fuzz`] where two mutants in three come from `structured` (when it gives one).
+fn fuzz_with(
+    target: &str,
+    seeds: Vec<Vec<u8>>,
+    dict: &[&[u8]],
+    n: usize,
+    structured: Option<Structured<'_>>,
+    check: impl Fn(&[u8]),
+) {
     let seed = std::env::var("KILN_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x6b69_6c6e_u64);
     let mut rng = Rng(seed ^ fnv(target.as_bytes()) | 1);
     let mut corpus = load(target);
@@ -118,7 +133,11 @@ fn fuzz(target: &str, seeds: Vec<Vec<u8>>, dict: &[&[u8]], n: usize, check: impl
     for i in 0..n {
         let a = rng.below(corpus.len());
         let b = rng.below(corpus.len());
-        let m = mutate(&mut rng, &corpus[a], &corpus[b], dict);
+        let m = match structured {
+            Some(f) if rng.below(3) < 2 => f(&mut rng, &corpus[a]),
+            _ => None,
+        };
+        let m = m.unwrap_or_else(|| mutate(&mut rng, &corpus[a], &corpus[b], dict));
         run(&m);
         // Keep a few mutants as parents, so mutations stack up over a long run.
         if i % 64 == 0 {
@@ -179,6 +198,166 @@ fn node_check(input: &[u8]) {
 fn fuzz_node_toml() {
     let seeds = NODE_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect();
     fuzz("node_toml", seeds, &TOML_DICT, cases(20_000), node_check);
+}
+
+/// Complete node descriptions that resolve (a worker, an init node with inline CA
+/// material, a control-plane join): mutants of these get past parsing to every check
+/// `resolve` makes, and to rendering.
+const RESOLVING_SEEDS: [&str; 3] = [
+    "[cluster]\ncontrol_plane_endpoint = \"10.0.0.1:6443\"\nbootstrap_token = \"abcdef.0123456789abcdef\"\nca_cert_hashes = [\"sha256:00ff\"]\n[node]\nrole = \"join\"\nnode_ip = \"10.0.0.12\"\nlabels = { pool = \"edge\" }\nkubelet = { maxPods = 50 }\nkubelet_extra_args = { v = \"2\" }\n",
+    "[cluster]\nname = \"prod\"\nkubernetes_version = \"v1.34.2\"\ncontrol_plane_endpoint = \"api.prod.example.test:6443\"\nbootstrap_token = \"abcdef.0123456789abcdef\"\ntoken_ttl = \"24h\"\n[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\ntaints = []\nswap = \"limited\"\n[pki]\nca_cert = \"-----BEGIN CERTIFICATE-----\\nAA==\\n-----END CERTIFICATE-----\\n\"\nca_key = \"-----BEGIN PRIVATE KEY-----\\nAA==\\n-----END PRIVATE KEY-----\\n\"\nfront_proxy_ca_cert = \"-----BEGIN CERTIFICATE-----\"\nfront_proxy_ca_key = \"-----BEGIN PRIVATE KEY-----\"\netcd_ca_cert = \"-----BEGIN CERTIFICATE-----\"\netcd_ca_key = \"-----BEGIN PRIVATE KEY-----\"\nsa_key = \"-----BEGIN PRIVATE KEY-----\"\nsa_pub = \"-----BEGIN PUBLIC KEY-----\"\n",
+    "[cluster]\ncontrol_plane_endpoint = \"[2001:db8::1]:6443\"\nbootstrap_token = \"abcdef.0123456789abcdef\"\nca_cert_hashes = [\"sha256:00ff\"]\n[node]\nrole = \"control-plane\"\nname = \"cp-2\"\nnode_ip = \"2001:db8::2\"\napi_server_bind_port = 6444\n[pki]\nca_cert = \"-----BEGIN CERTIFICATE-----\"\nca_key = \"-----BEGIN PRIVATE KEY-----\"\nfront_proxy_ca_cert = \"-----BEGIN CERTIFICATE-----\"\nfront_proxy_ca_key = \"-----BEGIN PRIVATE KEY-----\"\netcd_ca_cert = \"-----BEGIN CERTIFICATE-----\"\netcd_ca_key = \"-----BEGIN PRIVATE KEY-----\"\nsa_key = \"-----BEGIN PRIVATE KEY-----\"\nsa_pub = \"-----BEGIN PUBLIC KEY-----\"\n",
+];
+
+/// Field values for the structured mutator, `(table, key, TOML value)`: valid ones and
+/// ones each check of `resolve` refuses.
+const FIELD_VALUES: &[(&str, &str, &str)] = &[
+    ("cluster", "control_plane_endpoint", "\"10.0.0.1:6443\""),
+    ("cluster", "control_plane_endpoint", "\"lb.example.test:443\""),
+    ("cluster", "control_plane_endpoint", "\"10.0.0.1\""),
+    ("cluster", "control_plane_endpoint", "\"10.0.0.1:0\""),
+    ("cluster", "control_plane_endpoint", "\"2001:db8::1:6443\""),
+    ("cluster", "control_plane_endpoint", "\"a b:1\""),
+    ("cluster", "kubernetes_version", "\"v1.34.0\""),
+    ("cluster", "kubernetes_version", "\"v1.36.0\""),
+    ("cluster", "kubernetes_version", "\"v1.31.1\""),
+    ("cluster", "kubernetes_version", "\"1.34.2\""),
+    ("cluster", "bootstrap_token", "\"abcdef.0123456789abcdef\""),
+    ("cluster", "bootstrap_token", "\"ABCDEF.0123456789abcdef\""),
+    ("cluster", "token_ttl", "\"1h30m\""),
+    ("cluster", "token_ttl", "\"-1h\""),
+    ("cluster", "token_ttl", "\"1d\""),
+    ("cluster", "ca_cert_hashes", "[]"),
+    ("cluster", "pod_subnet", "\"10.0.0.0/8\""),
+    ("cluster", "cni_manifest", "\"/etc/kiln/cni.yaml\""),
+    ("node", "role", "\"init\""),
+    ("node", "role", "\"join\""),
+    ("node", "role", "\"control-plane\""),
+    ("node", "node_ip", "\"10.0.0.7\""),
+    ("node", "node_ip", "\"fd00::7\""),
+    ("node", "name", "\"Worker_1\""),
+    ("node", "name", "\"a..b\""),
+    ("node", "name", "\"-\""),
+    ("node", "labels", "{ \"node-role.kubernetes.io/control-plane\" = \"\" }"),
+    ("node", "labels", "{ \"node.kubernetes.io/pool\" = \"a\" }"),
+    ("node", "labels", "{ \"example.com/x\" = \"y\" }"),
+    ("node", "taints", "[{ key = \"k\", effect = \"NoExecute\" }]"),
+    ("node", "taints", "[{ key = \"k\", value = \"v\", effect = \"PreferNoSchedule\" }]"),
+    ("node", "kubelet_extra_args", "{ v = \"4\" }"),
+    ("node", "kubelet_extra_args", "{ \"a b\" = \"c\" }"),
+    ("node", "kubelet_extra_args", "{ v = \"2 --x\" }"),
+    ("node", "kubelet_extra_args", "{ Node-Ip = \"1\" }"),
+    ("node", "kubelet", "{ maxPods = 110, serializeImagePulls = false }"),
+    ("node", "kubelet", "{ evictionHard = { \"memory.available\" = \"100Mi\" } }"),
+    ("node", "kubelet", "{ syncFrequency = \"1m\" }"),
+    ("node", "swap", "\"off\""),
+    ("node", "api_server_bind_port", "443"),
+    ("node", "unsafe_skip_ca_verification", "true"),
+    ("pki", "ca_key", "\"/etc/kiln/pki/ca.key\""),
+    ("pki", "ca_key", "\"/../../outside.key\""),
+    ("pki", "sa_pub", "\"/etc/kiln/pki/sa.pub\""),
+];
+
+/// Replaces, adds or removes one to three fields of a node.toml that parses as TOML
+/// (values from [`FIELD_VALUES`]); `None` when `input` is not TOML.
+fn field_mutate(rng: &mut Rng, input: &[u8]) -> Option<Vec<u8>> {
+    let mut doc: toml::Table = toml::from_str(std::str::from_utf8(input).ok()?).ok()?;
+    for _ in 0..1 + rng.below(3) {
+        let (table, key, value) = FIELD_VALUES[rng.below(FIELD_VALUES.len())];
+        let t = doc.entry(table).or_insert_with(|| toml::Value::Table(toml::Table::new())).as_table_mut()?;
+        if rng.below(8) == 0 {
+            t.remove(key);
+        } else {
+            let v: toml::Table = toml::from_str(&format!("v = {value}")).ok()?;
+            t.insert(key.to_string(), v.get("v")?.clone());
+        }
+    }
+    toml::to_string(&doc).ok().map(String::into_bytes)
+}
+
+/// How far fuzzed node descriptions got, and where `resolve` refused the others.
+#[derive(Default)]
+struct Stages {
+    inputs: usize,
+    parsed: usize,
+    resolved: usize,
+    rendered: usize,
+    refused: std::collections::BTreeMap<String, usize>,
+}
+
+/// A node.toml through everything `plan` does with it: parse, resolve on a scratch
+/// root (no network: the node IP comes from the input or the command line, never a
+/// route or DNS), render the kubeadm documents and the kubelet patch.
+fn resolve_check(root: &Path, input: &[u8], stages: &std::cell::RefCell<Stages>) {
+    use kiln_firstboot::{agent, kubeadm, sources::Machine};
+    stages.borrow_mut().inputs += 1;
+    let Ok(c) = NodeConfig::parse(input) else { return };
+    stages.borrow_mut().parsed += 1;
+    std::fs::write(root.join("etc/kiln/node.toml"), input).unwrap();
+    let has_ip = c.node.as_ref().is_some_and(|n| n.node_ip.is_some());
+    let m = Machine {
+        root: root.to_path_buf(),
+        cmdline: if has_ip { String::new() } else { "kiln.node-ip=10.0.0.9".into() },
+        hostname: "fuzz-node".into(),
+        machine_id: "0123456789abcdef0123456789abcdef".into(),
+        seed: root.join("no-seed"),
+        warnings: Vec::new(),
+        check_ports: false,
+    };
+    match agent::resolve(&m, &agent::Options::default()) {
+        Err(errs) => {
+            assert!(!errs.is_empty() && errs.iter().all(|e| !e.is_empty()));
+            let first = errs[0].split(':').next().unwrap_or("").chars().take(60).collect::<String>();
+            *stages.borrow_mut().refused.entry(first).or_default() += 1;
+        }
+        Ok(r) => {
+            stages.borrow_mut().resolved += 1;
+            for doc in kubeadm::render(&r.kubeadm).split("\n---\n") {
+                let v: serde_json::Value = serde_json::from_str(doc).expect("a rendered document is JSON");
+                assert!(v["kind"].is_string(), "{v}");
+            }
+            assert!(kubeadm::kubelet_patch(&r.kubeadm).is_object());
+            assert!(agent::plan(&m, &r).contains(&r.kubeadm.node_name));
+            stages.borrow_mut().rendered += 1;
+        }
+    }
+}
+
+/// The node.toml fuzzer past parsing (issue 24): complete descriptions mutated field
+/// by field (and byte by byte) reach `resolve`'s checks and rendering; the counts of
+/// inputs that got past each stage are printed, and every stage is reached.
+#[test]
+fn fuzz_node_toml_through_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("etc/kiln/pki")).unwrap();
+    std::fs::write(root.join("etc/kiln/image.toml"), "schema = 1\nprofile = \"t\"\nfamily = \"flatcar\"\narch = \"amd64\"\nkubernetes_version = \"v1.34.2\"\nkubeadm_version = \"v1.34.2\"\nkubelet_version = \"v1.34.2\"\nbin_dir = \"/opt/bin\"\ncni_bin_dir = \"/opt/cni/bin\"\nflex_volume_dir = \"/opt/libexec/kubernetes/kubelet-plugins/volume/exec/\"\nruntime = \"containerd\"\nruntime_socket = \"unix:///run/containerd/containerd.sock\"\ncgroup_driver = \"systemd\"\n").unwrap();
+    std::fs::write(root.join("etc/kiln/pki/ca.key"), "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n")
+        .unwrap();
+    std::fs::write(root.join("etc/kiln/pki/sa.pub"), "-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----\n")
+        .unwrap();
+    let stages = std::cell::RefCell::new(Stages::default());
+    let seeds = RESOLVING_SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let structured = |rng: &mut Rng, input: &[u8]| field_mutate(rng, input);
+    fuzz_with("node_resolve", seeds, &TOML_DICT, cases(5_000), Some(&structured), |input| {
+        resolve_check(root, input, &stages)
+    });
+    let s = stages.into_inner();
+    let mut refused: Vec<(usize, String)> = s.refused.into_iter().map(|(k, n)| (n, k)).collect();
+    refused.sort_by(|a, b| b.cmp(a));
+    let top: Vec<String> = refused.iter().take(8).map(|(n, k)| format!("{n} {k}")).collect();
+    eprintln!(
+        "fuzz node_resolve: {} inputs, {} parsed, {} resolved, {} rendered; refused first at: {}",
+        s.inputs,
+        s.parsed,
+        s.resolved,
+        s.rendered,
+        top.join("; ")
+    );
+    assert!(s.parsed * 10 > s.inputs * 3, "too few mutants parse ({} of {})", s.parsed, s.inputs);
+    assert!(s.resolved * 10 > s.inputs, "too few mutants resolve ({} of {})", s.resolved, s.inputs);
+    assert!(refused.len() >= 5, "resolve refused mutants at only {} checks", refused.len());
+    assert_eq!(s.resolved, s.rendered);
 }
 
 fn gzip(b: &[u8]) -> Vec<u8> {

@@ -477,3 +477,99 @@ fn closed_stdout_is_no_panic() {
         assert_ne!(o.status.code(), Some(101), "{cmd}: {err}");
     }
 }
+
+/// A root whose node.toml resolves to a worker (no role: the command line gives it).
+fn worker_root() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "etc/kiln/image.toml", IMAGE);
+    write(d.path(), "etc/machine-id", "0123456789abcdef0123456789abcdef\n");
+    write(
+        d.path(),
+        "etc/kiln/node.toml",
+        "[cluster]\ncontrol_plane_endpoint = \"api.example.test:6443\"\nbootstrap_token = \"abcdef.0123456789abcdef\"\nca_cert_hashes = [\"sha256:00\"]\n[node]\nnode_ip = \"10.0.0.5\"\n",
+    );
+    d
+}
+
+/// Issue 24 partial: one non-UTF-8 byte in /proc/cmdline drops only its own
+/// parameter (with a warning naming it), not the whole command line.
+#[test]
+fn a_non_utf8_cmdline_parameter_is_skipped_alone() {
+    let d = worker_root();
+    std::fs::create_dir_all(d.path().join("proc")).unwrap();
+    std::fs::write(d.path().join("proc/cmdline"), b"ro kiln.role=join bad=\xff\xfe kiln.node-name=w-1\n").unwrap();
+    let (o, _) = firstboot(&["--root", d.path().to_str().unwrap(), "plan"], Duration::from_secs(20));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("node w-1 (join)"), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("parameter 3") && err.contains("not UTF-8") && err.contains("skipped"), "{err}");
+}
+
+/// Issue 24 partial: `--cmdline /dev/zero`, a FIFO and a 100 KiB file are refused at
+/// once with exit 2 (the read is capped at 64 KiB and opened non-blocking).
+#[test]
+fn a_cmdline_that_is_a_device_a_fifo_or_huge_is_refused_at_once() {
+    let d = worker_root();
+    let fifo = d.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let big = d.path().join("big");
+    std::fs::write(&big, "a ".repeat(50 << 10)).unwrap();
+    for (file, says) in [
+        ("/dev/zero", "not a regular file"),
+        (fifo.to_str().unwrap(), "not a regular file"),
+        (big.to_str().unwrap(), "64 KiB"),
+    ] {
+        let (o, took) =
+            firstboot(&["--root", d.path().to_str().unwrap(), "--cmdline", file, "plan"], Duration::from_secs(20));
+        assert_eq!(o.status.code(), Some(2), "{file}: {}", text(&o));
+        assert!(took < Duration::from_secs(5), "{file}: {took:?}");
+        assert!(text(&o).contains("kernel command line") && text(&o).contains(says), "{file}: {}", text(&o));
+    }
+}
+
+/// Issue 24 partial: two boot-partition node.toml files are refused naming both; one
+/// file reached by both names (`/boot/firmware -> /boot`) is one file.
+#[test]
+fn two_boot_partition_node_tomls_are_refused_with_both_paths() {
+    let d = worker_root();
+    write(d.path(), "proc/cmdline", "ro");
+    write(d.path(), "boot/firmware/kiln/node.toml", "[node]\nrole = \"join\"\nname = \"from-firmware\"\n");
+    write(d.path(), "boot/kiln/node.toml", "[node]\nrole = \"join\"\nname = \"from-boot\"\n");
+    let (o, _) = firstboot(&["--root", d.path().to_str().unwrap(), "plan"], Duration::from_secs(20));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("boot/firmware/kiln/node.toml") && t.contains("boot/kiln/node.toml") && t.contains("keep one"),
+        "{t}"
+    );
+    std::fs::remove_dir_all(d.path().join("boot/firmware")).unwrap();
+    std::os::unix::fs::symlink("/boot", d.path().join("boot/firmware")).unwrap();
+    let (o, _) = firstboot(&["--root", d.path().to_str().unwrap(), "plan"], Duration::from_secs(20));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("node from-boot (join)"), "{}", text(&o));
+}
+
+/// Issue 20 finding 6: a `[node] kubelet` value of the wrong type (kubelet would
+/// crash-loop on it) is refused at its file:line:col; an unknown key gets the likely one.
+#[test]
+fn kubelet_settings_are_type_checked_with_their_place() {
+    let d = worker_root();
+    let node = std::fs::read_to_string(d.path().join("etc/kiln/node.toml")).unwrap();
+    let path = d.path().join("etc/kiln/node.toml");
+    for (extra, says) in [
+        (
+            "kubelet = { maxPods = \"42\" }\n",
+            ":7:23: [node] kubelet: maxPods: KubeletConfiguration.maxPods is an integer",
+        ),
+        (
+            "kubelet = { maxPod = 42 }\n",
+            ":7:13: [node] kubelet: `maxPod`: not a KubeletConfiguration field; did you mean `maxPods`?",
+        ),
+    ] {
+        std::fs::write(&path, format!("{node}{extra}")).unwrap();
+        let (o, _) = firstboot(&["--root", d.path().to_str().unwrap(), "plan"], Duration::from_secs(20));
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let want = format!("{}{says}", path.display());
+        assert!(text(&o).contains(&want), "want {want}\n got {}", text(&o));
+    }
+}

@@ -292,3 +292,29 @@ fn plan_resolves_the_node_from_aws_metadata() {
     assert!(out.contains("node ip-10-0-0-5.eu-west-1.compute.internal (join) ip 10.0.0.5"), "{out}");
     assert!(out.contains("platform  aws") && out.contains("aws kiln-role tag < aws user-data <"), "{out}");
 }
+
+/// Issue 24 partial: a 900 KB hostname from GCP or DigitalOcean is refused with the
+/// RFC 1123 limits, not cut to 253 characters.
+#[test]
+fn a_hostname_longer_than_a_dns_name_is_refused() {
+    let long = "a".repeat(900_000);
+    let h = long.clone();
+    let gcp = Server::start(move |r: &Request| match r.path() {
+        "/computeMetadata/v1/instance/hostname" => Reply::ok(h.clone()).with("Metadata-Flavor", "Google"),
+        _ => Reply::status(404).with("Metadata-Flavor", "Google"),
+    });
+    let e = Gcp { base: gcp.url().into() }.fetch(&fast()).unwrap_err();
+    assert!(
+        e.contains("hostname") && e.contains("253") && e.contains("63") && e.len() < 1000,
+        "{}",
+        &e[..e.len().min(400)]
+    );
+    let body =
+        serde_json::json!({ "droplet_id": 1, "hostname": format!("{}.example.com", "b".repeat(64)) }).to_string();
+    let digitalocean = Server::start(move |r: &Request| match r.path() {
+        "/metadata/v1.json" => Reply::ok(body.clone()),
+        _ => Reply::status(404),
+    });
+    let e = DigitalOcean { base: digitalocean.url().into() }.fetch(&fast()).unwrap_err();
+    assert!(e.contains("hostname") && e.contains("labels 63"), "{e}");
+}

@@ -1096,3 +1096,174 @@ fn init_and_join_get_the_same_kubelet_settings() {
         assert!(n.read("var/lib/kubelet/kubeadm-flags.env").contains("--v=2"));
     }
 }
+
+impl Node {
+    /// An init node (CA material, a fixed IP) whose kubeadm is `script`, at the image's
+    /// bin dir (found before the model on PATH).
+    fn init_with_kubeadm(script: &str) -> Node {
+        let n = Node::new(34, "cp-1");
+        n.write(
+            "etc/kiln/node.toml",
+            &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+        );
+        n.write("opt/bin/kubeadm", script);
+        std::fs::set_permissions(n.root().join("opt/bin/kubeadm"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        n
+    }
+    /// Whether the process whose pid the fake kubeadm wrote to `rel` is still alive;
+    /// kills it if so (a test leaves nothing running).
+    fn still_running(&self, rel: &str) -> bool {
+        let pid = self.read(rel).trim().to_string();
+        assert!(!pid.is_empty(), "the fake kubeadm did not record its child");
+        // A killed process that nobody reaped yet (a container's init may never) is a
+        // zombie: dead, though `kill -0` still finds it.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let alive = stat.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with(['Z', 'X']) && !r.is_empty());
+        let _ = Command::new("kill").args(["-9", &pid]).output();
+        alive
+    }
+}
+
+/// B19: a kubeadm that prints 200 MB (more than a pipe holds) and succeeds: `run`
+/// succeeds promptly, and kubeadm's log keeps its head and tail, not all of it.
+#[test]
+fn b19_a_kubeadm_that_prints_200_mb_succeeds_promptly() {
+    let n = Node::init_with_kubeadm(
+        "#!/bin/sh\ncase \"$1\" in init|join) echo first line; yes 'kubeadm says a lot' | head -c 200000000; echo; echo last line ;; esac\nexit 0\n",
+    );
+    let t = std::time::Instant::now();
+    let o = n.run(&["--kubeadm-timeout", "60", "--attempts", "1", "run"]);
+    let took = t.elapsed();
+    assert!(o.status.success(), "{}", &out(&o)[..2000.min(out(&o).len())]);
+    assert!(took.as_secs() < 30, "run took {took:?}");
+    let log = n.read("var/log/kiln/kubeadm.log");
+    assert!(log.starts_with("first line") && log.trim_end().ends_with("last line"), "head or tail lost");
+    assert!(log.len() < 1 << 20, "kubeadm.log holds {} bytes", log.len());
+    assert!(n.root().join("var/lib/kiln/state.json").is_file());
+}
+
+/// B19: a kubeadm that leaves a child holding its output and exits 0: `run` succeeds
+/// within `--kubeadm-timeout` + 5 s and the child (same process group) is gone; one
+/// that hangs with such a child: exit 1 within the bound + 5 s, the group killed.
+#[test]
+fn b19_a_kubeadm_whose_child_holds_the_pipe_ends_within_the_bound() {
+    let n = Node::init_with_kubeadm(
+        "#!/bin/sh\ncase \"$1\" in init|join) sleep 60 & echo $! > \"$ROOT/child.pid\"; echo started a child ;; esac\nexit 0\n",
+    );
+    let t = std::time::Instant::now();
+    let o = n.run(&["--kubeadm-timeout", "5", "--attempts", "1", "run"]);
+    let took = t.elapsed();
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(took.as_secs() < 10, "run took {took:?} with a 5 s bound");
+    assert!(!n.still_running("child.pid"), "kubeadm's child outlived the run");
+
+    let n = Node::init_with_kubeadm(
+        "#!/bin/sh\ncase \"$1\" in init|join) sleep 60 & echo $! > \"$ROOT/child.pid\"; sleep 60 ;; esac\nexit 0\n",
+    );
+    let t = std::time::Instant::now();
+    let o = n.run(&["--kubeadm-timeout", "3", "--attempts", "1", "run"]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(took.as_secs() < 8, "run took {took:?} with a 3 s bound");
+    assert!(n.read("run/kiln/bootstrap-failed").contains("timed out after 3 s"), "{}", out(&o));
+    assert!(!n.still_running("child.pid"), "kubeadm's child outlived the kill");
+}
+
+/// B19: `reset` against a `kubeadm reset` that hangs with a child holding its output:
+/// exit 1 within `--reset-timeout` + 5 s.
+#[test]
+fn b19_reset_whose_kubeadm_child_holds_the_pipe_ends_within_the_bound() {
+    let n = Node::init_with_kubeadm(
+        "#!/bin/sh\ncase \"$1\" in reset) sleep 60 & echo $! > \"$ROOT/child.pid\"; sleep 60 ;; esac\nexit 0\n",
+    );
+    let t = std::time::Instant::now();
+    let o = n.run(&["--reset-timeout", "2", "reset"]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(took.as_secs() < 7, "reset took {took:?} with a 2 s bound");
+    assert!(out(&o).contains("did not finish"), "{}", out(&o));
+    assert!(!n.still_running("child.pid"), "kubeadm's child outlived the kill");
+}
+
+/// Issue 24 partials: a state.json that is empty, garbage or 200 MB does not make
+/// `run` bootstrap again (exit 3, kubeadm never called, the fix named), and is refused
+/// at once; `status` says the state is unreadable.
+#[test]
+fn a_state_file_that_is_not_kilns_stops_run_before_kubeadm() {
+    let n = Node::init_with_kubeadm("#!/bin/sh\necho \"$*\" >> \"$ROOT/kubeadm.calls\"\nexit 0\n");
+    for (what, content) in [("empty", Some("")), ("garbage", Some("{ not json")), ("200 MB", None)] {
+        let p = n.root().join("var/lib/kiln/state.json");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        match content {
+            Some(c) => std::fs::write(&p, c).unwrap(),
+            None => std::fs::File::create(&p).unwrap().set_len(200 << 20).unwrap(),
+        }
+        let t = std::time::Instant::now();
+        let o = n.run(&["run"]);
+        assert_eq!(o.status.code(), Some(3), "{what}: {}", out(&o));
+        assert!(t.elapsed().as_secs() < 5, "{what}: {:?}", t.elapsed());
+        assert!(out(&o).contains("kiln-firstboot reset"), "{what}: {}", out(&o));
+        assert_eq!(n.read("kubeadm.calls"), "", "{what}: kubeadm ran");
+        let st = n.run(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+        assert_eq!(v["status"], "state-corrupt", "{what}");
+    }
+}
+
+/// Issue 24 partial: kubeadm's kubelet.conf without kiln's state or start record is a
+/// node bootstrapped some other way: `run` leaves it alone (no `kubeadm reset -f`),
+/// exit 3 with the reason; after `reset` it bootstraps.
+#[test]
+fn a_node_joined_without_kiln_is_not_reset() {
+    let n = Node::init_with_kubeadm("#!/bin/sh\necho \"$*\" >> \"$ROOT/kubeadm.calls\"\nexit 0\n");
+    n.write("etc/kubernetes/kubelet.conf", "apiVersion: v1\nkind: Config\n");
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(3), "{}", out(&o));
+    assert!(out(&o).contains("bootstrapped some other way") && out(&o).contains("kubelet.conf"), "{}", out(&o));
+    assert_eq!(n.read("kubeadm.calls"), "", "kubeadm ran on a node kiln did not bootstrap");
+    assert!(n.root().join("etc/kubernetes/kubelet.conf").exists());
+    let o = n.run(&["reset"]);
+    assert!(o.status.success(), "{}", out(&o));
+    std::fs::remove_file(n.root().join("etc/kubernetes/kubelet.conf")).unwrap();
+    let o = n.run(&["run"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(n.read("kubeadm.calls").lines().last().unwrap_or("").starts_with("init "), "{}", n.read("kubeadm.calls"));
+}
+
+/// Issue 20 finding 7: on an unpacked image (no running system's /proc, /sys, /run; an
+/// empty machine id) whose endpoint's name does not resolve, `plan` prints the plan
+/// with the node IP unresolved and says DNS is the cause, and `doctor` reports what it
+/// cannot see as "not visible under --root" warnings, exit 0.
+#[test]
+fn dry_runs_on_an_unpacked_image_say_what_they_cannot_see() {
+    let n = Node::new(34, "localhost");
+    for d in ["proc", "sys", "run"] {
+        std::fs::remove_dir_all(n.root().join(d)).unwrap();
+        std::fs::create_dir_all(n.root().join(d)).unwrap();
+    }
+    n.write("etc/machine-id", "");
+    n.write("etc/kiln/node.toml", &format!("{}[node]\nrole = \"join\"\n", cluster("api.prod.example.com:6443")));
+    let o = n.run(&["plan"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let plan = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(plan.contains("(join) ip <unresolved>") && plan.contains("kubeadm config:"), "{plan}");
+    assert!(out(&o).contains("does not resolve (DNS") && !out(&o).contains("no route to"), "{}", out(&o));
+    let o = n.run(&["plan", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert!(v["unresolved"][0].as_str().unwrap_or("").contains("DNS"), "{v}");
+    let o = n.run(&["doctor", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{v:#}");
+    let checks = v["checks"].as_array().unwrap();
+    for id in ["swap", "br_netfilter", "sysctl", "runtime", "machine-id", "cgroups"] {
+        let c = checks.iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no {id} check: {v:#}"));
+        assert_eq!(c["level"], "warning", "{id}: {c}");
+        assert!(c["message"].as_str().unwrap().contains("not visible under --root"), "{id}: {c}");
+    }
+    assert!(checks.iter().all(|c| c["level"] != "error"), "{v:#}");
+    // `run` is no dry run: the same node is refused, with DNS named as the cause.
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(out(&o).contains("does not resolve (DNS") && out(&o).contains("set [node] node_ip"), "{}", out(&o));
+}

@@ -1,0 +1,193 @@
+//! Helper programs (kubeadm above all) run within a time bound, whatever they print
+//! and whatever they leave behind (issue 24, B19).
+//!
+//! * stdout and stderr are read while the program runs, by one thread each, so a
+//!   program that prints more than a pipe holds (64 KiB on Linux) never blocks on it;
+//!   only the first and the last [`KEEP`] bytes of each are kept, for diagnosis;
+//! * the program runs in a process group of its own (`setpgid(0, 0)`), and the whole
+//!   group is killed at the bound, so its children die with it;
+//! * once the program has exited (or was killed), its output gets [`GRACE`] to end:
+//!   a descendant that still holds the pipe (one that left the group with `setsid`)
+//!   is left behind, not waited for, and the group is killed first.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Bytes kept of the start and of the end of each output stream.
+pub const KEEP: usize = 64 << 10;
+
+/// How long the output may take to end after the program exited or was killed.
+pub const GRACE: Duration = Duration::from_secs(2);
+
+/// The head and the tail of one stream, and how much was dropped between them.
+#[derive(Default)]
+struct Capture {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    dropped: u64,
+    done: bool,
+}
+
+impl Capture {
+    fn push(&mut self, mut b: &[u8]) {
+        let room = KEEP - self.head.len();
+        if room > 0 {
+            let n = room.min(b.len());
+            self.head.extend_from_slice(&b[..n]);
+            b = &b[n..];
+        }
+        self.tail.extend_from_slice(b);
+        // Trimmed in batches: amortised, whatever the chunk sizes.
+        if self.tail.len() > 2 * KEEP {
+            let cut = self.tail.len() - KEEP;
+            self.dropped += cut as u64;
+            self.tail.drain(..cut);
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut tail: &[u8] = &self.tail;
+        let mut dropped = self.dropped;
+        if tail.len() > KEEP {
+            dropped += (tail.len() - KEEP) as u64;
+            tail = &tail[tail.len() - KEEP..];
+        }
+        let mut s = String::from_utf8_lossy(&self.head).into_owned();
+        if dropped > 0 {
+            s.push_str(&format!("\n[... {dropped} bytes of output left out ...]\n"));
+        }
+        s.push_str(&String::from_utf8_lossy(tail));
+        s
+    }
+}
+
+/// Reads `r` to its end (or an error) into `cap` on a thread of its own.
+fn drain(mut r: impl Read + Send + 'static) -> Arc<Mutex<Capture>> {
+    let cap = Arc::new(Mutex::new(Capture::default()));
+    let c = Arc::clone(&cap);
+    let spawned = std::thread::Builder::new().name("kiln-drain".into()).spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if let Ok(mut g) = c.lock() {
+                        g.push(&buf[..n]);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if let Ok(mut g) = c.lock() {
+            g.done = true;
+        }
+    });
+    if spawned.is_err() {
+        // No thread: nothing reads the pipe; say so rather than wait for it.
+        if let Ok(mut g) = cap.lock() {
+            g.push(b"(kiln-firstboot: could not start a thread to read this output)\n");
+            g.done = true;
+        }
+    }
+    cap
+}
+
+/// Kills every process of the group `pgid` (the program and the children it left).
+fn kill_group(pgid: u32) {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else { return };
+    // SAFETY: kill(2) with a negative pid signals that process group; it takes no
+    // pointers and cannot affect this process's memory. ESRCH (the group is gone)
+    // is the expected outcome once every member exited.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+/// Runs `cmd` with stdin from `/dev/null` within `limit`, returning (success, its
+/// stdout then its stderr, each the first and the last [`KEEP`] bytes). At `limit` the
+/// program's process group is killed and the text ends with "timed out after N s and
+/// was killed"; the call returns within `limit` plus [`GRACE`] (plus scheduling)
+/// whatever the program's descendants do.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String) {
+    let start = Instant::now();
+    let spawned = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => return (false, format!("cannot start {:?}: {e}", cmd.get_program())),
+    };
+    let pgid = child.id();
+    let out = child.stdout.take().map(drain);
+    let err = child.stderr.take().map(drain);
+    // Poll quickly at first (most helpers exit within milliseconds), then back off.
+    let mut poll = Duration::from_micros(250);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if start.elapsed() >= limit => {
+                kill_group(pgid);
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => {
+                std::thread::sleep(poll.min(limit.saturating_sub(start.elapsed())).max(Duration::from_micros(100)));
+                poll = (poll * 2).min(Duration::from_millis(50));
+            }
+            Err(_) => {
+                kill_group(pgid);
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let streams: Vec<&Arc<Mutex<Capture>>> = out.iter().chain(err.iter()).collect();
+    let ended = || streams.iter().all(|c| c.lock().map(|g| g.done).unwrap_or(true));
+    let grace = Instant::now() + GRACE;
+    while !ended() && Instant::now() < grace {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !ended() {
+        // Children of a program that exited still hold its output: they go with it.
+        kill_group(pgid);
+        let last = Instant::now() + Duration::from_millis(200);
+        while !ended() && Instant::now() < last {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let mut text = String::new();
+    for c in &streams {
+        if let Ok(g) = c.lock() {
+            text.push_str(&g.text());
+        }
+    }
+    if !ended() {
+        text.push_str("\n(its output was still open after it exited: a process it started holds it; left behind)");
+    }
+    match status {
+        Some(s) => (s.success(), text),
+        None => (false, format!("{text}\n(timed out after {} s and was killed)", limit.as_secs())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_head_and_the_tail() {
+        let mut c = Capture::default();
+        c.push(b"start ");
+        for _ in 0..100 {
+            c.push(&[b'x'; 10_000]);
+        }
+        c.push(b" end");
+        let t = c.text();
+        assert!(t.starts_with("start xx") && t.ends_with("xx end"), "{}", &t[..40]);
+        assert!(t.len() <= 2 * KEEP + 100 && t.contains("bytes of output left out"));
+    }
+}
