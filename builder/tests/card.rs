@@ -268,6 +268,8 @@ fn card_from_a_pi_like_base_image_as_nobody_without_loop_devices() {
     let loops_before = losetup_list();
     let (o, trace) = build("dist");
     assert!(o.status.success(), "kiln build --format card: {}", stderr(&o));
+    // The progress line names the compression in words, not Rust's `Xz`.
+    assert!(stderr(&o).contains("(xz)") && !stderr(&o).contains("(Xz)"), "{}", stderr(&o));
     assert_eq!(losetup_list(), loops_before, "a loop device appeared");
     if !trace.is_empty() {
         assert!(!trace.contains("/dev/loop"), "kiln or a tool it ran opened a loop device");

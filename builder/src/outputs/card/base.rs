@@ -29,6 +29,17 @@ pub enum Compression {
     None,
 }
 
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::Xz => "xz",
+            Compression::Gz => "gzip",
+            Compression::Zst => "zstd",
+            Compression::None => "not compressed",
+        })
+    }
+}
+
 /// How the base image's OS applies a node's settings (hostname, admin user,
 /// SSH keys, static address, Wi-Fi) that `kiln fleet` writes to the card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -151,7 +162,7 @@ pub fn prepare(
     if image.is_file() {
         return Ok(image);
     }
-    progress.step(format!("decompressing base image {} ({:?})", artifact.version, spec.compression.get_ref()));
+    progress.step(format!("decompressing base image {} ({})", artifact.version, spec.compression.get_ref()));
     let tmp = cache.tmp_path("base-image.img");
     let cap = match &spec.max_image_mib {
         Some(m) if *m.get_ref() == 0 || *m.get_ref() > (1 << 30) => {
