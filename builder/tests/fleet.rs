@@ -28,6 +28,24 @@ fn a_valid_fleet_expands_ranges_and_defaults() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 5);
 }
 
+#[test]
+fn a_loopback_endpoint_is_a_node_local_load_balancer_and_accepted() {
+    let d = tempfile::tempdir().unwrap();
+    let c = d.path().join("cluster");
+    let o = kiln(
+        &["cluster", "init", "lab", "--endpoint", "127.0.0.1:8443", "--kubernetes-version", "v1.34.2"]
+            .iter()
+            .copied()
+            .chain(["--out", c.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fleet = d.path().join("fleet.toml");
+    std::fs::write(&fleet, fleet_text()).unwrap();
+    let o = kiln(&["fleet", "check", fleet.to_str().unwrap()]);
+    assert!(o.status.success(), "a loopback endpoint (each node's own load balancer) was refused: {}", stderr(&o));
+}
+
 /// Each malformed fleet is rejected (exit 2) with exactly one `fleet.toml:line:col:` line,
 /// on the expected line, saying what is wrong.
 #[test]

@@ -424,8 +424,11 @@ fn endpoint_ip(endpoint: &str) -> Option<IpAddr> {
 /// static address (kubeadm init serves the API on it; joins go to it): an
 /// error when no node holds it or a worker does; a warning when some control
 /// plane takes DHCP (a reservation may give it the address).
+///
+/// A loopback endpoint is exempt: it is a load balancer on every node itself
+/// (kubespray's nginx-proxy, a haproxy static pod), which no node "holds".
 fn check_endpoint(c: &mut Checker, endpoint: &str, nodes: &[FleetNode], span: Range<usize>) -> Option<String> {
-    let ip = endpoint_ip(endpoint)?;
+    let ip = endpoint_ip(endpoint).filter(|ip| !ip.is_loopback())?;
     let holder = nodes.iter().find(|n| n.address.is_some_and(|a| a.ip == ip));
     match holder {
         Some(n) if n.role.is_control_plane() => None,
