@@ -38,6 +38,9 @@
 //! the tests fail and print the commands that build them; they never fall back
 //! to the model.
 
+mod common;
+
+use common::model;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -53,7 +56,6 @@ const DRYRUN_TOKEN: &str = "abcdef.abcdef0123456789";
 const DRYRUN_CA_PIN: &str = "sha256:3b793efefe27a19f93b0fbe6e637e9c41d0dde8a377d6ab1c0f656bf1136dd8a";
 const KEY: &str = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n-----END PRIVATE KEY-----\n";
 const CERT: &str = "-----BEGIN CERTIFICATE-----\nY2VydA==\n-----END CERTIFICATE-----\n";
-const FLEX: &str = "/opt/libexec/kubernetes/kubelet-plugins/volume/exec";
 
 /// kubeadm's fake `kubelet-config` ConfigMap in dry-run
 /// (`util/apiclient/dryrun.go`, `getKubeletConfigMap`; the same in v1.33.6 and
@@ -114,10 +116,6 @@ fn bin_dir(version: &str) -> PathBuf {
     dir
 }
 
-fn model(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/model").join(name)
-}
-
 fn out(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -151,34 +149,14 @@ struct Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         // The kubelet stand-in outlives the run, as kubelet.service does: stop it.
-        if let Ok(pid) = std::fs::read_to_string(self.root().join("var/lib/kiln-model/kubelet.pid")) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
-        }
+        common::stop_kubelet(&self.root());
     }
 }
 
 impl Scratch {
     fn new(version: &str, hostname: &str) -> Scratch {
         let s = Scratch { dir: tempfile::tempdir().expect("a temporary directory") };
-        s.write(
-            "etc/kiln/image.toml",
-            &format!(
-                "schema = 1\nprofile = \"t\"\nfamily = \"debian\"\narch = \"amd64\"\nkubernetes_version = \"{version}\"\nkubeadm_version = \"{version}\"\nkubelet_version = \"{version}\"\nbin_dir = \"/opt/bin\"\ncni_bin_dir = \"/opt/cni/bin\"\nflex_volume_dir = \"{FLEX}/\"\nruntime = \"containerd\"\nruntime_socket = \"unix:///run/containerd/containerd.sock\"\ncgroup_driver = \"systemd\"\n"
-            ),
-        );
-        s.write("etc/machine-id", "0123456789abcdef0123456789abcdef\n");
-        s.write("etc/hostname", &format!("{hostname}\n"));
-        s.write("proc/swaps", "Filename Type Size Used Priority\n/swapfile file 1024 0 -2\n");
-        s.write("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
-        s.write("run/containerd/containerd.sock", "");
-        for t in ["conntrack", "ip", "iptables", "mount", "nsenter", "ethtool", "socat", "tc"] {
-            s.write(&format!("usr/sbin/{t}"), "");
-        }
-        s.write("proc/cpuinfo", "processor\t: 0\nprocessor\t: 1\n");
-        s.write("proc/meminfo", "MemTotal:        4000000 kB\n");
-        s.write("proc/net/route", "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\neth0\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n");
-        s.write("proc/sys/net/ipv4/ip_forward", "0\n");
-        s.write("etc/kiln-model/kubelet-timeout", "5\n");
+        common::node_root(&s.root(), "debian", version, hostname);
         s.write("etc/kiln-model/kubelet-config.json", &dryrun_cluster_kubelet_config().to_string());
         // modprobe and swapoff do to the scratch /proc and /sys what the real ones do.
         let script = r#"#!/bin/sh
@@ -208,9 +186,7 @@ exit 0
         self.path("root")
     }
     fn write(&self, rel: &str, text: &str) {
-        let p = self.root().join(rel);
-        std::fs::create_dir_all(p.parent().expect("a parent")).expect("mkdir");
-        std::fs::write(p, text).expect("write");
+        common::write(&self.root(), rel, text);
     }
     fn read(&self, rel: &str) -> String {
         std::fs::read_to_string(self.root().join(rel)).unwrap_or_default()

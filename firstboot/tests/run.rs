@@ -7,6 +7,9 @@
 //! modprobe and swapoff are stand-ins that do what the real ones do to `/proc`
 //! and `/sys` under the root.
 
+mod common;
+
+use common::{model, FLEX};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -15,7 +18,6 @@ const TOKEN: &str = "abcdef.s3cr3tt0k3nvalu3";
 const SECRET: &str = "s3cr3tt0k3nvalu3";
 const KEY: &str = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n-----END PRIVATE KEY-----\n";
 const CERT: &str = "-----BEGIN CERTIFICATE-----\nY2VydA==\n-----END CERTIFICATE-----\n";
-const FLEX: &str = "/opt/libexec/kubernetes/kubelet-plugins/volume/exec";
 
 struct Node {
     dir: tempfile::TempDir,
@@ -24,38 +26,15 @@ struct Node {
 impl Drop for Node {
     fn drop(&mut self) {
         // The kubelet stand-in outlives the run, as kubelet.service does: stop it.
-        if let Ok(pid) = std::fs::read_to_string(self.root().join("var/lib/kiln-model/kubelet.pid")) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
-        }
+        common::stop_kubelet(&self.root());
     }
-}
-
-fn model(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/model").join(name)
 }
 
 impl Node {
     fn new(minor: u32, hostname: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let n = Node { dir };
-        n.write("etc/kiln/image.toml", &format!(
-            "schema = 1\nprofile = \"t\"\nfamily = \"flatcar\"\narch = \"amd64\"\nkubernetes_version = \"v1.{minor}.2\"\nkubeadm_version = \"v1.{minor}.2\"\nkubelet_version = \"v1.{minor}.2\"\nbin_dir = \"/opt/bin\"\ncni_bin_dir = \"/opt/cni/bin\"\nflex_volume_dir = \"{FLEX}/\"\nruntime = \"containerd\"\nruntime_socket = \"unix:///run/containerd/containerd.sock\"\ncgroup_driver = \"systemd\"\n"
-        ));
-        n.write("etc/machine-id", "0123456789abcdef0123456789abcdef\n");
-        n.write("etc/hostname", &format!("{hostname}\n"));
-        n.write("proc/swaps", "Filename Type Size Used Priority\n/swapfile file 1024 0 -2\n");
-        // What preflight reads: cgroup v2 with memory, the runtime socket,
-        // kubeadm's helper executables, 2 CPUs and 4 GB, a host route.
-        n.write("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
-        n.write("run/containerd/containerd.sock", "");
-        for t in ["conntrack", "ip", "iptables", "mount", "nsenter", "ethtool", "socat", "tc"] {
-            n.write(&format!("usr/sbin/{t}"), "");
-        }
-        n.write("proc/cpuinfo", "processor\t: 0\nprocessor\t: 1\n");
-        n.write("proc/meminfo", "MemTotal:        4000000 kB\n");
-        n.write("proc/net/route", "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\neth0\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n");
-        // kubeadm waits 5 s (not 4 min) for an unhealthy kubelet in these tests.
-        n.write("etc/kiln-model/kubelet-timeout", "5\n");
+        common::node_root(&n.root(), "flatcar", &format!("v1.{minor}.2"), hostname);
         // The cluster's kubelet-config ConfigMap as a plain kubeadm init node uploads it:
         // kubeadm's default flex dir, nothing about swap.
         n.write(
@@ -89,7 +68,6 @@ exit 0
         for tool in ["kubeadm", "systemctl"] {
             std::os::unix::fs::symlink(model(tool), n.path(&format!("bin/{tool}"))).unwrap();
         }
-        n.write("proc/sys/net/ipv4/ip_forward", "0\n");
         n
     }
     fn path(&self, rel: &str) -> PathBuf {
@@ -99,9 +77,7 @@ exit 0
         self.path("root")
     }
     fn write(&self, rel: &str, text: &str) {
-        let p = self.root().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
+        common::write(&self.root(), rel, text);
     }
     fn read(&self, rel: &str) -> String {
         std::fs::read_to_string(self.root().join(rel)).unwrap_or_default()
