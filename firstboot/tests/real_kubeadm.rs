@@ -494,3 +494,44 @@ fn the_built_containerd_reports_the_pinned_version() {
         }
     }
 }
+
+/// The table `[node] kubelet` is type-checked against (`firstboot/src/kubelet_fields.rs`)
+/// is what its generator makes of the pinned k8s.io/kubelet's `types.go` — the
+/// source the real kubelet above was built from (tests/k8s/build's module cache):
+/// a hand edit, or a kubelet re-pin without regenerating, fails here.
+#[test]
+fn the_kubelet_field_table_is_generated_from_the_pinned_kubelet_source() {
+    let table = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/kubelet_fields.rs");
+    let committed = std::fs::read_to_string(&table).expect("kubelet_fields.rs");
+    let pin = committed
+        .lines()
+        .next()
+        .and_then(|l| l.split("k8s.io/kubelet ").nth(1))
+        .and_then(|r| r.split(',').next())
+        .expect("the table's first line names the k8s.io/kubelet version it was generated from");
+    // k8s.io/kubelet v0.X.Y is released with Kubernetes v1.X.Y.
+    let cache = bin_dir(&format!("v1.{}", pin.strip_prefix("v0.").expect("a v0.X.Y module version")));
+    let types = cache
+        .ancestors()
+        .nth(2)
+        .expect("the k8s cache root")
+        .join(format!("gomod/k8s.io/kubelet@{pin}/config/v1beta1/types.go"));
+    assert!(
+        types.is_file(),
+        "{} is missing: tests/k8s/build downloads k8s.io/kubelet {pin} with kubelet",
+        types.display()
+    );
+    let tool = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/kubelet_fields.py");
+    let o = Command::new("python3").arg(&tool).arg(&types).output().expect("python3");
+    assert!(o.status.success(), "{}: {}", tool.display(), String::from_utf8_lossy(&o.stderr));
+    // rustfmt aligns the comments; the entries and their order are what count.
+    let squeeze = |s: &str| s.split_whitespace().collect::<String>();
+    assert_eq!(
+        squeeze(&String::from_utf8_lossy(&o.stdout)),
+        squeeze(&committed),
+        "{} is not what {} makes of {}: regenerate it",
+        table.display(),
+        tool.display(),
+        types.display()
+    );
+}
