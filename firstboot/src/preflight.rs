@@ -59,6 +59,46 @@ const TOOLS: [(&str, &str); 8] = [
     ("tc", "iproute2 / iproute-tc"),
 ];
 
+/// kubeadm's `ControlPlaneNumCPU` (`cmd/kubeadm/app/constants/constants.go`), checked by
+/// `NumCPUCheck` in `cmd/kubeadm/app/preflight/checks.go` (`numCPU < ncc.NumCPU` is an error).
+const CONTROL_PLANE_CPUS: usize = 2;
+
+/// kubeadm's `ControlPlaneMem`, in MB (`cmd/kubeadm/app/constants/constants.go`), checked by
+/// `MemCheck` (`cmd/kubeadm/app/preflight/checks_linux.go`: `actual < mc.Mem` is an error).
+const CONTROL_PLANE_MEM_MB: u64 = 1700;
+
+/// The RAM in MB as kubeadm's `MemCheck` computes it: `Totalram * Unit / 1024 / 1024` from
+/// sysinfo(2), integer division. `/proc/meminfo`'s `MemTotal` is the same `totalram`, in
+/// kB (the kernel's `si_meminfo`, printed by `meminfo_proc_show` as pages << (PAGE_SHIFT - 10)),
+/// so the MB are `MemTotal / 1024`, rounded down. `None` without a parsable `MemTotal:`.
+pub fn memory_mb(meminfo: &str) -> Option<u64> {
+    let kb =
+        meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?.parse::<u64>().ok()?;
+    Some(kb / 1024)
+}
+
+/// The TCP ports kubeadm's preflight requires free on a node of `role` (kubeadm v1.34.2,
+/// `cmd/kubeadm/app/preflight/checks.go`): `InitNodeChecks` (init, and `join --control-plane`
+/// through `RunInitNodeChecks`) holds `PortOpenCheck` on `LocalAPIEndpoint.BindPort` (this
+/// node's `api_server_bind_port`, not the endpoint's port, which may be a load balancer's),
+/// `KubeSchedulerPort` 10259 and `KubeControllerManagerPort` 10257, and with a local etcd (kiln's
+/// only kind) `EtcdListenClientPort` 2379 and `EtcdListenPeerPort` 2380; `addCommonChecks`
+/// adds `KubeletPort` 10250 on every node.
+pub fn required_ports(role: Role, bind_port: u16) -> Vec<(u16, &'static str)> {
+    let mut ports = Vec::new();
+    if role != Role::Join {
+        ports.extend([
+            (bind_port, "kube-apiserver"),
+            (10259, "kube-scheduler"),
+            (10257, "kube-controller-manager"),
+            (2379, "etcd clients"),
+            (2380, "etcd peers"),
+        ]);
+    }
+    ports.push((10250, "kubelet"));
+    ports
+}
+
 /// Whether the running system's directory `dir` (`/proc`, `/run`) can be seen: always
 /// on the real root; under a scratch `--root` only when it holds anything (an unpacked
 /// image has none of a running system's `/proc` or `/run`, a copied one has).
@@ -185,11 +225,10 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
 
     // Ports (on the real root, or when asked: a scratch root's ports are the host's).
     if m.check_ports {
-        let ports: &[u16] = if k.role == Role::Join { &[10250] } else { &[6443, 2379, 2380, 10250, 10257, 10259] };
-        let busy: Vec<String> = ports
-            .iter()
-            .filter(|p| std::net::TcpListener::bind(("0.0.0.0", **p)).is_err())
-            .map(|p| p.to_string())
+        let busy: Vec<String> = required_ports(k.role, k.bind_port)
+            .into_iter()
+            .filter(|(p, _)| std::net::TcpListener::bind(("0.0.0.0", *p)).is_err())
+            .map(|(p, what)| format!("{p} ({what})"))
             .collect();
         out.push(if busy.is_empty() {
             ok("ports", "required ports are free")
@@ -226,26 +265,24 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
     if k.role != Role::Join {
         let cpus =
             read(root, "/proc/cpuinfo").map(|c| c.lines().filter(|l| l.starts_with("processor")).count()).unwrap_or(0);
-        let mem_mb = read(root, "/proc/meminfo")
-            .and_then(|m| {
-                m.lines()
-                    .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            })
-            .map(|kb| kb / 1024)
-            .unwrap_or(0);
         if cpus > 0 {
-            out.push(if cpus >= 2 {
+            out.push(if cpus >= CONTROL_PLANE_CPUS {
                 ok("cpus", format!("{cpus} CPUs"))
             } else {
-                err("cpus", format!("{cpus} CPU: control planes need 2; give it more or make it a worker"))
+                err(
+                    "cpus",
+                    format!("{cpus} CPU: control planes need {CONTROL_PLANE_CPUS}; give it more or make it a worker"),
+                )
             });
         }
-        if mem_mb > 0 {
-            out.push(if mem_mb >= 1700 {
-                ok("memory", format!("{mem_mb} MB"))
+        if let Some(mb) = read(root, "/proc/meminfo").as_deref().and_then(memory_mb) {
+            out.push(if mb >= CONTROL_PLANE_MEM_MB {
+                ok("memory", format!("{mb} MB"))
             } else {
-                err("memory", format!("{mem_mb} MB: control planes need 1700 MB; give it more or make it a worker"))
+                err(
+                    "memory",
+                    format!("the system RAM ({mb} MB) is less than the minimum {CONTROL_PLANE_MEM_MB} MB kubeadm requires on control planes; give it more or make it a worker"),
+                )
             });
         }
     }

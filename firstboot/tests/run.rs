@@ -607,17 +607,7 @@ fn preflight_checks_each_catch_their_problem() {
         );
         n
     };
-    let errors = |o: &Output| -> Vec<String> {
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-        v["checks"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter(|c| c["level"] != "ok")
-            .map(|c| format!("{} {}", c["id"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or("")))
-            .collect()
-    };
+    let errors = findings;
     // Ports: something holds 10250 in this network namespace.
     let n = node();
     let o = n.run_listening(&[10250], &["--check-ports", "--json", "doctor"]);
@@ -643,6 +633,108 @@ fn preflight_checks_each_catch_their_problem() {
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(out(&o).contains("[machine-id]"), "{}", out(&o));
     assert!(n.calls("kubeadm").is_empty());
+}
+
+/// `doctor`'s findings that are not ok, as `"id message"`.
+fn findings(o: &Output) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v["checks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c["level"] != "ok")
+        .map(|c| format!("{} {}", c["id"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or("")))
+        .collect()
+}
+
+/// Issue 25, row 13: every port kubeadm's preflight holds `PortOpenCheck` on (v1.34.2
+/// `cmd/kubeadm/app/preflight/checks.go`) is reported when something listens there: the
+/// control plane's API server bind port (from node.toml, not a fixed 6443), 10259, 10257,
+/// 2379, 2380 and 10250; a worker only 10250.
+#[test]
+fn preflight_reports_every_port_kubeadm_checks_per_role() {
+    let all = [6443, 6444, 10259, 10257, 2379, 2380, 10250];
+    let ports_finding = |role: &str, extra: &str| -> String {
+        let n = Node::new(34, "cp-1");
+        let secrets = if role == "join" { String::new() } else { pki() };
+        n.write(
+            "etc/kiln/node.toml",
+            &format!(
+                "{}[node]\nrole = \"{role}\"\nnode_ip = \"10.0.0.5\"\n{extra}{secrets}",
+                cluster("api.example.test:6443")
+            ),
+        );
+        let o = n.run_listening(&all, &["--check-ports", "--json", "doctor"]);
+        let f = findings(&o);
+        f.iter()
+            .find(|m| m.starts_with("ports "))
+            .cloned()
+            .unwrap_or_else(|| panic!("no ports finding: {f:?}\n{}", out(&o)))
+    };
+    let busy = |m: &str| -> Vec<u16> {
+        let list = m.split_once(" in use").map(|(l, _)| l).unwrap_or("");
+        all.iter().copied().filter(|p| list.contains(&format!(" {p} ("))).collect()
+    };
+    for role in ["init", "control-plane"] {
+        let m = ports_finding(role, "");
+        assert_eq!(busy(&m), [6443, 10259, 10257, 2379, 2380, 10250], "{role}: {m}");
+        assert!(m.contains("6443 (kube-apiserver)"), "{m}");
+    }
+    // The API server's own port is the node's api_server_bind_port.
+    let m = ports_finding("init", "api_server_bind_port = 6444\n");
+    assert_eq!(busy(&m), [6444, 10259, 10257, 2379, 2380, 10250], "{m}");
+    let m = ports_finding("join", "");
+    assert_eq!(busy(&m), [10250], "{m}");
+}
+
+/// Issue 25, row 27: kubeadm's `NumCPUCheck` (2) and `MemCheck` (1700 MB, sysinfo's total
+/// RAM / 1024 / 1024, rounded down; `MemTotal` kB / 1024 here) stop a control plane at the
+/// same boundary kubeadm does; a worker is not held to them.
+#[test]
+fn control_plane_memory_and_cpus_stop_at_kubeadm_boundaries() {
+    let n = Node::new(34, "cp-1");
+    let node = |role: &str| {
+        let secrets = if role == "join" { String::new() } else { pki() };
+        n.write(
+            "etc/kiln/node.toml",
+            &format!(
+                "{}[node]\nrole = \"{role}\"\nnode_ip = \"10.0.0.5\"\n{secrets}",
+                cluster("api.example.test:6443")
+            ),
+        );
+    };
+    let about = |id: &str| -> Vec<String> {
+        let o = n.run(&["--json", "doctor"]);
+        findings(&o).into_iter().filter(|m| m.starts_with(&format!("{id} "))).collect()
+    };
+    node("init");
+    // 1740799 kB is 1699.99 MB: kubeadm says 1699 MB, below 1700.
+    n.write("proc/meminfo", "MemTotal:        1740799 kB\nMemFree:  100 kB\n");
+    let m = about("memory");
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(m[0].contains("the system RAM (1699 MB) is less than the minimum 1700 MB"), "{m:?}");
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("[memory]"), "{}", out(&o));
+    assert!(n.calls("kubeadm").is_empty());
+    n.write("proc/meminfo", "MemTotal:        1740800 kB\n");
+    assert_eq!(about("memory"), Vec::<String>::new());
+    node("control-plane");
+    n.write("proc/meminfo", "MemTotal:        1740799 kB\n");
+    assert_eq!(about("memory").len(), 1);
+    // One CPU stops a control plane; two do not.
+    n.write("proc/meminfo", "MemTotal:        4000000 kB\n");
+    n.write("proc/cpuinfo", "processor\t: 0\n");
+    let c = about("cpus");
+    assert!(c.len() == 1 && c[0].contains("1 CPU: control planes need 2"), "{c:?}");
+    n.write("proc/cpuinfo", "processor\t: 0\nprocessor\t: 1\n");
+    assert_eq!(about("cpus"), Vec::<String>::new());
+    // A worker with 1 CPU and 1 GB is fine.
+    node("join");
+    n.write("proc/meminfo", "MemTotal:        1000000 kB\n");
+    n.write("proc/cpuinfo", "processor\t: 0\n");
+    assert_eq!([about("memory"), about("cpus")].concat(), Vec::<String>::new());
 }
 
 /// Issue 13: a scratch --root without /sys/fs/cgroup is not cgroup v1. doctor says it
