@@ -15,6 +15,7 @@ pub mod kubelet_fields;
 pub mod node;
 pub mod preflight;
 pub mod provider;
+pub mod routes;
 pub mod runner;
 pub mod sources;
 pub mod unit;

@@ -4,6 +4,7 @@
 
 use crate::agent::Resolved;
 use crate::node::Role;
+use crate::routes;
 use crate::sources::{under, Machine};
 use serde::Serialize;
 use std::net::Ipv4Addr;
@@ -130,6 +131,7 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
         out.push(not_visible("swap", root, "swap (/proc/swaps)"));
         out.push(not_visible("br_netfilter", root, "loaded modules (/proc/sys/net/bridge for br_netfilter)"));
         out.push(not_visible("sysctl", root, "sysctls (/proc/sys)"));
+        out.push(not_visible("routes", root, "the routing table (/proc/net/route, /proc/net/ipv6_route)"));
     }
 
     // Swap (kubeadm install guide: "Swap disabled").
@@ -261,6 +263,16 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
         }
     }
 
+    // The iptables backend kube-proxy will follow, and rules left in the other one.
+    if proc {
+        out.extend(iptables_check(root, &r.image.bin_dir));
+    }
+
+    // Multi-NIC nodes: a default route, and the service CIDR via the node IP's adapter.
+    if proc {
+        out.extend(route_checks(root, k));
+    }
+
     // Control planes: 2 CPUs, 1700 MB (kubeadm preflight NumCPU and Mem).
     if k.role != Role::Join {
         let cpus =
@@ -383,6 +395,113 @@ fn cgroup_check(c: &Cgroups, root: &Path, minor: u32) -> Check {
     }
 }
 
+/// The iptables backend `iptables --version` names: `(nf_tables)` or `(legacy)`, as
+/// iptables 1.8 prints it (`iptables/xtables-multi`: `"%s v%s (%s)"` with the mode).
+pub fn iptables_backend(version: &str) -> Option<&'static str> {
+    if version.contains("(nf_tables)") {
+        Some("nf_tables")
+    } else if version.contains("(legacy)") {
+        Some("legacy")
+    } else {
+        None
+    }
+}
+
+/// Issue 25, row 28: which iptables backend the host uses, against the kube-proxy kiln
+/// configures. kiln writes no `KubeProxyConfiguration`, so kube-proxy runs kubeadm's
+/// default mode, iptables (kube-proxy `cmd/kube-proxy/app/server_linux.go`: an empty
+/// `Mode` becomes `ProxyModeIPTables`). Its image's iptables-wrapper picks the backend
+/// kubelet's chains are in (kubernetes-sigs/iptables-wrappers `pkg/xtables/detect.go`,
+/// `DetectMode`: `KUBE-IPTABLES-HINT` or `KUBE-KUBELET-CANARY` in nft's mangle table, else in
+/// legacy's, else nft), and kubelet makes them with the host's `iptables`: one backend
+/// on a consistent host. The real failure is rules in both: packets pass both rule sets.
+/// Legacy tables in use are listed in `/proc/net/ip_tables_names` (`net/ipv4/netfilter/
+/// ip_tables.c`, readable without root); with an nf_tables host that is a warning.
+/// `None` when `iptables --version` cannot be run (the executables check names it).
+fn iptables_check(root: &Path, bin_dir: &str) -> Option<Check> {
+    const ID: &str = "iptables";
+    let bin = crate::agent::which(root, bin_dir, "iptables");
+    let (ran, version) =
+        crate::runner::run_bounded(std::process::Command::new(bin).arg("--version"), std::time::Duration::from_secs(5));
+    let version = version.trim().lines().next().unwrap_or_default().to_string();
+    let backend = iptables_backend(&version).filter(|_| ran);
+    let legacy: Vec<String> = ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"]
+        .iter()
+        .flat_map(|f| read(root, f).unwrap_or_default().lines().map(str::trim).map(str::to_string).collect::<Vec<_>>())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let proxy = "kube-proxy mode iptables (kubeadm's default), whose iptables-wrapper follows the backend kubelet's chains are in";
+    Some(match backend? {
+        "nf_tables" if !legacy.is_empty() => warn(
+            ID,
+            format!(
+                "the host's iptables is nf_tables ({version}) but legacy iptables tables are in use ({} in /proc/net/ip_tables_names): something (an old Docker, a firewall script, iptables-legacy) writes legacy rules, and packets pass both rule sets; {proxy}, so its rules and those can disagree: move that tool to nf_tables (`update-alternatives --set iptables /usr/sbin/iptables-nft`) or flush the legacy rules (`iptables-legacy -F`)",
+                legacy.join(", ")
+            ),
+        ),
+        b => ok(ID, format!("iptables backend {b} ({version}); {proxy}")),
+    })
+}
+
+/// Issue 25, row 45: with several NICs, cluster traffic must leave by the node IP's
+/// adapter. For each family of `service_subnet`: a route for it must exist (the default
+/// route, normally: kubeadm and kubelet pick the node's address from it when none is
+/// given, `k8s.io/apimachinery/pkg/util/net` `ChooseHostInterface`, and host-network pods
+/// reach ClusterIPs through it before kube-proxy's NAT), and the route the kernel picks
+/// for the service network must use the interface the node IP is on.
+fn route_checks(root: &Path, k: &crate::kubeadm::Inputs) -> Vec<Check> {
+    const ID: &str = "routes";
+    let v4 = read(root, "/proc/net/route").map(|t| routes::parse_v4(&t));
+    let v6 = read(root, "/proc/net/ipv6_route").map(|t| routes::parse_v6(&t));
+    let inet6 = routes::parse_if_inet6(&read(root, "/proc/net/if_inet6").unwrap_or_default());
+    let node_ips = crate::validate::node_ips(&k.node_ip).unwrap_or_default();
+    let mut out = Vec::new();
+    for cidr in k.service_subnet.split(',').map(str::trim) {
+        let Some((net, _)) = routes::parse_cidr(cidr) else { continue };
+        let (family, table, file) =
+            if net.is_ipv4() { ("IPv4", &v4, "/proc/net/route") } else { ("IPv6", &v6, "/proc/net/ipv6_route") };
+        let Some(table) = table else {
+            out.push(warn(ID, format!("no {file}: how service_subnet {cidr} is routed cannot be checked; is {family} enabled on the node?")));
+            continue;
+        };
+        let node_ip = node_ips.iter().copied().find(|ip| ip.is_ipv4() == net.is_ipv4());
+        let node_if = node_ip.and_then(|ip| routes::iface_of(ip, v4.as_deref().unwrap_or_default(), &inet6));
+        let default = table.iter().filter(|r| r.is_default()).min_by_key(|r| r.metric);
+        let fix_dev = node_if.as_deref().unwrap_or("IFACE");
+        out.push(match (routes::lookup(table, net), &node_if, node_ip) {
+            (None, ..) => err(
+                ID,
+                format!(
+                    "no default {family} route and no route for service_subnet {cidr} ({file}): kubeadm and kubelet pick the node's address from the default route and host-network pods (kube-proxy, the CNI agent) reach ClusterIPs through it; add a default route via the node's interface (`ip route add default via GATEWAY dev {fix_dev}`, and persist it in the network configuration)"
+                ),
+            ),
+            (Some(r), Some(ni), Some(ip)) if r.iface != *ni => err(
+                ID,
+                format!(
+                    "service_subnet {cidr} routes via {} but the node IP {ip} is on {ni}: ClusterIP traffic would leave by the wrong adapter; make {ni}'s default route win (a lower metric, or no default route on {}), or route the service CIDR there (`ip route add {cidr} dev {ni}`, persisted in the network configuration)",
+                    r.iface, r.iface
+                ),
+            ),
+            (Some(r), ..) => {
+                let on = match (&node_if, node_ip) {
+                    (Some(_), Some(ip)) => format!(", the interface of the node IP {ip}"),
+                    _ => String::new(),
+                };
+                let said = format!("service_subnet {cidr} routes via {}{on}", r.iface);
+                match (default, node_ip) {
+                    (Some(d), _) => ok(ID, format!("{said}; default {family} route via {}", d.iface)),
+                    (None, Some(_)) => ok(ID, format!("{said}; no default {family} route (none needed: the node IP is given)")),
+                    (None, None) => warn(
+                        ID,
+                        format!("{said}; no default {family} route and no node IP: kubeadm and kubelet pick the node's address from the default route; add one or set [node] node_ip"),
+                    ),
+                }
+            }
+        });
+    }
+    out
+}
+
 /// Whether any check failed.
 pub fn has_errors(c: &[Check]) -> bool {
     c.iter().any(|c| c.level == Level::Error)
@@ -404,15 +523,11 @@ fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
 
 /// IPv4 networks the host routes directly, from `/proc/net/route` (hex, little-endian).
 pub fn host_networks(route: &str) -> Vec<(Ipv4Addr, u8)> {
-    route
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
-            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
-            let prefix = mask.count_ones() as u8;
-            (prefix > 0).then(|| (Ipv4Addr::from(u32::from_be(dest)), prefix))
+    routes::parse_v4(route)
+        .into_iter()
+        .filter_map(|r| match r.dest {
+            std::net::IpAddr::V4(a) if r.prefix > 0 => Some((a, r.prefix)),
+            _ => None,
         })
         .collect()
 }

@@ -648,6 +648,15 @@ fn findings(o: &Output) -> Vec<String> {
         .collect()
 }
 
+/// `doctor --json`'s one check `id`: (level, message); a panic when there is none.
+fn doctor_check(n: &Node, id: &str) -> (String, String) {
+    let o = n.run(&["--json", "doctor"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let c = v["checks"].as_array().and_then(|c| c.iter().find(|c| c["id"] == id).cloned());
+    let c = c.unwrap_or_else(|| panic!("no {id} check:\n{}", out(&o)));
+    (c["level"].as_str().unwrap_or("").into(), c["message"].as_str().unwrap_or("").into())
+}
+
 /// Issue 25, row 13: every port kubeadm's preflight holds `PortOpenCheck` on (v1.34.2
 /// `cmd/kubeadm/app/preflight/checks.go`) is reported when something listens there: the
 /// control plane's API server bind port (from node.toml, not a fixed 6443), 10259, 10257,
@@ -735,6 +744,90 @@ fn control_plane_memory_and_cpus_stop_at_kubeadm_boundaries() {
     n.write("proc/meminfo", "MemTotal:        1000000 kB\n");
     n.write("proc/cpuinfo", "processor\t: 0\n");
     assert_eq!([about("memory"), about("cpus")].concat(), Vec::<String>::new());
+}
+
+/// Issue 25, row 45: on a node with several NICs, doctor (and run's preflight) requires a
+/// default route and the service CIDR to leave by the node IP's adapter, read from the
+/// kernel's `/proc/net/route` under the root.
+#[test]
+fn multi_nic_routes_must_use_the_node_ips_interface() {
+    let n = Node::new(34, "w-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.5\"\n", cluster("10.0.0.2:6443")),
+    );
+    let head = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n";
+    // eth0 10.0.0.0/16 (the node IP's), eth1 192.168.1.0/24; defaults as given.
+    let table = |defaults: &str| {
+        n.write(
+            "proc/net/route",
+            &format!("{head}{defaults}eth0\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\neth1\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"),
+        );
+    };
+    let via_eth0 = |metric: u32| format!("eth0\t00000000\t0100000A\t0003\t0\t0\t{metric}\t00000000\t0\t0\t0\n");
+    let via_eth1 = |metric: u32| format!("eth1\t00000000\t0101A8C0\t0003\t0\t0\t{metric}\t00000000\t0\t0\t0\n");
+    let routes = |n: &Node| doctor_check(n, "routes");
+    // No default route.
+    table("");
+    let (level, m) = routes(&n);
+    assert_eq!(level, "error", "{m}");
+    assert!(m.starts_with("no default IPv4 route and no route for service_subnet 10.96.0.0/12"), "{m}");
+    assert!(m.contains("ip route add default via GATEWAY dev eth0"), "{m}");
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("[routes]"), "{}", out(&o));
+    assert!(n.calls("kubeadm").is_empty());
+    // The winning default route is eth1's: the service CIDR leaves by the wrong adapter.
+    table(&format!("{}{}", via_eth1(100), via_eth0(200)));
+    let (level, m) = routes(&n);
+    assert_eq!(level, "error", "{m}");
+    assert!(m.starts_with("service_subnet 10.96.0.0/12 routes via eth1 but the node IP 10.0.0.5 is on eth0"), "{m}");
+    assert!(m.contains("ip route add 10.96.0.0/12 dev eth0"), "{m}");
+    // Two NICs, eth0's default wins: fine.
+    table(&format!("{}{}", via_eth1(200), via_eth0(100)));
+    let (level, m) = routes(&n);
+    assert_eq!(level, "ok", "{m}");
+    assert_eq!(m, "service_subnet 10.96.0.0/12 routes via eth0, the interface of the node IP 10.0.0.5; default IPv4 route via eth0");
+    assert!(n.run(&["doctor"]).status.success());
+    // A specific route for the service CIDR via eth0 wins over eth1's default.
+    table(&format!("{}eth0\t0000600A\t00000000\t0001\t0\t0\t0\t0000F0FF\t0\t0\t0\n", via_eth1(100)));
+    assert_eq!(routes(&n).0, "ok");
+}
+
+/// Issue 25, row 28: doctor names the host's iptables backend (`iptables --version`, a
+/// scratch `iptables` here) and the kube-proxy mode, and warns when legacy tables are in
+/// use on an nf_tables host (`/proc/net/ip_tables_names`): rules in both backends.
+#[test]
+fn iptables_backend_and_kube_proxy_mode_are_reported() {
+    let n = Node::new(34, "w-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.5\"\n", cluster("10.0.0.2:6443")),
+    );
+    let iptables = |mode: &str| {
+        let p = n.path("bin/iptables");
+        std::fs::write(&p, format!("#!/bin/sh\n[ \"$1\" = --version ] && echo 'iptables v1.8.10 ({mode})'\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let check = |n: &Node| doctor_check(n, "iptables");
+    iptables("nf_tables");
+    let (level, m) = check(&n);
+    assert_eq!(level, "ok", "{m}");
+    assert!(
+        m.starts_with("iptables backend nf_tables (iptables v1.8.10 (nf_tables)); kube-proxy mode iptables"),
+        "{m}"
+    );
+    // Legacy tables in use beside an nf_tables iptables: rules in both backends.
+    n.write("proc/net/ip_tables_names", "filter\nnat\n");
+    let (level, m) = check(&n);
+    assert_eq!(level, "warning", "{m}");
+    assert!(m.contains("legacy iptables tables are in use (filter, nat in /proc/net/ip_tables_names)"), "{m}");
+    assert!(m.contains("update-alternatives --set iptables /usr/sbin/iptables-nft"), "{m}");
+    // A legacy host with legacy tables is consistent.
+    iptables("legacy");
+    let (level, m) = check(&n);
+    assert_eq!(level, "ok", "{m}");
+    assert!(m.starts_with("iptables backend legacy (iptables v1.8.10 (legacy))"), "{m}");
 }
 
 /// Issue 13: a scratch --root without /sys/fs/cgroup is not cgroup v1. doctor says it
