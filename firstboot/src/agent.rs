@@ -702,6 +702,7 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
     if let Err(e) = files::write(root, STARTED_PATH, format!("{}\n", m.machine_id).as_bytes(), 0o644) {
         return fail(root, &format!("writing {STARTED_PATH}: {e}"));
     }
+    relabel(m, &r);
     let code = attempts(m, opts, &r, &kubeadm_bin, &config, &reset);
     let _ = files::remove(root, crate::host::BOOTSTRAPPING);
     code
@@ -964,6 +965,18 @@ fn wait_for(endpoint: &str, limit: Duration) -> bool {
         }
         std::thread::sleep(delay.min(limit.saturating_sub(start.elapsed())));
         delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// With SELinux enabled, the directories kiln writes get the policy's labels before
+/// kubeadm runs (`restorecon -R`, bounded), logged.
+fn relabel(m: &Machine, r: &Resolved) {
+    let (root, bin) = (&m.root, &r.image.bin_dir);
+    let runner = |name: &str, args: &[&str]| {
+        run_bounded(Command::new(which(root, bin, name)).args(args), Duration::from_secs(60))
+    };
+    if let Some(f) = crate::host::relabel(root, &crate::host::kiln_paths(&r.kubeadm.flex_volume_dir), &runner) {
+        log(4, &format!("kiln-firstboot: {}", f.message));
     }
 }
 

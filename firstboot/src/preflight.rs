@@ -268,6 +268,13 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
         out.extend(iptables_check(root, &r.image.bin_dir));
     }
 
+    // SELinux: the mode, and kiln's paths without a label when it is enforcing.
+    out.push(if proc {
+        selinux_check(root, &k.flex_volume_dir)
+    } else {
+        not_visible("selinux", root, "SELinux (/sys/fs/selinux)")
+    });
+
     // Multi-NIC nodes: a default route, and the service CIDR via the node IP's adapter.
     if proc {
         out.extend(route_checks(root, k));
@@ -441,6 +448,33 @@ fn iptables_check(root: &Path, bin_dir: &str) -> Option<Check> {
         ),
         b => ok(ID, format!("iptables backend {b} ({version}); {proxy}")),
     })
+}
+
+/// Issue 25, row 34: the SELinux mode (Fedora CoreOS enforces it), and on enforcing the
+/// paths kiln writes that carry no label (`run` relabels them with restorecon first).
+fn selinux_check(root: &Path, flex_volume_dir: &str) -> Check {
+    use crate::host::Selinux;
+    const ID: &str = "selinux";
+    let mode = crate::host::selinux(root);
+    match mode {
+        Selinux::Disabled => ok(ID, "SELinux disabled (no /sys/fs/selinux/enforce)"),
+        Selinux::Permissive => ok(ID, "SELinux permissive: denials are logged, not enforced"),
+        Selinux::Enforcing => {
+            let bare = crate::host::unlabelled(root, &crate::host::kiln_paths(flex_volume_dir));
+            if bare.is_empty() {
+                ok(ID, "SELinux enforcing; the paths kiln writes are labelled")
+            } else {
+                warn(
+                    ID,
+                    format!(
+                        "SELinux enforcing and {} have no SELinux label: kubelet and the control plane's containers may be denied them; `restorecon -R {}` (run does it when restorecon is installed)",
+                        bare.join(", "),
+                        bare.join(" ")
+                    ),
+                )
+            }
+        }
+    }
 }
 
 /// Issue 25, row 45: with several NICs, cluster traffic must leave by the node IP's

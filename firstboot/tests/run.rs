@@ -830,6 +830,50 @@ fn iptables_backend_and_kube_proxy_mode_are_reported() {
     assert!(m.starts_with("iptables backend legacy (iptables v1.8.10 (legacy))"), "{m}");
 }
 
+/// Issue 25, row 34: doctor reports the SELinux mode from `/sys/fs/selinux/enforce`
+/// (absent: disabled), warns on enforcing for kiln's paths without a label, and `run`
+/// relabels what it created with restorecon (a stand-in here) when SELinux is enabled.
+#[test]
+fn selinux_mode_is_reported_and_kiln_paths_relabelled() {
+    let n = Node::new(34, "cp-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+    );
+    assert_eq!(doctor_check(&n, "selinux"), ("ok".into(), "SELinux disabled (no /sys/fs/selinux/enforce)".into()));
+    n.write("sys/fs/selinux/enforce", "0");
+    assert_eq!(
+        doctor_check(&n, "selinux"),
+        ("ok".into(), "SELinux permissive: denials are logged, not enforced".into())
+    );
+    // Enforcing: what kiln wrote has no label (a scratch tmpfs has none).
+    std::fs::copy(n.path("bin/modprobe"), n.path("bin/restorecon")).unwrap();
+    n.write("sys/fs/selinux/enforce", "1");
+    n.write("etc/kubernetes/manifests/.keep", "");
+    let (level, m) = doctor_check(&n, "selinux");
+    assert_eq!(level, "warning", "{m}");
+    assert!(m.starts_with("SELinux enforcing and /etc/kubernetes have no SELinux label"), "{m}");
+    assert!(m.contains("restorecon -R /etc/kubernetes"), "{m}");
+    let o = n.run(&["run"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let root = n.root().display().to_string();
+    let calls = n.calls("restorecon");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    for p in [FLEX, "/etc/kubernetes", "/etc/kiln/kubeadm-patches", "/var/lib/kiln", "/var/log/kiln"] {
+        assert!(calls[0].contains(&format!(" {root}{p}")), "{p} not relabelled: {calls:?}");
+    }
+    assert!(out(&o).contains("SELinux: relabelled"), "{}", out(&o));
+    // SELinux disabled: restorecon is not run.
+    let m = Node::new(34, "cp-2");
+    std::fs::copy(n.path("bin/restorecon"), m.path("bin/restorecon")).unwrap();
+    m.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+    );
+    assert!(m.run(&["run"]).status.success());
+    assert!(m.calls("restorecon").is_empty(), "{:?}", m.calls("restorecon"));
+}
+
 /// Issue 13: a scratch --root without /sys/fs/cgroup is not cgroup v1. doctor says it
 /// cannot see the cgroups (and how to check them); v1 only for a v1 hierarchy's
 /// controller directories, v2 for the unified mount's cgroup.controllers.
