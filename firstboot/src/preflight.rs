@@ -47,18 +47,180 @@ fn read(root: &Path, p: &str) -> Option<String> {
     std::fs::read_to_string(under(root, p)).ok()
 }
 
-/// Executables kubeadm's preflight looks for (kubeadm `checks.go`,
-/// `InPathCheck`), with the Debian/Fedora package that provides each.
-const TOOLS: [(&str, &str); 8] = [
-    ("conntrack", "conntrack"),
-    ("ip", "iproute2 / iproute"),
-    ("iptables", "iptables"),
-    ("mount", "mount / util-linux"),
-    ("nsenter", "util-linux"),
-    ("ethtool", "ethtool"),
-    ("socat", "socat"),
-    ("tc", "iproute2 / iproute-tc"),
+/// Why an executable is looked for, and so how bad its absence is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// kubeadm's own `InPathCheck{mandatory: true}` (v1.34.2 `cmd/kubeadm/app/preflight/
+    /// checks_linux.go`, `addExecChecks`: losetup, mount, cp): kubeadm fails without it.
+    Kubeadm,
+    /// Mandatory for kubeadm below 1.32 only (conntrack: `addExecChecks` checks it for
+    /// `k8sVersion < 1.32.0`; kube-proxy no longer runs it, kubernetes PR 126952).
+    KubeadmBelow132,
+    /// Not checked by kubeadm 1.34 but used on the node (ip, iptables and tc by kube-proxy
+    /// and CNI plugins, nsenter and socat by kubelet's port-forward, ethtool by CNI
+    /// plugins): a warning, as older kubeadm releases gave.
+    Used,
+}
+
+/// The executables preflight looks for, and why.
+const TOOLS: [(&str, Need); 10] = [
+    ("losetup", Need::Kubeadm),
+    ("mount", Need::Kubeadm),
+    ("cp", Need::Kubeadm),
+    ("conntrack", Need::KubeadmBelow132),
+    ("ip", Need::Used),
+    ("iptables", Need::Used),
+    ("nsenter", Need::Used),
+    ("ethtool", Need::Used),
+    ("socat", Need::Used),
+    ("tc", Need::Used),
 ];
+
+/// The distribution family, from `/etc/os-release` (os-release(5): `ID`, the space-separated
+/// `ID_LIKE`, `VARIANT_ID`; `/usr/lib/os-release` when `/etc` has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Distro {
+    /// Debian, Ubuntu, Raspberry Pi OS (`ID_LIKE=debian`): apt.
+    Debian,
+    /// Fedora, RHEL, CentOS, Rocky, Alma (`ID_LIKE` fedora/rhel): dnf.
+    Fedora,
+    /// Fedora CoreOS (`ID=fedora`, `VARIANT_ID=coreos`): an image-based OS, rpm-ostree.
+    FedoraCoreos,
+    /// Flatcar (`ID=flatcar`): no package manager, tools ship in the OS or a sysext.
+    Flatcar,
+    /// Alpine: apk.
+    Alpine,
+    /// Arch: pacman.
+    Arch,
+    /// openSUSE, SLES (`ID_LIKE` suse): zypper.
+    Suse,
+    /// Anything else, with its `ID` (empty without an os-release).
+    Other(String),
+}
+
+/// The family `os_release` (the file's text) names.
+pub fn distro(os_release: &str) -> Distro {
+    let field = |k: &str| {
+        os_release
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(k)?.strip_prefix('='))
+            .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'').to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    let (id, variant) = (field("ID"), field("VARIANT_ID"));
+    let like = field("ID_LIKE");
+    let is = |name: &str| id == name || like.split_whitespace().any(|w| w == name);
+    if id == "flatcar" {
+        Distro::Flatcar
+    } else if id == "fedora" && variant == "coreos" {
+        Distro::FedoraCoreos
+    } else if is("debian") || is("ubuntu") {
+        Distro::Debian
+    } else if is("fedora") || is("rhel") || is("centos") {
+        Distro::Fedora
+    } else if is("alpine") {
+        Distro::Alpine
+    } else if is("arch") {
+        Distro::Arch
+    } else if is("suse") || is("opensuse") || id.starts_with("opensuse") || id == "sles" {
+        Distro::Suse
+    } else {
+        Distro::Other(id)
+    }
+}
+
+/// The package that provides `tool` on `d` (Debian's from `dpkg -S`: losetup and mount are
+/// in `mount`, nsenter in `util-linux`), `None` where the family has no package manager.
+fn package(d: &Distro, tool: &str) -> Option<&'static str> {
+    Some(match (d, tool) {
+        (Distro::Flatcar, _) | (Distro::Other(_), _) => return None,
+        (_, "cp") => "coreutils",
+        (_, "ethtool") => "ethtool",
+        (_, "socat") => "socat",
+        (_, "iptables") if *d == Distro::Fedora || *d == Distro::FedoraCoreos => "iptables-nft",
+        (_, "iptables") => "iptables",
+        (Distro::Debian, "conntrack") => "conntrack",
+        (_, "conntrack") => "conntrack-tools",
+        (Distro::Debian, "losetup" | "mount") => "mount",
+        (Distro::Alpine, "losetup") => "losetup",
+        (Distro::Alpine, "mount" | "nsenter") => "util-linux-misc",
+        (_, "losetup" | "mount" | "nsenter") => "util-linux",
+        (Distro::Fedora | Distro::FedoraCoreos, "ip") => "iproute",
+        (Distro::Fedora | Distro::FedoraCoreos, "tc") => "iproute-tc",
+        (_, "ip" | "tc") => "iproute2",
+        _ => return None,
+    })
+}
+
+/// How to install `tools` on `d`: the package manager's command with the packages.
+fn install_hint(d: &Distro, tools: &[&str]) -> String {
+    let mut pkgs: Vec<&str> = Vec::new();
+    for p in tools.iter().filter_map(|t| package(d, t)) {
+        if !pkgs.contains(&p) {
+            pkgs.push(p);
+        }
+    }
+    let pkgs = pkgs.join(" ");
+    match d {
+        Distro::Debian => format!("install them: `apt-get install {pkgs}`"),
+        Distro::Fedora => format!("install them: `dnf install {pkgs}`"),
+        Distro::FedoraCoreos => {
+            format!("Fedora CoreOS ships them in the OS: layer them with `rpm-ostree install {pkgs}` and reboot, or add a systemd-sysext")
+        }
+        Distro::Flatcar => "Flatcar ships them in the OS image and has no package manager: the image is not a stock Flatcar one; rebuild it, or add them with a systemd-sysext".into(),
+        Distro::Alpine => format!("install them: `apk add {pkgs}`"),
+        Distro::Arch => format!("install them: `pacman -S {pkgs}`"),
+        Distro::Suse => format!("install them: `zypper install {pkgs}`"),
+        Distro::Other(id) if id.is_empty() => {
+            "install the packages that provide them (no /etc/os-release to tell the distribution)".into()
+        }
+        Distro::Other(id) => format!("install the packages that provide them on {id}"),
+    }
+}
+
+/// The `executables` check: what of [`TOOLS`] is in none of `dirs` under `root`, for a
+/// kubeadm of `minor`, with the package names of the root's distribution.
+fn executables_check(root: &Path, dirs: &[&str], minor: u32) -> Check {
+    const ID: &str = "executables";
+    let missing: Vec<(&str, bool)> = TOOLS
+        .iter()
+        .filter(|(t, _)| !dirs.iter().any(|d| under(root, &format!("{d}/{t}")).exists()))
+        .map(|(t, need)| (*t, *need == Need::Kubeadm || (*need == Need::KubeadmBelow132 && minor < 32)))
+        .collect();
+    if missing.is_empty() {
+        let all: Vec<&str> = TOOLS.iter().map(|(t, _)| *t).collect();
+        return ok(ID, format!("{} found", all.join(", ")));
+    }
+    let d = distro(&read(root, "/etc/os-release").or_else(|| read(root, "/usr/lib/os-release")).unwrap_or_default());
+    let named: Vec<String> = missing
+        .iter()
+        .map(|(t, _)| match package(&d, t) {
+            Some(p) => format!("{t} (package {p})"),
+            None => t.to_string(),
+        })
+        .collect();
+    let tools: Vec<&str> = missing.iter().map(|(t, _)| *t).collect();
+    let hint = install_hint(&d, &tools);
+    let required: Vec<&str> = missing.iter().filter(|(_, r)| *r).map(|(t, _)| *t).collect();
+    if required.is_empty() {
+        warn(
+            ID,
+            format!(
+                "missing: {}; {hint} (kubeadm does not check them, but kubelet, kube-proxy or CNI plugins use them)",
+                named.join(", ")
+            ),
+        )
+    } else {
+        err(
+            ID,
+            format!(
+                "missing: {}; {hint} (kubeadm's preflight fails without {})",
+                named.join(", "),
+                required.join(", ")
+            ),
+        )
+    }
+}
 
 /// kubeadm's `ControlPlaneNumCPU` (`cmd/kubeadm/app/constants/constants.go`), checked by
 /// `NumCPUCheck` in `cmd/kubeadm/app/preflight/checks.go` (`numCPU < ncc.NumCPU` is an error).
@@ -205,25 +367,10 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
         });
     }
 
-    // Executables kubeadm needs.
+    // Executables kubeadm, kubelet and kube-proxy run.
     let dirs =
         ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin", r.image.bin_dir.as_str()];
-    let missing: Vec<String> = TOOLS
-        .iter()
-        .filter(|(t, _)| !dirs.iter().any(|d| under(root, &format!("{d}/{t}")).exists()))
-        .map(|(t, p)| format!("{t} ({p})"))
-        .collect();
-    out.push(if missing.is_empty() {
-        ok("executables", "conntrack, ip, iptables, mount, nsenter, ethtool, socat, tc found")
-    } else {
-        warn(
-            "executables",
-            format!(
-                "missing: {}; install those packages (kubeadm preflight warns, some pods fail)",
-                missing.join(", ")
-            ),
-        )
-    });
+    out.push(executables_check(root, &dirs, k.minor));
 
     // Ports (on the real root, or when asked: a scratch root's ports are the host's).
     if m.check_ports {
@@ -595,6 +742,79 @@ mod tests {
         assert!(!real.message.contains("cgroup v1"), "{}", real.message);
         let v1 = |minor| cgroup_check(&Cgroups::V1(vec!["memory".into()]), Path::new("/"), minor).level;
         assert_eq!((v1(34), v1(35)), (Level::Warning, Level::Error));
+    }
+
+    /// Issue 25, row 6: the missing-tool check names each family's packages and its
+    /// package manager, and is an error only for what kubeadm's own InPathCheck requires.
+    #[test]
+    fn missing_tools_name_the_package_per_distro_family() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let bin = root.join("usr/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let have = |tools: &[&str]| {
+            for (t, _) in TOOLS {
+                let p = bin.join(t);
+                if tools.contains(&t) {
+                    std::fs::write(&p, "").unwrap();
+                } else {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        };
+        let check = |os: &str, minor| {
+            std::fs::create_dir_all(root.join("etc")).unwrap();
+            std::fs::write(root.join("etc/os-release"), os).unwrap();
+            executables_check(root, &["/usr/bin"], minor)
+        };
+        // Everything but ip, socat and tc: warnings, with the packages.
+        have(&["losetup", "mount", "cp", "conntrack", "iptables", "nsenter", "ethtool"]);
+        let cases = [
+            (
+                "ID=debian\n",
+                "ip (package iproute2), socat (package socat), tc (package iproute2)",
+                "`apt-get install iproute2 socat`",
+            ),
+            ("ID=ubuntu\nID_LIKE=debian\n", "ip (package iproute2)", "`apt-get install iproute2 socat`"),
+            ("ID=raspbian\nID_LIKE=debian\n", "socat (package socat)", "apt-get"),
+            (
+                "ID=fedora\nVERSION_ID=41\n",
+                "ip (package iproute), socat (package socat), tc (package iproute-tc)",
+                "`dnf install iproute socat iproute-tc`",
+            ),
+            ("ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\n", "tc (package iproute-tc)", "`dnf install"),
+            ("ID=fedora\nVARIANT_ID=coreos\n", "ip (package iproute)", "`rpm-ostree install iproute socat iproute-tc`"),
+            ("ID=flatcar\nID_LIKE=coreos\n", "missing: ip, socat, tc;", "Flatcar ships them in the OS image"),
+            ("ID=alpine\n", "ip (package iproute2)", "`apk add iproute2 socat`"),
+            ("ID=arch\n", "socat (package socat)", "`pacman -S iproute2 socat`"),
+            (
+                "ID=\"opensuse-leap\"\nID_LIKE=\"suse opensuse\"\n",
+                "ip (package iproute2)",
+                "`zypper install iproute2 socat`",
+            ),
+            ("ID=nixos\n", "missing: ip, socat, tc;", "install the packages that provide them on nixos"),
+        ];
+        for (os, names, hint) in cases {
+            let c = check(os, 34);
+            assert_eq!(c.level, Level::Warning, "{os}: {}", c.message);
+            assert!(c.message.contains(names) && c.message.contains(hint), "{os}: {}", c.message);
+        }
+        // kubeadm's mandatory InPathCheck tools are errors; conntrack only below 1.32.
+        have(&["mount", "cp", "ip", "iptables", "nsenter", "ethtool", "socat", "tc", "conntrack"]);
+        let c = check("ID=debian\n", 34);
+        assert_eq!(c.level, Level::Error, "{}", c.message);
+        assert!(
+            c.message.contains("losetup (package mount)") && c.message.contains("fails without losetup"),
+            "{}",
+            c.message
+        );
+        have(&["losetup", "mount", "cp", "ip", "iptables", "nsenter", "ethtool", "socat", "tc"]);
+        assert_eq!(check("ID=fedora\n", 34).level, Level::Warning);
+        let c = check("ID=fedora\n", 31);
+        assert_eq!(c.level, Level::Error, "{}", c.message);
+        assert!(c.message.contains("conntrack (package conntrack-tools)"), "{}", c.message);
+        have(&["losetup", "mount", "cp", "conntrack", "ip", "iptables", "nsenter", "ethtool", "socat", "tc"]);
+        assert_eq!(check("", 34).level, Level::Ok);
     }
 
     #[test]

@@ -39,7 +39,7 @@ fn init_root(dir: &std::path::Path, passwd: &str) -> std::path::PathBuf {
     w("proc/swaps", "Filename Type Size Used Priority\n");
     w("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
     w("run/containerd/containerd.sock", "");
-    for t in ["conntrack", "ip", "iptables", "mount", "nsenter", "ethtool", "socat", "tc"] {
+    for t in ["losetup", "mount", "cp", "conntrack", "ip", "iptables", "nsenter", "ethtool", "socat", "tc"] {
         w(&format!("usr/sbin/{t}"), "");
     }
     w("proc/cpuinfo", "processor\t: 0\nprocessor\t: 1\n");

@@ -39,7 +39,7 @@ pub fn node_root(root: &Path, family: &str, version: &str, hostname: &str) {
     write(root, "proc/swaps", "Filename Type Size Used Priority\n/swapfile file 1024 0 -2\n");
     write(root, "sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
     write(root, "run/containerd/containerd.sock", "");
-    for t in ["conntrack", "ip", "iptables", "mount", "nsenter", "ethtool", "socat", "tc"] {
+    for t in ["losetup", "mount", "cp", "conntrack", "ip", "iptables", "nsenter", "ethtool", "socat", "tc"] {
         write(root, &format!("usr/sbin/{t}"), "");
     }
     write(root, "proc/cpuinfo", "processor\t: 0\nprocessor\t: 1\n");
