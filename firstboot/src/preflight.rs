@@ -465,12 +465,7 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
     } else {
         ok("machine-id", "machine id present")
     });
-    if read(root, "/sys/class/dmi/id/product_uuid").is_none() {
-        out.push(warn(
-            "product-uuid",
-            "no /sys/class/dmi/id/product_uuid (normal on a Raspberry Pi); node names come from the machine id",
-        ));
-    }
+    out.extend(identity_checks(root));
 
     // The clock: certificates fail on a Pi that booted in 1970.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -597,6 +592,75 @@ fn iptables_check(root: &Path, bin_dir: &str) -> Option<Check> {
     })
 }
 
+/// SMBIOS system UUIDs that firmware ships instead of a machine's own, so many machines
+/// report the same one: all 0x00 (SMBIOS "not settable"; QEMU without `-uuid`) and all
+/// 0xFF ("not present"), which systemd refuses as a product UUID (`src/basic/id128-util.c`,
+/// `id128_get_product`: `sd_id128_is_null || sd_id128_is_allf`, "Recognizable error"), and
+/// the AMI Aptio "To Be Filled By O.E.M." default and its byte-swapped spelling, shipped
+/// on many boards (dmidecode on them prints it; inventory tools refuse it as generic).
+const PLACEHOLDER_UUIDS: [&str; 2] = ["03000200-0400-0500-0006-000700080009", "00020003-0004-0005-0006-000700080009"];
+
+/// Whether `uuid` is one every machine of its make may carry: a [`PLACEHOLDER_UUIDS`]
+/// entry, or one byte repeated (all 0, all F, `fefefefe-…`).
+pub fn placeholder_uuid(uuid: &str) -> bool {
+    let u = uuid.trim().to_ascii_lowercase();
+    let digits: Vec<char> = u.chars().filter(|c| *c != '-').collect();
+    PLACEHOLDER_UUIDS.contains(&u.as_str()) || digits.chunks(2).all(|b| b == &digits[..2.min(digits.len())])
+}
+
+/// The install guide's "unique MAC address and product_uuid for every node": the
+/// firmware's product UUID (`/sys/class/dmi/id/product_uuid`; absent is only a warning,
+/// normal on a Raspberry Pi) must not be a placeholder, and no two physical NICs (a
+/// `device` link in `/sys/class/net/IF/`; virtual ones have none) that are not enslaved
+/// to a bond (`master`: a bond gives its slaves its own MAC) may share a MAC.
+fn identity_checks(root: &Path) -> Vec<Check> {
+    let mut out = Vec::new();
+    match read(root, "/sys/class/dmi/id/product_uuid").map(|u| u.trim().to_string()).filter(|u| !u.is_empty()) {
+        None => out.push(warn(
+            "product-uuid",
+            "no /sys/class/dmi/id/product_uuid (normal on a Raspberry Pi); node names come from the machine id",
+        )),
+        Some(u) if placeholder_uuid(&u) => out.push(err(
+            "product-uuid",
+            format!(
+                "/sys/class/dmi/id/product_uuid is {u}, a placeholder the firmware ships instead of this machine's own: every machine with it reports the same product_uuid, which kubeadm's install guide requires unique (kubelet reports it as the node's systemUUID); set a unique one in the firmware or the hypervisor (QEMU `-uuid`, libvirt `<uuid>`, the vendor's DMI tool)"
+            ),
+        )),
+        Some(u) => out.push(ok("product-uuid", format!("product_uuid {u}"))),
+    }
+    let Ok(dir) = std::fs::read_dir(under(root, "/sys/class/net")) else { return out };
+    let mut nics: Vec<(String, String)> = dir
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("device").exists() && std::fs::symlink_metadata(e.path().join("master")).is_err())
+        .filter_map(|e| {
+            let mac = std::fs::read_to_string(e.path().join("address")).ok()?.trim().to_ascii_lowercase();
+            let name = e.file_name().to_string_lossy().into_owned();
+            (!mac.is_empty() && mac.chars().any(|c| c != '0' && c != ':')).then_some((name, mac))
+        })
+        .collect();
+    nics.sort();
+    let mut clashes = Vec::new();
+    for (i, (a, mac)) in nics.iter().enumerate() {
+        for (b, other) in &nics[i + 1..] {
+            if mac == other {
+                clashes.push(format!("{a} and {b} both have {mac}"));
+            }
+        }
+    }
+    out.push(if clashes.is_empty() {
+        ok("mac", format!("{} physical NIC(s), each with its own MAC", nics.len()))
+    } else {
+        err(
+            "mac",
+            format!(
+                "{}: the install guide requires a unique MAC per NIC (ARP, DHCP leases and the CNI's neighbour entries would clash); give one its own address in the firmware or the hypervisor, or set it (`ip link set IF address ...`, persisted in the network configuration)",
+                clashes.join("; ")
+            ),
+        )
+    });
+    out
+}
+
 /// Issue 25, row 34: the SELinux mode (Fedora CoreOS enforces it), and on enforcing the
 /// paths kiln writes that carry no label (`run` relabels them with restorecon first).
 fn selinux_check(root: &Path, flex_volume_dir: &str) -> Check {
@@ -650,10 +714,16 @@ fn route_checks(root: &Path, k: &crate::kubeadm::Inputs) -> Vec<Check> {
         let default = table.iter().filter(|r| r.is_default()).min_by_key(|r| r.metric);
         let fix_dev = node_if.as_deref().unwrap_or("IFACE");
         out.push(match (routes::lookup(table, net), &node_if, node_ip) {
-            (None, ..) => err(
+            (None, _, None) => err(
                 ID,
                 format!(
                     "no default {family} route and no route for service_subnet {cidr} ({file}): kubeadm and kubelet pick the node's address from the default route and host-network pods (kube-proxy, the CNI agent) reach ClusterIPs through it; add a default route via the node's interface (`ip route add default via GATEWAY dev {fix_dev}`, and persist it in the network configuration)"
+                ),
+            ),
+            (None, ..) => warn(
+                ID,
+                format!(
+                    "no default {family} route and no route for service_subnet {cidr} ({file}): kubeadm does not need one here (the node IP is given), but host-network pods (kube-proxy, the CNI agent) get `network is unreachable` for ClusterIPs; add a default route via the node's interface (`ip route add default via GATEWAY dev {fix_dev}`) or one for the service CIDR (`ip route add {cidr} dev {fix_dev}`), persisted in the network configuration"
                 ),
             ),
             (Some(r), Some(ni), Some(ip)) if r.iface != *ni => err(
@@ -815,6 +885,20 @@ mod tests {
         assert!(c.message.contains("conntrack (package conntrack-tools)"), "{}", c.message);
         have(&["losetup", "mount", "cp", "conntrack", "ip", "iptables", "nsenter", "ethtool", "socat", "tc"]);
         assert_eq!(check("", 34).level, Level::Ok);
+    }
+
+    #[test]
+    fn placeholder_uuids_are_recognised() {
+        for u in [
+            "00000000-0000-0000-0000-000000000000",
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+            "FEFEFEFE-FEFE-FEFE-FEFE-FEFEFEFEFEFE",
+            "03000200-0400-0500-0006-000700080009",
+            "00020003-0004-0005-0006-000700080009\n",
+        ] {
+            assert!(placeholder_uuid(u), "{u}");
+        }
+        assert!(!placeholder_uuid("4c4c4544-0042-3510-8052-b3c04f4b4e32"));
     }
 
     #[test]

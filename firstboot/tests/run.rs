@@ -746,9 +746,9 @@ fn control_plane_memory_and_cpus_stop_at_kubeadm_boundaries() {
     assert_eq!([about("memory"), about("cpus")].concat(), Vec::<String>::new());
 }
 
-/// Issue 25, row 45: on a node with several NICs, doctor (and run's preflight) requires a
-/// default route and the service CIDR to leave by the node IP's adapter, read from the
-/// kernel's `/proc/net/route` under the root.
+/// Issue 25, row 45: on a node with several NICs, doctor (and run's preflight) requires
+/// the service CIDR to leave by the node IP's adapter, and a default route (an error
+/// without a node IP, a warning with one), read from the kernel's `/proc/net/route`.
 #[test]
 fn multi_nic_routes_must_use_the_node_ips_interface() {
     let n = Node::new(34, "w-1");
@@ -767,16 +767,24 @@ fn multi_nic_routes_must_use_the_node_ips_interface() {
     let via_eth0 = |metric: u32| format!("eth0\t00000000\t0100000A\t0003\t0\t0\t{metric}\t00000000\t0\t0\t0\n");
     let via_eth1 = |metric: u32| format!("eth1\t00000000\t0101A8C0\t0003\t0\t0\t{metric}\t00000000\t0\t0\t0\n");
     let routes = |n: &Node| doctor_check(n, "routes");
-    // No default route.
+    // No default route: with the node IP given kubeadm needs none, but ClusterIPs are
+    // unreachable from host-network pods: a warning naming the node IP's interface.
     table("");
+    let (level, m) = routes(&n);
+    assert_eq!(level, "warning", "{m}");
+    assert!(m.starts_with("no default IPv4 route and no route for service_subnet 10.96.0.0/12"), "{m}");
+    assert!(m.contains("ip route add default via GATEWAY dev eth0"), "{m}");
+    // Without a node IP kubeadm and kubelet pick the address from the default route: an
+    // error (doctor: the endpoint's name does not resolve here, so the IP is unresolved).
+    n.write("etc/kiln/node.toml", &format!("{}[node]\nrole = \"join\"\n", cluster("api.example.test:6443")));
     let (level, m) = routes(&n);
     assert_eq!(level, "error", "{m}");
     assert!(m.starts_with("no default IPv4 route and no route for service_subnet 10.96.0.0/12"), "{m}");
-    assert!(m.contains("ip route add default via GATEWAY dev eth0"), "{m}");
-    let o = n.run(&["run"]);
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-    assert!(out(&o).contains("[routes]"), "{}", out(&o));
-    assert!(n.calls("kubeadm").is_empty());
+    assert!(m.contains("kubeadm and kubelet pick the node's address from the default route"), "{m}");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.5\"\n", cluster("10.0.0.2:6443")),
+    );
     // The winning default route is eth1's: the service CIDR leaves by the wrong adapter.
     table(&format!("{}{}", via_eth1(100), via_eth0(200)));
     let (level, m) = routes(&n);
@@ -788,7 +796,6 @@ fn multi_nic_routes_must_use_the_node_ips_interface() {
     let (level, m) = routes(&n);
     assert_eq!(level, "ok", "{m}");
     assert_eq!(m, "service_subnet 10.96.0.0/12 routes via eth0, the interface of the node IP 10.0.0.5; default IPv4 route via eth0");
-    assert!(n.run(&["doctor"]).status.success());
     // A specific route for the service CIDR via eth0 wins over eth1's default.
     table(&format!("{}eth0\t0000600A\t00000000\t0001\t0\t0\t0\t0000F0FF\t0\t0\t0\n", via_eth1(100)));
     assert_eq!(routes(&n).0, "ok");
@@ -872,6 +879,56 @@ fn selinux_mode_is_reported_and_kiln_paths_relabelled() {
     );
     assert!(m.run(&["run"]).status.success());
     assert!(m.calls("restorecon").is_empty(), "{:?}", m.calls("restorecon"));
+}
+
+/// Issue 25, row 12: a placeholder product_uuid (all zeros, all F, the AMI default) and two
+/// physical NICs with one MAC stop the node before kubeadm; no product_uuid stays a
+/// warning; bond slaves and virtual interfaces do not count as clashes.
+#[test]
+fn placeholder_product_uuid_and_duplicate_macs_are_refused() {
+    let n = Node::new(34, "w-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.5\"\n", cluster("10.0.0.2:6443")),
+    );
+    assert_eq!(doctor_check(&n, "product-uuid").0, "warning");
+    for bad in [
+        "00000000-0000-0000-0000-000000000000",
+        "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
+        "03000200-0400-0500-0006-000700080009",
+    ] {
+        n.write("sys/class/dmi/id/product_uuid", &format!("{bad}\n"));
+        let (level, m) = doctor_check(&n, "product-uuid");
+        assert_eq!(level, "error", "{bad}: {m}");
+        assert!(m.contains(&format!("is {bad}, a placeholder")) && m.contains("QEMU `-uuid`"), "{m}");
+    }
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("[product-uuid]"), "{}", out(&o));
+    assert!(n.calls("kubeadm").is_empty());
+    n.write("sys/class/dmi/id/product_uuid", "4c4c4544-0042-3510-8052-b3c04f4b4e32\n");
+    assert_eq!(doctor_check(&n, "product-uuid").0, "ok");
+    // NICs: eth0 and eth1 physical with one MAC; lo (zeros) and a veth (virtual) ignored.
+    let nic = |name: &str, mac: &str, physical: bool| {
+        n.write(&format!("sys/class/net/{name}/address"), &format!("{mac}\n"));
+        if physical {
+            n.write(&format!("sys/class/net/{name}/device/uevent"), "");
+        }
+    };
+    nic("lo", "00:00:00:00:00:00", false);
+    nic("eth0", "dc:a6:32:01:02:03", true);
+    nic("veth1", "dc:a6:32:01:02:03", false);
+    assert_eq!(doctor_check(&n, "mac"), ("ok".into(), "1 physical NIC(s), each with its own MAC".into()));
+    nic("eth1", "DC:A6:32:01:02:03", true);
+    let (level, m) = doctor_check(&n, "mac");
+    assert_eq!(level, "error", "{m}");
+    assert!(m.starts_with("eth0 and eth1 both have dc:a6:32:01:02:03: the install guide requires a unique MAC"), "{m}");
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("[mac]"), "{}", out(&o));
+    // eth1 enslaved to a bond carries the bond's MAC by design.
+    n.write("sys/class/net/eth1/master", "");
+    assert_eq!(doctor_check(&n, "mac").0, "ok");
 }
 
 /// Issue 13: a scratch --root without /sys/fs/cgroup is not cgroup v1. doctor says it
