@@ -684,15 +684,10 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
     if let Err(e) = files::write(root, &patch_path, patch_text.as_bytes(), 0o644) {
         return fail(root, &format!("writing {patch_path}: {e}"));
     }
-    if r.kubeadm.role != Role::Init && !wait_for(&r.kubeadm.control_plane_endpoint, opts.wait) {
-        return fail(
-            root,
-            &format!(
-                "the control plane at {} did not answer within {} s; is the init node up and the endpoint right?",
-                r.kubeadm.control_plane_endpoint,
-                opts.wait.as_secs()
-            ),
-        );
+    if r.kubeadm.role != Role::Init {
+        if let Err(e) = crate::preflight::wait_for_endpoint(&r.kubeadm.control_plane_endpoint, opts.wait) {
+            return fail(root, &e);
+        }
     }
     // kubelet's ExecCondition lets kubelet start while this marker names this machine:
     // kubeadm restarts kubelet from inside this run.
@@ -944,27 +939,6 @@ fn after_init(m: &Machine, r: &Resolved) {
             }
             Err(e) => log(4, &format!("kiln-firstboot: cni_manifest {e}; not applied")),
         }
-    }
-}
-
-/// Waits until `endpoint` accepts TCP connections (bounded, with backoff).
-fn wait_for(endpoint: &str, limit: Duration) -> bool {
-    use std::net::{TcpStream, ToSocketAddrs};
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(200);
-    loop {
-        if let Ok(mut addrs) = endpoint.to_socket_addrs() {
-            if let Some(a) = addrs.next() {
-                if TcpStream::connect_timeout(&a, Duration::from_secs(3)).is_ok() {
-                    return true;
-                }
-            }
-        }
-        if start.elapsed() >= limit {
-            return false;
-        }
-        std::thread::sleep(delay.min(limit.saturating_sub(start.elapsed())));
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod diagnose;
 pub mod files;
+pub mod firewall;
 pub mod host;
 pub mod http;
 pub mod identity;

@@ -392,6 +392,11 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
         });
     }
 
+    // A host firewall that does not accept the required ports (kubeadm: FirewalldCheck).
+    if proc {
+        out.extend(firewall_checks(root, &r.image.bin_dir, k));
+    }
+
     // Pod/service subnets must not overlap the host's networks.
     let routes = host_networks(&read(root, "/proc/net/route").unwrap_or_default());
     for (name, cidr) in [("pod_subnet", &k.pod_subnet), ("service_subnet", &k.service_subnet)] {
@@ -661,6 +666,83 @@ fn identity_checks(root: &Path) -> Vec<Check> {
     out
 }
 
+/// Whether systemd unit `name` is active, by `systemctl is-active` (bounded).
+fn unit_active(root: &Path, bin_dir: &str, name: &str) -> bool {
+    let systemctl = crate::agent::which(root, bin_dir, "systemctl");
+    let (ok, said) = crate::runner::run_bounded(
+        std::process::Command::new(systemctl).args(["is-active", name]),
+        std::time::Duration::from_secs(5),
+    );
+    ok && said.trim() == "active"
+}
+
+/// Issue 25, row 33: the required ports ([`required_ports`]) must be accepted by the host
+/// firewall. kubeadm only warns that firewalld is active (`FirewalldCheck`, checks.go); this
+/// reads what the active firewall's saved configuration accepts: firewalld's default zone
+/// (its ports, its services' ports, `target="ACCEPT"`), an nftables ruleset with a
+/// dropping input chain, an iptables rules file with `:INPUT DROP`, and names the required
+/// ports none of them accepts. A warning: rules added at run time are not in the files.
+fn firewall_checks(root: &Path, bin_dir: &str, k: &crate::kubeadm::Inputs) -> Vec<Check> {
+    use crate::firewall as fw;
+    const ID: &str = "firewall";
+    let required = required_ports(k.role, k.bind_port);
+    let shut = |ports: &fw::Ports| -> Vec<String> {
+        required.iter().filter(|(p, _)| !fw::covers(ports, *p)).map(|(p, what)| format!("{p}/tcp ({what})")).collect()
+    };
+    let mut out = Vec::new();
+    if unit_active(root, bin_dir, "firewalld") {
+        let zone = fw::firewalld_default_zone(&read(root, "/etc/firewalld/firewalld.conf").unwrap_or_default());
+        let file = |kind: &str, name: &str| {
+            read(root, &format!("/etc/firewalld/{kind}/{name}.xml"))
+                .or_else(|| read(root, &format!("/usr/lib/firewalld/{kind}/{name}.xml")))
+        };
+        let (all, mut ports, services) = fw::firewalld_zone(&file("zones", &zone).unwrap_or_default());
+        for s in &services {
+            ports.extend(fw::firewalld_ports(&file("services", s).unwrap_or_default()).0);
+        }
+        let missing = if all { Vec::new() } else { shut(&ports) };
+        out.push(if missing.is_empty() {
+            ok(ID, format!("firewalld is active; its default zone {zone} accepts the required ports"))
+        } else {
+            let adds: Vec<String> = missing.iter().map(|m| format!("--add-port={}", m.split(' ').next().unwrap_or(""))).collect();
+            warn(
+                ID,
+                format!(
+                    "firewalld is active and its default zone {zone} does not accept {}: the other nodes cannot reach them; `firewall-cmd --permanent {} && firewall-cmd --reload`",
+                    missing.join(", "),
+                    adds.join(" ")
+                ),
+            )
+        });
+    }
+    let saved = [
+        ("nftables", "/etc/nftables.conf"),
+        ("nftables", "/etc/sysconfig/nftables.conf"),
+        ("netfilter-persistent", "/etc/iptables/rules.v4"),
+        ("iptables", "/etc/sysconfig/iptables"),
+    ];
+    for (unit, path) in saved {
+        let Some(text) = read(root, path) else { continue };
+        let (drops, ports) = if unit == "nftables" { fw::nft_input(&text) } else { fw::iptables_input(&text) };
+        if !drops || !unit_active(root, bin_dir, unit) {
+            continue;
+        }
+        let missing = shut(&ports);
+        out.push(if missing.is_empty() {
+            ok(ID, format!("{path} ({unit}.service) drops input by default and accepts the required ports"))
+        } else {
+            warn(
+                ID,
+                format!(
+                    "{path} ({unit}.service) drops input by default and accepts none of {}: the other nodes cannot reach them; add accept rules for them to {path} and reload {unit}",
+                    missing.join(", ")
+                ),
+            )
+        });
+    }
+    out
+}
+
 /// Issue 25, row 34: the SELinux mode (Fedora CoreOS enforces it), and on enforcing the
 /// paths kiln writes that carry no label (`run` relabels them with restorecon first).
 fn selinux_check(root: &Path, flex_volume_dir: &str) -> Check {
@@ -751,6 +833,77 @@ fn route_checks(root: &Path, k: &crate::kubeadm::Inputs) -> Vec<Check> {
         });
     }
     out
+}
+
+/// Why a connection to the control-plane endpoint failed, worst-informative last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Unreached {
+    /// The name did not resolve.
+    Name,
+    /// ECONNREFUSED: a RST came back.
+    Refused,
+    /// ENETUNREACH / EHOSTUNREACH / EINVAL (a blackhole route): no route.
+    NoRoute,
+    /// No answer at all within the attempt's bound.
+    TimedOut,
+}
+
+/// Waits up to `limit` for a TCP connection to `endpoint` (`host:port`), retrying with
+/// backoff; on failure the error says which failure it was, as the fix differs: a
+/// refusal (ECONNREFUSED: nothing listens there yet, or a firewall REJECTs) against a
+/// timeout (SYNs dropped: a firewall DROP rule or security group, or a load balancer
+/// that cannot reach a control plane), no route, or a name that does not resolve.
+pub fn wait_for_endpoint(endpoint: &str, limit: std::time::Duration) -> Result<(), String> {
+    use std::io::ErrorKind;
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    let mut seen = Unreached::Name;
+    let mut last;
+    loop {
+        match endpoint.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => {
+                let bound =
+                    Duration::from_secs(3).min(limit.saturating_sub(start.elapsed())).max(Duration::from_millis(100));
+                match TcpStream::connect_timeout(&a, bound) {
+                    Ok(_) => return Ok(()),
+                    Err(e) => {
+                        let why = match e.kind() {
+                            ErrorKind::ConnectionRefused => Unreached::Refused,
+                            ErrorKind::TimedOut | ErrorKind::WouldBlock => Unreached::TimedOut,
+                            _ => Unreached::NoRoute,
+                        };
+                        seen = seen.max(why);
+                        last = e.to_string();
+                    }
+                }
+            }
+            Ok(None) => last = "no address".into(),
+            Err(e) => last = e.to_string(),
+        }
+        if start.elapsed() >= limit {
+            break;
+        }
+        std::thread::sleep(delay.min(limit.saturating_sub(start.elapsed())));
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+    let n = limit.as_secs();
+    Err(match seen {
+        Unreached::Refused => format!(
+            "the control plane at {endpoint} did not answer within {n} s: the connection was refused (ECONNREFUSED): nothing listens there yet (is the init node up and its kube-apiserver running?) or a firewall REJECTs the port; check `ss -ltn` and the firewall on the control plane"
+        ),
+        Unreached::TimedOut => format!(
+            "the control plane at {endpoint} did not answer within {n} s: the connection timed out (no reply at all): packets are dropped on the way (a firewall DROP rule or a security group), or a load balancer cannot reach a control plane; open TCP {} from this node and check the load balancer's targets",
+            endpoint.rsplit(':').next().unwrap_or("6443")
+        ),
+        Unreached::NoRoute => format!(
+            "the control plane at {endpoint} did not answer within {n} s: there is no route to it ({last}); check this node's routes and addresses (`ip route get` the endpoint's address)"
+        ),
+        Unreached::Name => format!(
+            "the control plane at {endpoint} did not answer within {n} s: its name does not resolve here ({last}); fix the node's DNS or use an address in control_plane_endpoint"
+        ),
+    })
 }
 
 /// Whether any check failed.

@@ -100,7 +100,11 @@ exit 0
                 )
             })
             .collect();
-        let script = format!("ip link set lo up && ip addr add 10.1.0.2/32 dev lo && {holders} exec \"$@\"");
+        // 10.255.0.0/24 routes to lo but is no local address: what is sent there is
+        // looped back and dropped (no forwarding), a silent firewall DROP, every time.
+        let script = format!(
+            "ip link set lo up && ip addr add 10.1.0.2/32 dev lo && ip route add 10.255.0.0/24 dev lo && {holders} exec \"$@\""
+        );
         Command::new("unshare")
             .args(["-rn", "sh", "-c", &script, "sh"])
             .arg(env!("CARGO_BIN_EXE_kiln-firstboot"))
@@ -929,6 +933,85 @@ fn placeholder_product_uuid_and_duplicate_macs_are_refused() {
     // eth1 enslaved to a bond carries the bond's MAC by design.
     n.write("sys/class/net/eth1/master", "");
     assert_eq!(doctor_check(&n, "mac").0, "ok");
+}
+
+/// Issue 25, row 33: the wait for the control-plane endpoint tells a refusal (nothing
+/// listens, or a firewall REJECT) from a timeout (packets dropped: a firewall DROP, or a
+/// load balancer that cannot reach a control plane), in this network namespace: nothing
+/// listens on 127.0.0.1:6443, and 10.255.0.9 is routed to lo and dropped there.
+#[test]
+fn the_endpoint_wait_tells_a_refusal_from_a_timeout() {
+    let failure = |endpoint: &str| -> String {
+        let n = Node::new(34, "w-1");
+        n.write(
+            "etc/kiln/node.toml",
+            &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.5\"\n", cluster(endpoint)),
+        );
+        let t = std::time::Instant::now();
+        let o = n.run(&["--wait", "2", "run"]);
+        assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+        assert!(n.calls("kubeadm").is_empty());
+        n.read("run/kiln/bootstrap-failed")
+    };
+    let refused = failure("127.0.0.1:6443");
+    assert!(refused.contains("the control plane at 127.0.0.1:6443 did not answer within 2 s"), "{refused}");
+    assert!(refused.contains("the connection was refused (ECONNREFUSED): nothing listens there yet"), "{refused}");
+    assert!(refused.contains("a firewall REJECTs the port"), "{refused}");
+    let dropped = failure("10.255.0.9:6443");
+    assert!(dropped.contains("the control plane at 10.255.0.9:6443 did not answer within 2 s"), "{dropped}");
+    assert!(dropped.contains("the connection timed out (no reply at all): packets are dropped"), "{dropped}");
+    assert!(dropped.contains("open TCP 6443 from this node"), "{dropped}");
+    assert!(!dropped.contains("refused"), "{dropped}");
+}
+
+/// Issue 25, row 33: with firewalld active (the scratch systemctl says so), doctor names
+/// each required port its default zone's saved configuration does not accept, through
+/// the zone's ports and its services' ports; an nftables ruleset that drops input is
+/// read the same way.
+#[test]
+fn firewall_state_names_the_required_ports_it_does_not_accept() {
+    let n = Node::new(34, "cp-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+    );
+    let findings_of = |n: &Node| -> Vec<String> {
+        findings(&n.run(&["--json", "doctor"])).into_iter().filter(|m| m.starts_with("firewall ")).collect()
+    };
+    // No firewall running: no finding.
+    n.write("etc/firewalld/firewalld.conf", "DefaultZone=internal\n");
+    n.write("usr/lib/firewalld/zones/internal.xml", "<zone>\n  <service name=\"kube-api\"/>\n  <port port=\"2379-2380\" protocol=\"tcp\"/>\n  <port port=\"10250\" protocol=\"udp\"/>\n</zone>\n");
+    n.write(
+        "usr/lib/firewalld/services/kube-api.xml",
+        "<service>\n  <port protocol=\"tcp\" port=\"6443\"/>\n</service>\n",
+    );
+    assert_eq!(findings_of(&n), Vec::<String>::new());
+    n.write("etc/kiln-model/active-firewalld", "");
+    let f = findings_of(&n);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(
+        f[0].starts_with("firewall firewalld is active and its default zone internal does not accept 10259/tcp (kube-scheduler), 10257/tcp (kube-controller-manager), 10250/tcp (kubelet):"),
+        "{f:?}"
+    );
+    assert!(
+        f[0].contains("firewall-cmd --permanent --add-port=10259/tcp --add-port=10257/tcp --add-port=10250/tcp"),
+        "{f:?}"
+    );
+    // The zone in /etc overrides the shipped one; everything accepted: ok.
+    n.write("etc/firewalld/zones/internal.xml", "<zone target=\"ACCEPT\">\n</zone>\n");
+    assert_eq!(doctor_check(&n, "firewall").0, "ok");
+    std::fs::remove_file(n.root().join("etc/kiln-model/active-firewalld")).unwrap();
+    // nftables: a dropping input chain accepting only 22 and 6443.
+    n.write(
+        "etc/nftables.conf",
+        "table inet filter {\n  chain input {\n    type filter hook input priority 0; policy drop;\n    tcp dport { 22, 6443 } accept\n  }\n}\n",
+    );
+    assert_eq!(findings_of(&n), Vec::<String>::new(), "nftables.service is not active");
+    n.write("etc/kiln-model/active-nftables", "");
+    let f = findings_of(&n);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(f[0].contains("/etc/nftables.conf (nftables.service) drops input by default and accepts none of 10259/tcp (kube-scheduler), 10257/tcp (kube-controller-manager), 2379/tcp (etcd clients), 2380/tcp (etcd peers), 10250/tcp (kubelet)"), "{f:?}");
 }
 
 /// Issue 13: a scratch --root without /sys/fs/cgroup is not cgroup v1. doctor says it
