@@ -803,6 +803,31 @@ fn multi_nic_routes_must_use_the_node_ips_interface() {
     // A specific route for the service CIDR via eth0 wins over eth1's default.
     table(&format!("{}eth0\t0000600A\t00000000\t0001\t0\t0\t0\t0000F0FF\t0\t0\t0\n", via_eth1(100)));
     assert_eq!(routes(&n).0, "ok");
+    // IPv6: the node IP's interface from /proc/net/if_inet6, the routes from ipv6_route.
+    n.write(
+        "etc/kiln/node.toml",
+        &format!(
+            "{}service_subnet = \"fd00:96::/108\"\n[node]\nrole = \"join\"\nnode_ip = \"fd00::5\"\n",
+            cluster("[fd00::2]:6443")
+        ),
+    );
+    n.write("proc/net/if_inet6", "fd000000000000000000000000000005 02 40 00 80     eth0\n");
+    let v6 = |dev: &str| {
+        n.write(
+            "proc/net/ipv6_route",
+            &format!("fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n\
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 {dev}\n\
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n"),
+        );
+    };
+    v6("eth1");
+    let (level, m) = routes(&n);
+    assert_eq!(level, "error", "{m}");
+    assert!(m.starts_with("service_subnet fd00:96::/108 routes via eth1 but the node IP fd00::5 is on eth0"), "{m}");
+    v6("eth0");
+    let (level, m) = routes(&n);
+    assert_eq!(level, "ok", "{m}");
+    assert!(m.ends_with("default IPv6 route via eth0"), "{m}");
 }
 
 /// Issue 25, row 28: doctor names the host's iptables backend (`iptables --version`, a
