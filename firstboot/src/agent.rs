@@ -684,15 +684,10 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
     if let Err(e) = files::write(root, &patch_path, patch_text.as_bytes(), 0o644) {
         return fail(root, &format!("writing {patch_path}: {e}"));
     }
-    if r.kubeadm.role != Role::Init && !wait_for(&r.kubeadm.control_plane_endpoint, opts.wait) {
-        return fail(
-            root,
-            &format!(
-                "the control plane at {} did not answer within {} s; is the init node up and the endpoint right?",
-                r.kubeadm.control_plane_endpoint,
-                opts.wait.as_secs()
-            ),
-        );
+    if r.kubeadm.role != Role::Init {
+        if let Err(e) = crate::preflight::wait_for_endpoint(&r.kubeadm.control_plane_endpoint, opts.wait) {
+            return fail(root, &e);
+        }
     }
     // kubelet's ExecCondition lets kubelet start while this marker names this machine:
     // kubeadm restarts kubelet from inside this run.
@@ -702,6 +697,7 @@ pub fn run(m: &Machine, opts: &Options) -> u8 {
     if let Err(e) = files::write(root, STARTED_PATH, format!("{}\n", m.machine_id).as_bytes(), 0o644) {
         return fail(root, &format!("writing {STARTED_PATH}: {e}"));
     }
+    relabel(m, &r);
     let code = attempts(m, opts, &r, &kubeadm_bin, &config, &reset);
     let _ = files::remove(root, crate::host::BOOTSTRAPPING);
     code
@@ -946,24 +942,15 @@ fn after_init(m: &Machine, r: &Resolved) {
     }
 }
 
-/// Waits until `endpoint` accepts TCP connections (bounded, with backoff).
-fn wait_for(endpoint: &str, limit: Duration) -> bool {
-    use std::net::{TcpStream, ToSocketAddrs};
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(200);
-    loop {
-        if let Ok(mut addrs) = endpoint.to_socket_addrs() {
-            if let Some(a) = addrs.next() {
-                if TcpStream::connect_timeout(&a, Duration::from_secs(3)).is_ok() {
-                    return true;
-                }
-            }
-        }
-        if start.elapsed() >= limit {
-            return false;
-        }
-        std::thread::sleep(delay.min(limit.saturating_sub(start.elapsed())));
-        delay = (delay * 2).min(Duration::from_secs(10));
+/// With SELinux enabled, the directories kiln writes get the policy's labels before
+/// kubeadm runs (`restorecon -R`, bounded), logged.
+fn relabel(m: &Machine, r: &Resolved) {
+    let (root, bin) = (&m.root, &r.image.bin_dir);
+    let runner = |name: &str, args: &[&str]| {
+        run_bounded(Command::new(which(root, bin, name)).args(args), Duration::from_secs(60))
+    };
+    if let Some(f) = crate::host::relabel(root, &crate::host::kiln_paths(&r.kubeadm.flex_volume_dir), &runner) {
+        log(4, &format!("kiln-firstboot: {}", f.message));
     }
 }
 

@@ -218,6 +218,99 @@ pub fn mask_swap(root: &Path) -> std::io::Result<Vec<String>> {
     Ok(masked)
 }
 
+/// SELinux as the kernel reports it through selinuxfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selinux {
+    /// No selinuxfs (`/sys/fs/selinux/enforce` absent): not enabled.
+    Disabled,
+    /// `enforce` is 0: denials are logged, not enforced.
+    Permissive,
+    /// `enforce` is 1.
+    Enforcing,
+}
+
+impl Selinux {
+    /// The mode's name as `getenforce` prints it, lowercased.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selinux::Disabled => "disabled",
+            Selinux::Permissive => "permissive",
+            Selinux::Enforcing => "enforcing",
+        }
+    }
+}
+
+/// The SELinux mode from `/sys/fs/selinux/enforce` under `root` (selinuxfs, where
+/// libselinux's `security_getenforce` reads it: "1" enforcing, "0" permissive); no file
+/// is disabled, as libselinux's `is_selinux_enabled` finds no selinuxfs mounted.
+pub fn selinux(root: &Path) -> Selinux {
+    match std::fs::read_to_string(under(root, "/sys/fs/selinux/enforce")).map(|s| s.trim().to_string()) {
+        Ok(v) if v == "1" => Selinux::Enforcing,
+        Ok(_) => Selinux::Permissive,
+        Err(_) => Selinux::Disabled,
+    }
+}
+
+/// The directories kiln-firstboot creates or writes that kubelet and the control plane's
+/// containers use: the flex-volume plugin directory, `/etc/kubernetes` (the CA kiln
+/// writes, kubeadm's manifests), kiln's kubeadm patches, state and logs.
+pub fn kiln_paths(flex_volume_dir: &str) -> Vec<String> {
+    [flex_volume_dir, "/etc/kubernetes", "/etc/kiln/kubeadm-patches", "/var/lib/kiln", "/var/log/kiln"]
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
+}
+
+/// Whether `path` carries an SELinux label: the `security.selinux` extended attribute
+/// (what `ls -Z` shows), read without following a final link.
+fn labelled(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: both pointers are NUL-terminated strings that outlive the call; a null
+    // value buffer with size 0 asks only for the attribute's size and writes nothing.
+    let n = unsafe { libc::lgetxattr(c.as_ptr(), c"security.selinux".as_ptr(), std::ptr::null_mut(), 0) };
+    n > 0
+}
+
+/// Which of `paths` exist under `root` without an SELinux label.
+pub fn unlabelled(root: &Path, paths: &[String]) -> Vec<String> {
+    paths
+        .iter()
+        .filter(|p| std::fs::symlink_metadata(under(root, p)).is_ok() && !labelled(&under(root, p)))
+        .cloned()
+        .collect()
+}
+
+/// With SELinux enabled, creates the `paths` kiln writes into and relabels them with
+/// `restorecon -R` (the policy's default contexts for them), bounded by the runner;
+/// `None` when SELinux is disabled or none of them can be made. The finding says what was relabelled, or why not.
+pub fn relabel(root: &Path, paths: &[String], run: Runner<'_>) -> Option<Finding> {
+    if selinux(root) == Selinux::Disabled {
+        return None;
+    }
+    // Created first (kiln writes into each of them): new files inherit their label.
+    let existing: Vec<String> =
+        paths.iter().filter_map(|p| crate::files::make_dir(root, p).ok()).map(|p| p.display().to_string()).collect();
+    if existing.is_empty() {
+        return None;
+    }
+    let mut args = vec!["-R"];
+    args.extend(existing.iter().map(String::as_str));
+    let (ok, o) = run("restorecon", &args);
+    Some(if ok {
+        Finding { fatal: false, message: format!("SELinux: relabelled {} with restorecon -R", existing.join(", ")) }
+    } else {
+        Finding {
+            fatal: false,
+            message: format!(
+                "SELinux: `restorecon -R {}` failed ({}): label them by hand, or install restorecon (policycoreutils)",
+                existing.join(" "),
+                o.trim()
+            ),
+        }
+    })
+}
+
 /// What `kubelet-gate` decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gate {

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod diagnose;
 pub mod files;
+pub mod firewall;
 pub mod host;
 pub mod http;
 pub mod identity;
@@ -15,6 +16,7 @@ pub mod kubelet_fields;
 pub mod node;
 pub mod preflight;
 pub mod provider;
+pub mod routes;
 pub mod runner;
 pub mod sources;
 pub mod unit;

@@ -4,6 +4,7 @@
 
 use crate::agent::Resolved;
 use crate::node::Role;
+use crate::routes;
 use crate::sources::{under, Machine};
 use serde::Serialize;
 use std::net::Ipv4Addr;
@@ -46,18 +47,220 @@ fn read(root: &Path, p: &str) -> Option<String> {
     std::fs::read_to_string(under(root, p)).ok()
 }
 
-/// Executables kubeadm's preflight looks for (kubeadm `checks.go`,
-/// `InPathCheck`), with the Debian/Fedora package that provides each.
-const TOOLS: [(&str, &str); 8] = [
-    ("conntrack", "conntrack"),
-    ("ip", "iproute2 / iproute"),
-    ("iptables", "iptables"),
-    ("mount", "mount / util-linux"),
-    ("nsenter", "util-linux"),
-    ("ethtool", "ethtool"),
-    ("socat", "socat"),
-    ("tc", "iproute2 / iproute-tc"),
+/// Why an executable is looked for, and so how bad its absence is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// kubeadm's own `InPathCheck{mandatory: true}` (v1.34.2 `cmd/kubeadm/app/preflight/
+    /// checks_linux.go`, `addExecChecks`: losetup, mount, cp): kubeadm fails without it.
+    Kubeadm,
+    /// Mandatory for kubeadm below 1.32 only (conntrack: `addExecChecks` checks it for
+    /// `k8sVersion < 1.32.0`; kube-proxy no longer runs it, kubernetes PR 126952).
+    KubeadmBelow132,
+    /// Not checked by kubeadm 1.34 but used on the node (ip, iptables and tc by kube-proxy
+    /// and CNI plugins, nsenter and socat by kubelet's port-forward, ethtool by CNI
+    /// plugins): a warning, as older kubeadm releases gave.
+    Used,
+}
+
+/// The executables preflight looks for, and why.
+const TOOLS: [(&str, Need); 10] = [
+    ("losetup", Need::Kubeadm),
+    ("mount", Need::Kubeadm),
+    ("cp", Need::Kubeadm),
+    ("conntrack", Need::KubeadmBelow132),
+    ("ip", Need::Used),
+    ("iptables", Need::Used),
+    ("nsenter", Need::Used),
+    ("ethtool", Need::Used),
+    ("socat", Need::Used),
+    ("tc", Need::Used),
 ];
+
+/// The distribution family, from `/etc/os-release` (os-release(5): `ID`, the space-separated
+/// `ID_LIKE`, `VARIANT_ID`; `/usr/lib/os-release` when `/etc` has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Distro {
+    /// Debian, Ubuntu, Raspberry Pi OS (`ID_LIKE=debian`): apt.
+    Debian,
+    /// Fedora, RHEL, CentOS, Rocky, Alma (`ID_LIKE` fedora/rhel): dnf.
+    Fedora,
+    /// Fedora CoreOS (`ID=fedora`, `VARIANT_ID=coreos`): an image-based OS, rpm-ostree.
+    FedoraCoreos,
+    /// Flatcar (`ID=flatcar`): no package manager, tools ship in the OS or a sysext.
+    Flatcar,
+    /// Alpine: apk.
+    Alpine,
+    /// Arch: pacman.
+    Arch,
+    /// openSUSE, SLES (`ID_LIKE` suse): zypper.
+    Suse,
+    /// Anything else, with its `ID` (empty without an os-release).
+    Other(String),
+}
+
+/// The family `os_release` (the file's text) names.
+pub fn distro(os_release: &str) -> Distro {
+    let field = |k: &str| {
+        os_release
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(k)?.strip_prefix('='))
+            .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'').to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    let (id, variant) = (field("ID"), field("VARIANT_ID"));
+    let like = field("ID_LIKE");
+    let is = |name: &str| id == name || like.split_whitespace().any(|w| w == name);
+    if id == "flatcar" {
+        Distro::Flatcar
+    } else if id == "fedora" && variant == "coreos" {
+        Distro::FedoraCoreos
+    } else if is("debian") || is("ubuntu") {
+        Distro::Debian
+    } else if is("fedora") || is("rhel") || is("centos") {
+        Distro::Fedora
+    } else if is("alpine") {
+        Distro::Alpine
+    } else if is("arch") {
+        Distro::Arch
+    } else if is("suse") || is("opensuse") || id.starts_with("opensuse") || id == "sles" {
+        Distro::Suse
+    } else {
+        Distro::Other(id)
+    }
+}
+
+/// The package that provides `tool` on `d` (Debian's from `dpkg -S`: losetup and mount are
+/// in `mount`, nsenter in `util-linux`), `None` where the family has no package manager.
+fn package(d: &Distro, tool: &str) -> Option<&'static str> {
+    Some(match (d, tool) {
+        (Distro::Flatcar, _) | (Distro::Other(_), _) => return None,
+        (_, "cp") => "coreutils",
+        (_, "ethtool") => "ethtool",
+        (_, "socat") => "socat",
+        (_, "iptables") if *d == Distro::Fedora || *d == Distro::FedoraCoreos => "iptables-nft",
+        (_, "iptables") => "iptables",
+        (Distro::Debian, "conntrack") => "conntrack",
+        (_, "conntrack") => "conntrack-tools",
+        (Distro::Debian, "losetup" | "mount") => "mount",
+        (Distro::Alpine, "losetup") => "losetup",
+        (Distro::Alpine, "mount" | "nsenter") => "util-linux-misc",
+        (_, "losetup" | "mount" | "nsenter") => "util-linux",
+        (Distro::Fedora | Distro::FedoraCoreos, "ip") => "iproute",
+        (Distro::Fedora | Distro::FedoraCoreos, "tc") => "iproute-tc",
+        (_, "ip" | "tc") => "iproute2",
+        _ => return None,
+    })
+}
+
+/// How to install `tools` on `d`: the package manager's command with the packages.
+fn install_hint(d: &Distro, tools: &[&str]) -> String {
+    let mut pkgs: Vec<&str> = Vec::new();
+    for p in tools.iter().filter_map(|t| package(d, t)) {
+        if !pkgs.contains(&p) {
+            pkgs.push(p);
+        }
+    }
+    let pkgs = pkgs.join(" ");
+    match d {
+        Distro::Debian => format!("install them: `apt-get install {pkgs}`"),
+        Distro::Fedora => format!("install them: `dnf install {pkgs}`"),
+        Distro::FedoraCoreos => {
+            format!("Fedora CoreOS ships them in the OS: layer them with `rpm-ostree install {pkgs}` and reboot, or add a systemd-sysext")
+        }
+        Distro::Flatcar => "Flatcar ships them in the OS image and has no package manager: the image is not a stock Flatcar one; rebuild it, or add them with a systemd-sysext".into(),
+        Distro::Alpine => format!("install them: `apk add {pkgs}`"),
+        Distro::Arch => format!("install them: `pacman -S {pkgs}`"),
+        Distro::Suse => format!("install them: `zypper install {pkgs}`"),
+        Distro::Other(id) if id.is_empty() => {
+            "install the packages that provide them (no /etc/os-release to tell the distribution)".into()
+        }
+        Distro::Other(id) => format!("install the packages that provide them on {id}"),
+    }
+}
+
+/// The `executables` check: what of [`TOOLS`] is in none of `dirs` under `root`, for a
+/// kubeadm of `minor`, with the package names of the root's distribution.
+fn executables_check(root: &Path, dirs: &[&str], minor: u32) -> Check {
+    const ID: &str = "executables";
+    let missing: Vec<(&str, bool)> = TOOLS
+        .iter()
+        .filter(|(t, _)| !dirs.iter().any(|d| under(root, &format!("{d}/{t}")).exists()))
+        .map(|(t, need)| (*t, *need == Need::Kubeadm || (*need == Need::KubeadmBelow132 && minor < 32)))
+        .collect();
+    if missing.is_empty() {
+        let all: Vec<&str> = TOOLS.iter().map(|(t, _)| *t).collect();
+        return ok(ID, format!("{} found", all.join(", ")));
+    }
+    let d = distro(&read(root, "/etc/os-release").or_else(|| read(root, "/usr/lib/os-release")).unwrap_or_default());
+    let named: Vec<String> = missing
+        .iter()
+        .map(|(t, _)| match package(&d, t) {
+            Some(p) => format!("{t} (package {p})"),
+            None => t.to_string(),
+        })
+        .collect();
+    let tools: Vec<&str> = missing.iter().map(|(t, _)| *t).collect();
+    let hint = install_hint(&d, &tools);
+    let required: Vec<&str> = missing.iter().filter(|(_, r)| *r).map(|(t, _)| *t).collect();
+    if required.is_empty() {
+        warn(
+            ID,
+            format!(
+                "missing: {}; {hint} (kubeadm does not check them, but kubelet, kube-proxy or CNI plugins use them)",
+                named.join(", ")
+            ),
+        )
+    } else {
+        err(
+            ID,
+            format!(
+                "missing: {}; {hint} (kubeadm's preflight fails without {})",
+                named.join(", "),
+                required.join(", ")
+            ),
+        )
+    }
+}
+
+/// kubeadm's `ControlPlaneNumCPU` (`cmd/kubeadm/app/constants/constants.go`), checked by
+/// `NumCPUCheck` in `cmd/kubeadm/app/preflight/checks.go` (`numCPU < ncc.NumCPU` is an error).
+const CONTROL_PLANE_CPUS: usize = 2;
+
+/// kubeadm's `ControlPlaneMem`, in MB (`cmd/kubeadm/app/constants/constants.go`), checked by
+/// `MemCheck` (`cmd/kubeadm/app/preflight/checks_linux.go`: `actual < mc.Mem` is an error).
+const CONTROL_PLANE_MEM_MB: u64 = 1700;
+
+/// The RAM in MB as kubeadm's `MemCheck` computes it: `Totalram * Unit / 1024 / 1024` from
+/// sysinfo(2), integer division. `/proc/meminfo`'s `MemTotal` is the same `totalram`, in
+/// kB (the kernel's `si_meminfo`, printed by `meminfo_proc_show` as pages << (PAGE_SHIFT - 10)),
+/// so the MB are `MemTotal / 1024`, rounded down. `None` without a parsable `MemTotal:`.
+pub fn memory_mb(meminfo: &str) -> Option<u64> {
+    let kb =
+        meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?.parse::<u64>().ok()?;
+    Some(kb / 1024)
+}
+
+/// The TCP ports kubeadm's preflight requires free on a node of `role` (kubeadm v1.34.2,
+/// `cmd/kubeadm/app/preflight/checks.go`): `InitNodeChecks` (init, and `join --control-plane`
+/// through `RunInitNodeChecks`) holds `PortOpenCheck` on `LocalAPIEndpoint.BindPort` (this
+/// node's `api_server_bind_port`, not the endpoint's port, which may be a load balancer's),
+/// `KubeSchedulerPort` 10259 and `KubeControllerManagerPort` 10257, and with a local etcd (kiln's
+/// only kind) `EtcdListenClientPort` 2379 and `EtcdListenPeerPort` 2380; `addCommonChecks`
+/// adds `KubeletPort` 10250 on every node.
+pub fn required_ports(role: Role, bind_port: u16) -> Vec<(u16, &'static str)> {
+    let mut ports = Vec::new();
+    if role != Role::Join {
+        ports.extend([
+            (bind_port, "kube-apiserver"),
+            (10259, "kube-scheduler"),
+            (10257, "kube-controller-manager"),
+            (2379, "etcd clients"),
+            (2380, "etcd peers"),
+        ]);
+    }
+    ports.push((10250, "kubelet"));
+    ports
+}
 
 /// Whether the running system's directory `dir` (`/proc`, `/run`) can be seen: always
 /// on the real root; under a scratch `--root` only when it holds anything (an unpacked
@@ -90,6 +293,7 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
         out.push(not_visible("swap", root, "swap (/proc/swaps)"));
         out.push(not_visible("br_netfilter", root, "loaded modules (/proc/sys/net/bridge for br_netfilter)"));
         out.push(not_visible("sysctl", root, "sysctls (/proc/sys)"));
+        out.push(not_visible("routes", root, "the routing table (/proc/net/route, /proc/net/ipv6_route)"));
     }
 
     // Swap (kubeadm install guide: "Swap disabled").
@@ -163,33 +367,17 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
         });
     }
 
-    // Executables kubeadm needs.
+    // Executables kubeadm, kubelet and kube-proxy run.
     let dirs =
         ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin", r.image.bin_dir.as_str()];
-    let missing: Vec<String> = TOOLS
-        .iter()
-        .filter(|(t, _)| !dirs.iter().any(|d| under(root, &format!("{d}/{t}")).exists()))
-        .map(|(t, p)| format!("{t} ({p})"))
-        .collect();
-    out.push(if missing.is_empty() {
-        ok("executables", "conntrack, ip, iptables, mount, nsenter, ethtool, socat, tc found")
-    } else {
-        warn(
-            "executables",
-            format!(
-                "missing: {}; install those packages (kubeadm preflight warns, some pods fail)",
-                missing.join(", ")
-            ),
-        )
-    });
+    out.push(executables_check(root, &dirs, k.minor));
 
     // Ports (on the real root, or when asked: a scratch root's ports are the host's).
     if m.check_ports {
-        let ports: &[u16] = if k.role == Role::Join { &[10250] } else { &[6443, 2379, 2380, 10250, 10257, 10259] };
-        let busy: Vec<String> = ports
-            .iter()
-            .filter(|p| std::net::TcpListener::bind(("0.0.0.0", **p)).is_err())
-            .map(|p| p.to_string())
+        let busy: Vec<String> = required_ports(k.role, k.bind_port)
+            .into_iter()
+            .filter(|(p, _)| std::net::TcpListener::bind(("0.0.0.0", *p)).is_err())
+            .map(|(p, what)| format!("{p} ({what})"))
             .collect();
         out.push(if busy.is_empty() {
             ok("ports", "required ports are free")
@@ -202,6 +390,11 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
                 ),
             )
         });
+    }
+
+    // A host firewall that does not accept the required ports (kubeadm: FirewalldCheck).
+    if proc {
+        out.extend(firewall_checks(root, &r.image.bin_dir, k));
     }
 
     // Pod/service subnets must not overlap the host's networks.
@@ -222,30 +415,45 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
         }
     }
 
+    // The iptables backend kube-proxy will follow, and rules left in the other one.
+    if proc {
+        out.extend(iptables_check(root, &r.image.bin_dir));
+    }
+
+    // SELinux: the mode, and kiln's paths without a label when it is enforcing.
+    out.push(if proc {
+        selinux_check(root, &k.flex_volume_dir)
+    } else {
+        not_visible("selinux", root, "SELinux (/sys/fs/selinux)")
+    });
+
+    // Multi-NIC nodes: a default route, and the service CIDR via the node IP's adapter.
+    if proc {
+        out.extend(route_checks(root, k));
+    }
+
     // Control planes: 2 CPUs, 1700 MB (kubeadm preflight NumCPU and Mem).
     if k.role != Role::Join {
         let cpus =
             read(root, "/proc/cpuinfo").map(|c| c.lines().filter(|l| l.starts_with("processor")).count()).unwrap_or(0);
-        let mem_mb = read(root, "/proc/meminfo")
-            .and_then(|m| {
-                m.lines()
-                    .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            })
-            .map(|kb| kb / 1024)
-            .unwrap_or(0);
         if cpus > 0 {
-            out.push(if cpus >= 2 {
+            out.push(if cpus >= CONTROL_PLANE_CPUS {
                 ok("cpus", format!("{cpus} CPUs"))
             } else {
-                err("cpus", format!("{cpus} CPU: control planes need 2; give it more or make it a worker"))
+                err(
+                    "cpus",
+                    format!("{cpus} CPU: control planes need {CONTROL_PLANE_CPUS}; give it more or make it a worker"),
+                )
             });
         }
-        if mem_mb > 0 {
-            out.push(if mem_mb >= 1700 {
-                ok("memory", format!("{mem_mb} MB"))
+        if let Some(mb) = read(root, "/proc/meminfo").as_deref().and_then(memory_mb) {
+            out.push(if mb >= CONTROL_PLANE_MEM_MB {
+                ok("memory", format!("{mb} MB"))
             } else {
-                err("memory", format!("{mem_mb} MB: control planes need 1700 MB; give it more or make it a worker"))
+                err(
+                    "memory",
+                    format!("the system RAM ({mb} MB) is less than the minimum {CONTROL_PLANE_MEM_MB} MB kubeadm requires on control planes; give it more or make it a worker"),
+                )
             });
         }
     }
@@ -262,12 +470,7 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
     } else {
         ok("machine-id", "machine id present")
     });
-    if read(root, "/sys/class/dmi/id/product_uuid").is_none() {
-        out.push(warn(
-            "product-uuid",
-            "no /sys/class/dmi/id/product_uuid (normal on a Raspberry Pi); node names come from the machine id",
-        ));
-    }
+    out.extend(identity_checks(root));
 
     // The clock: certificates fail on a Pi that booted in 1970.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -346,6 +549,363 @@ fn cgroup_check(c: &Cgroups, root: &Path, minor: u32) -> Check {
     }
 }
 
+/// The iptables backend `iptables --version` names: `(nf_tables)` or `(legacy)`, as
+/// iptables 1.8 prints it (`iptables/xtables-multi`: `"%s v%s (%s)"` with the mode).
+pub fn iptables_backend(version: &str) -> Option<&'static str> {
+    if version.contains("(nf_tables)") {
+        Some("nf_tables")
+    } else if version.contains("(legacy)") {
+        Some("legacy")
+    } else {
+        None
+    }
+}
+
+/// Issue 25, row 28: which iptables backend the host uses, against the kube-proxy kiln
+/// configures. kiln writes no `KubeProxyConfiguration`, so kube-proxy runs kubeadm's
+/// default mode, iptables (kube-proxy `cmd/kube-proxy/app/server_linux.go`: an empty
+/// `Mode` becomes `ProxyModeIPTables`). Its image's iptables-wrapper picks the backend
+/// kubelet's chains are in (kubernetes-sigs/iptables-wrappers `pkg/xtables/detect.go`,
+/// `DetectMode`: `KUBE-IPTABLES-HINT` or `KUBE-KUBELET-CANARY` in nft's mangle table, else in
+/// legacy's, else nft), and kubelet makes them with the host's `iptables`: one backend
+/// on a consistent host. The real failure is rules in both: packets pass both rule sets.
+/// Legacy tables in use are listed in `/proc/net/ip_tables_names` (`net/ipv4/netfilter/
+/// ip_tables.c`, readable without root); with an nf_tables host that is a warning.
+/// `None` when `iptables --version` cannot be run (the executables check names it).
+fn iptables_check(root: &Path, bin_dir: &str) -> Option<Check> {
+    const ID: &str = "iptables";
+    let bin = crate::agent::which(root, bin_dir, "iptables");
+    let (ran, version) =
+        crate::runner::run_bounded(std::process::Command::new(bin).arg("--version"), std::time::Duration::from_secs(5));
+    let version = version.trim().lines().next().unwrap_or_default().to_string();
+    let backend = iptables_backend(&version).filter(|_| ran);
+    let legacy: Vec<String> = ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"]
+        .iter()
+        .flat_map(|f| read(root, f).unwrap_or_default().lines().map(str::trim).map(str::to_string).collect::<Vec<_>>())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let proxy = "kube-proxy mode iptables (kubeadm's default), whose iptables-wrapper follows the backend kubelet's chains are in";
+    Some(match backend? {
+        "nf_tables" if !legacy.is_empty() => warn(
+            ID,
+            format!(
+                "the host's iptables is nf_tables ({version}) but legacy iptables tables are in use ({} in /proc/net/ip_tables_names): something (an old Docker, a firewall script, iptables-legacy) writes legacy rules, and packets pass both rule sets; {proxy}, so its rules and those can disagree: move that tool to nf_tables (`update-alternatives --set iptables /usr/sbin/iptables-nft`) or flush the legacy rules (`iptables-legacy -F`)",
+                legacy.join(", ")
+            ),
+        ),
+        b => ok(ID, format!("iptables backend {b} ({version}); {proxy}")),
+    })
+}
+
+/// SMBIOS system UUIDs that firmware ships instead of a machine's own, so many machines
+/// report the same one: all 0x00 (SMBIOS "not settable"; QEMU without `-uuid`) and all
+/// 0xFF ("not present"), which systemd refuses as a product UUID (`src/basic/id128-util.c`,
+/// `id128_get_product`: `sd_id128_is_null || sd_id128_is_allf`, "Recognizable error"), and
+/// the AMI Aptio "To Be Filled By O.E.M." default and its byte-swapped spelling, shipped
+/// on many boards (dmidecode on them prints it; inventory tools refuse it as generic).
+const PLACEHOLDER_UUIDS: [&str; 2] = ["03000200-0400-0500-0006-000700080009", "00020003-0004-0005-0006-000700080009"];
+
+/// Whether `uuid` is one every machine of its make may carry: a [`PLACEHOLDER_UUIDS`]
+/// entry, or one byte repeated (all 0, all F, `fefefefe-…`).
+pub fn placeholder_uuid(uuid: &str) -> bool {
+    let u = uuid.trim().to_ascii_lowercase();
+    let digits: Vec<char> = u.chars().filter(|c| *c != '-').collect();
+    PLACEHOLDER_UUIDS.contains(&u.as_str()) || digits.chunks(2).all(|b| b == &digits[..2.min(digits.len())])
+}
+
+/// The install guide's "unique MAC address and product_uuid for every node": the
+/// firmware's product UUID (`/sys/class/dmi/id/product_uuid`; absent is only a warning,
+/// normal on a Raspberry Pi) must not be a placeholder, and no two physical NICs (a
+/// `device` link in `/sys/class/net/IF/`; virtual ones have none) that are not enslaved
+/// to a bond (`master`: a bond gives its slaves its own MAC) may share a MAC.
+fn identity_checks(root: &Path) -> Vec<Check> {
+    let mut out = Vec::new();
+    match read(root, "/sys/class/dmi/id/product_uuid").map(|u| u.trim().to_string()).filter(|u| !u.is_empty()) {
+        None => out.push(warn(
+            "product-uuid",
+            "no /sys/class/dmi/id/product_uuid (normal on a Raspberry Pi); node names come from the machine id",
+        )),
+        Some(u) if placeholder_uuid(&u) => out.push(err(
+            "product-uuid",
+            format!(
+                "/sys/class/dmi/id/product_uuid is {u}, a placeholder the firmware ships instead of this machine's own: every machine with it reports the same product_uuid, which kubeadm's install guide requires unique (kubelet reports it as the node's systemUUID); set a unique one in the firmware or the hypervisor (QEMU `-uuid`, libvirt `<uuid>`, the vendor's DMI tool)"
+            ),
+        )),
+        Some(u) => out.push(ok("product-uuid", format!("product_uuid {u}"))),
+    }
+    let Ok(dir) = std::fs::read_dir(under(root, "/sys/class/net")) else { return out };
+    let mut nics: Vec<(String, String)> = dir
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("device").exists() && std::fs::symlink_metadata(e.path().join("master")).is_err())
+        .filter_map(|e| {
+            let mac = std::fs::read_to_string(e.path().join("address")).ok()?.trim().to_ascii_lowercase();
+            let name = e.file_name().to_string_lossy().into_owned();
+            (!mac.is_empty() && mac.chars().any(|c| c != '0' && c != ':')).then_some((name, mac))
+        })
+        .collect();
+    nics.sort();
+    let mut clashes = Vec::new();
+    for (i, (a, mac)) in nics.iter().enumerate() {
+        for (b, other) in &nics[i + 1..] {
+            if mac == other {
+                clashes.push(format!("{a} and {b} both have {mac}"));
+            }
+        }
+    }
+    out.push(if clashes.is_empty() {
+        ok("mac", format!("{} physical NIC(s), each with its own MAC", nics.len()))
+    } else {
+        err(
+            "mac",
+            format!(
+                "{}: the install guide requires a unique MAC per NIC (ARP, DHCP leases and the CNI's neighbour entries would clash); give one its own address in the firmware or the hypervisor, or set it (`ip link set IF address ...`, persisted in the network configuration)",
+                clashes.join("; ")
+            ),
+        )
+    });
+    out
+}
+
+/// Whether systemd unit `name` is active, by `systemctl is-active` (bounded).
+fn unit_active(root: &Path, bin_dir: &str, name: &str) -> bool {
+    let systemctl = crate::agent::which(root, bin_dir, "systemctl");
+    let (ok, said) = crate::runner::run_bounded(
+        std::process::Command::new(systemctl).args(["is-active", name]),
+        std::time::Duration::from_secs(5),
+    );
+    ok && said.trim() == "active"
+}
+
+/// Issue 25, row 33: the required ports ([`required_ports`]) must be accepted by the host
+/// firewall. kubeadm only warns that firewalld is active (`FirewalldCheck`, checks.go); this
+/// reads what the active firewall's saved configuration accepts: firewalld's default zone
+/// (its ports, its services' ports, `target="ACCEPT"`), an nftables ruleset with a
+/// dropping input chain, an iptables rules file with `:INPUT DROP`, and names the required
+/// ports none of them accepts. A warning: rules added at run time are not in the files.
+fn firewall_checks(root: &Path, bin_dir: &str, k: &crate::kubeadm::Inputs) -> Vec<Check> {
+    use crate::firewall as fw;
+    const ID: &str = "firewall";
+    let required = required_ports(k.role, k.bind_port);
+    let shut = |ports: &fw::Ports| -> Vec<String> {
+        required.iter().filter(|(p, _)| !fw::covers(ports, *p)).map(|(p, what)| format!("{p}/tcp ({what})")).collect()
+    };
+    let mut out = Vec::new();
+    if unit_active(root, bin_dir, "firewalld") {
+        let zone = fw::firewalld_default_zone(&read(root, "/etc/firewalld/firewalld.conf").unwrap_or_default());
+        let file = |kind: &str, name: &str| {
+            read(root, &format!("/etc/firewalld/{kind}/{name}.xml"))
+                .or_else(|| read(root, &format!("/usr/lib/firewalld/{kind}/{name}.xml")))
+        };
+        let (all, mut ports, services) = fw::firewalld_zone(&file("zones", &zone).unwrap_or_default());
+        for s in &services {
+            ports.extend(fw::firewalld_ports(&file("services", s).unwrap_or_default()).0);
+        }
+        let missing = if all { Vec::new() } else { shut(&ports) };
+        out.push(if missing.is_empty() {
+            ok(ID, format!("firewalld is active; its default zone {zone} accepts the required ports"))
+        } else {
+            let adds: Vec<String> = missing.iter().map(|m| format!("--add-port={}", m.split(' ').next().unwrap_or(""))).collect();
+            warn(
+                ID,
+                format!(
+                    "firewalld is active and its default zone {zone} does not accept {}: the other nodes cannot reach them; `firewall-cmd --permanent {} && firewall-cmd --reload`",
+                    missing.join(", "),
+                    adds.join(" ")
+                ),
+            )
+        });
+    }
+    let saved = [
+        ("nftables", "/etc/nftables.conf"),
+        ("nftables", "/etc/sysconfig/nftables.conf"),
+        ("netfilter-persistent", "/etc/iptables/rules.v4"),
+        ("iptables", "/etc/sysconfig/iptables"),
+    ];
+    for (unit, path) in saved {
+        let Some(text) = read(root, path) else { continue };
+        let (drops, ports) = if unit == "nftables" { fw::nft_input(&text) } else { fw::iptables_input(&text) };
+        if !drops || !unit_active(root, bin_dir, unit) {
+            continue;
+        }
+        let missing = shut(&ports);
+        out.push(if missing.is_empty() {
+            ok(ID, format!("{path} ({unit}.service) drops input by default and accepts the required ports"))
+        } else {
+            warn(
+                ID,
+                format!(
+                    "{path} ({unit}.service) drops input by default and accepts none of {}: the other nodes cannot reach them; add accept rules for them to {path} and reload {unit}",
+                    missing.join(", ")
+                ),
+            )
+        });
+    }
+    out
+}
+
+/// Issue 25, row 34: the SELinux mode (Fedora CoreOS enforces it), and on enforcing the
+/// paths kiln writes that carry no label (`run` relabels them with restorecon first).
+fn selinux_check(root: &Path, flex_volume_dir: &str) -> Check {
+    use crate::host::Selinux;
+    const ID: &str = "selinux";
+    let mode = crate::host::selinux(root);
+    match mode {
+        Selinux::Disabled => ok(ID, "SELinux disabled (no /sys/fs/selinux/enforce)"),
+        Selinux::Permissive => ok(ID, "SELinux permissive: denials are logged, not enforced"),
+        Selinux::Enforcing => {
+            let bare = crate::host::unlabelled(root, &crate::host::kiln_paths(flex_volume_dir));
+            if bare.is_empty() {
+                ok(ID, "SELinux enforcing; the paths kiln writes are labelled")
+            } else {
+                warn(
+                    ID,
+                    format!(
+                        "SELinux enforcing and {} have no SELinux label: kubelet and the control plane's containers may be denied them; `restorecon -R {}` (run does it when restorecon is installed)",
+                        bare.join(", "),
+                        bare.join(" ")
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// Issue 25, row 45: with several NICs, cluster traffic must leave by the node IP's
+/// adapter. For each family of `service_subnet`: a route for it must exist (the default
+/// route, normally: kubeadm and kubelet pick the node's address from it when none is
+/// given, `k8s.io/apimachinery/pkg/util/net` `ChooseHostInterface`, and host-network pods
+/// reach ClusterIPs through it before kube-proxy's NAT), and the route the kernel picks
+/// for the service network must use the interface the node IP is on.
+fn route_checks(root: &Path, k: &crate::kubeadm::Inputs) -> Vec<Check> {
+    const ID: &str = "routes";
+    let v4 = read(root, "/proc/net/route").map(|t| routes::parse_v4(&t));
+    let v6 = read(root, "/proc/net/ipv6_route").map(|t| routes::parse_v6(&t));
+    let inet6 = routes::parse_if_inet6(&read(root, "/proc/net/if_inet6").unwrap_or_default());
+    let node_ips = crate::validate::node_ips(&k.node_ip).unwrap_or_default();
+    let mut out = Vec::new();
+    for cidr in k.service_subnet.split(',').map(str::trim) {
+        let Some((net, _)) = routes::parse_cidr(cidr) else { continue };
+        let (family, table, file) =
+            if net.is_ipv4() { ("IPv4", &v4, "/proc/net/route") } else { ("IPv6", &v6, "/proc/net/ipv6_route") };
+        let Some(table) = table else {
+            out.push(warn(ID, format!("no {file}: how service_subnet {cidr} is routed cannot be checked; is {family} enabled on the node?")));
+            continue;
+        };
+        let node_ip = node_ips.iter().copied().find(|ip| ip.is_ipv4() == net.is_ipv4());
+        let node_if = node_ip.and_then(|ip| routes::iface_of(ip, v4.as_deref().unwrap_or_default(), &inet6));
+        let default = table.iter().filter(|r| r.is_default()).min_by_key(|r| r.metric);
+        let fix_dev = node_if.as_deref().unwrap_or("IFACE");
+        out.push(match (routes::lookup(table, net), &node_if, node_ip) {
+            (None, _, None) => err(
+                ID,
+                format!(
+                    "no default {family} route and no route for service_subnet {cidr} ({file}): kubeadm and kubelet pick the node's address from the default route and host-network pods (kube-proxy, the CNI agent) reach ClusterIPs through it; add a default route via the node's interface (`ip route add default via GATEWAY dev {fix_dev}`, and persist it in the network configuration)"
+                ),
+            ),
+            (None, ..) => warn(
+                ID,
+                format!(
+                    "no default {family} route and no route for service_subnet {cidr} ({file}): kubeadm does not need one here (the node IP is given), but host-network pods (kube-proxy, the CNI agent) get `network is unreachable` for ClusterIPs; add a default route via the node's interface (`ip route add default via GATEWAY dev {fix_dev}`) or one for the service CIDR (`ip route add {cidr} dev {fix_dev}`), persisted in the network configuration"
+                ),
+            ),
+            (Some(r), Some(ni), Some(ip)) if r.iface != *ni => err(
+                ID,
+                format!(
+                    "service_subnet {cidr} routes via {} but the node IP {ip} is on {ni}: ClusterIP traffic would leave by the wrong adapter; make {ni}'s default route win (a lower metric, or no default route on {}), or route the service CIDR there (`ip route add {cidr} dev {ni}`, persisted in the network configuration)",
+                    r.iface, r.iface
+                ),
+            ),
+            (Some(r), ..) => {
+                let on = match (&node_if, node_ip) {
+                    (Some(_), Some(ip)) => format!(", the interface of the node IP {ip}"),
+                    _ => String::new(),
+                };
+                let said = format!("service_subnet {cidr} routes via {}{on}", r.iface);
+                match (default, node_ip) {
+                    (Some(d), _) => ok(ID, format!("{said}; default {family} route via {}", d.iface)),
+                    (None, Some(_)) => ok(ID, format!("{said}; no default {family} route (none needed: the node IP is given)")),
+                    (None, None) => warn(
+                        ID,
+                        format!("{said}; no default {family} route and no node IP: kubeadm and kubelet pick the node's address from the default route; add one or set [node] node_ip"),
+                    ),
+                }
+            }
+        });
+    }
+    out
+}
+
+/// Why a connection to the control-plane endpoint failed, worst-informative last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Unreached {
+    /// The name did not resolve.
+    Name,
+    /// ECONNREFUSED: a RST came back.
+    Refused,
+    /// ENETUNREACH / EHOSTUNREACH / EINVAL (a blackhole route): no route.
+    NoRoute,
+    /// No answer at all within the attempt's bound.
+    TimedOut,
+}
+
+/// Waits up to `limit` for a TCP connection to `endpoint` (`host:port`), retrying with
+/// backoff; on failure the error says which failure it was, as the fix differs: a
+/// refusal (ECONNREFUSED: nothing listens there yet, or a firewall REJECTs) against a
+/// timeout (SYNs dropped: a firewall DROP rule or security group, or a load balancer
+/// that cannot reach a control plane), no route, or a name that does not resolve.
+pub fn wait_for_endpoint(endpoint: &str, limit: std::time::Duration) -> Result<(), String> {
+    use std::io::ErrorKind;
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    let mut seen = Unreached::Name;
+    let mut last;
+    loop {
+        match endpoint.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => {
+                let bound =
+                    Duration::from_secs(3).min(limit.saturating_sub(start.elapsed())).max(Duration::from_millis(100));
+                match TcpStream::connect_timeout(&a, bound) {
+                    Ok(_) => return Ok(()),
+                    Err(e) => {
+                        let why = match e.kind() {
+                            ErrorKind::ConnectionRefused => Unreached::Refused,
+                            ErrorKind::TimedOut | ErrorKind::WouldBlock => Unreached::TimedOut,
+                            _ => Unreached::NoRoute,
+                        };
+                        seen = seen.max(why);
+                        last = e.to_string();
+                    }
+                }
+            }
+            Ok(None) => last = "no address".into(),
+            Err(e) => last = e.to_string(),
+        }
+        if start.elapsed() >= limit {
+            break;
+        }
+        std::thread::sleep(delay.min(limit.saturating_sub(start.elapsed())));
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+    let n = limit.as_secs();
+    Err(match seen {
+        Unreached::Refused => format!(
+            "the control plane at {endpoint} did not answer within {n} s: the connection was refused (ECONNREFUSED): nothing listens there yet (is the init node up and its kube-apiserver running?) or a firewall REJECTs the port; check `ss -ltn` and the firewall on the control plane"
+        ),
+        Unreached::TimedOut => format!(
+            "the control plane at {endpoint} did not answer within {n} s: the connection timed out (no reply at all): packets are dropped on the way (a firewall DROP rule or a security group), or a load balancer cannot reach a control plane; open TCP {} from this node and check the load balancer's targets",
+            endpoint.rsplit(':').next().unwrap_or("6443")
+        ),
+        Unreached::NoRoute => format!(
+            "the control plane at {endpoint} did not answer within {n} s: there is no route to it ({last}); check this node's routes and addresses (`ip route get` the endpoint's address)"
+        ),
+        Unreached::Name => format!(
+            "the control plane at {endpoint} did not answer within {n} s: its name does not resolve here ({last}); fix the node's DNS or use an address in control_plane_endpoint"
+        ),
+    })
+}
+
 /// Whether any check failed.
 pub fn has_errors(c: &[Check]) -> bool {
     c.iter().any(|c| c.level == Level::Error)
@@ -367,15 +927,11 @@ fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
 
 /// IPv4 networks the host routes directly, from `/proc/net/route` (hex, little-endian).
 pub fn host_networks(route: &str) -> Vec<(Ipv4Addr, u8)> {
-    route
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
-            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
-            let prefix = mask.count_ones() as u8;
-            (prefix > 0).then(|| (Ipv4Addr::from(u32::from_be(dest)), prefix))
+    routes::parse_v4(route)
+        .into_iter()
+        .filter_map(|r| match r.dest {
+            std::net::IpAddr::V4(a) if r.prefix > 0 => Some((a, r.prefix)),
+            _ => None,
         })
         .collect()
 }
@@ -409,6 +965,93 @@ mod tests {
         assert!(!real.message.contains("cgroup v1"), "{}", real.message);
         let v1 = |minor| cgroup_check(&Cgroups::V1(vec!["memory".into()]), Path::new("/"), minor).level;
         assert_eq!((v1(34), v1(35)), (Level::Warning, Level::Error));
+    }
+
+    /// Issue 25, row 6: the missing-tool check names each family's packages and its
+    /// package manager, and is an error only for what kubeadm's own InPathCheck requires.
+    #[test]
+    fn missing_tools_name_the_package_per_distro_family() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let bin = root.join("usr/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let have = |tools: &[&str]| {
+            for (t, _) in TOOLS {
+                let p = bin.join(t);
+                if tools.contains(&t) {
+                    std::fs::write(&p, "").unwrap();
+                } else {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        };
+        let check = |os: &str, minor| {
+            std::fs::create_dir_all(root.join("etc")).unwrap();
+            std::fs::write(root.join("etc/os-release"), os).unwrap();
+            executables_check(root, &["/usr/bin"], minor)
+        };
+        // Everything but ip, socat and tc: warnings, with the packages.
+        have(&["losetup", "mount", "cp", "conntrack", "iptables", "nsenter", "ethtool"]);
+        let cases = [
+            (
+                "ID=debian\n",
+                "ip (package iproute2), socat (package socat), tc (package iproute2)",
+                "`apt-get install iproute2 socat`",
+            ),
+            ("ID=ubuntu\nID_LIKE=debian\n", "ip (package iproute2)", "`apt-get install iproute2 socat`"),
+            ("ID=raspbian\nID_LIKE=debian\n", "socat (package socat)", "apt-get"),
+            (
+                "ID=fedora\nVERSION_ID=41\n",
+                "ip (package iproute), socat (package socat), tc (package iproute-tc)",
+                "`dnf install iproute socat iproute-tc`",
+            ),
+            ("ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\n", "tc (package iproute-tc)", "`dnf install"),
+            ("ID=fedora\nVARIANT_ID=coreos\n", "ip (package iproute)", "`rpm-ostree install iproute socat iproute-tc`"),
+            ("ID=flatcar\nID_LIKE=coreos\n", "missing: ip, socat, tc;", "Flatcar ships them in the OS image"),
+            ("ID=alpine\n", "ip (package iproute2)", "`apk add iproute2 socat`"),
+            ("ID=arch\n", "socat (package socat)", "`pacman -S iproute2 socat`"),
+            (
+                "ID=\"opensuse-leap\"\nID_LIKE=\"suse opensuse\"\n",
+                "ip (package iproute2)",
+                "`zypper install iproute2 socat`",
+            ),
+            ("ID=nixos\n", "missing: ip, socat, tc;", "install the packages that provide them on nixos"),
+        ];
+        for (os, names, hint) in cases {
+            let c = check(os, 34);
+            assert_eq!(c.level, Level::Warning, "{os}: {}", c.message);
+            assert!(c.message.contains(names) && c.message.contains(hint), "{os}: {}", c.message);
+        }
+        // kubeadm's mandatory InPathCheck tools are errors; conntrack only below 1.32.
+        have(&["mount", "cp", "ip", "iptables", "nsenter", "ethtool", "socat", "tc", "conntrack"]);
+        let c = check("ID=debian\n", 34);
+        assert_eq!(c.level, Level::Error, "{}", c.message);
+        assert!(
+            c.message.contains("losetup (package mount)") && c.message.contains("fails without losetup"),
+            "{}",
+            c.message
+        );
+        have(&["losetup", "mount", "cp", "ip", "iptables", "nsenter", "ethtool", "socat", "tc"]);
+        assert_eq!(check("ID=fedora\n", 34).level, Level::Warning);
+        let c = check("ID=fedora\n", 31);
+        assert_eq!(c.level, Level::Error, "{}", c.message);
+        assert!(c.message.contains("conntrack (package conntrack-tools)"), "{}", c.message);
+        have(&["losetup", "mount", "cp", "conntrack", "ip", "iptables", "nsenter", "ethtool", "socat", "tc"]);
+        assert_eq!(check("", 34).level, Level::Ok);
+    }
+
+    #[test]
+    fn placeholder_uuids_are_recognised() {
+        for u in [
+            "00000000-0000-0000-0000-000000000000",
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+            "FEFEFEFE-FEFE-FEFE-FEFE-FEFEFEFEFEFE",
+            "03000200-0400-0500-0006-000700080009",
+            "00020003-0004-0005-0006-000700080009\n",
+        ] {
+            assert!(placeholder_uuid(u), "{u}");
+        }
+        assert!(!placeholder_uuid("4c4c4544-0042-3510-8052-b3c04f4b4e32"));
     }
 
     #[test]

@@ -39,12 +39,12 @@ fn init_root(dir: &std::path::Path, passwd: &str) -> std::path::PathBuf {
     w("proc/swaps", "Filename Type Size Used Priority\n");
     w("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
     w("run/containerd/containerd.sock", "");
-    for t in ["conntrack", "ip", "iptables", "mount", "nsenter", "ethtool", "socat", "tc"] {
+    for t in ["losetup", "mount", "cp", "conntrack", "ip", "iptables", "nsenter", "ethtool", "socat", "tc"] {
         w(&format!("usr/sbin/{t}"), "");
     }
     w("proc/cpuinfo", "processor\t: 0\nprocessor\t: 1\n");
     w("proc/meminfo", "MemTotal:        4000000 kB\n");
-    w("proc/net/route", "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\neth0\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n");
+    w("proc/net/route", "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\neth0\t00000000\t0100000A\t0003\t0\t0\t100\t00000000\t0\t0\t0\neth0\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n");
     w("etc/kiln-model/kubelet-timeout", "5\n");
     w("etc/kiln-model/kubelet-config.json", "{\"apiVersion\": \"kubelet.config.k8s.io/v1beta1\", \"kind\": \"KubeletConfiguration\", \"cgroupDriver\": \"systemd\", \"healthzBindAddress\": \"127.0.0.1\", \"healthzPort\": 10248}\n");
     w("proc/sys/net/ipv4/ip_forward", "0\n");

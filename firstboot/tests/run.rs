@@ -100,7 +100,11 @@ exit 0
                 )
             })
             .collect();
-        let script = format!("ip link set lo up && ip addr add 10.1.0.2/32 dev lo && {holders} exec \"$@\"");
+        // 10.255.0.0/24 routes to lo but is no local address: what is sent there is
+        // looped back and dropped (no forwarding), a silent firewall DROP, every time.
+        let script = format!(
+            "ip link set lo up && ip addr add 10.1.0.2/32 dev lo && ip route add 10.255.0.0/24 dev lo && {holders} exec \"$@\""
+        );
         Command::new("unshare")
             .args(["-rn", "sh", "-c", &script, "sh"])
             .arg(env!("CARGO_BIN_EXE_kiln-firstboot"))
@@ -607,17 +611,7 @@ fn preflight_checks_each_catch_their_problem() {
         );
         n
     };
-    let errors = |o: &Output| -> Vec<String> {
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-        v["checks"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter(|c| c["level"] != "ok")
-            .map(|c| format!("{} {}", c["id"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or("")))
-            .collect()
-    };
+    let errors = findings;
     // Ports: something holds 10250 in this network namespace.
     let n = node();
     let o = n.run_listening(&[10250], &["--check-ports", "--json", "doctor"]);
@@ -643,6 +637,406 @@ fn preflight_checks_each_catch_their_problem() {
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(out(&o).contains("[machine-id]"), "{}", out(&o));
     assert!(n.calls("kubeadm").is_empty());
+}
+
+/// `doctor`'s findings that are not ok, as `"id message"`.
+fn findings(o: &Output) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v["checks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c["level"] != "ok")
+        .map(|c| format!("{} {}", c["id"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or("")))
+        .collect()
+}
+
+/// `doctor --json`'s one check `id`: (level, message); a panic when there is none.
+fn doctor_check(n: &Node, id: &str) -> (String, String) {
+    let o = n.run(&["--json", "doctor"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let c = v["checks"].as_array().and_then(|c| c.iter().find(|c| c["id"] == id).cloned());
+    let c = c.unwrap_or_else(|| panic!("no {id} check:\n{}", out(&o)));
+    (c["level"].as_str().unwrap_or("").into(), c["message"].as_str().unwrap_or("").into())
+}
+
+/// Issue 25, row 13: every port kubeadm's preflight holds `PortOpenCheck` on (v1.34.2
+/// `cmd/kubeadm/app/preflight/checks.go`) is reported when something listens there: the
+/// control plane's API server bind port (from node.toml, not a fixed 6443), 10259, 10257,
+/// 2379, 2380 and 10250; a worker only 10250.
+#[test]
+fn preflight_reports_every_port_kubeadm_checks_per_role() {
+    let all = [6443, 6444, 10259, 10257, 2379, 2380, 10250];
+    let ports_finding = |role: &str, extra: &str| -> String {
+        let n = Node::new(34, "cp-1");
+        let secrets = if role == "join" { String::new() } else { pki() };
+        n.write(
+            "etc/kiln/node.toml",
+            &format!(
+                "{}[node]\nrole = \"{role}\"\nnode_ip = \"10.0.0.5\"\n{extra}{secrets}",
+                cluster("api.example.test:6443")
+            ),
+        );
+        let o = n.run_listening(&all, &["--check-ports", "--json", "doctor"]);
+        let f = findings(&o);
+        f.iter()
+            .find(|m| m.starts_with("ports "))
+            .cloned()
+            .unwrap_or_else(|| panic!("no ports finding: {f:?}\n{}", out(&o)))
+    };
+    let busy = |m: &str| -> Vec<u16> {
+        let list = m.split_once(" in use").map(|(l, _)| l).unwrap_or("");
+        all.iter().copied().filter(|p| list.contains(&format!(" {p} ("))).collect()
+    };
+    for role in ["init", "control-plane"] {
+        let m = ports_finding(role, "");
+        assert_eq!(busy(&m), [6443, 10259, 10257, 2379, 2380, 10250], "{role}: {m}");
+        assert!(m.contains("6443 (kube-apiserver)"), "{m}");
+    }
+    // The API server's own port is the node's api_server_bind_port.
+    let m = ports_finding("init", "api_server_bind_port = 6444\n");
+    assert_eq!(busy(&m), [6444, 10259, 10257, 2379, 2380, 10250], "{m}");
+    let m = ports_finding("join", "");
+    assert_eq!(busy(&m), [10250], "{m}");
+}
+
+/// Issue 25, row 27: kubeadm's `NumCPUCheck` (2) and `MemCheck` (1700 MB, sysinfo's total
+/// RAM / 1024 / 1024, rounded down; `MemTotal` kB / 1024 here) stop a control plane at the
+/// same boundary kubeadm does; a worker is not held to them.
+#[test]
+fn control_plane_memory_and_cpus_stop_at_kubeadm_boundaries() {
+    let n = Node::new(34, "cp-1");
+    let node = |role: &str| {
+        let secrets = if role == "join" { String::new() } else { pki() };
+        n.write(
+            "etc/kiln/node.toml",
+            &format!(
+                "{}[node]\nrole = \"{role}\"\nnode_ip = \"10.0.0.5\"\n{secrets}",
+                cluster("api.example.test:6443")
+            ),
+        );
+    };
+    let about = |id: &str| -> Vec<String> {
+        let o = n.run(&["--json", "doctor"]);
+        findings(&o).into_iter().filter(|m| m.starts_with(&format!("{id} "))).collect()
+    };
+    node("init");
+    // 1740799 kB is 1699.99 MB: kubeadm says 1699 MB, below 1700.
+    n.write("proc/meminfo", "MemTotal:        1740799 kB\nMemFree:  100 kB\n");
+    let m = about("memory");
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(m[0].contains("the system RAM (1699 MB) is less than the minimum 1700 MB"), "{m:?}");
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("[memory]"), "{}", out(&o));
+    assert!(n.calls("kubeadm").is_empty());
+    n.write("proc/meminfo", "MemTotal:        1740800 kB\n");
+    assert_eq!(about("memory"), Vec::<String>::new());
+    node("control-plane");
+    n.write("proc/meminfo", "MemTotal:        1740799 kB\n");
+    assert_eq!(about("memory").len(), 1);
+    // One CPU stops a control plane; two do not.
+    n.write("proc/meminfo", "MemTotal:        4000000 kB\n");
+    n.write("proc/cpuinfo", "processor\t: 0\n");
+    let c = about("cpus");
+    assert!(c.len() == 1 && c[0].contains("1 CPU: control planes need 2"), "{c:?}");
+    n.write("proc/cpuinfo", "processor\t: 0\nprocessor\t: 1\n");
+    assert_eq!(about("cpus"), Vec::<String>::new());
+    // A worker with 1 CPU and 1 GB is fine.
+    node("join");
+    n.write("proc/meminfo", "MemTotal:        1000000 kB\n");
+    n.write("proc/cpuinfo", "processor\t: 0\n");
+    assert_eq!([about("memory"), about("cpus")].concat(), Vec::<String>::new());
+}
+
+/// Issue 25, row 45: on a node with several NICs, doctor (and run's preflight) requires
+/// the service CIDR to leave by the node IP's adapter, and a default route (an error
+/// without a node IP, a warning with one), read from the kernel's `/proc/net/route`.
+#[test]
+fn multi_nic_routes_must_use_the_node_ips_interface() {
+    let n = Node::new(34, "w-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.5\"\n", cluster("10.0.0.2:6443")),
+    );
+    let head = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n";
+    // eth0 10.0.0.0/16 (the node IP's), eth1 192.168.1.0/24; defaults as given.
+    let table = |defaults: &str| {
+        n.write(
+            "proc/net/route",
+            &format!("{head}{defaults}eth0\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\neth1\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"),
+        );
+    };
+    let via_eth0 = |metric: u32| format!("eth0\t00000000\t0100000A\t0003\t0\t0\t{metric}\t00000000\t0\t0\t0\n");
+    let via_eth1 = |metric: u32| format!("eth1\t00000000\t0101A8C0\t0003\t0\t0\t{metric}\t00000000\t0\t0\t0\n");
+    let routes = |n: &Node| doctor_check(n, "routes");
+    // No default route: with the node IP given kubeadm needs none, but ClusterIPs are
+    // unreachable from host-network pods: a warning naming the node IP's interface.
+    table("");
+    let (level, m) = routes(&n);
+    assert_eq!(level, "warning", "{m}");
+    assert!(m.starts_with("no default IPv4 route and no route for service_subnet 10.96.0.0/12"), "{m}");
+    assert!(m.contains("ip route add default via GATEWAY dev eth0"), "{m}");
+    // Without a node IP kubeadm and kubelet pick the address from the default route: an
+    // error (doctor: the endpoint's name does not resolve here, so the IP is unresolved).
+    n.write("etc/kiln/node.toml", &format!("{}[node]\nrole = \"join\"\n", cluster("api.example.test:6443")));
+    let (level, m) = routes(&n);
+    assert_eq!(level, "error", "{m}");
+    assert!(m.starts_with("no default IPv4 route and no route for service_subnet 10.96.0.0/12"), "{m}");
+    assert!(m.contains("kubeadm and kubelet pick the node's address from the default route"), "{m}");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.5\"\n", cluster("10.0.0.2:6443")),
+    );
+    // The winning default route is eth1's: the service CIDR leaves by the wrong adapter.
+    table(&format!("{}{}", via_eth1(100), via_eth0(200)));
+    let (level, m) = routes(&n);
+    assert_eq!(level, "error", "{m}");
+    assert!(m.starts_with("service_subnet 10.96.0.0/12 routes via eth1 but the node IP 10.0.0.5 is on eth0"), "{m}");
+    assert!(m.contains("ip route add 10.96.0.0/12 dev eth0"), "{m}");
+    // Two NICs, eth0's default wins: fine.
+    table(&format!("{}{}", via_eth1(200), via_eth0(100)));
+    let (level, m) = routes(&n);
+    assert_eq!(level, "ok", "{m}");
+    assert_eq!(m, "service_subnet 10.96.0.0/12 routes via eth0, the interface of the node IP 10.0.0.5; default IPv4 route via eth0");
+    // A specific route for the service CIDR via eth0 wins over eth1's default.
+    table(&format!("{}eth0\t0000600A\t00000000\t0001\t0\t0\t0\t0000F0FF\t0\t0\t0\n", via_eth1(100)));
+    assert_eq!(routes(&n).0, "ok");
+    // IPv6: the node IP's interface from /proc/net/if_inet6, the routes from ipv6_route.
+    n.write(
+        "etc/kiln/node.toml",
+        &format!(
+            "{}service_subnet = \"fd00:96::/108\"\n[node]\nrole = \"join\"\nnode_ip = \"fd00::5\"\n",
+            cluster("[fd00::2]:6443")
+        ),
+    );
+    n.write("proc/net/if_inet6", "fd000000000000000000000000000005 02 40 00 80     eth0\n");
+    let v6 = |dev: &str| {
+        n.write(
+            "proc/net/ipv6_route",
+            &format!("fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n\
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 {dev}\n\
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n"),
+        );
+    };
+    v6("eth1");
+    let (level, m) = routes(&n);
+    assert_eq!(level, "error", "{m}");
+    assert!(m.starts_with("service_subnet fd00:96::/108 routes via eth1 but the node IP fd00::5 is on eth0"), "{m}");
+    v6("eth0");
+    let (level, m) = routes(&n);
+    assert_eq!(level, "ok", "{m}");
+    assert!(m.ends_with("default IPv6 route via eth0"), "{m}");
+}
+
+/// Issue 25, row 28: doctor names the host's iptables backend (`iptables --version`, a
+/// scratch `iptables` here) and the kube-proxy mode, and warns when legacy tables are in
+/// use on an nf_tables host (`/proc/net/ip_tables_names`): rules in both backends.
+#[test]
+fn iptables_backend_and_kube_proxy_mode_are_reported() {
+    let n = Node::new(34, "w-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.5\"\n", cluster("10.0.0.2:6443")),
+    );
+    let iptables = |mode: &str| {
+        let p = n.path("bin/iptables");
+        std::fs::write(&p, format!("#!/bin/sh\n[ \"$1\" = --version ] && echo 'iptables v1.8.10 ({mode})'\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let check = |n: &Node| doctor_check(n, "iptables");
+    iptables("nf_tables");
+    let (level, m) = check(&n);
+    assert_eq!(level, "ok", "{m}");
+    assert!(
+        m.starts_with("iptables backend nf_tables (iptables v1.8.10 (nf_tables)); kube-proxy mode iptables"),
+        "{m}"
+    );
+    // Legacy tables in use beside an nf_tables iptables: rules in both backends.
+    n.write("proc/net/ip_tables_names", "filter\nnat\n");
+    let (level, m) = check(&n);
+    assert_eq!(level, "warning", "{m}");
+    assert!(m.contains("legacy iptables tables are in use (filter, nat in /proc/net/ip_tables_names)"), "{m}");
+    assert!(m.contains("update-alternatives --set iptables /usr/sbin/iptables-nft"), "{m}");
+    // A legacy host with legacy tables is consistent.
+    iptables("legacy");
+    let (level, m) = check(&n);
+    assert_eq!(level, "ok", "{m}");
+    assert!(m.starts_with("iptables backend legacy (iptables v1.8.10 (legacy))"), "{m}");
+}
+
+/// Issue 25, row 34: doctor reports the SELinux mode from `/sys/fs/selinux/enforce`
+/// (absent: disabled), warns on enforcing for kiln's paths without a label, and `run`
+/// relabels what it created with restorecon (a stand-in here) when SELinux is enabled.
+#[test]
+fn selinux_mode_is_reported_and_kiln_paths_relabelled() {
+    let n = Node::new(34, "cp-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+    );
+    assert_eq!(doctor_check(&n, "selinux"), ("ok".into(), "SELinux disabled (no /sys/fs/selinux/enforce)".into()));
+    n.write("sys/fs/selinux/enforce", "0");
+    assert_eq!(
+        doctor_check(&n, "selinux"),
+        ("ok".into(), "SELinux permissive: denials are logged, not enforced".into())
+    );
+    // Enforcing: what kiln wrote has no label (a scratch tmpfs has none).
+    std::fs::copy(n.path("bin/modprobe"), n.path("bin/restorecon")).unwrap();
+    n.write("sys/fs/selinux/enforce", "1");
+    n.write("etc/kubernetes/manifests/.keep", "");
+    let (level, m) = doctor_check(&n, "selinux");
+    assert_eq!(level, "warning", "{m}");
+    assert!(m.starts_with("SELinux enforcing and /etc/kubernetes have no SELinux label"), "{m}");
+    assert!(m.contains("restorecon -R /etc/kubernetes"), "{m}");
+    let o = n.run(&["run"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let root = n.root().display().to_string();
+    let calls = n.calls("restorecon");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    for p in [FLEX, "/etc/kubernetes", "/etc/kiln/kubeadm-patches", "/var/lib/kiln", "/var/log/kiln"] {
+        assert!(calls[0].contains(&format!(" {root}{p}")), "{p} not relabelled: {calls:?}");
+    }
+    assert!(out(&o).contains("SELinux: relabelled"), "{}", out(&o));
+    // SELinux disabled: restorecon is not run.
+    let m = Node::new(34, "cp-2");
+    std::fs::copy(n.path("bin/restorecon"), m.path("bin/restorecon")).unwrap();
+    m.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+    );
+    assert!(m.run(&["run"]).status.success());
+    assert!(m.calls("restorecon").is_empty(), "{:?}", m.calls("restorecon"));
+}
+
+/// Issue 25, row 12: a placeholder product_uuid (all zeros, all F, the AMI default) and two
+/// physical NICs with one MAC stop the node before kubeadm; no product_uuid stays a
+/// warning; bond slaves and virtual interfaces do not count as clashes.
+#[test]
+fn placeholder_product_uuid_and_duplicate_macs_are_refused() {
+    let n = Node::new(34, "w-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.5\"\n", cluster("10.0.0.2:6443")),
+    );
+    assert_eq!(doctor_check(&n, "product-uuid").0, "warning");
+    for bad in [
+        "00000000-0000-0000-0000-000000000000",
+        "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
+        "03000200-0400-0500-0006-000700080009",
+    ] {
+        n.write("sys/class/dmi/id/product_uuid", &format!("{bad}\n"));
+        let (level, m) = doctor_check(&n, "product-uuid");
+        assert_eq!(level, "error", "{bad}: {m}");
+        assert!(m.contains(&format!("is {bad}, a placeholder")) && m.contains("QEMU `-uuid`"), "{m}");
+    }
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("[product-uuid]"), "{}", out(&o));
+    assert!(n.calls("kubeadm").is_empty());
+    n.write("sys/class/dmi/id/product_uuid", "4c4c4544-0042-3510-8052-b3c04f4b4e32\n");
+    assert_eq!(doctor_check(&n, "product-uuid").0, "ok");
+    // NICs: eth0 and eth1 physical with one MAC; lo (zeros) and a veth (virtual) ignored.
+    let nic = |name: &str, mac: &str, physical: bool| {
+        n.write(&format!("sys/class/net/{name}/address"), &format!("{mac}\n"));
+        if physical {
+            n.write(&format!("sys/class/net/{name}/device/uevent"), "");
+        }
+    };
+    nic("lo", "00:00:00:00:00:00", false);
+    nic("eth0", "dc:a6:32:01:02:03", true);
+    nic("veth1", "dc:a6:32:01:02:03", false);
+    assert_eq!(doctor_check(&n, "mac"), ("ok".into(), "1 physical NIC(s), each with its own MAC".into()));
+    nic("eth1", "DC:A6:32:01:02:03", true);
+    let (level, m) = doctor_check(&n, "mac");
+    assert_eq!(level, "error", "{m}");
+    assert!(m.starts_with("eth0 and eth1 both have dc:a6:32:01:02:03: the install guide requires a unique MAC"), "{m}");
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("[mac]"), "{}", out(&o));
+    // eth1 enslaved to a bond carries the bond's MAC by design.
+    n.write("sys/class/net/eth1/master", "");
+    assert_eq!(doctor_check(&n, "mac").0, "ok");
+}
+
+/// Issue 25, row 33: the wait for the control-plane endpoint tells a refusal (nothing
+/// listens, or a firewall REJECT) from a timeout (packets dropped: a firewall DROP, or a
+/// load balancer that cannot reach a control plane), in this network namespace: nothing
+/// listens on 127.0.0.1:6443, and 10.255.0.9 is routed to lo and dropped there.
+#[test]
+fn the_endpoint_wait_tells_a_refusal_from_a_timeout() {
+    let failure = |endpoint: &str| -> String {
+        let n = Node::new(34, "w-1");
+        n.write(
+            "etc/kiln/node.toml",
+            &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.5\"\n", cluster(endpoint)),
+        );
+        let t = std::time::Instant::now();
+        let o = n.run(&["--wait", "2", "run"]);
+        assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+        assert!(n.calls("kubeadm").is_empty());
+        n.read("run/kiln/bootstrap-failed")
+    };
+    let refused = failure("127.0.0.1:6443");
+    assert!(refused.contains("the control plane at 127.0.0.1:6443 did not answer within 2 s"), "{refused}");
+    assert!(refused.contains("the connection was refused (ECONNREFUSED): nothing listens there yet"), "{refused}");
+    assert!(refused.contains("a firewall REJECTs the port"), "{refused}");
+    let dropped = failure("10.255.0.9:6443");
+    assert!(dropped.contains("the control plane at 10.255.0.9:6443 did not answer within 2 s"), "{dropped}");
+    assert!(dropped.contains("the connection timed out (no reply at all): packets are dropped"), "{dropped}");
+    assert!(dropped.contains("open TCP 6443 from this node"), "{dropped}");
+    assert!(!dropped.contains("refused"), "{dropped}");
+}
+
+/// Issue 25, row 33: with firewalld active (the scratch systemctl says so), doctor names
+/// each required port its default zone's saved configuration does not accept, through
+/// the zone's ports and its services' ports; an nftables ruleset that drops input is
+/// read the same way.
+#[test]
+fn firewall_state_names_the_required_ports_it_does_not_accept() {
+    let n = Node::new(34, "cp-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+    );
+    let findings_of = |n: &Node| -> Vec<String> {
+        findings(&n.run(&["--json", "doctor"])).into_iter().filter(|m| m.starts_with("firewall ")).collect()
+    };
+    // No firewall running: no finding.
+    n.write("etc/firewalld/firewalld.conf", "DefaultZone=internal\n");
+    n.write("usr/lib/firewalld/zones/internal.xml", "<zone>\n  <service name=\"kube-api\"/>\n  <port port=\"2379-2380\" protocol=\"tcp\"/>\n  <port port=\"10250\" protocol=\"udp\"/>\n</zone>\n");
+    n.write(
+        "usr/lib/firewalld/services/kube-api.xml",
+        "<service>\n  <port protocol=\"tcp\" port=\"6443\"/>\n</service>\n",
+    );
+    assert_eq!(findings_of(&n), Vec::<String>::new());
+    n.write("etc/kiln-model/active-firewalld", "");
+    let f = findings_of(&n);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(
+        f[0].starts_with("firewall firewalld is active and its default zone internal does not accept 10259/tcp (kube-scheduler), 10257/tcp (kube-controller-manager), 10250/tcp (kubelet):"),
+        "{f:?}"
+    );
+    assert!(
+        f[0].contains("firewall-cmd --permanent --add-port=10259/tcp --add-port=10257/tcp --add-port=10250/tcp"),
+        "{f:?}"
+    );
+    // The zone in /etc overrides the shipped one; everything accepted: ok.
+    n.write("etc/firewalld/zones/internal.xml", "<zone target=\"ACCEPT\">\n</zone>\n");
+    assert_eq!(doctor_check(&n, "firewall").0, "ok");
+    std::fs::remove_file(n.root().join("etc/kiln-model/active-firewalld")).unwrap();
+    // nftables: a dropping input chain accepting only 22 and 6443.
+    n.write(
+        "etc/nftables.conf",
+        "table inet filter {\n  chain input {\n    type filter hook input priority 0; policy drop;\n    tcp dport { 22, 6443 } accept\n  }\n}\n",
+    );
+    assert_eq!(findings_of(&n), Vec::<String>::new(), "nftables.service is not active");
+    n.write("etc/kiln-model/active-nftables", "");
+    let f = findings_of(&n);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(f[0].contains("/etc/nftables.conf (nftables.service) drops input by default and accepts none of 10259/tcp (kube-scheduler), 10257/tcp (kube-controller-manager), 2379/tcp (etcd clients), 2380/tcp (etcd peers), 10250/tcp (kubelet)"), "{f:?}");
 }
 
 /// Issue 13: a scratch --root without /sys/fs/cgroup is not cgroup v1. doctor says it

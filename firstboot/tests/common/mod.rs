@@ -24,7 +24,7 @@ pub fn write(root: &Path, rel: &str, text: &str) {
 /// A kiln image of `family` at Kubernetes `version` (`/etc/kiln/image.toml`),
 /// and what preflight reads on its host: machine id, `hostname`, swap on,
 /// cgroup v2 with memory, the runtime socket, kubeadm's helper executables,
-/// 2 CPUs and 4 GB, a host route; the kubeadm model waits 5 s (not 4 min)
+/// 2 CPUs and 4 GB, a default route and a host network on eth0; the kubeadm model waits 5 s (not 4 min)
 /// for an unhealthy kubelet.
 pub fn node_root(root: &Path, family: &str, version: &str, hostname: &str) {
     write(
@@ -39,7 +39,7 @@ pub fn node_root(root: &Path, family: &str, version: &str, hostname: &str) {
     write(root, "proc/swaps", "Filename Type Size Used Priority\n/swapfile file 1024 0 -2\n");
     write(root, "sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
     write(root, "run/containerd/containerd.sock", "");
-    for t in ["conntrack", "ip", "iptables", "mount", "nsenter", "ethtool", "socat", "tc"] {
+    for t in ["losetup", "mount", "cp", "conntrack", "ip", "iptables", "nsenter", "ethtool", "socat", "tc"] {
         write(root, &format!("usr/sbin/{t}"), "");
     }
     write(root, "proc/cpuinfo", "processor\t: 0\nprocessor\t: 1\n");
@@ -47,7 +47,7 @@ pub fn node_root(root: &Path, family: &str, version: &str, hostname: &str) {
     write(
         root,
         "proc/net/route",
-        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\neth0\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n",
+        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\neth0\t00000000\t0100000A\t0003\t0\t0\t100\t00000000\t0\t0\t0\neth0\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n",
     );
     write(root, "proc/sys/net/ipv4/ip_forward", "0\n");
     write(root, "etc/kiln-model/kubelet-timeout", "5\n");
