@@ -800,10 +800,18 @@ const CNI_LINKS: [&str; 11] = [
 ];
 
 /// `kiln-firstboot reset`: `kubeadm reset -f`, then what kubeadm reset leaves
-/// (its own words: "The reset process does not clean CNI configuration" and "does
-/// not reset or clean up iptables rules or IPVS tables", `cmd/kubeadm/app/cmd/phases/
-/// reset/cleanupnode.go`), then kiln's state. Everything within `opts.reset_timeout`
-/// in total. Returns one line per step.
+/// (its own closing words at v1.34.2, `cmd/kubeadm/app/cmd/reset.go`
+/// `manualCleanupInstructions`: "The reset process does not perform cleanup of CNI
+/// plugin configuration, network filtering rules and kubeconfig files", pointing at
+/// the kubeadm-reset page, which lists `iptables -F && iptables -t nat -F && iptables
+/// -t mangle -F && iptables -X`, `ipvsadm -C` (`--clear`) and removing
+/// `/etc/cni/net.d`): every iptables table's chains flushed and deleted, and
+/// ip6tables' too (dual-stack kube-proxy and CNIs write both), IPVS
+/// cleared, the CNI links deleted, the CNI configuration and state removed (kiln's
+/// images put nothing in `/etc/cni/net.d`: all of it is the plugin's; `/var/lib/cni`
+/// holds its IP allocations, `/run/flannel` flannel's old subnet, row 29), then
+/// kiln's state. Everything within `opts.reset_timeout` in total. Returns one line
+/// per step.
 pub fn reset_node(m: &Machine, opts: &Options) -> Vec<String> {
     let root = &m.root;
     let deadline = Instant::now() + opts.reset_timeout;

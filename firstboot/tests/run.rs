@@ -19,6 +19,22 @@ const SECRET: &str = "s3cr3tt0k3nvalu3";
 const KEY: &str = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n-----END PRIVATE KEY-----\n";
 const CERT: &str = "-----BEGIN CERTIFICATE-----\nY2VydA==\n-----END CERTIFICATE-----\n";
 
+/// The host tools' stand-in: records each call (`$REC/NAME.calls`, one argv a line);
+/// modprobe creates /sys/module/NAME (and br_netfilter its sysctls, as the kernel
+/// module does); swapoff empties /proc/swaps unless the swap is stuck.
+const STAND_IN: &str = r#"#!/bin/sh
+rec="$REC"; name=$(basename "$0")
+echo "$*" >> "$rec/$name.calls"
+case "$name" in
+  modprobe) mkdir -p "$ROOT/sys/module/$1"
+    if [ "$1" = br_netfilter ]; then mkdir -p "$ROOT/proc/sys/net/bridge"
+      for k in bridge-nf-call-iptables bridge-nf-call-ip6tables; do [ -f "$ROOT/proc/sys/net/bridge/$k" ] || echo 0 > "$ROOT/proc/sys/net/bridge/$k"; done; fi ;;
+  swapoff) [ -f "$ROOT/etc/kiln-model/swap-stuck" ] && exit 255
+    head -n1 "$ROOT/proc/swaps" > "$ROOT/proc/swaps.new" && mv "$ROOT/proc/swaps.new" "$ROOT/proc/swaps" ;;
+esac
+exit 0
+"#;
+
 struct Node {
     dir: tempfile::TempDir,
 }
@@ -44,25 +60,11 @@ impl Node {
         // kubelet's journal, as journalctl -u kubelet -o cat prints it.
         n.write("opt/bin/journalctl", "#!/bin/sh\ncat \"$ROOT/var/lib/kiln-model/kubelet.journal\" 2>/dev/null\n");
         std::fs::set_permissions(n.root().join("opt/bin/journalctl"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        // modprobe creates /sys/module/NAME (and br_netfilter its sysctls, as the kernel
-        // module does); swapoff empties /proc/swaps unless the swap is stuck.
-        let script = r#"#!/bin/sh
-rec="$REC"; name=$(basename "$0")
-echo "$*" >> "$rec/$name.calls"
-case "$name" in
-  modprobe) mkdir -p "$ROOT/sys/module/$1"
-    if [ "$1" = br_netfilter ]; then mkdir -p "$ROOT/proc/sys/net/bridge"
-      for k in bridge-nf-call-iptables bridge-nf-call-ip6tables; do [ -f "$ROOT/proc/sys/net/bridge/$k" ] || echo 0 > "$ROOT/proc/sys/net/bridge/$k"; done; fi ;;
-  swapoff) [ -f "$ROOT/etc/kiln-model/swap-stuck" ] && exit 255
-    head -n1 "$ROOT/proc/swaps" > "$ROOT/proc/swaps.new" && mv "$ROOT/proc/swaps.new" "$ROOT/proc/swaps" ;;
-esac
-exit 0
-"#;
         std::fs::create_dir_all(n.path("bin")).unwrap();
         std::fs::create_dir_all(n.path("rec")).unwrap();
         for tool in ["modprobe", "swapoff", "kubectl"] {
             let p = n.path(&format!("bin/{tool}"));
-            std::fs::write(&p, script).unwrap();
+            std::fs::write(&p, STAND_IN).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         for tool in ["kubeadm", "systemctl"] {
@@ -78,6 +80,11 @@ exit 0
     }
     fn write(&self, rel: &str, text: &str) {
         common::write(&self.root(), rel, text);
+    }
+    /// An executable `rel` under the root with `text`.
+    fn exe(&self, rel: &str, text: &str) {
+        self.write(rel, text);
+        std::fs::set_permissions(self.root().join(rel), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     fn read(&self, rel: &str) -> String {
         std::fs::read_to_string(self.root().join(rel)).unwrap_or_default()
@@ -486,6 +493,45 @@ fn reset_against_a_hanging_kubeadm_ends_within_its_bound() {
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(t.elapsed().as_secs() < 15, "run took {:?}", t.elapsed());
     assert!(String::from_utf8_lossy(&o.stdout).contains("timed out after 2 s"), "{}", out(&o));
+}
+
+/// Rows 29 and 36: `kubeadm reset` leaves "CNI plugin configuration, network
+/// filtering rules" behind (its closing text, cmd/kubeadm/app/cmd/reset.go
+/// manualCleanupInstructions, v1.34.2); `kiln-firstboot reset` flushes and deletes
+/// the chains of every iptables and ip6tables table, clears IPVS, deletes the CNI
+/// links and removes the CNI state, so a re-join starts without the old pod subnet
+/// (flannel's /run/flannel/subnet.env), its IP allocations (/var/lib/cni) or its rules.
+#[test]
+fn reset_flushes_packet_filters_and_removes_cni_state() {
+    let n = Node::new(34, "worker-1");
+    for tool in ["iptables", "ip6tables", "ipvsadm", "ip"] {
+        n.exe(&format!("usr/sbin/{tool}"), STAND_IN);
+    }
+    for link in ["cni0", "flannel.1"] {
+        n.write(&format!("sys/class/net/{link}/ifindex"), "7\n");
+    }
+    n.write("var/lib/cni/networks/cbr0/10.244.1.5", "4b1e0a0c\n");
+    n.write("var/lib/cni/results/cbr0-4b1e0a0c-eth0", "{}");
+    n.write("etc/cni/net.d/10-flannel.conflist", "{}");
+    n.write("run/flannel/subnet.env", "FLANNEL_SUBNET=10.244.1.1/24\n");
+    let o = n.run(&["reset"]);
+    assert!(o.status.success(), "{}", out(&o));
+    for ipt in ["iptables", "ip6tables"] {
+        let calls = n.calls(ipt);
+        for table in ["filter", "nat", "mangle", "raw"] {
+            for op in ["-F", "-X"] {
+                let want = format!("-t {table} {op}");
+                assert!(calls.contains(&want), "{ipt} {want} not run: {calls:?}\n{}", out(&o));
+            }
+        }
+    }
+    assert_eq!(n.calls("ipvsadm"), ["--clear"], "{}", out(&o));
+    assert_eq!(n.calls("ip"), ["link delete cni0", "link delete flannel.1"], "{}", out(&o));
+    for gone in ["var/lib/cni", "etc/cni/net.d", "run/flannel"] {
+        assert!(!n.root().join(gone).exists(), "{gone} survived reset:\n{}", out(&o));
+    }
+    let so = String::from_utf8_lossy(&o.stdout);
+    assert!(so.contains("iptables -t nat -F: done") && so.contains("removed /var/lib/cni"), "{so}");
 }
 
 #[test]
