@@ -176,6 +176,16 @@ fn pki() -> String {
     s
 }
 
+/// An init node `cp-1` at Kubernetes 1.34 with the cluster's PKI in its node.toml.
+fn init_node() -> Node {
+    let n = Node::new(34, "cp-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+    );
+    n
+}
+
 fn no_secrets(o: &Output, n: &Node) {
     let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(!all.contains(SECRET), "token secret in output:\n{all}");
@@ -417,11 +427,7 @@ fn control_plane_join_and_cmdline_override() {
 
 #[test]
 fn failures_are_diagnosed_retried_with_reset_and_marked() {
-    let n = Node::new(34, "cp-1");
-    n.write(
-        "etc/kiln/node.toml",
-        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
-    );
+    let n = init_node();
     // The runtime uses cgroupfs, the kubelet systemd: the kubelet stand-in exits with
     // kubelet's text in its journal; kubeadm only says the kubelet is not healthy.
     n.write("etc/kiln-model/runtime-cgroup-driver", "cgroupfs\n");
@@ -468,15 +474,102 @@ fn failures_are_diagnosed_retried_with_reset_and_marked() {
     assert_eq!(&calls[before..].iter().map(|c| c.split(' ').next().unwrap()).collect::<Vec<_>>(), &["reset", "init"]);
 }
 
+/// The body of a fixture in `tests/fixtures/kubeadm-texts/` (its headers dropped).
+fn fixture_text(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/fixtures/kubeadm-texts/{name}.txt"));
+    let raw = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    raw.split_once("\n\n").map(|(_, t)| t.to_string()).unwrap_or_else(|| panic!("{name}: no headers"))
+}
+
+/// Rows 42 and 25: after a failed attempt the evidence is kubelet's journal of *this*
+/// attempt, `crictl ps -a` and the newest kube-proxy container's log tail, each
+/// bounded, and each can carry the diagnosis. The journal stand-in honours `--since
+/// @EPOCH` over timestamped lines: an earlier boot's swap failure and the first
+/// attempt's line are older than the second attempt, so a read from the start (or
+/// from the run's start) shows up in the evidence and as a wrong diagnosis. kubeadm
+/// says only that the kubelet is not healthy; the exited API server is only in
+/// `crictl ps -a` (padded past 64 KiB, newest at the end), the loopback fallback only
+/// in kube-proxy's log (`cmd/kube-proxy/app/server.go` detectNodeIPs, v1.34.2).
+#[test]
+fn failure_evidence_is_this_attempts_journal_crictl_and_kube_proxy() {
+    let n = init_node();
+    n.write("etc/kiln-model/fail", "kubelet-not-healthy\n");
+    // An earlier boot, an hour ago: the kubelet refused swap then.
+    let hour_ago = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 3600;
+    n.write(
+        "var/lib/kiln-model/journal.ts",
+        &format!("{hour_ago} E1125 09:40:58.931046 2211 run.go:72] \"command failed\" err=\"failed to run Kubelet: running with swap on is not supported, please disable swap\" earlier-boot\n"),
+    );
+    n.exe(
+        "opt/bin/journalctl",
+        "#!/bin/sh\necho \"$*\" >> \"$REC/journalctl.calls\"\nsince=0\nwhile [ $# -gt 0 ]; do [ \"$1\" = --since ] && { since=${2#@}; shift; }; shift; done\n\
+         case \"$since\" in ''|*[!0-9]*) since=0 ;; esac\n\
+         while read -r ts line; do [ \"$ts\" -ge \"$since\" ] && echo \"$line\"; done < \"$ROOT/var/lib/kiln-model/journal.ts\"\nexit 0\n",
+    );
+    // Each kubeadm attempt logs a kubelet line at its start, then takes over a second.
+    let kubeadm = n.path("bin/kubeadm");
+    std::fs::remove_file(&kubeadm).unwrap();
+    std::fs::write(
+        &kubeadm,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in init|join) a=$(( $(cat \"$REC/attempts\" 2>/dev/null || echo 0) + 1 )); echo $a > \"$REC/attempts\"\n\
+             echo \"$(date +%s) I1125 kubelet.go:1] attempt-$a-line\" >> \"$ROOT/var/lib/kiln-model/journal.ts\"; sleep 1.2 ;; esac\nexec {} \"$@\"\n",
+            model("kubeadm").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&kubeadm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let padding =
+        "0000000000000   registry.k8s.io/pause:3.10   2 hours ago   Exited   old   0   0000000000000   old   default\n";
+    n.write(
+        "var/lib/kiln-model/crictl/ps.txt",
+        &format!("{}{}", padding.repeat((1 << 20) / padding.len()), fixture_text("crictl-apiserver-exited")),
+    );
+    n.write("var/lib/kiln-model/crictl/kube-proxy.log", &fixture_text("kube-proxy-node-ip-current"));
+    n.exe(
+        "opt/bin/crictl",
+        "#!/bin/sh\necho \"$*\" >> \"$REC/crictl.calls\"\nd=\"$ROOT/var/lib/kiln-model/crictl\"\ncase \"$*\" in\n\
+         *'ps -a --name kube-proxy -q') echo 3f2a9c1b7d6e40a1; echo 0a1b2c3d4e5f6071 ;;\n\
+         *'ps -a') cat \"$d/ps.txt\" ;;\n\
+         *'logs --tail '*' 3f2a9c1b7d6e40a1') cat \"$d/kube-proxy.log\" >&2 ;;\n\
+         *) echo \"crictl stand-in: unexpected $*\" >&2; exit 1 ;;\nesac\n",
+    );
+    let o = n.run(&["--attempts", "2", "run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let so = String::from_utf8_lossy(&o.stdout);
+    // The journal: read from each attempt's start.
+    let calls = n.calls("journalctl");
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for c in &calls {
+        assert!(c.starts_with("-u kubelet ") && c.contains(" --since @"), "{c}");
+    }
+    let evidence = n.read("var/log/kiln/evidence.log");
+    assert!(evidence.contains("attempt-2-line"), "this attempt's journal is missing:\n{evidence}");
+    assert!(!evidence.contains("attempt-1-line"), "the first attempt's journal in the second's evidence:\n{evidence}");
+    assert!(!evidence.contains("earlier-boot"), "an earlier boot's journal in the evidence:\n{evidence}");
+    assert!(!so.contains("diagnosis [swap-on]"), "an earlier boot's failure diagnosed:\n{so}");
+    // crictl ps -a, bounded, carrying the cause kubeadm does not print.
+    assert!(n.calls("crictl").iter().any(|c| c.ends_with(" ps -a")), "{:?}", n.calls("crictl"));
+    assert!(evidence.contains("--- crictl ps -a\n") && evidence.contains("kube-apiserver-cp-1"), "{evidence}");
+    assert!(evidence.len() < 4 * (64 << 10), "evidence is {} bytes: not bounded", evidence.len());
+    assert!(so.contains("<3>kiln-firstboot: diagnosis [control-plane-not-healthy]"), "{so}");
+    // kube-proxy's log: the newest container's tail, and its diagnosis first.
+    assert!(
+        n.calls("crictl").iter().any(|c| c.ends_with(" logs --tail 100 3f2a9c1b7d6e40a1")),
+        "{:?}",
+        n.calls("crictl")
+    );
+    assert!(evidence.contains("Can't determine this node's IP, assuming loopback"), "{evidence}");
+    let first = so.lines().find(|l| l.contains("kiln-firstboot: diagnosis [")).unwrap_or_default();
+    assert!(first.contains("[kube-proxy-node-ip]"), "{so}");
+    assert!(n.read("run/kiln/bootstrap-failed").contains("kube-proxy"), "{}", n.read("run/kiln/bootstrap-failed"));
+}
+
 /// `kubeadm reset` blocks when the runtime is stuck (seed item 22): both the retry path
 /// and `kiln-firstboot reset` give up at the bound.
 #[test]
 fn reset_against_a_hanging_kubeadm_ends_within_its_bound() {
-    let n = Node::new(34, "cp-1");
-    n.write(
-        "etc/kiln/node.toml",
-        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
-    );
+    let n = init_node();
     n.write("etc/kiln-model/hang", "reset\n");
     n.write("etc/cni/net.d/10-flannel.conflist", "{}");
     let t = std::time::Instant::now();
@@ -844,11 +937,7 @@ fn help_section<'a>(help: &'a str, name: &str) -> Vec<&'a str> {
 #[test]
 fn help_lists_every_command_and_examples_that_run() {
     let all = ["run", "plan", "status", "doctor", "reset", "host", "kubelet-gate"];
-    let n = Node::new(34, "cp-1");
-    n.write(
-        "etc/kiln/node.toml",
-        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
-    );
+    let n = init_node();
     let o = n.run(&["--help"]);
     assert!(o.status.success(), "{}", out(&o));
     let help = String::from_utf8_lossy(&o.stdout).to_string();
@@ -970,11 +1059,7 @@ fn cli_mistakes_are_named_with_exit_2() {
 /// (componentconfigs/kubelet.go mutateResolverConfig); kiln must not set it cluster-wide.
 #[test]
 fn resolv_conf_is_left_to_kubeadm() {
-    let n = Node::new(34, "cp-1");
-    n.write(
-        "etc/kiln/node.toml",
-        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
-    );
+    let n = init_node();
     n.write("etc/resolv.conf", "nameserver 127.0.0.53\n");
     n.write("run/systemd/resolve/resolv.conf", "nameserver 10.0.0.1\n");
     n.write("etc/kiln-model/active-systemd-resolved", "");
