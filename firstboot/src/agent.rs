@@ -6,7 +6,7 @@ use crate::files;
 use crate::identity;
 use crate::image::ImageDefaults;
 use crate::kubeadm;
-use crate::node::{NodeConfig, Role, SwapPolicy};
+use crate::node::{AdminRole, NodeConfig, Role, SwapPolicy};
 use crate::provider::{self, Metadata};
 pub use crate::runner::run_bounded;
 use crate::sources::{self, under, Machine};
@@ -101,8 +101,10 @@ pub struct Resolved {
     pub instance_id: Option<String>,
     /// Init node: CNI manifest to apply.
     pub cni_manifest: Option<String>,
-    /// Init node: user who gets the admin kubeconfig.
+    /// Init node: user who gets a kubeconfig of their own, bound to `admin_role`.
     pub admin_user: Option<String>,
+    /// What `admin_user` may do ([`AdminRole::Edit`] unless node.toml says otherwise).
+    pub admin_role: AdminRole,
     /// What a dry run ([`resolve_for_plan`]) could not resolve, one line each with the
     /// cause; the value is [`UNRESOLVED`] in the plan. Always empty for `run`.
     pub unresolved: Vec<String>,
@@ -242,6 +244,11 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
             ));
         }
     }
+    if let Some(u) = &c.admin_user {
+        if let Err(e) = validate::admin_user(u) {
+            errs.push(format!("[cluster] admin_user: {e}"));
+        }
+    }
     let token_ttl = c.token_ttl.clone().unwrap_or_else(|| "24h".into());
     if let Err(e) = validate::token_ttl(&token_ttl) {
         errs.push(format!("[cluster] token_ttl: {e}"));
@@ -324,6 +331,7 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         instance_id: md.instance_id.clone().or_else(|| m.instance_id()),
         cni_manifest: c.cni_manifest.clone(),
         admin_user: c.admin_user.clone(),
+        admin_role: c.admin_role.unwrap_or(AdminRole::Edit),
         unresolved,
     })
 }
@@ -944,28 +952,22 @@ pub fn evidence(m: &Machine, r: &Resolved, since: u64) -> String {
     out
 }
 
-/// On the init node: the admin kubeconfig for a configured user, and the
-/// pinned CNI manifest (CoreDNS stays Pending until a pod network exists).
+/// Where the init node keeps the `kubeadm kubeconfig user` config and the admin
+/// user's RBAC objects (0600, on tmpfs: nothing of it is needed after boot).
+pub const USER_CONFIG_PATH: &str = "/run/kiln/kubeconfig-user.json";
+/// The admin user's ClusterRoleBindings, applied with admin.conf.
+pub const USER_RBAC_PATH: &str = "/run/kiln/admin-user-rbac.json";
+
+/// On the init node: `/etc/kubernetes/admin.conf` stays root's alone (0600), the
+/// configured user gets a kubeconfig of their own (row 40), and the pinned CNI
+/// manifest is applied (CoreDNS stays Pending until a pod network exists).
 fn after_init(m: &Machine, r: &Resolved) {
     let root = &m.root;
     let admin = under(root, "/etc/kubernetes/admin.conf");
-    if let Some(user) = &r.admin_user {
-        // The home directory comes from /etc/passwd: resolved under root, never out of it.
-        let passwd = std::fs::read_to_string(under(root, "/etc/passwd")).unwrap_or_default();
-        match (sources::admin_kubeconfig(root, &passwd, user), std::fs::read(&admin)) {
-            (Ok((dest, uid, gid)), Ok(conf)) => {
-                let done = files::node_path(root, &dest)
-                    .and_then(|p| files::write_owned(root, &p, &conf, 0o600, Some((uid, gid))));
-                match done {
-                    Ok(_) => {
-                        log(6, &format!("kiln-firstboot: wrote the admin kubeconfig to ~{user}/.kube/config (0600)"))
-                    }
-                    Err(e) => log(4, &format!("kiln-firstboot: admin kubeconfig for {user}: {e}")),
-                }
-            }
-            (Err(e), _) => log(4, &format!("kiln-firstboot: {e}")),
-            (_, Err(e)) => log(4, &format!("kiln-firstboot: {}: {e}", admin.display())),
-        }
+    // kubeadm writes it 0600 (kubeconfig phase); nothing kiln does widens it.
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(0o600)) {
+        log(4, &format!("kiln-firstboot: {}: {e}", admin.display()));
     }
     if let Some(manifest) = &r.cni_manifest {
         match sources::contained(root, manifest) {
@@ -980,6 +982,73 @@ fn after_init(m: &Machine, r: &Resolved) {
             Err(e) => log(4, &format!("kiln-firstboot: cni_manifest {e}; not applied")),
         }
     }
+    if let Some(user) = &r.admin_user {
+        match user_kubeconfig(m, r, user, &admin) {
+            Ok(()) => log(
+                6,
+                &format!(
+                    "kiln-firstboot: wrote ~{user}/.kube/config (0600): client certificate CN={user}, bound to ClusterRole {} ([cluster] admin_role)",
+                    r.admin_role.as_str()
+                ),
+            ),
+            Err(e) => log(4, &format!("kiln-firstboot: {e}")),
+        }
+    }
+}
+
+/// The admin user's own kubeconfig (row 40; the kubeadm guide: admin.conf is the
+/// superuser, hand out per-user credentials): `kubeadm kubeconfig user --client-name
+/// <user>` signs a client certificate with CN `<user>` and no organisation (so no
+/// group: not `kubeadm:cluster-admins`, not `system:masters`) with the cluster CA on
+/// disk, kubectl binds that user to [`Resolved::admin_role`] with admin.conf, and
+/// the kubeconfig lands in the user's home (from `/etc/passwd`, under the root),
+/// 0600 and theirs. Each program bounded to 60 s.
+fn user_kubeconfig(m: &Machine, r: &Resolved, user: &str, admin: &Path) -> Result<(), String> {
+    let root = &m.root;
+    // The home directory comes from /etc/passwd: resolved under root, never out of it.
+    let passwd = std::fs::read_to_string(under(root, "/etc/passwd")).unwrap_or_default();
+    let (dest, uid, gid) = sources::admin_kubeconfig(root, &passwd, user)?;
+    let pki = under(root, "/etc/kubernetes/pki");
+    let config = kubeadm::user_kubeconfig_config(&r.kubeadm, &pki.to_string_lossy());
+    let config = files::write(root, USER_CONFIG_PATH, config.as_bytes(), 0o600)
+        .map_err(|e| format!("writing {USER_CONFIG_PATH}: {e}"))?;
+    let kubeadm_bin = which(root, &r.image.bin_dir, "kubeadm");
+    let (ok, conf, err) = crate::runner::run_bounded_apart(
+        Command::new(kubeadm_bin).args(["kubeconfig", "user", "--client-name", user, "--config"]).arg(&config),
+        Duration::from_secs(60),
+    );
+    let last = |t: &str| t.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim().to_string();
+    // kubeadm prints the kubeconfig on stdout (kubeconfig phase, WriteKubeConfigWithClientCert).
+    if !ok || !conf.starts_with("apiVersion: v1") || !conf.contains("client-key-data:") {
+        return Err(format!(
+            "admin_user {user}: `kubeadm kubeconfig user --client-name {user}` failed ({}); no kubeconfig written: on this node run it by hand with {USER_CONFIG_PATH} and copy the output to ~{user}/.kube/config",
+            last(&format!("{conf}\n{err}"))
+        ));
+    }
+    let rbac = serde_json::to_string_pretty(&kubeadm::admin_user_rbac(user, r.admin_role)).unwrap_or_default();
+    let rbac = files::write(root, USER_RBAC_PATH, rbac.as_bytes(), 0o600)
+        .map_err(|e| format!("writing {USER_RBAC_PATH}: {e}"))?;
+    let kubectl = which(root, &r.image.bin_dir, "kubectl");
+    let (ok, out) = run_bounded(
+        Command::new(kubectl).arg("--kubeconfig").arg(admin).arg("apply").arg("-f").arg(&rbac),
+        Duration::from_secs(60),
+    );
+    if !ok {
+        // The kubeconfig is still written: the user authenticates, and the binding can
+        // be applied again by hand.
+        log(
+            4,
+            &format!(
+                "kiln-firstboot: admin_user {user}: binding to ClusterRole {} failed ({}): run `kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f {USER_RBAC_PATH}` as root",
+                r.admin_role.as_str(),
+                last(&out)
+            ),
+        );
+    }
+    let dest = files::node_path(root, &dest).map_err(|e| format!("admin_user {user}: {e}"))?;
+    files::write_owned(root, &dest, conf.as_bytes(), 0o600, Some((uid, gid)))
+        .map(|_| ())
+        .map_err(|e| format!("admin_user {user}: {e}"))
 }
 
 /// Waits until `endpoint` accepts TCP connections (bounded, with backoff).

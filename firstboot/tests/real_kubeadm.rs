@@ -535,3 +535,100 @@ fn the_kubelet_field_table_is_generated_from_the_pinned_kubelet_source() {
         types.display()
     );
 }
+
+/// Row 40 with the real kubeadm v1.34.2: after init (the model) the admin user's
+/// `~/.kube/config` is what the real `kubeadm kubeconfig user` printed for kiln's
+/// config and a real cluster CA on the scratch root: a client certificate signed by
+/// that CA whose subject is CN=<user> with no organisation (so neither
+/// `system:masters` nor `kubeadm:cluster-admins`), for the cluster's endpoint, 0600;
+/// `admin.conf` stays 0600 and is not what the user got.
+#[test]
+fn the_admin_users_kubeconfig_is_a_scoped_credential_from_the_real_kubeadm() {
+    let bin = bin_dir("v1.34.2");
+    let s = Scratch::new("v1.34.2", "cp-1");
+    let pki = s.path("ca");
+    std::fs::create_dir_all(&pki).expect("ca dir");
+    let o = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=kubernetes"])
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        ])
+        .arg("-keyout")
+        .arg(pki.join("ca.key"))
+        .arg("-out")
+        .arg(pki.join("ca.crt"))
+        .output()
+        .expect("openssl runs");
+    assert!(o.status.success(), "openssl req: {}", out(&o));
+    let ca_crt = std::fs::read_to_string(pki.join("ca.crt")).expect("ca.crt");
+    let ca_key = std::fs::read_to_string(pki.join("ca.key")).expect("ca.key");
+    let mut toml = format!(
+        "[cluster]\nname = \"prod\"\ncontrol_plane_endpoint = \"10.1.0.2:6443\"\nbootstrap_token = \"{DRYRUN_TOKEN}\"\nadmin_user = \"kiln\"\n[node]\nrole = \"init\"\nname = \"cp-1\"\nnode_ip = \"10.1.0.2\"\n[pki]\nca_cert = \"\"\"\n{ca_crt}\"\"\"\nca_key = \"\"\"\n{ca_key}\"\"\"\n"
+    );
+    for k in ["front_proxy_ca_cert", "etcd_ca_cert", "sa_pub"] {
+        toml.push_str(&format!("{k} = \"\"\"\n{CERT}\"\"\"\n"));
+    }
+    for k in ["front_proxy_ca_key", "etcd_ca_key", "sa_key"] {
+        toml.push_str(&format!("{k} = \"\"\"\n{KEY}\"\"\"\n"));
+    }
+    s.write("etc/kiln/node.toml", &toml);
+    // uid 0: the run's user namespace maps only root.
+    s.write("etc/passwd", "root:x:0:0::/root:/bin/sh\nkiln:x:0:0::/home/kiln:/bin/sh\n");
+    // kubeadm: the model for init, the real one for `kubeconfig user`.
+    let kubeadm = s.path("bin/kubeadm");
+    std::fs::remove_file(&kubeadm).expect("the model's link");
+    std::fs::write(
+        &kubeadm,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = kubeconfig ]; then HOME=\"$ROOT/root\" exec {} \"$@\"; fi\nexec {} \"$@\"\n",
+            bin.join("kubeadm").display(),
+            model("kubeadm").display()
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(&kubeadm, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let o = s.run_firstboot(Family::V4);
+    assert!(o.status.success(), "{}", out(&o));
+    let conf_path = s.root().join("home/kiln/.kube/config");
+    let conf =
+        std::fs::read_to_string(&conf_path).unwrap_or_else(|e| panic!("{}: {e}\n{}", conf_path.display(), out(&o)));
+    assert_eq!(std::fs::metadata(&conf_path).expect("config").permissions().mode() & 0o777, 0o600);
+    let admin = s.root().join("etc/kubernetes/admin.conf");
+    assert_eq!(std::fs::metadata(&admin).expect("admin.conf").permissions().mode() & 0o777, 0o600);
+    assert_ne!(conf, s.read("etc/kubernetes/admin.conf"), "the user got admin.conf");
+    assert!(conf.contains("    server: https://10.1.0.2:6443\n") && conf.contains("- name: kiln\n"), "{conf}");
+    // The client certificate, as openssl reads it.
+    let data = conf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("client-certificate-data: "))
+        .unwrap_or_else(|| panic!("no client certificate: {conf}"));
+    let pem = s.path("user.crt");
+    let o = Command::new("sh")
+        .args(["-c", "printf %s \"$1\" | base64 -d > \"$2\"", "sh", data])
+        .arg(&pem)
+        .output()
+        .expect("base64 runs");
+    assert!(o.status.success(), "{}", out(&o));
+    let o = Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+        .arg(&pem)
+        .output()
+        .expect("openssl runs");
+    let subject = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(subject, "subject=CN=kiln", "the user's certificate carries more than its name");
+    for group in ["system:masters", "kubeadm:cluster-admins"] {
+        assert!(!subject.contains(group), "{subject}");
+    }
+    let o = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(pki.join("ca.crt"))
+        .arg(&pem)
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "not signed by the cluster CA: {}", out(&o));
+}

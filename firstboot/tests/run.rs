@@ -135,6 +135,11 @@ impl Node {
         };
         std::fs::read_to_string(f).unwrap_or_default().lines().map(str::to_string).collect()
     }
+    /// kubeadm's init, join and reset runs (not `kubeconfig user`, which the init node
+    /// runs for its admin user after init).
+    fn kubeadm_runs(&self) -> Vec<String> {
+        self.calls("kubeadm").into_iter().filter(|c| !c.starts_with("kubeconfig user ")).collect()
+    }
     /// The n-th --config file kubeadm received.
     fn config(&self, n: usize) -> Vec<serde_json::Value> {
         let text = self.read(&format!("var/lib/kiln-model/config-{n}.json"));
@@ -221,7 +226,7 @@ fn init_node_v1beta4_runs_once_per_machine() {
         "{said}"
     );
     let cfg_path = n.root().join("run/kiln/kubeadm.json");
-    assert_eq!(n.calls("kubeadm"), [format!("init --config {} --skip-token-print", cfg_path.display())]);
+    assert_eq!(n.kubeadm_runs(), [format!("init --config {} --skip-token-print", cfg_path.display())]);
     assert_eq!(n.mode("run/kiln/kubeadm.json"), 0o600);
     let d = n.config(0);
     assert_eq!(d[0]["apiVersion"], "kubeadm.k8s.io/v1beta4");
@@ -278,23 +283,46 @@ fn init_node_v1beta4_runs_once_per_machine() {
     assert!(!n.root().join("run/kiln/bootstrapping").exists(), "the bootstrapping marker outlived the run");
     // The pinned CNI manifest applied with the admin kubeconfig; the admin user's kubeconfig is 0600.
     let admin = n.root().join("etc/kubernetes/admin.conf");
+    let rbac = n.root().join("run/kiln/admin-user-rbac.json");
+    let kubectl = n.calls("kubectl");
     assert_eq!(
-        n.calls("kubectl"),
-        [format!("--kubeconfig {} apply -f {}", admin.display(), n.root().join("etc/kiln/cni.yaml").display())]
+        kubectl.iter().filter(|c| !c.ends_with(&rbac.display().to_string())).collect::<Vec<_>>(),
+        [&format!("--kubeconfig {} apply -f {}", admin.display(), n.root().join("etc/kiln/cni.yaml").display())]
     );
     assert_eq!(n.mode("home/core/.kube/config"), 0o600);
+    // Row 40: the admin user's kubeconfig is its own (kubeadm kubeconfig user, CN core,
+    // no group), bound to `edit` by default, never a copy of admin.conf, which stays 0600.
+    let user_cfg = n.root().join("run/kiln/kubeconfig-user.json");
+    assert!(
+        n.calls("kubeadm").contains(&format!("kubeconfig user --client-name core --config {}", user_cfg.display())),
+        "{:?}",
+        n.calls("kubeadm")
+    );
+    let own = n.read("home/core/.kube/config");
+    assert!(own.contains("    user: core\n") && own != n.read("etc/kubernetes/admin.conf"), "{own}");
+    assert_eq!(n.mode("etc/kubernetes/admin.conf"), 0o600);
+    assert!(kubectl.contains(&format!("--kubeconfig {} apply -f {}", admin.display(), rbac.display())), "{kubectl:?}");
+    let bindings: serde_json::Value = serde_json::from_str(&n.read("run/kiln/admin-user-rbac.json")).unwrap();
+    let items = bindings["items"].as_array().unwrap();
+    assert_eq!(items[0]["kind"], "ClusterRoleBinding");
+    assert_eq!(items[0]["roleRef"]["name"], "edit");
+    assert_eq!(
+        items[0]["subjects"],
+        serde_json::json!([{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "core"}])
+    );
+    assert!(items.iter().all(|i| i["roleRef"]["name"] != "cluster-admin"), "{bindings}");
     let st = n.run(&["status"]);
     assert!(String::from_utf8_lossy(&st.stdout).starts_with("joined: node-"), "{}", out(&st));
 
     // Second boot: a no-op.
     let o = n.run(&["run"]);
     assert!(o.status.success());
-    assert_eq!(n.calls("kubeadm").len(), 1, "kubeadm ran again");
+    assert_eq!(n.kubeadm_runs().len(), 1, "kubeadm ran again");
     // A cloned disk on another machine runs again.
     n.write("etc/machine-id", "ffffffffffffffffffffffffffffffff\n");
     let o = n.run(&["run"]);
     assert!(o.status.success(), "{}", out(&o));
-    let calls = n.calls("kubeadm");
+    let calls = n.kubeadm_runs();
     // The clone carries the first machine's admin.conf: reset, then init. kubeadm reset
     // deleted /etc/kubernetes/pki; kiln wrote the cluster's CA again, so kubeadm did not
     // generate a new one.
