@@ -757,6 +757,8 @@ fn attempts(m: &Machine, opts: &Options, r: &Resolved, kubeadm_bin: &Path, confi
                 return fail(root, &format!("writing {STATE_PATH}: {e}"));
             }
             let _ = files::write(root, CAPI_SENTINEL, b"", 0o644);
+            // An earlier attempt's evidence no longer describes this node (`doctor` reads it).
+            let _ = files::remove(root, EVIDENCE_LOG);
             if r.kubeadm.role == Role::Init {
                 after_init(m, r);
             }

@@ -17,7 +17,7 @@ Commands:
   plan     print the resolved node, its sources and the kubeadm config (secrets redacted);
            changes nothing
   status   print the state of this machine's bootstrap: joined, failed (and why), or not yet
-  doctor   preflight report and a scan of the last kubeadm output for known failures
+  doctor   preflight report and a scan of the last kubeadm output and its evidence for known failures
   reset    kubeadm reset -f (bounded by --reset-timeout), iptables/IPVS rules, CNI interfaces
            and files, kiln's state, so `run` starts over
   host     fix and check what kubelet needs on every boot (modules, sysctls, swap); kubelet's
@@ -307,7 +307,9 @@ fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
     };
     let log = read_text(&m.root, agent::KUBEADM_LOG).unwrap_or_default();
     let failed = read_text(&m.root, agent::FAILED_PATH).unwrap_or_default();
-    let known = kiln_firstboot::diagnose::diagnose(&format!("{log}\n{failed}"));
+    // The failed attempt's journal, containers and kube-proxy log (removed on success).
+    let evidence = read_text(&m.root, agent::EVIDENCE_LOG).unwrap_or_default();
+    let known = kiln_firstboot::diagnose::diagnose(&format!("{log}\n{evidence}\n{failed}"));
     let bad = !resolve_errors.is_empty() || preflight::has_errors(&checks) || !known.is_empty();
     print_doctor(json, &resolve_errors, &checks, &known);
     ExitCode::from(if bad { 1 } else { 0 })

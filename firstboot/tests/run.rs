@@ -591,6 +591,14 @@ fn failure_evidence_is_this_attempts_journal_crictl_and_kube_proxy() {
     let first = so.lines().find(|l| l.contains("kiln-firstboot: diagnosis [")).unwrap_or_default();
     assert!(first.contains("[kube-proxy-node-ip]"), "{so}");
     assert!(n.read("run/kiln/bootstrap-failed").contains("kube-proxy"), "{}", n.read("run/kiln/bootstrap-failed"));
+    // `doctor` reads the same evidence afterwards.
+    let o = n.run(&["doctor"]);
+    assert!(out(&o).contains("known failure [kube-proxy-node-ip]"), "{}", out(&o));
+    // A later success removes it: it no longer describes this node.
+    std::fs::remove_file(n.root().join("etc/kiln-model/fail")).unwrap();
+    let o = n.run(&["--attempts", "1", "run"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(!n.root().join("var/log/kiln/evidence.log").exists());
 }
 
 /// `kubeadm reset` blocks when the runtime is stuck (seed item 22): both the retry path
