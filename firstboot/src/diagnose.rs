@@ -224,7 +224,7 @@ const KNOWN: &[Known] = &[
         unless: &[],
         requires: &[],
         cause: "the kubelet serves a self-signed certificate (kubeadm's default), which metrics-server and other clients of port 10250 cannot verify; the cluster CA is fine",
-        fix: "enable signed serving certificates: set `serverTLSBootstrap = true` under node.toml `[node.kubelet]` and approve the kubelet-serving CSRs (`kubectl certificate approve`), or run metrics-server with `--kubelet-insecure-tls` for testing only",
+        fix: "enable signed serving certificates: set `serverTLSBootstrap = true` under node.toml `[node.kubelet]` on every node and run `kiln-firstboot approve-csrs` on a control plane (it approves each node's own kubelet-serving CSR, nothing else), or run metrics-server with `--kubelet-insecure-tls` for testing only",
     },
     Known {
         id: "x509-unknown-authority",

@@ -972,7 +972,7 @@ fn help_section<'a>(help: &'a str, name: &str) -> Vec<&'a str> {
 /// ones run on an image root without a usage error.
 #[test]
 fn help_lists_every_command_and_examples_that_run() {
-    let all = ["run", "plan", "status", "doctor", "reset", "host", "kubelet-gate"];
+    let all = ["run", "plan", "status", "doctor", "reset", "host", "kubelet-gate", "approve-csrs"];
     let n = init_node();
     let o = n.run(&["--help"]);
     assert!(o.status.success(), "{}", out(&o));
@@ -1057,7 +1057,7 @@ fn cli_mistakes_are_named_with_exit_2() {
         (&["plan", "extra"], "unexpected argument 'extra' after the command 'plan': one command at a time"),
         (
             &["stauts"],
-            "unknown command 'stauts'; the commands are run, plan, status, doctor, reset, host, kubelet-gate",
+            "unknown command 'stauts'; the commands are run, plan, status, doctor, reset, host, kubelet-gate, approve-csrs",
         ),
         (&["--json=yes", "plan"], "--json takes no value"),
     ];
