@@ -292,6 +292,43 @@ pub fn addresses(node: &Value) -> Addresses {
 mod tests {
     use super::*;
 
+    /// `openssl req -new -newkey ec ... -subj "/O=system:nodes/CN=system:node:worker-1"
+    /// -addext "subjectAltName=DNS:worker-1,IP:10.0.0.21,IP:fd00::21,email:a@b.c"`.
+    const OPENSSL_REQUEST: &str = "-----BEGIN CERTIFICATE REQUEST-----\nMIIBNTCB3QIBADA2MRUwEwYDVQQKDAxzeXN0ZW06bm9kZXMxHTAbBgNVBAMMFHN5\nc3RlbTpub2RlOndvcmtlci0xMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEfvpS\nZ3cZ1YXvWGBar67PwyR4dZGojBnXDRD94k8Ed7KoD7spyXlOzeRQmyZKJthpyjTs\nrD6YHe2GeKL8IPBZqqBFMEMGCSqGSIb3DQEJDjE2MDQwMgYDVR0RBCswKYIId29y\na2VyLTGHBAoAABWHEP0AAAAAAAAAAAAAAAAAACGBBWFAYi5jMAoGCCqGSM49BAMC\nA0cAMEQCIGkCS5DHU3OgpeKLlgdL8KHrNGy5Aq6p16OLYIXrywa9AiAKnDjeoXjS\nqsn4hv4lSQfJn6+ELoIjxFMdvw/5bLD89g==\n-----END CERTIFICATE REQUEST-----\n";
+
+    #[test]
+    fn reads_what_openssl_wrote() {
+        let r = parse_pem(OPENSSL_REQUEST).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.common_names, ["system:node:worker-1"]);
+        assert_eq!(r.organizations, ["system:nodes"]);
+        assert_eq!(r.dns, ["worker-1"]);
+        assert_eq!(
+            r.ips,
+            [
+                "10.0.0.21".parse::<IpAddr>().unwrap_or(IpAddr::from([0; 4])),
+                "fd00::21".parse().unwrap_or(IpAddr::from([0; 4]))
+            ]
+        );
+        assert_eq!(r.other_sans, 1, "the email SAN");
+    }
+
+    #[test]
+    fn every_truncation_and_byte_flip_of_a_request_is_an_answer_not_a_panic() {
+        let body: String = OPENSSL_REQUEST.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD.decode(body).unwrap_or_default();
+        assert!(parse_der(&der).is_ok());
+        for n in 0..der.len() {
+            assert!(parse_der(&der[..n]).is_err(), "truncated at {n}");
+        }
+        for i in 0..der.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut d = der.clone();
+                d[i] ^= flip;
+                let _ = parse_der(&d);
+            }
+        }
+    }
+
     #[test]
     fn hostile_der_is_an_error_not_a_panic() {
         for b in [&[][..], &[0x30], &[0x30, 0x85, 1, 2, 3, 4, 5], &[0x30, 0x05, 0x30], &[0x1f, 0x01, 0x00]] {
