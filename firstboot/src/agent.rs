@@ -1102,10 +1102,11 @@ fn user_kubeconfig(m: &Machine, r: &Resolved, user: &str, admin: &Path) -> Resul
     );
     let last = |t: &str| t.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim().to_string();
     // kubeadm prints the kubeconfig on stdout (kubeconfig phase, WriteKubeConfigWithClientCert).
+    // Its stdout may hold a private key: only stderr is ever quoted.
     if !ok || !conf.starts_with("apiVersion: v1") || !conf.contains("client-key-data:") {
+        let why = if ok { "it printed no kubeconfig with a client key".to_string() } else { last(&err) };
         return Err(format!(
-            "admin_user {user}: `kubeadm kubeconfig user --client-name {user}` failed ({}); no kubeconfig written: on this node run it by hand with {USER_CONFIG_PATH} and copy the output to ~{user}/.kube/config",
-            last(&format!("{conf}\n{err}"))
+            "admin_user {user}: `kubeadm kubeconfig user --client-name {user}` failed ({why}); no kubeconfig written: on this node run it by hand with {USER_CONFIG_PATH} and copy the output to ~{user}/.kube/config"
         ));
     }
     let rbac = serde_json::to_string_pretty(&kubeadm::admin_user_rbac(user, r.admin_role)).unwrap_or_default();
