@@ -6,7 +6,7 @@ use crate::files;
 use crate::identity;
 use crate::image::ImageDefaults;
 use crate::kubeadm;
-use crate::node::{NodeConfig, Role, SwapPolicy};
+use crate::node::{AdminRole, NodeConfig, Role, SwapPolicy};
 use crate::provider::{self, Metadata};
 pub use crate::runner::run_bounded;
 use crate::sources::{self, under, Machine};
@@ -101,8 +101,10 @@ pub struct Resolved {
     pub instance_id: Option<String>,
     /// Init node: CNI manifest to apply.
     pub cni_manifest: Option<String>,
-    /// Init node: user who gets the admin kubeconfig.
+    /// Init node: user who gets a kubeconfig of their own, bound to `admin_role`.
     pub admin_user: Option<String>,
+    /// What `admin_user` may do ([`AdminRole::Edit`] unless node.toml says otherwise).
+    pub admin_role: AdminRole,
     /// What a dry run ([`resolve_for_plan`]) could not resolve, one line each with the
     /// cause; the value is [`UNRESOLVED`] in the plan. Always empty for `run`.
     pub unresolved: Vec<String>,
@@ -242,6 +244,11 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
             ));
         }
     }
+    if let Some(u) = &c.admin_user {
+        if let Err(e) = validate::admin_user(u) {
+            errs.push(format!("[cluster] admin_user: {e}"));
+        }
+    }
     let token_ttl = c.token_ttl.clone().unwrap_or_else(|| "24h".into());
     if let Err(e) = validate::token_ttl(&token_ttl) {
         errs.push(format!("[cluster] token_ttl: {e}"));
@@ -324,6 +331,7 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         instance_id: md.instance_id.clone().or_else(|| m.instance_id()),
         cni_manifest: c.cni_manifest.clone(),
         admin_user: c.admin_user.clone(),
+        admin_role: c.admin_role.unwrap_or(AdminRole::Edit),
         unresolved,
     })
 }
@@ -745,6 +753,8 @@ fn attempts(m: &Machine, opts: &Options, r: &Resolved, kubeadm_bin: &Path, confi
                 return fail(root, &format!("writing {STATE_PATH}: {e}"));
             }
             let _ = files::write(root, CAPI_SENTINEL, b"", 0o644);
+            // An earlier attempt's evidence no longer describes this node (`doctor` reads it).
+            let _ = files::remove(root, EVIDENCE_LOG);
             if r.kubeadm.role == Role::Init {
                 after_init(m, r);
             }
@@ -796,10 +806,18 @@ const CNI_LINKS: [&str; 11] = [
 ];
 
 /// `kiln-firstboot reset`: `kubeadm reset -f`, then what kubeadm reset leaves
-/// (its own words: "The reset process does not clean CNI configuration" and "does
-/// not reset or clean up iptables rules or IPVS tables", `cmd/kubeadm/app/cmd/phases/
-/// reset/cleanupnode.go`), then kiln's state. Everything within `opts.reset_timeout`
-/// in total. Returns one line per step.
+/// (its own closing words at v1.34.2, `cmd/kubeadm/app/cmd/reset.go`
+/// `manualCleanupInstructions`: "The reset process does not perform cleanup of CNI
+/// plugin configuration, network filtering rules and kubeconfig files", pointing at
+/// the kubeadm-reset page, which lists `iptables -F && iptables -t nat -F && iptables
+/// -t mangle -F && iptables -X`, `ipvsadm -C` (`--clear`) and removing
+/// `/etc/cni/net.d`): every iptables table's chains flushed and deleted, and
+/// ip6tables' too (dual-stack kube-proxy and CNIs write both), IPVS
+/// cleared, the CNI links deleted, the CNI configuration and state removed (kiln's
+/// images put nothing in `/etc/cni/net.d`: all of it is the plugin's; `/var/lib/cni`
+/// holds its IP allocations, `/run/flannel` flannel's old subnet, row 29), then
+/// kiln's state. Everything within `opts.reset_timeout` in total. Returns one line
+/// per step.
 pub fn reset_node(m: &Machine, opts: &Options) -> Vec<String> {
     let root = &m.root;
     let deadline = Instant::now() + opts.reset_timeout;
@@ -853,6 +871,87 @@ pub fn reset_node(m: &Machine, opts: &Options) -> Vec<String> {
     report
 }
 
+/// How long `approve-csrs` may take as a whole, and each kubectl call in it.
+pub const APPROVE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The most CSRs `approve-csrs` looks at in one run.
+pub const APPROVE_MAX: usize = 500;
+
+/// `kiln-firstboot approve-csrs` on a control plane (row 37, prevent): every
+/// pending `kubernetes.io/kubelet-serving` CSR that [`crate::csr::check`] allows is
+/// approved with `kubectl certificate approve` (admin.conf); the others are left
+/// pending, each with the reason. Bounded by [`APPROVE_TIMEOUT`] as a whole and
+/// [`APPROVE_MAX`] requests. Returns whether kubectl answered, and one line each.
+pub fn approve_csrs(m: &Machine) -> (bool, Vec<String>) {
+    let root = &m.root;
+    let deadline = Instant::now() + APPROVE_TIMEOUT;
+    let left = || deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(30));
+    let admin = under(root, "/etc/kubernetes/admin.conf");
+    if !admin.is_file() {
+        return (false, vec![format!("{}: not found: approve-csrs runs on a control plane", admin.display())]);
+    }
+    let bin = crate::sources::image_defaults(root).map(|i| i.bin_dir).unwrap_or_else(|_| "/opt/bin".into());
+    let kubectl = which(root, &bin, "kubectl");
+    let get = |args: &[&str]| -> Result<serde_json::Value, String> {
+        let (ok, out, err) = crate::runner::run_bounded_apart(
+            Command::new(&kubectl).arg("--kubeconfig").arg(&admin).args(args).args(["-o", "json"]),
+            left(),
+        );
+        if !ok {
+            return Err(format!("kubectl {}: {}", args.join(" "), err.trim()));
+        }
+        serde_json::from_str(&out).map_err(|e| format!("kubectl {}: not JSON: {e}", args.join(" ")))
+    };
+    let list = match get(&["get", "certificatesigningrequests"]) {
+        Ok(l) => l,
+        Err(e) => return (false, vec![e]),
+    };
+    let mut report = Vec::new();
+    let mut nodes: BTreeMap<String, Option<crate::csr::Addresses>> = BTreeMap::new();
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    for csr in items.iter().take(APPROVE_MAX) {
+        let name = csr["metadata"]["name"].as_str().unwrap_or_default();
+        // A DNS subdomain (metadata.name): never an option to kubectl.
+        let name_ok = !name.is_empty()
+            && name.len() <= 253
+            && !name.starts_with(['-', '.'])
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !name_ok || csr["spec"]["signerName"] != crate::csr::KUBELET_SERVING || !crate::csr::pending(csr) {
+            continue;
+        }
+        // The requester's Node, read once per node name.
+        let requester = csr["spec"]["username"]
+            .as_str()
+            .and_then(|u| u.strip_prefix("system:node:"))
+            .filter(|n| crate::validate::node_name(n).is_ok());
+        if let Some(n) = requester {
+            if !nodes.contains_key(n) {
+                let v = get(&["get", "node", n]).ok().map(|v| crate::csr::addresses(&v));
+                nodes.insert(n.to_string(), v);
+            }
+        }
+        let verdict = crate::csr::check(csr, &|n| nodes.get(n).cloned().flatten());
+        match verdict {
+            Ok(node) => {
+                let (ok, out) = run_bounded(
+                    Command::new(&kubectl).arg("--kubeconfig").arg(&admin).args(["certificate", "approve", name]),
+                    left(),
+                );
+                report.push(if ok {
+                    format!("approved {name} (kubelet serving certificate of node {node})")
+                } else {
+                    format!("approving {name} failed: {}", out.trim())
+                });
+            }
+            Err(why) => report.push(format!("left {name} pending: {why}")),
+        }
+        if Instant::now() >= deadline {
+            report.push(format!("stopped after {} s", APPROVE_TIMEOUT.as_secs()));
+            break;
+        }
+    }
+    (true, report)
+}
+
 /// What kubelet's journal and the runtime say, bounded in time and size.
 pub const EVIDENCE_LOG: &str = "/var/log/kiln/evidence.log";
 
@@ -870,62 +969,84 @@ pub fn host_tool(root: &Path, bin_dir: &str, name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The tail of kubelet's journal since `since` (seconds since the epoch: this
-/// attempt, not an earlier one) and `crictl ps -a`, each bounded to 10 s and 64 KiB.
+/// How many lines of a container's log [`evidence`] reads (`crictl logs --tail`).
+pub const CONTAINER_LOG_LINES: u32 = 100;
+
+/// The bound on each evidence program's run and on the text kept of it.
+const EVIDENCE_TIME: Duration = Duration::from_secs(10);
+const EVIDENCE_BYTES: usize = 64 << 10;
+
+/// The last [`EVIDENCE_BYTES`] of `s` (the newest lines are at the end).
+fn tail(s: String) -> String {
+    if s.len() <= EVIDENCE_BYTES {
+        return s;
+    }
+    let mut cut = s.len() - EVIDENCE_BYTES;
+    while !s.is_char_boundary(cut) {
+        cut += 1;
+    }
+    s[cut..].to_string()
+}
+
+/// A container id as `crictl ps -q` prints it (hex; a full id is 64 characters):
+/// anything else is not passed on as an argument.
+fn container_id(s: &str) -> Option<&str> {
+    let s = s.trim();
+    (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then_some(s)
+}
+
+/// What the troubleshooting guide reads when kubeadm only says "the kubelet is not
+/// healthy" (row 42): kubelet's journal since `since` (seconds since the epoch: this
+/// attempt's start, not an earlier attempt or boot), `crictl ps -a`, and the log tail
+/// of the newest kube-proxy container (`crictl ps -a --name kube-proxy -q`, then
+/// `crictl logs --tail` [`CONTAINER_LOG_LINES`]: kube-proxy falling back to
+/// loopback before the node has an address is only in its own log, row 25). Each
+/// program is bounded to 10 s, each text to its last 64 KiB.
 pub fn evidence(m: &Machine, r: &Resolved, since: u64) -> String {
     let mut out = String::new();
     let bin = &r.image.bin_dir;
-    let cap = |s: String| -> String {
-        if s.len() <= 64 << 10 {
-            return s;
-        }
-        let mut cut = s.len() - (64 << 10);
-        while !s.is_char_boundary(cut) {
-            cut += 1;
-        }
-        s[cut..].to_string()
-    };
+    let run = |cmd: &mut Command| tail(run_bounded(cmd, EVIDENCE_TIME).1);
     if let Some(j) = host_tool(&m.root, bin, "journalctl") {
-        let (_, o) = run_bounded(
-            Command::new(j)
-                .args(["-u", "kubelet", "--no-pager", "-n", "200", "-o", "cat", "--since"])
-                .arg(format!("@{since}")),
-            Duration::from_secs(10),
-        );
-        out.push_str(&format!("--- journalctl -u kubelet (last 200 lines)\n{}\n", cap(o)));
+        let o = run(Command::new(j)
+            .args(["-u", "kubelet", "--no-pager", "-n", "200", "-o", "cat", "--since"])
+            .arg(format!("@{since}")));
+        out.push_str(&format!("--- journalctl -u kubelet --since @{since} (last 200 lines)\n{o}\n"));
     }
     if let Some(c) = host_tool(&m.root, bin, "crictl") {
-        let (_, o) = run_bounded(
-            Command::new(c).arg("--runtime-endpoint").arg(&r.kubeadm.cri_socket).args(["ps", "-a"]),
-            Duration::from_secs(10),
-        );
-        out.push_str(&format!("--- crictl ps -a\n{}\n", cap(o)));
+        let crictl = || {
+            let mut cmd = Command::new(&c);
+            cmd.arg("--runtime-endpoint").arg(&r.kubeadm.cri_socket);
+            cmd
+        };
+        let o = run(crictl().args(["ps", "-a"]));
+        out.push_str(&format!("--- crictl ps -a\n{o}\n"));
+        // Newest first (cri-tools cmd/crictl/container.go containerByCreated sorts by
+        // CreatedAt, descending): the current kube-proxy.
+        let (ok, ids) = run_bounded(crictl().args(["ps", "-a", "--name", "kube-proxy", "-q"]), EVIDENCE_TIME);
+        if let Some(id) = ids.lines().next().filter(|_| ok).and_then(container_id) {
+            let o = run(crictl().args(["logs", "--tail", &CONTAINER_LOG_LINES.to_string(), id]));
+            out.push_str(&format!("--- crictl logs --tail {CONTAINER_LOG_LINES} {id} (kube-proxy)\n{o}\n"));
+        }
     }
     out
 }
 
-/// On the init node: the admin kubeconfig for a configured user, and the
-/// pinned CNI manifest (CoreDNS stays Pending until a pod network exists).
+/// Where the init node keeps the `kubeadm kubeconfig user` config and the admin
+/// user's RBAC objects (0600, on tmpfs: nothing of it is needed after boot).
+pub const USER_CONFIG_PATH: &str = "/run/kiln/kubeconfig-user.json";
+/// The admin user's ClusterRoleBindings, applied with admin.conf.
+pub const USER_RBAC_PATH: &str = "/run/kiln/admin-user-rbac.json";
+
+/// On the init node: `/etc/kubernetes/admin.conf` stays root's alone (0600), the
+/// configured user gets a kubeconfig of their own (row 40), and the pinned CNI
+/// manifest is applied (CoreDNS stays Pending until a pod network exists).
 fn after_init(m: &Machine, r: &Resolved) {
     let root = &m.root;
     let admin = under(root, "/etc/kubernetes/admin.conf");
-    if let Some(user) = &r.admin_user {
-        // The home directory comes from /etc/passwd: resolved under root, never out of it.
-        let passwd = std::fs::read_to_string(under(root, "/etc/passwd")).unwrap_or_default();
-        match (sources::admin_kubeconfig(root, &passwd, user), std::fs::read(&admin)) {
-            (Ok((dest, uid, gid)), Ok(conf)) => {
-                let done = files::node_path(root, &dest)
-                    .and_then(|p| files::write_owned(root, &p, &conf, 0o600, Some((uid, gid))));
-                match done {
-                    Ok(_) => {
-                        log(6, &format!("kiln-firstboot: wrote the admin kubeconfig to ~{user}/.kube/config (0600)"))
-                    }
-                    Err(e) => log(4, &format!("kiln-firstboot: admin kubeconfig for {user}: {e}")),
-                }
-            }
-            (Err(e), _) => log(4, &format!("kiln-firstboot: {e}")),
-            (_, Err(e)) => log(4, &format!("kiln-firstboot: {}: {e}", admin.display())),
-        }
+    // kubeadm writes it 0600 (kubeconfig phase); nothing kiln does widens it.
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(0o600)) {
+        log(4, &format!("kiln-firstboot: {}: {e}", admin.display()));
     }
     if let Some(manifest) = &r.cni_manifest {
         match sources::contained(root, manifest) {
@@ -940,6 +1061,74 @@ fn after_init(m: &Machine, r: &Resolved) {
             Err(e) => log(4, &format!("kiln-firstboot: cni_manifest {e}; not applied")),
         }
     }
+    if let Some(user) = &r.admin_user {
+        match user_kubeconfig(m, r, user, &admin) {
+            Ok(()) => log(
+                6,
+                &format!(
+                    "kiln-firstboot: wrote ~{user}/.kube/config (0600): client certificate CN={user}, bound to ClusterRole {} ([cluster] admin_role)",
+                    r.admin_role.as_str()
+                ),
+            ),
+            Err(e) => log(4, &format!("kiln-firstboot: {e}")),
+        }
+    }
+}
+
+/// The admin user's own kubeconfig (row 40; the kubeadm guide: admin.conf is the
+/// superuser, hand out per-user credentials): `kubeadm kubeconfig user --client-name
+/// <user>` signs a client certificate with CN `<user>` and no organisation (so no
+/// group: not `kubeadm:cluster-admins`, not `system:masters`) with the cluster CA on
+/// disk, kubectl binds that user to [`Resolved::admin_role`] with admin.conf, and
+/// the kubeconfig lands in the user's home (from `/etc/passwd`, under the root),
+/// 0600 and theirs. Each program bounded to 60 s.
+fn user_kubeconfig(m: &Machine, r: &Resolved, user: &str, admin: &Path) -> Result<(), String> {
+    let root = &m.root;
+    // The home directory comes from /etc/passwd: resolved under root, never out of it.
+    let passwd = std::fs::read_to_string(under(root, "/etc/passwd")).unwrap_or_default();
+    let (dest, uid, gid) = sources::admin_kubeconfig(root, &passwd, user)?;
+    let pki = under(root, "/etc/kubernetes/pki");
+    let config = kubeadm::user_kubeconfig_config(&r.kubeadm, &pki.to_string_lossy());
+    let config = files::write(root, USER_CONFIG_PATH, config.as_bytes(), 0o600)
+        .map_err(|e| format!("writing {USER_CONFIG_PATH}: {e}"))?;
+    let kubeadm_bin = which(root, &r.image.bin_dir, "kubeadm");
+    let (ok, conf, err) = crate::runner::run_bounded_apart(
+        Command::new(kubeadm_bin).args(["kubeconfig", "user", "--client-name", user, "--config"]).arg(&config),
+        Duration::from_secs(60),
+    );
+    let last = |t: &str| t.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim().to_string();
+    // kubeadm prints the kubeconfig on stdout (kubeconfig phase, WriteKubeConfigWithClientCert).
+    // Its stdout may hold a private key: only stderr is ever quoted.
+    if !ok || !conf.starts_with("apiVersion: v1") || !conf.contains("client-key-data:") {
+        let why = if ok { "it printed no kubeconfig with a client key".to_string() } else { last(&err) };
+        return Err(format!(
+            "admin_user {user}: `kubeadm kubeconfig user --client-name {user}` failed ({why}); no kubeconfig written: on this node run it by hand with {USER_CONFIG_PATH} and copy the output to ~{user}/.kube/config"
+        ));
+    }
+    let rbac = serde_json::to_string_pretty(&kubeadm::admin_user_rbac(user, r.admin_role)).unwrap_or_default();
+    let rbac = files::write(root, USER_RBAC_PATH, rbac.as_bytes(), 0o600)
+        .map_err(|e| format!("writing {USER_RBAC_PATH}: {e}"))?;
+    let kubectl = which(root, &r.image.bin_dir, "kubectl");
+    let (ok, out) = run_bounded(
+        Command::new(kubectl).arg("--kubeconfig").arg(admin).arg("apply").arg("-f").arg(&rbac),
+        Duration::from_secs(60),
+    );
+    if !ok {
+        // The kubeconfig is still written: the user authenticates, and the binding can
+        // be applied again by hand.
+        log(
+            4,
+            &format!(
+                "kiln-firstboot: admin_user {user}: binding to ClusterRole {} failed ({}): run `kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f {USER_RBAC_PATH}` as root",
+                r.admin_role.as_str(),
+                last(&out)
+            ),
+        );
+    }
+    let dest = files::node_path(root, &dest).map_err(|e| format!("admin_user {user}: {e}"))?;
+    files::write_owned(root, &dest, conf.as_bytes(), 0o600, Some((uid, gid)))
+        .map(|_| ())
+        .map_err(|e| format!("admin_user {user}: {e}"))
 }
 
 /// With SELinux enabled, the directories kiln writes get the policy's labels before

@@ -52,6 +52,10 @@ const WARNING: &str = "[warning ";
 /// kubeadm join's wrapper around every discovery error (discovery/discovery.go), lower-cased.
 const DISCOVERY: &str = "couldn't validate the identity of the api server";
 
+/// The issuer the kubelet gives its self-signed serving certificate, `<host>-ca@<unix
+/// time>` (client-go util/cert/cert.go: `fmt.Sprintf("%s-ca@%d", host, ...)`), lower-cased.
+const SELF_SIGNED_KUBELET_CA: &str = "-ca@";
+
 const KNOWN: &[Known] = &[
     Known {
         id: "token-unknown",
@@ -210,17 +214,25 @@ const KNOWN: &[Known] = &[
             &[":10250", "x509: cannot validate certificate"],
             &[":10250", "x509: certificate is valid for"],
             &[":10250", "x509: certificate signed by unknown authority"],
+            // The kubelet's self-signed serving certificate is issued by `<host>-ca@<unix
+            // time>` (client-go util/cert/cert.go GenerateSelfSignedCertKeyWithFixtures,
+            // called by cmd/kubelet/app/server.go InitializeTLS when no serving
+            // certificate is configured), named in Go's UnknownAuthorityError hint
+            // ("candidate authority certificate %q", crypto/x509/verify.go).
+            &["x509: certificate signed by unknown authority", SELF_SIGNED_KUBELET_CA],
         ],
         unless: &[],
         requires: &[],
         cause: "the kubelet serves a self-signed certificate (kubeadm's default), which metrics-server and other clients of port 10250 cannot verify; the cluster CA is fine",
-        fix: "enable signed serving certificates: set `serverTLSBootstrap = true` under node.toml `[node.kubelet]` and approve the kubelet-serving CSRs (`kubectl certificate approve`), or run metrics-server with `--kubelet-insecure-tls` for testing only",
+        fix: "enable signed serving certificates: set `serverTLSBootstrap = true` under node.toml `[node.kubelet]` on every node and run `kiln-firstboot approve-csrs` on a control plane (it approves each node's own kubelet-serving CSR, nothing else), or run metrics-server with `--kubelet-insecure-tls` for testing only",
     },
     Known {
         id: "x509-unknown-authority",
         rank: 86,
         lines: &[&["x509: certificate signed by unknown authority"]],
-        unless: &[":10250", "scrape node"],
+        // Port 10250 and the `<host>-ca@` issuer are the kubelet's own serving
+        // certificate (kubelet-serving-cert above): the cluster CA is not at fault.
+        unless: &[":10250", "scrape node", SELF_SIGNED_KUBELET_CA],
         requires: &[],
         cause: "the API server's certificate is not signed by the CA this client trusts: the CA in the user-data belongs to another cluster, something in between (a TLS-terminating load balancer, a proxy) presents its own certificate, or a stale kubeconfig is in use",
         fix: "regenerate this node's user-data from the cluster directory the control plane was built from (`kiln userdata`), make the load balancer pass TLS through, and do not mix KUBECONFIG files from earlier clusters",

@@ -220,6 +220,63 @@ pub fn documents(i: &Inputs) -> Vec<Value> {
     }
 }
 
+/// The `--config` for `kubeadm kubeconfig user` on the init node (row 40): this
+/// node's InitConfiguration without the bootstrap token (the command signs a client
+/// certificate with the CA on disk and talks to no API server) and the
+/// ClusterConfiguration with `certificatesDir` set to `certificates_dir`, where the
+/// cluster's CA is (`/etc/kubernetes/pki` on the node, under the root in tests).
+/// `kubeadm kubeconfig user` loads it with `configutil.LoadOrDefaultInitConfiguration`
+/// (`cmd/kubeadm/app/cmd/kubeconfig.go`, `newCmdUserKubeConfig`, v1.34.2).
+pub fn user_kubeconfig_config(i: &Inputs, certificates_dir: &str) -> String {
+    let init = json!({
+        "apiVersion": api_version(i.minor),
+        "kind": "InitConfiguration",
+        "nodeRegistration": { "name": i.node_name, "criSocket": i.cri_socket },
+        "localAPIEndpoint": { "advertiseAddress": i.node_ip, "bindPort": i.bind_port },
+    });
+    let mut cluster = cluster_configuration(i);
+    cluster["certificatesDir"] = json!(certificates_dir);
+    [init, cluster]
+        .iter()
+        .map(|d| serde_json::to_string_pretty(d).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+        + "\n"
+}
+
+/// The ClusterRole kiln adds for a user below cluster-admin: reading Nodes (cluster
+/// scoped, so in none of `view`, `edit`, `admin`), for `kubectl get nodes`.
+pub const NODE_READER_ROLE: &str = "kiln:node-reader";
+
+/// What binds `user` (the CN of its client certificate, no groups) to `role`
+/// (row 40): a ClusterRoleBinding `kiln:admin-user:<user>` to that default
+/// ClusterRole, and below cluster-admin [`NODE_READER_ROLE`] and its binding; one
+/// `v1` List for `kubectl apply -f`.
+pub fn admin_user_rbac(user: &str, role: crate::node::AdminRole) -> Value {
+    let rbac = "rbac.authorization.k8s.io/v1";
+    let subject = json!([{ "kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user }]);
+    let binding = |name: String, role: &str| {
+        json!({
+            "apiVersion": rbac,
+            "kind": "ClusterRoleBinding",
+            "metadata": { "name": name, "labels": { "app.kubernetes.io/managed-by": "kiln" } },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
+            "subjects": subject,
+        })
+    };
+    let mut items = vec![binding(format!("kiln:admin-user:{user}"), role.as_str())];
+    if role != crate::node::AdminRole::ClusterAdmin {
+        items.push(json!({
+            "apiVersion": rbac,
+            "kind": "ClusterRole",
+            "metadata": { "name": NODE_READER_ROLE, "labels": { "app.kubernetes.io/managed-by": "kiln" } },
+            "rules": [{ "apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"] }],
+        }));
+        items.push(binding(format!("kiln:admin-user-nodes:{user}"), NODE_READER_ROLE));
+    }
+    json!({ "apiVersion": "v1", "kind": "List", "items": items })
+}
+
 /// The `--config` file: pretty JSON documents joined by `---` lines.
 pub fn render(i: &Inputs) -> String {
     documents(i).iter().map(|d| serde_json::to_string_pretty(d).unwrap_or_default()).collect::<Vec<_>>().join("\n---\n")
@@ -360,5 +417,35 @@ mod tests {
     fn redaction_hides_the_secret() {
         let r = render_redacted(&inputs(Role::Init, 34));
         assert!(r.contains("abcdef.<redacted>") && !r.contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn the_admin_users_bindings_never_reach_cluster_admin_unless_asked() {
+        use crate::node::AdminRole;
+        for role in [AdminRole::View, AdminRole::Edit, AdminRole::Admin] {
+            let list = admin_user_rbac("kiln", role);
+            let refs: Vec<&str> =
+                list["items"].as_array().into_iter().flatten().filter_map(|i| i["roleRef"]["name"].as_str()).collect();
+            assert_eq!(refs, [role.as_str(), NODE_READER_ROLE], "{list}");
+            let reader = &list["items"][1];
+            assert_eq!(
+                reader["rules"],
+                json!([{ "apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"] }])
+            );
+        }
+        let all = admin_user_rbac("kiln", AdminRole::ClusterAdmin);
+        assert_eq!(all["items"].as_array().map(Vec::len), Some(1));
+        assert_eq!(all["items"][0]["roleRef"]["name"], "cluster-admin");
+        assert_eq!(all["items"][0]["subjects"][0]["name"], "kiln");
+    }
+
+    #[test]
+    fn the_user_kubeconfig_config_carries_no_token_and_the_ca_directory() {
+        let c = user_kubeconfig_config(&inputs(Role::Init, 34), "/scratch/etc/kubernetes/pki");
+        assert!(!c.contains("0123456789abcdef") && !c.contains("bootstrapTokens"), "{c}");
+        let docs: Vec<Value> = c.split("\n---\n").map(|d| serde_json::from_str(d).unwrap_or(Value::Null)).collect();
+        assert_eq!(docs[0]["kind"], "InitConfiguration");
+        assert_eq!(docs[1]["kind"], "ClusterConfiguration");
+        assert_eq!(docs[1]["certificatesDir"], "/scratch/etc/kubernetes/pki");
     }
 }

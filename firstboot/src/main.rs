@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// `--help`: the first line is also what a usage error prints.
-const USAGE: &str = "usage: kiln-firstboot [OPTIONS] [run|plan|status|doctor|reset|host|kubelet-gate]
+const USAGE: &str = "usage: kiln-firstboot [OPTIONS] [run|plan|status|doctor|reset|host|kubelet-gate|approve-csrs]
 
 Joins this machine to its Kubernetes cluster, once per machine, unattended.
 
@@ -17,13 +17,15 @@ Commands:
   plan     print the resolved node, its sources and the kubeadm config (secrets redacted);
            changes nothing
   status   print the state of this machine's bootstrap: joined, failed (and why), or not yet
-  doctor   preflight report and a scan of the last kubeadm output for known failures
+  doctor   preflight report and a scan of the last kubeadm output and its evidence for known failures
   reset    kubeadm reset -f (bounded by --reset-timeout), iptables/IPVS rules, CNI interfaces
            and files, kiln's state, so `run` starts over
   host     fix and check what kubelet needs on every boot (modules, sysctls, swap); kubelet's
            ExecStartPre: exit 1 with a one-line reason when the host is still wrong
   kubelet-gate  kubelet's ExecCondition: exit 0 when kubelet may start (this machine is
            bootstrapping or joined), 1 to skip the start (not yet, or a disk from another machine)
+  approve-csrs  on a control plane: approve the pending kubelet serving-certificate CSRs
+           (serverTLSBootstrap) whose node, names and addresses match; leave the rest, saying why
 
 Options (before or after the command; a value as `--root DIR` or `--root=DIR`):
   --root DIR       act on DIR instead of / (every read and write goes under it); DIR must
@@ -68,9 +70,10 @@ Sources, later wins: /etc/kiln/image.toml < platform user-data and kiln-role tag
 < /boot/firmware/kiln/node.toml < kernel command line (kiln.role=, kiln.node-name=, kiln.node-ip=).
 
 Exit codes: 0 done (run: joined, or already joined on this machine; doctor: nothing wrong;
-kubelet-gate: kubelet may start); 1 run: kubeadm failed (see /run/kiln/bootstrap-failed);
-doctor: something is wrong; reset: kubeadm reset did not finish; host: the host is still
-wrong; kubelet-gate: skip this start; 2 a usage error, a root that is not a kiln image
+kubelet-gate: kubelet may start; approve-csrs: the requests were read); 1 run: kubeadm failed
+(see /run/kiln/bootstrap-failed); doctor: something is wrong; reset: kubeadm reset did not
+finish; host: the host is still wrong; kubelet-gate: skip this start; approve-csrs: no
+admin.conf, or kubectl did not answer; 2 a usage error, a root that is not a kiln image
 (no /etc/kiln/image.toml under --root; every command refuses it), a kernel command line
 that cannot be read (not a regular file, over 64 KiB), or a node description that is
 incomplete or wrong; 3 run: nothing done, this machine may be in a cluster already and
@@ -79,7 +82,7 @@ kubeadm's /etc/kubernetes/kubelet.conf without kiln's state: bootstrapped some o
 way) — `kiln-firstboot reset`, then `run`, starts over.";
 
 /// Every command, as the usage line lists them.
-const COMMANDS: [&str; 7] = ["run", "plan", "status", "doctor", "reset", "host", "kubelet-gate"];
+const COMMANDS: [&str; 8] = ["run", "plan", "status", "doctor", "reset", "host", "kubelet-gate", "approve-csrs"];
 
 /// The commands that print one JSON document on stdout with `--json`; the others
 /// write journal lines and refuse it.
@@ -284,6 +287,7 @@ fn main() -> ExitCode {
         }
         "doctor" => doctor(&machine, &opts, json),
         "reset" => reset(&machine, &opts),
+        "approve-csrs" => approve_csrs(&machine),
         "host" => host(&machine),
         "kubelet-gate" => kubelet_gate(&machine),
         other => usage(&format!("unknown command '{other}'")),
@@ -307,7 +311,9 @@ fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
     };
     let log = read_text(&m.root, agent::KUBEADM_LOG).unwrap_or_default();
     let failed = read_text(&m.root, agent::FAILED_PATH).unwrap_or_default();
-    let known = kiln_firstboot::diagnose::diagnose(&format!("{log}\n{failed}"));
+    // The failed attempt's journal, containers and kube-proxy log (removed on success).
+    let evidence = read_text(&m.root, agent::EVIDENCE_LOG).unwrap_or_default();
+    let known = kiln_firstboot::diagnose::diagnose(&format!("{log}\n{evidence}\n{failed}"));
     let bad = !resolve_errors.is_empty() || preflight::has_errors(&checks) || !known.is_empty();
     print_doctor(json, &resolve_errors, &checks, &known);
     ExitCode::from(if bad { 1 } else { 0 })
@@ -427,6 +433,18 @@ fn reset(m: &Machine, opts: &Options) -> ExitCode {
         out!("reset: kubeadm reset did not finish; the rest was cleaned. Fix the runtime and reset again");
         ExitCode::from(1)
     }
+}
+
+/// `approve-csrs`: exit 0 when kubectl answered (whatever was approved), 1 when not.
+fn approve_csrs(m: &Machine) -> ExitCode {
+    let (ok, report) = agent::approve_csrs(m);
+    for line in &report {
+        out!("approve-csrs: {}", escape(line));
+    }
+    if report.is_empty() {
+        out!("approve-csrs: no pending kubelet serving-certificate requests");
+    }
+    ExitCode::from(if ok { 0 } else { 1 })
 }
 
 /// Before every kubelet start: the host as kubelet needs it, or one line why not.

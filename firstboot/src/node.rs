@@ -162,9 +162,46 @@ pub struct Cluster {
     /// (CoreDNS stays Pending until a pod network exists).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni_manifest: Option<String>,
-    /// A local user who gets the admin kubeconfig (`~/.kube/config`, 0600) on the init node.
+    /// A local user who gets a kubeconfig of their own (`~/.kube/config`, 0600) on the
+    /// init node: a client certificate for that user name, bound to `admin_role`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_user: Option<String>,
+    /// What `admin_user` may do in the cluster (default [`AdminRole::Edit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_role: Option<AdminRole>,
+}
+
+/// The cluster role `[cluster] admin_user` is bound to (a ClusterRoleBinding to one
+/// of the API server's default user-facing roles; plus reading Nodes below
+/// cluster-admin). The user never gets `/etc/kubernetes/admin.conf`: that is
+/// `kubeadm:cluster-admins`, the superuser the kubeadm guide says not to share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminRole {
+    /// Read most objects in every namespace (not Secrets, not RBAC).
+    View,
+    /// `view` plus creating, changing and deleting workloads, Services, ConfigMaps and
+    /// Secrets in every namespace; not RBAC, not cluster-scoped objects. The default:
+    /// the least that lets the user run and debug applications.
+    Edit,
+    /// `edit` plus Roles and RoleBindings in every namespace (can grant itself any
+    /// namespaced right).
+    Admin,
+    /// Everything: the superuser. Only when the user must change cluster-scoped
+    /// objects (CRDs, RBAC, Nodes); `sudo` with admin.conf does the same for root.
+    ClusterAdmin,
+}
+
+impl AdminRole {
+    /// The ClusterRole's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRole::View => "view",
+            AdminRole::Edit => "edit",
+            AdminRole::Admin => "admin",
+            AdminRole::ClusterAdmin => "cluster-admin",
+        }
+    }
 }
 
 /// `[node]`: facts about this machine.
@@ -448,7 +485,8 @@ impl NodeConfig {
                 bootstrap_token,
                 token_ttl,
                 cni_manifest,
-                admin_user
+                admin_user,
+                admin_role
             );
         }
         if let Some(n) = later.node {

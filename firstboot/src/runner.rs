@@ -113,11 +113,19 @@ fn kill_group(pgid: u32) {
 /// was killed"; the call returns within `limit` plus [`GRACE`] (plus scheduling)
 /// whatever the program's descendants do.
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String) {
+    let (ok, out, err) = run_bounded_apart(cmd, limit);
+    (ok, out + &err)
+}
+
+/// [`run_bounded`] with the program's stdout and its stderr (and the notes on
+/// timeouts and held pipes) apart: (success, stdout, stderr), for a program whose
+/// stdout is its product (`kubeadm kubeconfig user` prints the kubeconfig).
+pub fn run_bounded_apart(cmd: &mut Command, limit: Duration) -> (bool, String, String) {
     let start = Instant::now();
     let spawned = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).spawn();
     let mut child = match spawned {
         Ok(c) => c,
-        Err(e) => return (false, format!("cannot start {:?}: {e}", cmd.get_program())),
+        Err(e) => return (false, String::new(), format!("cannot start {:?}: {e}", cmd.get_program())),
     };
     let pgid = child.id();
     let out = child.stdout.take().map(drain);
@@ -159,18 +167,15 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String) {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    let mut text = String::new();
-    for c in &streams {
-        if let Ok(g) = c.lock() {
-            text.push_str(&g.text());
-        }
-    }
+    let text =
+        |c: &Option<Arc<Mutex<Capture>>>| c.as_ref().and_then(|c| c.lock().ok().map(|g| g.text())).unwrap_or_default();
+    let (stdout, mut stderr) = (text(&out), text(&err));
     if !ended() {
-        text.push_str("\n(its output was still open after it exited: a process it started holds it; left behind)");
+        stderr.push_str("\n(its output was still open after it exited: a process it started holds it; left behind)");
     }
     match status {
-        Some(s) => (s.success(), text),
-        None => (false, format!("{text}\n(timed out after {} s and was killed)", limit.as_secs())),
+        Some(s) => (s.success(), stdout, stderr),
+        None => (false, stdout, format!("{stderr}\n(timed out after {} s and was killed)", limit.as_secs())),
     }
 }
 

@@ -254,6 +254,28 @@ fn dns1123_subdomain(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `[cluster] admin_user`: a Linux user name as `useradd` and cloud-init accept it
+/// (`[a-z_][a-z0-9_-]*`, at most 32 bytes; the rule `kiln fleet` checks), not root.
+/// It becomes the CN of the user's client certificate, so it can never name a
+/// `system:` identity (no `:`).
+pub fn admin_user(s: &str) -> Result<(), String> {
+    let first_ok = s.bytes().next().is_some_and(|c| c.is_ascii_lowercase() || c == b'_');
+    let rest_ok = s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-');
+    if !first_ok || !rest_ok || s.len() > 32 {
+        return Err(format!(
+            "{:?} is not a user name: lowercase letters, digits, `_` and `-`, starting with a letter or `_`, at most 32",
+            crate::http::escape(s)
+        ));
+    }
+    if s == "root" {
+        return Err(
+            "root has /etc/kubernetes/admin.conf already: name the unprivileged user who should get a kubeconfig"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// Validates a node name: kubelet registers the Node object under it and
 /// kubeadm writes it as `nodeRegistration.name`.
 ///
@@ -1172,6 +1194,16 @@ mod tests {
     use super::*;
 
     const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn admin_user_is_a_plain_user_name() {
+        for ok in ["kiln", "core", "_svc", "a-b_1"] {
+            assert!(admin_user(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "root", "Kiln", "1abc", "system:masters", "a b", "-x", &"a".repeat(33)] {
+            assert!(admin_user(bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn v(s: &str) -> Version {
         version(s).unwrap_or_else(|e| panic!("{e}"))

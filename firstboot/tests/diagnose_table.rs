@@ -1,6 +1,8 @@
 //! Every verbatim kubeadm/kubelet/crictl text in `tests/fixtures/kubeadm-texts/`
-//! is diagnosed as its `# expect:` header says, healthy texts match nothing, and
-//! every known failure is exercised by at least one text.
+//! is diagnosed as its `# expect:` header says and never as any id its `# not:`
+//! header lists (a second, wrong cause printed below the right one misleads just
+//! the same), healthy texts match nothing, and every known failure is exercised by
+//! at least one text.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -11,6 +13,8 @@ struct Fixture {
     name: String,
     source: String,
     expect: String,
+    /// Ids that must not be found at all (`# not: a, b`).
+    not: Vec<String>,
     text: String,
 }
 
@@ -33,7 +37,8 @@ fn fixtures() -> Vec<Fixture> {
         };
         assert!(head.lines().all(|l| l.starts_with('#')), "{name}: every header line starts with #");
         assert!(!text.trim().is_empty(), "{name}: no text");
-        out.push(Fixture { source: header("source"), expect: header("expect"), text: text.to_string(), name });
+        let not = header("not").split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+        out.push(Fixture { source: header("source"), expect: header("expect"), not, text: text.to_string(), name });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
@@ -53,6 +58,12 @@ fn every_fixture_is_diagnosed_as_expected() {
         let first = found.first().copied().unwrap_or("none");
         if first != f.expect {
             wrong.push(format!("{}: expected {}, got {:?}", f.name, f.expect, found));
+        }
+        for id in &f.not {
+            assert!(known.contains(id.as_str()), "{}: `# not:` names unknown id {id}", f.name);
+            if found.contains(&id.as_str()) {
+                wrong.push(format!("{}: must not be diagnosed as {id}, got {:?}", f.name, found));
+            }
         }
     }
     assert!(wrong.is_empty(), "misdiagnosed:\n{}", wrong.join("\n"));
@@ -79,5 +90,28 @@ fn each_id_at_most_once() {
         let found: Vec<&str> = diagnose(&f.text).into_iter().map(|d| d.id).collect();
         let unique: BTreeSet<&str> = found.iter().copied().collect();
         assert_eq!(unique.len(), found.len(), "{}: {found:?}", f.name);
+    }
+}
+
+/// Row 37: a client of the kubelet's port 10250 (metrics-server, the API server for
+/// `kubectl logs`) failing on the kubelet's self-signed serving certificate is the
+/// serving-certificate case and never "the cluster CA is wrong"; the API server's
+/// certificate failing against the cluster CA still is.
+#[test]
+fn serving_cert_failures_never_blame_the_cluster_ca() {
+    let all = fixtures();
+    let by_name = |name: &str| -> Vec<&'static str> {
+        let f = all.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("no fixture {name}"));
+        diagnose(&f.text).into_iter().map(|d| d.id).collect()
+    };
+    for serving in
+        ["kubelet-serving-cert", "kubelet-serving-cert-unknown-authority", "kubelet-serving-cert-kubectl-logs"]
+    {
+        let found = by_name(serving);
+        assert_eq!(found, ["kubelet-serving-cert"], "{serving}");
+    }
+    for ca in ["x509-unknown-authority", "x509-unknown-authority-join"] {
+        let found = by_name(ca);
+        assert_eq!(found, ["x509-unknown-authority"], "{ca}");
     }
 }

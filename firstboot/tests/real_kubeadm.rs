@@ -314,7 +314,8 @@ fn case(version: &str, role: Role, family: Family, swap: Swap) -> Vec<String> {
         "labels = { \"node.kubernetes.io/pool\" = \"edge\" }\ntaints = [{ key = \"dedicated\", value = \"edge\", effect = \"NoSchedule\" }]\n",
     );
     if let Swap::Limited = swap {
-        toml.push_str("swap = \"limited\"\nkubelet = { maxPods = 42 }\nkubelet_extra_args = { \"v\" = \"2\" }\n");
+        // serverTLSBootstrap: kubelet serving certificates from the cluster CA (row 37), approved by `approve-csrs`.
+        toml.push_str("swap = \"limited\"\nkubelet = { maxPods = 42, serverTLSBootstrap = true }\nkubelet_extra_args = { \"v\" = \"2\" }\n");
         s.write("etc/kiln-model/active-systemd-resolved", "");
     }
     if role != Role::Join {
@@ -382,6 +383,11 @@ fn case(version: &str, role: Role, family: Family, swap: Swap) -> Vec<String> {
         return problems;
     }
     let real = drop_zero_values(yaml_to_json(&dry.join("config.yaml")));
+    if let Swap::Limited = swap {
+        if real["serverTLSBootstrap"] != json!(true) {
+            problems.push(format!("{what}: the real kubeadm's config.yaml has no serverTLSBootstrap: true"));
+        }
+    }
     let modelled: Value = serde_json::from_str(&s.read("var/lib/kubelet/config.yaml"))
         .unwrap_or_else(|e| panic!("{what}: model config.yaml: {e}"));
     let modelled = drop_zero_values(modelled);
@@ -534,4 +540,212 @@ fn the_kubelet_field_table_is_generated_from_the_pinned_kubelet_source() {
         tool.display(),
         types.display()
     );
+}
+
+/// Row 40 with the real kubeadm v1.34.2: after init (the model) the admin user's
+/// `~/.kube/config` is what the real `kubeadm kubeconfig user` printed for kiln's
+/// config and a real cluster CA on the scratch root: a client certificate signed by
+/// that CA whose subject is CN=<user> with no organisation (so neither
+/// `system:masters` nor `kubeadm:cluster-admins`), for the cluster's endpoint, 0600;
+/// `admin.conf` stays 0600 and is not what the user got.
+#[test]
+fn the_admin_users_kubeconfig_is_a_scoped_credential_from_the_real_kubeadm() {
+    let bin = bin_dir("v1.34.2");
+    let s = Scratch::new("v1.34.2", "cp-1");
+    let pki = s.path("ca");
+    std::fs::create_dir_all(&pki).expect("ca dir");
+    let o = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=kubernetes"])
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        ])
+        .arg("-keyout")
+        .arg(pki.join("ca.key"))
+        .arg("-out")
+        .arg(pki.join("ca.crt"))
+        .output()
+        .expect("openssl runs");
+    assert!(o.status.success(), "openssl req: {}", out(&o));
+    let ca_crt = std::fs::read_to_string(pki.join("ca.crt")).expect("ca.crt");
+    let ca_key = std::fs::read_to_string(pki.join("ca.key")).expect("ca.key");
+    let mut toml = format!(
+        "[cluster]\nname = \"prod\"\ncontrol_plane_endpoint = \"10.1.0.2:6443\"\nbootstrap_token = \"{DRYRUN_TOKEN}\"\nadmin_user = \"kiln\"\n[node]\nrole = \"init\"\nname = \"cp-1\"\nnode_ip = \"10.1.0.2\"\n[pki]\nca_cert = \"\"\"\n{ca_crt}\"\"\"\nca_key = \"\"\"\n{ca_key}\"\"\"\n"
+    );
+    for k in ["front_proxy_ca_cert", "etcd_ca_cert", "sa_pub"] {
+        toml.push_str(&format!("{k} = \"\"\"\n{CERT}\"\"\"\n"));
+    }
+    for k in ["front_proxy_ca_key", "etcd_ca_key", "sa_key"] {
+        toml.push_str(&format!("{k} = \"\"\"\n{KEY}\"\"\"\n"));
+    }
+    s.write("etc/kiln/node.toml", &toml);
+    // uid 0: the run's user namespace maps only root.
+    s.write("etc/passwd", "root:x:0:0::/root:/bin/sh\nkiln:x:0:0::/home/kiln:/bin/sh\n");
+    // kubeadm: the model for init, the real one for `kubeconfig user`.
+    let kubeadm = s.path("bin/kubeadm");
+    std::fs::remove_file(&kubeadm).expect("the model's link");
+    std::fs::write(
+        &kubeadm,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = kubeconfig ]; then HOME=\"$ROOT/root\" exec {} \"$@\"; fi\nexec {} \"$@\"\n",
+            bin.join("kubeadm").display(),
+            model("kubeadm").display()
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(&kubeadm, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let o = s.run_firstboot(Family::V4);
+    assert!(o.status.success(), "{}", out(&o));
+    let conf_path = s.root().join("home/kiln/.kube/config");
+    let conf =
+        std::fs::read_to_string(&conf_path).unwrap_or_else(|e| panic!("{}: {e}\n{}", conf_path.display(), out(&o)));
+    assert_eq!(std::fs::metadata(&conf_path).expect("config").permissions().mode() & 0o777, 0o600);
+    let admin = s.root().join("etc/kubernetes/admin.conf");
+    assert_eq!(std::fs::metadata(&admin).expect("admin.conf").permissions().mode() & 0o777, 0o600);
+    assert_ne!(conf, s.read("etc/kubernetes/admin.conf"), "the user got admin.conf");
+    assert!(conf.contains("    server: https://10.1.0.2:6443\n") && conf.contains("- name: kiln\n"), "{conf}");
+    // The client certificate, as openssl reads it.
+    let data = conf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("client-certificate-data: "))
+        .unwrap_or_else(|| panic!("no client certificate: {conf}"));
+    let pem = s.path("user.crt");
+    let o = Command::new("sh")
+        .args(["-c", "printf %s \"$1\" | base64 -d > \"$2\"", "sh", data])
+        .arg(&pem)
+        .output()
+        .expect("base64 runs");
+    assert!(o.status.success(), "{}", out(&o));
+    let o = Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+        .arg(&pem)
+        .output()
+        .expect("openssl runs");
+    let subject = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(subject, "subject=CN=kiln", "the user's certificate carries more than its name");
+    for group in ["system:masters", "kubeadm:cluster-admins"] {
+        assert!(!subject.contains(group), "{subject}");
+    }
+    let o = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(pki.join("ca.crt"))
+        .arg(&pem)
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "not signed by the cluster CA: {}", out(&o));
+}
+
+/// A PEM certificate request made by openssl with `subject` and `san`, base64 as
+/// `spec.request` carries it.
+fn csr_request(dir: &Path, subject: &str, san: &str) -> String {
+    let (key, req) = (dir.join("k.pem"), dir.join("r.pem"));
+    let o = Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject])
+        .args(["-addext", &format!("subjectAltName={san}"), "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&req)
+        .output()
+        .expect("openssl runs");
+    assert!(o.status.success(), "openssl req: {}", out(&o));
+    let o = Command::new("base64").arg("-w0").arg(&req).output().expect("base64 runs");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Row 37, prevent: `kiln-firstboot approve-csrs` with the REAL kubectl v1.34.2
+/// against a loopback model of the API server (`tests/model/apiserver`) approves
+/// only the pending kubelet-serving CSR whose requester, subject, names and
+/// addresses are its Node's (kube-controller-manager's `ValidateKubeletServingCSR`
+/// plus kubelet-csr-approver's requester and SAN rules) and leaves every other one
+/// pending with the reason.
+#[test]
+fn approve_csrs_approves_only_a_nodes_own_serving_certificate_with_the_real_kubectl() {
+    let bin = bin_dir("v1.34.2");
+    let s = Scratch::new("v1.34.2", "cp-1");
+    std::fs::create_dir_all(s.root().join("opt/bin")).expect("bin dir");
+    std::os::unix::fs::symlink(bin.join("kubectl"), s.root().join("opt/bin/kubectl")).expect("kubectl link");
+    let work = s.path("csr");
+    std::fs::create_dir_all(&work).expect("csr dir");
+    let node = "/O=system:nodes/CN=system:node:worker-1";
+    let good = csr_request(&work, node, "DNS:worker-1,IP:10.0.0.21");
+    let csr = |name: &str, user: &str, request: &str, signer: &str, status: Value| {
+        json!({
+            "apiVersion": "certificates.k8s.io/v1",
+            "kind": "CertificateSigningRequest",
+            "metadata": { "name": name },
+            "spec": {
+                "signerName": signer,
+                "username": user,
+                "groups": ["system:nodes", "system:authenticated"],
+                "usages": ["digital signature", "server auth"],
+                "request": request,
+            },
+            "status": status,
+        })
+    };
+    let serving = "kubernetes.io/kubelet-serving";
+    let w1 = "system:node:worker-1";
+    let state = json!({
+        "csrs": [
+            csr("csr-good", w1, &good, serving, json!({})),
+            csr("csr-other-ip", w1, &csr_request(&work, node, "DNS:worker-1,IP:10.0.0.99"), serving, json!({})),
+            csr("csr-other-requester", "system:node:worker-2", &good, serving, json!({})),
+            csr("csr-other-name", w1, &csr_request(&work, node, "DNS:api.example.com"), serving, json!({})),
+            csr("csr-masters", w1, &csr_request(&work, "/O=system:nodes/O=system:masters/CN=system:node:worker-1", "DNS:worker-1"), serving, json!({})),
+            csr("csr-no-node", "system:node:ghost", &csr_request(&work, "/O=system:nodes/CN=system:node:ghost", "DNS:ghost"), serving, json!({})),
+            csr("csr-client", w1, &good, "kubernetes.io/kube-apiserver-client-kubelet", json!({})),
+            csr("csr-done", w1, &good, serving, json!({ "conditions": [{ "type": "Approved", "status": "True" }] })),
+        ],
+        "nodes": [
+            { "apiVersion": "v1", "kind": "Node", "metadata": { "name": "worker-1" },
+              "status": { "addresses": [{ "type": "InternalIP", "address": "10.0.0.21" }, { "type": "Hostname", "address": "worker-1" }] } },
+            { "apiVersion": "v1", "kind": "Node", "metadata": { "name": "worker-2" },
+              "status": { "addresses": [{ "type": "InternalIP", "address": "10.0.0.22" }, { "type": "Hostname", "address": "worker-2" }] } },
+        ],
+    });
+    let state_file = s.path("api-state.json");
+    std::fs::write(&state_file, state.to_string()).expect("state");
+    let (approvals, port_file) = (s.path("approvals"), s.path("port"));
+    let mut server =
+        Command::new(model("apiserver")).arg(&state_file).arg(&approvals).arg(&port_file).spawn().expect("apiserver");
+    let mut port = String::new();
+    for _ in 0..400 {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            port = p;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(!port.is_empty(), "the API server model did not start");
+    s.write(
+        "etc/kubernetes/admin.conf",
+        &format!("apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: http://127.0.0.1:{port}\n  name: k\ncontexts:\n- context:\n    cluster: k\n    user: admin\n  name: k\ncurrent-context: k\nusers:\n- name: admin\n  user: {{}}\n"),
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln-firstboot"))
+        .arg("--root")
+        .arg(s.root())
+        .arg("approve-csrs")
+        .env("PATH", s.env_path())
+        .env("HOME", s.path("home"))
+        .output()
+        .expect("kiln-firstboot runs");
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert_eq!(std::fs::read_to_string(&approvals).unwrap_or_default(), "csr-good\n", "{text}");
+    for (csr, why) in [
+        ("csr-other-ip", "IP SAN 10.0.0.99"),
+        ("csr-other-requester", "is not the requester system:node:worker-2"),
+        ("csr-other-name", "DNS SAN api.example.com"),
+        ("csr-masters", "is not exactly system:nodes"),
+        ("csr-no-node", "no Node ghost"),
+    ] {
+        assert!(text.lines().any(|l| l.contains(&format!("left {csr} pending: ")) && l.contains(why)), "{csr}: {text}");
+    }
+    assert!(!text.contains("csr-client") && !text.contains("csr-done"), "{text}");
 }

@@ -19,6 +19,22 @@ const SECRET: &str = "s3cr3tt0k3nvalu3";
 const KEY: &str = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n-----END PRIVATE KEY-----\n";
 const CERT: &str = "-----BEGIN CERTIFICATE-----\nY2VydA==\n-----END CERTIFICATE-----\n";
 
+/// The host tools' stand-in: records each call (`$REC/NAME.calls`, one argv a line);
+/// modprobe creates /sys/module/NAME (and br_netfilter its sysctls, as the kernel
+/// module does); swapoff empties /proc/swaps unless the swap is stuck.
+const STAND_IN: &str = r#"#!/bin/sh
+rec="$REC"; name=$(basename "$0")
+echo "$*" >> "$rec/$name.calls"
+case "$name" in
+  modprobe) mkdir -p "$ROOT/sys/module/$1"
+    if [ "$1" = br_netfilter ]; then mkdir -p "$ROOT/proc/sys/net/bridge"
+      for k in bridge-nf-call-iptables bridge-nf-call-ip6tables; do [ -f "$ROOT/proc/sys/net/bridge/$k" ] || echo 0 > "$ROOT/proc/sys/net/bridge/$k"; done; fi ;;
+  swapoff) [ -f "$ROOT/etc/kiln-model/swap-stuck" ] && exit 255
+    head -n1 "$ROOT/proc/swaps" > "$ROOT/proc/swaps.new" && mv "$ROOT/proc/swaps.new" "$ROOT/proc/swaps" ;;
+esac
+exit 0
+"#;
+
 struct Node {
     dir: tempfile::TempDir,
 }
@@ -44,25 +60,11 @@ impl Node {
         // kubelet's journal, as journalctl -u kubelet -o cat prints it.
         n.write("opt/bin/journalctl", "#!/bin/sh\ncat \"$ROOT/var/lib/kiln-model/kubelet.journal\" 2>/dev/null\n");
         std::fs::set_permissions(n.root().join("opt/bin/journalctl"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        // modprobe creates /sys/module/NAME (and br_netfilter its sysctls, as the kernel
-        // module does); swapoff empties /proc/swaps unless the swap is stuck.
-        let script = r#"#!/bin/sh
-rec="$REC"; name=$(basename "$0")
-echo "$*" >> "$rec/$name.calls"
-case "$name" in
-  modprobe) mkdir -p "$ROOT/sys/module/$1"
-    if [ "$1" = br_netfilter ]; then mkdir -p "$ROOT/proc/sys/net/bridge"
-      for k in bridge-nf-call-iptables bridge-nf-call-ip6tables; do [ -f "$ROOT/proc/sys/net/bridge/$k" ] || echo 0 > "$ROOT/proc/sys/net/bridge/$k"; done; fi ;;
-  swapoff) [ -f "$ROOT/etc/kiln-model/swap-stuck" ] && exit 255
-    head -n1 "$ROOT/proc/swaps" > "$ROOT/proc/swaps.new" && mv "$ROOT/proc/swaps.new" "$ROOT/proc/swaps" ;;
-esac
-exit 0
-"#;
         std::fs::create_dir_all(n.path("bin")).unwrap();
         std::fs::create_dir_all(n.path("rec")).unwrap();
         for tool in ["modprobe", "swapoff", "kubectl"] {
             let p = n.path(&format!("bin/{tool}"));
-            std::fs::write(&p, script).unwrap();
+            std::fs::write(&p, STAND_IN).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         for tool in ["kubeadm", "systemctl"] {
@@ -78,6 +80,11 @@ exit 0
     }
     fn write(&self, rel: &str, text: &str) {
         common::write(&self.root(), rel, text);
+    }
+    /// An executable `rel` under the root with `text`.
+    fn exe(&self, rel: &str, text: &str) {
+        self.write(rel, text);
+        std::fs::set_permissions(self.root().join(rel), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     fn read(&self, rel: &str) -> String {
         std::fs::read_to_string(self.root().join(rel)).unwrap_or_default()
@@ -132,6 +139,11 @@ exit 0
         };
         std::fs::read_to_string(f).unwrap_or_default().lines().map(str::to_string).collect()
     }
+    /// kubeadm's init, join and reset runs (not `kubeconfig user`, which the init node
+    /// runs for its admin user after init).
+    fn kubeadm_runs(&self) -> Vec<String> {
+        self.calls("kubeadm").into_iter().filter(|c| !c.starts_with("kubeconfig user ")).collect()
+    }
     /// The n-th --config file kubeadm received.
     fn config(&self, n: usize) -> Vec<serde_json::Value> {
         let text = self.read(&format!("var/lib/kiln-model/config-{n}.json"));
@@ -173,6 +185,16 @@ fn pki() -> String {
     s
 }
 
+/// An init node `cp-1` at Kubernetes 1.34 with the cluster's PKI in its node.toml.
+fn init_node() -> Node {
+    let n = Node::new(34, "cp-1");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
+    );
+    n
+}
+
 fn no_secrets(o: &Output, n: &Node) {
     let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(!all.contains(SECRET), "token secret in output:\n{all}");
@@ -208,7 +230,7 @@ fn init_node_v1beta4_runs_once_per_machine() {
         "{said}"
     );
     let cfg_path = n.root().join("run/kiln/kubeadm.json");
-    assert_eq!(n.calls("kubeadm"), [format!("init --config {} --skip-token-print", cfg_path.display())]);
+    assert_eq!(n.kubeadm_runs(), [format!("init --config {} --skip-token-print", cfg_path.display())]);
     assert_eq!(n.mode("run/kiln/kubeadm.json"), 0o600);
     let d = n.config(0);
     assert_eq!(d[0]["apiVersion"], "kubeadm.k8s.io/v1beta4");
@@ -265,23 +287,46 @@ fn init_node_v1beta4_runs_once_per_machine() {
     assert!(!n.root().join("run/kiln/bootstrapping").exists(), "the bootstrapping marker outlived the run");
     // The pinned CNI manifest applied with the admin kubeconfig; the admin user's kubeconfig is 0600.
     let admin = n.root().join("etc/kubernetes/admin.conf");
+    let rbac = n.root().join("run/kiln/admin-user-rbac.json");
+    let kubectl = n.calls("kubectl");
     assert_eq!(
-        n.calls("kubectl"),
-        [format!("--kubeconfig {} apply -f {}", admin.display(), n.root().join("etc/kiln/cni.yaml").display())]
+        kubectl.iter().filter(|c| !c.ends_with(&rbac.display().to_string())).collect::<Vec<_>>(),
+        [&format!("--kubeconfig {} apply -f {}", admin.display(), n.root().join("etc/kiln/cni.yaml").display())]
     );
     assert_eq!(n.mode("home/core/.kube/config"), 0o600);
+    // Row 40: the admin user's kubeconfig is its own (kubeadm kubeconfig user, CN core,
+    // no group), bound to `edit` by default, never a copy of admin.conf, which stays 0600.
+    let user_cfg = n.root().join("run/kiln/kubeconfig-user.json");
+    assert!(
+        n.calls("kubeadm").contains(&format!("kubeconfig user --client-name core --config {}", user_cfg.display())),
+        "{:?}",
+        n.calls("kubeadm")
+    );
+    let own = n.read("home/core/.kube/config");
+    assert!(own.contains("    user: core\n") && own != n.read("etc/kubernetes/admin.conf"), "{own}");
+    assert_eq!(n.mode("etc/kubernetes/admin.conf"), 0o600);
+    assert!(kubectl.contains(&format!("--kubeconfig {} apply -f {}", admin.display(), rbac.display())), "{kubectl:?}");
+    let bindings: serde_json::Value = serde_json::from_str(&n.read("run/kiln/admin-user-rbac.json")).unwrap();
+    let items = bindings["items"].as_array().unwrap();
+    assert_eq!(items[0]["kind"], "ClusterRoleBinding");
+    assert_eq!(items[0]["roleRef"]["name"], "edit");
+    assert_eq!(
+        items[0]["subjects"],
+        serde_json::json!([{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "core"}])
+    );
+    assert!(items.iter().all(|i| i["roleRef"]["name"] != "cluster-admin"), "{bindings}");
     let st = n.run(&["status"]);
     assert!(String::from_utf8_lossy(&st.stdout).starts_with("joined: node-"), "{}", out(&st));
 
     // Second boot: a no-op.
     let o = n.run(&["run"]);
     assert!(o.status.success());
-    assert_eq!(n.calls("kubeadm").len(), 1, "kubeadm ran again");
+    assert_eq!(n.kubeadm_runs().len(), 1, "kubeadm ran again");
     // A cloned disk on another machine runs again.
     n.write("etc/machine-id", "ffffffffffffffffffffffffffffffff\n");
     let o = n.run(&["run"]);
     assert!(o.status.success(), "{}", out(&o));
-    let calls = n.calls("kubeadm");
+    let calls = n.kubeadm_runs();
     // The clone carries the first machine's admin.conf: reset, then init. kubeadm reset
     // deleted /etc/kubernetes/pki; kiln wrote the cluster's CA again, so kubeadm did not
     // generate a new one.
@@ -414,11 +459,7 @@ fn control_plane_join_and_cmdline_override() {
 
 #[test]
 fn failures_are_diagnosed_retried_with_reset_and_marked() {
-    let n = Node::new(34, "cp-1");
-    n.write(
-        "etc/kiln/node.toml",
-        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
-    );
+    let n = init_node();
     // The runtime uses cgroupfs, the kubelet systemd: the kubelet stand-in exits with
     // kubelet's text in its journal; kubeadm only says the kubelet is not healthy.
     n.write("etc/kiln-model/runtime-cgroup-driver", "cgroupfs\n");
@@ -465,15 +506,110 @@ fn failures_are_diagnosed_retried_with_reset_and_marked() {
     assert_eq!(&calls[before..].iter().map(|c| c.split(' ').next().unwrap()).collect::<Vec<_>>(), &["reset", "init"]);
 }
 
+/// The body of a fixture in `tests/fixtures/kubeadm-texts/` (its headers dropped).
+fn fixture_text(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/fixtures/kubeadm-texts/{name}.txt"));
+    let raw = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    raw.split_once("\n\n").map(|(_, t)| t.to_string()).unwrap_or_else(|| panic!("{name}: no headers"))
+}
+
+/// Rows 42 and 25: after a failed attempt the evidence is kubelet's journal of *this*
+/// attempt, `crictl ps -a` and the newest kube-proxy container's log tail, each
+/// bounded, and each can carry the diagnosis. The journal stand-in honours `--since
+/// @EPOCH` over timestamped lines: an earlier boot's swap failure and the first
+/// attempt's line are older than the second attempt, so a read from the start (or
+/// from the run's start) shows up in the evidence and as a wrong diagnosis. kubeadm
+/// says only that the kubelet is not healthy; the exited API server is only in
+/// `crictl ps -a` (padded past 64 KiB, newest at the end), the loopback fallback only
+/// in kube-proxy's log (`cmd/kube-proxy/app/server.go` detectNodeIPs, v1.34.2).
+#[test]
+fn failure_evidence_is_this_attempts_journal_crictl_and_kube_proxy() {
+    let n = init_node();
+    n.write("etc/kiln-model/fail", "kubelet-not-healthy\n");
+    // An earlier boot, an hour ago: the kubelet refused swap then.
+    let hour_ago = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 3600;
+    n.write(
+        "var/lib/kiln-model/journal.ts",
+        &format!("{hour_ago} E1125 09:40:58.931046 2211 run.go:72] \"command failed\" err=\"failed to run Kubelet: running with swap on is not supported, please disable swap\" earlier-boot\n"),
+    );
+    n.exe(
+        "opt/bin/journalctl",
+        "#!/bin/sh\necho \"$*\" >> \"$REC/journalctl.calls\"\nsince=0\nwhile [ $# -gt 0 ]; do [ \"$1\" = --since ] && { since=${2#@}; shift; }; shift; done\n\
+         case \"$since\" in ''|*[!0-9]*) since=0 ;; esac\n\
+         while read -r ts line; do [ \"$ts\" -ge \"$since\" ] && echo \"$line\"; done < \"$ROOT/var/lib/kiln-model/journal.ts\"\nexit 0\n",
+    );
+    // Each kubeadm attempt logs a kubelet line at its start, then takes over a second.
+    let kubeadm = n.path("bin/kubeadm");
+    std::fs::remove_file(&kubeadm).unwrap();
+    std::fs::write(
+        &kubeadm,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in init|join) a=$(( $(cat \"$REC/attempts\" 2>/dev/null || echo 0) + 1 )); echo $a > \"$REC/attempts\"\n\
+             echo \"$(date +%s) I1125 kubelet.go:1] attempt-$a-line\" >> \"$ROOT/var/lib/kiln-model/journal.ts\"; sleep 1.2 ;; esac\nexec {} \"$@\"\n",
+            model("kubeadm").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&kubeadm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let padding =
+        "0000000000000   registry.k8s.io/pause:3.10   2 hours ago   Exited   old   0   0000000000000   old   default\n";
+    n.write(
+        "var/lib/kiln-model/crictl/ps.txt",
+        &format!("{}{}", padding.repeat((1 << 20) / padding.len()), fixture_text("crictl-apiserver-exited")),
+    );
+    n.write("var/lib/kiln-model/crictl/kube-proxy.log", &fixture_text("kube-proxy-node-ip-current"));
+    n.exe(
+        "opt/bin/crictl",
+        "#!/bin/sh\necho \"$*\" >> \"$REC/crictl.calls\"\nd=\"$ROOT/var/lib/kiln-model/crictl\"\ncase \"$*\" in\n\
+         *'ps -a --name kube-proxy -q') echo 3f2a9c1b7d6e40a1; echo 0a1b2c3d4e5f6071 ;;\n\
+         *'ps -a') cat \"$d/ps.txt\" ;;\n\
+         *'logs --tail '*' 3f2a9c1b7d6e40a1') cat \"$d/kube-proxy.log\" >&2 ;;\n\
+         *) echo \"crictl stand-in: unexpected $*\" >&2; exit 1 ;;\nesac\n",
+    );
+    let o = n.run(&["--attempts", "2", "run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let so = String::from_utf8_lossy(&o.stdout);
+    // The journal: read from each attempt's start.
+    let calls = n.calls("journalctl");
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for c in &calls {
+        assert!(c.starts_with("-u kubelet ") && c.contains(" --since @"), "{c}");
+    }
+    let evidence = n.read("var/log/kiln/evidence.log");
+    assert!(evidence.contains("attempt-2-line"), "this attempt's journal is missing:\n{evidence}");
+    assert!(!evidence.contains("attempt-1-line"), "the first attempt's journal in the second's evidence:\n{evidence}");
+    assert!(!evidence.contains("earlier-boot"), "an earlier boot's journal in the evidence:\n{evidence}");
+    assert!(!so.contains("diagnosis [swap-on]"), "an earlier boot's failure diagnosed:\n{so}");
+    // crictl ps -a, bounded, carrying the cause kubeadm does not print.
+    assert!(n.calls("crictl").iter().any(|c| c.ends_with(" ps -a")), "{:?}", n.calls("crictl"));
+    assert!(evidence.contains("--- crictl ps -a\n") && evidence.contains("kube-apiserver-cp-1"), "{evidence}");
+    assert!(evidence.len() < 4 * (64 << 10), "evidence is {} bytes: not bounded", evidence.len());
+    assert!(so.contains("<3>kiln-firstboot: diagnosis [control-plane-not-healthy]"), "{so}");
+    // kube-proxy's log: the newest container's tail, and its diagnosis first.
+    assert!(
+        n.calls("crictl").iter().any(|c| c.ends_with(" logs --tail 100 3f2a9c1b7d6e40a1")),
+        "{:?}",
+        n.calls("crictl")
+    );
+    assert!(evidence.contains("Can't determine this node's IP, assuming loopback"), "{evidence}");
+    let first = so.lines().find(|l| l.contains("kiln-firstboot: diagnosis [")).unwrap_or_default();
+    assert!(first.contains("[kube-proxy-node-ip]"), "{so}");
+    assert!(n.read("run/kiln/bootstrap-failed").contains("kube-proxy"), "{}", n.read("run/kiln/bootstrap-failed"));
+    // `doctor` reads the same evidence afterwards.
+    let o = n.run(&["doctor"]);
+    assert!(out(&o).contains("known failure [kube-proxy-node-ip]"), "{}", out(&o));
+    // A later success removes it: it no longer describes this node.
+    std::fs::remove_file(n.root().join("etc/kiln-model/fail")).unwrap();
+    let o = n.run(&["--attempts", "1", "run"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(!n.root().join("var/log/kiln/evidence.log").exists());
+}
+
 /// `kubeadm reset` blocks when the runtime is stuck (seed item 22): both the retry path
 /// and `kiln-firstboot reset` give up at the bound.
 #[test]
 fn reset_against_a_hanging_kubeadm_ends_within_its_bound() {
-    let n = Node::new(34, "cp-1");
-    n.write(
-        "etc/kiln/node.toml",
-        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
-    );
+    let n = init_node();
     n.write("etc/kiln-model/hang", "reset\n");
     n.write("etc/cni/net.d/10-flannel.conflist", "{}");
     let t = std::time::Instant::now();
@@ -490,6 +626,45 @@ fn reset_against_a_hanging_kubeadm_ends_within_its_bound() {
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(t.elapsed().as_secs() < 15, "run took {:?}", t.elapsed());
     assert!(String::from_utf8_lossy(&o.stdout).contains("timed out after 2 s"), "{}", out(&o));
+}
+
+/// Rows 29 and 36: `kubeadm reset` leaves "CNI plugin configuration, network
+/// filtering rules" behind (its closing text, cmd/kubeadm/app/cmd/reset.go
+/// manualCleanupInstructions, v1.34.2); `kiln-firstboot reset` flushes and deletes
+/// the chains of every iptables and ip6tables table, clears IPVS, deletes the CNI
+/// links and removes the CNI state, so a re-join starts without the old pod subnet
+/// (flannel's /run/flannel/subnet.env), its IP allocations (/var/lib/cni) or its rules.
+#[test]
+fn reset_flushes_packet_filters_and_removes_cni_state() {
+    let n = Node::new(34, "worker-1");
+    for tool in ["iptables", "ip6tables", "ipvsadm", "ip"] {
+        n.exe(&format!("usr/sbin/{tool}"), STAND_IN);
+    }
+    for link in ["cni0", "flannel.1"] {
+        n.write(&format!("sys/class/net/{link}/ifindex"), "7\n");
+    }
+    n.write("var/lib/cni/networks/cbr0/10.244.1.5", "4b1e0a0c\n");
+    n.write("var/lib/cni/results/cbr0-4b1e0a0c-eth0", "{}");
+    n.write("etc/cni/net.d/10-flannel.conflist", "{}");
+    n.write("run/flannel/subnet.env", "FLANNEL_SUBNET=10.244.1.1/24\n");
+    let o = n.run(&["reset"]);
+    assert!(o.status.success(), "{}", out(&o));
+    for ipt in ["iptables", "ip6tables"] {
+        let calls = n.calls(ipt);
+        for table in ["filter", "nat", "mangle", "raw"] {
+            for op in ["-F", "-X"] {
+                let want = format!("-t {table} {op}");
+                assert!(calls.contains(&want), "{ipt} {want} not run: {calls:?}\n{}", out(&o));
+            }
+        }
+    }
+    assert_eq!(n.calls("ipvsadm"), ["--clear"], "{}", out(&o));
+    assert_eq!(n.calls("ip"), ["link delete cni0", "link delete flannel.1"], "{}", out(&o));
+    for gone in ["var/lib/cni", "etc/cni/net.d", "run/flannel"] {
+        assert!(!n.root().join(gone).exists(), "{gone} survived reset:\n{}", out(&o));
+    }
+    let so = String::from_utf8_lossy(&o.stdout);
+    assert!(so.contains("iptables -t nat -F: done") && so.contains("removed /var/lib/cni"), "{so}");
 }
 
 #[test]
@@ -1191,12 +1366,8 @@ fn help_section<'a>(help: &'a str, name: &str) -> Vec<&'a str> {
 /// ones run on an image root without a usage error.
 #[test]
 fn help_lists_every_command_and_examples_that_run() {
-    let all = ["run", "plan", "status", "doctor", "reset", "host", "kubelet-gate"];
-    let n = Node::new(34, "cp-1");
-    n.write(
-        "etc/kiln/node.toml",
-        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
-    );
+    let all = ["run", "plan", "status", "doctor", "reset", "host", "kubelet-gate", "approve-csrs"];
+    let n = init_node();
     let o = n.run(&["--help"]);
     assert!(o.status.success(), "{}", out(&o));
     let help = String::from_utf8_lossy(&o.stdout).to_string();
@@ -1280,7 +1451,7 @@ fn cli_mistakes_are_named_with_exit_2() {
         (&["plan", "extra"], "unexpected argument 'extra' after the command 'plan': one command at a time"),
         (
             &["stauts"],
-            "unknown command 'stauts'; the commands are run, plan, status, doctor, reset, host, kubelet-gate",
+            "unknown command 'stauts'; the commands are run, plan, status, doctor, reset, host, kubelet-gate, approve-csrs",
         ),
         (&["--json=yes", "plan"], "--json takes no value"),
     ];
@@ -1318,11 +1489,7 @@ fn cli_mistakes_are_named_with_exit_2() {
 /// (componentconfigs/kubelet.go mutateResolverConfig); kiln must not set it cluster-wide.
 #[test]
 fn resolv_conf_is_left_to_kubeadm() {
-    let n = Node::new(34, "cp-1");
-    n.write(
-        "etc/kiln/node.toml",
-        &format!("{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}", cluster("api.example.test:6443"), pki()),
-    );
+    let n = init_node();
     n.write("etc/resolv.conf", "nameserver 127.0.0.53\n");
     n.write("run/systemd/resolve/resolv.conf", "nameserver 10.0.0.1\n");
     n.write("etc/kiln-model/active-systemd-resolved", "");
