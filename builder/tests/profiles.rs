@@ -70,6 +70,10 @@ fn cases() -> Vec<Case> {
         ("required sysctl turned off", |b| b.to_string() + "[sysctl]\n\"net.ipv4.ip_forward\" = \"0\"\n", "32:25", "sysctl net.ipv4.ip_forward must be 1"),
         ("required sysctl turned off, slash form", |b| b.to_string() + "[sysctl]\n\"net/bridge/bridge-nf-call-iptables\" = 0\n", "32:40", "must be 1"),
         ("unquoted dotted sysctl name", |b| b.to_string() + "[sysctl]\nnet.ipv4.ip_forward = 1\n", "32:1", "quote dotted names"),
+        ("missing crictl", |b| b.replace("[artifacts.crictl]", "[artifacts.crictlx]"), "1:8", "no [artifacts.crictl]; an image needs kubeadm, kubelet and crictl"),
+        ("containerd version 2 config with the version-3 runtime table", |b| {
+            b.replace("manage_config = true", "cgroup_driver = \"systemd\"").replace("[\"ok\"]", "[\"ok\", \"ctrd-v3-in-v2\"]")
+        }, "1:8", "a version-3 table containerd 1.7 does not read"),
         ("sysctl value smuggling a second line", |b| b.to_string() + "[sysctl]\n\"kernel.panic\" = \"0\\nnet.ipv4.ip_forward = 0\"\n", "32:18", "would not be one sysctl.d line"),
     ]
 }
@@ -84,6 +88,11 @@ fn scratch_overlays(root: &Path) {
     std::fs::write(o.join("clash/etc/a.conf"), "b\n").unwrap();
     std::fs::create_dir_all(o.join("usr/usr/lib")).unwrap();
     std::fs::write(o.join("usr/usr/lib/x"), "x\n").unwrap();
+    // containerd config version 2 with the runc options under version 3's plugin.
+    std::fs::create_dir_all(o.join("ctrd-v3-in-v2/etc/containerd")).unwrap();
+    let v3_in_v2 = kiln::render::containerd_config(2, true, None)
+        .replace("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime");
+    std::fs::write(o.join("ctrd-v3-in-v2/etc/containerd/config.toml"), v3_in_v2).unwrap();
     std::fs::create_dir_all(root.join("profiles")).unwrap();
 }
 
@@ -606,4 +615,18 @@ fn base_image_values_are_checked_like_artifacts() {
     let o = run(kiln().arg("check").arg(&p));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("base_image: url") && stderr(&o).contains("credentials"), "{}", stderr(&o));
+}
+
+/// Row 3: crictl is required (an error, in `malformed_profiles_exit_2_with_one_located_line`);
+/// CNI plugins are recommended: a profile without them is checked with a
+/// warning naming them (Calico and Cilium install their own plugins).
+#[test]
+fn a_profile_without_cni_plugins_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    scratch_overlays(dir.path());
+    let p = dir.path().join("profiles/t.toml");
+    std::fs::write(&p, BASE.replace("[artifacts.cni-plugins]", "[artifacts.cni-pluginsx]")).unwrap();
+    let o = run(kiln().arg("check").arg(&p));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no [artifacts.cni-plugins]; nodes usually need it"), "{}", stderr(&o));
 }

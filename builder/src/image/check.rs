@@ -543,28 +543,75 @@ fn image_tree(c: &mut Checker) {
             }
         }
     }
-    // An overlay's containerd config must agree with kubelet's cgroup driver.
-    if let Some(e) = tree.get("/etc/containerd/config.toml") {
-        if let Node::File(content) = &e.node {
-            let text = match content {
-                Content::Inline(b) => String::from_utf8_lossy(b).to_string(),
-                Content::Disk { path, .. } => std::fs::read_to_string(path).unwrap_or_default(),
-            };
-            let systemd = text.lines().map(str::trim).find_map(|l| {
-                let (k, v) = l.split_once('=')?;
-                (k.trim() == "SystemdCgroup").then(|| v.trim() == "true")
-            });
-            let want = c.p.cgroup_driver() == CgroupDriver::Systemd;
-            if let Some(has) = systemd {
-                if has != want {
-                    let span = c.p.doc.cgroup_driver.as_ref().map(|d| d.span()).unwrap_or(c.p.doc.name.span());
-                    c.error(
-                        "cgroup-driver",
-                        span,
-                        format!("/etc/containerd/config.toml (from {}) sets SystemdCgroup = {has} but kubelet's cgroup driver is {}; kubeadm init would hang", e.origin, c.p.cgroup_driver().as_str()),
-                    );
-                }
+    containerd_config(c, &tree);
+}
+
+/// `/etc/containerd/config.toml` in the assembled tree (kiln's or an
+/// overlay's), read by containerd's rules ([`crate::image::containerd::read`]):
+/// its runc `SystemdCgroup` must equal kubelet's cgroup driver (kubeadm
+/// troubleshooting: a mismatch makes `kubeadm init` hang), a version-2 config
+/// must not use version-3 tables (containerd 1.7 ignores them), and its sandbox
+/// image should be kubeadm's pause image.
+fn containerd_config(c: &mut Checker, tree: &Tree) {
+    use crate::image::containerd;
+    let Some(e) = tree.get("/etc/containerd/config.toml") else { return };
+    let Node::File(content) = &e.node else { return };
+    let (text, file) = match content {
+        Content::Inline(b) => (String::from_utf8_lossy(b).to_string(), "/etc/containerd/config.toml".to_string()),
+        Content::Disk { path, .. } => match std::fs::read_to_string(path) {
+            Ok(t) => (t, path.display().to_string()),
+            Err(err) => {
+                let span = c.p.doc.name.span();
+                c.error(
+                    "containerd-config",
+                    span,
+                    format!("{}: {err}; make the overlay's containerd config a readable UTF-8 file", path.display()),
+                );
+                return;
             }
+        },
+    };
+    let span = c.p.doc.cgroup_driver.as_ref().map(|d| d.span()).unwrap_or(c.p.doc.name.span());
+    let eff = match containerd::read(&text) {
+        Ok(eff) => eff,
+        Err(m) => {
+            c.error(
+                "containerd-config",
+                span,
+                format!("{file}:{m} (from {}); containerd would not start with this config: fix the TOML", e.origin),
+            );
+            return;
+        }
+    };
+    for table in &eff.misplaced {
+        c.error(
+            "containerd-config",
+            span.clone(),
+            format!("/etc/containerd/config.toml (from {}) is version {} but has plugins.\"{table}\", a version-3 table containerd 1.7 does not read; put the CRI settings under plugins.\"{}\" or set version = 3 (containerd 2.x only)", e.origin, eff.version, containerd::V2_CRI),
+        );
+    }
+    let want = c.p.cgroup_driver() == CgroupDriver::Systemd;
+    match eff.systemd_cgroup {
+        Some(has) if has != want => c.error(
+            "cgroup-driver",
+            span,
+            format!("/etc/containerd/config.toml (from {}) sets SystemdCgroup = {has} but kubelet's cgroup driver is {}; kubeadm init would hang", e.origin, c.p.cgroup_driver().as_str()),
+        ),
+        None if want => c.warn(
+            "cgroup-driver",
+            span,
+            format!("/etc/containerd/config.toml (from {}) sets no SystemdCgroup for the runc runtime where containerd {} reads it, so containerd uses cgroupfs while kubelet uses systemd; set it to true", e.origin, eff.version),
+        ),
+        _ => {}
+    }
+    if let (Some(want), Some(has)) = (render::pause_image(c.p), eff.sandbox.as_deref()) {
+        if want != has {
+            let span = c.p.doc.name.span();
+            c.warn(
+                "sandbox-image",
+                span,
+                format!("/etc/containerd/config.toml (from {}) sets the sandbox image {has} but kubeadm {} uses {want}; kubeadm's preflight warns and pods wait on an image the node may not have: use {want}", e.origin, c.p.version),
+            );
         }
     }
 }
