@@ -630,3 +630,41 @@ fn a_profile_without_cni_plugins_is_warned_about() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("no [artifacts.cni-plugins]; nodes usually need it"), "{}", stderr(&o));
 }
+
+/// Row 5: every shipped image that keeps swap off at build time disables
+/// zram-generator's default device with a section-less
+/// `/etc/systemd/zram-generator.conf` (zram-generator README: the first of
+/// /run, /etc, /usr/local/lib, /usr/lib wins; one device per section): Fedora
+/// CoreOS through the `fcos` overlay, Raspberry Pi cards through
+/// `card::runtime::mask_swap` as `kiln build` adds it. The other images get the
+/// file from kiln-firstboot at first boot when node.toml says `swap = "off"`
+/// (`firstboot/tests/run.rs`, `init_node_v1beta4_runs_once_per_machine`).
+#[test]
+fn every_swap_off_image_disables_zram_generator() {
+    let dir = repo().join("profiles");
+    let mut checked = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let p = kiln::profile::Profile::load(&path).unwrap();
+        let card = p.formats().contains(&kiln::profile::OutputFormat::Card);
+        if !(card || p.family() == kiln::profile::Family::Fcos) {
+            continue;
+        }
+        let mut tree = kiln::check::assemble(&p, p.architectures()[0], |_| Ok(())).unwrap();
+        if card {
+            kiln::card::runtime::mask_swap(&mut tree).unwrap();
+        }
+        let e = tree
+            .get(kiln::card::runtime::ZRAM_GENERATOR_CONF)
+            .unwrap_or_else(|| panic!("{}: no zram-generator.conf", path.display()));
+        let text = match &e.node {
+            kiln::tree::Node::File(kiln::tree::Content::Inline(b)) => String::from_utf8(b.clone()).unwrap(),
+            kiln::tree::Node::File(kiln::tree::Content::Disk { path, .. }) => std::fs::read_to_string(path).unwrap(),
+            other => panic!("{}: {other:?}", path.display()),
+        };
+        assert!(!text.lines().any(|l| l.trim_start().starts_with('[')), "{}: {text}", path.display());
+        checked.push(p.name().to_string());
+    }
+    checked.sort();
+    assert_eq!(checked, ["fcos-1.34", "rpi-raspios-1.34", "rpi-ubuntu-1.34"]);
+}
