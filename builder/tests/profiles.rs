@@ -74,6 +74,7 @@ fn cases() -> Vec<Case> {
         ("containerd version 2 config with the version-3 runtime table", |b| {
             b.replace("manage_config = true", "cgroup_driver = \"systemd\"").replace("[\"ok\"]", "[\"ok\", \"ctrd-v3-in-v2\"]")
         }, "1:8", "a version-3 table containerd 1.7 does not read"),
+        ("known-bad Kubernetes release", |b| b.replace("v1.34.2", "v1.33.3"), "2:22", "Kubernetes v1.33.3 is a release to avoid: CVE-2025-5187"),
         ("sysctl value smuggling a second line", |b| b.to_string() + "[sysctl]\n\"kernel.panic\" = \"0\\nnet.ipv4.ip_forward = 0\"\n", "32:18", "would not be one sysctl.d line"),
     ]
 }
@@ -667,4 +668,28 @@ fn every_swap_off_image_disables_zram_generator() {
     }
     checked.sort();
     assert_eq!(checked, ["fcos-1.34", "rpi-raspios-1.34", "rpi-ubuntu-1.34"]);
+}
+
+/// Row 46: the releases right after a deny-listed range pass (`kiln check` refuses
+/// the range itself: `known-bad Kubernetes release` in the malformed-profile table).
+#[test]
+fn the_release_fixing_a_known_bad_one_passes_and_every_entry_is_refused() {
+    use kiln::version::VersionExt;
+    for b in kiln::check::KNOWN_BAD {
+        let (major, minor) = b.minor;
+        for patch in [b.patches.0, b.patches.1] {
+            let v = kiln::version::Version::parse(&format!("v{major}.{minor}.{patch}")).unwrap();
+            assert!(kiln::check::known_bad_release(&v).is_some(), "{v}");
+        }
+        let fixed = kiln::version::Version::parse(b.fixed).unwrap();
+        assert!(kiln::check::known_bad_release(&fixed).is_none(), "{fixed}");
+        assert_eq!((fixed.major, fixed.minor, fixed.patch), (major, minor, b.patches.1 + 1), "{}", b.fixed);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    scratch_overlays(dir.path());
+    let p = dir.path().join("profiles/t.toml");
+    // v1.33.4 with kubeadm v1.34.2 is within kubeadm's skew (its minor and the one before).
+    std::fs::write(&p, BASE.replace("kubernetes_version = \"v1.34.2\"", "kubernetes_version = \"v1.33.4\"")).unwrap();
+    let o = run(kiln().arg("check").arg(&p));
+    assert!(!stderr(&o).contains("known-bad") && !stderr(&o).contains("release to avoid"), "{}", stderr(&o));
 }

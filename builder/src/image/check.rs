@@ -77,6 +77,7 @@ pub fn check_for(profile: &Profile, formats: &[OutputFormat]) -> Vec<Finding> {
     directories(&mut c);
     artifacts(&mut c);
     skew(&mut c);
+    known_bad(&mut c);
     runtime(&mut c);
     sysctls(&mut c);
     kubelet_flags(&mut c);
@@ -324,6 +325,60 @@ fn skew(c: &mut Checker) {
                 format!("kubectl {v} is more than one minor version from the {k8s} control plane"),
             );
         }
+    }
+}
+
+/// A range of Kubernetes releases upstream told users to leave: every
+/// `major.minor.patch` with `patch` in `first..=last` (pre-releases of them
+/// too), `fixed` the first release without the problem.
+pub struct KnownBad {
+    /// Major and minor version.
+    pub minor: (u64, u64),
+    /// First and last bad patch release.
+    pub patches: (u64, u64),
+    /// The release to use instead.
+    pub fixed: &'static str,
+    /// What is wrong, with upstream's words and where they are.
+    pub why: &'static str,
+}
+
+/// Known-bad Kubernetes releases, each from upstream's own CHANGELOG (kept
+/// small: only what upstream announced as a vulnerability or regression with
+/// affected and fixed versions).
+pub const KNOWN_BAD: &[KnownBad] = &[
+    // CHANGELOG/CHANGELOG-1.33.md, v1.33.4, "CVE-2025-5187: Nodes can delete
+    // themselves by adding an OwnerReference": affected kube-apiserver v1.31.0 -
+    // v1.31.11, v1.32.0 - v1.32.7, v1.33.0 - v1.33.3; fixed v1.31.12, v1.32.8, v1.33.4.
+    KnownBad { minor: (1, 31), patches: (0, 11), fixed: "v1.31.12", why: CVE_2025_5187 },
+    KnownBad { minor: (1, 32), patches: (0, 7), fixed: "v1.32.8", why: CVE_2025_5187 },
+    // The same, and CHANGELOG-1.33.md v1.33.4 "Fixes a 1.33 regression that can
+    // cause a nil panic in kube-scheduler" (kubernetes/kubernetes#133285).
+    KnownBad {
+        minor: (1, 33),
+        patches: (0, 3),
+        fixed: "v1.33.4",
+        why: "CVE-2025-5187 (a compromised node can delete and recreate its Node object with other taints and labels; fixed in kube-apiserver v1.33.4) and a 1.33 regression that can make kube-scheduler panic (kubernetes/kubernetes#133285, fixed in v1.33.4)",
+    },
+];
+
+const CVE_2025_5187: &str = "CVE-2025-5187: the NodeRestriction admission controller lets a node delete its own Node object through an OwnerReference, so a compromised node can recreate it with other taints and labels (CHANGELOG-1.33.md, v1.33.4)";
+
+/// The release [`KNOWN_BAD`] lists `v` in, if any.
+pub fn known_bad_release(v: &Version) -> Option<&'static KnownBad> {
+    KNOWN_BAD.iter().find(|b| (v.major, v.minor) == b.minor && (b.patches.0..=b.patches.1).contains(&v.patch))
+}
+
+/// `kubernetes_version` (the control plane kubeadm deploys) is not a release
+/// upstream told users to leave ([`KNOWN_BAD`]).
+fn known_bad(c: &mut Checker) {
+    let v = c.p.version.clone();
+    if let Some(b) = known_bad_release(&v) {
+        let span = c.p.doc.kubernetes_version.span();
+        c.error(
+            "known-bad-release",
+            span,
+            format!("Kubernetes {v} is a release to avoid: {}; use {} or later of v{}.{} (then `kiln pin` the artifacts again)", b.why, b.fixed, b.minor.0, b.minor.1),
+        );
     }
 }
 
