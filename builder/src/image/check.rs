@@ -82,10 +82,26 @@ pub fn check_for(profile: &Profile, formats: &[OutputFormat]) -> Vec<Finding> {
     sysctls(&mut c);
     kubelet_flags(&mut c);
     firstboot_name(&mut c);
+    cni_manifest(&mut c);
     if !has_errors(&c.out) {
         image_tree(&mut c);
     }
     c.out
+}
+
+/// Rules whose error means bytes did not match their pin (exit 3, as a
+/// download that fails its sha256), not a wrong profile (exit 2).
+pub const VERIFY_RULES: [&str; 1] = ["cni-manifest-sha256"];
+
+/// The error kind of a failed check: [`Kind::Verify`] when a pinned file did
+/// not match its pin ([`VERIFY_RULES`]), else [`Kind::Config`].
+pub fn error_kind(findings: &[Finding]) -> Kind {
+    let verify = findings.iter().any(|f| f.severity == Severity::Error && VERIFY_RULES.contains(&f.rule));
+    if verify {
+        Kind::Verify
+    } else {
+        Kind::Config
+    }
 }
 
 /// Whether any finding is an error.
@@ -456,6 +472,86 @@ fn kubelet_flags(c: &mut Checker) {
         if c.p.version.at_least(1, 35) && flag.starts_with("--pod-infra-container-image") {
             c.error("kubelet-flag-removed", a.span(), "--pod-infra-container-image was removed from kubelet in v1.35 and makes it exit; set the pause image in the runtime's config instead");
         }
+    }
+}
+
+/// `[cni_manifest]`: pinned (64 hex digits; `kiln pin` writes them); one
+/// pinned by `path` is read and hashed here (a mismatch fails closed, exit 3)
+/// and its pod CIDR held against `pod_subnet` ([`crate::cni_manifest::check`]);
+/// one pinned by `url` is held against it when `kiln build` has fetched it
+/// ([`cni_manifest_in_tree`]).
+fn cni_manifest(c: &mut Checker) {
+    let Some(spec) = c.p.doc.cni_manifest.clone() else { return };
+    let spec = spec.into_inner();
+    if !is_sha256_hex(spec.sha256.get_ref()) {
+        c.error(
+            "cni-manifest",
+            spec.sha256.span(),
+            format!(
+                "cni_manifest: sha256 is not 64 hex digits; run `kiln pin --profile {}` to write it",
+                c.p.path.display()
+            ),
+        );
+        return;
+    }
+    match c.p.read_cni_manifest_file() {
+        Ok(Some(bytes)) => {
+            let span = spec.path.as_ref().map(|p| p.span()).unwrap_or(spec.sha256.span());
+            pod_subnet_findings(c, span, &String::from_utf8_lossy(&bytes));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let rule = if e.kind == Kind::Verify { "cni-manifest-sha256" } else { "cni-manifest" };
+            c.report(rule, e);
+        }
+    }
+}
+
+fn pod_subnet_findings(c: &mut Checker, span: Range<usize>, text: &str) {
+    let subnet = c.p.cni_pod_subnet();
+    let span =
+        c.p.doc.cni_manifest.as_ref().and_then(|m| m.get_ref().pod_subnet.as_ref()).map(|s| s.span()).unwrap_or(span);
+    match crate::cni_manifest::check(text, &subnet) {
+        Ok(found) if found.is_empty() => c.warn(
+            "cni-pod-subnet",
+            span,
+            format!("the CNI manifest sets no pod CIDR kiln can read (flannel's \"Network\", Calico's CALICO_IPV4POOL_CIDR, Cilium's cluster-pool-ipv4-cidr, host-local's \"subnet\"); make sure its network is pod_subnet {subnet}"),
+        ),
+        Ok(_) => {}
+        Err(errors) => {
+            for e in errors {
+                c.error("cni-pod-subnet", span.clone(), format!("CNI manifest {} {e}", crate::profile::CNI_MANIFEST_PATH));
+            }
+        }
+    }
+}
+
+/// The CNI manifest in a built tree (fetched by URL or read from a path) held
+/// against the profile's `pod_subnet`: `kiln build` calls it once the
+/// downloads are in the tree. Errors name the profile's `file:line:col`.
+pub fn cni_manifest_in_tree(profile: &Profile, tree: &Tree) -> Result<()> {
+    let Some(spec) = &profile.doc.cni_manifest else { return Ok(()) };
+    let Some(e) = tree.get(crate::profile::CNI_MANIFEST_PATH) else { return Ok(()) };
+    let Node::File(content) = &e.node else { return Ok(()) };
+    let text = match content {
+        Content::Inline(b) => String::from_utf8_lossy(b).into_owned(),
+        Content::Disk { path, .. } => String::from_utf8_lossy(
+            &std::fs::read(path).map_err(|err| Error::build(format!("{}: {err}", path.display())))?,
+        )
+        .into_owned(),
+    };
+    let mut c = Checker { p: profile, out: Vec::new() };
+    pod_subnet_findings(&mut c, spec.span(), &text);
+    let errors: Vec<String> = c
+        .out
+        .into_iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| format!("{} [{}]", f.message, f.rule))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::config(errors.join("\n")))
     }
 }
 

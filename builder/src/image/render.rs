@@ -204,6 +204,15 @@ pub fn render(profile: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
         }
     }
 
+    // A [cni_manifest] pinned by path (one pinned by url is an artifact).
+    if let Some(bytes) = profile.read_cni_manifest_file()? {
+        tree.insert(
+            crate::profile::CNI_MANIFEST_PATH,
+            Entry::file(crate::tree::Content::Inline(bytes), 0o644, Origin::Rendered),
+            false,
+        )?;
+    }
+
     let defaults = image_defaults(profile, arch);
     tree.insert(IMAGE_TOML_PATH, Entry::text(defaults.to_toml(), 0o644), false)?;
 
