@@ -6,14 +6,18 @@
 //! and each has one spelling upstream):
 //! * flannel (`Documentation/kube-flannel.yml`, ConfigMap `kube-flannel-cfg`,
 //!   `net-conf.json`): `"Network": "10.244.0.0/16"` (and `"IPv6Network"`) —
-//!   flannel's whole network, which must be `pod_subnet`;
+//!   flannel's whole network, which must be `pod_subnet` (kubeadm's guide:
+//!   flannel needs `--pod-network-cidr=10.244.0.0/16` unless its Network is changed);
 //! * Calico (`manifests/calico.yaml`, the calico-node container's env):
 //!   `- name: CALICO_IPV4POOL_CIDR` then `value: "…"` (`CALICO_IPV6POOL_CIDR`
-//!   alike); upstream ships it commented out (`# - name:`), which sets none;
+//!   alike); upstream ships it commented out (`# - name:`), which sets none,
+//!   with the rule beside it: "This should fall within `--cluster-cidr`" —
+//!   inside `pod_subnet`;
 //! * Cilium (`install/kubernetes/cilium/templates/cilium-configmap.yaml`,
 //!   ConfigMap `cilium-config`): `cluster-pool-ipv4-cidr: "10.0.0.0/8"` (and
 //!   `cluster-pool-ipv6-cidr`), used by its default cluster-pool IPAM instead
-//!   of the node's podCIDR;
+//!   of the node's podCIDR, so pods get addresses kube-proxy does not treat
+//!   as the cluster's unless they lie inside `pod_subnet`;
 //! * a bridge or ptp conflist with host-local IPAM (containernetworking/plugins
 //!   `plugins/ipam/host-local/README.md`): `"subnet": "10.244.1.0/24"`, one
 //!   node's range, which must lie inside `pod_subnet`.
@@ -45,10 +49,10 @@ impl Kind {
             Kind::HostLocal => "host-local IPAM's \"subnet\"",
         }
     }
-    /// Whether the CIDR must equal `pod_subnet` (the plugin's whole network)
-    /// rather than lie inside it (one node's range).
+    /// Whether the CIDR must equal `pod_subnet` (flannel's whole network)
+    /// rather than lie inside it (an IP pool, one node's range).
     pub fn whole_network(self) -> bool {
-        !matches!(self, Kind::HostLocal)
+        matches!(self, Kind::Flannel)
     }
 }
 
@@ -190,6 +194,8 @@ mod tests {
     #[test]
     fn calico_pool_is_read_unless_commented_out() {
         assert!(check(CALICO, "192.168.0.0/16").is_ok());
+        // "This should fall within --cluster-cidr": a smaller pool inside pod_subnet is fine.
+        assert!(check(CALICO, "192.168.0.0/15").is_ok());
         let e = check(CALICO, "10.244.0.0/16").unwrap_err();
         assert!(
             e[0].contains("line 4: Calico's CALICO_IPV4POOL_CIDR is 192.168.0.0/16 but pod_subnet is 10.244.0.0/16"),
@@ -203,8 +209,9 @@ mod tests {
     }
 
     #[test]
-    fn cilium_cluster_pool_must_equal_pod_subnet() {
+    fn cilium_cluster_pool_must_lie_inside_pod_subnet() {
         assert!(check(CILIUM, "10.0.0.0/8").is_ok());
+        assert!(check(&CILIUM.replace("10.0.0.0/8", "10.244.0.0/17"), "10.244.0.0/16").is_ok());
         let e = check(CILIUM, "10.244.0.0/16").unwrap_err();
         assert!(e[0].contains("line 7: Cilium's cluster-pool-ipv4-cidr is 10.0.0.0/8"), "{e:?}");
         let list = CILIUM.replace("\"10.0.0.0/8\"", "[\"10.0.0.0/8\"]");
