@@ -457,7 +457,7 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
             .filter(|f| f.severity == check::Severity::Error)
             .map(|f| format!("{} [{}]", f.message, f.rule))
             .collect();
-        return Err(Error::config(lines.join("\n")));
+        return Err(Error { kind: check::error_kind(&findings), message: lines.join("\n") });
     }
     let epoch = epoch(profile)?;
     let archs: Vec<Arch> = if opts.archs.is_empty() {
@@ -566,6 +566,7 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     let mut warned: std::collections::BTreeSet<String> = findings.iter().map(|f| f.message.clone()).collect();
     for (arch, fb) in archs.iter().zip(&firstboot) {
         let mut tree = assemble(profile, *arch, &cache, &fetched, fb.as_ref())?;
+        check::cni_manifest_in_tree(profile, &tree)?;
         let (files, bytes) = tree.iter().fold((0usize, 0u64), |(n, b), (_, e)| match &e.node {
             crate::tree::Node::File(c) => (n + 1, b + c.size()),
             _ => (n, b),

@@ -24,6 +24,6 @@ pub mod outputs;
 pub mod progress;
 pub mod userdata;
 
-pub use image::{check, render, tree};
-pub use inputs::{cache, fetch, location, mirror, overlay, pin, profile, validate, version};
+pub use image::{check, containerd, render, tree};
+pub use inputs::{cache, cni_manifest, fetch, location, mirror, overlay, pin, profile, validate, version};
 pub use outputs::{card, ignition_image, manifest, pgzip, squashfs_parallel, staging, sysext, tarball};

@@ -134,6 +134,7 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
         Command::Build(a) => build_command(a, progress),
         Command::Check(a) => {
             let mut failed = false;
+            let mut kind = kiln::error::Kind::Config;
             let mut json = Vec::new();
             for p in &a.profiles {
                 let (findings, name) = match Profile::load(p) {
@@ -144,6 +145,9 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
                     ),
                 };
                 failed |= check::has_errors(&findings);
+                if check::error_kind(&findings) == kiln::error::Kind::Verify {
+                    kind = kiln::error::Kind::Verify;
+                }
                 if a.json {
                     json.push(serde_json::json!({ "profile": name, "path": p, "ok": !check::has_errors(&findings), "findings": findings }));
                 } else {
@@ -160,8 +164,9 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&json).map_err(|e| Error::build(e.to_string()))?);
             }
             if failed {
-                // Findings are already printed; exit 2 without repeating them.
-                return Err(Error::config("profile check failed"));
+                // Findings are already printed; exit 2 (3: a pinned file did not
+                // match its pin) without repeating them.
+                return Err(Error { kind, message: "profile check failed".into() });
             }
             Ok(())
         }

@@ -340,6 +340,7 @@ fn card_from_a_pi_like_base_image_as_nobody_without_loop_devices() {
         "/etc/systemd/system/multi-user.target.wants/containerd.service",
         "/etc/systemd/system/dphys-swapfile.service",
         "/etc/systemd/system/dev-zram0.swap",
+        "/etc/systemd/zram-generator.conf",
         "/opt/bin/containerd",
         "/opt/bin/containerd-shim-runc-v2",
         "/opt/bin/runc",
@@ -352,6 +353,9 @@ fn card_from_a_pi_like_base_image_as_nobody_without_loop_devices() {
     }
     let unit = debugfs(&root, "cat /etc/systemd/system/containerd.service");
     assert!(unit.contains("ExecStart=/opt/bin/containerd\n"), "{unit}");
+    // zram-generator's first config location, with no [zramN] section: no zram swap.
+    let zram = debugfs(&root, "cat /etc/systemd/zram-generator.conf");
+    assert!(zram.starts_with('#') && !zram.lines().any(|l| l.trim_start().starts_with('[')), "{zram}");
     let cfg = debugfs(&root, "cat /etc/containerd/config.toml");
     assert!(cfg.contains("SystemdCgroup = true"), "{cfg}");
     // The base tree is still there.

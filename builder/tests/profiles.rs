@@ -70,6 +70,11 @@ fn cases() -> Vec<Case> {
         ("required sysctl turned off", |b| b.to_string() + "[sysctl]\n\"net.ipv4.ip_forward\" = \"0\"\n", "32:25", "sysctl net.ipv4.ip_forward must be 1"),
         ("required sysctl turned off, slash form", |b| b.to_string() + "[sysctl]\n\"net/bridge/bridge-nf-call-iptables\" = 0\n", "32:40", "must be 1"),
         ("unquoted dotted sysctl name", |b| b.to_string() + "[sysctl]\nnet.ipv4.ip_forward = 1\n", "32:1", "quote dotted names"),
+        ("missing crictl", |b| b.replace("[artifacts.crictl]", "[artifacts.crictlx]"), "1:8", "no [artifacts.crictl]; an image needs kubeadm, kubelet and crictl"),
+        ("containerd version 2 config with the version-3 runtime table", |b| {
+            b.replace("manage_config = true", "cgroup_driver = \"systemd\"").replace("[\"ok\"]", "[\"ok\", \"ctrd-v3-in-v2\"]")
+        }, "1:8", "a version-3 table containerd 1.7 does not read"),
+        ("known-bad Kubernetes release", |b| b.replace("v1.34.2", "v1.33.3"), "2:22", "Kubernetes v1.33.3 is a release to avoid: CVE-2025-5187"),
         ("sysctl value smuggling a second line", |b| b.to_string() + "[sysctl]\n\"kernel.panic\" = \"0\\nnet.ipv4.ip_forward = 0\"\n", "32:18", "would not be one sysctl.d line"),
     ]
 }
@@ -84,6 +89,11 @@ fn scratch_overlays(root: &Path) {
     std::fs::write(o.join("clash/etc/a.conf"), "b\n").unwrap();
     std::fs::create_dir_all(o.join("usr/usr/lib")).unwrap();
     std::fs::write(o.join("usr/usr/lib/x"), "x\n").unwrap();
+    // containerd config version 2 with the runc options under version 3's plugin.
+    std::fs::create_dir_all(o.join("ctrd-v3-in-v2/etc/containerd")).unwrap();
+    let v3_in_v2 = kiln::render::containerd_config(2, true, None)
+        .replace("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime");
+    std::fs::write(o.join("ctrd-v3-in-v2/etc/containerd/config.toml"), v3_in_v2).unwrap();
     std::fs::create_dir_all(root.join("profiles")).unwrap();
 }
 
@@ -606,4 +616,80 @@ fn base_image_values_are_checked_like_artifacts() {
     let o = run(kiln().arg("check").arg(&p));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("base_image: url") && stderr(&o).contains("credentials"), "{}", stderr(&o));
+}
+
+/// Row 3: crictl is required (an error, in `malformed_profiles_exit_2_with_one_located_line`);
+/// CNI plugins are recommended: a profile without them is checked with a
+/// warning naming them (Calico and Cilium install their own plugins).
+#[test]
+fn a_profile_without_cni_plugins_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    scratch_overlays(dir.path());
+    let p = dir.path().join("profiles/t.toml");
+    std::fs::write(&p, BASE.replace("[artifacts.cni-plugins]", "[artifacts.cni-pluginsx]")).unwrap();
+    let o = run(kiln().arg("check").arg(&p));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no [artifacts.cni-plugins]; nodes usually need it"), "{}", stderr(&o));
+}
+
+/// Row 5: every shipped image that keeps swap off at build time disables
+/// zram-generator's default device with a section-less
+/// `/etc/systemd/zram-generator.conf` (zram-generator README: the first of
+/// /run, /etc, /usr/local/lib, /usr/lib wins; one device per section): Fedora
+/// CoreOS through the `fcos` overlay, Raspberry Pi cards through
+/// `card::runtime::mask_swap` as `kiln build` adds it. The other images get the
+/// file from kiln-firstboot at first boot when node.toml says `swap = "off"`
+/// (`firstboot/tests/run.rs`, `init_node_v1beta4_runs_once_per_machine`).
+#[test]
+fn every_swap_off_image_disables_zram_generator() {
+    let dir = repo().join("profiles");
+    let mut checked = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let p = kiln::profile::Profile::load(&path).unwrap();
+        let card = p.formats().contains(&kiln::profile::OutputFormat::Card);
+        if !(card || p.family() == kiln::profile::Family::Fcos) {
+            continue;
+        }
+        let mut tree = kiln::check::assemble(&p, p.architectures()[0], |_| Ok(())).unwrap();
+        if card {
+            kiln::card::runtime::mask_swap(&mut tree).unwrap();
+        }
+        let e = tree
+            .get(kiln::card::runtime::ZRAM_GENERATOR_CONF)
+            .unwrap_or_else(|| panic!("{}: no zram-generator.conf", path.display()));
+        let text = match &e.node {
+            kiln::tree::Node::File(kiln::tree::Content::Inline(b)) => String::from_utf8(b.clone()).unwrap(),
+            kiln::tree::Node::File(kiln::tree::Content::Disk { path, .. }) => std::fs::read_to_string(path).unwrap(),
+            other => panic!("{}: {other:?}", path.display()),
+        };
+        assert!(!text.lines().any(|l| l.trim_start().starts_with('[')), "{}: {text}", path.display());
+        checked.push(p.name().to_string());
+    }
+    checked.sort();
+    assert_eq!(checked, ["fcos-1.34", "rpi-raspios-1.34", "rpi-ubuntu-1.34"]);
+}
+
+/// Row 46: the releases right after a deny-listed range pass (`kiln check` refuses
+/// the range itself: `known-bad Kubernetes release` in the malformed-profile table).
+#[test]
+fn the_release_fixing_a_known_bad_one_passes_and_every_entry_is_refused() {
+    use kiln::version::VersionExt;
+    for b in kiln::check::KNOWN_BAD {
+        let (major, minor) = b.minor;
+        for patch in [b.patches.0, b.patches.1] {
+            let v = kiln::version::Version::parse(&format!("v{major}.{minor}.{patch}")).unwrap();
+            assert!(kiln::check::known_bad_release(&v).is_some(), "{v}");
+        }
+        let fixed = kiln::version::Version::parse(b.fixed).unwrap();
+        assert!(kiln::check::known_bad_release(&fixed).is_none(), "{fixed}");
+        assert_eq!((fixed.major, fixed.minor, fixed.patch), (major, minor, b.patches.1 + 1), "{}", b.fixed);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    scratch_overlays(dir.path());
+    let p = dir.path().join("profiles/t.toml");
+    // v1.33.4 with kubeadm v1.34.2 is within kubeadm's skew (its minor and the one before).
+    std::fs::write(&p, BASE.replace("kubernetes_version = \"v1.34.2\"", "kubernetes_version = \"v1.33.4\"")).unwrap();
+    let o = run(kiln().arg("check").arg(&p));
+    assert!(!stderr(&o).contains("known-bad") && !stderr(&o).contains("release to avoid"), "{}", stderr(&o));
 }

@@ -280,6 +280,11 @@ fn init_node_v1beta4_runs_once_per_machine() {
         let link = std::fs::read_link(n.root().join("etc/systemd/system").join(unit));
         assert_eq!(link.ok(), Some(PathBuf::from("/dev/null")), "{unit} not masked");
     }
+    // zram-generator's first config location (systemd/zram-generator README), with no
+    // [zramN] section: the distribution's default zram device is not created.
+    let zram =
+        std::fs::read_to_string(n.root().join("etc/systemd/zram-generator.conf")).expect("no zram-generator.conf");
+    assert!(zram.lines().all(|l| l.is_empty() || l.starts_with('#')), "{zram}");
     let state: serde_json::Value = serde_json::from_str(&n.read("var/lib/kiln/state.json")).unwrap();
     assert_eq!(state["machine_id"], "0123456789abcdef0123456789abcdef");
     assert_eq!(state["role"], "init");
@@ -399,6 +404,7 @@ fn join_node_kubelet_gets_its_own_settings() {
     let o = n.run_listening(&[6443], &["run"]);
     assert!(o.status.success(), "{}", out(&o));
     assert!(n.calls("swapoff").is_empty(), "swap turned off on a limited-swap node");
+    assert!(!n.root().join("etc/systemd/zram-generator.conf").exists(), "zram disabled on a limited-swap node");
     let k = n.kubelet_config();
     assert_eq!(k["failSwapOn"], false);
     assert_eq!(k["memorySwap"]["swapBehavior"], "LimitedSwap");

@@ -77,14 +77,31 @@ pub fn check_for(profile: &Profile, formats: &[OutputFormat]) -> Vec<Finding> {
     directories(&mut c);
     artifacts(&mut c);
     skew(&mut c);
+    known_bad(&mut c);
     runtime(&mut c);
     sysctls(&mut c);
     kubelet_flags(&mut c);
     firstboot_name(&mut c);
+    cni_manifest(&mut c);
     if !has_errors(&c.out) {
         image_tree(&mut c);
     }
     c.out
+}
+
+/// Rules whose error means bytes did not match their pin (exit 3, as a
+/// download that fails its sha256), not a wrong profile (exit 2).
+pub const VERIFY_RULES: [&str; 1] = ["cni-manifest-sha256"];
+
+/// The error kind of a failed check: [`Kind::Verify`] when a pinned file did
+/// not match its pin ([`VERIFY_RULES`]), else [`Kind::Config`].
+pub fn error_kind(findings: &[Finding]) -> Kind {
+    let verify = findings.iter().any(|f| f.severity == Severity::Error && VERIFY_RULES.contains(&f.rule));
+    if verify {
+        Kind::Verify
+    } else {
+        Kind::Config
+    }
 }
 
 /// Whether any finding is an error.
@@ -327,6 +344,60 @@ fn skew(c: &mut Checker) {
     }
 }
 
+/// A range of Kubernetes releases upstream told users to leave: every
+/// `major.minor.patch` with `patch` in `first..=last` (pre-releases of them
+/// too), `fixed` the first release without the problem.
+pub struct KnownBad {
+    /// Major and minor version.
+    pub minor: (u64, u64),
+    /// First and last bad patch release.
+    pub patches: (u64, u64),
+    /// The release to use instead.
+    pub fixed: &'static str,
+    /// What is wrong, with upstream's words and where they are.
+    pub why: &'static str,
+}
+
+/// Known-bad Kubernetes releases, each from upstream's own CHANGELOG (kept
+/// small: only what upstream announced as a vulnerability or regression with
+/// affected and fixed versions).
+pub const KNOWN_BAD: &[KnownBad] = &[
+    // CHANGELOG/CHANGELOG-1.33.md, v1.33.4, "CVE-2025-5187: Nodes can delete
+    // themselves by adding an OwnerReference": affected kube-apiserver v1.31.0 -
+    // v1.31.11, v1.32.0 - v1.32.7, v1.33.0 - v1.33.3; fixed v1.31.12, v1.32.8, v1.33.4.
+    KnownBad { minor: (1, 31), patches: (0, 11), fixed: "v1.31.12", why: CVE_2025_5187 },
+    KnownBad { minor: (1, 32), patches: (0, 7), fixed: "v1.32.8", why: CVE_2025_5187 },
+    // The same, and CHANGELOG-1.33.md v1.33.4 "Fixes a 1.33 regression that can
+    // cause a nil panic in kube-scheduler" (kubernetes/kubernetes#133285).
+    KnownBad {
+        minor: (1, 33),
+        patches: (0, 3),
+        fixed: "v1.33.4",
+        why: "CVE-2025-5187 (a compromised node can delete and recreate its Node object with other taints and labels; fixed in kube-apiserver v1.33.4) and a 1.33 regression that can make kube-scheduler panic (kubernetes/kubernetes#133285, fixed in v1.33.4)",
+    },
+];
+
+const CVE_2025_5187: &str = "CVE-2025-5187: the NodeRestriction admission controller lets a node delete its own Node object through an OwnerReference, so a compromised node can recreate it with other taints and labels (CHANGELOG-1.33.md, v1.33.4)";
+
+/// The release [`KNOWN_BAD`] lists `v` in, if any.
+pub fn known_bad_release(v: &Version) -> Option<&'static KnownBad> {
+    KNOWN_BAD.iter().find(|b| (v.major, v.minor) == b.minor && (b.patches.0..=b.patches.1).contains(&v.patch))
+}
+
+/// `kubernetes_version` (the control plane kubeadm deploys) is not a release
+/// upstream told users to leave ([`KNOWN_BAD`]).
+fn known_bad(c: &mut Checker) {
+    let v = c.p.version.clone();
+    if let Some(b) = known_bad_release(&v) {
+        let span = c.p.doc.kubernetes_version.span();
+        c.error(
+            "known-bad-release",
+            span,
+            format!("Kubernetes {v} is a release to avoid: {}; use {} or later of v{}.{} (then `kiln pin` the artifacts again)", b.why, b.fixed, b.minor.0, b.minor.1),
+        );
+    }
+}
+
 fn runtime(c: &mut Checker) {
     let Some(rt) = c.p.doc.runtime.clone() else { return };
     let driver = c.p.cgroup_driver();
@@ -401,6 +472,86 @@ fn kubelet_flags(c: &mut Checker) {
         if c.p.version.at_least(1, 35) && flag.starts_with("--pod-infra-container-image") {
             c.error("kubelet-flag-removed", a.span(), "--pod-infra-container-image was removed from kubelet in v1.35 and makes it exit; set the pause image in the runtime's config instead");
         }
+    }
+}
+
+/// `[cni_manifest]`: pinned (64 hex digits; `kiln pin` writes them); one
+/// pinned by `path` is read and hashed here (a mismatch fails closed, exit 3)
+/// and its pod CIDR held against `pod_subnet` ([`crate::cni_manifest::check`]);
+/// one pinned by `url` is held against it when `kiln build` has fetched it
+/// ([`cni_manifest_in_tree`]).
+fn cni_manifest(c: &mut Checker) {
+    let Some(spec) = c.p.doc.cni_manifest.clone() else { return };
+    let spec = spec.into_inner();
+    if !is_sha256_hex(spec.sha256.get_ref()) {
+        c.error(
+            "cni-manifest",
+            spec.sha256.span(),
+            format!(
+                "cni_manifest: sha256 is not 64 hex digits; run `kiln pin --profile {}` to write it",
+                c.p.path.display()
+            ),
+        );
+        return;
+    }
+    match c.p.read_cni_manifest_file() {
+        Ok(Some(bytes)) => {
+            let span = spec.path.as_ref().map(|p| p.span()).unwrap_or(spec.sha256.span());
+            pod_subnet_findings(c, span, &String::from_utf8_lossy(&bytes));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let rule = if e.kind == Kind::Verify { "cni-manifest-sha256" } else { "cni-manifest" };
+            c.report(rule, e);
+        }
+    }
+}
+
+fn pod_subnet_findings(c: &mut Checker, span: Range<usize>, text: &str) {
+    let subnet = c.p.cni_pod_subnet();
+    let span =
+        c.p.doc.cni_manifest.as_ref().and_then(|m| m.get_ref().pod_subnet.as_ref()).map(|s| s.span()).unwrap_or(span);
+    match crate::cni_manifest::check(text, &subnet) {
+        Ok(found) if found.is_empty() => c.warn(
+            "cni-pod-subnet",
+            span,
+            format!("the CNI manifest sets no pod CIDR kiln can read (flannel's \"Network\", Calico's CALICO_IPV4POOL_CIDR, Cilium's cluster-pool-ipv4-cidr, host-local's \"subnet\"); make sure its network is pod_subnet {subnet}"),
+        ),
+        Ok(_) => {}
+        Err(errors) => {
+            for e in errors {
+                c.error("cni-pod-subnet", span.clone(), format!("CNI manifest {} {e}", crate::profile::CNI_MANIFEST_PATH));
+            }
+        }
+    }
+}
+
+/// The CNI manifest in a built tree (fetched by URL or read from a path) held
+/// against the profile's `pod_subnet`: `kiln build` calls it once the
+/// downloads are in the tree. Errors name the profile's `file:line:col`.
+pub fn cni_manifest_in_tree(profile: &Profile, tree: &Tree) -> Result<()> {
+    let Some(spec) = &profile.doc.cni_manifest else { return Ok(()) };
+    let Some(e) = tree.get(crate::profile::CNI_MANIFEST_PATH) else { return Ok(()) };
+    let Node::File(content) = &e.node else { return Ok(()) };
+    let text = match content {
+        Content::Inline(b) => String::from_utf8_lossy(b).into_owned(),
+        Content::Disk { path, .. } => String::from_utf8_lossy(
+            &std::fs::read(path).map_err(|err| Error::build(format!("{}: {err}", path.display())))?,
+        )
+        .into_owned(),
+    };
+    let mut c = Checker { p: profile, out: Vec::new() };
+    pod_subnet_findings(&mut c, spec.span(), &text);
+    let errors: Vec<String> = c
+        .out
+        .into_iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| format!("{} [{}]", f.message, f.rule))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::config(errors.join("\n")))
     }
 }
 
@@ -543,28 +694,75 @@ fn image_tree(c: &mut Checker) {
             }
         }
     }
-    // An overlay's containerd config must agree with kubelet's cgroup driver.
-    if let Some(e) = tree.get("/etc/containerd/config.toml") {
-        if let Node::File(content) = &e.node {
-            let text = match content {
-                Content::Inline(b) => String::from_utf8_lossy(b).to_string(),
-                Content::Disk { path, .. } => std::fs::read_to_string(path).unwrap_or_default(),
-            };
-            let systemd = text.lines().map(str::trim).find_map(|l| {
-                let (k, v) = l.split_once('=')?;
-                (k.trim() == "SystemdCgroup").then(|| v.trim() == "true")
-            });
-            let want = c.p.cgroup_driver() == CgroupDriver::Systemd;
-            if let Some(has) = systemd {
-                if has != want {
-                    let span = c.p.doc.cgroup_driver.as_ref().map(|d| d.span()).unwrap_or(c.p.doc.name.span());
-                    c.error(
-                        "cgroup-driver",
-                        span,
-                        format!("/etc/containerd/config.toml (from {}) sets SystemdCgroup = {has} but kubelet's cgroup driver is {}; kubeadm init would hang", e.origin, c.p.cgroup_driver().as_str()),
-                    );
-                }
+    containerd_config(c, &tree);
+}
+
+/// `/etc/containerd/config.toml` in the assembled tree (kiln's or an
+/// overlay's), read by containerd's rules ([`crate::image::containerd::read`]):
+/// its runc `SystemdCgroup` must equal kubelet's cgroup driver (kubeadm
+/// troubleshooting: a mismatch makes `kubeadm init` hang), a version-2 config
+/// must not use version-3 tables (containerd 1.7 ignores them), and its sandbox
+/// image should be kubeadm's pause image.
+fn containerd_config(c: &mut Checker, tree: &Tree) {
+    use crate::image::containerd;
+    let Some(e) = tree.get("/etc/containerd/config.toml") else { return };
+    let Node::File(content) = &e.node else { return };
+    let (text, file) = match content {
+        Content::Inline(b) => (String::from_utf8_lossy(b).to_string(), "/etc/containerd/config.toml".to_string()),
+        Content::Disk { path, .. } => match std::fs::read_to_string(path) {
+            Ok(t) => (t, path.display().to_string()),
+            Err(err) => {
+                let span = c.p.doc.name.span();
+                c.error(
+                    "containerd-config",
+                    span,
+                    format!("{}: {err}; make the overlay's containerd config a readable UTF-8 file", path.display()),
+                );
+                return;
             }
+        },
+    };
+    let span = c.p.doc.cgroup_driver.as_ref().map(|d| d.span()).unwrap_or(c.p.doc.name.span());
+    let eff = match containerd::read(&text) {
+        Ok(eff) => eff,
+        Err(m) => {
+            c.error(
+                "containerd-config",
+                span,
+                format!("{file}:{m} (from {}); containerd would not start with this config: fix the TOML", e.origin),
+            );
+            return;
+        }
+    };
+    for table in &eff.misplaced {
+        c.error(
+            "containerd-config",
+            span.clone(),
+            format!("/etc/containerd/config.toml (from {}) is version {} but has plugins.\"{table}\", a version-3 table containerd 1.7 does not read; put the CRI settings under plugins.\"{}\" or set version = 3 (containerd 2.x only)", e.origin, eff.version, containerd::V2_CRI),
+        );
+    }
+    let want = c.p.cgroup_driver() == CgroupDriver::Systemd;
+    match eff.systemd_cgroup {
+        Some(has) if has != want => c.error(
+            "cgroup-driver",
+            span,
+            format!("/etc/containerd/config.toml (from {}) sets SystemdCgroup = {has} but kubelet's cgroup driver is {}; kubeadm init would hang", e.origin, c.p.cgroup_driver().as_str()),
+        ),
+        None if want => c.warn(
+            "cgroup-driver",
+            span,
+            format!("/etc/containerd/config.toml (from {}) sets no SystemdCgroup for the runc runtime where containerd {} reads it, so containerd uses cgroupfs while kubelet uses systemd; set it to true", e.origin, eff.version),
+        ),
+        _ => {}
+    }
+    if let (Some(want), Some(has)) = (render::pause_image(c.p), eff.sandbox.as_deref()) {
+        if want != has {
+            let span = c.p.doc.name.span();
+            c.warn(
+                "sandbox-image",
+                span,
+                format!("/etc/containerd/config.toml (from {}) sets the sandbox image {has} but kubeadm {} uses {want}; kubeadm's preflight warns and pods wait on an image the node may not have: use {want}", e.origin, c.p.version),
+            );
         }
     }
 }

@@ -195,10 +195,22 @@ pub fn render(profile: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
             let version = rt.config_version.as_ref().map(|v| *v.get_ref()).unwrap_or(2);
             tree.insert(
                 "/etc/containerd/config.toml",
-                Entry::text(containerd_config(version, profile.cgroup_driver().as_str() == "systemd"), 0o644),
+                Entry::text(
+                    containerd_config(version, profile.cgroup_driver().as_str() == "systemd", pause_image(profile)),
+                    0o644,
+                ),
                 false,
             )?;
         }
+    }
+
+    // A [cni_manifest] pinned by path (one pinned by url is an artifact).
+    if let Some(bytes) = profile.read_cni_manifest_file()? {
+        tree.insert(
+            crate::profile::CNI_MANIFEST_PATH,
+            Entry::file(crate::tree::Content::Inline(bytes), 0o644, Origin::Rendered),
+            false,
+        )?;
     }
 
     let defaults = image_defaults(profile, arch);
@@ -217,14 +229,23 @@ pub fn render(profile: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
     Ok(())
 }
 
-/// containerd's CRI config with `SystemdCgroup` for the runc runtime.
-/// Plugin paths: containerd docs/cri/config.md (v2: `io.containerd.grpc.v1.cri`,
-/// v3: `io.containerd.cri.v1.runtime`).
-pub fn containerd_config(version: u8, systemd_cgroup: bool) -> String {
-    let plugin = if version >= 3 { "io.containerd.cri.v1.runtime" } else { "io.containerd.grpc.v1.cri" };
-    format!(
-        "# Written by kiln: the runtime and kubelet share one cgroup driver.\nversion = {version}\n\n[plugins.\"{plugin}\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\n[plugins.\"{plugin}\".containerd.runtimes.runc.options]\n  SystemdCgroup = {systemd_cgroup}\n"
-    )
+/// containerd's CRI config with `SystemdCgroup` for the runc runtime and, when
+/// kiln knows it, kubeadm's pause image as the sandbox image, at the paths
+/// of config `version` (see [`crate::image::containerd`]).
+pub fn containerd_config(version: u8, systemd_cgroup: bool, sandbox: Option<&str>) -> String {
+    crate::image::containerd::render(version, systemd_cgroup, sandbox)
+}
+
+/// The pause image kubeadm pulls for this profile (the pinned kubeadm's
+/// version, else `kubernetes_version`), when kiln knows it
+/// ([`crate::image::containerd::kubeadm_pause_image`]).
+pub fn pause_image(profile: &Profile) -> Option<&'static str> {
+    use crate::version::VersionExt;
+    let v = profile
+        .artifact_version("kubeadm")
+        .and_then(|s| crate::version::Version::parse(&s).ok())
+        .unwrap_or_else(|| profile.version.clone());
+    crate::image::containerd::kubeadm_pause_image(v.major, v.minor)
 }
 
 /// The baked defaults `kiln-firstboot` reads from `/etc/kiln/image.toml`.
@@ -278,10 +299,10 @@ mod tests {
 
     #[test]
     fn containerd_config_sets_systemd_cgroup() {
-        let c = containerd_config(2, true);
+        let c = containerd_config(2, true, None);
         assert!(c.contains("version = 2") && c.contains("SystemdCgroup = true"));
         let v: toml::Value = toml::from_str(&c).unwrap();
         assert_eq!(v["version"].as_integer(), Some(2));
-        assert!(containerd_config(3, false).contains("io.containerd.cri.v1.runtime"));
+        assert!(containerd_config(3, false, None).contains("io.containerd.cri.v1.runtime"));
     }
 }

@@ -3,9 +3,11 @@
 //! parsed, [`validate`], [`version`]), its overlays ([`overlay`]), and the
 //! pinned artifacts, fetched and verified ([`fetch`]) into a content-addressed
 //! [`cache`]; [`mirror`] fills a mirror directory with them and [`pin`]
-//! rewrites a profile's pins from upstream's checksum files.
+//! rewrites a profile's pins from upstream's checksum files; [`cni_manifest`]
+//! finds the pod CIDR a CNI manifest configures.
 
 pub mod cache;
+pub mod cni_manifest;
 pub mod fetch;
 pub mod location;
 pub mod mirror;

@@ -294,6 +294,9 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
             set_size(&mut doc["artifacts"][&name], arch.as_str(), size);
         }
     }
+    if let Err(e) = pin_cni_manifest(&profile, &mut doc, opts, &agent, progress) {
+        failed.push(e.context("pinning [cni_manifest]"));
+    }
     if let Some(first) = failed.first() {
         let kind = first.kind;
         let lines: Vec<String> = failed.iter().map(|e| e.message.clone()).collect();
@@ -317,6 +320,42 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
         std::fs::rename(&tmp, path).io_ctx(path.display())?;
     }
     Ok(d)
+}
+
+/// `[cni_manifest]`'s sha256 from the manifest itself (no upstream publishes a
+/// checksum file for one): a `path` is hashed, a `url` downloaded (through
+/// `--base-url` when given) and hashed, its size pinned too. A manifest over
+/// [`fetch::MAX_TEXT`] bytes by URL is refused with the way out: a `path`.
+fn pin_cni_manifest(
+    profile: &Profile,
+    doc: &mut DocumentMut,
+    opts: &PinOptions,
+    agent: &ureq::Agent,
+    progress: &Progress,
+) -> Result<()> {
+    let Some(spec) = &profile.doc.cni_manifest else { return Ok(()) };
+    let spec = spec.get_ref();
+    let (sha, size) = if let Some(file) = profile.cni_manifest_file() {
+        let sha = crate::hash::sha256_file(&file).io_ctx(file.display())?;
+        (sha, None)
+    } else if let Some(url) = &spec.url {
+        let url = match &opts.base_url {
+            Some(base) => fetch::rebase_url(base, url.get_ref()),
+            None => url.get_ref().clone(),
+        };
+        let text = fetch::fetch_text(&opts.fetch, agent, &url).map_err(|e| {
+            e.context(format!("a manifest by url is pinned up to {} bytes; download a larger one beside the profile and pin it by `path`", fetch::MAX_TEXT))
+        })?;
+        (crate::hash::sha256_hex(text.as_bytes()), Some(text.len() as u64))
+    } else {
+        return Ok(());
+    };
+    progress.detail(format!("cni_manifest: {sha}"));
+    set_value(&mut doc["cni_manifest"]["sha256"], &sha);
+    if let Some(n) = size {
+        doc["cni_manifest"]["size"] = toml_edit::value(n as i64);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -262,6 +262,37 @@ pub struct ArtifactSpec {
     pub mode: Option<Spanned<String>>,
 }
 
+/// `[cni_manifest]`: the pod network manifest the image carries at
+/// [`CNI_MANIFEST_PATH`] for the init node to apply (node.toml `[cluster]
+/// cni_manifest`), pinned like every artifact: by `url` (fetched, cached,
+/// verified and mirrored as the artifact [`CNI_MANIFEST_ARTIFACT`]) or by
+/// `path` (a file beside the profile, hashed and checked), and `sha256`
+/// either way (`kiln pin` writes it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CniManifestSpec {
+    /// `https://` URL of the manifest.
+    pub url: Option<Spanned<String>>,
+    /// Or a file, relative to the profile's directory.
+    pub path: Option<Spanned<String>>,
+    /// Pinned sha256 of the manifest (lowercase hex).
+    pub sha256: Spanned<String>,
+    /// Pinned size in bytes (written by `kiln pin` for a URL). Optional.
+    pub size: Option<Spanned<u64>>,
+    /// The cluster's pod CIDR (cluster.toml `pod_subnet`; default
+    /// [`DEFAULT_POD_SUBNET`]) the manifest's network must match.
+    pub pod_subnet: Option<Spanned<String>>,
+}
+
+/// Where the image carries the pinned CNI manifest.
+pub const CNI_MANIFEST_PATH: &str = "/etc/kiln/cni.yaml";
+/// The artifact name of a `[cni_manifest]` pinned by URL.
+pub const CNI_MANIFEST_ARTIFACT: &str = "cni-manifest";
+/// `kiln cluster init`'s default `--pod-subnet`.
+pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
+/// Largest CNI manifest kiln reads from a `path` (Calico's with its CRDs is ~1 MiB).
+pub const CNI_MANIFEST_MAX: u64 = 16 << 20;
+
 /// The profile document as written (every key optional unless the format needs it).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -304,6 +335,8 @@ pub struct ProfileDoc {
     pub artifacts: BTreeMap<String, Spanned<ArtifactSpec>>,
     /// The OS image `--format card` starts from (Raspberry Pi OS, Ubuntu for Raspberry Pi).
     pub base_image: Option<Spanned<crate::card::base::BaseImageSpec>>,
+    /// The pinned CNI manifest the image carries.
+    pub cni_manifest: Option<Spanned<CniManifestSpec>>,
 }
 
 /// A loaded profile: the document, its text (for locations) and parsed version.
@@ -516,10 +549,85 @@ impl Profile {
         self.doc.artifacts.get(name).map(|a| a.get_ref().version.get_ref().clone())
     }
 
+    /// A `[cni_manifest]` pinned by URL as the artifact it is fetched as:
+    /// installed at [`CNI_MANIFEST_PATH`], mode 0644, the same pin for every
+    /// architecture.
+    pub fn cni_manifest_artifact(&self, arch: Arch) -> Option<Artifact> {
+        let spec = self.doc.cni_manifest.as_ref()?.get_ref();
+        let url = spec.url.as_ref()?.get_ref().clone();
+        let (dir, name) = CNI_MANIFEST_PATH.rsplit_once('/')?;
+        Some(Artifact {
+            name: CNI_MANIFEST_ARTIFACT.to_string(),
+            version: "pinned".to_string(),
+            arch,
+            url,
+            sha256: spec.sha256.get_ref().to_ascii_lowercase(),
+            size: spec.size.as_ref().map(|s| *s.get_ref()),
+            dest: dir.to_string(),
+            mode: 0o644,
+            install: Install::File { name: name.to_string() },
+        })
+    }
+
+    /// A `[cni_manifest]` pinned by `path`: the file, resolved against the
+    /// profile's directory.
+    pub fn cni_manifest_file(&self) -> Option<PathBuf> {
+        let spec = self.doc.cni_manifest.as_ref()?.get_ref();
+        let rel = spec.path.as_ref()?.get_ref();
+        Some(self.path.parent().unwrap_or(Path::new(".")).join(rel))
+    }
+
+    /// Reads the `path` manifest (bounded by [`CNI_MANIFEST_MAX`]) and checks
+    /// it against its pin: a different sha256 is a verification error (exit 3).
+    pub fn read_cni_manifest_file(&self) -> Result<Option<Vec<u8>>> {
+        let (Some(file), Some(spec)) = (self.cni_manifest_file(), self.doc.cni_manifest.as_ref()) else {
+            return Ok(None);
+        };
+        let spec = spec.get_ref();
+        let read = || -> std::io::Result<Vec<u8>> {
+            use std::io::Read;
+            let mut bytes = Vec::new();
+            crate::fetch::open_regular(&file)?.take(CNI_MANIFEST_MAX + 1).read_to_end(&mut bytes)?;
+            if bytes.len() as u64 > CNI_MANIFEST_MAX {
+                return Err(std::io::Error::other(format!("longer than {CNI_MANIFEST_MAX} bytes")));
+            }
+            Ok(bytes)
+        };
+        let bytes = read().map_err(|e| {
+            let span = spec.path.as_ref().map(|p| p.span()).unwrap_or(spec.sha256.span());
+            Error::config(self.at(
+                span,
+                &format!("cni_manifest {}: {e}; give a readable file (relative to the profile)", file.display()),
+            ))
+        })?;
+        let got = crate::hash::sha256_hex(&bytes);
+        let want = spec.sha256.get_ref().to_ascii_lowercase();
+        if got != want {
+            return Err(Error::verify(self.at(
+                spec.sha256.span(),
+                &format!("checksum mismatch for cni_manifest {}\n  expected {want}\n  actual   {got}\nthe file changed since it was pinned: review it, then `kiln pin --profile {}` writes the new sha256", file.display(), self.path.display()),
+            )));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// The pod CIDR the CNI manifest must match.
+    pub fn cni_pod_subnet(&self) -> String {
+        self.doc
+            .cni_manifest
+            .as_ref()
+            .and_then(|c| c.get_ref().pod_subnet.as_ref())
+            .map(|s| s.get_ref().clone())
+            .unwrap_or_else(|| DEFAULT_POD_SUBNET.to_string())
+    }
+
     /// Resolves every artifact for `arch`. Fails (exit 2) on a missing pin;
     /// `kiln check` reports the same problems with more context.
     pub fn artifacts_for(&self, arch: Arch) -> Result<Vec<Artifact>> {
         let mut out = Vec::new();
+        if let Some(a) = self.cni_manifest_artifact(arch) {
+            out.push(a);
+        }
         for (name, spec) in &self.doc.artifacts {
             let spec = spec.get_ref();
             let sha = spec
@@ -714,6 +822,30 @@ fn validate_fields(doc: &ProfileDoc, err: &mut impl FnMut(std::ops::Range<usize>
         }
         if let Err(m) = v::url(base.url.get_ref()) {
             err(base.url.span(), format!("base_image: {m}"));
+        }
+    }
+    if let Some(c) = &doc.cni_manifest {
+        let span = c.span();
+        let c = c.get_ref();
+        match (&c.url, &c.path) {
+            (Some(_), Some(_)) | (None, None) => err(span, "[cni_manifest]: give `url` (https://, fetched and verified) or `path` (a file beside the profile), not both or neither".into()),
+            (Some(u), None) => {
+                if let Err(m) = v::url(u.get_ref()) {
+                    err(u.span(), format!("cni_manifest: {m}"));
+                }
+            }
+            (None, Some(p)) => {
+                let s = p.get_ref();
+                if s.is_empty() || s.starts_with('/') || s.split('/').any(|c| c == "..") || s.chars().any(char::is_control) {
+                    err(p.span(), format!("cni_manifest: path {} must be relative to the profile's directory, without `..`", v::show(s)));
+                }
+            }
+        }
+        if let Some(ps) = &c.pod_subnet {
+            let ok = ps.get_ref().split(',').all(|x| crate::cluster::Cidr::parse(x.trim()).is_some());
+            if !ok {
+                err(ps.span(), format!("cni_manifest: pod_subnet {} is not a CIDR like {DEFAULT_POD_SUBNET} (dual-stack: two, comma-separated); use cluster.toml's pod_subnet", v::show(ps.get_ref())));
+            }
         }
     }
     for (name, spec) in &doc.artifacts {

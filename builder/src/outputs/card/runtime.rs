@@ -68,7 +68,24 @@ pub fn add_containerd_unit(profile: &Profile, tree: &mut Tree) -> Result<()> {
     Ok(())
 }
 
-/// Masks the swap units of the base OSes a card is made from.
+/// Where zram-generator reads its main config first after `/run`: the README of
+/// systemd/zram-generator ("This generator checks the following locations:
+/// /run/systemd/zram-generator.conf, /etc/systemd/zram-generator.conf,
+/// /usr/local/lib/…, /usr/lib/… and the first file found in that list wins";
+/// "A zram device will be created for each section"). A file here without a
+/// `[zramN]` section hides the distribution's `/usr/lib` default (Fedora's
+/// zram-generator-defaults, Raspberry Pi OS trixie's `rpi-swap`) and creates no
+/// device. kiln-firstboot writes the same file at first boot when node.toml
+/// says `swap = "off"` (`firstboot/src/host.rs`, `mask_swap`).
+pub const ZRAM_GENERATOR_CONF: &str = "/etc/systemd/zram-generator.conf";
+
+/// The empty zram-generator config: comments only, no device section.
+pub const ZRAM_GENERATOR_OFF: &str =
+    "# Written by kiln: no [zramN] section, so zram-generator creates no zram swap (kubelet refuses swap).\n";
+
+/// Masks the swap units of the base OSes a card is made from and disables
+/// zram-generator's default device ([`ZRAM_GENERATOR_CONF`]), unless an
+/// overlay already brings that file.
 pub fn mask_swap(tree: &mut Tree) -> Result<()> {
     let units = "/etc/systemd/system";
     for unit in MASKED_SWAP_UNITS {
@@ -77,5 +94,28 @@ pub fn mask_swap(tree: &mut Tree) -> Result<()> {
             tree.insert(&path, Entry::symlink("/dev/null", Origin::Rendered), false)?;
         }
     }
+    if tree.get(ZRAM_GENERATOR_CONF).is_none() {
+        tree.insert(ZRAM_GENERATOR_CONF, Entry::text(ZRAM_GENERATOR_OFF, 0o644), false)?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{Content, Node};
+
+    #[test]
+    fn a_card_carries_an_empty_zram_generator_config() {
+        let mut tree = Tree::new();
+        mask_swap(&mut tree).unwrap();
+        let e = tree.get(ZRAM_GENERATOR_CONF).expect("no zram-generator.conf");
+        let Node::File(Content::Inline(b)) = &e.node else { panic!("not a file") };
+        let text = String::from_utf8(b.clone()).unwrap();
+        // systemd.syntax(5): `#`/`;` lines are comments; a `[` line opens a section.
+        assert!(text.lines().all(|l| l.trim().is_empty() || l.starts_with('#') || l.starts_with(';')), "{text}");
+        for unit in MASKED_SWAP_UNITS {
+            assert!(tree.get(&format!("/etc/systemd/system/{unit}")).is_some(), "{unit}");
+        }
+    }
 }
