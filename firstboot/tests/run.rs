@@ -997,6 +997,49 @@ fn host_check_runs_before_every_kubelet_start() {
     );
 }
 
+/// Seed row 4, "Check at boot": `doctor` (which changes nothing) reports br_netfilter not
+/// loaded and each kubeadm sysctl that is not 1 (kubeadm's preflight `FileContentCheck`s
+/// on `/proc/sys/net/bridge/bridge-nf-call-iptables` and `/proc/sys/net/ipv4/ip_forward`),
+/// and is clean once the module and sysctls are right.
+#[test]
+fn doctor_reports_br_netfilter_and_kubeadms_sysctls() {
+    let n = Node::new(34, "w");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.5\"\n", cluster("10.1.0.2:6443")),
+    );
+    let findings = |n: &Node| -> Vec<String> {
+        let o = n.run(&["--json", "doctor"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        let checks = v["checks"].as_array().cloned().unwrap_or_default();
+        let mine = checks.iter().filter(|c| c["id"] == "br_netfilter" || c["id"] == "sysctl");
+        mine.map(|c| {
+            format!(
+                "{} {} {}",
+                c["level"].as_str().unwrap_or(""),
+                c["id"].as_str().unwrap_or(""),
+                c["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+    };
+    // The scratch root as booted: no /proc/sys/net/bridge, ip_forward = 0.
+    let f = findings(&n);
+    assert!(f.iter().any(|m| m.starts_with("error br_netfilter br_netfilter is not loaded")), "{f:?}");
+    assert!(f.iter().any(|m| m.starts_with("error sysctl net.ipv4.ip_forward = 0, kubeadm requires 1")), "{f:?}");
+    // The module loaded, one bridge sysctl still 0.
+    n.write("proc/sys/net/bridge/bridge-nf-call-iptables", "0\n");
+    n.write("proc/sys/net/bridge/bridge-nf-call-ip6tables", "1\n");
+    n.write("proc/sys/net/ipv4/ip_forward", "1\n");
+    let f = findings(&n);
+    assert!(!f.iter().any(|m| m.starts_with("error br_netfilter")), "{f:?}");
+    assert!(f.iter().any(|m| m.starts_with("error sysctl net.bridge.bridge-nf-call-iptables = 0")), "{f:?}");
+    // Everything right: only ok findings.
+    n.write("proc/sys/net/bridge/bridge-nf-call-iptables", "1\n");
+    let f = findings(&n);
+    assert!(f.len() >= 3 && f.iter().all(|m| m.starts_with("ok ")), "{f:?}");
+}
+
 /// What a node is told is checked before kubeadm: versions against kubeadm's skew
 /// rules, the endpoint, the node IP (it becomes a kubelet flag), labels, taints, the
 /// token TTL and flag values. Each is exit 2 with the rule, and kubeadm never runs.
