@@ -1080,6 +1080,29 @@ fn bad_values_exit_2_with_the_rule_before_kubeadm() {
     assert!(plan.contains("\"controlPlaneEndpoint\": \"[2001:db8::1]:6443\""), "{plan}");
 }
 
+/// Seed row 9, "check version skew before join": a worker and a control plane whose
+/// kubelet (v1.34.2) is newer than the cluster they join (v1.33.1) are refused with the
+/// version skew policy's rule before kubeadm runs (kubeadm join itself does not check it).
+#[test]
+fn a_join_into_an_older_control_plane_is_refused_before_kubeadm() {
+    for role in ["join", "control-plane"] {
+        let n = Node::new(34, "w");
+        let keys = if role == "join" { String::new() } else { pki() };
+        n.write(
+            "etc/kiln/node.toml",
+            &format!(
+                "{}kubernetes_version = \"v1.33.1\"\n[node]\nrole = \"{role}\"\nnode_ip = \"10.0.0.5\"\n{keys}",
+                cluster("10.1.0.2:6443")
+            ),
+        );
+        let o = n.run(&["run"]);
+        assert_eq!(o.status.code(), Some(2), "{role}: {}", out(&o));
+        let want = "kubelet v1.34.2 is newer than the v1.33.1 control plane (the version skew policy: kubelet must not be newer than kube-apiserver)";
+        assert!(out(&o).contains(want), "{role}: {}", out(&o));
+        assert!(n.calls("kubeadm").is_empty(), "{role}: kubeadm ran");
+    }
+}
+
 /// Init and join nodes get the same effective kubelet settings from the same [node]
 /// table: kubeadm init writes the KubeletConfiguration document plus the patch, kubeadm
 /// join the cluster's ConfigMap plus the same patch.
