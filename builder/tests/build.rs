@@ -100,6 +100,60 @@ fn every_shipped_profile_repins_to_a_mirror_and_builds() {
         .starts_with("https://dl.k8s.io/release/v1.34.2/bin/linux/arm64/"));
 }
 
+/// Seed row 4 (install guide, "Forwarding IPv4 and letting iptables see bridged
+/// traffic"): every shipped profile's image, for each of its architectures, loads
+/// `overlay` and `br_netfilter` at boot (modules-load.d) and sets the bridge-nf-call
+/// sysctls and `net.ipv4.ip_forward` to 1 (sysctl.d), so systemd-modules-load and
+/// systemd-sysctl have them right before kiln-firstboot or kubelet start. The tarball
+/// test only sees that the files exist; this reads what they say.
+#[test]
+fn every_image_loads_br_netfilter_and_sets_kubeadms_sysctls_at_boot() {
+    use kiln::tree::{Content, Node, Tree};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+    let mut seen = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().and_then(|x| x.to_str()) != Some("toml") {
+            continue;
+        }
+        let p = kiln::profile::Profile::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for arch in p.architectures() {
+            let mut tree = Tree::new();
+            kiln::render::render(&p, arch, &mut tree).unwrap_or_else(|e| panic!("{} {arch}: {e}", path.display()));
+            let text = |name: &str| -> String {
+                let found = tree.iter().find(|(k, _)| k.as_str() == name).map(|(_, e)| &e.node);
+                match found {
+                    Some(Node::File(Content::Inline(b))) => String::from_utf8_lossy(b).into_owned(),
+                    _ => panic!("{} {arch}: no /{name} in the image", path.display()),
+                }
+            };
+            let body = |t: &str| -> Vec<String> {
+                t.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
+            };
+            let modules = body(&text("etc/modules-load.d/kiln-kubernetes.conf"));
+            for m in ["overlay", "br_netfilter"] {
+                assert!(
+                    modules.iter().any(|l| l == m),
+                    "{} {arch}: {m} not loaded at boot: {modules:?}",
+                    path.display()
+                );
+            }
+            let sysctls = body(&text("etc/sysctl.d/90-kiln-kubernetes.conf"));
+            for k in
+                ["net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables", "net.ipv4.ip_forward"]
+            {
+                assert!(
+                    sysctls.iter().any(|l| *l == format!("{k} = 1")),
+                    "{} {arch}: {k} is not 1: {sysctls:?}",
+                    path.display()
+                );
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 7, "only {seen} profile/architecture pairs rendered");
+}
+
 #[test]
 fn builds_are_byte_identical_across_caches_and_working_dirs() {
     let s = Scratch::new(&["flatcar-1.34"]);

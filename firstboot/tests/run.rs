@@ -1564,6 +1564,49 @@ fn host_check_runs_before_every_kubelet_start() {
     );
 }
 
+/// Seed row 4, "Check at boot": `doctor` (which changes nothing) reports br_netfilter not
+/// loaded and each kubeadm sysctl that is not 1 (kubeadm's preflight `FileContentCheck`s
+/// on `/proc/sys/net/bridge/bridge-nf-call-iptables` and `/proc/sys/net/ipv4/ip_forward`),
+/// and is clean once the module and sysctls are right.
+#[test]
+fn doctor_reports_br_netfilter_and_kubeadms_sysctls() {
+    let n = Node::new(34, "w");
+    n.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\nnode_ip = \"10.0.0.5\"\n", cluster("10.1.0.2:6443")),
+    );
+    let findings = |n: &Node| -> Vec<String> {
+        let o = n.run(&["--json", "doctor"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        let checks = v["checks"].as_array().cloned().unwrap_or_default();
+        let mine = checks.iter().filter(|c| c["id"] == "br_netfilter" || c["id"] == "sysctl");
+        mine.map(|c| {
+            format!(
+                "{} {} {}",
+                c["level"].as_str().unwrap_or(""),
+                c["id"].as_str().unwrap_or(""),
+                c["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+    };
+    // The scratch root as booted: no /proc/sys/net/bridge, ip_forward = 0.
+    let f = findings(&n);
+    assert!(f.iter().any(|m| m.starts_with("error br_netfilter br_netfilter is not loaded")), "{f:?}");
+    assert!(f.iter().any(|m| m.starts_with("error sysctl net.ipv4.ip_forward = 0, kubeadm requires 1")), "{f:?}");
+    // The module loaded, one bridge sysctl still 0.
+    n.write("proc/sys/net/bridge/bridge-nf-call-iptables", "0\n");
+    n.write("proc/sys/net/bridge/bridge-nf-call-ip6tables", "1\n");
+    n.write("proc/sys/net/ipv4/ip_forward", "1\n");
+    let f = findings(&n);
+    assert!(!f.iter().any(|m| m.starts_with("error br_netfilter")), "{f:?}");
+    assert!(f.iter().any(|m| m.starts_with("error sysctl net.bridge.bridge-nf-call-iptables = 0")), "{f:?}");
+    // Everything right: only ok findings.
+    n.write("proc/sys/net/bridge/bridge-nf-call-iptables", "1\n");
+    let f = findings(&n);
+    assert!(f.len() >= 3 && f.iter().all(|m| m.starts_with("ok ")), "{f:?}");
+}
+
 /// What a node is told is checked before kubeadm: versions against kubeadm's skew
 /// rules, the endpoint, the node IP (it becomes a kubelet flag), labels, taints, the
 /// token TTL and flag values. Each is exit 2 with the rule, and kubeadm never runs.
@@ -1602,6 +1645,29 @@ fn bad_values_exit_2_with_the_rule_before_kubeadm() {
     );
     let plan = String::from_utf8_lossy(&n.run(&["plan"]).stdout).to_string();
     assert!(plan.contains("\"controlPlaneEndpoint\": \"[2001:db8::1]:6443\""), "{plan}");
+}
+
+/// Seed row 9, "check version skew before join": a worker and a control plane whose
+/// kubelet (v1.34.2) is newer than the cluster they join (v1.33.1) are refused with the
+/// version skew policy's rule before kubeadm runs (kubeadm join itself does not check it).
+#[test]
+fn a_join_into_an_older_control_plane_is_refused_before_kubeadm() {
+    for role in ["join", "control-plane"] {
+        let n = Node::new(34, "w");
+        let keys = if role == "join" { String::new() } else { pki() };
+        n.write(
+            "etc/kiln/node.toml",
+            &format!(
+                "{}kubernetes_version = \"v1.33.1\"\n[node]\nrole = \"{role}\"\nnode_ip = \"10.0.0.5\"\n{keys}",
+                cluster("10.1.0.2:6443")
+            ),
+        );
+        let o = n.run(&["run"]);
+        assert_eq!(o.status.code(), Some(2), "{role}: {}", out(&o));
+        let want = "kubelet v1.34.2 is newer than the v1.33.1 control plane (the version skew policy: kubelet must not be newer than kube-apiserver)";
+        assert!(out(&o).contains(want), "{role}: {}", out(&o));
+        assert!(n.calls("kubeadm").is_empty(), "{role}: kubeadm ran");
+    }
 }
 
 /// Init and join nodes get the same effective kubelet settings from the same [node]
