@@ -353,3 +353,72 @@ fn fleet_check_names_the_provisioning_mechanism_and_refuses_a_card_without_cloud
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("no cloud-init NoCloud seed") && err.contains("provisioning = \"cloud-init\""), "{err}");
 }
+
+/// The interpreter cloud-init itself runs on (its launcher's `#!` line), so
+/// its own modules can be imported.
+fn cloud_init_python() -> String {
+    let o = Command::new("sh").args(["-c", "command -v cloud-init"]).output().expect("sh");
+    let bin = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(!bin.is_empty(), "cloud-init is not installed (apt-get install cloud-init; scripts/test installs it)");
+    let head = std::fs::read_to_string(&bin).unwrap();
+    let shebang = head.lines().next().unwrap_or_default();
+    shebang.strip_prefix("#!").unwrap_or("/usr/bin/python3").trim().to_string()
+}
+
+/// Survivor "every fleet card gets the same instance-id": each card's NoCloud
+/// seed, read by cloud-init's own NoCloud code (`util.pathprefix2dict` over
+/// the seed files, `util.load_yaml` of `meta-data`, as
+/// `DataSourceNoCloud._quick_read_instance_id` does), has an instance-id no
+/// other card of the fleet has (cloud-init runs once per instance-id: a shared
+/// one is one machine to it), and a rebuild of the cards gives each node the
+/// same one again (a reflash must not re-run cloud-init as a new machine).
+#[test]
+fn every_fleet_card_has_its_own_instance_id_that_cloud_init_reads_and_a_rebuild_keeps() {
+    let (d, fleet) = setup();
+    card_image(d.path());
+    let python = cloud_init_python();
+    let mut builds: Vec<Vec<(String, String)>> = Vec::new();
+    for round in ["a", "b"] {
+        let out = d.path().join(format!("cards-{round}"));
+        let o = kiln(&["fleet", "images", fleet.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut ids = Vec::new();
+        for name in ["pi-01", "pi-02", "pi-03", "pi-04", "pi-05"] {
+            let card = out.join(format!("{name}.img"));
+            let seed = d.path().join(format!("seed-{round}-{name}"));
+            std::fs::create_dir_all(&seed).unwrap();
+            for f in ["meta-data", "user-data", "network-config"] {
+                std::fs::write(seed.join(f), mtype(&card, f)).unwrap();
+            }
+            let o = Command::new(&python)
+                .arg("-c")
+                .arg(
+                    "import sys\nfrom cloudinit import util\n\
+                     d = util.pathprefix2dict(sys.argv[1], required=['user-data', 'meta-data'], optional=['network-config'])\n\
+                     md = util.load_yaml(d['meta-data'])\n\
+                     assert isinstance(md, dict), md\n\
+                     print(md['instance-id'])\nprint(md['local-hostname'])\n",
+                )
+                .arg(&seed)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "cloud-init's NoCloud reader refused {name}'s meta-data: {}", stderr(&o));
+            let out = String::from_utf8_lossy(&o.stdout).into_owned();
+            let mut lines = out.lines();
+            let (id, host) = (lines.next().unwrap_or_default().to_string(), lines.next().unwrap_or_default());
+            assert_eq!(host, name, "{name}: local-hostname");
+            assert!(!id.is_empty() && id != "nocloud", "{name}: instance-id {id:?}");
+            ids.push((name.to_string(), id));
+        }
+        for (i, (a, ia)) in ids.iter().enumerate() {
+            for (b, ib) in &ids[i + 1..] {
+                assert_ne!(
+                    ia, ib,
+                    "{a} and {b} share the instance-id {ia}: cloud-init would take them for one machine"
+                );
+            }
+        }
+        builds.push(ids);
+    }
+    assert_eq!(builds[0], builds[1], "a rebuild changed the instance-ids: a reflash would re-run cloud-init");
+}
