@@ -132,6 +132,39 @@ fn b6_mirror_redirects_to_other_schemes_are_refused_and_http_ones_followed() {
     assert!(s.mirror.gets("/moved/kubelet") >= 2);
 }
 
+/// Survivor "the redirect limit raised from 10 to 1000": a loopback server
+/// chains N redirects before the file. 10 hops (`kiln::fetch::MAX_REDIRECTS`,
+/// Go's `defaultCheckRedirect` bound) are followed to the file; 11 are refused
+/// with an error naming the 11th redirect and the limit, after exactly 11
+/// requests (kiln never asks for the 12th hop).
+#[test]
+fn b6_ten_redirects_are_followed_and_the_eleventh_is_refused_naming_the_count() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("file.sha256"), "abc  file\n").unwrap();
+    let m = kiln_testkit::mirror::Mirror::serve(root.path());
+    let opts = kiln::fetch::FetchOptions { attempts: 1, ..Default::default() };
+    let agent = kiln::fetch::agent(Duration::from_secs(10));
+    for hops in [10usize, 11] {
+        let hop = |i: usize| format!("/h{hops}/{i}");
+        for i in 1..=hops {
+            let next = if i == hops { "/file.sha256".to_string() } else { hop(i + 1) };
+            m.fault(&hop(i), Fault::Redirect(format!("{}{next}", m.url())));
+        }
+        let before = m.log().len();
+        let got = kiln::fetch::fetch_text(&opts, &agent, &format!("{}{}", m.url(), hop(1)));
+        let requests = m.log().len() - before;
+        if hops == 10 {
+            assert_eq!(got.expect("10 redirects are followed"), "abc  file\n");
+            assert_eq!(requests, 11, "10 redirects and the file");
+        } else {
+            let err = got.expect_err("an 11th redirect must be refused").to_string();
+            assert!(err.contains("redirect 11 ") && err.contains("at most 10 redirects"), "{err}");
+            assert!(err.contains(&format!("(to `{}/file.sha256`)", m.url())), "names the refused redirect: {err}");
+            assert_eq!(requests, 11, "kiln stops without requesting the 12th URL");
+        }
+    }
+}
+
 // ---------------------------------------------------------------- B7
 
 /// B7: `kiln pin` records sizes; an endless body stops at the pinned size and
