@@ -81,6 +81,7 @@ pub fn check_for(profile: &Profile, formats: &[OutputFormat]) -> Vec<Finding> {
     sysctls(&mut c);
     kubelet_flags(&mut c);
     firstboot_name(&mut c);
+    c.out.extend(crate::oci::check_profile(profile));
     if !has_errors(&c.out) {
         image_tree(&mut c);
     }

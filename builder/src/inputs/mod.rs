@@ -9,6 +9,7 @@ pub mod cache;
 pub mod fetch;
 pub mod location;
 pub mod mirror;
+pub mod oci;
 pub mod overlay;
 pub mod pin;
 pub mod profile;

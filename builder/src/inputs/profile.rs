@@ -304,6 +304,10 @@ pub struct ProfileDoc {
     pub artifacts: BTreeMap<String, Spanned<ArtifactSpec>>,
     /// The OS image `--format card` starts from (Raspberry Pi OS, Ubuntu for Raspberry Pi).
     pub base_image: Option<Spanned<crate::card::base::BaseImageSpec>>,
+    /// The CNI manifest's images as `kiln pin --cni-manifest` resolved them:
+    /// digest and platforms per image ([`crate::oci`]).
+    #[serde(default)]
+    pub cni_images: BTreeMap<String, Spanned<crate::oci::PinnedImage>>,
 }
 
 /// A loaded profile: the document, its text (for locations) and parsed version.
