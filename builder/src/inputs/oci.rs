@@ -173,11 +173,13 @@ pub fn bearer_challenge(header: &str) -> Option<Vec<(String, String)>> {
 /// answering one Bearer challenge. Returns the body and `Docker-Content-Digest`.
 fn get(agent: &ureq::Agent, url: &str, accept: &str, token: &mut Option<String>) -> Result<(Vec<u8>, Option<String>)> {
     let mut current = url.to_string();
-    let origin_host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string));
+    let host_of = |u: &str| url::Url::parse(u).ok().and_then(|u| u.host_str().map(str::to_string));
+    // The token goes only to the host that asked for it.
+    let mut token_host = host_of(url);
     let mut challenged = false;
     let mut hops = 0;
     loop {
-        let same_host = url::Url::parse(&current).ok().and_then(|u| u.host_str().map(str::to_string)) == origin_host;
+        let same_host = host_of(&current) == token_host;
         let mut req = agent.get(&current).set("Accept", accept);
         if let (Some(t), true) = (token.as_ref(), same_host) {
             req = req.set("Authorization", &format!("Bearer {t}"));
@@ -188,6 +190,7 @@ fn get(agent: &ureq::Agent, url: &str, accept: &str, token: &mut Option<String>)
                 challenged = true;
                 let h = r.header("WWW-Authenticate").unwrap_or_default().to_string();
                 *token = Some(fetch_token(agent, &current, &h)?);
+                token_host = host_of(&current);
                 continue;
             }
             Err(ureq::Error::Status(code, _)) => {
