@@ -310,6 +310,11 @@ pub struct PinArgs {
     /// Print the diff without writing the profile.
     #[arg(long)]
     pub dry_run: bool,
+    /// Resolve every `image:` of this CNI manifest through its registry and
+    /// record its digest and platforms in `[cni_images]` (`kiln check` then
+    /// refuses an architecture an image lacks).
+    #[arg(long, value_name = "FILE")]
+    pub cni_manifest: Option<PathBuf>,
 }
 
 fn parse_arch(s: &str) -> Result<Arch, String> {

@@ -25,5 +25,5 @@ pub mod progress;
 pub mod userdata;
 
 pub use image::{check, containerd, render, tree};
-pub use inputs::{cache, cni_manifest, fetch, location, mirror, overlay, pin, profile, validate, version};
+pub use inputs::{cache, cni_manifest, fetch, location, mirror, oci, overlay, pin, profile, validate, version};
 pub use outputs::{card, ignition_image, manifest, pgzip, squashfs_parallel, staging, sysext, tarball};

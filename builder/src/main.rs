@@ -177,6 +177,7 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
                 base_image: a.base_image,
                 base_image_version: a.base_image_version,
                 dry_run: a.dry_run,
+                cni_manifest: a.cni_manifest,
                 fetch: FetchOptions::default(),
             };
             for p in a.profiles.iter().chain(&a.profile_flags) {

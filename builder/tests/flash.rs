@@ -237,3 +237,57 @@ fn flashing_a_fleet_whose_image_is_not_built_is_exit_2_with_the_build_command() 
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("kiln build") && err.contains("--format card"), "{err}");
 }
+
+/// Survivor "flash skips comparing the image with the `.bmap` checksums": one
+/// byte of the image (not of the `.bmap`) inside a mapped range, outside the
+/// personalised blocks, is flipped before flashing to a file. The flash fails
+/// closed, exit 3, naming the image, the range and "damaged", and no "ok" line.
+#[test]
+fn a_damaged_image_is_refused_against_its_bmap_checksums_naming_the_range() {
+    let k = kit();
+    let bmap =
+        kiln::card::bmap::Bmap::parse(&std::fs::read_to_string(k.d.path().join("card.img.bmap")).unwrap()).unwrap();
+    // A mapped byte inside the ext4 partition: never overlaid by the node's blocks.
+    let root = FAT_OFFSET + (FAT_MIB << 20);
+    let (i, r) = bmap.ranges.iter().enumerate().find(|(_, r)| r.first * 4096 >= root).expect("a range in the rootfs");
+    let off = r.first * 4096 + 123;
+    let mut bytes = std::fs::read(&k.img).unwrap();
+    bytes[off as usize] ^= 0x5a;
+    std::fs::write(&k.img, &bytes).unwrap();
+    let dev = k.d.path().join("damaged.card");
+    let o = flash(&k, "pi-03", &dev, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "a damaged image must fail the flash: {err}");
+    assert!(err.contains("the image is damaged") && err.contains("card.img"), "{err}");
+    assert!(
+        err.contains(&format!("bmap range {} (blocks {}-{}", i + 1, r.first, r.last)),
+        "the message names the range: {err}"
+    );
+    assert!(!err.contains(": ok"), "{err}");
+}
+
+/// The FAT read-back of the personalised files is the one check the range
+/// hashes cannot stand in for: they hash what kiln sent, so a byte of
+/// `kiln/node.toml` damaged in the block being sent (after personalisation,
+/// before hashing — memory damage or an overlay bug) passes every range hash.
+/// The flash must still fail closed, exit 3, naming the file. A byte changed
+/// on the card after writing is caught by the range hashes first (see
+/// `a_byte_flipped_after_writing_fails_the_verify_naming_the_range`).
+#[test]
+fn a_personalised_file_damaged_before_hashing_fails_the_fat_read_back_naming_it() {
+    let k = kit();
+    let img = std::fs::read(personalised_image(&k, "pi-03")).unwrap();
+    let needle = b"kiln-firstboot node description for pi-03";
+    let at = img.windows(needle.len()).position(|w| w == needle).expect("node.toml's data in the image") + 20;
+    let dev = k.d.path().join("staged.card");
+    let o = flash(&k, "pi-03", &dev, &[("KILN_TEST_FLIP_BYTE", format!("staged:{at}"))]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("kiln/node.toml") && err.contains("differs from what was written"), "{err}");
+    assert!(!err.contains("bmap range") && !err.contains("unmapped blocks"), "the range hashes pass: {err}");
+    // The same byte changed on the card after writing: a range hash catches it first.
+    let o = flash(&k, "pi-03", &dev, &[("KILN_TEST_FLIP_BYTE", at.to_string())]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("reads back with sha256") && !err.contains("kiln/node.toml"), "{err}");
+}

@@ -46,6 +46,20 @@ fn a_loopback_endpoint_is_a_node_local_load_balancer_and_accepted() {
     assert!(o.status.success(), "a loopback endpoint (each node's own load balancer) was refused: {}", stderr(&o));
 }
 
+/// Writes `text` to `path` and runs `kiln fleet check` on it: exit 2 with
+/// exactly one `fleet.toml:` line, at `path:line:`, which is returned.
+fn refused_at(path: &std::path::Path, text: &str, what: &str, line: usize) -> String {
+    std::fs::write(path, text).unwrap();
+    let o = kiln(&["fleet", "check", path.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+    let located: Vec<&str> = err.lines().filter(|l| l.contains("fleet.toml:")).collect();
+    assert_eq!(located.len(), 1, "{what}: want exactly one located line, got:\n{err}");
+    let prefix = format!("{}:{line}:", path.display());
+    assert!(located[0].contains(&prefix), "{what}: want {prefix}, got {}", located[0]);
+    located[0].to_string()
+}
+
 /// Each malformed fleet is rejected (exit 2) with exactly one `fleet.toml:line:col:` line,
 /// on the expected line, saying what is wrong.
 #[test]
@@ -124,15 +138,8 @@ fn malformed_fleet_files_are_each_rejected_with_one_located_line() {
     let bad = d.path().join("fleet.toml");
     for (what, text, line, needle) in cases {
         assert_ne!(text, good, "{what}: the replacement did not apply");
-        std::fs::write(&bad, &text).unwrap();
-        let o = kiln(&["fleet", "check", bad.to_str().unwrap()]);
-        let err = stderr(&o);
-        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
-        let located: Vec<&str> = err.lines().filter(|l| l.contains("fleet.toml:")).collect();
-        assert_eq!(located.len(), 1, "{what}: want exactly one located line, got:\n{err}");
-        let prefix = format!("{}:{line}:", bad.display());
-        assert!(located[0].contains(&prefix), "{what}: want {prefix}, got {}", located[0]);
-        assert!(located[0].contains(needle), "{what}: want `{needle}` in {}", located[0]);
+        let located = refused_at(&bad, &text, what, line);
+        assert!(located.contains(needle), "{what}: want `{needle}` in {located}");
     }
     std::fs::write(&path, good).unwrap();
 }
@@ -352,4 +359,174 @@ fn fleet_check_names_the_provisioning_mechanism_and_refuses_a_card_without_cloud
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("no cloud-init NoCloud seed") && err.contains("provisioning = \"cloud-init\""), "{err}");
+}
+
+/// The interpreter cloud-init itself runs on (its launcher's `#!` line), so
+/// its own modules can be imported.
+fn cloud_init_python() -> String {
+    let o = Command::new("sh").args(["-c", "command -v cloud-init"]).output().expect("sh");
+    let bin = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(!bin.is_empty(), "cloud-init is not installed (apt-get install cloud-init; scripts/test installs it)");
+    let head = std::fs::read_to_string(&bin).unwrap();
+    let shebang = head.lines().next().unwrap_or_default();
+    shebang.strip_prefix("#!").unwrap_or("/usr/bin/python3").trim().to_string()
+}
+
+/// Survivor "every fleet card gets the same instance-id": each card's NoCloud
+/// seed, read by cloud-init's own NoCloud code (`util.pathprefix2dict` over
+/// the seed files, `util.load_yaml` of `meta-data`, as
+/// `DataSourceNoCloud._quick_read_instance_id` does), has an instance-id no
+/// other card of the fleet has (cloud-init runs once per instance-id: a shared
+/// one is one machine to it), and a rebuild of the cards gives each node the
+/// same one again (a reflash must not re-run cloud-init as a new machine).
+#[test]
+fn every_fleet_card_has_its_own_instance_id_that_cloud_init_reads_and_a_rebuild_keeps() {
+    let (d, fleet) = setup();
+    card_image(d.path());
+    let python = cloud_init_python();
+    let mut builds: Vec<Vec<(String, String)>> = Vec::new();
+    for round in ["a", "b"] {
+        let out = d.path().join(format!("cards-{round}"));
+        let o = kiln(&["fleet", "images", fleet.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut ids = Vec::new();
+        for name in ["pi-01", "pi-02", "pi-03", "pi-04", "pi-05"] {
+            let card = out.join(format!("{name}.img"));
+            let seed = d.path().join(format!("seed-{round}-{name}"));
+            std::fs::create_dir_all(&seed).unwrap();
+            for f in ["meta-data", "user-data", "network-config"] {
+                std::fs::write(seed.join(f), mtype(&card, f)).unwrap();
+            }
+            let o = Command::new(&python)
+                .arg("-c")
+                .arg(
+                    "import sys\nfrom cloudinit import util\n\
+                     d = util.pathprefix2dict(sys.argv[1], required=['user-data', 'meta-data'], optional=['network-config'])\n\
+                     md = util.load_yaml(d['meta-data'])\n\
+                     assert isinstance(md, dict), md\n\
+                     print(md['instance-id'])\nprint(md['local-hostname'])\n",
+                )
+                .arg(&seed)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "cloud-init's NoCloud reader refused {name}'s meta-data: {}", stderr(&o));
+            let out = String::from_utf8_lossy(&o.stdout).into_owned();
+            let mut lines = out.lines();
+            let (id, host) = (lines.next().unwrap_or_default().to_string(), lines.next().unwrap_or_default());
+            assert_eq!(host, name, "{name}: local-hostname");
+            assert!(!id.is_empty() && id != "nocloud", "{name}: instance-id {id:?}");
+            ids.push((name.to_string(), id));
+        }
+        for (i, (a, ia)) in ids.iter().enumerate() {
+            for (b, ib) in &ids[i + 1..] {
+                assert_ne!(
+                    ia, ib,
+                    "{a} and {b} share the instance-id {ia}: cloud-init would take them for one machine"
+                );
+            }
+        }
+        builds.push(ids);
+    }
+    assert_eq!(builds[0], builds[1], "a rebuild changed the instance-ids: a reflash would re-run cloud-init");
+}
+
+/// Row 12 (unique hostname, MAC, product_uuid per node), the fleet side: a
+/// MAC two nodes share, an address two nodes share, and a name two nodes share
+/// are each refused at parse, exit 2, at the second one's `fleet.toml:line:col`,
+/// naming both nodes and where the first one is. One `mac` on a range is
+/// refused (each machine has its own), and a bad or multicast MAC too. A node's
+/// MAC goes into its network-config as a netplan `match`, and cloud-init's own
+/// schema accepts it.
+#[test]
+fn a_mac_address_or_name_two_nodes_share_is_refused_naming_both() {
+    let (d, path) = setup();
+    let good = fleet_text();
+    let with_macs = good
+        .replace("role = \"init\"\n", "role = \"init\"\nmac = \"DC:A6:32:00:00:01\"\n")
+        .replace("role = \"control-plane\"\n", "role = \"control-plane\"\nmac = \"dc-a6-32-00-00-02\"\n");
+    std::fs::write(&path, &with_macs).unwrap();
+    let f = Fleet::load(&path).unwrap();
+    assert_eq!(f.nodes[0].mac.as_deref(), Some("dc:a6:32:00:00:01"));
+    assert_eq!(f.nodes[1].mac.as_deref(), Some("dc:a6:32:00:00:02"));
+    let line_of = |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let cases: Vec<(&str, String, &str, Vec<String>)> = vec![
+        (
+            "duplicate mac",
+            with_macs.replace("dc-a6-32-00-00-02", "dc:a6:32:00:00:01"),
+            "mac = \"dc:a6:32:00:00:01\"",
+            vec![
+                "`pi-02` is already `pi-01`'s".into(),
+                format!("line {}, column 7", line_of(&with_macs, "DC:A6")),
+                "unique MAC".into(),
+            ],
+        ),
+        (
+            "duplicate address",
+            good.replace("192.168.1.102/24", "192.168.1.101/24"),
+            "address = \"192.168.1.101/24\"\nwifi",
+            vec![
+                "of `pi-02` is already `pi-01`'s".into(),
+                format!("line {}, column 11", line_of(&good, "192.168.1.101")),
+            ],
+        ),
+        (
+            "duplicate name",
+            good.replace("name = \"pi-02\"", "name = \"pi-01\""),
+            "name = \"pi-01\"\nrole = \"control-plane\"",
+            vec!["`pi-01` is defined twice".into(), format!("first at line {}", line_of(&good, "pi-01"))],
+        ),
+        (
+            "one mac on a range",
+            good.replace("role = \"join\"\n", "role = \"join\"\nmac = \"dc:a6:32:00:00:03\"\n"),
+            "mac = \"dc:a6:32:00:00:03\"",
+            vec!["range of 3 nodes".into()],
+        ),
+        (
+            "not a mac",
+            with_macs.replace("dc-a6-32-00-00-02", "dc:a6:32:00:02"),
+            "mac = \"dc:a6:32:00:02\"",
+            vec!["not a MAC address".into()],
+        ),
+        (
+            "multicast mac",
+            with_macs.replace("dc-a6-32-00-00-02", "01:00:5e:00:00:01"),
+            "mac = \"01:00:5e:00:00:01\"",
+            vec!["multicast".into()],
+        ),
+    ];
+    for (what, text, at, needles) in cases {
+        assert_ne!(text, good, "{what}: the replacement did not apply");
+        let offset = text.find(at).unwrap_or_else(|| panic!("{what}: {at} not in the text"));
+        let located = refused_at(&path, &text, what, text[..offset].lines().count() + 1);
+        for n in &needles {
+            assert!(located.contains(n.as_str()), "{what}: want `{n}` in {located}");
+        }
+    }
+    // The MAC reaches the card's network-config, which cloud-init accepts.
+    // (pi-02 on DHCP: cloud-init 22.4's parser refuses a `to: default` route.)
+    std::fs::write(&path, with_macs.replace("address = \"192.168.1.102/24\"\n", "")).unwrap();
+    card_image(d.path());
+    let out = d.path().join("cards");
+    let o = kiln(&["fleet", "images", path.to_str().unwrap(), "--node", "pi-02", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let net = mtype(&out.join("pi-02.img"), "network-config");
+    assert!(net.contains("macaddress: \"dc:a6:32:00:00:02\"") && net.contains("set-name: \"eth0\""), "{net}");
+    let nc = d.path().join("network-config");
+    std::fs::write(&nc, &net).unwrap();
+    // cloud-init's own network-config v2 parser (`network_state.parse_net_config_data`,
+    // what it renders netplan/networkd from) binds eth0 to that MAC.
+    let o = Command::new(cloud_init_python())
+        .arg("-c")
+        .arg(
+            "import sys\nfrom cloudinit import safeyaml\nfrom cloudinit.net import network_state\n\
+             cfg = safeyaml.load(open(sys.argv[1]).read())\n\
+             ns = network_state.parse_net_config_data(cfg['network'], skip_broken=False)\n\
+             print([(i['name'], i.get('mac_address')) for i in ns.iter_interfaces()])\n",
+        )
+        .arg(&nc)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cloud-init's network-config parser: {}", stderr(&o));
+    let parsed = String::from_utf8_lossy(&o.stdout);
+    assert!(parsed.contains("('eth0', 'dc:a6:32:00:00:02')"), "{parsed}");
 }

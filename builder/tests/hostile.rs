@@ -132,6 +132,39 @@ fn b6_mirror_redirects_to_other_schemes_are_refused_and_http_ones_followed() {
     assert!(s.mirror.gets("/moved/kubelet") >= 2);
 }
 
+/// Survivor "the redirect limit raised from 10 to 1000": a loopback server
+/// chains N redirects before the file. 10 hops (`kiln::fetch::MAX_REDIRECTS`,
+/// Go's `defaultCheckRedirect` bound) are followed to the file; 11 are refused
+/// with an error naming the 11th redirect and the limit, after exactly 11
+/// requests (kiln never asks for the 12th hop).
+#[test]
+fn b6_ten_redirects_are_followed_and_the_eleventh_is_refused_naming_the_count() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("file.sha256"), "abc  file\n").unwrap();
+    let m = kiln_testkit::mirror::Mirror::serve(root.path());
+    let opts = kiln::fetch::FetchOptions { attempts: 1, ..Default::default() };
+    let agent = kiln::fetch::agent(Duration::from_secs(10));
+    for hops in [10usize, 11] {
+        let hop = |i: usize| format!("/h{hops}/{i}");
+        for i in 1..=hops {
+            let next = if i == hops { "/file.sha256".to_string() } else { hop(i + 1) };
+            m.fault(&hop(i), Fault::Redirect(format!("{}{next}", m.url())));
+        }
+        let before = m.log().len();
+        let got = kiln::fetch::fetch_text(&opts, &agent, &format!("{}{}", m.url(), hop(1)));
+        let requests = m.log().len() - before;
+        if hops == 10 {
+            assert_eq!(got.expect("10 redirects are followed"), "abc  file\n");
+            assert_eq!(requests, 11, "10 redirects and the file");
+        } else {
+            let err = got.expect_err("an 11th redirect must be refused").to_string();
+            assert!(err.contains("redirect 11 ") && err.contains("at most 10 redirects"), "{err}");
+            assert!(err.contains(&format!("(to `{}/file.sha256`)", m.url())), "names the refused redirect: {err}");
+            assert_eq!(requests, 11, "kiln stops without requesting the 12th URL");
+        }
+    }
+}
+
 // ---------------------------------------------------------------- B7
 
 /// B7: `kiln pin` records sizes; an endless body stops at the pinned size and
@@ -216,15 +249,21 @@ fn b7_a_fifo_or_device_in_a_mirror_directory_is_refused() {
 
 // ---------------------------------------------------------------- B8
 
-/// B8: killed inside the commit step, `dist/` still holds one consistent set
-/// (the old one) that `sha256sum -c` accepts; the next build commits the new one.
-#[test]
-fn b8_a_build_killed_inside_the_commit_leaves_a_consistent_dist() {
+/// A scratch with `flatcar-1.34` pinned and built once into `dist`.
+fn built_once() -> (Scratch, std::path::PathBuf) {
     let s = Scratch::new(&["flatcar-1.34"]);
     s.pin("flatcar-1.34");
     let o = run(&mut s.build_cmd("flatcar-1.34", "cache", "dist"));
     assert!(o.status.success(), "{}", stderr(&o));
     let dist = s.path("dist");
+    (s, dist)
+}
+
+/// B8: killed inside the commit step, `dist/` still holds one consistent set
+/// (the old one) that `sha256sum -c` accepts; the next build commits the new one.
+#[test]
+fn b8_a_build_killed_inside_the_commit_leaves_a_consistent_dist() {
+    let (s, dist) = built_once();
     let old_sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
     assert!(sha256sum_c(&dist).0);
     std::fs::write(s.path("overlays/base/etc/kiln-motd"), "new\n").unwrap();
@@ -259,6 +298,100 @@ fn b8_a_build_killed_inside_the_commit_leaves_a_consistent_dist() {
     left.retain(|f| f != kiln::build::PROFILE_REGISTRY); // which profile file each name is built from
     assert_eq!(left.len(), 3, "{left:?}");
     assert!(left.contains(&"lock".to_string()), "{left:?}");
+}
+
+/// An inotify watch on the entries of one directory (not its subdirectories).
+/// The kernel queues every event, so nothing between two syscalls is missed;
+/// it merges an event only into an identical one just before it, so the
+/// caller drains after each step it counts.
+struct Watch(std::os::fd::OwnedFd);
+
+impl Watch {
+    fn new(dir: &Path) -> Watch {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: plain syscall; the descriptor is owned right after.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(fd >= 0, "inotify_init1: {}", std::io::Error::last_os_error());
+        // SAFETY: fd is a fresh descriptor nothing else owns.
+        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+        let mask = libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO;
+        // SAFETY: fd is an inotify descriptor, c a NUL-terminated path.
+        assert!(unsafe { libc::inotify_add_watch(fd, c.as_ptr(), mask) } >= 0, "{}", std::io::Error::last_os_error());
+        Watch(owned)
+    }
+
+    /// The events queued so far, as (entry name, mask), in order.
+    fn drain(&self) -> Vec<(String, u32)> {
+        use std::os::fd::AsRawFd;
+        let mut events = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            // SAFETY: buf is valid for buf.len() bytes.
+            let n = unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return events;
+            }
+            let mut i = 0;
+            while i + 16 <= n as usize {
+                let word = |k: usize| u32::from_ne_bytes(buf[i + k..i + k + 4].try_into().unwrap());
+                let (mask, len) = (word(4), word(12) as usize);
+                let name = buf[i + 16..i + 16 + len].split(|&b| b == 0).next().unwrap_or_default();
+                assert_eq!(mask & libc::IN_Q_OVERFLOW, 0, "the inotify queue overflowed: events were lost");
+                events.push((String::from_utf8_lossy(name).into_owned(), mask));
+                i += 16 + len;
+            }
+        }
+    }
+}
+
+/// Survivor "`dist` removed before the symlink switch": over several
+/// rebuilds, the kernel's own record of the output directory's parent shows
+/// `dist` never deleted or moved away — each commit replaces the link with one
+/// `rename(2)` onto it (one `IN_MOVED_TO`), so there is no instant at which
+/// `dist` is absent. Deterministic: inotify queues every event, no timing.
+/// And while a commit is held just before its switch, `dist` is the old,
+/// complete set.
+#[test]
+fn b8_each_commit_switches_dist_with_one_rename_and_never_removes_it() {
+    let (s, dist) = built_once();
+    let watch = Watch::new(&s.path(""));
+    for i in 0..3 {
+        std::fs::write(s.path("overlays/base/etc/kiln-motd"), format!("round {i}\n")).unwrap();
+        let o = run(&mut s.build_cmd("flatcar-1.34", "cache", "dist"));
+        assert!(o.status.success(), "round {i}: {}", stderr(&o));
+        assert!(sha256sum_c(&dist).0, "round {i}");
+        let events = watch.drain();
+        let on_dist: Vec<u32> = events.iter().filter(|(n, _)| n == "dist").map(|(_, m)| *m).collect();
+        assert_eq!(
+            on_dist,
+            [libc::IN_MOVED_TO],
+            "round {i}: the commit must be one rename onto dist, never a removal (readers would find no dist/): {events:?}"
+        );
+    }
+    // Held just before the switch: dist/ is still the previous complete set.
+    let old_sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    std::fs::write(s.path("overlays/base/etc/kiln-motd"), "held\n").unwrap();
+    let hold = s.path("hold");
+    let mut child = s
+        .build_cmd("flatcar-1.34", "cache", "dist")
+        .env("KILN_FAILPOINT", format!("commit-before-switch:{}", hold.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !hold.exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "the build never reached commit-before-switch");
+        assert!(child.try_wait().unwrap().is_none(), "the build ended before commit-before-switch");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (ok, report) = sha256sum_c(&dist);
+    std::fs::remove_file(&hold).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(ok, "dist/ while a commit is held before its switch:\n{report}");
+    assert_ne!(std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap(), old_sums, "the held build committed");
 }
 
 // ---------------------------------------------------------------- B9

@@ -19,9 +19,21 @@
 //!    allocated blocks — must lie in what was written and read back, so no
 //!    byte the file systems use is the card's old content.
 //!
-//! Test-only failpoint: `KILN_TEST_FLIP_BYTE=<offset>` flips the byte at that
+//! Why step 3 has both checks: the range hashes prove the card holds what the
+//! reader thread sent, byte for byte; they are hashes *of what was sent*, so
+//! they cannot tell whether what was sent holds the node's files. The FAT
+//! read-back compares the files, read through the target's own FAT, with
+//! the rendered files themselves (an independent source): it catches a block
+//! damaged in memory after personalisation or a planning/overlay bug, which
+//! every range hash passes. A byte changed on the card after writing is
+//! always caught by the range hashes first (every allocated cluster lies in a
+//! written extent, step 4), so the read-back is not there for that.
+//!
+//! Test-only failpoints: `KILN_TEST_FLIP_BYTE=<offset>` flips the byte at that
 //! offset of the target between the write and the verify (so tests can prove
-//! the verify catches it). Never set it otherwise.
+//! the verify catches it); `KILN_TEST_FLIP_BYTE=staged:<offset>` flips it in
+//! the block being sent, after personalisation and before it is hashed and
+//! written (what only the FAT read-back can catch). Never set them otherwise.
 
 use crate::card::bmap::Bmap;
 use crate::error::{Error, Result};
@@ -222,6 +234,8 @@ pub fn flash(image: &Path, plan: &[Extent], p: &Personalised, target: &Target, b
     // Reader: image → check .bmap sha → lay personalised blocks → hash → channel.
     let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(4);
     let (ret_tx, ret_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let staged_flip =
+        std::env::var(FLIP_ENV).ok().and_then(|v| v.strip_prefix("staged:").and_then(|o| o.parse::<u64>().ok()));
     let written_hashes: Result<Vec<String>> = std::thread::scope(|s| {
         let writer = s.spawn(move || -> Result<()> {
             for (off, buf) in rx {
@@ -261,6 +275,9 @@ pub fn flash(image: &Path, plan: &[Extent], p: &Personalised, target: &Target, b
                 }
                 if touched {
                     overlay_chunk(p, off, &mut buf);
+                }
+                if let Some(at) = staged_flip.filter(|at| (off..off + n as u64).contains(at)) {
+                    buf[(at - off) as usize] ^= 0xff;
                 }
                 if touched || ext.image_sha256.is_none() {
                     out_h.update(&buf);

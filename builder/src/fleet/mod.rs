@@ -110,6 +110,7 @@ struct NodeDoc {
     admin_user: Option<Spanned<String>>,
     ssh_authorized_keys: Option<Spanned<Vec<Spanned<String>>>>,
     ca_keys: Option<Spanned<bool>>,
+    mac: Option<Spanned<String>>,
 }
 
 /// The whole file.
@@ -161,6 +162,9 @@ pub struct FleetNode {
     pub admin_user: Option<String>,
     /// That user's SSH authorized keys.
     pub ssh_authorized_keys: Vec<String>,
+    /// The wired NIC's MAC address (`aa:bb:cc:dd:ee:ff`, lowercase), when the
+    /// fleet names it: unique in the fleet, and the network config matches it.
+    pub mac: Option<String>,
 }
 
 /// A checked fleet.
@@ -199,6 +203,25 @@ impl Checker<'_> {
         let line = location::at(self.path, self.text, Some(span), msg.as_ref());
         self.errors.push(line);
     }
+}
+
+/// A MAC address as `mac = "…"` gives it: six hex pairs separated by `:` or
+/// `-`, returned lowercase with `:`. Refused: a multicast address (the low
+/// bit of the first octet, IEEE 802) and all zeros — neither is a NIC's.
+pub fn parse_mac(s: &str) -> std::result::Result<String, String> {
+    let sep = if s.contains('-') { '-' } else { ':' };
+    let parts: Vec<&str> = s.split(sep).collect();
+    if parts.len() != 6 || parts.iter().any(|p| p.len() != 2 || !p.chars().all(|c| c.is_ascii_hexdigit())) {
+        return Err(format!("`{s}` is not a MAC address (six hex pairs, e.g. `dc:a6:32:01:02:03`)"));
+    }
+    let bytes: Vec<u8> = parts.iter().filter_map(|p| u8::from_str_radix(p, 16).ok()).collect();
+    if bytes.iter().all(|&b| b == 0) {
+        return Err(format!("`{s}` is the all-zero MAC address, which no NIC has"));
+    }
+    if bytes[0] & 1 == 1 {
+        return Err(format!("`{s}` is a multicast MAC address (low bit of the first octet set), which no NIC has"));
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
 }
 
 /// Whether `s` is a DNS-1123 label (a Kubernetes node name and a hostname).
@@ -522,7 +545,10 @@ impl Fleet {
         let mut nodes = Vec::new();
         // (name → span of its first definition), (address → (node, span))
         let mut names: BTreeMap<String, Range<usize>> = BTreeMap::new();
-        let mut addrs: BTreeMap<IpAddr, String> = BTreeMap::new();
+        let mut addrs: BTreeMap<IpAddr, (String, usize)> = BTreeMap::new();
+        // MAC → (node, offset of its `mac`): the kubeadm install guide ("Verify
+        // the MAC address and product_uuid are unique for every node").
+        let mut macs: BTreeMap<String, (String, usize)> = BTreeMap::new();
         let mut inits: Vec<Range<usize>> = Vec::new();
 
         let check_keys = |c: &mut Checker, keys: &Spanned<Vec<Spanned<String>>>| -> Vec<String> {
@@ -814,6 +840,20 @@ impl Fleet {
                 }
                 None => def_keys.clone(),
             };
+            let mac = match &n.mac {
+                Some(m) if expanded.len() != 1 => {
+                    c.err(m.span(), format!("`{}` is a range of {} nodes but gives one mac: each machine has its own; give each node its own [[node]] with its mac; {NEXT}", n.name.get_ref(), expanded.len()));
+                    continue;
+                }
+                Some(m) => match parse_mac(m.get_ref().trim()) {
+                    Ok(v) => Some((v, m.span())),
+                    Err(e) => {
+                        c.err(m.span(), format!("mac {e}; {NEXT}"));
+                        continue;
+                    }
+                },
+                None => None,
+            };
             for (i, name) in expanded.iter().enumerate() {
                 if let Some(prev) = names.get(name) {
                     let (l, col) = location::line_col(text, prev.start);
@@ -826,11 +866,29 @@ impl Fleet {
                 names.insert(name.clone(), n.name.span());
                 let addr = address.as_ref().map(|(v, _)| v[i]);
                 if let (Some(a), Some((_, aspan))) = (addr, &address) {
-                    if let Some(other) = addrs.get(&a.ip) {
-                        c.err(aspan.clone(), format!("address {} of `{name}` is already `{other}`'s; {NEXT}", a.ip));
+                    if let Some((other, at)) = addrs.get(&a.ip) {
+                        let (l, col) = location::line_col(text, *at);
+                        c.err(
+                            aspan.clone(),
+                            format!(
+                                "address {} of `{name}` is already `{other}`'s (line {l}, column {col}); {NEXT}",
+                                a.ip
+                            ),
+                        );
                         break;
                     }
-                    addrs.insert(a.ip, name.clone());
+                    addrs.insert(a.ip, (name.clone(), aspan.start));
+                }
+                if let Some((m, mspan)) = &mac {
+                    if let Some((other, at)) = macs.get(m) {
+                        let (l, col) = location::line_col(text, *at);
+                        c.err(
+                            mspan.clone(),
+                            format!("mac {m} of `{name}` is already `{other}`'s (line {l}, column {col}): two nodes cannot be one machine (kubeadm requires a unique MAC per node); fix the one copied wrong; {NEXT}"),
+                        );
+                        break;
+                    }
+                    macs.insert(m.clone(), (name.clone(), mspan.start));
                 }
                 nodes.push(FleetNode {
                     name: name.clone(),
@@ -842,6 +900,7 @@ impl Fleet {
                     wifi: wifi.clone(),
                     admin_user: admin_user.clone(),
                     ssh_authorized_keys: keys.clone(),
+                    mac: mac.as_ref().map(|m| m.0.clone()),
                 });
             }
         }

@@ -302,6 +302,14 @@ pub fn render(cluster: &Cluster, node: &FleetNode) -> Result<Vec<BootFile>> {
     };
     let eth = if node.interface.starts_with("wl") { "eth0" } else { node.interface.as_str() };
     net.push_str(&iface_block(eth, static_on_eth));
+    if let Some(m) = &node.mac {
+        // netplan v2: the settings go to the NIC with this MAC, named `eth`.
+        net.push_str(&format!(
+            "      match:\n        macaddress: {}\n      set-name: {}\n",
+            yaml_str(m),
+            yaml_str(eth)
+        ));
+    }
     net.push_str("      optional: true\n");
     if let Some(w) = &node.wifi {
         net.push_str("  wifis:\n");

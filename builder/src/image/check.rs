@@ -83,6 +83,7 @@ pub fn check_for(profile: &Profile, formats: &[OutputFormat]) -> Vec<Finding> {
     kubelet_flags(&mut c);
     firstboot_name(&mut c);
     cni_manifest(&mut c);
+    c.out.extend(crate::oci::check_profile(profile));
     if !has_errors(&c.out) {
         image_tree(&mut c);
     }

@@ -32,8 +32,11 @@ pub const MAX_DOWNLOAD: u64 = 2 << 30;
 /// The cap on a checksum file (`.sha256`) read by `kiln pin`: 64 KiB.
 pub const MAX_TEXT: u64 = 64 << 10;
 
-/// Redirect hops followed per request (curl's `--max-redirs` default is 50;
-/// dl.k8s.io needs one or two).
+/// Redirect hops followed per request: 10, the bound Go's HTTP client (the
+/// one kubeadm, containerd and the registries' own tools use) puts on a
+/// request (`net/http/client.go`, `defaultCheckRedirect`: "stopped after 10
+/// redirects"); curl's `--max-redirs` default is 50. dl.k8s.io needs one or
+/// two. The 11th redirect is refused.
 pub const MAX_REDIRECTS: usize = 10;
 
 /// Where artifacts come from instead of their upstream host.
@@ -641,7 +644,11 @@ fn get(
             }
         }
     }
-    Err(Attempt::Final(Cause::Failed(format!("more than {MAX_REDIRECTS} redirects; the server redirects in a loop"))))
+    Err(Attempt::Final(Cause::Failed(format!(
+        "redirect {} (to `{}`) refused: kiln follows at most {MAX_REDIRECTS} redirects per request; the server redirects in a loop or too deep — fix the mirror or download the file yourself and pass --mirror DIR",
+        MAX_REDIRECTS + 1,
+        printable(&current)
+    ))))
 }
 
 /// Classifies a failed request that got no HTTP status: a name that does not

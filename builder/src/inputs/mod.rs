@@ -11,6 +11,7 @@ pub mod cni_manifest;
 pub mod fetch;
 pub mod location;
 pub mod mirror;
+pub mod oci;
 pub mod overlay;
 pub mod pin;
 pub mod profile;

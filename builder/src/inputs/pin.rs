@@ -41,6 +41,8 @@ pub struct PinOptions {
     pub base_image_version: Option<String>,
     /// Print the diff without writing.
     pub dry_run: bool,
+    /// Resolve this CNI manifest's images into `[cni_images]` ([`crate::oci`]).
+    pub cni_manifest: Option<std::path::PathBuf>,
     /// Retry and timeout policy.
     pub fetch: FetchOptions,
 }
@@ -238,6 +240,11 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
         }
     }
     let agent = fetch::agent(opts.fetch.timeout);
+    if let Some(m) = &opts.cni_manifest {
+        for line in crate::oci::pin_manifest(&mut doc, m, &agent)? {
+            progress.detail(line);
+        }
+    }
     // Every checksum is tried; the error names each one that failed.
     let mut failed: Vec<Error> = Vec::new();
     if let Err(e) = pin_base_image(&profile, &mut doc, opts, &agent, progress) {

@@ -337,6 +337,10 @@ pub struct ProfileDoc {
     pub base_image: Option<Spanned<crate::card::base::BaseImageSpec>>,
     /// The pinned CNI manifest the image carries.
     pub cni_manifest: Option<Spanned<CniManifestSpec>>,
+    /// The CNI manifest's images as `kiln pin --cni-manifest` resolved them:
+    /// digest and platforms per image ([`crate::oci`]).
+    #[serde(default)]
+    pub cni_images: BTreeMap<String, Spanned<crate::oci::PinnedImage>>,
 }
 
 /// A loaded profile: the document, its text (for locations) and parsed version.
