@@ -358,11 +358,7 @@ fn manifest_mismatch(root: &Path, manifest: Option<&str>, pod_subnet: Option<&st
     let errors = crate::cni::check(&text, subnet).err()?;
     Some(format!(
         "[cluster] cni_manifest {manifest}: {}; the pod network would not match [cluster] pod_subnet {subnet}: fix the manifest (and `kiln pin` it again) or set pod_subnet (`kiln cluster --pod-subnet`), then regenerate user-data with `kiln userdata`",
-        errors
-            .iter()
-            .map(|e| format!("{manifest}:{}", e.strip_prefix("line ").unwrap_or(e)))
-            .collect::<Vec<_>>()
-            .join("; ")
+        crate::cni::at(manifest, &errors)
     ))
 }
 

@@ -150,6 +150,11 @@ fn contains(outer: &Cidr, inner: &Cidr) -> bool {
     outer.prefix <= inner.prefix && routes::in_net(inner.addr, outer.addr, outer.prefix)
 }
 
+/// [`check`]'s messages joined, each at `path:line` (the manifest as the node sees it).
+pub fn at(path: &str, errors: &[String]) -> String {
+    errors.iter().map(|e| format!("{path}:{}", e.strip_prefix("line ").unwrap_or(e))).collect::<Vec<_>>().join("; ")
+}
+
 /// The pod CIDRs of `manifest` held against `pod_subnet` (one CIDR or a
 /// dual-stack pair, as in cluster.toml): one message per mismatch, naming
 /// both values and the fix. `Ok(found)` when all agree; `found` is empty when
