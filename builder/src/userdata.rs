@@ -340,6 +340,8 @@ systemctl daemon-reload
 systemctl restart systemd-modules-load.service systemd-sysctl.service || log "modules/sysctls: kiln-firstboot sets them itself"
 start="{unit}"
 [ ! -f /etc/systemd/system/containerd.service ] || start="containerd.service $start"
+# timers.target.wants is read at boot only: start the CSR-approval timer now too.
+[ ! -f /etc/systemd/system/{timer} ] || start="$start {timer}"
 log "starting $start"
 systemctl start --no-block $start
 "#,
@@ -348,6 +350,7 @@ systemctl start --no-block $start
         size = image.size,
         timeout = INSTALL_TIMEOUT_SECS,
         unit = kiln_firstboot::unit::UNIT_NAME,
+        timer = kiln_firstboot::unit::APPROVE_TIMER,
     )
 }
 
