@@ -310,9 +310,10 @@ pub struct PinArgs {
     /// Print the diff without writing the profile.
     #[arg(long)]
     pub dry_run: bool,
-    /// Resolve every `image:` of this CNI manifest through its registry and
-    /// record its digest and platforms in `[cni_images]` (`kiln check` then
-    /// refuses an architecture an image lacks).
+    /// Resolve the `image:`s of this CNI manifest instead of the profile's
+    /// `[cni_manifest]` (a CNI the image does not carry) and record their
+    /// digests and platforms in `[cni_images]` (`kiln check` then refuses an
+    /// architecture an image lacks).
     #[arg(long, value_name = "FILE")]
     pub cni_manifest: Option<PathBuf>,
 }
