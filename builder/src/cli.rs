@@ -142,7 +142,7 @@ pub struct ClusterInitArgs {
     #[arg(long, value_name = "VERSION")]
     pub kubernetes_version: String,
     /// Pod network CIDR.
-    #[arg(long, default_value = "10.244.0.0/16", value_name = "CIDR")]
+    #[arg(long, default_value = crate::profile::DEFAULT_POD_SUBNET, value_name = "CIDR")]
     pub pod_subnet: String,
     /// Service network CIDR.
     #[arg(long, default_value = "10.96.0.0/12", value_name = "CIDR")]
@@ -310,9 +310,10 @@ pub struct PinArgs {
     /// Print the diff without writing the profile.
     #[arg(long)]
     pub dry_run: bool,
-    /// Resolve every `image:` of this CNI manifest through its registry and
-    /// record its digest and platforms in `[cni_images]` (`kiln check` then
-    /// refuses an architecture an image lacks).
+    /// Resolve the `image:`s of this CNI manifest instead of the profile's
+    /// `[cni_manifest]` (a CNI the image does not carry) and record their
+    /// digests and platforms in `[cni_images]` (`kiln check` then refuses an
+    /// architecture an image lacks).
     #[arg(long, value_name = "FILE")]
     pub cni_manifest: Option<PathBuf>,
 }

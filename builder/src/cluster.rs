@@ -265,6 +265,15 @@ fn check_service_subnets(svc: &[Cidr]) -> Result<()> {
     Ok(())
 }
 
+/// A `--pod-subnet` (cluster.toml `pod_subnet`, a profile's `[cni_manifest]
+/// pod_subnet`) by kubeadm's rules: one CIDR or a dual-stack pair
+/// ([`subnets`]), each holding at least one node's range and at most 2^16.
+pub fn pod_subnet(s: &str) -> Result<Vec<Cidr>> {
+    let pod = subnets("--pod-subnet", s, crate::profile::DEFAULT_POD_SUBNET)?;
+    check_pod_subnets(&pod)?;
+    Ok(pod)
+}
+
 /// kubeadm's `ValidatePodSubnetNodeMask` with the default node masks: the
 /// pod subnet holds at least one node's range and at most 2^16 of them.
 fn check_pod_subnets(pod: &[Cidr]) -> Result<()> {

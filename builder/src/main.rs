@@ -235,6 +235,7 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
             let (format, tarball) = userdata_image(&a)?;
             if let Some(image) = &a.image {
                 userdata::check_image_versions(image, &c, a.role)?;
+                userdata::check_image_cni(image, &c)?;
             }
             let mut data =
                 userdata::render(&c, a.role, a.node.as_deref(), format, &a.ignition_version, tarball.as_ref())?;

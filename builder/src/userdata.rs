@@ -340,6 +340,8 @@ systemctl daemon-reload
 systemctl restart systemd-modules-load.service systemd-sysctl.service || log "modules/sysctls: kiln-firstboot sets them itself"
 start="{unit}"
 [ ! -f /etc/systemd/system/containerd.service ] || start="containerd.service $start"
+# timers.target.wants is read at boot only: start the CSR-approval timer now too.
+[ ! -f /etc/systemd/system/{timer} ] || start="$start {timer}"
 log "starting $start"
 systemctl start --no-block $start
 "#,
@@ -348,6 +350,7 @@ systemctl start --no-block $start
         size = image.size,
         timeout = INSTALL_TIMEOUT_SECS,
         unit = kiln_firstboot::unit::UNIT_NAME,
+        timer = kiln_firstboot::unit::APPROVE_TIMER,
     )
 }
 
@@ -420,12 +423,39 @@ const IMAGE_TOML_MAX: u64 = 64 * 1024;
 /// of an Ignition image config (`.ign`).
 pub fn image_defaults(image: &std::path::Path) -> Result<kiln_firstboot::image::ImageDefaults> {
     use kiln_firstboot::image::{ImageDefaults, IMAGE_TOML_PATH};
+    let bad = |why: String| Error::config(format!("--image {}: {why}", image.display()));
+    let rebuild = rebuild_hint(image);
+    let data = image_file(image, IMAGE_TOML_PATH, IMAGE_TOML_MAX)?.ok_or_else(|| {
+        if rebuild.ends_with("ignition") {
+            bad(format!("holds no {IMAGE_TOML_PATH}: not a kiln image config; build it with `{rebuild}`"))
+        } else {
+            let member = IMAGE_TOML_PATH.trim_start_matches('/');
+            bad(format!("holds no {member}: not a kiln image; build it with `{rebuild}`"))
+        }
+    })?;
+    let text = String::from_utf8(data).map_err(|_| bad(format!("its {IMAGE_TOML_PATH} is not UTF-8")))?;
+    ImageDefaults::from_toml(&text)
+        .map_err(|e| bad(format!("its {IMAGE_TOML_PATH} does not parse ({e}); rebuild it with `{rebuild}`")))
+}
+
+fn rebuild_hint(image: &std::path::Path) -> &'static str {
+    if image.to_string_lossy().ends_with(".ign") {
+        "kiln build --format ignition"
+    } else {
+        "kiln build --format tar"
+    }
+}
+
+/// The file at `path` (absolute, as on the node) in an `--image`: a member of
+/// the tarball (`.tar.gz`, `.tar.zst`) or an inline file of an Ignition image
+/// config (`.ign`), at most `max` bytes; `None` when the image has none.
+fn image_file(image: &std::path::Path, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
     use std::io::Read;
     let name = image.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let bad = |why: String| Error::config(format!("--image {}: {why}", image.display()));
-    let rebuild = if name.ends_with(".ign") { "kiln build --format ignition" } else { "kiln build --format tar" };
+    let rebuild = rebuild_hint(image);
     let file = crate::fetch::open_regular(image).map_err(|e| bad(format!("{e}; build it with `{rebuild}`")))?;
-    let text = if name.ends_with(".ign") {
+    if name.ends_with(".ign") {
         let v: serde_json::Value = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| {
             Error::config(format!(
                 "--image {}:{}:{}: not an Ignition config: {e}",
@@ -434,53 +464,68 @@ pub fn image_defaults(image: &std::path::Path) -> Result<kiln_firstboot::image::
                 e.column()
             ))
         })?;
-        let entry = v["storage"]["files"]
-            .as_array()
-            .and_then(|files| files.iter().find(|f| f["path"] == IMAGE_TOML_PATH))
-            .ok_or_else(|| {
-                bad(format!("holds no {IMAGE_TOML_PATH}: not a kiln image config; build it with `{rebuild}`"))
-            })?;
+        let Some(entry) = v["storage"]["files"].as_array().and_then(|files| files.iter().find(|f| f["path"] == path))
+        else {
+            return Ok(None);
+        };
         let source = entry["contents"]["source"].as_str().unwrap_or_default();
         let data = source
             .strip_prefix("data:;base64,")
             .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
-            .ok_or_else(|| bad(format!("its {IMAGE_TOML_PATH} is not an inline base64 data URL, as kiln writes it")))?;
+            .ok_or_else(|| bad(format!("its {path} is not an inline base64 data URL, as kiln writes it")))?;
         let data = if entry["contents"]["compression"] == "gzip" {
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(&data[..])
-                .take(IMAGE_TOML_MAX)
+                .take(max)
                 .read_to_end(&mut out)
-                .map_err(|e| bad(format!("its {IMAGE_TOML_PATH} does not decompress: {e}")))?;
+                .map_err(|e| bad(format!("its {path} does not decompress: {e}")))?;
             out
         } else {
             data
         };
-        String::from_utf8(data).map_err(|_| bad(format!("its {IMAGE_TOML_PATH} is not UTF-8")))?
+        return Ok(Some(data));
+    }
+    let reader: Box<dyn Read> = if name.ends_with(".tar.zst") {
+        Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| bad(e.to_string()))?)
     } else {
-        let reader: Box<dyn Read> = if name.ends_with(".tar.zst") {
-            Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| bad(e.to_string()))?)
-        } else {
-            Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)))
-        };
-        let mut archive = tar::Archive::new(reader);
-        let unreadable =
-            |e: std::io::Error| bad(format!("not a readable kiln tarball ({e}); build it with `{rebuild}`"));
-        let want = IMAGE_TOML_PATH.trim_start_matches('/');
-        let mut found = None;
-        for entry in archive.entries().map_err(unreadable)? {
-            let entry = entry.map_err(unreadable)?;
-            let path = entry.path().map_err(unreadable)?.to_string_lossy().trim_start_matches("./").to_string();
-            if path == want {
-                let mut text = String::new();
-                entry.take(IMAGE_TOML_MAX).read_to_string(&mut text).map_err(|e| bad(format!("its {want}: {e}")))?;
-                found = Some(text);
-                break;
-            }
-        }
-        found.ok_or_else(|| bad(format!("holds no {want}: not a kiln image; build it with `{rebuild}`")))?
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)))
     };
-    ImageDefaults::from_toml(&text)
-        .map_err(|e| bad(format!("its {IMAGE_TOML_PATH} does not parse ({e}); rebuild it with `{rebuild}`")))
+    let mut archive = tar::Archive::new(reader);
+    let unreadable = |e: std::io::Error| bad(format!("not a readable kiln tarball ({e}); build it with `{rebuild}`"));
+    let want = path.trim_start_matches('/');
+    for entry in archive.entries().map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
+        let at = entry.path().map_err(unreadable)?.to_string_lossy().trim_start_matches("./").to_string();
+        if at == want {
+            let mut data = Vec::new();
+            entry.take(max).read_to_end(&mut data).map_err(|e| bad(format!("its {want}: {e}")))?;
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
+}
+
+/// Row 35 against the cluster: the CNI manifest an `--image` carries
+/// ([`crate::profile::CNI_MANIFEST_PATH`], applied by the init node) must give
+/// pods addresses inside cluster.toml's `pod_subnet` ([`crate::cni_manifest::check`],
+/// the rule kiln-firstboot applies again on the init node before kubeadm).
+/// cluster.toml wins: the profile's `[cni_manifest] pod_subnet` is only what
+/// `kiln check` expects of the manifest before any cluster exists.
+pub fn check_image_cni(image: &std::path::Path, cluster: &Cluster) -> Result<()> {
+    let path = crate::profile::CNI_MANIFEST_PATH;
+    let Some(data) = image_file(image, path, crate::profile::CNI_MANIFEST_MAX)? else {
+        return Ok(());
+    };
+    let subnet = &cluster.file.pod_subnet;
+    crate::cni_manifest::check(&String::from_utf8_lossy(&data), subnet).map(|_| ()).map_err(|errors| {
+        Error::config(format!(
+            "--image {}: its CNI manifest {path} does not fit cluster {}'s pod_subnet {subnet} ({}): {}; kiln-firstboot would refuse it on the init node. Set the profile's [cni_manifest] pod_subnet to {subnet}, fix the manifest, `kiln pin` and rebuild the image — or use a cluster made with `kiln cluster init --pod-subnet` of the manifest's network",
+            image.display(),
+            cluster.file.name,
+            cluster.dir.join("cluster.toml").display(),
+            crate::cni_manifest::at(path, &errors)
+        ))
+    })
 }
 
 /// Refuses an `--image` whose kubeadm and kubelet cannot bring `cluster`'s

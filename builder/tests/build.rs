@@ -58,10 +58,18 @@ fn every_shipped_profile_repins_to_a_mirror_and_builds() {
                 assert_eq!(entry(&l, bin)[0], "-rwxr-xr-x", "{bin}");
             }
             assert_eq!(entry(&l, "opt/libexec/kubernetes/kubelet-plugins/volume/exec/")[0], "drwxr-xr-x");
-            for unit in ["kubelet.service", "kubelet.service.d/10-kubeadm.conf", "kiln-firstboot.service"] {
+            for unit in [
+                "kubelet.service",
+                "kubelet.service.d/10-kubeadm.conf",
+                "kiln-firstboot.service",
+                "kiln-approve-csrs.service",
+                "kiln-approve-csrs.timer",
+            ] {
                 assert_eq!(entry(&l, &format!("etc/systemd/system/{unit}"))[0], "-rw-r--r--", "{unit}");
             }
             assert!(entry(&l, "etc/systemd/system/multi-user.target.wants/kubelet.service")[0].starts_with('l'));
+            // Row 37: the serving-CSR approval runs by itself (enabled at boot).
+            assert!(entry(&l, "etc/systemd/system/timers.target.wants/kiln-approve-csrs.timer")[0].starts_with('l'));
             entry(&l, "etc/kiln/image.toml");
             entry(&l, "etc/sysctl.d/90-kiln-kubernetes.conf");
             entry(&l, "etc/modules-load.d/kiln-kubernetes.conf");

@@ -338,6 +338,9 @@ fn card_from_a_pi_like_base_image_as_nobody_without_loop_devices() {
     for must in [
         "/etc/systemd/system/multi-user.target.wants/kubelet.service",
         "/etc/systemd/system/multi-user.target.wants/containerd.service",
+        "/etc/systemd/system/kiln-approve-csrs.service",
+        "/etc/systemd/system/kiln-approve-csrs.timer",
+        "/etc/systemd/system/timers.target.wants/kiln-approve-csrs.timer",
         "/etc/systemd/system/dphys-swapfile.service",
         "/etc/systemd/system/dev-zram0.swap",
         "/etc/systemd/zram-generator.conf",

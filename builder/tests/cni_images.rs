@@ -196,3 +196,58 @@ fn a_cni_image_the_registry_lacks_fails_the_pin_and_changes_nothing() {
     assert!(err.contains(&format!("resolving {missing}")) && err.contains("HTTP 404"), "{err}");
     assert_eq!(std::fs::read_to_string(s.profile("debian-1.34")).unwrap(), before);
 }
+
+/// Row 43 from the pinned manifest: `kiln check` refuses a profile whose own
+/// `[cni_manifest]` names an image `[cni_images]` does not record ("run kiln
+/// pin"); `kiln pin` without `--cni-manifest` resolves exactly that manifest's
+/// images, so `cni-image-arch` checks the images the init node applies.
+#[test]
+fn kiln_pin_resolves_the_images_of_the_profiles_own_cni_manifest() {
+    let s = Scratch::new(&["debian-1.34"]);
+    let reg = Registry::start();
+    let [multi, single] = ["multi", "single"].map(|n| format!("{}/cni/{n}:v1", reg.addr));
+    std::fs::create_dir_all(s.path("profiles/cni")).unwrap();
+    let file = s.path("profiles/cni/cni.yaml");
+    std::fs::write(&file, manifest(&[multi.clone(), single.clone()])).unwrap();
+    let p = s.profile("debian-1.34");
+    let base = std::fs::read_to_string(&p).unwrap();
+    let with_manifest = |text: &str| {
+        let sha = kiln::hash::hex(&Sha256::digest(text.as_bytes()));
+        std::fs::write(&file, text).unwrap();
+        std::fs::write(&p, format!("{base}\n[cni_manifest]\npath = \"cni/cni.yaml\"\nsha256 = \"{sha}\"\n")).unwrap();
+    };
+    with_manifest(&manifest(&[multi.clone(), single.clone()]));
+    let check = || run(kiln().arg("check").arg(&p));
+    let o = check();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for img in [&multi, &single] {
+        assert!(
+            err.lines().any(|l| l.contains("cni-image-pinned")
+                && l.contains(&format!("names image `{img}`"))
+                && l.contains("run `kiln pin --profile")),
+            "{img}: {err}"
+        );
+    }
+    let pin = || run(kiln().arg("pin").arg("--profile").arg(&p).arg("--base-url").arg(s.mirror.url()));
+    let o = pin();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&p).unwrap();
+    for img in [&multi, &single] {
+        assert!(text.contains(&format!("[cni_images.\"{img}\"]")), "{img} recorded:\n{text}");
+    }
+    let o = check();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!err.contains("cni-image-pinned"), "{err}");
+    let bad: Vec<&str> = err.lines().filter(|l| l.contains("cni-image-arch")).collect();
+    assert_eq!(bad.len(), 1, "{err}");
+    assert!(bad[0].contains(&format!("`{single}` has no linux/arm64 build")), "{}", bad[0]);
+    // The manifest drops the single-arch image: re-pinned, its record goes too.
+    with_manifest(&manifest(std::slice::from_ref(&multi)));
+    let o = pin();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!std::fs::read_to_string(&p).unwrap().contains("cni/single"));
+    let o = check();
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -115,3 +115,28 @@ fn a_manifest_by_url_is_pinned_fetched_verified_and_checked_against_pod_subnet()
     assert!(stderr(&o).contains("is 10.244.0.0/16 but pod_subnet is 192.168.0.0/16"), "{}", stderr(&o));
     assert!(!s.path("dist3/manifest.json").exists());
 }
+
+/// The profile's `[cni_manifest] pod_subnet` is held to the rules cluster.toml's
+/// `pod_subnet` is (`kiln cluster init --pod-subnet`, kubeadm's): a subnet no
+/// cluster can have is refused at its `file:line:col`, not only a non-CIDR.
+#[test]
+fn the_profiles_pod_subnet_follows_cluster_tomls_rules() {
+    let s = Scratch::new(&["debian-1.34"]);
+    std::fs::create_dir_all(s.path("profiles/cni")).unwrap();
+    std::fs::write(s.path("profiles/cni/kube-flannel.yml"), FLANNEL).unwrap();
+    let sha = standin::sha256(FLANNEL.as_bytes());
+    let base = std::fs::read_to_string(s.profile("debian-1.34")).unwrap();
+    for (subnet, why) in [
+        ("10.244.0.0/25", "narrower than one node's pod range (/24"),
+        ("10.244.0.0/16,10.245.0.0/16", "give one CIDR, or two for dual-stack"),
+        ("ten", "is not a CIDR like 10.244.0.0/16"),
+    ] {
+        std::fs::write(s.profile("debian-1.34"), &base).unwrap();
+        add_manifest(&s, &format!("path = \"cni/kube-flannel.yml\"\nsha256 = \"{sha}\"\npod_subnet = \"{subnet}\"\n"));
+        let o = check(&s);
+        assert_eq!(o.status.code(), Some(2), "{subnet}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(why) && err.contains("cni_manifest: pod_subnet"), "{subnet}: {err}");
+        assert!(err.contains(&format!("{}:", s.profile("debian-1.34").display())), "not located: {err}");
+    }
+}

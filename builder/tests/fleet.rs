@@ -511,22 +511,54 @@ fn a_mac_address_or_name_two_nodes_share_is_refused_naming_both() {
     assert!(o.status.success(), "{}", stderr(&o));
     let net = mtype(&out.join("pi-02.img"), "network-config");
     assert!(net.contains("macaddress: \"dc:a6:32:00:00:02\"") && net.contains("set-name: \"eth0\""), "{net}");
-    let nc = d.path().join("network-config");
-    std::fs::write(&nc, &net).unwrap();
-    // cloud-init's own network-config v2 parser (`network_state.parse_net_config_data`,
-    // what it renders netplan/networkd from) binds eth0 to that MAC.
+    // cloud-init's own network-config v2 parser binds eth0 to that MAC.
+    let parsed = cloud_init_network_state(
+        d.path(),
+        &net,
+        "print([(i['name'], i.get('mac_address')) for i in ns.iter_interfaces()])\n",
+    );
+    assert!(parsed.contains("('eth0', 'dc:a6:32:00:00:02')"), "{parsed}");
+}
+
+/// `print` run on cloud-init's own parse of the network-config `net`
+/// (`network_state.parse_net_config_data`, what it renders netplan/networkd
+/// from) as `ns`; its output. Fails the test when cloud-init refuses `net`.
+fn cloud_init_network_state(dir: &std::path::Path, net: &str, print: &str) -> String {
+    let nc = dir.join("network-config");
+    std::fs::write(&nc, net).unwrap();
     let o = Command::new(cloud_init_python())
         .arg("-c")
-        .arg(
+        .arg(format!(
             "import sys\nfrom cloudinit import safeyaml\nfrom cloudinit.net import network_state\n\
              cfg = safeyaml.load(open(sys.argv[1]).read())\n\
-             ns = network_state.parse_net_config_data(cfg['network'], skip_broken=False)\n\
-             print([(i['name'], i.get('mac_address')) for i in ns.iter_interfaces()])\n",
-        )
+             ns = network_state.parse_net_config_data(cfg['network'], skip_broken=False)\n{print}"
+        ))
         .arg(&nc)
         .output()
         .unwrap();
-    assert!(o.status.success(), "cloud-init's network-config parser: {}", stderr(&o));
-    let parsed = String::from_utf8_lossy(&o.stdout);
-    assert!(parsed.contains("('eth0', 'dc:a6:32:00:00:02')"), "{parsed}");
+    assert!(o.status.success(), "cloud-init's network-config parser refused:\n{net}\n{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A static-address node's network-config: its default route is written
+/// `to: 0.0.0.0/0` (not netplan's `to: default`, which cloud-init 22.4,
+/// Debian 12's, refuses: "Address default is not a valid ip address"), and
+/// cloud-init's own v2 parser reads the address and the route via the gateway.
+#[test]
+fn a_static_address_nodes_default_route_is_read_by_cloud_inits_own_parser() {
+    let (d, path) = setup();
+    card_image(d.path());
+    let out = d.path().join("cards");
+    let o = kiln(&["fleet", "images", path.to_str().unwrap(), "--node", "pi-01", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let net = mtype(&out.join("pi-01.img"), "network-config");
+    assert!(!net.contains("to: default"), "{net}");
+    let parsed = cloud_init_network_state(
+        d.path(),
+        &net,
+        "for i in ns.iter_interfaces():\n\
+         \x20   for s in i['subnets']:\n\
+         \x20       print(i['name'], s.get('address'), s.get('prefix'), [(r['network'], r['prefix'], r['gateway']) for r in s.get('routes', [])])\n",
+    );
+    assert!(parsed.contains("eth0 192.168.1.101 24 [('0.0.0.0', 0, '192.168.1.1')]"), "{parsed}\n{net}");
 }

@@ -519,3 +519,73 @@ fn userdata_refuses_an_image_whose_kubeadm_cannot_bring_up_the_clusters_version(
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("holds no etc/kiln/image.toml: not a kiln image"), "{}", stderr(&o));
 }
+
+/// Row 35 against the cluster: `kiln userdata --image` refuses an image whose
+/// CNI manifest (`/etc/kiln/cni.yaml`, applied by the init node) does not fit
+/// cluster.toml's pod_subnet, naming both values and the fix; a fitting one,
+/// or an image without a manifest, passes.
+#[test]
+fn userdata_refuses_an_image_whose_cni_manifest_does_not_fit_the_clusters_pod_subnet() {
+    use base64::Engine;
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = |name: &str, subnet: &str| {
+        let out = tmp.path().join(name);
+        let o = run(kiln()
+            .args(["cluster", "init", name, "--endpoint", "10.0.0.10", "--kubernetes-version", "v1.34.2"])
+            .args(["--pod-subnet", subnet, "--out"])
+            .arg(&out));
+        assert!(o.status.success(), "{}", stderr(&o));
+        out
+    };
+    let (flannels, other) = (cluster("flannel", "10.244.0.0/16"), cluster("other", "10.42.0.0/16"));
+    let toml = image_toml("v1.34.2");
+    let cni = "kind: ConfigMap\nmetadata:\n  name: kube-flannel-cfg\ndata:\n  net-conf.json: |\n    {\n      \"Network\": \"10.244.0.0/16\",\n      \"Backend\": { \"Type\": \"vxlan\" }\n    }\n";
+    let tgz = tmp.path().join("debian-1.34-amd64.tar.gz");
+    std::fs::write(
+        &tgz,
+        small_tarball(&[("etc/kiln/image.toml", toml.as_bytes()), ("etc/kiln/cni.yaml", cni.as_bytes())], false),
+    )
+    .unwrap();
+    let ign = tmp.path().join("flatcar-1.34-amd64.ign");
+    let file = |path: &str, data: &[u8]| {
+        serde_json::json!({
+            "path": path, "mode": 420,
+            "contents": { "source": format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(data)) },
+        })
+    };
+    let files = [file("/etc/kiln/image.toml", toml.as_bytes()), file("/etc/kiln/cni.yaml", cni.as_bytes())];
+    std::fs::write(
+        &ign,
+        serde_json::json!({"ignition": {"version": "3.3.0"}, "storage": {"files": files}}).to_string(),
+    )
+    .unwrap();
+    let bare = tmp.path().join("debian-1.34-arm64.tar.gz");
+    std::fs::write(&bare, small_tarball(&[("etc/kiln/image.toml", toml.as_bytes())], false)).unwrap();
+    let out = tmp.path().join("out");
+    let userdata = |c: &Path, image: &Path| {
+        let mut cmd = kiln();
+        cmd.args(["userdata", "--role", "init", "--cluster"]).arg(c).arg("--image").arg(image);
+        if image != ign {
+            cmd.args(["--base-url", "https://images.example.test/kiln"]);
+        }
+        run(cmd.arg("--out").arg(&out))
+    };
+    for image in [&tgz, &ign] {
+        let o = userdata(&flannels, image);
+        assert!(o.status.success(), "{}: {}", image.display(), stderr(&o));
+        std::fs::remove_file(&out).unwrap();
+        let o = userdata(&other, image);
+        assert_eq!(o.status.code(), Some(2), "{}: {}", image.display(), stderr(&o));
+        for part in [
+            "/etc/kiln/cni.yaml:7: flannel's net-conf.json \"Network\" is 10.244.0.0/16 but pod_subnet is 10.42.0.0/16",
+            "kiln-firstboot would refuse it on the init node",
+            "[cni_manifest] pod_subnet to 10.42.0.0/16",
+        ] {
+            assert!(stderr(&o).contains(part), "{}: {part:?} missing: {}", image.display(), stderr(&o));
+        }
+        assert!(!out.exists());
+    }
+    // No manifest in the image: nothing to hold against the cluster.
+    let o = userdata(&other, &bare);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

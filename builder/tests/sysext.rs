@@ -169,9 +169,24 @@ fn ignition_image_configs_validate_in_both_modes_and_per_machine() {
         "/etc/sysctl.d/90-kiln-kubernetes.conf",
         "/etc/modules-load.d/kiln-kubernetes.conf",
         "/etc/systemd/system/kiln-firstboot.service",
+        "/etc/systemd/system/kiln-approve-csrs.service",
+        "/etc/systemd/system/kiln-approve-csrs.timer",
     ] {
         assert!(paths.contains(&want), "{want} not in {paths:?}");
     }
+    // Row 37: the serving-CSR approval, from the extension's /usr/bin, enabled at boot.
+    let approve = decode(files.iter().find(|f| f["path"] == "/etc/systemd/system/kiln-approve-csrs.service").unwrap());
+    assert!(approve.contains("ExecStart=/usr/bin/kiln-firstboot approve-csrs\n"), "{approve}");
+    assert!(
+        v["storage"]["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["path"] == "/etc/systemd/system/timers.target.wants/kiln-approve-csrs.timer"
+                && l["target"] == "/etc/systemd/system/kiln-approve-csrs.timer"),
+        "{}",
+        v["storage"]["links"]
+    );
     assert!(!paths.iter().any(|p| p.starts_with("/opt/bin/") || p.starts_with("/usr/")), "{paths:?}");
     // Inline files decode to what the sysext layout needs: firstboot from /usr/bin.
     let unit = files.iter().find(|f| f["path"] == "/etc/systemd/system/kiln-firstboot.service").unwrap();

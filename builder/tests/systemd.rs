@@ -43,7 +43,16 @@ fn rendered_units_pass_systemd_analyze_verify() {
             Command::new("systemd-analyze")
                 .arg("verify")
                 .arg(format!("--root={}", root.display()))
-                .args(["kubelet.service", "kiln-firstboot.service"].iter().map(|u| format!("/etc/systemd/system/{u}")))
+                .args(
+                    [
+                        "kubelet.service",
+                        "kiln-firstboot.service",
+                        "kiln-approve-csrs.service",
+                        "kiln-approve-csrs.timer",
+                    ]
+                    .iter()
+                    .map(|u| format!("/etc/systemd/system/{u}")),
+                )
                 .output()
                 .unwrap()
         };

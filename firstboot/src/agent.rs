@@ -284,6 +284,11 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
     if role == Role::Join && p.has_private_key() {
         errs.push("a join (worker) node was given CA private keys; workers must not hold them — regenerate its user-data with --role join".into());
     }
+    if role == Role::Init {
+        if let Some(e) = manifest_mismatch(&m.root, c.cni_manifest.as_deref(), c.pod_subnet.as_deref()) {
+            errs.push(e);
+        }
+    }
     if !errs.is_empty() {
         return Err(errs);
     }
@@ -303,7 +308,7 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         node_ip,
         control_plane_endpoint: endpoint,
         cluster_name: c.name.clone().unwrap_or_else(|| "kubernetes".into()),
-        pod_subnet: c.pod_subnet.clone().unwrap_or_else(|| "10.244.0.0/16".into()),
+        pod_subnet: c.pod_subnet.clone().unwrap_or_else(|| DEFAULT_POD_SUBNET.into()),
         service_subnet: c.service_subnet.clone().unwrap_or_else(|| "10.96.0.0/12".into()),
         dns_domain: c.dns_domain.clone().unwrap_or_else(|| "cluster.local".into()),
         cri_socket: image.runtime_socket.clone(),
@@ -334,6 +339,27 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         admin_role: c.admin_role.unwrap_or(AdminRole::Edit),
         unresolved,
     })
+}
+
+/// The pod subnet kubeadm gets when node.toml sets none (kubeadm's own default
+/// is empty; kiln's matches flannel's `Network`, the guide's example).
+pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
+
+/// Row 35 at the point of use: the CNI manifest the init node applies after
+/// `kubeadm init` must give pods addresses inside the `networking.podSubnet`
+/// kubeadm gets ([`crate::cni::check`]); a mismatch is refused before
+/// kubeadm runs, so nothing is half-done. A manifest that cannot be read is
+/// left to `after_init`, which says so and does not apply it.
+fn manifest_mismatch(root: &Path, manifest: Option<&str>, pod_subnet: Option<&str>) -> Option<String> {
+    let manifest = manifest?;
+    let path = sources::contained(root, manifest).ok()?;
+    let text = std::fs::read_to_string(&path).ok()?;
+    let subnet = pod_subnet.unwrap_or(DEFAULT_POD_SUBNET);
+    let errors = crate::cni::check(&text, subnet).err()?;
+    Some(format!(
+        "[cluster] cni_manifest {manifest}: {}; the pod network would not match [cluster] pod_subnet {subnet}: fix the manifest (and `kiln pin` it again) or set pod_subnet (`kiln cluster --pod-subnet`), then regenerate user-data with `kiln userdata`",
+        crate::cni::at(manifest, &errors)
+    ))
 }
 
 /// PEM text inline, or read from a path on the node: resolved under root

@@ -4,6 +4,7 @@
 //! will parse; this crate never depends on the builder, so it stays tiny.
 
 pub mod agent;
+pub mod cni;
 pub mod csr;
 pub mod diagnose;
 pub mod files;

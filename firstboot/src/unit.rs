@@ -1,4 +1,5 @@
-//! The systemd unit that starts `kiln-firstboot` on boot.
+//! The systemd units that start `kiln-firstboot` on boot, and that run its
+//! `approve-csrs` on control planes every minute.
 
 /// File name of the first-boot unit.
 pub const UNIT_NAME: &str = "kiln-firstboot.service";
@@ -36,6 +37,60 @@ WantedBy=multi-user.target\n"
     )
 }
 
+/// File name of the unit that runs `kiln-firstboot approve-csrs` (row 37).
+pub const APPROVE_SERVICE: &str = "kiln-approve-csrs.service";
+/// File name of the timer that starts [`APPROVE_SERVICE`] again and again.
+pub const APPROVE_TIMER: &str = "kiln-approve-csrs.timer";
+
+/// Renders `kiln-approve-csrs.service`: one `kiln-firstboot approve-csrs` pass.
+///
+/// Only on a control plane: `ConditionPathExists=/etc/kubernetes/admin.conf`
+/// (kubeadm writes it on init and on a control-plane join; a worker never has
+/// it), a skipped condition is not a failure and the timer keeps firing
+/// (systemd's timer re-arms from its own last trigger, core/timer.c since
+/// v238, systemd PR #7907). Without `serverTLSBootstrap` no kubelet asks for a
+/// serving certificate, so a pass lists the CSRs, finds none of
+/// `kubernetes.io/kubelet-serving` and exits 0 (`agent::approve_csrs`).
+/// `TimeoutStartSec` bounds a pass a little above `agent::APPROVE_TIMEOUT`.
+pub fn render_approve_service(bin_dir: &str) -> String {
+    let bin_dir = bin_dir.trim_end_matches('/');
+    format!(
+        "[Unit]\n\
+Description=kiln: approve this cluster's kubelet serving-certificate requests\n\
+Documentation=https://github.com/kiln/kiln#kiln-firstboot\n\
+ConditionPathExists=/etc/kubernetes/admin.conf\n\
+After=kiln-firstboot.service\n\
+\n\
+[Service]\n\
+Type=oneshot\n\
+Environment=PATH={bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
+ExecStart={bin_dir}/kiln-firstboot approve-csrs\n\
+TimeoutStartSec={}\n",
+        crate::agent::APPROVE_TIMEOUT.as_secs() + 30
+    )
+}
+
+/// Renders `kiln-approve-csrs.timer`: a minute after boot, then a minute after
+/// each pass — a joining kubelet's serving CSR waits at most about a minute
+/// (kubelet keeps asking until it gets one; until then `kubectl logs`/`exec`
+/// and metrics-server fail against that node).
+pub fn render_approve_timer() -> String {
+    format!(
+        "[Unit]\n\
+Description=kiln: approve kubelet serving-certificate requests every minute\n\
+Documentation=https://github.com/kiln/kiln#kiln-firstboot\n\
+\n\
+[Timer]\n\
+OnBootSec=1min\n\
+OnUnitActiveSec=1min\n\
+AccuracySec=10s\n\
+Unit={APPROVE_SERVICE}\n\
+\n\
+[Install]\n\
+WantedBy=timers.target\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -52,5 +107,22 @@ mod tests {
         let unit = super::render("/opt/bin", "containerd.service");
         assert!(!unit.contains("Before=kubelet"), "{unit}");
         assert!(!unit.lines().any(|l| l.starts_with("Before=") && l.contains("kubelet")), "{unit}");
+    }
+
+    #[test]
+    fn approve_csrs_runs_only_on_control_planes_bounded_every_minute() {
+        let unit = super::render_approve_service("/opt/bin/");
+        assert!(unit.contains("ExecStart=/opt/bin/kiln-firstboot approve-csrs\n"), "{unit}");
+        assert!(unit.contains("ConditionPathExists=/etc/kubernetes/admin.conf\n"), "{unit}");
+        assert!(unit.contains("TimeoutStartSec=150\n"), "{unit}");
+        let timer = super::render_approve_timer();
+        for want in [
+            "OnBootSec=1min\n",
+            "OnUnitActiveSec=1min\n",
+            "Unit=kiln-approve-csrs.service\n",
+            "WantedBy=timers.target\n",
+        ] {
+            assert!(timer.contains(want), "{want}: {timer}");
+        }
     }
 }

@@ -656,6 +656,78 @@ fn csr_request(dir: &Path, subject: &str, san: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// `kiln-firstboot approve-csrs` on `s` (real kubectl v1.34.2 in its /opt/bin)
+/// against the loopback API server model holding `state`: its output and the
+/// file the model records approvals in.
+fn approve_csrs_against(s: &Scratch, state: &Value) -> (Output, PathBuf) {
+    let state_file = s.path("api-state.json");
+    std::fs::write(&state_file, state.to_string()).expect("state");
+    let (approvals, port_file) = (s.path("approvals"), s.path("port"));
+    let _ = std::fs::remove_file(&port_file);
+    let mut server =
+        Command::new(model("apiserver")).arg(&state_file).arg(&approvals).arg(&port_file).spawn().expect("apiserver");
+    let mut port = String::new();
+    for _ in 0..400 {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            port = p;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(!port.is_empty(), "the API server model did not start");
+    s.write(
+        "etc/kubernetes/admin.conf",
+        &format!("apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: http://127.0.0.1:{port}\n  name: k\ncontexts:\n- context:\n    cluster: k\n    user: admin\n  name: k\ncurrent-context: k\nusers:\n- name: admin\n  user: {{}}\n"),
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln-firstboot"))
+        .arg("--root")
+        .arg(s.root())
+        .arg("approve-csrs")
+        .env("PATH", s.env_path())
+        .env("HOME", s.path("home"))
+        .output()
+        .expect("kiln-firstboot runs");
+    let _ = server.kill();
+    let _ = server.wait();
+    (o, approvals)
+}
+
+/// What the timer's pass does on a cluster without `serverTLSBootstrap` (no
+/// kubelet asks for a serving certificate): with the REAL kubectl v1.34.2 it
+/// reads the CSRs, approves nothing (a kubelet's client CSR is not its
+/// business), says so and exits 0 at once — a `kiln-approve-csrs.service` pass
+/// every minute is harmless.
+#[test]
+fn approve_csrs_without_serving_requests_approves_nothing_and_ends_at_once() {
+    let bin = bin_dir("v1.34.2");
+    let s = Scratch::new("v1.34.2", "cp-1");
+    std::fs::create_dir_all(s.root().join("opt/bin")).expect("bin dir");
+    std::os::unix::fs::symlink(bin.join("kubectl"), s.root().join("opt/bin/kubectl")).expect("kubectl link");
+    let state = json!({
+        "csrs": [{
+            "apiVersion": "certificates.k8s.io/v1",
+            "kind": "CertificateSigningRequest",
+            "metadata": { "name": "csr-client" },
+            "spec": {
+                "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                "username": "system:bootstrap:abcdef",
+                "groups": ["system:bootstrappers"],
+                "usages": ["digital signature", "client auth"],
+                "request": "",
+            },
+            "status": {},
+        }],
+        "nodes": [],
+    });
+    let started = std::time::Instant::now();
+    let (o, approvals) = approve_csrs_against(&s, &state);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("approve-csrs: no pending kubelet serving-certificate requests"), "{text}");
+    assert_eq!(std::fs::read_to_string(&approvals).unwrap_or_default(), "", "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
+}
+
 /// Row 37, prevent: `kiln-firstboot approve-csrs` with the REAL kubectl v1.34.2
 /// against a loopback model of the API server (`tests/model/apiserver`) approves
 /// only the pending kubelet-serving CSR whose requester, subject, names and
@@ -707,34 +779,7 @@ fn approve_csrs_approves_only_a_nodes_own_serving_certificate_with_the_real_kube
               "status": { "addresses": [{ "type": "InternalIP", "address": "10.0.0.22" }, { "type": "Hostname", "address": "worker-2" }] } },
         ],
     });
-    let state_file = s.path("api-state.json");
-    std::fs::write(&state_file, state.to_string()).expect("state");
-    let (approvals, port_file) = (s.path("approvals"), s.path("port"));
-    let mut server =
-        Command::new(model("apiserver")).arg(&state_file).arg(&approvals).arg(&port_file).spawn().expect("apiserver");
-    let mut port = String::new();
-    for _ in 0..400 {
-        if let Ok(p) = std::fs::read_to_string(&port_file) {
-            port = p;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    assert!(!port.is_empty(), "the API server model did not start");
-    s.write(
-        "etc/kubernetes/admin.conf",
-        &format!("apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: http://127.0.0.1:{port}\n  name: k\ncontexts:\n- context:\n    cluster: k\n    user: admin\n  name: k\ncurrent-context: k\nusers:\n- name: admin\n  user: {{}}\n"),
-    );
-    let o = Command::new(env!("CARGO_BIN_EXE_kiln-firstboot"))
-        .arg("--root")
-        .arg(s.root())
-        .arg("approve-csrs")
-        .env("PATH", s.env_path())
-        .env("HOME", s.path("home"))
-        .output()
-        .expect("kiln-firstboot runs");
-    let _ = server.kill();
-    let _ = server.wait();
+    let (o, approvals) = approve_csrs_against(&s, &state);
     let text = out(&o);
     assert_eq!(o.status.code(), Some(0), "{text}");
     assert_eq!(std::fs::read_to_string(&approvals).unwrap_or_default(), "csr-good\n", "{text}");

@@ -696,6 +696,42 @@ fn incomplete_descriptions_exit_2_and_say_what_is_missing() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("node.toml:2:1"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// Row 35 at the point of use: the init node refuses (exit 2, before kubeadm) a CNI
+/// manifest whose pod network does not match node.toml's pod_subnet, naming both
+/// values, the manifest and the fix; a matching one is applied after init.
+#[test]
+fn a_cni_manifest_outside_pod_subnet_is_refused_before_kubeadm() {
+    let n = Node::new(34, "cp-1");
+    let flannel = "kind: ConfigMap\nmetadata:\n  name: kube-flannel-cfg\ndata:\n  net-conf.json: |\n    {\n      \"Network\": \"10.244.0.0/16\",\n      \"Backend\": { \"Type\": \"vxlan\" }\n    }\n";
+    n.write("etc/kiln/cni.yaml", flannel);
+    let node = |subnet: &str| {
+        format!(
+            "{}cni_manifest = \"/etc/kiln/cni.yaml\"\n{subnet}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}",
+            cluster("api.example.test:6443"),
+            pki()
+        )
+    };
+    n.write("etc/kiln/node.toml", &node("pod_subnet = \"10.42.0.0/16\"\n"));
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(n.calls("kubeadm").is_empty(), "kubeadm ran with a mismatched CNI manifest");
+    assert!(n.calls("kubectl").is_empty(), "the mismatched manifest was applied");
+    let failed = n.read("run/kiln/bootstrap-failed");
+    for want in [
+        "/etc/kiln/cni.yaml:7: flannel's net-conf.json \"Network\" is 10.244.0.0/16 but pod_subnet is 10.42.0.0/16",
+        "kiln cluster --pod-subnet",
+    ] {
+        assert!(failed.contains(want), "{want:?} missing:\n{failed}");
+    }
+    // Matching (here kiln's default pod_subnet, 10.244.0.0/16): init runs and the manifest is applied.
+    n.write("etc/kiln/node.toml", &node(""));
+    let o = n.run(&["run"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(n.kubeadm_runs().len(), 1);
+    let cni = n.root().join("etc/kiln/cni.yaml").display().to_string();
+    assert!(n.calls("kubectl").iter().any(|c| c.ends_with(&format!("apply -f {cni}"))), "{:?}", n.calls("kubectl"));
+}
+
 #[test]
 fn a_join_that_cannot_reach_the_endpoint_ends_within_the_bound() {
     let n = Node::new(34, "w");

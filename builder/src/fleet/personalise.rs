@@ -286,8 +286,15 @@ pub fn render(cluster: &Cluster, node: &FleetNode) -> Result<Vec<BootFile>> {
                     yaml_str(&a.to_string())
                 ));
                 if let Some(g) = node.gateway {
+                    // Not netplan's `to: default`: cloud-init 22.4 (Debian 12's;
+                    // cloudinit/net/network_state.py parses a v2 route's `to` as an
+                    // IP network) refuses it ("Address default is not a valid ip
+                    // address"); netplan and every cloud-init read the explicit
+                    // default network.
+                    let to = if g.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
                     s.push_str(&format!(
-                        "      routes:\n        - to: default\n          via: {}\n",
+                        "      routes:\n        - to: {}\n          via: {}\n",
+                        yaml_str(to),
                         yaml_str(&g.to_string())
                     ));
                 }

@@ -498,12 +498,32 @@ fn cni_manifest(c: &mut Checker) {
     match c.p.read_cni_manifest_file() {
         Ok(Some(bytes)) => {
             let span = spec.path.as_ref().map(|p| p.span()).unwrap_or(spec.sha256.span());
-            pod_subnet_findings(c, span, &String::from_utf8_lossy(&bytes));
+            manifest_findings(c, span, &String::from_utf8_lossy(&bytes));
         }
         Ok(None) => {}
         Err(e) => {
             let rule = if e.kind == Kind::Verify { "cni-manifest-sha256" } else { "cni-manifest" };
             c.report(rule, e);
+        }
+    }
+}
+
+/// What `kiln check` and `kiln build` hold the profile's CNI manifest to: its
+/// pod CIDR (row 35) and its images pinned with their platforms (row 43).
+fn manifest_findings(c: &mut Checker, span: Range<usize>, text: &str) {
+    pod_subnet_findings(c, span.clone(), text);
+    // Row 43: `cni-image-arch` checks only what `[cni_images]` records, so every
+    // image the applied manifest names must be recorded (`kiln pin` resolves them).
+    for image in crate::oci::manifest_images(text) {
+        if !c.p.doc.cni_images.contains_key(&image) {
+            c.error(
+                "cni-image-pinned",
+                span.clone(),
+                format!(
+                    "the CNI manifest names image `{image}`, which [cni_images] does not record, so its architectures are unchecked; run `kiln pin --profile {}` to resolve it",
+                    c.p.path.display()
+                ),
+            );
         }
     }
 }
@@ -542,7 +562,7 @@ pub fn cni_manifest_in_tree(profile: &Profile, tree: &Tree) -> Result<()> {
         .into_owned(),
     };
     let mut c = Checker { p: profile, out: Vec::new() };
-    pod_subnet_findings(&mut c, spec.span(), &text);
+    manifest_findings(&mut c, spec.span(), &text);
     let errors: Vec<String> = c
         .out
         .into_iter()

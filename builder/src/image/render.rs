@@ -226,6 +226,23 @@ pub fn render(profile: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
         Entry::symlink(format!("{units}/{}", kiln_firstboot::unit::UNIT_NAME), Origin::Rendered),
         false,
     )?;
+    // Row 37: the serving-CSR approval runs by itself on control planes.
+    use kiln_firstboot::unit::{APPROVE_SERVICE, APPROVE_TIMER};
+    tree.insert(
+        &format!("{units}/{APPROVE_SERVICE}"),
+        Entry::text(kiln_firstboot::unit::render_approve_service(&bin), 0o644),
+        false,
+    )?;
+    tree.insert(
+        &format!("{units}/{APPROVE_TIMER}"),
+        Entry::text(kiln_firstboot::unit::render_approve_timer(), 0o644),
+        false,
+    )?;
+    tree.insert(
+        &format!("{units}/timers.target.wants/{APPROVE_TIMER}"),
+        Entry::symlink(format!("{units}/{APPROVE_TIMER}"), Origin::Rendered),
+        false,
+    )?;
     Ok(())
 }
 

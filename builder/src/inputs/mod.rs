@@ -7,7 +7,8 @@
 //! finds the pod CIDR a CNI manifest configures.
 
 pub mod cache;
-pub mod cni_manifest;
+/// The CNI manifest pod-CIDR parser lives in kiln-firstboot, which checks it on the init node too.
+pub use kiln_firstboot::cni as cni_manifest;
 pub mod fetch;
 pub mod location;
 pub mod mirror;

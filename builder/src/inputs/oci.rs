@@ -1,7 +1,8 @@
 //! The CNI manifest's container images, for every architecture (seed row 43:
 //! a DaemonSet whose image lacks arm64 leaves the Pis NotReady).
 //!
-//! `kiln pin --cni-manifest FILE` reads every `image:` of the manifest
+//! `kiln pin` reads every `image:` of the profile's `[cni_manifest]` (or of
+//! `--cni-manifest FILE`, a CNI the image does not carry)
 //! ([`manifest_images`]) and resolves each through the OCI distribution API
 //! ([`resolve`]): `GET /v2/<name>/manifests/<reference>` accepting an OCI
 //! index, a Docker manifest list and both single-image manifests; on `401`
@@ -366,12 +367,23 @@ pub fn pin_manifest(
             f.take(MAX_BODY * 4).read_to_string(&mut s).map(|_| s)
         })
         .map_err(|e| Error::config(format!("--cni-manifest {}: {e}", manifest.display())))?;
-    let images = manifest_images(&text);
-    if images.is_empty() {
+    if manifest_images(&text).is_empty() {
         return Err(Error::config(format!(
             "--cni-manifest {}: no `image:` in it; is it the CNI's Kubernetes manifest?",
             manifest.display()
         )));
+    }
+    pin_images(doc, &text, agent)
+}
+
+/// Resolves every image of the manifest `text` (the profile's own
+/// `[cni_manifest]`, or `--cni-manifest`'s) and writes `[cni_images]` into
+/// `doc`, replacing what was there (none: the table is removed). One line per image.
+pub fn pin_images(doc: &mut toml_edit::DocumentMut, text: &str, agent: &ureq::Agent) -> Result<Vec<String>> {
+    let images = manifest_images(text);
+    if images.is_empty() {
+        doc.remove("cni_images");
+        return Ok(Vec::new());
     }
     let mut table = toml_edit::Table::new();
     let mut lines = Vec::new();

@@ -301,8 +301,15 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
             set_size(&mut doc["artifacts"][&name], arch.as_str(), size);
         }
     }
-    if let Err(e) = pin_cni_manifest(&profile, &mut doc, opts, &agent, progress) {
-        failed.push(e.context("pinning [cni_manifest]"));
+    match pin_cni_manifest(&profile, &mut doc, opts, &agent, progress) {
+        // Row 43: the images `kiln check` holds against the architectures are
+        // the applied manifest's own (`--cni-manifest` names another one instead).
+        Ok(Some(text)) if opts.cni_manifest.is_none() => match crate::oci::pin_images(&mut doc, &text, &agent) {
+            Ok(lines) => lines.into_iter().for_each(|l| progress.detail(l)),
+            Err(e) => failed.push(e.context("resolving the images of [cni_manifest]")),
+        },
+        Ok(_) => {}
+        Err(e) => failed.push(e.context("pinning [cni_manifest]")),
     }
     if let Some(first) = failed.first() {
         let kind = first.kind;
@@ -333,18 +340,30 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
 /// checksum file for one): a `path` is hashed, a `url` downloaded (through
 /// `--base-url` when given) and hashed, its size pinned too. A manifest over
 /// [`fetch::MAX_TEXT`] bytes by URL is refused with the way out: a `path`.
+/// Returns the manifest's text (`None` without a `[cni_manifest]`).
 fn pin_cni_manifest(
     profile: &Profile,
     doc: &mut DocumentMut,
     opts: &PinOptions,
     agent: &ureq::Agent,
     progress: &Progress,
-) -> Result<()> {
-    let Some(spec) = &profile.doc.cni_manifest else { return Ok(()) };
+) -> Result<Option<String>> {
+    let Some(spec) = &profile.doc.cni_manifest else { return Ok(None) };
     let spec = spec.get_ref();
-    let (sha, size) = if let Some(file) = profile.cni_manifest_file() {
-        let sha = crate::hash::sha256_file(&file).io_ctx(file.display())?;
-        (sha, None)
+    let (sha, size, text) = if let Some(file) = profile.cni_manifest_file() {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        fetch::open_regular(&file)
+            .and_then(|f| f.take(crate::profile::CNI_MANIFEST_MAX + 1).read_to_end(&mut bytes))
+            .io_ctx(file.display())?;
+        if bytes.len() as u64 > crate::profile::CNI_MANIFEST_MAX {
+            return Err(Error::config(format!(
+                "{}: larger than {} bytes; is it a CNI manifest?",
+                file.display(),
+                crate::profile::CNI_MANIFEST_MAX
+            )));
+        }
+        (crate::hash::sha256_hex(&bytes), None, String::from_utf8_lossy(&bytes).into_owned())
     } else if let Some(url) = &spec.url {
         let url = match &opts.base_url {
             Some(base) => fetch::rebase_url(base, url.get_ref()),
@@ -353,16 +372,16 @@ fn pin_cni_manifest(
         let text = fetch::fetch_text(&opts.fetch, agent, &url).map_err(|e| {
             e.context(format!("a manifest by url is pinned up to {} bytes; download a larger one beside the profile and pin it by `path`", fetch::MAX_TEXT))
         })?;
-        (crate::hash::sha256_hex(text.as_bytes()), Some(text.len() as u64))
+        (crate::hash::sha256_hex(text.as_bytes()), Some(text.len() as u64), text)
     } else {
-        return Ok(());
+        return Ok(None);
     };
     progress.detail(format!("cni_manifest: {sha}"));
     set_value(&mut doc["cni_manifest"]["sha256"], &sha);
     if let Some(n) = size {
         doc["cni_manifest"]["size"] = toml_edit::value(n as i64);
     }
-    Ok(())
+    Ok(Some(text))
 }
 
 #[cfg(test)]

@@ -288,8 +288,9 @@ pub struct CniManifestSpec {
 pub const CNI_MANIFEST_PATH: &str = "/etc/kiln/cni.yaml";
 /// The artifact name of a `[cni_manifest]` pinned by URL.
 pub const CNI_MANIFEST_ARTIFACT: &str = "cni-manifest";
-/// `kiln cluster init`'s default `--pod-subnet`.
-pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
+/// `kiln cluster init`'s default `--pod-subnet`, the same as kiln-firstboot's
+/// when node.toml sets none.
+pub const DEFAULT_POD_SUBNET: &str = kiln_firstboot::agent::DEFAULT_POD_SUBNET;
 /// Largest CNI manifest kiln reads from a `path` (Calico's with its CRDs is ~1 MiB).
 pub const CNI_MANIFEST_MAX: u64 = 16 << 20;
 
@@ -846,9 +847,10 @@ fn validate_fields(doc: &ProfileDoc, err: &mut impl FnMut(std::ops::Range<usize>
             }
         }
         if let Some(ps) = &c.pod_subnet {
-            let ok = ps.get_ref().split(',').all(|x| crate::cluster::Cidr::parse(x.trim()).is_some());
-            if !ok {
-                err(ps.span(), format!("cni_manifest: pod_subnet {} is not a CIDR like {DEFAULT_POD_SUBNET} (dual-stack: two, comma-separated); use cluster.toml's pod_subnet", v::show(ps.get_ref())));
+            // The rules `kiln cluster init --pod-subnet` applies (kubeadm's), so a
+            // profile never expects a pod subnet no cluster can have.
+            if let Err(e) = crate::cluster::pod_subnet(ps.get_ref()) {
+                err(ps.span(), format!("cni_manifest: pod_subnet: {e}; use cluster.toml's pod_subnet"));
             }
         }
     }

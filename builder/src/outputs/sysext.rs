@@ -111,6 +111,7 @@ pub fn split(profile: &Profile, arch: Arch, image: &Tree) -> Result<Split> {
     let units = "etc/systemd/system";
     let replaced_host = [
         format!("{units}/{}", kiln_firstboot::unit::UNIT_NAME),
+        format!("{units}/{}", kiln_firstboot::unit::APPROVE_SERVICE),
         format!("{units}/kubelet.service.d/20-kiln.conf"),
         kiln_firstboot::image::IMAGE_TOML_PATH.trim_start_matches('/').to_string(),
     ];

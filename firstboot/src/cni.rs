@@ -1,6 +1,9 @@
 //! The pod CIDR a CNI manifest configures, for the network plugins kiln's
-//! users apply, so `kiln check` can hold it against `pod_subnet` (the CIDR
-//! kubeadm gives kube-controller-manager, which hands each node its slice).
+//! users apply, held against `pod_subnet` (the CIDR kubeadm gives
+//! kube-controller-manager, which hands each node its slice): by `kiln check`
+//! and `kiln cluster`/`userdata` at build time, and by kiln-firstboot on the
+//! init node before kubeadm runs (the manifest it would apply after init).
+//! Here, not in the builder, so both use one parser (plain text: no YAML crate).
 //!
 //! Read line by line from the YAML (no YAML parser: the keys are distinctive
 //! and each has one spelling upstream):
@@ -24,7 +27,26 @@
 //!
 //! Comment lines (`#`) are skipped: a commented-out setting sets nothing.
 
-use crate::cluster::Cidr;
+use std::net::IpAddr;
+
+use crate::routes;
+
+/// A network: address and prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    fn parse(s: &str) -> Option<Cidr> {
+        routes::parse_cidr(s).map(|(addr, prefix)| Cidr { addr, prefix })
+    }
+    /// `addr/prefix` with the host bits as written.
+    fn show(&self) -> String {
+        format!("{}/{}", self.addr, self.prefix)
+    }
+}
 
 /// Which plugin's setting a CIDR came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +147,12 @@ fn unquote(s: &str) -> &str {
 
 /// Whether `outer` contains every address of `inner` (same family).
 fn contains(outer: &Cidr, inner: &Cidr) -> bool {
-    outer.prefix <= inner.prefix && outer.overlaps(inner)
+    outer.prefix <= inner.prefix && routes::in_net(inner.addr, outer.addr, outer.prefix)
+}
+
+/// [`check`]'s messages joined, each at `path:line` (the manifest as the node sees it).
+pub fn at(path: &str, errors: &[String]) -> String {
+    errors.iter().map(|e| format!("{path}:{}", e.strip_prefix("line ").unwrap_or(e))).collect::<Vec<_>>().join("; ")
 }
 
 /// The pod CIDRs of `manifest` held against `pod_subnet` (one CIDR or a
