@@ -936,11 +936,9 @@ pub fn approve_csrs(m: &Machine) -> (bool, Vec<String>) {
     let items = list["items"].as_array().cloned().unwrap_or_default();
     for csr in items.iter().take(APPROVE_MAX) {
         let name = csr["metadata"]["name"].as_str().unwrap_or_default();
-        // A DNS subdomain (metadata.name): never an option to kubectl.
-        let name_ok = !name.is_empty()
-            && name.len() <= 253
-            && !name.starts_with(['-', '.'])
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        // metadata.name is a DNS subdomain (apimachinery's IsDNS1123Subdomain,
+        // `validate::dns1123_subdomain`): never an option to kubectl.
+        let name_ok = crate::validate::dns1123_subdomain(name).is_ok();
         if !name_ok || csr["spec"]["signerName"] != crate::csr::KUBELET_SERVING || !crate::csr::pending(csr) {
             continue;
         }

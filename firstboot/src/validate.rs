@@ -227,7 +227,7 @@ pub fn token_ttl(s: &str) -> Result<Duration, String> {
 /// `[a-z0-9]([-a-z0-9]*[a-z0-9])?` joined by dots
 /// (`staging/src/k8s.io/apimachinery/pkg/util/validation/validation.go`).
 /// Returns why not, in a phrase.
-fn dns1123_subdomain(s: &str) -> Result<(), String> {
+pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("it is empty".into());
     }

@@ -233,13 +233,11 @@ pub fn is_node_name(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// Whether `s` is a Linux user name cloud-init and `useradd` accept (and not root).
+/// Whether `s` is a Linux user name cloud-init and `useradd` accept (and not root):
+/// the rule kiln-firstboot applies to `[cluster] admin_user`
+/// ([`kiln_firstboot::validate::admin_user`]), so a fleet never writes a name the node refuses.
 pub fn is_user_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_lowercase() || c == b'_')
-        && s.len() <= 32
-        && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
-        && s != "root"
+    kiln_firstboot::validate::admin_user(s).is_ok()
 }
 
 /// A parsed name pattern: `prefix[first:last]suffix` or a plain name.
