@@ -852,8 +852,14 @@ pub fn fetch_size(opts: &FetchOptions, agent: &ureq::Agent, url: &str) -> Result
 /// Fetches a small text document (a `.sha256` file, at most [`MAX_TEXT`]
 /// bytes) with the same retry, redirect and deadline policy as downloads.
 pub fn fetch_text(opts: &FetchOptions, agent: &ureq::Agent, url: &str) -> Result<String> {
+    fetch_text_up_to(opts, agent, url, MAX_TEXT, "a checksum file")
+}
+
+/// [`fetch_text`] for a document of at most `limit` bytes; a longer body is
+/// refused as not being `what` (e.g. "a CNI manifest").
+pub fn fetch_text_up_to(opts: &FetchOptions, agent: &ureq::Agent, url: &str, limit: u64, what: &str) -> Result<String> {
     if let Some(path) = url.strip_prefix("file://") {
-        return read_small_file(Path::new(path), MAX_TEXT).map_err(|e| Error::build(format!("{url}: {e}")));
+        return read_small_file(Path::new(path), limit).map_err(|e| Error::build(format!("{url}: {e}")));
     }
     let deadline = Instant::now() + opts.deadline;
     retry(
@@ -862,12 +868,12 @@ pub fn fetch_text(opts: &FetchOptions, agent: &ureq::Agent, url: &str) -> Result
         |_, _, _, _| {},
         || {
             let (r, from) = get(agent, "GET", url, opts.timeout, deadline)?;
-            let mut body = Bounded { inner: r.into_reader(), read: 0, limit: MAX_TEXT, deadline: Some(deadline) };
+            let mut body = Bounded { inner: r.into_reader(), read: 0, limit, deadline: Some(deadline) };
             let mut bytes = Vec::new();
             match body.read_to_end(&mut bytes) {
                 Ok(_) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
                 Err(e) if is_too_large(&e) => Err(Attempt::Final(Cause::Failed(format!(
-                    "longer than {MAX_TEXT} bytes{}; is it a checksum file?",
+                    "longer than {limit} bytes{}; is it {what}?",
                     redirected(url, &from)
                 )))),
                 Err(e) => Err(Attempt::Transient(format!("reading the body{}: {e}", redirected(url, &from)))),

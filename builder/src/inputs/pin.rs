@@ -338,8 +338,8 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
 
 /// `[cni_manifest]`'s sha256 from the manifest itself (no upstream publishes a
 /// checksum file for one): a `path` is hashed, a `url` downloaded (through
-/// `--base-url` when given) and hashed, its size pinned too. A manifest over
-/// [`fetch::MAX_TEXT`] bytes by URL is refused with the way out: a `path`.
+/// `--base-url` when given) and hashed, its size pinned too; either way at most
+/// [`crate::profile::CNI_MANIFEST_MAX`] bytes.
 /// Returns the manifest's text (`None` without a `[cni_manifest]`).
 fn pin_cni_manifest(
     profile: &Profile,
@@ -369,9 +369,8 @@ fn pin_cni_manifest(
             Some(base) => fetch::rebase_url(base, url.get_ref()),
             None => url.get_ref().clone(),
         };
-        let text = fetch::fetch_text(&opts.fetch, agent, &url).map_err(|e| {
-            e.context(format!("a manifest by url is pinned up to {} bytes; download a larger one beside the profile and pin it by `path`", fetch::MAX_TEXT))
-        })?;
+        let text =
+            fetch::fetch_text_up_to(&opts.fetch, agent, &url, crate::profile::CNI_MANIFEST_MAX, "a CNI manifest")?;
         (crate::hash::sha256_hex(text.as_bytes()), Some(text.len() as u64), text)
     } else {
         return Ok(None);
