@@ -116,6 +116,22 @@ fn a_manifest_by_url_is_pinned_fetched_verified_and_checked_against_pod_subnet()
     assert!(!s.path("dist3/manifest.json").exists());
 }
 
+/// A manifest by url as large as the ones users apply (Calico's is ~300 KiB) is
+/// pinned like one by path: the same cap ([`kiln::profile::CNI_MANIFEST_MAX`]),
+/// not the 64 KiB of a checksum file.
+#[test]
+fn a_large_manifest_by_url_is_pinned_under_the_same_cap_as_a_path() {
+    let s = Scratch::new(&["debian-1.34"]);
+    let big = format!("{FLANNEL}{}", "# padding, as a long manifest's comments and CRDs are\n".repeat(6000));
+    assert!(big.len() > 300 << 10);
+    standin::publish(s.mirror.root(), URL_PATH, big.as_bytes(), false);
+    add_manifest(&s, &format!("url = \"https://github.com{URL_PATH}\"\nsha256 = \"{ZEROS}\"\n"));
+    s.pin("debian-1.34");
+    let text = std::fs::read_to_string(s.profile("debian-1.34")).unwrap();
+    assert!(text.contains(&format!("sha256 = \"{}\"", standin::sha256(big.as_bytes()))), "{text}");
+    assert!(text.contains(&format!("size = {}", big.len())), "{text}");
+}
+
 /// The profile's `[cni_manifest] pod_subnet` is held to the rules cluster.toml's
 /// `pod_subnet` is (`kiln cluster init --pod-subnet`, kubeadm's): a subnet no
 /// cluster can have is refused at its `file:line:col`, not only a non-CIDR.
