@@ -23,7 +23,7 @@
 mod common;
 
 use common::kiln_bin;
-use kiln::profile::{Arch, Profile};
+use kiln::inputs::profile::{Arch, Profile};
 use kiln_testkit::standin;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -313,7 +313,7 @@ impl Setup {
         let mut kubelet = PathBuf::new();
         for (name, spec) in &profile.doc.artifacts {
             let spec = spec.get_ref();
-            let url = kiln::profile::expand_url(spec.url.get_ref(), spec.version.get_ref(), Arch::Amd64);
+            let url = kiln::inputs::profile::expand_url(spec.url.get_ref(), spec.version.get_ref(), Arch::Amd64);
             let seed = name.len() as u64 * 7919;
             let data = match (name.as_str(), spec.extract.is_some()) {
                 ("crictl", _) => standin::tgz(&[("crictl", standin::go_elf(62, sized(CRICTL), seed))]),
@@ -328,7 +328,7 @@ impl Setup {
                     standin::go_elf(62, sized(size), seed)
                 }
             };
-            let path = kiln::fetch::url_path(&url);
+            let path = kiln::inputs::fetch::url_path(&url);
             standin::publish(&mirror, path, &data, false);
             if name == "kubelet" {
                 kubelet = mirror.join(path.trim_start_matches('/'));
@@ -375,7 +375,7 @@ impl Setup {
     }
 
     fn sysext(&self, out: &str) -> PathBuf {
-        self.path(out).join(kiln::sysext::file_name(&self.profile, Arch::Amd64))
+        self.path(out).join(kiln::outputs::sysext::file_name(&self.profile, Arch::Amd64))
     }
 }
 
@@ -449,8 +449,8 @@ fn main() {
     );
     // The other way round: the fastest kiln level whose output is no larger than pigz -6's.
     let pigz6 = if level == 6 { size } else { pigz_size(6) };
-    let mut kiln_level = kiln::tarball::Compression::GZIP_DEFAULT;
-    for l in 1..kiln::tarball::Compression::GZIP_DEFAULT {
+    let mut kiln_level = kiln::outputs::tarball::Compression::GZIP_DEFAULT;
+    for l in 1..kiln::outputs::tarball::Compression::GZIP_DEFAULT {
         let mut c = s.build("lvl", "tar", true);
         c.arg("--gzip-level").arg(l.to_string());
         measure(&c);
@@ -467,9 +467,9 @@ fn main() {
     println!();
     let out = |name: &str| t.join(name);
     let mut one = s.build("one", "tar", true);
-    one.env(kiln::pgzip::THREADS_ENV, "1");
+    one.env(kiln::outputs::pgzip::THREADS_ENV, "1");
     let mut all = s.build("dist", "tar", true);
-    all.env_remove(kiln::pgzip::THREADS_ENV);
+    all.env_remove(kiln::outputs::pgzip::THREADS_ENV);
     let mut matched = s.build("lvl", "tar", true);
     matched.arg("--gzip-level").arg(kiln_level.to_string());
     let n = cores();
@@ -576,7 +576,7 @@ fn main() {
             measure(&st.build("dist", "tar", false)); // fills the cache
                                                       // Let the downloads age past the cache's racy window, then one
                                                       // untimed warm build stamps them, as for the 1x tree.
-            std::thread::sleep(kiln::cache::RACY + std::time::Duration::from_millis(200));
+            std::thread::sleep(kiln::inputs::cache::RACY + std::time::Duration::from_millis(200));
             measure(&st.build("dist", "tar", true));
         }
         let tar = measure(&st.build("dist", "tar", true));

@@ -114,7 +114,7 @@ fn base_image(dir: &Path, data_mib: usize) -> PathBuf {
     }
     let _ = std::fs::remove_file(&fat);
     let _ = std::fs::remove_file(&root);
-    let bmap = kiln::card::bmap::create(&img).expect("bmap");
+    let bmap = kiln::outputs::card::bmap::create(&img).expect("bmap");
     std::fs::write(dir.join("card.img.bmap"), bmap.to_xml()).expect("bmap write");
     img
 }
@@ -290,10 +290,11 @@ fn main() {
         let _ = Command::new("losetup").arg("-d").arg(&target).status();
     }
 
-    let mapped = kiln::card::bmap::Bmap::parse(&std::fs::read_to_string(dir.join("card.img.bmap")).expect("bmap"))
-        .expect("bmap")
-        .mapped_blocks()
-        * 4096;
+    let mapped =
+        kiln::outputs::card::bmap::Bmap::parse(&std::fs::read_to_string(dir.join("card.img.bmap")).expect("bmap"))
+            .expect("bmap")
+            .mapped_blocks()
+            * 4096;
     println!("\n== bench_fleet: 4 GiB sparse card image, {} MiB mapped ==", mapped >> 20);
     println!("(a) personalise 100 card images (both synced at the end; the same copy method for both)");
     for (fs, (t_kiln, t_cp)) in &rows {

@@ -1,18 +1,18 @@
 //! `kiln build`: profile → fetched, verified artifacts → image tree → outputs.
 
-use crate::cache::Cache;
-use crate::check;
 use crate::error::{Error, IoContext, Result};
-use crate::fetch::{self, FetchOptions};
 use crate::hash;
-use crate::ignition_image::{self, IgnitionInputs};
-use crate::manifest::{self, Manifest, Output, ProfileSection};
-use crate::profile::{Arch, Artifact, Install, OutputFormat, Profile};
+use crate::image::check;
+use crate::image::tree::{Content, Entry, Origin, Tree};
+use crate::inputs::cache::Cache;
+use crate::inputs::fetch::{self, FetchOptions};
+use crate::inputs::profile::{Arch, Artifact, Install, OutputFormat, Profile};
+use crate::outputs::ignition_image::{self, IgnitionInputs};
+use crate::outputs::manifest::{self, Manifest, Output, ProfileSection};
+use crate::outputs::staging::Staging;
+use crate::outputs::sysext;
+use crate::outputs::tarball;
 use crate::progress::{human_bytes, Progress};
-use crate::staging::Staging;
-use crate::sysext;
-use crate::tarball;
-use crate::tree::{Content, Entry, Origin, Tree};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -98,7 +98,7 @@ pub fn epoch(profile: &Profile) -> Result<u64> {
             .map_err(|_| {
                 Error::config(format!("SOURCE_DATE_EPOCH=`{s}` is not a number of seconds; unset it or fix it"))
             })
-            .and_then(|e| crate::validate::epoch("SOURCE_DATE_EPOCH", e).map(|()| e).map_err(Error::config)),
+            .and_then(|e| crate::inputs::validate::epoch("SOURCE_DATE_EPOCH", e).map(|()| e).map_err(Error::config)),
         _ => Ok(profile.epoch()),
     }
 }
@@ -323,7 +323,7 @@ fn plan(tree: Tree) -> Result<Tree> {
     let mut planned = tree.without_entries(); // keeps the record of overrides
     for (path, entry) in tree.iter() {
         let mut entry = entry.clone();
-        if let crate::tree::Node::File(Content::Disk { path: src, size, expect_sha256 }) = &mut entry.node {
+        if let crate::image::tree::Node::File(Content::Disk { path: src, size, expect_sha256 }) = &mut entry.node {
             if expect_sha256.is_none() {
                 let (n, sha) = fetch::open_regular(src)
                     .and_then(|mut f| hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
@@ -405,7 +405,7 @@ pub const PROFILE_REGISTRY: &str = "profiles.json";
 /// came from another profile file that still exists and still has that name:
 /// the two would overwrite each other's outputs.
 fn check_name_is_ours(profile: &Profile, out: &Path) -> Result<()> {
-    let Ok(gens) = crate::staging::generations_dir(out) else { return Ok(()) };
+    let Ok(gens) = crate::outputs::staging::generations_dir(out) else { return Ok(()) };
     let Ok(text) = std::fs::read_to_string(gens.join(PROFILE_REGISTRY)) else { return Ok(()) };
     let Ok(map) = serde_json::from_str::<std::collections::BTreeMap<String, PathBuf>>(&text) else { return Ok(()) };
     let Some(recorded) = map.get(profile.name()) else { return Ok(()) };
@@ -428,7 +428,7 @@ fn check_name_is_ours(profile: &Profile, out: &Path) -> Result<()> {
 
 /// Records in `dist.gen/profiles.json` that `profile`'s name is built from its file.
 fn record_name(profile: &Profile, out: &Path) -> Result<()> {
-    let gens = crate::staging::generations_dir(out)?;
+    let gens = crate::outputs::staging::generations_dir(out)?;
     let path = gens.join(PROFILE_REGISTRY);
     let mut map: std::collections::BTreeMap<String, PathBuf> =
         std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
@@ -438,7 +438,7 @@ fn record_name(profile: &Profile, out: &Path) -> Result<()> {
     }
     map.insert(profile.name().to_string(), here);
     let text = serde_json::to_string_pretty(&map).map_err(|e| Error::build(e.to_string()))?;
-    crate::staging::write_atomic(&path, text.as_bytes(), 0o644)
+    crate::outputs::staging::write_atomic(&path, text.as_bytes(), 0o644)
 }
 
 /// Builds every requested architecture of `profile` into `opts.out_dir`.
@@ -515,7 +515,7 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
 
     let name = profile.name().to_string();
     // `--out` must name a directory of its own (it becomes a link to a generation).
-    crate::staging::generations_dir(&opts.out_dir)?;
+    crate::outputs::staging::generations_dir(&opts.out_dir)?;
     check_name_is_ours(profile, &opts.out_dir)?;
     // Without the lock: `dist` always points at one complete generation.
     let previous = Manifest::read(&opts.out_dir);
@@ -568,7 +568,7 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
         let mut tree = assemble(profile, *arch, &cache, &fetched, fb.as_ref())?;
         check::cni_manifest_in_tree(profile, &tree)?;
         let (files, bytes) = tree.iter().fold((0usize, 0u64), |(n, b), (_, e)| match &e.node {
-            crate::tree::Node::File(c) => (n + 1, b + c.size()),
+            crate::image::tree::Node::File(c) => (n + 1, b + c.size()),
             _ => (n, b),
         });
         progress.detail(format!(
@@ -582,11 +582,11 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
                 progress.warn(&w);
             }
         }
-        crate::card::runtime::add_containerd_unit(profile, &mut tree)?;
+        crate::outputs::card::runtime::add_containerd_unit(profile, &mut tree)?;
         if formats.contains(&OutputFormat::Card) {
-            crate::card::runtime::mask_swap(&mut tree)?;
+            crate::outputs::card::runtime::mask_swap(&mut tree)?;
         }
-        crate::staging::failpoint("pause-before-pack");
+        crate::outputs::staging::failpoint("pause-before-pack");
         let mut records = None;
         for format in [OutputFormat::Tar, OutputFormat::TarZst] {
             if formats.contains(&format) {
@@ -668,9 +668,18 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
         }
         if formats.contains(&OutputFormat::Card) {
             let t0 = Instant::now();
-            let r = crate::card::write(profile, *arch, &tree, &cache, &opts.fetch, epoch, &staging.path(""), progress)
-                .map_err(forget_on_verify)?;
-            let file = crate::card::image_name(profile, *arch);
+            let r = crate::outputs::card::write(
+                profile,
+                *arch,
+                &tree,
+                &cache,
+                &opts.fetch,
+                epoch,
+                &staging.path(""),
+                progress,
+            )
+            .map_err(forget_on_verify)?;
+            let file = crate::outputs::card::image_name(profile, *arch);
             let out = output(&staging, &file, "card", *arch)?;
             progress.step(format!(
                 "wrote {file}: {} entries added to the root filesystem, {} mapped of {}, in {:.1} s",
@@ -680,7 +689,7 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
                 t0.elapsed().as_secs_f64()
             ));
             outputs.push(out);
-            outputs.push(output(&staging, &crate::card::bmap_name(profile, *arch), "bmap", *arch)?);
+            outputs.push(output(&staging, &crate::outputs::card::bmap_name(profile, *arch), "bmap", *arch)?);
         }
         let records = match records {
             Some(r) => r,

@@ -1,6 +1,6 @@
 //! Command-line interface of `kiln`.
 
-use crate::profile::Arch;
+use crate::inputs::profile::Arch;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -142,7 +142,7 @@ pub struct ClusterInitArgs {
     #[arg(long, value_name = "VERSION")]
     pub kubernetes_version: String,
     /// Pod network CIDR.
-    #[arg(long, default_value = crate::profile::DEFAULT_POD_SUBNET, value_name = "CIDR")]
+    #[arg(long, default_value = crate::inputs::profile::DEFAULT_POD_SUBNET, value_name = "CIDR")]
     pub pod_subnet: String,
     /// Service network CIDR.
     #[arg(long, default_value = "10.96.0.0/12", value_name = "CIDR")]
@@ -248,10 +248,10 @@ pub struct BuildArgs {
     pub timeout: u64,
     /// Output format (repeatable; default: the profile's `formats`, else tar).
     #[arg(long = "format", value_enum, value_name = "FORMAT")]
-    pub formats: Vec<crate::profile::OutputFormat>,
+    pub formats: Vec<crate::inputs::profile::OutputFormat>,
     /// How the Ignition image config installs the image.
     #[arg(long, value_enum, default_value = "sysext")]
-    pub ignition_mode: crate::ignition_image::Mode,
+    pub ignition_mode: crate::outputs::ignition_image::Mode,
     /// Ignition spec version of the image config.
     #[arg(long, default_value = "3.3.0", value_name = "VERSION")]
     pub ignition_version: String,
@@ -259,11 +259,11 @@ pub struct BuildArgs {
     #[arg(long, value_name = "URL", value_parser = parse_base_url)]
     pub base_url: Option<String>,
     /// gzip level of the .tar.gz, 1-12 (libdeflate; 6 is smaller than gzip -9).
-    #[arg(long, default_value_t = crate::tarball::Compression::GZIP_DEFAULT, value_name = "N",
+    #[arg(long, default_value_t = crate::outputs::tarball::Compression::GZIP_DEFAULT, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=12))]
     pub gzip_level: u32,
     /// zstd level of the .tar.zst, 1-19.
-    #[arg(long, default_value_t = crate::tarball::Compression::ZSTD_DEFAULT, value_name = "N",
+    #[arg(long, default_value_t = crate::outputs::tarball::Compression::ZSTD_DEFAULT, value_name = "N",
           value_parser = clap::value_parser!(i32).range(1..=19))]
     pub zstd_level: i32,
     /// Print one JSON object on stdout, also when the build fails:
@@ -425,7 +425,7 @@ pub struct MirrorArgs {
     pub archs: Vec<Arch>,
     /// Fetch from this mirror directory or URL instead of upstream (default: $KILN_MIRROR).
     #[arg(long, value_name = "DIR|URL", env = "KILN_MIRROR", value_parser = parse_mirror)]
-    pub mirror: Option<crate::fetch::Mirror>,
+    pub mirror: Option<crate::inputs::fetch::Mirror>,
     /// Download cache (default: $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
@@ -445,9 +445,9 @@ pub struct MirrorArgs {
 
 /// `kiln build --mirror`: checked like `kiln mirror --mirror`, kept as given.
 fn parse_mirror_arg(s: &str) -> Result<String, String> {
-    crate::fetch::Mirror::parse_checked(s).map(|_| s.to_string())
+    crate::inputs::fetch::Mirror::parse_checked(s).map(|_| s.to_string())
 }
 
-fn parse_mirror(s: &str) -> Result<crate::fetch::Mirror, String> {
-    crate::fetch::Mirror::parse_checked(s)
+fn parse_mirror(s: &str) -> Result<crate::inputs::fetch::Mirror, String> {
+    crate::inputs::fetch::Mirror::parse_checked(s)
 }

@@ -16,7 +16,7 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
-use crate::version::Version;
+use crate::inputs::version::Version;
 use kiln_firstboot::node::{is_bootstrap_token, Secret};
 use kiln_firstboot::validate;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber};
@@ -269,7 +269,7 @@ fn check_service_subnets(svc: &[Cidr]) -> Result<()> {
 /// pod_subnet`) by kubeadm's rules: one CIDR or a dual-stack pair
 /// ([`subnets`]), each holding at least one node's range and at most 2^16.
 pub fn pod_subnet(s: &str) -> Result<Vec<Cidr>> {
-    let pod = subnets("--pod-subnet", s, crate::profile::DEFAULT_POD_SUBNET)?;
+    let pod = subnets("--pod-subnet", s, crate::inputs::profile::DEFAULT_POD_SUBNET)?;
     check_pod_subnets(&pod)?;
     Ok(pod)
 }
@@ -391,7 +391,7 @@ impl TempDir {
             .mode(0o600)
             .open(&lock_path)
             .io_ctx(lock_path.display())?;
-        if !crate::staging::try_lock(&lock) {
+        if !crate::outputs::staging::try_lock(&lock) {
             return Err(Error::build(format!("{} is locked by another process", lock_path.display())));
         }
         if let Ok(mut g) = ON_SIGNAL.lock() {
@@ -457,7 +457,7 @@ fn exchange(a: &Path, b: &Path) -> Result<()> {
 /// a lock file without its directory, and a directory from an older kiln
 /// (no lock file) whose PID no longer runs.
 fn remove_stale_temps(parent: &Path) {
-    use crate::staging::{probe_lock, LockState};
+    use crate::outputs::staging::{probe_lock, LockState};
     let Ok(entries) = fs::read_dir(parent) else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -536,7 +536,7 @@ impl Cluster {
         if o.name.is_empty() || !o.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(Error::config(format!("cluster name `{}` must be letters, digits, `-` or `_`", o.name)));
         }
-        let version = crate::version::kubernetes(&o.kubernetes_version)
+        let version = crate::inputs::version::kubernetes(&o.kubernetes_version)
             .map_err(|m| Error::config(format!("--kubernetes-version: {m}")))?;
         let endpoint = normalize_endpoint(&o.endpoint)?;
         // kubeadm reads bootstrapTokens[].ttl with Go's time.ParseDuration; a
@@ -622,11 +622,11 @@ impl Cluster {
             ))
         })?;
         let file: ClusterFile = toml::from_str(&text).map_err(|e| {
-            Error::config(crate::location::at(
+            Error::config(crate::inputs::location::at(
                 &path,
                 &text,
                 e.span(),
-                &crate::location::explain_toml_message(e.message()),
+                &crate::inputs::location::explain_toml_message(e.message()),
             ))
         })?;
         // A hand-edited cluster.toml must not hand nodes a TTL kubeadm cannot read.

@@ -9,8 +9,9 @@
 //! ([`cluster`]), per-node user-data ([`userdata`]) and Raspberry Pi fleets
 //! ([`fleet`]).
 //!
-//! Every module is also re-exported at the crate root (`kiln::profile`,
-//! `kiln::tarball`, …): that is how the code and the tests name them.
+//! Code and tests name each module by its stage (`kiln::inputs::profile`,
+//! `kiln::outputs::tarball`): a path says where in the data path it sits.
+//! Nothing is re-exported at the crate root.
 
 pub mod build;
 pub mod cli;
@@ -23,7 +24,3 @@ pub mod inputs;
 pub mod outputs;
 pub mod progress;
 pub mod userdata;
-
-pub use image::{check, containerd, render, tree};
-pub use inputs::{cache, cni_manifest, fetch, location, mirror, oci, overlay, pin, profile, validate, version};
-pub use outputs::{card, ignition_image, manifest, pgzip, squashfs_parallel, staging, sysext, tarball};

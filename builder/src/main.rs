@@ -2,15 +2,15 @@
 
 use clap::{CommandFactory, Parser};
 use kiln::build::{self, BuildOptions};
-use kiln::check;
 use kiln::cli::{Cli, ClusterCommand, Command};
 use kiln::cluster::{Cluster, InitOptions};
 use kiln::error::{Error, Result};
-use kiln::fetch::{FetchOptions, Mirror};
-use kiln::pin::{self, PinOptions};
-use kiln::profile::Profile;
+use kiln::image::check;
+use kiln::inputs::fetch::{FetchOptions, Mirror};
+use kiln::inputs::pin::{self, PinOptions};
+use kiln::inputs::profile::Profile;
 use kiln::progress::{Progress, Verbosity};
-use kiln::{staging, userdata};
+use kiln::{outputs::staging, userdata};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -270,7 +270,7 @@ fn run(cmd: Command, progress: &Progress) -> Result<()> {
         }
         Command::Fleet(cmd) => kiln::fleet::cmd::fleet(cmd, progress),
         Command::Flash(a) => kiln::fleet::cmd::flash(a, progress),
-        Command::Mirror(a) => kiln::mirror::run(a, progress),
+        Command::Mirror(a) => kiln::inputs::mirror::run(a, progress),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
             Ok(())

@@ -255,7 +255,7 @@ impl PublishedImage {
                 "--base-url {base_url}: cloud-init's nodes download the image over http:// or https://; give the URL dist/ is served from"
             )));
         }
-        let (size, sha256) = crate::fetch::open_regular(file)
+        let (size, sha256) = crate::inputs::fetch::open_regular(file)
             .and_then(|mut f| crate::hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
             .map_err(|e| {
                 Error::config(format!("--image {}: {e}; build it with `kiln build --format tar`", file.display()))
@@ -408,7 +408,7 @@ pub fn combine(image_path: &std::path::Path, node: &[u8]) -> Result<Vec<u8>> {
             node["ignition"]["version"]
         )));
     }
-    let merged = crate::ignition_image::merge(image, &node)?;
+    let merged = crate::outputs::ignition_image::merge(image, &node)?;
     let mut s = serde_json::to_string_pretty(&merged).map_err(|e| Error::build(e.to_string()))?;
     s.push('\n');
     Ok(s.into_bytes())
@@ -454,7 +454,7 @@ fn image_file(image: &std::path::Path, path: &str, max: u64) -> Result<Option<Ve
     let name = image.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let bad = |why: String| Error::config(format!("--image {}: {why}", image.display()));
     let rebuild = rebuild_hint(image);
-    let file = crate::fetch::open_regular(image).map_err(|e| bad(format!("{e}; build it with `{rebuild}`")))?;
+    let file = crate::inputs::fetch::open_regular(image).map_err(|e| bad(format!("{e}; build it with `{rebuild}`")))?;
     if name.ends_with(".ign") {
         let v: serde_json::Value = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| {
             Error::config(format!(
@@ -506,24 +506,24 @@ fn image_file(image: &std::path::Path, path: &str, max: u64) -> Result<Option<Ve
 }
 
 /// Row 35 against the cluster: the CNI manifest an `--image` carries
-/// ([`crate::profile::CNI_MANIFEST_PATH`], applied by the init node) must give
-/// pods addresses inside cluster.toml's `pod_subnet` ([`crate::cni_manifest::check`],
+/// ([`crate::inputs::profile::CNI_MANIFEST_PATH`], applied by the init node) must give
+/// pods addresses inside cluster.toml's `pod_subnet` ([`crate::inputs::cni_manifest::check`],
 /// the rule kiln-firstboot applies again on the init node before kubeadm).
 /// cluster.toml wins: the profile's `[cni_manifest] pod_subnet` is only what
 /// `kiln check` expects of the manifest before any cluster exists.
 pub fn check_image_cni(image: &std::path::Path, cluster: &Cluster) -> Result<()> {
-    let path = crate::profile::CNI_MANIFEST_PATH;
-    let Some(data) = image_file(image, path, crate::profile::CNI_MANIFEST_MAX)? else {
+    let path = crate::inputs::profile::CNI_MANIFEST_PATH;
+    let Some(data) = image_file(image, path, crate::inputs::profile::CNI_MANIFEST_MAX)? else {
         return Ok(());
     };
     let subnet = &cluster.file.pod_subnet;
-    crate::cni_manifest::check(&String::from_utf8_lossy(&data), subnet).map(|_| ()).map_err(|errors| {
+    crate::inputs::cni_manifest::check(&String::from_utf8_lossy(&data), subnet).map(|_| ()).map_err(|errors| {
         Error::config(format!(
             "--image {}: its CNI manifest {path} does not fit cluster {}'s pod_subnet {subnet} ({}): {}; kiln-firstboot would refuse it on the init node. Set the profile's [cni_manifest] pod_subnet to {subnet}, fix the manifest, `kiln pin` and rebuild the image — or use a cluster made with `kiln cluster init --pod-subnet` of the manifest's network",
             image.display(),
             cluster.file.name,
             cluster.dir.join("cluster.toml").display(),
-            crate::cni_manifest::at(path, &errors)
+            crate::inputs::cni_manifest::at(path, &errors)
         ))
     })
 }

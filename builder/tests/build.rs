@@ -39,7 +39,7 @@ fn every_shipped_profile_repins_to_a_mirror_and_builds() {
         let o = run(&mut s.build_cmd(name, "cache", "dist"));
         assert!(o.status.success(), "build {name}: {}", stderr(&o));
 
-        let profile = kiln::profile::Profile::load(&s.profile(name)).unwrap();
+        let profile = kiln::inputs::profile::Profile::load(&s.profile(name)).unwrap();
         for arch in profile.architectures() {
             let tgz = s.path(&format!("dist/{name}-{arch}.tar.gz"));
             let l = tar_listing(&tgz);
@@ -116,7 +116,7 @@ fn every_shipped_profile_repins_to_a_mirror_and_builds() {
 /// test only sees that the files exist; this reads what they say.
 #[test]
 fn every_image_loads_br_netfilter_and_sets_kubeadms_sysctls_at_boot() {
-    use kiln::tree::{Content, Node, Tree};
+    use kiln::image::tree::{Content, Node, Tree};
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
     let mut seen = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
@@ -124,10 +124,11 @@ fn every_image_loads_br_netfilter_and_sets_kubeadms_sysctls_at_boot() {
         if path.extension().and_then(|x| x.to_str()) != Some("toml") {
             continue;
         }
-        let p = kiln::profile::Profile::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let p = kiln::inputs::profile::Profile::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for arch in p.architectures() {
             let mut tree = Tree::new();
-            kiln::render::render(&p, arch, &mut tree).unwrap_or_else(|e| panic!("{} {arch}: {e}", path.display()));
+            kiln::image::render::render(&p, arch, &mut tree)
+                .unwrap_or_else(|e| panic!("{} {arch}: {e}", path.display()));
             let text = |name: &str| -> String {
                 let found = tree.iter().find(|(k, _)| k.as_str() == name).map(|(_, e)| &e.node);
                 match found {
@@ -194,7 +195,7 @@ fn tampered_artifact_fails_closed_with_exit_3() {
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[1000] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
-    let pinned = kiln::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap().doc.artifacts["kubelet"]
+    let pinned = kiln::inputs::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap().doc.artifacts["kubelet"]
         .get_ref()
         .sha256
         .get_ref()
@@ -230,9 +231,14 @@ fn a_cache_entry_altered_on_disk_is_caught_and_fetched_again() {
     s.pin("flatcar-1.34");
     let o = run(&mut s.build_cmd("flatcar-1.34", "cache", "dist"));
     assert!(o.status.success(), "{}", stderr(&o));
-    let p = kiln::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap();
-    let sha =
-        &p.artifacts_for(kiln::profile::Arch::Amd64).unwrap().into_iter().find(|a| a.name == "kubeadm").unwrap().sha256;
+    let p = kiln::inputs::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap();
+    let sha = &p
+        .artifacts_for(kiln::inputs::profile::Arch::Amd64)
+        .unwrap()
+        .into_iter()
+        .find(|a| a.name == "kubeadm")
+        .unwrap()
+        .sha256;
     let blob = s.path(&format!("cache/sha256/{sha}"));
     let mut b = std::fs::read(&blob).unwrap();
     b[77] ^= 1;
@@ -446,7 +452,7 @@ fn firstboot_binary_comes_from_beside_kiln_or_is_refused_with_a_hint() {
 }
 
 /// The line a verified stamp holds for a file as it is now (the format of
-/// `kiln::cache`'s stamp files: name, device, inode, size, mtime and ctime in ns).
+/// `kiln::inputs::cache`'s stamp files: name, device, inode, size, mtime and ctime in ns).
 fn stamp_line(name: &str, path: &std::path::Path) -> String {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).unwrap();
@@ -465,12 +471,12 @@ fn stamp_line(name: &str, path: &std::path::Path) -> String {
 fn verified_stamps_skip_rehashing_until_a_file_changes_and_packing_still_catches_rot() {
     let s = Scratch::new(&["flatcar-1.34"]);
     s.pin("flatcar-1.34");
-    let p = kiln::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap();
-    let arts = p.artifacts_for(kiln::profile::Arch::Amd64).unwrap();
+    let p = kiln::inputs::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap();
+    let arts = p.artifacts_for(kiln::inputs::profile::Arch::Amd64).unwrap();
     let sha = |name: &str| arts.iter().find(|a| a.name == name).unwrap().sha256.clone();
     let n = arts.len();
     let build = |out: &str| run(s.build_cmd("flatcar-1.34", "cache", out).args(["--force", "-v"]));
-    let settle = || std::thread::sleep(kiln::cache::RACY + std::time::Duration::from_millis(200));
+    let settle = || std::thread::sleep(kiln::inputs::cache::RACY + std::time::Duration::from_millis(200));
     let o = build("first");
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains(&format!("0 entries hashed, 0 unchanged since verified (stamp), {n} to fetch")));

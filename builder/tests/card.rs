@@ -2,7 +2,7 @@
 //! and kiln builds a card from a Raspberry-Pi-like base image without root,
 //! mounts or loop devices.
 
-use kiln::card::bmap::{self, Bmap};
+use kiln::outputs::card::bmap::{self, Bmap};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;

@@ -117,7 +117,7 @@ fn a_manifest_by_url_is_pinned_fetched_verified_and_checked_against_pod_subnet()
 }
 
 /// A manifest by url as large as the ones users apply (Calico's is ~300 KiB) is
-/// pinned like one by path: the same cap ([`kiln::profile::CNI_MANIFEST_MAX`]),
+/// pinned like one by path: the same cap ([`kiln::inputs::profile::CNI_MANIFEST_MAX`]),
 /// not the 64 KiB of a checksum file.
 #[test]
 fn a_large_manifest_by_url_is_pinned_under_the_same_cap_as_a_path() {

@@ -12,10 +12,10 @@
 //! and `KILN_K8S_BIN_V1_34_2` / `_V1_33_6` (kubeadm), set by `./scripts/test`
 //! from `tests/k8s/build`. Unset is a failure, never a skip.
 
-use kiln::check::assemble;
-use kiln::containerd::{self, V2_CRI, V3_IMAGES, V3_RUNTIME};
-use kiln::profile::{CgroupDriver, Profile};
-use kiln::tree::{Content, Node};
+use kiln::image::check::assemble;
+use kiln::image::containerd::{self, V2_CRI, V3_IMAGES, V3_RUNTIME};
+use kiln::image::tree::{Content, Node};
+use kiln::inputs::profile::{CgroupDriver, Profile};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -140,7 +140,7 @@ fn containerd_reads_the_cgroup_driver_and_sandbox_of_every_config_version_kiln_w
     let pause = kubeadm_pause("v1.34.2");
     for version in [2, 3] {
         for systemd in [true, false] {
-            let config = kiln::render::containerd_config(version, systemd, Some(&pause));
+            let config = kiln::image::render::containerd_config(version, systemd, Some(&pause));
             assert_means(&config, systemd, &pause, &format!("version {version}, SystemdCgroup {systemd}"));
         }
     }
@@ -178,7 +178,7 @@ fn every_shipped_profiles_containerd_config_means_kubelets_driver_and_kubeadms_p
         let config = String::from_utf8(bytes.clone()).unwrap();
         let kubeadm = p.artifact_version("kubeadm").unwrap();
         let pause = kubeadm_pause(&kubeadm);
-        assert_eq!(kiln::render::pause_image(&p), Some(pause.as_str()), "{}", path.display());
+        assert_eq!(kiln::image::render::pause_image(&p), Some(pause.as_str()), "{}", path.display());
         assert_means(&config, p.cgroup_driver() == CgroupDriver::Systemd, &pause, &path.display().to_string());
         checked += 1;
     }
@@ -188,7 +188,7 @@ fn every_shipped_profiles_containerd_config_means_kubelets_driver_and_kubeadms_p
 #[test]
 fn kilns_pause_table_is_the_real_kubeadms() {
     for version in ["v1.33.6", "v1.34.2"] {
-        let v = kiln::version::kubernetes(version).unwrap();
+        let v = kiln::inputs::version::kubernetes(version).unwrap();
         assert_eq!(
             containerd::kubeadm_pause_image(v.major, v.minor),
             Some(kubeadm_pause(version).as_str()),

@@ -93,7 +93,8 @@ fn a_byte_flipped_after_writing_fails_the_verify_naming_the_range() {
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("verify failed") && err.contains("bmap range"), "{err}");
     let bmap =
-        kiln::card::bmap::Bmap::parse(&std::fs::read_to_string(k.d.path().join("card.img.bmap")).unwrap()).unwrap();
+        kiln::outputs::card::bmap::Bmap::parse(&std::fs::read_to_string(k.d.path().join("card.img.bmap")).unwrap())
+            .unwrap();
     let r = bmap.ranges.iter().find(|r| r.first * 4096 <= off && off < (r.last + 1) * 4096).unwrap();
     assert!(err.contains(&format!("blocks {}-{}", r.first, r.last)), "the message names the range: {err}");
     // A byte inside a personalised block is caught too.
@@ -246,7 +247,8 @@ fn flashing_a_fleet_whose_image_is_not_built_is_exit_2_with_the_build_command() 
 fn a_damaged_image_is_refused_against_its_bmap_checksums_naming_the_range() {
     let k = kit();
     let bmap =
-        kiln::card::bmap::Bmap::parse(&std::fs::read_to_string(k.d.path().join("card.img.bmap")).unwrap()).unwrap();
+        kiln::outputs::card::bmap::Bmap::parse(&std::fs::read_to_string(k.d.path().join("card.img.bmap")).unwrap())
+            .unwrap();
     // A mapped byte inside the ext4 partition: never overlaid by the node's blocks.
     let root = FAT_OFFSET + (FAT_MIB << 20);
     let (i, r) = bmap.ranges.iter().enumerate().find(|(_, r)| r.first * 4096 >= root).expect("a range in the rootfs");

@@ -298,7 +298,7 @@ fn fleet_images_write_a_bmap_per_node_that_bmaptool_accepts() {
     for node in ["pi-02", "pi-03"] {
         let img = out.join(format!("{node}.img"));
         let map_path = out.join(format!("{node}.img.bmap"));
-        let map = kiln::card::bmap::Bmap::parse(&std::fs::read_to_string(&map_path).unwrap()).unwrap();
+        let map = kiln::outputs::card::bmap::Bmap::parse(&std::fs::read_to_string(&map_path).unwrap()).unwrap();
         assert_eq!(map.image_size, std::fs::metadata(&img).unwrap().len());
         let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&map_path).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600, "{node}: the .bmap is private like the image");

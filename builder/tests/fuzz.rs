@@ -20,11 +20,11 @@
 //! `KILN_FUZZ_CASES=N` for a long run (and `KILN_FUZZ_SEED` to vary it), e.g.
 //! `KILN_FUZZ_CASES=1000000 cargo nextest run -p kiln --release --test fuzz --no-capture`.
 
-use kiln::check;
-use kiln::overlay;
-use kiln::profile::{Arch, Install, Profile};
-use kiln::render;
-use kiln::tree::{Content, Node, Origin, Tree};
+use kiln::image::check;
+use kiln::image::render;
+use kiln::image::tree::{Content, Node, Origin, Tree};
+use kiln::inputs::overlay;
+use kiln::inputs::profile::{Arch, Install, Profile};
 use kiln_testkit::rng::Rng;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -362,7 +362,7 @@ fn profile_case(bytes: &[u8], shapes: &BTreeMap<String, usize>) -> Result<Depth,
         return Err(format!("accepted socket {socket:?}"));
     }
     for arch in p.architectures() {
-        for file in [format!("{}-{arch}.tar.gz", p.name()), kiln::sysext::file_name(&p, arch)] {
+        for file in [format!("{}-{arch}.tar.gz", p.name()), kiln::outputs::sysext::file_name(&p, arch)] {
             if !is_plain_file_name(&file) {
                 return Err(format!("output file name {file:?}"));
             }

@@ -133,7 +133,7 @@ fn b6_mirror_redirects_to_other_schemes_are_refused_and_http_ones_followed() {
 }
 
 /// Survivor "the redirect limit raised from 10 to 1000": a loopback server
-/// chains N redirects before the file. 10 hops (`kiln::fetch::MAX_REDIRECTS`,
+/// chains N redirects before the file. 10 hops (`kiln::inputs::fetch::MAX_REDIRECTS`,
 /// Go's `defaultCheckRedirect` bound) are followed to the file; 11 are refused
 /// with an error naming the 11th redirect and the limit, after exactly 11
 /// requests (kiln never asks for the 12th hop).
@@ -142,8 +142,8 @@ fn b6_ten_redirects_are_followed_and_the_eleventh_is_refused_naming_the_count() 
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("file.sha256"), "abc  file\n").unwrap();
     let m = kiln_testkit::mirror::Mirror::serve(root.path());
-    let opts = kiln::fetch::FetchOptions { attempts: 1, ..Default::default() };
-    let agent = kiln::fetch::agent(Duration::from_secs(10));
+    let opts = kiln::inputs::fetch::FetchOptions { attempts: 1, ..Default::default() };
+    let agent = kiln::inputs::fetch::agent(Duration::from_secs(10));
     for hops in [10usize, 11] {
         let hop = |i: usize| format!("/h{hops}/{i}");
         for i in 1..=hops {
@@ -151,7 +151,7 @@ fn b6_ten_redirects_are_followed_and_the_eleventh_is_refused_naming_the_count() 
             m.fault(&hop(i), Fault::Redirect(format!("{}{next}", m.url())));
         }
         let before = m.log().len();
-        let got = kiln::fetch::fetch_text(&opts, &agent, &format!("{}{}", m.url(), hop(1)));
+        let got = kiln::inputs::fetch::fetch_text(&opts, &agent, &format!("{}{}", m.url(), hop(1)));
         let requests = m.log().len() - before;
         if hops == 10 {
             assert_eq!(got.expect("10 redirects are followed"), "abc  file\n");
@@ -439,8 +439,8 @@ fn a_corrupt_cache_blob_is_removed_and_fetched_again() {
     s.pin("flatcar-1.34");
     let o = run(&mut s.build_cmd("flatcar-1.34", "cache", "dist"));
     assert!(o.status.success(), "{}", stderr(&o));
-    let p = kiln::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap();
-    let arts = p.artifacts_for(kiln::profile::Arch::Amd64).unwrap();
+    let p = kiln::inputs::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap();
+    let arts = p.artifacts_for(kiln::inputs::profile::Arch::Amd64).unwrap();
     let kubeadm = &arts.iter().find(|a| a.name == "kubeadm").unwrap().sha256;
     let cni = &arts.iter().find(|a| a.name == "cni-plugins").unwrap().sha256;
     for sha in [kubeadm, cni] {
@@ -472,8 +472,8 @@ fn an_extracted_member_edited_with_its_index_is_extracted_again() {
     s.pin("flatcar-1.34");
     let o = run(&mut s.build_cmd("flatcar-1.34", "cache", "dist"));
     assert!(o.status.success(), "{}", stderr(&o));
-    let p = kiln::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap();
-    let arts = p.artifacts_for(kiln::profile::Arch::Amd64).unwrap();
+    let p = kiln::inputs::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap();
+    let arts = p.artifacts_for(kiln::inputs::profile::Arch::Amd64).unwrap();
     let crictl = &arts.iter().find(|a| a.name == "crictl").unwrap().sha256;
     let dir = s.path(&format!("cache/extract/{crictl}"));
     let evil = b"#!/bin/sh\necho pwned\n".to_vec();

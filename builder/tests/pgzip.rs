@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use kiln::pgzip::{self, BLOCK};
+use kiln::outputs::pgzip::{self, BLOCK};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -91,7 +91,7 @@ fn scratch_overlays(root: &Path) {
     std::fs::write(o.join("usr/usr/lib/x"), "x\n").unwrap();
     // containerd config version 2 with the runc options under version 3's plugin.
     std::fs::create_dir_all(o.join("ctrd-v3-in-v2/etc/containerd")).unwrap();
-    let v3_in_v2 = kiln::render::containerd_config(2, true, None)
+    let v3_in_v2 = kiln::image::render::containerd_config(2, true, None)
         .replace("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime");
     std::fs::write(o.join("ctrd-v3-in-v2/etc/containerd/config.toml"), v3_in_v2).unwrap();
     std::fs::create_dir_all(root.join("profiles")).unwrap();
@@ -646,21 +646,25 @@ fn every_swap_off_image_disables_zram_generator() {
     let mut checked = Vec::new();
     for e in std::fs::read_dir(&dir).unwrap() {
         let path = e.unwrap().path();
-        let p = kiln::profile::Profile::load(&path).unwrap();
-        let card = p.formats().contains(&kiln::profile::OutputFormat::Card);
-        if !(card || p.family() == kiln::profile::Family::Fcos) {
+        let p = kiln::inputs::profile::Profile::load(&path).unwrap();
+        let card = p.formats().contains(&kiln::inputs::profile::OutputFormat::Card);
+        if !(card || p.family() == kiln::inputs::profile::Family::Fcos) {
             continue;
         }
-        let mut tree = kiln::check::assemble(&p, p.architectures()[0], |_| Ok(())).unwrap();
+        let mut tree = kiln::image::check::assemble(&p, p.architectures()[0], |_| Ok(())).unwrap();
         if card {
-            kiln::card::runtime::mask_swap(&mut tree).unwrap();
+            kiln::outputs::card::runtime::mask_swap(&mut tree).unwrap();
         }
         let e = tree
-            .get(kiln::card::runtime::ZRAM_GENERATOR_CONF)
+            .get(kiln::outputs::card::runtime::ZRAM_GENERATOR_CONF)
             .unwrap_or_else(|| panic!("{}: no zram-generator.conf", path.display()));
         let text = match &e.node {
-            kiln::tree::Node::File(kiln::tree::Content::Inline(b)) => String::from_utf8(b.clone()).unwrap(),
-            kiln::tree::Node::File(kiln::tree::Content::Disk { path, .. }) => std::fs::read_to_string(path).unwrap(),
+            kiln::image::tree::Node::File(kiln::image::tree::Content::Inline(b)) => {
+                String::from_utf8(b.clone()).unwrap()
+            }
+            kiln::image::tree::Node::File(kiln::image::tree::Content::Disk { path, .. }) => {
+                std::fs::read_to_string(path).unwrap()
+            }
             other => panic!("{}: {other:?}", path.display()),
         };
         assert!(!text.lines().any(|l| l.trim_start().starts_with('[')), "{}: {text}", path.display());
@@ -674,15 +678,15 @@ fn every_swap_off_image_disables_zram_generator() {
 /// the range itself: `known-bad Kubernetes release` in the malformed-profile table).
 #[test]
 fn the_release_fixing_a_known_bad_one_passes_and_every_entry_is_refused() {
-    use kiln::version::VersionExt;
-    for b in kiln::check::KNOWN_BAD {
+    use kiln::inputs::version::VersionExt;
+    for b in kiln::image::check::KNOWN_BAD {
         let (major, minor) = b.minor;
         for patch in [b.patches.0, b.patches.1] {
-            let v = kiln::version::Version::parse(&format!("v{major}.{minor}.{patch}")).unwrap();
-            assert!(kiln::check::known_bad_release(&v).is_some(), "{v}");
+            let v = kiln::inputs::version::Version::parse(&format!("v{major}.{minor}.{patch}")).unwrap();
+            assert!(kiln::image::check::known_bad_release(&v).is_some(), "{v}");
         }
-        let fixed = kiln::version::Version::parse(b.fixed).unwrap();
-        assert!(kiln::check::known_bad_release(&fixed).is_none(), "{fixed}");
+        let fixed = kiln::inputs::version::Version::parse(b.fixed).unwrap();
+        assert!(kiln::image::check::known_bad_release(&fixed).is_none(), "{fixed}");
         assert_eq!((fixed.major, fixed.minor, fixed.patch), (major, minor, b.patches.1 + 1), "{}", b.fixed);
     }
     let dir = tempfile::tempdir().unwrap();

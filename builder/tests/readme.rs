@@ -29,8 +29,8 @@
 mod common;
 
 use common::*;
-use kiln::fetch::url_path;
-use kiln::profile::{expand_url, Arch, Install, Profile};
+use kiln::inputs::fetch::url_path;
+use kiln::inputs::profile::{expand_url, Arch, Install, Profile};
 use kiln_testkit::{pi_image, standin};
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -249,7 +249,7 @@ fn scratch() -> Scratch {
     let p = Profile::load(&s.profile("flatcar-1.34")).unwrap();
     for version in NEW_VERSIONS {
         for arch in p.architectures() {
-            for name in kiln::pin::KUBERNETES_ARTIFACTS {
+            for name in kiln::inputs::pin::KUBERNETES_ARTIFACTS {
                 let url = expand_url(p.doc.artifacts[name].get_ref().url.get_ref(), version, arch);
                 standin::publish(s.mirror.root(), url_path(&url), &new_version_standin(name, version, arch), false);
             }

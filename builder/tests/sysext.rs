@@ -71,9 +71,9 @@ fn sysext_image_lists_dissects_merges_and_is_reproducible() {
     // The binaries are the pinned artifacts, byte for byte.
     let x = s.path("x");
     ok(Command::new("unsquashfs").arg("-q").arg("-d").arg(&x).arg(s.path(&format!("a/{raw}"))));
-    let p = kiln::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap();
+    let p = kiln::inputs::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap();
     let kubelet =
-        p.artifacts_for(kiln::profile::Arch::Amd64).unwrap().into_iter().find(|a| a.name == "kubelet").unwrap();
+        p.artifacts_for(kiln::inputs::profile::Arch::Amd64).unwrap().into_iter().find(|a| a.name == "kubelet").unwrap();
     assert_eq!(sha256(&std::fs::read(x.join("usr/bin/kubelet")).unwrap()), kubelet.sha256);
     let unit = std::fs::read_to_string(x.join("usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf")).unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS"), "{unit}");
@@ -129,8 +129,8 @@ fn ignition_image_configs_validate_in_both_modes_and_per_machine() {
     let base = "https://images.example.test/kiln";
     build(&s, "flatcar-1.34", "sx", &["--format", "sysext", "--format", "ignition", "--base-url", base]);
     build(&s, "flatcar-1.34", "fm", &["--format", "ignition", "--ignition-mode", "files", "--base-url", base]);
-    let p = kiln::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap();
-    let arts = p.artifacts_for(kiln::profile::Arch::Amd64).unwrap();
+    let p = kiln::inputs::profile::Profile::load(&s.profile("flatcar-1.34")).unwrap();
+    let arts = p.artifacts_for(kiln::inputs::profile::Arch::Amd64).unwrap();
 
     // sysext mode: the image from --base-url with its hash, the extensions link, units.
     let ign = s.path("sx/flatcar-1.34-amd64.ign");
@@ -211,12 +211,12 @@ fn ignition_image_configs_validate_in_both_modes_and_per_machine() {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ign).unwrap()).unwrap();
     let files = v["storage"]["files"].as_array().unwrap();
     for a in &arts {
-        let url = kiln::fetch::rebase_url(s.mirror.url(), &a.url);
+        let url = kiln::inputs::fetch::rebase_url(s.mirror.url(), &a.url);
         let f = files.iter().find(|f| f["contents"]["source"] == url).unwrap_or_else(|| panic!("{url} not downloaded"));
         assert_eq!(f["contents"]["verification"]["hash"], format!("sha256-{}", a.sha256));
         // The pin is the hash of the real bytes the mirror serves.
         let served =
-            std::fs::read(s.mirror.root().join(kiln::fetch::url_path(&a.url).trim_start_matches('/'))).unwrap();
+            std::fs::read(s.mirror.root().join(kiln::inputs::fetch::url_path(&a.url).trim_start_matches('/'))).unwrap();
         assert_eq!(sha256(&served), a.sha256);
         if a.name == "kubelet" {
             assert_eq!(f["path"], "/opt/bin/kubelet");

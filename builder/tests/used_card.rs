@@ -109,7 +109,7 @@ fn a_used_card_flashed_by_kiln_or_bmaptool_is_clean_and_reads_back_as_built() {
     // As kiln's card build leaves it: every all-zero 4 KiB block a hole.
     run(Command::new("fallocate").arg("--dig-holes").arg(&img));
     let bmap_path = d.path().join("card.img.bmap");
-    std::fs::write(&bmap_path, kiln::card::bmap::create(&img).unwrap().to_xml()).unwrap();
+    std::fs::write(&bmap_path, kiln::outputs::card::bmap::create(&img).unwrap().to_xml()).unwrap();
     let cards = d.path().join("cards");
     let o = kiln(&["fleet", "images", fleet.to_str().unwrap(), "--node", "pi-03", "--out", cards.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -145,7 +145,7 @@ fn a_used_card_flashed_by_kiln_or_bmaptool_is_clean_and_reads_back_as_built() {
 
     // A .bmap that maps only data (as `bmaptool create` or an older kiln wrote
     // it): kiln flash still writes every file-system structure.
-    let data_only = kiln::card::bmap::Bmap::parse(
+    let data_only = kiln::outputs::card::bmap::Bmap::parse(
         &Command::new("bmaptool")
             .arg("create")
             .arg(&node_img)
@@ -173,7 +173,7 @@ fn kilns_bmap_maps_every_file_system_structure_of_the_card() {
     let d = tempfile::tempdir().unwrap();
     let img = card_image(d.path());
     run(Command::new("fallocate").arg("--dig-holes").arg(&img));
-    let map = kiln::card::bmap::create(&img).unwrap();
+    let map = kiln::outputs::card::bmap::create(&img).unwrap();
     let covered = |off: u64| map.ranges.iter().any(|r| r.first * 4096 <= off && off < (r.last + 1) * 4096);
     // The whole FAT region: reserved sectors, both FATs (mostly zero: free clusters).
     let f = std::fs::File::open(&img).unwrap();

@@ -1,10 +1,10 @@
 //! `kiln fleet check|images` and `kiln flash`: arguments and drivers.
 
-use crate::card::bmap::{self, Bmap};
 use crate::error::{Error, Result};
 use crate::fleet::device::{self, Checks, Protected};
 use crate::fleet::personalise::{self, Personalised};
 use crate::fleet::{flash, images, Fleet};
+use crate::outputs::card::bmap::{self, Bmap};
 use crate::progress::{human_bytes, Progress};
 use std::fs::File;
 use std::io::{BufRead, IsTerminal, Write};
@@ -143,7 +143,7 @@ pub fn provisioning(fleet: &Fleet) -> Result<Option<String>> {
     }
     let f = open_image(fleet, &fleet.image)?;
     let part = personalise::boot_partition(&f, &fleet.image)?;
-    if crate::card::bootfs::has_cloud_init_seed(&fleet.image, part.offset, part.len)? {
+    if crate::outputs::card::bootfs::has_cloud_init_seed(&fleet.image, part.offset, part.len)? {
         Ok(Some(format!(
             "provisioning: cloud-init NoCloud on the card's boot partition (kiln writes user-data, meta-data, network-config there; {} ships the seed files, so its OS runs cloud-init)",
             fleet.image.display()
@@ -345,10 +345,10 @@ pub fn flash(a: FlashArgs, progress: &Progress) -> Result<()> {
     }
 }
 
-/// The byte spans the image's file systems need ([`crate::card::fsmap`]).
+/// The byte spans the image's file systems need ([`crate::outputs::card::fsmap`]).
 fn image_structures(image: &Path, size: u64) -> Result<Vec<(u64, u64)>> {
     let f = File::open(image).map_err(|e| Error::config(format!("{}: {e}", image.display())))?;
-    crate::card::fsmap::required_spans(&f, size).map_err(|e| {
+    crate::outputs::card::fsmap::required_spans(&f, size).map_err(|e| {
         Error::config(format!(
             "{}: {e}; its partition table or file systems are damaged — rebuild it with `kiln build --format card`",
             image.display()

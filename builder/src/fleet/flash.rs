@@ -14,7 +14,7 @@
 //!    the range and exits 3. Then the FAT partition is opened on the target and
 //!    each personalised file is read back and compared.
 //! 4. Structures: the partition table and file systems are parsed from the
-//!    target ([`crate::card::fsmap`]) and every block they need — FATs, root
+//!    target ([`crate::outputs::card::fsmap`]) and every block they need — FATs, root
 //!    directory, allocated clusters, ext4 descriptors, bitmaps, inode tables,
 //!    allocated blocks — must lie in what was written and read back, so no
 //!    byte the file systems use is the card's old content.
@@ -35,11 +35,11 @@
 //! the block being sent, after personalisation and before it is hashed and
 //! written (what only the FAT read-back can catch). Never set them otherwise.
 
-use crate::card::bmap::Bmap;
 use crate::error::{Error, Result};
 use crate::fleet::device::Target;
 use crate::fleet::personalise::{self, Personalised, BLOCK};
 use crate::hash::hex;
+use crate::outputs::card::bmap::Bmap;
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
@@ -97,7 +97,7 @@ pub fn plan(bmap: &Bmap, p: &Personalised, required: &[(u64, u64)]) -> Vec<Exten
             .map(|&(s, e)| (s / BLOCK, (e.min(bmap.image_size) - 1) / BLOCK)),
     );
     let mut extra: Vec<(u64, u64)> = Vec::new();
-    for (a, b) in crate::card::fsmap::merge(wanted.into_iter().map(|(a, b)| (a, b + 1)).collect()) {
+    for (a, b) in crate::outputs::card::fsmap::merge(wanted.into_iter().map(|(a, b)| (a, b + 1)).collect()) {
         let b = b.min(blocks);
         let (lo, mut a) = (a, a);
         for r in bmap.ranges.iter().filter(|r| r.last >= lo && r.first < b) {
@@ -390,7 +390,7 @@ pub fn flash(image: &Path, plan: &[Extent], p: &Personalised, target: &Target, b
 /// Reads the partition table and file systems back from the target and
 /// checks that every block they need (zero or not) was written and verified.
 fn check_structures(target: &Target, plan: &[Extent], size: u64) -> Result<()> {
-    let need = crate::card::fsmap::required_spans(&target.file, size).map_err(|e| {
+    let need = crate::outputs::card::fsmap::required_spans(&target.file, size).map_err(|e| {
         Error::verify(format!(
             "verify failed on {}: its file systems do not read back as written: {e}; flash again or use another card",
             target.path.display()

@@ -11,9 +11,9 @@
 //! name, the filesystem is synced once, and only then are they all renamed
 //! into place: an interrupted run leaves no half-written image.
 
-use crate::card::bmap::{self, Bmap};
 use crate::error::{Error, IoContext, Result};
 use crate::fleet::personalise::{Personalised, BLOCK};
+use crate::outputs::card::bmap::{self, Bmap};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;

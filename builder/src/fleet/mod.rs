@@ -43,7 +43,7 @@ pub mod personalise;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
-use crate::location;
+use crate::inputs::location;
 use kiln_firstboot::node::Role;
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -360,8 +360,8 @@ fn fat_stamp(ov: &mut Overlay<'_>, image: &Path) -> Result<fatfs::DateTime> {
             let e = s.trim().parse::<u64>().map_err(|_| {
                 Error::config(format!("SOURCE_DATE_EPOCH=`{s}` is not a number of seconds; unset it or fix it"))
             })?;
-            crate::validate::epoch("SOURCE_DATE_EPOCH", e).map_err(Error::config)?;
-            return Ok(crate::card::bootfs::fat_time(e));
+            crate::inputs::validate::epoch("SOURCE_DATE_EPOCH", e).map_err(Error::config)?;
+            return Ok(crate::outputs::card::bootfs::fat_time(e));
         }
     }
     let fs = FileSystem::new(&mut *ov, FsOptions::new().update_accessed_date(false))
@@ -372,8 +372,8 @@ fn fat_stamp(ov: &mut Overlay<'_>, image: &Path) -> Result<fatfs::DateTime> {
         .flatten()
         .find(|e| e.file_name().eq_ignore_ascii_case("cmdline.txt"))
         .map(|e| e.modified())
-        .filter(crate::card::bootfs::is_valid_fat_time);
-    Ok(stamp.unwrap_or_else(|| crate::card::bootfs::fat_time(0)))
+        .filter(crate::outputs::card::bootfs::is_valid_fat_time);
+    Ok(stamp.unwrap_or_else(|| crate::outputs::card::bootfs::fat_time(0)))
 }
 
 /// Writes `files` into the boot partition of `base` (an overlay; `base` is not
@@ -382,7 +382,7 @@ fn fat_stamp(ov: &mut Overlay<'_>, image: &Path) -> Result<fatfs::DateTime> {
 pub fn personalise_files(base: &File, image: &Path, node: &str, files: Vec<BootFile>) -> Result<Personalised> {
     let part = boot_partition(base, image)?;
     let mut ov = Overlay::new(base, part);
-    let clock = crate::card::bootfs::fixed_clock(fat_stamp(&mut ov, image)?);
+    let clock = crate::outputs::card::bootfs::fixed_clock(fat_stamp(&mut ov, image)?);
     ov.seek(SeekFrom::Start(0)).map_err(|e| fat_err(image, "rewind", e))?;
     let mut new_dirs = Vec::new();
     {

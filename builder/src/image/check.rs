@@ -4,12 +4,12 @@
 
 use crate::error::{Error, Kind, Result};
 use crate::hash::is_sha256_hex;
-use crate::profile::{
+use crate::image::tree::{Content, Entry, Node, Origin, Tree};
+use crate::inputs::profile::{
     Arch, Artifact, CgroupDriver, Install, OutputFormat, Profile, REQUIRED_SYSCTLS, URL_PLACEHOLDERS,
 };
-use crate::tree::{Content, Entry, Node, Origin, Tree};
-use crate::version::{Version, VersionExt};
-use crate::{overlay, render};
+use crate::inputs::version::{Version, VersionExt};
+use crate::{image::render, inputs::overlay};
 use serde::Serialize;
 use std::ops::Range;
 
@@ -83,7 +83,7 @@ pub fn check_for(profile: &Profile, formats: &[OutputFormat]) -> Vec<Finding> {
     kubelet_flags(&mut c);
     firstboot_name(&mut c);
     cni_manifest(&mut c);
-    c.out.extend(crate::oci::check_profile(profile));
+    c.out.extend(crate::inputs::oci::check_profile(profile));
     if !has_errors(&c.out) {
         image_tree(&mut c);
     }
@@ -163,7 +163,7 @@ fn directories(c: &mut Checker) {
     ];
     for (key, v) in dirs {
         let Some(v) = v else { continue };
-        // Normalised when parsed (crate::validate::own_dir): no `.`, `..` or `//`.
+        // Normalised when parsed (crate::inputs::validate::own_dir): no `.`, `..` or `//`.
         let path = v.get_ref();
         // Fedora CoreOS and Flatcar mount /usr read-only (kubeadm troubleshooting:
         // "/usr is mounted read-only on nodes"); the flex-volume dir must be writable.
@@ -179,9 +179,9 @@ fn directories(c: &mut Checker) {
 
 fn default_for(key: &str) -> &'static str {
     match key {
-        "bin_dir" => crate::profile::DEFAULT_BIN_DIR,
-        "cni_bin_dir" => crate::profile::DEFAULT_CNI_BIN_DIR,
-        _ => crate::profile::DEFAULT_FLEX_VOLUME_DIR,
+        "bin_dir" => crate::inputs::profile::DEFAULT_BIN_DIR,
+        "cni_bin_dir" => crate::inputs::profile::DEFAULT_CNI_BIN_DIR,
+        _ => crate::inputs::profile::DEFAULT_FLEX_VOLUME_DIR,
     }
 }
 
@@ -217,7 +217,7 @@ fn artifacts(c: &mut Checker) {
     let mut missing: std::collections::BTreeMap<Arch, (Range<usize>, Vec<String>)> = Default::default();
     for (name, spec) in &p.doc.artifacts {
         let s = spec.get_ref();
-        // Scheme, host, credentials and characters were checked when parsed (crate::validate::url).
+        // Scheme, host, credentials and characters were checked when parsed (crate::inputs::validate::url).
         let url = s.url.get_ref();
         let mut rest = url.as_str();
         while let Some(i) = rest.find('{') {
@@ -261,7 +261,7 @@ fn artifacts(c: &mut Checker) {
             );
         }
         if let Some(d) = &s.dest {
-            // Normalised when parsed (crate::validate::own_dir).
+            // Normalised when parsed (crate::inputs::validate::own_dir).
             let dest = d.get_ref();
             if p.family().read_only_usr() && under_usr(dest) {
                 c.error(
@@ -418,7 +418,7 @@ fn runtime(c: &mut Checker) {
             c.error("runtime", v.span(), "config_version must be 2 (containerd 1.7 and 2.x) or 3 (containerd 2.x)");
         }
     }
-    if rt.manage_config && *rt.name.get_ref() != crate::profile::RuntimeKind::Containerd {
+    if rt.manage_config && *rt.name.get_ref() != crate::inputs::profile::RuntimeKind::Containerd {
         c.error(
             "runtime",
             rt.name.span(),
@@ -437,7 +437,7 @@ fn runtime(c: &mut Checker) {
 /// dotted name (`net.ipv4.ip_forward = 1` inside `[sysctl]` is TOML for
 /// nested tables), which would render as a broken sysctl.d line.
 fn sysctls(c: &mut Checker) {
-    // Names and values were checked when parsed (crate::validate::sysctl_name,
+    // Names and values were checked when parsed (crate::inputs::validate::sysctl_name,
     // sysctl_value): each entry is one sysctl.d line.
     for (key, value) in &c.p.doc.sysctl {
         let name = key.replace('/', ".");
@@ -478,7 +478,7 @@ fn kubelet_flags(c: &mut Checker) {
 
 /// `[cni_manifest]`: pinned (64 hex digits; `kiln pin` writes them); one
 /// pinned by `path` is read and hashed here (a mismatch fails closed, exit 3)
-/// and its pod CIDR held against `pod_subnet` ([`crate::cni_manifest::check`]);
+/// and its pod CIDR held against `pod_subnet` ([`crate::inputs::cni_manifest::check`]);
 /// one pinned by `url` is held against it when `kiln build` has fetched it
 /// ([`cni_manifest_in_tree`]).
 fn cni_manifest(c: &mut Checker) {
@@ -514,7 +514,7 @@ fn manifest_findings(c: &mut Checker, span: Range<usize>, text: &str) {
     pod_subnet_findings(c, span.clone(), text);
     // Row 43: `cni-image-arch` checks only what `[cni_images]` records, so every
     // image the applied manifest names must be recorded (`kiln pin` resolves them).
-    for image in crate::oci::manifest_images(text) {
+    for image in crate::inputs::oci::manifest_images(text) {
         if !c.p.doc.cni_images.contains_key(&image) {
             c.error(
                 "cni-image-pinned",
@@ -532,7 +532,7 @@ fn pod_subnet_findings(c: &mut Checker, span: Range<usize>, text: &str) {
     let subnet = c.p.cni_pod_subnet();
     let span =
         c.p.doc.cni_manifest.as_ref().and_then(|m| m.get_ref().pod_subnet.as_ref()).map(|s| s.span()).unwrap_or(span);
-    match crate::cni_manifest::check(text, &subnet) {
+    match crate::inputs::cni_manifest::check(text, &subnet) {
         Ok(found) if found.is_empty() => c.warn(
             "cni-pod-subnet",
             span,
@@ -541,7 +541,7 @@ fn pod_subnet_findings(c: &mut Checker, span: Range<usize>, text: &str) {
         Ok(_) => {}
         Err(errors) => {
             for e in errors {
-                c.error("cni-pod-subnet", span.clone(), format!("CNI manifest {} {e}", crate::profile::CNI_MANIFEST_PATH));
+                c.error("cni-pod-subnet", span.clone(), format!("CNI manifest {} {e}", crate::inputs::profile::CNI_MANIFEST_PATH));
             }
         }
     }
@@ -552,7 +552,7 @@ fn pod_subnet_findings(c: &mut Checker, span: Range<usize>, text: &str) {
 /// downloads are in the tree. Errors name the profile's `file:line:col`.
 pub fn cni_manifest_in_tree(profile: &Profile, tree: &Tree) -> Result<()> {
     let Some(spec) = &profile.doc.cni_manifest else { return Ok(()) };
-    let Some(e) = tree.get(crate::profile::CNI_MANIFEST_PATH) else { return Ok(()) };
+    let Some(e) = tree.get(crate::inputs::profile::CNI_MANIFEST_PATH) else { return Ok(()) };
     let Node::File(content) = &e.node else { return Ok(()) };
     let text = match content {
         Content::Inline(b) => String::from_utf8_lossy(b).into_owned(),
@@ -700,7 +700,7 @@ fn image_tree(c: &mut Checker) {
     if c.p.family().read_only_usr() {
         for (path, e) in tree.iter() {
             // Rendered paths are covered by the directory rules above.
-            if under_usr(path) && matches!(e.origin, crate::tree::Origin::Overlay { .. }) {
+            if under_usr(path) && matches!(e.origin, crate::image::tree::Origin::Overlay { .. }) {
                 let span = c.p.doc.family.span();
                 c.error(
                     "read-only-usr",

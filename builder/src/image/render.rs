@@ -6,8 +6,8 @@
 //! `cmd/krel/templates/latest/{kubelet,kubeadm}`), with the profile's bin dir.
 
 use crate::error::Result;
-use crate::profile::{Arch, Family, Profile, RuntimeKind};
-use crate::tree::{Entry, Origin, Tree};
+use crate::image::tree::{Entry, Origin, Tree};
+use crate::inputs::profile::{Arch, Family, Profile, RuntimeKind};
 use kiln_firstboot::image::{ImageDefaults, IMAGE_SCHEMA, IMAGE_TOML_PATH};
 
 /// Directories that are on the default `PATH` of systemd and login shells.
@@ -207,8 +207,8 @@ pub fn render(profile: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
     // A [cni_manifest] pinned by path (one pinned by url is an artifact).
     if let Some(bytes) = profile.read_cni_manifest_file()? {
         tree.insert(
-            crate::profile::CNI_MANIFEST_PATH,
-            Entry::file(crate::tree::Content::Inline(bytes), 0o644, Origin::Rendered),
+            crate::inputs::profile::CNI_MANIFEST_PATH,
+            Entry::file(crate::image::tree::Content::Inline(bytes), 0o644, Origin::Rendered),
             false,
         )?;
     }
@@ -257,10 +257,10 @@ pub fn containerd_config(version: u8, systemd_cgroup: bool, sandbox: Option<&str
 /// version, else `kubernetes_version`), when kiln knows it
 /// ([`crate::image::containerd::kubeadm_pause_image`]).
 pub fn pause_image(profile: &Profile) -> Option<&'static str> {
-    use crate::version::VersionExt;
+    use crate::inputs::version::VersionExt;
     let v = profile
         .artifact_version("kubeadm")
-        .and_then(|s| crate::version::Version::parse(&s).ok())
+        .and_then(|s| crate::inputs::version::Version::parse(&s).ok())
         .unwrap_or_else(|| profile.version.clone());
     crate::image::containerd::kubeadm_pause_image(v.major, v.minor)
 }

@@ -113,7 +113,7 @@ impl Cache {
         if before.is_some() && self.stamp_holds(&self.blob_stamp(sha256), &[(String::new(), p.clone())]) {
             return Ok(Entry::Valid(p, Verified::Stamp));
         }
-        let actual = crate::fetch::open_regular(&p)
+        let actual = crate::inputs::fetch::open_regular(&p)
             .and_then(|mut f| hash::copy_hashed(&mut f, &mut io::sink(), |_| {}))
             .map(|(_, h)| h)
             .unwrap_or_else(|e| format!("unreadable ({e})"));
@@ -242,7 +242,7 @@ impl Cache {
             let intact = truth.iter().all(|m| {
                 let path = dir.join(&m.name);
                 let before = Stamp::of(&path);
-                let ok = crate::fetch::open_regular(&path)
+                let ok = crate::inputs::fetch::open_regular(&path)
                     .and_then(|mut f| hash::copy_hashed(&mut f, &mut io::sink(), |_| {}))
                     .is_ok_and(|(n, h)| n == m.size && h == m.sha256);
                 if let Some(before) = before {
@@ -344,7 +344,7 @@ fn default_dir() -> Result<PathBuf> {
 /// Hashes the tarball while extracting its regular files (flattened to base
 /// names) into `dir`, or only listing and hashing them when `dir` is `None`.
 fn extract_into(blob: &Path, dir: Option<&Path>, expect: &str) -> Result<Vec<Member>> {
-    let file = crate::fetch::open_regular(blob).io_ctx(blob.display())?;
+    let file = crate::inputs::fetch::open_regular(blob).io_ctx(blob.display())?;
     let hasher = HashingReader::new(BufReader::new(file));
     let gz = flate2::read::GzDecoder::new(hasher);
     let mut archive = tar::Archive::new(gz);

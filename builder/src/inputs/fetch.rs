@@ -10,10 +10,10 @@
 //! further; every artifact has one deadline over all its attempts
 //! ([`FetchOptions::deadline`]); a mirror directory entry must be a regular file.
 
-use crate::cache::{Cache, Entry};
 use crate::error::{Error, Result};
 use crate::hash;
-use crate::profile::Artifact;
+use crate::inputs::cache::{Cache, Entry};
+use crate::inputs::profile::Artifact;
 use crate::progress::{human_bytes, Progress};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -65,7 +65,7 @@ impl Mirror {
     pub fn parse_checked(s: &str) -> std::result::Result<Mirror, String> {
         match Mirror::parse(s) {
             Mirror::Url(u) => {
-                crate::validate::url(&u)?;
+                crate::inputs::validate::url(&u)?;
                 if !is_http_url(&u) || url_path(&u).contains(['?', '#']) {
                     return Err(format!(
                         "mirror URL `{}` must be http(s)://HOST[/PATH] without a query or fragment",
@@ -267,8 +267,8 @@ fn uncached<'a>(cache: &Cache, artifacts: &'a [Artifact], progress: &Progress) -
         checked.push(&a.sha256);
         // Hashed again unless unchanged since it was (and hashed as it is packed).
         match cache.check(&a.sha256)? {
-            Entry::Valid(_, crate::cache::Verified::Hashed) => hashed += 1,
-            Entry::Valid(_, crate::cache::Verified::Stamp) => stamped += 1,
+            Entry::Valid(_, crate::inputs::cache::Verified::Hashed) => hashed += 1,
+            Entry::Valid(_, crate::inputs::cache::Verified::Stamp) => stamped += 1,
             Entry::Missing => missing.push(a),
             Entry::Corrupt(actual) => {
                 progress.warn(format!(
@@ -897,7 +897,7 @@ fn cause_error(url: &str, cause: Cause) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{Arch, Install};
+    use crate::inputs::profile::{Arch, Install};
     use kiln_testkit::mirror::{Fault, Mirror as TestMirror};
 
     fn artifact(path: &str, sha256: &str, size: Option<u64>) -> Artifact {

@@ -12,12 +12,12 @@
 //! friends), and every directory on the way must be a real directory, not a
 //! symbolic link.
 
-use crate::cache::Cache;
 use crate::cli::MirrorArgs;
 use crate::error::{Error, IoContext, Result};
-use crate::fetch::{self, FetchOptions};
 use crate::hash;
-use crate::profile::{Arch, Artifact, Profile};
+use crate::inputs::cache::Cache;
+use crate::inputs::fetch::{self, FetchOptions};
+use crate::inputs::profile::{Arch, Artifact, Profile};
 use crate::progress::{human_bytes, Progress};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -497,7 +497,7 @@ fn copy_verified(blob: &Path, tmp: &Path, a: &Artifact) -> Result<(u64, File)> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut src = fetch::open_regular(blob).io_ctx(blob.display())?;
     let file: File = fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(tmp).io_ctx(tmp.display())?;
-    if !crate::staging::try_lock(&file) {
+    if !crate::outputs::staging::try_lock(&file) {
         return Err(Error::build(format!("{}: locked by another process", tmp.display())));
     }
     let mut out = BufWriter::new(file);
@@ -533,7 +533,7 @@ fn temp_beside(target: &Path) -> PathBuf {
 /// the ones no process holds the `flock(2)` of (a writer holds it until it
 /// renames the file), exactly, whatever runs under the PID in the name now.
 fn remove_stale_temps(target: &Path) {
-    use crate::staging::{probe_lock, LockState};
+    use crate::outputs::staging::{probe_lock, LockState};
     let Some(parent) = target.parent() else { return };
     let prefix = temp_prefix(target);
     let Ok(entries) = fs::read_dir(parent) else { return };
@@ -581,7 +581,7 @@ mod tests {
         }
         // A live writer holds the lock of its temporary file.
         let writer = File::open(&live).unwrap();
-        assert!(crate::staging::try_lock(&writer));
+        assert!(crate::outputs::staging::try_lock(&writer));
         remove_stale_temps(&target);
         assert!(!dead.exists() && live.exists() && other.exists());
         // A temporary file whose PID runs but which nobody holds is a dead writer's.

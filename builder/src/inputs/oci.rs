@@ -16,10 +16,10 @@
 //! a recorded image does not cover ([`check_profile`]), naming image and arch.
 
 use crate::error::{Error, Result};
-use crate::fetch::MAX_REDIRECTS;
 use crate::hash::hex;
 use crate::image::check::{Finding, Severity};
-use crate::profile::{Arch, Profile};
+use crate::inputs::fetch::MAX_REDIRECTS;
+use crate::inputs::profile::{Arch, Profile};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -338,7 +338,7 @@ pub fn check_profile(p: &Profile) -> Vec<Finding> {
                 out.push(Finding {
                     severity: Severity::Error,
                     rule: "cni-image-arch",
-                    message: crate::location::at(
+                    message: crate::inputs::location::at(
                         &p.path,
                         &p.text,
                         Some(pinned.span()),
@@ -361,7 +361,7 @@ pub fn pin_manifest(
     manifest: &std::path::Path,
     agent: &ureq::Agent,
 ) -> Result<Vec<String>> {
-    let text = crate::fetch::open_regular(manifest)
+    let text = crate::inputs::fetch::open_regular(manifest)
         .and_then(|f| {
             let mut s = String::new();
             f.take(MAX_BODY * 4).read_to_string(&mut s).map(|_| s)

@@ -14,10 +14,10 @@
 //! Files named `.gitkeep` are skipped (they only keep empty directories in git).
 
 use crate::error::{Error, IoContext, Result};
-use crate::location;
-use crate::profile::{parse_mode, Profile};
-use crate::tree::{Content, Entry, Origin, Tree};
-use crate::validate;
+use crate::image::tree::{Content, Entry, Origin, Tree};
+use crate::inputs::location;
+use crate::inputs::profile::{parse_mode, Profile};
+use crate::inputs::validate;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fs;

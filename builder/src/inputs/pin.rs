@@ -18,9 +18,9 @@
 //! artifact without one (the build then applies its 2 GiB cap).
 
 use crate::error::{Error, IoContext, Result};
-use crate::fetch::{self, FetchOptions};
 use crate::hash::is_sha256_hex;
-use crate::profile::{expand_url, Arch, Profile};
+use crate::inputs::fetch::{self, FetchOptions};
+use crate::inputs::profile::{expand_url, Arch, Profile};
 use crate::progress::Progress;
 use std::path::Path;
 use toml_edit::{DocumentMut, Item, Value};
@@ -41,7 +41,7 @@ pub struct PinOptions {
     pub base_image_version: Option<String>,
     /// Print the diff without writing.
     pub dry_run: bool,
-    /// Resolve this CNI manifest's images into `[cni_images]` ([`crate::oci`]).
+    /// Resolve this CNI manifest's images into `[cni_images]` ([`crate::inputs::oci`]).
     pub cni_manifest: Option<std::path::PathBuf>,
     /// Retry and timeout policy.
     pub fetch: FetchOptions,
@@ -168,7 +168,8 @@ fn pin_base_image(
     }
     let mut version = base.version.get_ref().clone();
     if let Some(v) = &opts.base_image_version {
-        crate::validate::artifact_version(v).map_err(|m| Error::config(format!("--base-image-version: {m}")))?;
+        crate::inputs::validate::artifact_version(v)
+            .map_err(|m| Error::config(format!("--base-image-version: {m}")))?;
         if *v != version {
             set_value(&mut doc["base_image"]["version"], v);
             if let Some(t) = doc["base_image"].as_table_like_mut() {
@@ -230,7 +231,7 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
     let profile = Profile::load(path)?;
     let mut doc: DocumentMut = profile.text.parse().map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
     if let Some(v) = &opts.version {
-        let parsed = crate::version::kubernetes(v).map_err(|m| Error::config(format!("--version: {m}")))?;
+        let parsed = crate::inputs::version::kubernetes(v).map_err(|m| Error::config(format!("--version: {m}")))?;
         let v = parsed.to_string();
         set_value(&mut doc["kubernetes_version"], &v);
         for name in KUBERNETES_ARTIFACTS {
@@ -241,7 +242,7 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
     }
     let agent = fetch::agent(opts.fetch.timeout);
     if let Some(m) = &opts.cni_manifest {
-        for line in crate::oci::pin_manifest(&mut doc, m, &agent)? {
+        for line in crate::inputs::oci::pin_manifest(&mut doc, m, &agent)? {
             progress.detail(line);
         }
     }
@@ -304,10 +305,12 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
     match pin_cni_manifest(&profile, &mut doc, opts, &agent, progress) {
         // Row 43: the images `kiln check` holds against the architectures are
         // the applied manifest's own (`--cni-manifest` names another one instead).
-        Ok(Some(text)) if opts.cni_manifest.is_none() => match crate::oci::pin_images(&mut doc, &text, &agent) {
-            Ok(lines) => lines.into_iter().for_each(|l| progress.detail(l)),
-            Err(e) => failed.push(e.context("resolving the images of [cni_manifest]")),
-        },
+        Ok(Some(text)) if opts.cni_manifest.is_none() => {
+            match crate::inputs::oci::pin_images(&mut doc, &text, &agent) {
+                Ok(lines) => lines.into_iter().for_each(|l| progress.detail(l)),
+                Err(e) => failed.push(e.context("resolving the images of [cni_manifest]")),
+            }
+        }
         Ok(_) => {}
         Err(e) => failed.push(e.context("pinning [cni_manifest]")),
     }
@@ -339,7 +342,7 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
 /// `[cni_manifest]`'s sha256 from the manifest itself (no upstream publishes a
 /// checksum file for one): a `path` is hashed, a `url` downloaded (through
 /// `--base-url` when given) and hashed, its size pinned too; either way at most
-/// [`crate::profile::CNI_MANIFEST_MAX`] bytes.
+/// [`crate::inputs::profile::CNI_MANIFEST_MAX`] bytes.
 /// Returns the manifest's text (`None` without a `[cni_manifest]`).
 fn pin_cni_manifest(
     profile: &Profile,
@@ -354,13 +357,13 @@ fn pin_cni_manifest(
         use std::io::Read;
         let mut bytes = Vec::new();
         fetch::open_regular(&file)
-            .and_then(|f| f.take(crate::profile::CNI_MANIFEST_MAX + 1).read_to_end(&mut bytes))
+            .and_then(|f| f.take(crate::inputs::profile::CNI_MANIFEST_MAX + 1).read_to_end(&mut bytes))
             .io_ctx(file.display())?;
-        if bytes.len() as u64 > crate::profile::CNI_MANIFEST_MAX {
+        if bytes.len() as u64 > crate::inputs::profile::CNI_MANIFEST_MAX {
             return Err(Error::config(format!(
                 "{}: larger than {} bytes; is it a CNI manifest?",
                 file.display(),
-                crate::profile::CNI_MANIFEST_MAX
+                crate::inputs::profile::CNI_MANIFEST_MAX
             )));
         }
         (crate::hash::sha256_hex(&bytes), None, String::from_utf8_lossy(&bytes).into_owned())
@@ -369,8 +372,13 @@ fn pin_cni_manifest(
             Some(base) => fetch::rebase_url(base, url.get_ref()),
             None => url.get_ref().clone(),
         };
-        let text =
-            fetch::fetch_text_up_to(&opts.fetch, agent, &url, crate::profile::CNI_MANIFEST_MAX, "a CNI manifest")?;
+        let text = fetch::fetch_text_up_to(
+            &opts.fetch,
+            agent,
+            &url,
+            crate::inputs::profile::CNI_MANIFEST_MAX,
+            "a CNI manifest",
+        )?;
         (crate::hash::sha256_hex(text.as_bytes()), Some(text.len() as u64), text)
     } else {
         return Ok(None);

@@ -1,12 +1,12 @@
 //! Profiles (`profiles/*.toml`): what goes into an image, strictly parsed.
 //!
-//! Every field keeps its source span so that [`crate::check`] can point at
+//! Every field keeps its source span so that [`crate::image::check`] can point at
 //! `file:line:col`. Defaults are applied by accessor methods, never by
 //! rewriting the parsed document, so a finding always points at real text.
 
 use crate::error::{Error, Result};
-use crate::location;
-use crate::version::Version;
+use crate::inputs::location;
+use crate::inputs::version::Version;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -335,13 +335,13 @@ pub struct ProfileDoc {
     /// Pinned artifacts by name (`kubeadm`, `kubelet`, `kubectl`, `crictl`, `cni-plugins`, …).
     pub artifacts: BTreeMap<String, Spanned<ArtifactSpec>>,
     /// The OS image `--format card` starts from (Raspberry Pi OS, Ubuntu for Raspberry Pi).
-    pub base_image: Option<Spanned<crate::card::base::BaseImageSpec>>,
+    pub base_image: Option<Spanned<crate::outputs::card::base::BaseImageSpec>>,
     /// The pinned CNI manifest the image carries.
     pub cni_manifest: Option<Spanned<CniManifestSpec>>,
     /// The CNI manifest's images as `kiln pin --cni-manifest` resolved them:
-    /// digest and platforms per image ([`crate::oci`]).
+    /// digest and platforms per image ([`crate::inputs::oci`]).
     #[serde(default)]
-    pub cni_images: BTreeMap<String, Spanned<crate::oci::PinnedImage>>,
+    pub cni_images: BTreeMap<String, Spanned<crate::inputs::oci::PinnedImage>>,
 }
 
 /// A loaded profile: the document, its text (for locations) and parsed version.
@@ -440,7 +440,7 @@ impl Profile {
     }
 
     /// Parses profile text read from `path`, then checks every field against
-    /// its allow-list ([`crate::validate`]). Each error is one
+    /// its allow-list ([`crate::inputs::validate`]). Each error is one
     /// `file:line:col: what; what to do` line; all of them are reported.
     pub fn parse(path: &Path, text: String) -> Result<Profile> {
         let doc: ProfileDoc = toml::from_str(&text).map_err(|e| {
@@ -450,7 +450,7 @@ impl Profile {
         let mut err = |span: std::ops::Range<usize>, m: String| {
             errors.push((span.start, location::at(path, &text, Some(span), &m)))
         };
-        let version = crate::version::kubernetes(doc.kubernetes_version.get_ref());
+        let version = crate::inputs::version::kubernetes(doc.kubernetes_version.get_ref());
         if let Err(m) = &version {
             err(doc.kubernetes_version.span(), m.clone());
         }
@@ -592,7 +592,7 @@ impl Profile {
         let read = || -> std::io::Result<Vec<u8>> {
             use std::io::Read;
             let mut bytes = Vec::new();
-            crate::fetch::open_regular(&file)?.take(CNI_MANIFEST_MAX + 1).read_to_end(&mut bytes)?;
+            crate::inputs::fetch::open_regular(&file)?.take(CNI_MANIFEST_MAX + 1).read_to_end(&mut bytes)?;
             if bytes.len() as u64 > CNI_MANIFEST_MAX {
                 return Err(std::io::Error::other(format!("longer than {CNI_MANIFEST_MAX} bytes")));
             }
@@ -766,10 +766,14 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>> {
 
 /// Checks every string (and the epoch) of a parsed profile against its
 /// allow-list, calling `err(span, message)` for each refusal. Cross-field
-/// rules (skew, read-only `/usr`, pins per architecture) live in [`crate::check`].
+/// rules (skew, read-only `/usr`, pins per architecture) live in [`crate::image::check`].
 fn validate_fields(doc: &ProfileDoc, err: &mut impl FnMut(std::ops::Range<usize>, String)) {
-    use crate::validate as v;
-    fn at(err: &mut impl FnMut(std::ops::Range<usize>, String), s: &Spanned<String>, r: crate::validate::Verdict) {
+    use crate::inputs::validate as v;
+    fn at(
+        err: &mut impl FnMut(std::ops::Range<usize>, String),
+        s: &Spanned<String>,
+        r: crate::inputs::validate::Verdict,
+    ) {
         if let Err(m) = r {
             err(s.span(), m);
         }

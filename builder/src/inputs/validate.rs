@@ -1,8 +1,8 @@
 //! Per-field allow-lists for every string a profile or an overlay manifest carries.
 //!
 //! Profiles and overlays arrive in pull requests, so each value is checked
-//! where it is parsed ([`crate::profile::Profile::parse`],
-//! [`crate::overlay`]) against what the place it ends up in can carry: a
+//! where it is parsed ([`crate::inputs::profile::Profile::parse`],
+//! [`crate::inputs::overlay`]) against what the place it ends up in can carry: a
 //! systemd unit line, a sysctl.d line, a file name in `dist/`, a kubelet flag.
 //! Values are refused, never escaped or repaired. Each function returns the
 //! reason and what to write instead; the caller adds `file:line:col`.

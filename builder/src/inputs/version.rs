@@ -15,7 +15,7 @@ pub fn kubernetes(s: &str) -> Result<Version, String> {
     if !s.starts_with('v') {
         return Err(format!(
             "{} has no leading `v`: write \"{v}\" (Kubernetes versions are spelled like its release tags)",
-            crate::validate::show(s)
+            crate::inputs::validate::show(s)
         ));
     }
     Ok(v)
@@ -48,7 +48,7 @@ impl VersionExt for Version {
         if !(pre.is_empty() || pre_ok) {
             return Err(format!(
                 "{} is not a version like v1.34.2 or v1.35.0-rc.1 (the suffix after `-` uses only 0-9, A-Z, a-z, `.`, `-`)",
-                crate::validate::show(s)
+                crate::inputs::validate::show(s)
             ));
         }
         let parts: Vec<&str> = core.split('.').collect();
@@ -60,10 +60,10 @@ impl VersionExt for Version {
                 (Some(major), Some(minor), Some(patch)) => Ok(Version { major, minor, patch, pre }),
                 _ => Err(format!(
                     "{} is not a version like v1.34.2 (numbers of at most six digits)",
-                    crate::validate::show(s)
+                    crate::inputs::validate::show(s)
                 )),
             },
-            _ => Err(format!("{} is not a version like v1.34.2 (three numbers)", crate::validate::show(s))),
+            _ => Err(format!("{} is not a version like v1.34.2 (three numbers)", crate::inputs::validate::show(s))),
         }
     }
 

@@ -14,10 +14,10 @@
 //! 3.1+), so hashes are the artifacts' own pins.
 
 use crate::error::{Error, Result};
-use crate::fetch;
-use crate::profile::{Artifact, Install};
-use crate::sysext::{self, EXTENSION_NAME};
-use crate::tree::{Content, Node, Origin, Tree};
+use crate::image::tree::{Content, Node, Origin, Tree};
+use crate::inputs::fetch;
+use crate::inputs::profile::{Artifact, Install};
+use crate::outputs::sysext::{self, EXTENSION_NAME};
 use crate::userdata::{ignition_file, NodeFile, IGNITION_VERSIONS};
 use serde_json::{json, Value};
 

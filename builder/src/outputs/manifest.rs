@@ -4,7 +4,7 @@
 //! one section per profile and `SHA256SUMS` lists every output it knows.
 
 use crate::error::{Error, IoContext, Result};
-use crate::tarball::FileRecord;
+use crate::outputs::tarball::FileRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -94,7 +94,7 @@ pub fn records_json(records: &[FileRecord]) -> Result<Vec<serde_json::Value>> {
 /// sha256 (content, not only sizes), and `SHA256SUMS` says what `man` says.
 pub fn outputs_present(dir: &Path, man: &Manifest, section: &ProfileSection) -> bool {
     let intact = |o: &Output| {
-        crate::fetch::open_regular(&dir.join(&o.file))
+        crate::inputs::fetch::open_regular(&dir.join(&o.file))
             .and_then(|mut f| crate::hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
             .is_ok_and(|(n, h)| n == o.size && h == o.sha256)
     };
@@ -203,7 +203,7 @@ pub fn ignition_mismatches(dir: &Path, section: &ProfileSection, base_url: &str)
                 continue;
             };
             let Some(want) = hash.strip_prefix("sha256-") else { continue };
-            let got = crate::fetch::open_regular(&dir.join(file))
+            let got = crate::inputs::fetch::open_regular(&dir.join(file))
                 .and_then(|mut r| crate::hash::copy_hashed(&mut r, &mut std::io::sink(), |_| {}));
             match got {
                 Ok((_, h)) if h == want => {}

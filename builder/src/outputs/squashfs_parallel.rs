@@ -77,7 +77,7 @@ pub fn gzip_block(bytes: &[u8]) -> Result<Vec<u8>, BackhandError> {
 }
 
 /// The compressor handed to backhand (see the module docs). kiln writes gzip
-/// squashfs images only ([`crate::sysext::write`]), so every block is a
+/// squashfs images only ([`crate::outputs::sysext::write`]), so every block is a
 /// [`gzip_block`].
 pub struct KilnCompressor;
 

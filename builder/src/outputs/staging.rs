@@ -271,10 +271,10 @@ impl Staging {
     fn check_legacy(&self, carried: &[String]) -> Result<()> {
         let known = |n: &str| {
             carried.iter().any(|c| c == n)
-                || n == crate::manifest::MANIFEST_NAME
-                || n == crate::manifest::SUMS_NAME
+                || n == crate::outputs::manifest::MANIFEST_NAME
+                || n == crate::outputs::manifest::SUMS_NAME
                 || self.dir.join(n).exists()
-                || crate::manifest::Manifest::read(&self.out)
+                || crate::outputs::manifest::Manifest::read(&self.out)
                     .profiles
                     .values()
                     .any(|p| p.outputs.iter().any(|o| o.file == n))

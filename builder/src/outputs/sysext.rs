@@ -32,10 +32,10 @@
 //! different bytes into one output directory.
 
 use crate::error::{Error, IoContext, Result};
-use crate::profile::{Arch, Profile};
-use crate::render;
-use crate::tarball::{self, FileRecord};
-use crate::tree::{Content, Entry, Node, Origin, Tree};
+use crate::image::render;
+use crate::image::tree::{Content, Entry, Node, Origin, Tree};
+use crate::inputs::profile::{Arch, Profile};
+use crate::outputs::tarball::{self, FileRecord};
 use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -222,7 +222,7 @@ pub fn write(usr: &Tree, epoch: u64, out: &std::path::Path) -> Result<Vec<FileRe
     let comp = FilesystemCompressor::new(backhand::v4::compressor::Compressor::Gzip, None)
         .map_err(|e| Error::build(format!("squashfs compressor: {e}")))?;
     fs.set_compressor(comp);
-    fs.set_kind(backhand::kind::Kind::new_v4(&crate::squashfs_parallel::KILN_COMPRESSOR));
+    fs.set_kind(backhand::kind::Kind::new_v4(&crate::outputs::squashfs_parallel::KILN_COMPRESSOR));
     let digests = Arc::new(Mutex::new(BTreeMap::new()));
     let failure: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
     let header = |e: &Entry| NodeHeader::new(e.mode as u16, e.uid, e.gid, t);
@@ -247,14 +247,15 @@ pub fn write(usr: &Tree, epoch: u64, out: &std::path::Path) -> Result<Vec<FileRe
     let file = std::fs::File::create(out).io_ctx(out.display())?;
     let mut w = io::BufWriter::with_capacity(1 << 20, file);
     // The same files, in the writer's order, for the compression workers.
-    use crate::squashfs_parallel::Opener;
+    use crate::outputs::squashfs_parallel::Opener;
     let files: Vec<Opener> = usr
         .iter()
         .filter_map(|(_, e)| match &e.node {
             Node::File(Content::Disk { path, .. }) => {
                 let path = path.clone();
-                Some(Box::new(move || crate::fetch::open_regular(&path).map(|f| Box::new(f) as Box<dyn Read + Send>))
-                    as Opener)
+                Some(Box::new(move || {
+                    crate::inputs::fetch::open_regular(&path).map(|f| Box::new(f) as Box<dyn Read + Send>)
+                }) as Opener)
             }
             Node::File(Content::Inline(b)) => {
                 let b = b.clone();
@@ -264,9 +265,10 @@ pub fn write(usr: &Tree, epoch: u64, out: &std::path::Path) -> Result<Vec<FileRe
         })
         .collect();
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let written = crate::squashfs_parallel::with_precompression(files, backhand::DEFAULT_BLOCK_SIZE, workers, || {
-        fs.write(&mut w)
-    });
+    let written =
+        crate::outputs::squashfs_parallel::with_precompression(files, backhand::DEFAULT_BLOCK_SIZE, workers, || {
+            fs.write(&mut w)
+        });
     if let Err(e) = written {
         if let Some(f) = failure.lock().ok().and_then(|mut f| f.take()) {
             return Err(f);

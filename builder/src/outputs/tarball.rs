@@ -4,7 +4,7 @@
 //! Entries are in sorted path order with mtime = epoch, uid/gid 0 (`root`),
 //! no device nodes, and a gzip header without name or timestamp, so the same
 //! tree always gives the same bytes. The gzip stream is compressed on every
-//! core by [`pgzip`](crate::pgzip) (libdeflate, level 6 by default), the zstd
+//! core by [`pgzip`](crate::outputs::pgzip) (libdeflate, level 6 by default), the zstd
 //! stream by zstd's worker threads; neither output depends on the number of
 //! threads. Content read from disk is hashed while it
 //! is written and must be exactly what was planned ([`Planned`]); otherwise
@@ -12,8 +12,8 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
-use crate::pgzip;
-use crate::tree::{Content, Entry, Node, Origin, Tree};
+use crate::image::tree::{Content, Entry, Node, Origin, Tree};
+use crate::outputs::pgzip;
 use serde::Serialize;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -134,7 +134,7 @@ impl Read for Planned {
         if self.reader.is_none() {
             self.reader = Some(match &self.content {
                 Content::Inline(b) => Box::new(io::Cursor::new(b.clone())),
-                Content::Disk { path, .. } => match crate::fetch::open_regular(path) {
+                Content::Disk { path, .. } => match crate::inputs::fetch::open_regular(path) {
                     Ok(f) => Box::new(f),
                     Err(e) => return Err(self.fail(format!("cannot be read: {e}"))),
                 },

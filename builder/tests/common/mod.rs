@@ -3,8 +3,8 @@
 //! them, and a way to run the real `kiln` binary.
 #![allow(dead_code)]
 
-use kiln::fetch::url_path;
-use kiln::profile::{Arch, Install, Profile};
+use kiln::inputs::fetch::url_path;
+use kiln::inputs::profile::{Arch, Install, Profile};
 use kiln_testkit::mirror::Mirror;
 use kiln_testkit::standin;
 use std::path::{Path, PathBuf};
@@ -90,7 +90,7 @@ pub fn populate(profile: &Profile, root: &Path) {
         for (name, spec) in &profile.doc.artifacts {
             let spec = spec.get_ref();
             let version = spec.version.get_ref();
-            let url = kiln::profile::expand_url(spec.url.get_ref(), version, arch);
+            let url = kiln::inputs::profile::expand_url(spec.url.get_ref(), version, arch);
             let install = match &spec.extract {
                 Some(_) => Install::Extract { members: None },
                 None => Install::File { name: name.clone() },

@@ -95,7 +95,7 @@ pub fn card_image(dir: &Path) -> PathBuf {
             .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
             .arg(format!("seek={}", off >> 20)));
     }
-    let bmap = kiln::card::bmap::create(&img).expect("bmap");
+    let bmap = kiln::outputs::card::bmap::create(&img).expect("bmap");
     std::fs::write(dir.join("card.img.bmap"), bmap.to_xml()).unwrap();
     img
 }

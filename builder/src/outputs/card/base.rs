@@ -2,11 +2,11 @@
 //! like every artifact, fetched and verified through kiln's [`fetch`] and
 //! [`Cache`], then decompressed once (streamed, written sparse) into the cache.
 
-use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};
-use crate::fetch::{self, FetchOptions};
 use crate::hash::{hex, is_sha256_hex};
-use crate::profile::{Arch, Artifact, Install, Profile};
+use crate::inputs::cache::Cache;
+use crate::inputs::fetch::{self, FetchOptions};
+use crate::inputs::profile::{Arch, Artifact, Install, Profile};
 use crate::progress::Progress;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -119,7 +119,7 @@ impl BaseImageSpec {
         let version = self.version.get_ref().clone();
         Ok(Artifact {
             name: ARTIFACT_NAME.to_string(),
-            url: crate::profile::expand_url(self.url.get_ref(), &version, arch),
+            url: crate::inputs::profile::expand_url(self.url.get_ref(), &version, arch),
             version,
             arch,
             sha256: sha,

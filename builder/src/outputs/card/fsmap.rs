@@ -8,7 +8,7 @@
 //! whatever the card held before: a FAT whose free entries are garbage, a
 //! zero page of a binary that is not zero. [`required_spans`] is what a
 //! `.bmap` must map (and what `kiln flash` must write) so the card is
-//! correct whatever it held; see [`crate::card::bmap::create`].
+//! correct whatever it held; see [`crate::outputs::card::bmap::create`].
 //!
 //! Layouts follow the on-disk formats as their reference tools write them:
 //! * FAT: Microsoft's FAT specification (fatgen103): BPB fields at 11–47,

@@ -27,12 +27,12 @@ pub mod mbr;
 pub mod rootfs;
 pub mod runtime;
 
-use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};
-use crate::fetch::FetchOptions;
-use crate::profile::{Arch, Profile};
+use crate::image::tree::{Node, Tree};
+use crate::inputs::cache::Cache;
+use crate::inputs::fetch::FetchOptions;
+use crate::inputs::profile::{Arch, Profile};
 use crate::progress::Progress;
-use crate::tree::{Node, Tree};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

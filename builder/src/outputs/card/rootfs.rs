@@ -14,7 +14,7 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
-use crate::tree::{Content, Node, Origin, Tree};
+use crate::image::tree::{Content, Node, Origin, Tree};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -245,7 +245,7 @@ pub fn add_tree(part: &Path, tree: &Tree, work: &Path, epoch: u64) -> Result<usi
                     Content::Disk { path: from, expect_sha256, .. } => {
                         if expect_sha256.is_some() {
                             let got = hash::sha256_file(from).io_ctx(from.display())?;
-                            crate::tarball::verify(&path, content, &got)?;
+                            crate::outputs::tarball::verify(&path, content, &got)?;
                         }
                         // debugfs reads it from inside `work`: a relative path would dangle.
                         let from = std::path::absolute(from).io_ctx(from.display())?;

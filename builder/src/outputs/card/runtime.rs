@@ -5,8 +5,8 @@
 //! and swap masked for the base OSes kiln knows.
 
 use crate::error::Result;
-use crate::profile::Profile;
-use crate::tree::{Entry, Origin, Tree};
+use crate::image::tree::{Entry, Origin, Tree};
+use crate::inputs::profile::Profile;
 
 /// containerd's unit as upstream ships it (containerd/containerd,
 /// `containerd.service`), with `ExecStart` in the profile's bin dir. containerd
@@ -103,7 +103,7 @@ pub fn mask_swap(tree: &mut Tree) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::{Content, Node};
+    use crate::image::tree::{Content, Node};
 
     #[test]
     fn a_card_carries_an_empty_zram_generator_config() {
