@@ -179,9 +179,7 @@ pub fn swap_units(root: &Path) -> Vec<String> {
             add(format!("{}.swap", escape_path(&dev)));
         }
     }
-    for u in
-        ["dev-zram0.swap", "systemd-zram-setup@zram0.service", "dphys-swapfile.service", "rpi-zram-writeback.timer"]
-    {
+    for u in crate::unit::DISTRO_SWAP_UNITS {
         add(u.to_string());
     }
     units

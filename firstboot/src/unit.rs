@@ -1,6 +1,16 @@
 //! The systemd units that start `kiln-firstboot` on boot, and that run its
 //! `approve-csrs` on control planes every minute.
 
+/// The distributions' own swap units, masked by the builder on a card and by
+/// kiln-firstboot again at first boot (kubelet refuses to start with swap on
+/// unless configured for it): Raspberry Pi OS's zram swap of `rpi-swap` in
+/// trixie (`dev-zram0.swap`, `systemd-zram-setup@zram0.service`,
+/// `rpi-zram-writeback.timer`) and its `dphys-swapfile.service` up to bookworm.
+/// Ubuntu for Raspberry Pi ships no swap; the masks are harmless there. One
+/// list, so the two crates cannot disagree.
+pub const DISTRO_SWAP_UNITS: [&str; 4] =
+    ["dev-zram0.swap", "systemd-zram-setup@zram0.service", "dphys-swapfile.service", "rpi-zram-writeback.timer"];
+
 /// File name of the first-boot unit.
 pub const UNIT_NAME: &str = "kiln-firstboot.service";
 

@@ -38,15 +38,9 @@ WantedBy=multi-user.target\n"
     )
 }
 
-/// Swap units masked on the card (kubelet refuses to start with swap on
-/// unless configured for it): Raspberry Pi OS's `dphys-swapfile.service` up
-/// to bookworm, and in trixie the zram swap of `rpi-swap`
-/// (`systemd-zram-setup@zram0.service`, `dev-zram0.swap`,
-/// `rpi-zram-writeback.timer`). Ubuntu for Raspberry Pi ships no swap; the
-/// masks are harmless there. kiln-firstboot masks the same units again at
-/// first boot (`firstboot/src/host.rs`).
-pub const MASKED_SWAP_UNITS: [&str; 4] =
-    ["dphys-swapfile.service", "systemd-zram-setup@zram0.service", "dev-zram0.swap", "rpi-zram-writeback.timer"];
+/// Swap units masked on the card: the one list kiln-firstboot masks again at
+/// first boot ([`kiln_firstboot::unit::DISTRO_SWAP_UNITS`]).
+pub const MASKED_SWAP_UNITS: [&str; 4] = kiln_firstboot::unit::DISTRO_SWAP_UNITS;
 
 /// Adds the containerd unit (enabled through its `.wants` link) when the
 /// profile pins a `containerd` artifact: every image that carries containerd
