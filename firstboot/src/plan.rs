@@ -174,7 +174,7 @@ pub fn steps(m: &Machine, r: &Resolved, state: Option<&State>) -> Result<Vec<Ste
         format!(
             "load {}; set {} to 1; {}",
             host::MODULES.join(", "),
-            host::SYSCTLS.join(", "),
+            host::SYSCTLS.map(|s| s.replace('/', ".")).join(", "),
             if limited { "swap may stay on ([node] swap = \"limited\")" } else { "turn swap off" }
         ),
     );
@@ -197,7 +197,7 @@ pub fn steps(m: &Machine, r: &Resolved, state: Option<&State>) -> Result<Vec<Ste
     let pki = if pki.is_empty() { String::new() } else { format!("write {}; ", pki.join(", ")) };
     step(
         Action::Kubeadm,
-        format!("{pki}kubeadm {} --config {CONFIG_PATH}, kubeadm reset -f between attempts", verb(r)),
+        format!("{pki}kubeadm {} --config {CONFIG_PATH}: at most --attempts times, kubeadm reset -f between", verb(r)),
     );
     step(Action::RecordSuccess, format!("write {STATE_PATH} and {CAPI_SENTINEL}; remove {EVIDENCE_LOG}"));
     if init {
@@ -258,7 +258,7 @@ pub fn plan(m: &Machine, r: &Resolved) -> String {
         Ok(steps) => {
             s.push_str("steps (what `run` does, in order):\n");
             for st in steps {
-                s.push_str(&format!("  {:<19} {}\n", st.name(), st.line));
+                s.push_str(&format!("  {:<20} {}\n", st.name(), st.line));
             }
         }
         Err(h) => s.push_str(&format!("steps: none: {}\n", h.line())),
