@@ -16,8 +16,8 @@ Joins this machine to its Kubernetes cluster, once per machine, unattended.
 
 Commands:
   run      resolve the node, fix and check the host, run kubeadm init|join (default)
-  plan     print the resolved node, its sources and the kubeadm config (secrets redacted);
-           changes nothing
+  plan     print the resolved node, its sources, the steps `run` would take (in order) and
+           the kubeadm config (secrets redacted); changes nothing
   status   print the state of this machine's bootstrap: joined, failed (and why), or not yet
   doctor   preflight report and a scan of the last kubeadm output and its evidence for known failures
   reset    kubeadm reset -f (bounded by --reset-timeout), iptables/IPVS rules, CNI interfaces

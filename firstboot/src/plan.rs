@@ -20,7 +20,7 @@ pub const CONFIG_PATH: &str = "/run/kiln/kubeadm.json";
 const LEFTOVERS: [&str; 3] =
     ["/etc/kubernetes/kubelet.conf", "/etc/kubernetes/admin.conf", "/etc/kubernetes/manifests/kube-apiserver.yaml"];
 
-/// What `run` does for a step (see `crate::run`, which executes each).
+/// What `run` does for a step (the `run` module executes each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// `kubeadm reset -f`: kiln's own interrupted attempt left kubeadm's files.
