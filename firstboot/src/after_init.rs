@@ -52,7 +52,7 @@ pub fn apply_cni(m: &Machine, r: &Resolved) {
     }
 }
 
-/// The admin user's own kubeconfig, if node.toml names the user ([`user_kubeconfig`]), logged.
+/// The admin user's own kubeconfig, if node.toml names the user (`user_kubeconfig`), logged.
 pub fn admin_kubeconfig(m: &Machine, r: &Resolved) {
     let Some(user) = &r.admin_user else { return };
     match user_kubeconfig(m, r, user, &admin_conf(&m.root)) {

@@ -2,6 +2,10 @@
 //!
 //! The builder (`kiln`) depends on this crate to write exactly what the agent
 //! will parse; this crate never depends on the builder, so it stays tiny.
+//!
+//! The agent resolves, then acts: [`resolve`] turns the machine's metadata and
+//! node.toml into one validated node, [`plan`] turns that node into the ordered
+//! steps of a run, and [`run`] executes exactly those steps (`plan` prints them).
 
 pub mod after_init;
 pub mod approve;
