@@ -2,24 +2,38 @@
 //!
 //! The builder (`kiln`) depends on this crate to write exactly what the agent
 //! will parse; this crate never depends on the builder, so it stays tiny.
+//!
+//! The agent resolves, then acts: [`resolve`] turns the machine's metadata and
+//! node.toml into one validated node, [`plan`] turns that node into the ordered
+//! steps of a run, and [`run`] executes exactly those steps (`plan` prints them).
 
-pub mod agent;
+pub mod after_init;
+pub mod approve;
 pub mod cni;
 pub mod csr;
 pub mod diagnose;
+pub mod evidence;
 pub mod files;
 pub mod firewall;
 pub mod host;
 pub mod http;
 pub mod identity;
 pub mod image;
+pub mod journal;
 pub mod kubeadm;
 pub mod kubelet_fields;
 pub mod node;
+pub mod options;
+pub mod plan;
 pub mod preflight;
 pub mod provider;
+pub mod reset;
+pub mod resolve;
 pub mod routes;
+pub mod run;
 pub mod runner;
 pub mod sources;
+pub mod state;
+pub mod tools;
 pub mod unit;
 pub mod validate;

@@ -1,8 +1,10 @@
 //! `kiln-firstboot`: reads machine metadata on first boot and runs kubeadm.
 
-use kiln_firstboot::agent::{self, Options};
 use kiln_firstboot::http::escape;
+use kiln_firstboot::options::Options;
+use kiln_firstboot::run::{self, exit};
 use kiln_firstboot::sources::{self, under, Machine};
+use kiln_firstboot::{plan, resolve, state};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,8 +16,8 @@ Joins this machine to its Kubernetes cluster, once per machine, unattended.
 
 Commands:
   run      resolve the node, fix and check the host, run kubeadm init|join (default)
-  plan     print the resolved node, its sources and the kubeadm config (secrets redacted);
-           changes nothing
+  plan     print the resolved node, its sources, the steps `run` would take (in order) and
+           the kubeadm config (secrets redacted); changes nothing
   status   print the state of this machine's bootstrap: joined, failed (and why), or not yet
   doctor   preflight report and a scan of the last kubeadm output and its evidence for known failures
   reset    kubeadm reset -f (bounded by --reset-timeout), iptables/IPVS rules, CNI interfaces
@@ -109,7 +111,7 @@ macro_rules! err {
 fn usage(msg: &str) -> ExitCode {
     let line = USAGE.lines().next().unwrap_or_default();
     err!("kiln-firstboot: {}\n{line}\n`kiln-firstboot --help` lists the commands, options and examples.", escape(msg));
-    ExitCode::from(agent::exit::CONFIG)
+    ExitCode::from(exit::CONFIG)
 }
 
 /// An option's value: inline (`--root=DIR`) or the next argument, which must be there,
@@ -137,19 +139,42 @@ fn number(name: &str, what: &str, v: Result<String, String>) -> Result<u64, Stri
     v.parse::<u64>().map_err(|_| format!("{name} expects {what}, got '{v}'"))
 }
 
-fn main() -> ExitCode {
-    let mut root = PathBuf::from("/");
-    let mut cmdline = None;
-    let mut seed = None;
-    let mut opts = Options::default();
+/// What the command line asks for.
+struct Cli {
+    /// `--root`.
+    root: PathBuf,
+    /// `--cmdline`.
+    cmdline: Option<PathBuf>,
+    /// `--seed`.
+    seed: Option<PathBuf>,
+    /// How `run` and `reset` behave.
+    opts: Options,
+    /// The command (`run` when none is given).
+    cmd: String,
+    /// `--json`.
+    json: bool,
+    /// `--check-ports`.
+    check_ports: bool,
+}
+
+/// Reads the command line; `Err` is the exit code once `--help`, `--version` or a
+/// usage error has been printed.
+fn parse() -> Result<Cli, ExitCode> {
+    let mut cli = Cli {
+        root: PathBuf::from("/"),
+        cmdline: None,
+        seed: None,
+        opts: Options::default(),
+        cmd: String::new(),
+        json: false,
+        check_ports: false,
+    };
     let mut cmd = None;
-    let mut json = false;
-    let mut check_ports = false;
     // Arguments that are not UTF-8 are refused, not a panic of std::env::args.
     let args: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
     let mut args = match args {
         Ok(a) => a.into_iter(),
-        Err(a) => return usage(&format!("argument '{}' is not valid UTF-8", a.to_string_lossy())),
+        Err(a) => return Err(usage(&format!("argument '{}' is not valid UTF-8", a.to_string_lossy()))),
     };
     while let Some(arg) = args.next() {
         // `--name=value` is `--name value`.
@@ -159,10 +184,11 @@ fn main() -> ExitCode {
         };
         let mut val = |name: &str| value(name, &mut inline, &mut args);
         let secs = "a number of seconds";
+        let opts = &mut cli.opts;
         let r: Result<(), String> = match a.as_str() {
-            "--root" => val("--root").map(|v| root = PathBuf::from(v)),
-            "--cmdline" => val("--cmdline").map(|v| cmdline = Some(PathBuf::from(v))),
-            "--seed" => val("--seed").map(|v| seed = Some(PathBuf::from(v))),
+            "--root" => val("--root").map(|v| cli.root = PathBuf::from(v)),
+            "--cmdline" => val("--cmdline").map(|v| cli.cmdline = Some(PathBuf::from(v))),
+            "--seed" => val("--seed").map(|v| cli.seed = Some(PathBuf::from(v))),
             "--attempts" => {
                 number(&a, "a whole number", val(&a)).map(|n| opts.attempts = n.clamp(1, u64::from(u32::MAX)) as u32)
             }
@@ -181,20 +207,20 @@ fn main() -> ExitCode {
                 Err(format!("{a} takes no value"))
             }
             "--json" => {
-                json = true;
+                cli.json = true;
                 Ok(())
             }
             "--check-ports" => {
-                check_ports = true;
+                cli.check_ports = true;
                 Ok(())
             }
             "--version" | "-V" => {
                 out!("kiln-firstboot {}", env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
+                return Err(ExitCode::SUCCESS);
             }
             "--help" | "-h" => {
                 out!("{USAGE}");
-                return ExitCode::SUCCESS;
+                return Err(ExitCode::SUCCESS);
             }
             other if other.starts_with('-') => Err(format!("unknown option '{other}'")),
             other => match &cmd {
@@ -206,87 +232,74 @@ fn main() -> ExitCode {
             },
         };
         if let Err(e) = r {
-            return usage(&e);
+            return Err(usage(&e));
         }
     }
-    let cmd = cmd.unwrap_or_else(|| "run".into());
+    cli.cmd = cmd.unwrap_or_else(|| "run".into());
+    Ok(cli)
+}
+
+fn main() -> ExitCode {
+    let cli = match parse() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (cmd, json, root) = (cli.cmd.as_str(), cli.json, &cli.root);
     if cmd == "help" {
         out!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    if !COMMANDS.contains(&cmd.as_str()) {
+    if !COMMANDS.contains(&cmd) {
         return usage(&format!("unknown command '{cmd}'; the commands are {}", COMMANDS.join(", ")));
     }
-    if json && !JSON_COMMANDS.contains(&cmd.as_str()) {
+    if json && !JSON_COMMANDS.contains(&cmd) {
         return usage(&format!(
             "`{cmd}` has no JSON output (it prints lines for the journal); --json is for plan, status and doctor: drop --json"
         ));
     }
     // Every command acts on a kiln image; anything else is the wrong --root (and must
     // not be probed, mounted or reset).
-    if let Some(why) = sources::not_a_kiln_image(&root) {
-        match cmd.as_str() {
+    if let Some(why) = sources::not_a_kiln_image(root) {
+        match cmd {
             "doctor" => print_doctor(json, &[why], &[], &[]),
             "status" => print_status(json, &Status::not_a_kiln_image(why)),
-            "plan" if json => print_json(&agent::plan_json_unresolved(&[why])),
+            "plan" if json => print_json(&plan::plan_json_unresolved(&[why])),
             _ => err!("kiln-firstboot: {}", escape(&why)),
         }
-        return ExitCode::from(agent::exit::CONFIG);
+        return ExitCode::from(exit::CONFIG);
     }
     // kubelet's gate and host check need no user-data: they never mount the NoCloud
     // seed, so they cannot race first boot's own mount of it.
-    let local_only = matches!(cmd.as_str(), "kubelet-gate" | "host");
-    let seed = match seed {
-        None if local_only => Some(under(&root, "/var/lib/cloud/seed/nocloud")),
+    let local_only = matches!(cmd, "kubelet-gate" | "host");
+    let seed = match cli.seed.clone() {
+        None if local_only => Some(under(root, "/var/lib/cloud/seed/nocloud")),
         s => s,
     };
-    let mut machine = match Machine::probe(&root, cmdline.as_deref(), seed.as_deref()) {
+    let mut machine = match Machine::probe(root, cli.cmdline.as_deref(), seed.as_deref()) {
         Ok(m) => m,
         Err(why) => {
-            match cmd.as_str() {
+            match cmd {
                 "doctor" => print_doctor(json, std::slice::from_ref(&why), &[], &[]),
-                "plan" if json => print_json(&agent::plan_json_unresolved(std::slice::from_ref(&why))),
+                "plan" if json => print_json(&plan::plan_json_unresolved(std::slice::from_ref(&why))),
                 _ => err!("kiln-firstboot: {}", escape(&why)),
             }
-            return ExitCode::from(agent::exit::CONFIG);
+            return ExitCode::from(exit::CONFIG);
         }
     };
     for w in &machine.warnings {
         err!("kiln-firstboot: warning: {}", escape(w));
     }
-    machine.check_ports |= check_ports;
-    match cmd.as_str() {
-        "run" => ExitCode::from(agent::run(&machine, &opts)),
-        "plan" => match agent::resolve_for_plan(&machine, &opts) {
-            Ok(r) if json => {
-                print_json(&agent::plan_json(&machine, &r));
-                ExitCode::SUCCESS
-            }
-            Ok(r) => {
-                use std::io::Write;
-                let _ = write!(std::io::stdout().lock(), "{}", agent::plan(&machine, &r));
-                for u in &r.unresolved {
-                    err!("kiln-firstboot: plan: unresolved {}", escape(u));
-                }
-                ExitCode::SUCCESS
-            }
-            Err(errs) => {
-                if json {
-                    print_json(&agent::plan_json_unresolved(&errs));
-                } else {
-                    for e in errs {
-                        err!("kiln-firstboot: {}", escape(&e));
-                    }
-                }
-                ExitCode::from(agent::exit::CONFIG)
-            }
-        },
+    machine.check_ports |= cli.check_ports;
+    let opts = &cli.opts;
+    match cmd {
+        "run" => ExitCode::from(run::run(&machine, opts)),
+        "plan" => plan(&machine, opts, json),
         "status" => {
             print_status(json, &Status::of(&machine));
             ExitCode::SUCCESS
         }
-        "doctor" => doctor(&machine, &opts, json),
-        "reset" => reset(&machine, &opts),
+        "doctor" => doctor(&machine, opts, json),
+        "reset" => reset(&machine, opts),
         "approve-csrs" => approve_csrs(&machine),
         "host" => host(&machine),
         "kubelet-gate" => kubelet_gate(&machine),
@@ -294,10 +307,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// `plan`: the resolved node and the steps `run` would take, as text or one JSON
+/// document; exit 2 when the node does not resolve.
+fn plan(machine: &Machine, opts: &Options, json: bool) -> ExitCode {
+    match resolve::resolve_for_plan(machine, opts) {
+        Ok(r) if json => {
+            print_json(&plan::plan_json(machine, &r));
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            use std::io::Write;
+            let _ = write!(std::io::stdout().lock(), "{}", plan::plan(machine, &r));
+            for u in &r.unresolved {
+                err!("kiln-firstboot: plan: unresolved {}", escape(u));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            if json {
+                print_json(&plan::plan_json_unresolved(&errs));
+            } else {
+                for e in errs {
+                    err!("kiln-firstboot: {}", escape(&e));
+                }
+            }
+            ExitCode::from(exit::CONFIG)
+        }
+    }
+}
+
 fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
     use kiln_firstboot::preflight;
     // A dry run, as plan: what only the node can resolve is a warning, not an error.
-    let (checks, resolve_errors) = match agent::resolve_for_plan(m, opts) {
+    let (checks, resolve_errors) = match resolve::resolve_for_plan(m, opts) {
         Ok(r) => {
             let mut checks = preflight::checks(m, &r);
             checks.extend(r.unresolved.iter().map(|u| preflight::Check {
@@ -309,10 +351,10 @@ fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
         }
         Err(e) => (Vec::new(), e),
     };
-    let log = read_text(&m.root, agent::KUBEADM_LOG).unwrap_or_default();
-    let failed = read_text(&m.root, agent::FAILED_PATH).unwrap_or_default();
+    let log = read_text(&m.root, kiln_firstboot::evidence::KUBEADM_LOG).unwrap_or_default();
+    let failed = read_text(&m.root, state::FAILED_PATH).unwrap_or_default();
     // The failed attempt's journal, containers and kube-proxy log (removed on success).
-    let evidence = read_text(&m.root, agent::EVIDENCE_LOG).unwrap_or_default();
+    let evidence = read_text(&m.root, kiln_firstboot::evidence::EVIDENCE_LOG).unwrap_or_default();
     let known = kiln_firstboot::diagnose::diagnose(&format!("{log}\n{evidence}\n{failed}"));
     let bad = !resolve_errors.is_empty() || preflight::has_errors(&checks) || !known.is_empty();
     print_doctor(json, &resolve_errors, &checks, &known);
@@ -377,7 +419,7 @@ struct Status {
     /// This machine's id (`/etc/machine-id`), if known.
     machine_id: Option<String>,
     /// The success state on disk, from this machine or another.
-    state: Option<agent::State>,
+    state: Option<state::State>,
     /// Why the last bootstrap failed (`/run/kiln/bootstrap-failed`).
     failure: Option<String>,
 }
@@ -385,8 +427,8 @@ struct Status {
 impl Status {
     fn of(m: &Machine) -> Status {
         let machine_id = (!m.machine_id.is_empty()).then(|| m.machine_id.clone());
-        let failure = read_text(&m.root, agent::FAILED_PATH).map(|r| r.trim().to_string());
-        let loaded = agent::load_state(&m.root);
+        let failure = read_text(&m.root, state::FAILED_PATH).map(|r| r.trim().to_string());
+        let loaded = state::load_state(&m.root);
         if let Err(e) = &loaded {
             let message = format!("state unreadable: {e}; `kiln-firstboot reset` clears it");
             return Status { status: "state-corrupt", message, machine_id, state: None, failure };
@@ -422,7 +464,7 @@ fn print_status(json: bool, s: &Status) {
 }
 
 fn reset(m: &Machine, opts: &Options) -> ExitCode {
-    let report = agent::reset_node(m, opts);
+    let report = kiln_firstboot::reset::reset_node(m, opts);
     for line in &report {
         out!("reset: {line}");
     }
@@ -437,7 +479,7 @@ fn reset(m: &Machine, opts: &Options) -> ExitCode {
 
 /// `approve-csrs`: exit 0 when kubectl answered (whatever was approved), 1 when not.
 fn approve_csrs(m: &Machine) -> ExitCode {
-    let (ok, report) = agent::approve_csrs(m);
+    let (ok, report) = kiln_firstboot::approve::approve_csrs(m);
     for line in &report {
         out!("approve-csrs: {}", escape(line));
     }
@@ -454,8 +496,8 @@ fn host(m: &Machine) -> ExitCode {
     // kubelet refuses swap unless the config kubeadm wrote says failSwapOn: false.
     let swap_allowed = host::kubelet_fails_on_swap(&m.root) == Some(false);
     let runner = |name: &str, args: &[&str]| -> (bool, String) {
-        agent::run_bounded(
-            std::process::Command::new(agent::which(&m.root, &bin, name)).args(args),
+        kiln_firstboot::runner::run_bounded(
+            std::process::Command::new(kiln_firstboot::tools::which(&m.root, &bin, name)).args(args),
             std::time::Duration::from_secs(60),
         )
     };
@@ -474,7 +516,7 @@ fn host(m: &Machine) -> ExitCode {
 
 fn kubelet_gate(m: &Machine) -> ExitCode {
     use kiln_firstboot::host::{gate, Gate};
-    let state = agent::read_state(&m.root).map(|s| s.machine_id);
+    let state = state::read_state(&m.root).map(|s| s.machine_id);
     match gate(m, state.as_deref()) {
         Gate::Go(why) => {
             out!("kiln-firstboot kubelet-gate: start kubelet: {why}");

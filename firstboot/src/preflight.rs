@@ -2,8 +2,8 @@
 //! the kubeadm install and troubleshooting guides' list. Every failure is one
 //! line: what, why, and the fix. All reads go under `--root`.
 
-use crate::agent::Resolved;
 use crate::node::Role;
+use crate::resolve::Resolved;
 use crate::routes;
 use crate::sources::{under, Machine};
 use serde::Serialize;
@@ -574,7 +574,7 @@ pub fn iptables_backend(version: &str) -> Option<&'static str> {
 /// `None` when `iptables --version` cannot be run (the executables check names it).
 fn iptables_check(root: &Path, bin_dir: &str) -> Option<Check> {
     const ID: &str = "iptables";
-    let bin = crate::agent::which(root, bin_dir, "iptables");
+    let bin = crate::tools::which(root, bin_dir, "iptables");
     let (ran, version) =
         crate::runner::run_bounded(std::process::Command::new(bin).arg("--version"), std::time::Duration::from_secs(5));
     let version = version.trim().lines().next().unwrap_or_default().to_string();
@@ -668,7 +668,7 @@ fn identity_checks(root: &Path) -> Vec<Check> {
 
 /// Whether systemd unit `name` is active, by `systemctl is-active` (bounded).
 fn unit_active(root: &Path, bin_dir: &str, name: &str) -> bool {
-    let systemctl = crate::agent::which(root, bin_dir, "systemctl");
+    let systemctl = crate::tools::which(root, bin_dir, "systemctl");
     let (ok, said) = crate::runner::run_bounded(
         std::process::Command::new(systemctl).args(["is-active", name]),
         std::time::Duration::from_secs(5),

@@ -60,8 +60,8 @@ pub const APPROVE_TIMER: &str = "kiln-approve-csrs.timer";
 /// (systemd's timer re-arms from its own last trigger, core/timer.c since
 /// v238, systemd PR #7907). Without `serverTLSBootstrap` no kubelet asks for a
 /// serving certificate, so a pass lists the CSRs, finds none of
-/// `kubernetes.io/kubelet-serving` and exits 0 (`agent::approve_csrs`).
-/// `TimeoutStartSec` bounds a pass a little above `agent::APPROVE_TIMEOUT`.
+/// `kubernetes.io/kubelet-serving` and exits 0 (`approve::approve_csrs`).
+/// `TimeoutStartSec` bounds a pass a little above `approve::APPROVE_TIMEOUT`.
 pub fn render_approve_service(bin_dir: &str) -> String {
     let bin_dir = bin_dir.trim_end_matches('/');
     format!(
@@ -76,7 +76,7 @@ Type=oneshot\n\
 Environment=PATH={bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
 ExecStart={bin_dir}/kiln-firstboot approve-csrs\n\
 TimeoutStartSec={}\n",
-        crate::agent::APPROVE_TIMEOUT.as_secs() + 30
+        crate::approve::APPROVE_TIMEOUT.as_secs() + 30
     )
 }
 

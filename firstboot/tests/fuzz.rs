@@ -289,7 +289,7 @@ struct Stages {
 /// root (no network: the node IP comes from the input or the command line, never a
 /// route or DNS), render the kubeadm documents and the kubelet patch.
 fn resolve_check(root: &Path, input: &[u8], stages: &std::cell::RefCell<Stages>) {
-    use kiln_firstboot::{agent, kubeadm, sources::Machine};
+    use kiln_firstboot::{kubeadm, options::Options, plan, resolve, sources::Machine};
     stages.borrow_mut().inputs += 1;
     let Ok(c) = NodeConfig::parse(input) else { return };
     stages.borrow_mut().parsed += 1;
@@ -304,7 +304,7 @@ fn resolve_check(root: &Path, input: &[u8], stages: &std::cell::RefCell<Stages>)
         warnings: Vec::new(),
         check_ports: false,
     };
-    match agent::resolve(&m, &agent::Options::default()) {
+    match resolve::resolve(&m, &Options::default()) {
         Err(errs) => {
             assert!(!errs.is_empty() && errs.iter().all(|e| !e.is_empty()));
             let first = errs[0].split(':').next().unwrap_or("").chars().take(60).collect::<String>();
@@ -317,7 +317,7 @@ fn resolve_check(root: &Path, input: &[u8], stages: &std::cell::RefCell<Stages>)
                 assert!(v["kind"].is_string(), "{v}");
             }
             assert!(kubeadm::kubelet_patch(&r.kubeadm).is_object());
-            assert!(agent::plan(&m, &r).contains(&r.kubeadm.node_name));
+            assert!(plan::plan(&m, &r).contains(&r.kubeadm.node_name));
             stages.borrow_mut().rendered += 1;
         }
     }

@@ -1912,3 +1912,84 @@ fn dry_runs_on_an_unpacked_image_say_what_they_cannot_see() {
     assert_eq!(o.status.code(), Some(2), "{}", out(&o));
     assert!(out(&o).contains("does not resolve (DNS") && out(&o).contains("set [node] node_ip"), "{}", out(&o));
 }
+
+/// The step names `plan --json` lists; the text plan lists the same, in the same order.
+fn planned_steps(n: &Node) -> Vec<String> {
+    let o = n.run(&["plan", "--json"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<String> =
+        v["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+    let text = String::from_utf8_lossy(&n.run(&["plan"]).stdout).to_string();
+    let listed: Vec<String> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("steps (what `run` does, in order):"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, names, "plan and plan --json list different steps:\n{text}");
+    names
+}
+
+/// The step names `run` logged as each started (`<6>kiln-firstboot: step NAME: …`).
+fn steps_taken(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("<6>kiln-firstboot: step "))
+        .map(|l| l.split(':').next().unwrap().to_string())
+        .collect()
+}
+
+/// Issue 22: `plan` lists exactly the steps `run` takes, on the same root: an init
+/// node with a CNI manifest and an admin user, the same disk cloned to another
+/// machine (kiln's leftovers reset first), a worker join and a limited-swap join
+/// (no swap masking); a joined machine plans and takes none.
+#[test]
+fn plan_lists_exactly_the_steps_run_takes() {
+    let init = Node::new(34, "cp-1");
+    init.write(
+        "etc/kiln/node.toml",
+        &format!(
+            "{}cni_manifest = \"/etc/kiln/cni.yaml\"\nadmin_user = \"core\"\n[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\n{}",
+            cluster("api.example.test:6443"),
+            pki()
+        ),
+    );
+    init.write("etc/passwd", "root:x:0:0::/root:/bin/sh\ncore:x:0:0::/home/core:/bin/sh\n");
+    let plan = planned_steps(&init);
+    for want in ["fix-host", "mask-swap", "preflight", "kubeadm", "record-success", "apply-cni", "admin-kubeconfig"] {
+        assert!(plan.iter().any(|s| s == want), "{want} not planned: {plan:?}");
+    }
+    assert!(!plan.iter().any(|s| s == "wait-for-endpoint" || s == "reset-leftovers"), "{plan:?}");
+    let o = init.run(&["run"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(steps_taken(&o), plan, "init: run did not take the planned steps:\n{}", out(&o));
+
+    // Joined: nothing planned, nothing taken, and the plan says why.
+    assert!(planned_steps(&init).is_empty());
+    let v: serde_json::Value = serde_json::from_slice(&init.run(&["plan", "--json"]).stdout).unwrap();
+    assert!(v["halt"].as_str().unwrap().contains("joined as"), "{v}");
+    let o = init.run(&["run"]);
+    assert!(o.status.success() && steps_taken(&o).is_empty(), "{}", out(&o));
+
+    // The disk on another machine: kiln's own kubeadm files are reset first.
+    init.write("etc/machine-id", "ffffffffffffffffffffffffffffffff\n");
+    let plan = planned_steps(&init);
+    assert_eq!(plan.first().map(String::as_str), Some("reset-leftovers"), "{plan:?}");
+    let o = init.run(&["run"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(steps_taken(&o), plan, "clone: run did not take the planned steps:\n{}", out(&o));
+
+    for (name, swap) in [("worker-7", ""), ("worker-9", "swap = \"limited\"\n")] {
+        let n = Node::new(34, name);
+        n.write("etc/kiln/node.toml", &format!("{}[node]\nrole = \"join\"\n{swap}", cluster("10.1.0.2:6443")));
+        let plan = planned_steps(&n);
+        assert!(plan.iter().any(|s| s == "wait-for-endpoint"), "{plan:?}");
+        assert_eq!(plan.iter().any(|s| s == "mask-swap"), swap.is_empty(), "{plan:?}");
+        assert!(!plan.iter().any(|s| s == "apply-cni" || s == "admin-kubeconfig"), "{plan:?}");
+        let o = n.run_listening(&[6443], &["run"]);
+        assert!(o.status.success(), "{}", out(&o));
+        assert_eq!(steps_taken(&o), plan, "{name}: run did not take the planned steps:\n{}", out(&o));
+    }
+}
