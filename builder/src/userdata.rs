@@ -530,19 +530,19 @@ pub fn check_image_cni(image: &std::path::Path, cluster: &Cluster) -> Result<()>
 
 /// Refuses an `--image` whose kubeadm and kubelet cannot bring `cluster`'s
 /// Kubernetes version up for `role`: the rule kiln-firstboot applies at boot
-/// (`kiln_firstboot::validate::skew`, kubeadm's skew policy), checked here so
+/// (`kiln_firstboot::validate::version::skew`, kubeadm's skew policy), checked here so
 /// the mistake is caught where it is made instead of on the node.
 pub fn check_image_versions(image: &std::path::Path, cluster: &Cluster, role: Role) -> Result<()> {
     use kiln_firstboot::validate;
     let d = image_defaults(image)?;
     let bad = |why: String| Error::config(format!("--image {}: {why}", image.display()));
-    let kubeadm = validate::version(&d.kubeadm_version).map_err(|e| bad(format!("its kubeadm_version: {e}")))?;
-    let kubelet = validate::version(&d.kubelet_version).map_err(|e| bad(format!("its kubelet_version: {e}")))?;
+    let kubeadm = validate::version::parse(&d.kubeadm_version).map_err(|e| bad(format!("its kubeadm_version: {e}")))?;
+    let kubelet = validate::version::parse(&d.kubelet_version).map_err(|e| bad(format!("its kubelet_version: {e}")))?;
     let version = &cluster.file.kubernetes_version;
-    let wanted = validate::version(version).map_err(|e| {
+    let wanted = validate::version::parse(version).map_err(|e| {
         Error::config(format!("{}: kubernetes_version: {e}", cluster.dir.join("cluster.toml").display()))
     })?;
-    validate::skew(&kubeadm, &kubelet, &wanted, role != Role::Init).map_err(|e| {
+    validate::version::skew(&kubeadm, &kubelet, &wanted, role != Role::Init).map_err(|e| {
         bad(format!(
             "image {} cannot serve cluster {} (kubernetes_version = \"{version}\"): {e}; kiln-firstboot would refuse it at boot. Pass an image built for {version} (a profile pinning that Kubernetes version), or use a cluster of the image's version",
             d.profile, cluster.file.name

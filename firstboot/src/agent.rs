@@ -32,15 +32,15 @@ pub const KUBEADM_LOG: &str = "/var/log/kiln/kubeadm.log";
 pub const PATCHES_DIR: &str = "/etc/kiln/kubeadm-patches";
 
 /// The image's kubeadm and kubelet against the cluster's version (kubeadm's skew
-/// rules, `validate::skew`), and the kubeadm minor the config is rendered for.
+/// rules, `validate::version::skew`), and the kubeadm minor the config is rendered for.
 fn versions(image: &ImageDefaults, cluster: &str, role: Role) -> Result<u32, String> {
-    let v = |what: &str, s: &str| validate::version(s).map_err(|e| format!("{what}: {e}"));
+    let v = |what: &str, s: &str| validate::version::parse(s).map_err(|e| format!("{what}: {e}"));
     let kubeadm = v("the image's kubeadm_version (rebuild the image)", &image.kubeadm_version)?;
     let kubelet = v("the image's kubelet_version (rebuild the image)", &image.kubelet_version)?;
     let cluster = v("[cluster] kubernetes_version", cluster)?;
-    validate::skew(&kubeadm, &kubelet, &cluster, role != Role::Init)?;
-    validate::api_version_for_kubeadm(&kubeadm)?;
-    if !validate::supports_kubelet_patches(&kubeadm) {
+    validate::version::skew(&kubeadm, &kubelet, &cluster, role != Role::Init)?;
+    validate::version::api_version_for_kubeadm(&kubeadm)?;
+    if !validate::version::supports_kubelet_patches(&kubeadm) {
         return Err(format!(
             "kubeadm {kubeadm} cannot apply kubeletconfiguration patches (kubeadm >= 1.25), which carry this node's kubelet settings; build the image with a newer kubeadm"
         ));
@@ -157,7 +157,7 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
     let endpoint = if endpoint.is_empty() {
         endpoint
     } else {
-        match validate::endpoint(&endpoint) {
+        match validate::endpoint::parse(&endpoint) {
             Ok(e) => e.to_string(),
             Err(e) => {
                 errs.push(format!("[cluster] control_plane_endpoint: {e}"));
@@ -185,7 +185,7 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         errs.push("[cluster] ca_cert_hashes is empty: a joining node cannot verify the control plane; regenerate user-data with `kiln userdata`".into());
     }
     let node_name = identity::node_name(n.name.as_deref(), md.hostname.as_deref(), &m.hostname, &m.machine_id);
-    if let Err(e) = validate::node_name(&node_name) {
+    if let Err(e) = validate::names::node_name(&node_name) {
         errs.push(format!("node name: {e}"));
     }
     // explicit > metadata private address (never an anchor/public IP) > route to the endpoint
@@ -217,7 +217,7 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
     let node_ip = if node_ip.is_empty() || node_ip == UNRESOLVED {
         node_ip
     } else {
-        match validate::node_ip(&node_ip) {
+        match validate::endpoint::node_ip(&node_ip) {
             Ok(ip) => ip.to_string(),
             Err(e) => {
                 errs.push(format!("node IP: {e}"));
@@ -226,12 +226,12 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         }
     };
     for (k, v) in n.labels.clone().unwrap_or_default() {
-        if let Err(e) = validate::label(&k, &v) {
+        if let Err(e) = validate::labels::label(&k, &v) {
             errs.push(format!("[node] labels: {e}"));
         }
     }
     for t in n.taints.clone().unwrap_or_default() {
-        if let Err(e) = validate::taint(&t.key, t.value.as_deref(), &t.effect) {
+        if let Err(e) = validate::labels::taint(&t.key, t.value.as_deref(), &t.effect) {
             errs.push(format!("[node] taints: {e}"));
         }
     }
@@ -245,12 +245,12 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         }
     }
     if let Some(u) = &c.admin_user {
-        if let Err(e) = validate::admin_user(u) {
+        if let Err(e) = validate::names::admin_user(u) {
             errs.push(format!("[cluster] admin_user: {e}"));
         }
     }
     let token_ttl = c.token_ttl.clone().unwrap_or_else(|| "24h".into());
-    if let Err(e) = validate::token_ttl(&token_ttl) {
+    if let Err(e) = validate::duration::token_ttl(&token_ttl) {
         errs.push(format!("[cluster] token_ttl: {e}"));
     }
     let mut pki = BTreeMap::new();
@@ -937,8 +937,8 @@ pub fn approve_csrs(m: &Machine) -> (bool, Vec<String>) {
     for csr in items.iter().take(APPROVE_MAX) {
         let name = csr["metadata"]["name"].as_str().unwrap_or_default();
         // metadata.name is a DNS subdomain (apimachinery's IsDNS1123Subdomain,
-        // `validate::dns1123_subdomain`): never an option to kubectl.
-        let name_ok = crate::validate::dns1123_subdomain(name).is_ok();
+        // `validate::names::dns1123_subdomain`): never an option to kubectl.
+        let name_ok = crate::validate::names::dns1123_subdomain(name).is_ok();
         if !name_ok || csr["spec"]["signerName"] != crate::csr::KUBELET_SERVING || !crate::csr::pending(csr) {
             continue;
         }
@@ -946,7 +946,7 @@ pub fn approve_csrs(m: &Machine) -> (bool, Vec<String>) {
         let requester = csr["spec"]["username"]
             .as_str()
             .and_then(|u| u.strip_prefix("system:node:"))
-            .filter(|n| crate::validate::node_name(n).is_ok());
+            .filter(|n| crate::validate::names::node_name(n).is_ok());
         if let Some(n) = requester {
             if !nodes.contains_key(n) {
                 let v = get(&["get", "node", n]).ok().map(|v| crate::csr::addresses(&v));

@@ -227,7 +227,7 @@ pub struct Node {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swap: Option<SwapPolicy>,
     /// Extra KubeletConfiguration fields (`maxPods = 50`), each checked against the
-    /// field's type (`validate::kubelet_setting`) where it is written.
+    /// field's type (`validate::kubelet::kubelet_setting`) where it is written.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_kubelet")]
     pub kubelet: Option<BTreeMap<String, toml::Value>>,
     /// Extra kubelet flags as name → value (written as a list, never a comma string).
@@ -242,11 +242,13 @@ pub struct Node {
     pub api_server_bind_port: Option<u16>,
 }
 
-/// `api_server_bind_port`, checked by `validate::bind_port` (kubeadm's `ValidatePort`:
+/// `api_server_bind_port`, checked by `validate::endpoint::bind_port` (kubeadm's `ValidatePort`:
 /// 1-65535) where it is written.
 fn de_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
     let v = i64::deserialize(d)?;
-    crate::validate::bind_port(v).map(Some).map_err(|e| serde::de::Error::custom(format!("api_server_bind_port: {e}")))
+    crate::validate::endpoint::bind_port(v)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("api_server_bind_port: {e}")))
 }
 
 /// `[node] kubelet`: every key a KubeletConfiguration field, every value of its type.
@@ -259,7 +261,8 @@ fn de_kubelet<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<
         type Value = String;
         fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
             let k = String::deserialize(d)?;
-            crate::validate::kubelet_field(&k).map_err(|e| D::Error::custom(format!("[node] kubelet: {e}")))?;
+            crate::validate::kubelet::kubelet_field(&k)
+                .map_err(|e| D::Error::custom(format!("[node] kubelet: {e}")))?;
             Ok(k)
         }
     }
@@ -268,7 +271,7 @@ fn de_kubelet<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<
         type Value = toml::Value;
         fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<toml::Value, D::Error> {
             let v = toml::Value::deserialize(d)?;
-            crate::validate::kubelet_setting(self.0, &v)
+            crate::validate::kubelet::kubelet_setting(self.0, &v)
                 .map_err(|e| D::Error::custom(format!("[node] kubelet: {e}")))?;
             Ok(v)
         }
@@ -291,27 +294,27 @@ fn de_kubelet<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<
     d.deserialize_map(Table).map(Some)
 }
 
-/// `node_ip`, checked by `validate::node_ip` (it becomes kubelet's `--node-ip`).
+/// `node_ip`, checked by `validate::endpoint::node_ip` (it becomes kubelet's `--node-ip`).
 fn de_node_ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let v = String::deserialize(d)?;
-    crate::validate::node_ip(&v).map_err(|e| serde::de::Error::custom(format!("node_ip: {e}")))?;
+    crate::validate::endpoint::node_ip(&v).map_err(|e| serde::de::Error::custom(format!("node_ip: {e}")))?;
     Ok(Some(v))
 }
 
-/// `labels`, each checked by `validate::label` (a `,` would inject labels).
+/// `labels`, each checked by `validate::labels::label` (a `,` would inject labels).
 fn de_labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<String, String>>, D::Error> {
     let v = BTreeMap::<String, String>::deserialize(d)?;
     for (k, val) in &v {
-        crate::validate::label(k, val).map_err(|e| serde::de::Error::custom(format!("labels: {e}")))?;
+        crate::validate::labels::label(k, val).map_err(|e| serde::de::Error::custom(format!("labels: {e}")))?;
     }
     Ok(Some(v))
 }
 
-/// `taints`, each checked by `validate::taint`.
+/// `taints`, each checked by `validate::labels::taint`.
 fn de_taints<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Taint>>, D::Error> {
     let v = Vec::<Taint>::deserialize(d)?;
     for t in &v {
-        crate::validate::taint(&t.key, t.value.as_deref(), &t.effect)
+        crate::validate::labels::taint(&t.key, t.value.as_deref(), &t.effect)
             .map_err(|e| serde::de::Error::custom(format!("taints: {e}")))?;
     }
     Ok(Some(v))
@@ -398,7 +401,7 @@ fn suggest_field(message: String) -> String {
     let Some(rest) = message.strip_prefix("unknown field `") else { return message };
     let Some((word, expected)) = rest.split_once('`') else { return message };
     let candidates = expected.split('`').skip(1).step_by(2);
-    match crate::validate::did_you_mean(word, candidates) {
+    match crate::validate::suggest::did_you_mean(word, candidates) {
         Some(s) => format!("{message} (did you mean `{s}`?)"),
         None => message,
     }

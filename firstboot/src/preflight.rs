@@ -781,7 +781,7 @@ fn route_checks(root: &Path, k: &crate::kubeadm::Inputs) -> Vec<Check> {
     let v4 = read(root, "/proc/net/route").map(|t| routes::parse_v4(&t));
     let v6 = read(root, "/proc/net/ipv6_route").map(|t| routes::parse_v6(&t));
     let inet6 = routes::parse_if_inet6(&read(root, "/proc/net/if_inet6").unwrap_or_default());
-    let node_ips = crate::validate::node_ips(&k.node_ip).unwrap_or_default();
+    let node_ips = crate::validate::endpoint::node_ips(&k.node_ip).unwrap_or_default();
     let mut out = Vec::new();
     for cidr in k.service_subnet.split(',').map(str::trim) {
         let Some((net, _)) = routes::parse_cidr(cidr) else { continue };

@@ -79,10 +79,10 @@ fn hostname(v: Option<String>, what: &str) -> Result<Option<String>, String> {
 }
 
 /// A private address: it becomes kubelet's `--node-ip`, so it is checked as one
-/// (`validate::node_ip`) where it is read, and kept in canonical form.
+/// (`validate::endpoint::node_ip`) where it is read, and kept in canonical form.
 fn node_ip(v: Option<String>, what: &str) -> Result<Option<String>, String> {
     value(v, what)?
-        .map(|s| validate::node_ip(&s).map(|ip| ip.to_string()).map_err(|e| format!("{what}: {e}")))
+        .map(|s| validate::endpoint::node_ip(&s).map(|ip| ip.to_string()).map_err(|e| format!("{what}: {e}")))
         .transpose()
 }
 

@@ -447,7 +447,7 @@ pub fn gather(m: &Machine, meta: Option<(&str, &crate::provider::Metadata)>) -> 
         node.name = Some(n);
     }
     if let Some(ip) = m.cmdline_once("kiln.node-ip")? {
-        let ip = crate::validate::node_ip(&ip)
+        let ip = crate::validate::endpoint::node_ip(&ip)
             .map_err(|e| SourceError(format!("kernel command line: kiln.node-ip: {e}")))?;
         node.node_ip = Some(ip.to_string());
     }

@@ -415,8 +415,8 @@ fn fuzz_kernel_cmdline() {
         for (k, v) in &args {
             assert!(!k.chars().any(char::is_whitespace) || s.contains('"'), "{k:?}");
             if let Some(v) = v {
-                let _ = kiln_firstboot::validate::node_ip(v);
-                let _ = kiln_firstboot::validate::node_name(v);
+                let _ = kiln_firstboot::validate::endpoint::node_ip(v);
+                let _ = kiln_firstboot::validate::names::node_name(v);
                 if let Ok(p) = contained(root, v) {
                     assert!(p.starts_with(root), "{v:?} -> {}", p.display());
                 }
