@@ -17,8 +17,8 @@
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
 use crate::inputs::version::Version;
-use kiln_firstboot::node::{is_bootstrap_token, Secret};
-use kiln_firstboot::validate;
+use kiln_firstboot::contract::node::{is_bootstrap_token, Secret};
+use kiln_firstboot::contract::validate;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -154,7 +154,7 @@ pub fn new_token() -> Result<Secret> {
 
 /// Normalises `HOST[:PORT]` to `host:port` (IPv6 as `[addr]:port`, default
 /// port 6443, DNS names lower-cased) with kubeadm's rules
-/// ([`kiln_firstboot::validate::endpoint::parse`]).
+/// ([`kiln_firstboot::contract::validate::endpoint::parse`]).
 pub fn normalize_endpoint(s: &str) -> Result<String> {
     validate::endpoint::parse(s).map(|e| e.to_string()).map_err(|m| Error::config(format!("--endpoint: {m}")))
 }

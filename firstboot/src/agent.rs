@@ -1,12 +1,13 @@
 //! Resolve, then act: the node is resolved from every source first; `plan`
 //! prints it, `run` executes it.
 
+use crate::contract::image::ImageDefaults;
+use crate::contract::node::{AdminRole, NodeConfig, Role, SwapPolicy, DEFAULT_POD_SUBNET};
+use crate::contract::unit::APPROVE_TIMEOUT;
 use crate::diagnose;
 use crate::files;
 use crate::identity;
-use crate::image::ImageDefaults;
 use crate::kubeadm;
-use crate::node::{AdminRole, NodeConfig, Role, SwapPolicy};
 use crate::provider::{self, Metadata};
 pub use crate::runner::run_bounded;
 use crate::sources::{self, under, Machine};
@@ -176,7 +177,7 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         errs.push("[cluster] bootstrap_token is not set; regenerate user-data with `kiln userdata`".into());
         String::new()
     });
-    if !token.is_empty() && !crate::node::is_bootstrap_token(&token) {
+    if !token.is_empty() && !crate::contract::node::is_bootstrap_token(&token) {
         errs.push("[cluster] bootstrap_token is not [a-z0-9]{6}.[a-z0-9]{16}".into());
     }
     let hashes = c.ca_cert_hashes.clone().unwrap_or_default();
@@ -341,13 +342,9 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
     })
 }
 
-/// The pod subnet kubeadm gets when node.toml sets none (kubeadm's own default
-/// is empty; kiln's matches flannel's `Network`, the guide's example).
-pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
-
 /// Row 35 at the point of use: the CNI manifest the init node applies after
 /// `kubeadm init` must give pods addresses inside the `networking.podSubnet`
-/// kubeadm gets ([`crate::cni::check`]); a mismatch is refused before
+/// kubeadm gets ([`crate::contract::cni::check`]); a mismatch is refused before
 /// kubeadm runs, so nothing is half-done. A manifest that cannot be read is
 /// left to `after_init`, which says so and does not apply it.
 fn manifest_mismatch(root: &Path, manifest: Option<&str>, pod_subnet: Option<&str>) -> Option<String> {
@@ -355,10 +352,10 @@ fn manifest_mismatch(root: &Path, manifest: Option<&str>, pod_subnet: Option<&st
     let path = sources::contained(root, manifest).ok()?;
     let text = std::fs::read_to_string(&path).ok()?;
     let subnet = pod_subnet.unwrap_or(DEFAULT_POD_SUBNET);
-    let errors = crate::cni::check(&text, subnet).err()?;
+    let errors = crate::contract::cni::check(&text, subnet).err()?;
     Some(format!(
         "[cluster] cni_manifest {manifest}: {}; the pod network would not match [cluster] pod_subnet {subnet}: fix the manifest (and `kiln pin` it again) or set pod_subnet (`kiln cluster --pod-subnet`), then regenerate user-data with `kiln userdata`",
-        crate::cni::at(manifest, &errors)
+        crate::contract::cni::at(manifest, &errors)
     ))
 }
 
@@ -369,7 +366,7 @@ fn pem(root: &Path, v: &str) -> Result<String, String> {
         return Ok(v.to_string());
     }
     let path = sources::contained(root, v).map_err(|e| format!("[pki] {e}"))?;
-    let bytes = sources::read_capped(&path, crate::node::MAX_TEXT).map_err(|e| format!("[pki] {e}"))?;
+    let bytes = sources::read_capped(&path, crate::contract::node::MAX_TEXT).map_err(|e| format!("[pki] {e}"))?;
     String::from_utf8(bytes).map_err(|_| format!("[pki] {}: not PEM text", crate::http::escape(v)))
 }
 
@@ -897,8 +894,6 @@ pub fn reset_node(m: &Machine, opts: &Options) -> Vec<String> {
     report
 }
 
-/// How long `approve-csrs` may take as a whole, and each kubectl call in it.
-pub const APPROVE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The most CSRs `approve-csrs` looks at in one run.
 pub const APPROVE_MAX: usize = 500;
 

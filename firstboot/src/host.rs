@@ -179,7 +179,7 @@ pub fn swap_units(root: &Path) -> Vec<String> {
             add(format!("{}.swap", escape_path(&dev)));
         }
     }
-    for u in crate::unit::DISTRO_SWAP_UNITS {
+    for u in crate::contract::unit::DISTRO_SWAP_UNITS {
         add(u.to_string());
     }
     units

@@ -1,10 +1,11 @@
 //! `kiln-firstboot`'s library: the contracts the builder writes and the agent reads.
 //!
 //! The builder (`kiln`) depends on this crate to write exactly what the agent
-//! will parse; this crate never depends on the builder, so it stays tiny.
+//! will parse, through [`contract`] only; this crate never depends on the
+//! builder, so it stays tiny.
 
 pub mod agent;
-pub mod cni;
+pub mod contract;
 pub mod csr;
 pub mod diagnose;
 pub mod files;
@@ -12,14 +13,11 @@ pub mod firewall;
 pub mod host;
 pub mod http;
 pub mod identity;
-pub mod image;
 pub mod kubeadm;
 pub mod kubelet_fields;
-pub mod node;
 pub mod preflight;
 pub mod provider;
 pub mod routes;
 pub mod runner;
 pub mod sources;
-pub mod unit;
 pub mod validate;

@@ -3,7 +3,7 @@
 //! line: what, why, and the fix. All reads go under `--root`.
 
 use crate::agent::Resolved;
-use crate::node::Role;
+use crate::contract::node::Role;
 use crate::routes;
 use crate::sources::{under, Machine};
 use serde::Serialize;

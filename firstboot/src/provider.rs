@@ -2,8 +2,8 @@
 //! the model). Each yields what its platform has; base URLs are overridable so
 //! tests point them at loopback servers speaking the real protocols.
 
+use crate::contract::node::Role;
 use crate::http::{self, escape, Error, Policy};
-use crate::node::Role;
 use crate::sources::{read_capped, under, Machine};
 use crate::validate;
 

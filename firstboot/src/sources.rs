@@ -12,9 +12,9 @@
 //! file, a home directory) is resolved component by component by [`contained`],
 //! so neither `..` nor a symlink can lead outside the root.
 
+use crate::contract::image::{ImageDefaults, IMAGE_TOML_PATH};
+use crate::contract::node::{Node, NodeConfig, Role, MAX_TEXT, NODE_TOML_PATH};
 use crate::http::escape;
-use crate::image::{ImageDefaults, IMAGE_TOML_PATH};
-use crate::node::{Node, NodeConfig, Role, MAX_TEXT, NODE_TOML_PATH};
 use std::path::{Component, Path, PathBuf};
 
 /// The machine as seen under `--root`.

@@ -12,8 +12,8 @@
 //! `KILN_FUZZ_CASES=N` for a long run (and `KILN_FUZZ_SEED` to vary it), e.g.
 //! `KILN_FUZZ_CASES=1000000 cargo nextest run -p kiln-firstboot --release --test fuzz --no-capture`.
 
+use kiln_firstboot::contract::node::NodeConfig;
 use kiln_firstboot::http::parse_response;
-use kiln_firstboot::node::NodeConfig;
 use kiln_firstboot::sources::{cmdline_args, contained};
 use kiln_testkit::rng::Rng;
 use std::io::Write;
@@ -385,7 +385,7 @@ fn fuzz_gzip_user_data() {
         // Mutated compressed bytes, and (sometimes) a mutated text compressed again.
         node_check(input);
         // A mutant that lost its gzip magic is mutated text: compress it, in two members.
-        if !kiln_firstboot::node::is_gzip(input) {
+        if !kiln_firstboot::contract::node::is_gzip(input) {
             let (a, b) = input.split_at(input.len() / 2);
             let mut two = gzip(a);
             two.extend(gzip(b));

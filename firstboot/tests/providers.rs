@@ -1,8 +1,8 @@
 //! Every metadata provider against a loopback server that speaks its real
 //! protocol and refuses requests that break it, plus faults.
 
+use kiln_firstboot::contract::node::Role;
 use kiln_firstboot::http::Policy;
-use kiln_firstboot::node::Role;
 use kiln_firstboot::provider::{Aws, Azure, DigitalOcean, Gcp, Hetzner, OpenStack, Provider};
 use kiln_testkit::http::{Reply, Request, Server};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -74,7 +74,7 @@ fn aws_imdsv2_token_flow_and_refresh_on_401() {
     assert_eq!(m.region.as_deref(), Some("eu-west-1"));
     assert_eq!(m.role, Some(Role::ControlPlane));
     assert_eq!(m.public_ipv4, None, "404 means absent");
-    let ud = kiln_firstboot::node::NodeConfig::parse(m.user_data.as_deref().unwrap()).unwrap();
+    let ud = kiln_firstboot::contract::node::NodeConfig::parse(m.user_data.as_deref().unwrap()).unwrap();
     assert_eq!(ud.role(), Some(Role::Join));
     assert!(tokens.load(Ordering::SeqCst) >= 2, "a 401 must refresh the token");
     // Every GET carried a token header.

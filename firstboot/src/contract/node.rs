@@ -39,6 +39,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
 
+/// The pod subnet kubeadm gets when node.toml sets none (kubeadm's own default
+/// is empty; kiln's matches flannel's `Network`, the guide's example).
+pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
+
 /// Where Ignition or cloud-init put the node's description.
 pub const NODE_TOML_PATH: &str = "/etc/kiln/node.toml";
 /// Directory for PKI files written next to `node.toml` by Ignition or cloud-init.
