@@ -8,9 +8,11 @@ use crate::diagnose;
 use crate::files;
 use crate::identity;
 use crate::kubeadm;
-use crate::provider::{self, Metadata};
+use crate::machine::paths::{self, under};
+use crate::machine::Machine;
+use crate::providers::{self, Metadata};
 pub use crate::runner::run_bounded;
-use crate::sources::{self, under, Machine};
+use crate::sources;
 use crate::validate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -113,8 +115,8 @@ pub struct Resolved {
 
 /// Reads the platform's metadata, if the platform is known and has a provider.
 pub fn metadata(m: &Machine, opts: &Options) -> Result<Option<(String, Metadata)>, String> {
-    let Some(platform) = provider::detect(m) else { return Ok(None) };
-    let Some(p) = provider::for_platform(&platform, opts.metadata_url.as_deref(), m) else { return Ok(None) };
+    let Some(platform) = providers::detect(m) else { return Ok(None) };
+    let Some(p) = providers::for_platform(&platform, opts.metadata_url.as_deref(), m) else { return Ok(None) };
     let md = p.fetch(&opts.http).map_err(|e| format!("{platform} metadata: {e}"))?;
     Ok(Some((platform, md)))
 }
@@ -349,7 +351,7 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
 /// left to `after_init`, which says so and does not apply it.
 fn manifest_mismatch(root: &Path, manifest: Option<&str>, pod_subnet: Option<&str>) -> Option<String> {
     let manifest = manifest?;
-    let path = sources::contained(root, manifest).ok()?;
+    let path = paths::contained(root, manifest).ok()?;
     let text = std::fs::read_to_string(&path).ok()?;
     let subnet = pod_subnet.unwrap_or(DEFAULT_POD_SUBNET);
     let errors = crate::contract::cni::check(&text, subnet).err()?;
@@ -360,13 +362,13 @@ fn manifest_mismatch(root: &Path, manifest: Option<&str>, pod_subnet: Option<&st
 }
 
 /// PEM text inline, or read from a path on the node: resolved under root
-/// (`sources::contained`: no `..` or symlink leads out of it), at most 1 MiB.
+/// (`paths::contained`: no `..` or symlink leads out of it), at most 1 MiB.
 fn pem(root: &Path, v: &str) -> Result<String, String> {
     if v.trim_start().starts_with("-----BEGIN") {
         return Ok(v.to_string());
     }
-    let path = sources::contained(root, v).map_err(|e| format!("[pki] {e}"))?;
-    let bytes = sources::read_capped(&path, crate::contract::node::MAX_TEXT).map_err(|e| format!("[pki] {e}"))?;
+    let path = paths::contained(root, v).map_err(|e| format!("[pki] {e}"))?;
+    let bytes = paths::read_capped(&path, crate::contract::node::MAX_TEXT).map_err(|e| format!("[pki] {e}"))?;
     String::from_utf8(bytes).map_err(|_| format!("[pki] {}: not PEM text", crate::http::escape(v)))
 }
 
@@ -403,7 +405,7 @@ pub fn load_state(root: &Path) -> Result<Option<State>, String> {
     if std::fs::symlink_metadata(&path).is_err() {
         return Ok(None);
     }
-    let bytes = files::read_file_capped(&path, MAX_STATE).map_err(|e| e.to_string())?;
+    let bytes = paths::read_file_capped(&path, MAX_STATE).map_err(|e| e.to_string())?;
     serde_json::from_slice(&bytes).map(Some).map_err(|e| {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             format!("{}: empty", path.display())
@@ -1068,7 +1070,7 @@ fn after_init(m: &Machine, r: &Resolved) {
         log(4, &format!("kiln-firstboot: {}: {e}", admin.display()));
     }
     if let Some(manifest) = &r.cni_manifest {
-        match sources::contained(root, manifest) {
+        match paths::contained(root, manifest) {
             Ok(path) => {
                 let kubectl = which(root, &r.image.bin_dir, "kubectl");
                 let (ok, out) = run_bounded(
@@ -1105,7 +1107,7 @@ fn user_kubeconfig(m: &Machine, r: &Resolved, user: &str, admin: &Path) -> Resul
     let root = &m.root;
     // The home directory comes from /etc/passwd: resolved under root, never out of it.
     let passwd = std::fs::read_to_string(under(root, "/etc/passwd")).unwrap_or_default();
-    let (dest, uid, gid) = sources::admin_kubeconfig(root, &passwd, user)?;
+    let (dest, uid, gid) = paths::admin_kubeconfig(root, &passwd, user)?;
     let pki = under(root, "/etc/kubernetes/pki");
     let config = kubeadm::user_kubeconfig_config(&r.kubeadm, &pki.to_string_lossy());
     let config = files::write(root, USER_CONFIG_PATH, config.as_bytes(), 0o600)

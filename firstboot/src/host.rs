@@ -12,7 +12,8 @@
 //! `ServiceRestart`: `systemctl daemon-reload` then `systemctl restart kubelet`,
 //! waited for).
 
-use crate::sources::{under, Machine};
+use crate::machine::paths::under;
+use crate::machine::Machine;
 use std::path::{Path, PathBuf};
 
 /// The sysctls kubeadm's preflight requires to be 1 (`cmd/kubeadm/app/preflight/checks.go`,

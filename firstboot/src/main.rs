@@ -2,7 +2,9 @@
 
 use kiln_firstboot::agent::{self, Options};
 use kiln_firstboot::http::escape;
-use kiln_firstboot::sources::{self, under, Machine};
+use kiln_firstboot::machine::paths::under;
+use kiln_firstboot::machine::Machine;
+use kiln_firstboot::sources;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

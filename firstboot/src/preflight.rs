@@ -4,8 +4,9 @@
 
 use crate::agent::Resolved;
 use crate::contract::node::Role;
+use crate::machine::paths::under;
+use crate::machine::Machine;
 use crate::routes;
-use crate::sources::{under, Machine};
 use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::path::Path;

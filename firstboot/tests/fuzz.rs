@@ -14,7 +14,8 @@
 
 use kiln_firstboot::contract::node::NodeConfig;
 use kiln_firstboot::http::parse_response;
-use kiln_firstboot::sources::{cmdline_args, contained};
+use kiln_firstboot::machine::cmdline::cmdline_args;
+use kiln_firstboot::machine::paths::contained;
 use kiln_testkit::rng::Rng;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -289,7 +290,7 @@ struct Stages {
 /// root (no network: the node IP comes from the input or the command line, never a
 /// route or DNS), render the kubeadm documents and the kubelet patch.
 fn resolve_check(root: &Path, input: &[u8], stages: &std::cell::RefCell<Stages>) {
-    use kiln_firstboot::{agent, kubeadm, sources::Machine};
+    use kiln_firstboot::{agent, kubeadm, machine::Machine};
     stages.borrow_mut().inputs += 1;
     let Ok(c) = NodeConfig::parse(input) else { return };
     stages.borrow_mut().parsed += 1;

@@ -7,7 +7,7 @@
 
 use kiln_firstboot::contract::node::NodeConfig;
 use kiln_firstboot::http::Policy;
-use kiln_firstboot::provider::{Aws, Provider};
+use kiln_firstboot::providers::{aws::Aws, Provider};
 use kiln_testkit::http::{Reply, Request, Server};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
