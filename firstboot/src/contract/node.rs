@@ -473,59 +473,71 @@ impl NodeConfig {
     }
 
     /// Merges `later` over `self`, key by key (later wins; lists are replaced whole).
+    ///
+    /// Every section is destructured without `..`, so a field added to
+    /// [`Cluster`], [`Node`], [`Pki`] or [`NodeConfig`] and not merged here is a
+    /// compile error, never a key silently dropped.
     pub fn merge(mut self, later: NodeConfig) -> NodeConfig {
+        /// Destructures `$src` as `$ty` naming every field, then takes each one it sets.
         macro_rules! take {
-            ($dst:expr, $src:expr, $($f:ident),+) => { $( if $src.$f.is_some() { $dst.$f = $src.$f; } )+ };
+            ($dst:expr, $ty:ident { $($f:ident),+ $(,)? } = $src:expr) => {{
+                let $ty { $($f),+ } = $src;
+                $( if $f.is_some() { $dst.$f = $f; } )+
+            }};
         }
-        if let Some(c) = later.cluster {
+        let NodeConfig { cluster, node, pki } = later;
+        if let Some(x) = cluster {
             let dst = self.cluster.get_or_insert_with(Default::default);
             take!(
                 dst,
-                c,
-                name,
-                kubernetes_version,
-                control_plane_endpoint,
-                pod_subnet,
-                service_subnet,
-                dns_domain,
-                ca_cert_hashes,
-                bootstrap_token,
-                token_ttl,
-                cni_manifest,
-                admin_user,
-                admin_role
+                Cluster {
+                    name,
+                    kubernetes_version,
+                    control_plane_endpoint,
+                    pod_subnet,
+                    service_subnet,
+                    dns_domain,
+                    ca_cert_hashes,
+                    bootstrap_token,
+                    token_ttl,
+                    cni_manifest,
+                    admin_user,
+                    admin_role,
+                } = x
             );
         }
-        if let Some(n) = later.node {
+        if let Some(x) = node {
             let dst = self.node.get_or_insert_with(Default::default);
             take!(
                 dst,
-                n,
-                role,
-                name,
-                labels,
-                taints,
-                node_ip,
-                swap,
-                kubelet,
-                kubelet_extra_args,
-                unsafe_skip_ca_verification,
-                api_server_bind_port
+                Node {
+                    role,
+                    name,
+                    labels,
+                    taints,
+                    node_ip,
+                    swap,
+                    kubelet,
+                    kubelet_extra_args,
+                    unsafe_skip_ca_verification,
+                    api_server_bind_port,
+                } = x
             );
         }
-        if let Some(p) = later.pki {
+        if let Some(x) = pki {
             let dst = self.pki.get_or_insert_with(Default::default);
             take!(
                 dst,
-                p,
-                ca_cert,
-                ca_key,
-                front_proxy_ca_cert,
-                front_proxy_ca_key,
-                etcd_ca_cert,
-                etcd_ca_key,
-                sa_key,
-                sa_pub
+                Pki {
+                    ca_cert,
+                    ca_key,
+                    front_proxy_ca_cert,
+                    front_proxy_ca_key,
+                    etcd_ca_cert,
+                    etcd_ca_key,
+                    sa_key,
+                    sa_pub,
+                } = x
             );
         }
         self
