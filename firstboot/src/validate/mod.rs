@@ -18,13 +18,15 @@
 //! * [`names`]: DNS-1123 subdomains, node names, the admin user;
 //! * [`labels`]: label keys and values, kubelet's reserved labels, taints;
 //! * [`endpoint`]: the API server endpoint, node IPs, the bind port;
-//! * [`kubelet`]: `[node] kubelet` values against KubeletConfiguration's types;
+//! * [`kubelet`]: `[node] kubelet` values against KubeletConfiguration's types
+//!   ([`kubelet_kind`], the table's column type);
 //! * [`version`]: Kubernetes versions and kubeadm's version-skew policy;
 //! * [`suggest`]: "did you mean" for a mistyped word.
 
 pub mod duration;
 pub mod endpoint;
 pub mod kubelet;
+pub mod kubelet_kind;
 pub mod labels;
 pub mod names;
 pub mod suggest;
