@@ -323,7 +323,7 @@ const CHECKS: &[NamedCheck] = &[
     ("clock", check_clock),
 ];
 
-/// Runs every check for `r` on machine `m` ([`CHECKS`], in order). Under a scratch
+/// Runs every check for `r` on machine `m` (`CHECKS`, in order). Under a scratch
 /// `--root` without a running system's `/proc` (or `/run`), what only a running system
 /// shows (modules, sysctls, swap, the runtime socket, the machine id) is "not visible",
 /// a warning, as cgroups are.

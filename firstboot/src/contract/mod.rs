@@ -5,7 +5,7 @@
 //!
 //! * [`node`]: `node.toml`, the per-node description (`kiln userdata`, `kiln cluster`);
 //! * [`image`]: `/etc/kiln/image.toml`, the defaults `kiln build` bakes into an image;
-//! * [`unit`]: the systemd units that start first boot and `approve-csrs`;
+//! * [`unit`](mod@unit): the systemd units that start first boot and `approve-csrs`;
 //! * [`cni`]: the pod CIDR a CNI manifest configures, held against `pod_subnet`;
 //! * [`validate`]: the rules first boot checks values against, which the builder
 //!   checks the same values against at build time.
