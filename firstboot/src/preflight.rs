@@ -716,7 +716,7 @@ fn iptables_check(root: &Path, bin_dir: &str) -> Option<Check> {
 /// on many boards (dmidecode on them prints it; inventory tools refuse it as generic).
 const PLACEHOLDER_UUIDS: [&str; 2] = ["03000200-0400-0500-0006-000700080009", "00020003-0004-0005-0006-000700080009"];
 
-/// Whether `uuid` is one every machine of its make may carry: a [`PLACEHOLDER_UUIDS`]
+/// Whether `uuid` is one every machine of its make may carry: a `PLACEHOLDER_UUIDS`
 /// entry, or one byte repeated (all 0, all F, `fefefefe-…`).
 pub fn placeholder_uuid(uuid: &str) -> bool {
     let u = uuid.trim().to_ascii_lowercase();
