@@ -172,7 +172,7 @@ pub struct UserdataArgs {
     pub cluster: PathBuf,
     /// The node's role.
     #[arg(long, value_parser = parse_role)]
-    pub role: kiln_firstboot::node::Role,
+    pub role: kiln_firstboot::contract::node::Role,
     /// Node name (otherwise taken from metadata or the hostname at boot).
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
@@ -200,8 +200,9 @@ pub struct UserdataArgs {
     pub base_url: Option<String>,
 }
 
-fn parse_role(s: &str) -> Result<kiln_firstboot::node::Role, String> {
-    kiln_firstboot::node::Role::parse(s).ok_or_else(|| format!("unknown role `{s}` (init, control-plane, join)"))
+fn parse_role(s: &str) -> Result<kiln_firstboot::contract::node::Role, String> {
+    kiln_firstboot::contract::node::Role::parse(s)
+        .ok_or_else(|| format!("unknown role `{s}` (init, control-plane, join)"))
 }
 
 /// `kiln build` arguments.

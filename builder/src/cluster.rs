@@ -17,8 +17,8 @@
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
 use crate::inputs::version::Version;
-use kiln_firstboot::node::{is_bootstrap_token, Secret};
-use kiln_firstboot::validate;
+use kiln_firstboot::contract::node::{is_bootstrap_token, Secret};
+use kiln_firstboot::contract::validate;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -154,9 +154,9 @@ pub fn new_token() -> Result<Secret> {
 
 /// Normalises `HOST[:PORT]` to `host:port` (IPv6 as `[addr]:port`, default
 /// port 6443, DNS names lower-cased) with kubeadm's rules
-/// ([`kiln_firstboot::validate::endpoint`]).
+/// ([`kiln_firstboot::contract::validate::endpoint::parse`]).
 pub fn normalize_endpoint(s: &str) -> Result<String> {
-    validate::endpoint(s).map(|e| e.to_string()).map_err(|m| Error::config(format!("--endpoint: {m}")))
+    validate::endpoint::parse(s).map(|e| e.to_string()).map_err(|m| Error::config(format!("--endpoint: {m}")))
 }
 
 /// A parsed CIDR.
@@ -541,7 +541,7 @@ impl Cluster {
         let endpoint = normalize_endpoint(&o.endpoint)?;
         // kubeadm reads bootstrapTokens[].ttl with Go's time.ParseDuration; a
         // bad value would only surface on the init node at first boot.
-        validate::token_ttl(&o.token_ttl).map_err(|m| Error::config(format!("--token-ttl: {m}")))?;
+        validate::duration::token_ttl(&o.token_ttl).map_err(|m| Error::config(format!("--token-ttl: {m}")))?;
         let pod = subnets("--pod-subnet", &o.pod_subnet, "10.244.0.0/16")?;
         let svc = subnets("--service-subnet", &o.service_subnet, "10.96.0.0/12")?;
         for p in &pod {
@@ -630,7 +630,7 @@ impl Cluster {
             ))
         })?;
         // A hand-edited cluster.toml must not hand nodes a TTL kubeadm cannot read.
-        validate::token_ttl(&file.token_ttl)
+        validate::duration::token_ttl(&file.token_ttl)
             .map_err(|m| Error::config(format!("{}: token_ttl: {m}", path.display())))?;
         let cluster = Cluster { dir: dir.to_path_buf(), file };
         cluster.check_pki()?;

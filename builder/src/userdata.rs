@@ -17,7 +17,9 @@ use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use base64::Engine;
 use flate2::{Compression, GzBuilder};
-use kiln_firstboot::node::{Cluster as ClusterSection, Node, NodeConfig, Pki, Role, Secret, NODE_TOML_PATH, PKI_DIR};
+use kiln_firstboot::contract::node::{
+    Cluster as ClusterSection, Node, NodeConfig, Pki, Role, Secret, NODE_TOML_PATH, PKI_DIR,
+};
 use std::io::Write;
 
 /// EC2's user-data limit (16 KiB); other clouds allow more, so it is a warning.
@@ -188,7 +190,7 @@ pub fn ignition(files: &[NodeFile], version: &str) -> Result<serde_json::Value> 
     Ok(serde_json::json!({
         "ignition": { "version": version },
         "storage": { "files": files.iter().map(ignition_file).collect::<Vec<_>>() },
-        "systemd": { "units": [ { "name": kiln_firstboot::unit::UNIT_NAME, "enabled": true } ] },
+        "systemd": { "units": [ { "name": kiln_firstboot::contract::unit::UNIT_NAME, "enabled": true } ] },
     }))
 }
 
@@ -215,7 +217,7 @@ pub fn cloud_config(files: &[NodeFile], image: Option<&PublishedImage>) -> Strin
         Some(_) => y.push_str(&format!("runcmd:\n  - [{INSTALLER_PATH}]\n")),
         None => y.push_str(&format!(
             "runcmd:\n  - [systemctl, enable, --now, --no-block, {}]\n",
-            kiln_firstboot::unit::UNIT_NAME
+            kiln_firstboot::contract::unit::UNIT_NAME
         )),
     }
     y
@@ -349,8 +351,8 @@ systemctl start --no-block $start
         sha = sh_quote(&image.sha256),
         size = image.size,
         timeout = INSTALL_TIMEOUT_SECS,
-        unit = kiln_firstboot::unit::UNIT_NAME,
-        timer = kiln_firstboot::unit::APPROVE_TIMER,
+        unit = kiln_firstboot::contract::unit::UNIT_NAME,
+        timer = kiln_firstboot::contract::unit::APPROVE_TIMER,
     )
 }
 
@@ -421,8 +423,8 @@ const IMAGE_TOML_MAX: u64 = 64 * 1024;
 /// The defaults baked into an `--image` (`/etc/kiln/image.toml`): from the
 /// tarball's `etc/kiln/image.toml` (`.tar.gz`, `.tar.zst`) or the inline file
 /// of an Ignition image config (`.ign`).
-pub fn image_defaults(image: &std::path::Path) -> Result<kiln_firstboot::image::ImageDefaults> {
-    use kiln_firstboot::image::{ImageDefaults, IMAGE_TOML_PATH};
+pub fn image_defaults(image: &std::path::Path) -> Result<kiln_firstboot::contract::image::ImageDefaults> {
+    use kiln_firstboot::contract::image::{ImageDefaults, IMAGE_TOML_PATH};
     let bad = |why: String| Error::config(format!("--image {}: {why}", image.display()));
     let rebuild = rebuild_hint(image);
     let data = image_file(image, IMAGE_TOML_PATH, IMAGE_TOML_MAX)?.ok_or_else(|| {
@@ -530,19 +532,19 @@ pub fn check_image_cni(image: &std::path::Path, cluster: &Cluster) -> Result<()>
 
 /// Refuses an `--image` whose kubeadm and kubelet cannot bring `cluster`'s
 /// Kubernetes version up for `role`: the rule kiln-firstboot applies at boot
-/// (`kiln_firstboot::validate::skew`, kubeadm's skew policy), checked here so
+/// (`kiln_firstboot::contract::validate::version::skew`, kubeadm's skew policy), checked here so
 /// the mistake is caught where it is made instead of on the node.
 pub fn check_image_versions(image: &std::path::Path, cluster: &Cluster, role: Role) -> Result<()> {
-    use kiln_firstboot::validate;
+    use kiln_firstboot::contract::validate;
     let d = image_defaults(image)?;
     let bad = |why: String| Error::config(format!("--image {}: {why}", image.display()));
-    let kubeadm = validate::version(&d.kubeadm_version).map_err(|e| bad(format!("its kubeadm_version: {e}")))?;
-    let kubelet = validate::version(&d.kubelet_version).map_err(|e| bad(format!("its kubelet_version: {e}")))?;
+    let kubeadm = validate::version::parse(&d.kubeadm_version).map_err(|e| bad(format!("its kubeadm_version: {e}")))?;
+    let kubelet = validate::version::parse(&d.kubelet_version).map_err(|e| bad(format!("its kubelet_version: {e}")))?;
     let version = &cluster.file.kubernetes_version;
-    let wanted = validate::version(version).map_err(|e| {
+    let wanted = validate::version::parse(version).map_err(|e| {
         Error::config(format!("{}: kubernetes_version: {e}", cluster.dir.join("cluster.toml").display()))
     })?;
-    validate::skew(&kubeadm, &kubelet, &wanted, role != Role::Init).map_err(|e| {
+    validate::version::skew(&kubeadm, &kubelet, &wanted, role != Role::Init).map_err(|e| {
         bad(format!(
             "image {} cannot serve cluster {} (kubernetes_version = \"{version}\"): {e}; kiln-firstboot would refuse it at boot. Pass an image built for {version} (a profile pinning that Kubernetes version), or use a cluster of the image's version",
             d.profile, cluster.file.name

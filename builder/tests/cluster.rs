@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use kiln_firstboot::node::{NodeConfig, Role};
+use kiln_firstboot::contract::node::{NodeConfig, Role};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

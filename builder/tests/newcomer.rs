@@ -418,7 +418,7 @@ fn image_toml(version: &str) -> String {
          runtime_socket = \"unix:///run/containerd/containerd.sock\"\ncgroup_driver = \"systemd\"\n"
     );
     // What kiln-firstboot reads: the whole schema, nothing unknown.
-    kiln_firstboot::image::ImageDefaults::from_toml(&text).unwrap().to_toml()
+    kiln_firstboot::contract::image::ImageDefaults::from_toml(&text).unwrap().to_toml()
 }
 
 /// A tarball holding `members` (path, content), as `.tar.gz` or `.tar.zst`.

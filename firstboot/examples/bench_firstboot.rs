@@ -39,7 +39,7 @@ fn main() {
             "/latest/meta-data/instance-id" => Reply::ok("i-1"),
             "/latest/meta-data/local-hostname" => Reply::ok("ip-10-0-0-5"),
             // kubelet refuses a loopback --node-ip, and so does kiln-firstboot
-            // (validate::node_ip): a private address, as EC2 gives.
+            // (validate::endpoint::node_ip): a private address, as EC2 gives.
             "/latest/meta-data/local-ipv4" => Reply::ok("10.0.0.5"),
             "/latest/user-data" => Reply::ok(ud.clone()),
             _ => Reply::status(404),

@@ -6,9 +6,10 @@
 use crate::files;
 use crate::journal::log;
 use crate::kubeadm;
+use crate::machine::paths::under;
+use crate::machine::Machine;
 use crate::resolve::Resolved;
 use crate::runner::run_bounded;
-use crate::sources::{self, under, Machine};
 use crate::tools::which;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,7 +40,7 @@ pub fn protect_admin_conf(m: &Machine) {
 pub fn apply_cni(m: &Machine, r: &Resolved) {
     let root = &m.root;
     let Some(manifest) = &r.cni_manifest else { return };
-    match sources::contained(root, manifest) {
+    match crate::machine::paths::contained(root, manifest) {
         Ok(path) => {
             let kubectl = which(root, &r.image.bin_dir, "kubectl");
             let (ok, out) = run_bounded(
@@ -78,7 +79,7 @@ fn user_kubeconfig(m: &Machine, r: &Resolved, user: &str, admin: &Path) -> Resul
     let root = &m.root;
     // The home directory comes from /etc/passwd: resolved under root, never out of it.
     let passwd = std::fs::read_to_string(under(root, "/etc/passwd")).unwrap_or_default();
-    let (dest, uid, gid) = sources::admin_kubeconfig(root, &passwd, user)?;
+    let (dest, uid, gid) = crate::machine::paths::admin_kubeconfig(root, &passwd, user)?;
     let pki = under(root, "/etc/kubernetes/pki");
     let config = kubeadm::user_kubeconfig_config(&r.kubeadm, &pki.to_string_lossy());
     let config = files::write(root, USER_CONFIG_PATH, config.as_bytes(), 0o600)

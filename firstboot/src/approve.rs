@@ -2,15 +2,15 @@
 //! serving-certificate requests whose node, names and addresses match
 //! ([`crate::csr::check`]), and leaves the rest pending, saying why.
 
+use crate::contract::unit::APPROVE_TIMEOUT;
+use crate::machine::paths::under;
+use crate::machine::Machine;
 use crate::runner::run_bounded;
-use crate::sources::{under, Machine};
 use crate::tools::which;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// How long `approve-csrs` may take as a whole, and each kubectl call in it.
-pub const APPROVE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The most CSRs `approve-csrs` looks at in one run.
 pub const APPROVE_MAX: usize = 500;
 
@@ -49,8 +49,8 @@ pub fn approve_csrs(m: &Machine) -> (bool, Vec<String>) {
     for csr in items.iter().take(APPROVE_MAX) {
         let name = csr["metadata"]["name"].as_str().unwrap_or_default();
         // metadata.name is a DNS subdomain (apimachinery's IsDNS1123Subdomain,
-        // `validate::dns1123_subdomain`): never an option to kubectl.
-        let name_ok = crate::validate::dns1123_subdomain(name).is_ok();
+        // `validate::names::dns1123_subdomain`): never an option to kubectl.
+        let name_ok = crate::validate::names::dns1123_subdomain(name).is_ok();
         if !name_ok || csr["spec"]["signerName"] != crate::csr::KUBELET_SERVING || !crate::csr::pending(csr) {
             continue;
         }
@@ -58,7 +58,7 @@ pub fn approve_csrs(m: &Machine) -> (bool, Vec<String>) {
         let requester = csr["spec"]["username"]
             .as_str()
             .and_then(|u| u.strip_prefix("system:node:"))
-            .filter(|n| crate::validate::node_name(n).is_ok());
+            .filter(|n| crate::validate::names::node_name(n).is_ok());
         if let Some(n) = requester {
             if !nodes.contains_key(n) {
                 let v = get(&["get", "node", n]).ok().map(|v| crate::csr::addresses(&v));

@@ -221,7 +221,7 @@ pub fn check(csr: &Value, node: &dyn Fn(&str) -> Option<Addresses>) -> Result<St
         .strip_prefix("system:node:")
         .filter(|n| !n.is_empty())
         .ok_or_else(|| format!("requested by {}, not a node (system:node:<name>)", crate::http::escape(user)))?;
-    crate::validate::node_name(name).map_err(|e| format!("node name in {user}: {e}"))?;
+    crate::validate::names::node_name(name).map_err(|e| format!("node name in {user}: {e}"))?;
     let groups: Vec<&str> = spec["groups"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     if !groups.contains(&"system:nodes") {
         return Err(format!("{user} is not in group system:nodes"));

@@ -1,9 +1,9 @@
 //! What a failed kubeadm attempt leaves for `doctor`: kubeadm's own output and
 //! what kubelet's journal and the runtime say, each bounded in time and size.
 
+use crate::machine::Machine;
 use crate::resolve::Resolved;
 use crate::runner::run_bounded;
-use crate::sources::Machine;
 use crate::tools::host_tool;
 use std::process::Command;
 use std::time::Duration;

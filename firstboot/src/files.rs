@@ -1,7 +1,7 @@
 //! Every file kiln-firstboot writes, removes or reads at a fixed place, under `--root`.
 //!
 //! A path is resolved with the same resolver as the paths that come from input,
-//! [`sources::contained`]: component by component, an absolute symlink read from the
+//! [`contained`]: component by component, an absolute symlink read from the
 //! root as in a chroot, a `..` or a link that would leave the root an error. So a root
 //! holding `etc/kubernetes/pki -> /elsewhere/pki` gets its CA keys in
 //! `ROOT/elsewhere/pki`, never in the build host's `/elsewhere/pki` (issue 24, B15).
@@ -12,8 +12,8 @@
 //! instead of writing through it. Missing directories are created one at a time, and
 //! one that turns out to be a symlink (created since it was resolved) is an error.
 
-use crate::sources::contained;
-use std::io::{Error, ErrorKind, Read, Write};
+use crate::machine::paths::{contained, read_file_capped};
+use std::io::{Error, ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -181,26 +181,6 @@ pub fn overwrite(root: &Path, path: &str, data: &[u8]) -> Result<(), Error> {
 pub fn read_capped(root: &Path, path: &str, max: usize) -> Result<Vec<u8>, Error> {
     let p = resolve(root, path)?;
     read_file_capped(&p, max)
-}
-
-/// [`read_capped`] of a path as it is (an option's file, `--cmdline FILE`).
-pub fn read_file_capped(p: &Path, max: usize) -> Result<Vec<u8>, Error> {
-    let at = |e: Error| Error::new(e.kind(), format!("{}: {e}", p.display()));
-    let f =
-        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(p).map_err(at)?;
-    let md = f.metadata().map_err(at)?;
-    if !md.is_file() {
-        return Err(Error::new(ErrorKind::InvalidInput, format!("{}: not a regular file", p.display())));
-    }
-    let mut out = Vec::new();
-    f.take(max as u64 + 1).read_to_end(&mut out).map_err(at)?;
-    if out.len() > max {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            format!("{}: larger than kiln-firstboot's {} KiB limit", p.display(), max >> 10),
-        ));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

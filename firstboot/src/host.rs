@@ -12,7 +12,8 @@
 //! `ServiceRestart`: `systemctl daemon-reload` then `systemctl restart kubelet`,
 //! waited for).
 
-use crate::sources::{under, Machine};
+use crate::machine::paths::under;
+use crate::machine::Machine;
 use std::path::{Path, PathBuf};
 
 /// The sysctls kubeadm's preflight requires to be 1 (`cmd/kubeadm/app/preflight/checks.go`,
@@ -179,7 +180,7 @@ pub fn swap_units(root: &Path) -> Vec<String> {
             add(format!("{}.swap", escape_path(&dev)));
         }
     }
-    for u in crate::unit::DISTRO_SWAP_UNITS {
+    for u in crate::contract::unit::DISTRO_SWAP_UNITS {
         add(u.to_string());
     }
     units

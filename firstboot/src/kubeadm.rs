@@ -18,7 +18,7 @@
 //! `patches.directory` (kubeadm >= 1.25, kubernetes/kubernetes#110405), applied to
 //! `/var/lib/kubelet/config.yaml` on this node only.
 
-use crate::node::{Role, Taint};
+use crate::contract::node::{Role, Taint};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -252,7 +252,7 @@ pub const NODE_READER_ROLE: &str = "kiln:node-reader";
 /// (row 40): a ClusterRoleBinding `kiln:admin-user:<user>` to that default
 /// ClusterRole, and below cluster-admin [`NODE_READER_ROLE`] and its binding; one
 /// `v1` List for `kubectl apply -f`.
-pub fn admin_user_rbac(user: &str, role: crate::node::AdminRole) -> Value {
+pub fn admin_user_rbac(user: &str, role: crate::contract::node::AdminRole) -> Value {
     let rbac = "rbac.authorization.k8s.io/v1";
     let subject = json!([{ "kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user }]);
     let binding = |name: String, role: &str| {
@@ -265,7 +265,7 @@ pub fn admin_user_rbac(user: &str, role: crate::node::AdminRole) -> Value {
         })
     };
     let mut items = vec![binding(format!("kiln:admin-user:{user}"), role.as_str())];
-    if role != crate::node::AdminRole::ClusterAdmin {
+    if role != crate::contract::node::AdminRole::ClusterAdmin {
         items.push(json!({
             "apiVersion": rbac,
             "kind": "ClusterRole",
@@ -421,7 +421,7 @@ mod tests {
 
     #[test]
     fn the_admin_users_bindings_never_reach_cluster_admin_unless_asked() {
-        use crate::node::AdminRole;
+        use crate::contract::node::AdminRole;
         for role in [AdminRole::View, AdminRole::Edit, AdminRole::Admin] {
             let list = admin_user_rbac("kiln", role);
             let refs: Vec<&str> =

@@ -2,7 +2,7 @@
 //! `config/v1beta1/types.go`, `type KubeletConfiguration struct`: every field's JSON
 //! name and the JSON type kubelet decodes it as. Do not edit; regenerate for a new pin.
 
-use crate::validate::KubeletKind::{self, *};
+use crate::validate::kubelet_kind::KubeletKind::{self, *};
 
 /// `(json name, kind)`, sorted by name; the Go type in a comment.
 pub const FIELDS: &[(&str, KubeletKind)] = &[

@@ -1,7 +1,8 @@
 //! `kiln-firstboot`'s library: the contracts the builder writes and the agent reads.
 //!
 //! The builder (`kiln`) depends on this crate to write exactly what the agent
-//! will parse; this crate never depends on the builder, so it stays tiny.
+//! will parse, through [`contract`] only; this crate never depends on the
+//! builder, so it stays tiny.
 //!
 //! The agent resolves, then acts: [`resolve`] turns the machine's metadata and
 //! node.toml into one validated node, [`plan`] turns that node into the ordered
@@ -9,7 +10,7 @@
 
 pub mod after_init;
 pub mod approve;
-pub mod cni;
+pub mod contract;
 pub mod csr;
 pub mod diagnose;
 pub mod evidence;
@@ -18,15 +19,14 @@ pub mod firewall;
 pub mod host;
 pub mod http;
 pub mod identity;
-pub mod image;
 pub mod journal;
 pub mod kubeadm;
 pub mod kubelet_fields;
-pub mod node;
+pub mod machine;
 pub mod options;
 pub mod plan;
 pub mod preflight;
-pub mod provider;
+pub mod providers;
 pub mod reset;
 pub mod resolve;
 pub mod routes;
@@ -35,5 +35,4 @@ pub mod runner;
 pub mod sources;
 pub mod state;
 pub mod tools;
-pub mod unit;
 pub mod validate;

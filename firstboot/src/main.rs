@@ -1,9 +1,11 @@
 //! `kiln-firstboot`: reads machine metadata on first boot and runs kubeadm.
 
 use kiln_firstboot::http::escape;
+use kiln_firstboot::machine::paths::under;
+use kiln_firstboot::machine::Machine;
 use kiln_firstboot::options::Options;
 use kiln_firstboot::run::{self, exit};
-use kiln_firstboot::sources::{self, under, Machine};
+use kiln_firstboot::sources;
 use kiln_firstboot::{plan, resolve, state};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -5,12 +5,12 @@
 //! will not run on this node (no preflight fixes for swap that stays, no CNI apply
 //! on a joining node) is not in the list.
 
+use crate::contract::node::{Role, SwapPolicy};
 use crate::evidence::EVIDENCE_LOG;
 use crate::host::{self, Selinux, BOOTSTRAPPING};
 use crate::kubeadm;
-use crate::node::{Role, SwapPolicy};
+use crate::machine::Machine;
 use crate::resolve::{Resolved, PATCHES_DIR};
-use crate::sources::Machine;
 use crate::state::{self, State, CAPI_SENTINEL, FAILED_PATH, STARTED_PATH, STATE_PATH};
 
 /// The kubeadm config file.

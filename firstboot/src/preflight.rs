@@ -2,10 +2,11 @@
 //! the kubeadm install and troubleshooting guides' list. Every failure is one
 //! line: what, why, and the fix. All reads go under `--root`.
 
-use crate::node::Role;
+use crate::contract::node::Role;
+use crate::machine::paths::under;
+use crate::machine::Machine;
 use crate::resolve::Resolved;
 use crate::routes;
-use crate::sources::{under, Machine};
 use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -281,42 +282,102 @@ fn not_visible(id: &'static str, root: &Path, what: &str) -> Check {
     )
 }
 
-/// Runs every check for `r` on machine `m`. Under a scratch `--root` without a running
-/// system's `/proc` (or `/run`), what only a running system shows (modules, sysctls,
-/// swap, the runtime socket, the machine id) is "not visible", a warning, as cgroups are.
+/// What every check reads: the machine, the resolved node, and whether the running
+/// system's `/proc` is visible under the root.
+struct Ctx<'a> {
+    /// The machine checked.
+    m: &'a Machine,
+    /// The node resolved for it.
+    r: &'a Resolved,
+    /// `m.root`.
+    root: &'a Path,
+    /// `r.kubeadm`: what kubeadm will be given.
+    k: &'a crate::kubeadm::Inputs,
+    /// Whether a running system's `/proc` is visible ([`visible`]).
+    proc: bool,
+}
+
+/// One named check: its name (for readers of [`CHECKS`]) and what it finds, in order.
+type NamedCheck = (&'static str, fn(&Ctx) -> Vec<Check>);
+
+/// Every check, in the order its findings are printed.
+const CHECKS: &[NamedCheck] = &[
+    ("not visible", check_not_visible),
+    ("swap", check_swap),
+    ("br_netfilter", check_br_netfilter),
+    ("sysctl", check_sysctls),
+    ("cgroups", check_cgroups),
+    ("runtime", check_runtime),
+    ("cgroup-driver", check_cgroup_driver),
+    ("executables", check_executables),
+    ("ports", check_ports),
+    ("firewall", check_firewall),
+    ("subnets", check_subnets),
+    ("iptables", check_iptables),
+    ("selinux", check_selinux),
+    ("routes", check_routes),
+    ("cpus", check_cpus),
+    ("memory", check_memory),
+    ("machine-id", check_machine_id),
+    ("identity", check_identity),
+    ("clock", check_clock),
+];
+
+/// Runs every check for `r` on machine `m` (`CHECKS`, in order). Under a scratch
+/// `--root` without a running system's `/proc` (or `/run`), what only a running system
+/// shows (modules, sysctls, swap, the runtime socket, the machine id) is "not visible",
+/// a warning, as cgroups are.
 pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
-    let root = &m.root;
-    let k = &r.kubeadm;
-    let mut out = Vec::new();
-    let proc = visible(root, "/proc");
-    if !proc {
-        out.push(not_visible("swap", root, "swap (/proc/swaps)"));
-        out.push(not_visible("br_netfilter", root, "loaded modules (/proc/sys/net/bridge for br_netfilter)"));
-        out.push(not_visible("sysctl", root, "sysctls (/proc/sys)"));
-        out.push(not_visible("routes", root, "the routing table (/proc/net/route, /proc/net/ipv6_route)"));
-    }
+    let root = m.root.as_path();
+    let cx = Ctx { m, r, root, k: &r.kubeadm, proc: visible(root, "/proc") };
+    CHECKS.iter().flat_map(|(_, check)| check(&cx)).collect()
+}
 
-    // Swap (kubeadm install guide: "Swap disabled").
-    let swaps = read(root, "/proc/swaps").unwrap_or_default();
+/// Without a running system's `/proc`, the checks that read it say so up front.
+fn check_not_visible(cx: &Ctx) -> Vec<Check> {
+    if cx.proc {
+        return Vec::new();
+    }
+    let root = cx.root;
+    vec![
+        not_visible("swap", root, "swap (/proc/swaps)"),
+        not_visible("br_netfilter", root, "loaded modules (/proc/sys/net/bridge for br_netfilter)"),
+        not_visible("sysctl", root, "sysctls (/proc/sys)"),
+        not_visible("routes", root, "the routing table (/proc/net/route, /proc/net/ipv6_route)"),
+    ]
+}
+
+/// Swap (kubeadm install guide: "Swap disabled").
+fn check_swap(cx: &Ctx) -> Vec<Check> {
+    let swaps = read(cx.root, "/proc/swaps").unwrap_or_default();
     let swap_on = swaps.lines().skip(1).any(|l| !l.trim().is_empty());
-    if proc {
-        out.push(match (swap_on, k.swap_limited) {
-            (true, false) => err("swap", "swap is on and the policy is `off`: kubelet refuses to start; set swap = \"limited\" or remove swap (dphys-swapfile, zram-generator)"),
-            (true, true) => ok("swap", "swap is on; kubelet runs with LimitedSwap"),
-            _ => ok("swap", "swap is off"),
-        });
+    if !cx.proc {
+        return Vec::new();
     }
+    vec![match (swap_on, cx.k.swap_limited) {
+        (true, false) => err("swap", "swap is on and the policy is `off`: kubelet refuses to start; set swap = \"limited\" or remove swap (dphys-swapfile, zram-generator)"),
+        (true, true) => ok("swap", "swap is on; kubelet runs with LimitedSwap"),
+        _ => ok("swap", "swap is off"),
+    }]
+}
 
-    // br_netfilter and the sysctls (install guide, container runtime prerequisites).
-    if proc {
-        out.push(if under(root, "/proc/sys/net/bridge").is_dir() {
-            ok("br_netfilter", "br_netfilter is loaded")
-        } else {
-            err("br_netfilter", "br_netfilter is not loaded: bridged pod traffic bypasses iptables; `modprobe br_netfilter` and list it in /etc/modules-load.d/")
-        });
+/// br_netfilter (install guide, container runtime prerequisites).
+fn check_br_netfilter(cx: &Ctx) -> Vec<Check> {
+    if !cx.proc {
+        return Vec::new();
     }
-    for key in ["net/bridge/bridge-nf-call-iptables", "net/ipv4/ip_forward"].into_iter().filter(|_| proc) {
-        let v = read(root, &format!("/proc/sys/{key}")).map(|s| s.trim().to_string());
+    vec![if under(cx.root, "/proc/sys/net/bridge").is_dir() {
+        ok("br_netfilter", "br_netfilter is loaded")
+    } else {
+        err("br_netfilter", "br_netfilter is not loaded: bridged pod traffic bypasses iptables; `modprobe br_netfilter` and list it in /etc/modules-load.d/")
+    }]
+}
+
+/// The sysctls (install guide, container runtime prerequisites).
+fn check_sysctls(cx: &Ctx) -> Vec<Check> {
+    let mut out = Vec::new();
+    for key in ["net/bridge/bridge-nf-call-iptables", "net/ipv4/ip_forward"].into_iter().filter(|_| cx.proc) {
+        let v = read(cx.root, &format!("/proc/sys/{key}")).map(|s| s.trim().to_string());
         let name = key.replace('/', ".");
         out.push(match v.as_deref() {
             Some("1") => ok("sysctl", format!("{name} = 1")),
@@ -327,13 +388,19 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
             None => err("sysctl", format!("{name} is missing (br_netfilter not loaded?)")),
         });
     }
+    out
+}
 
-    // cgroups: v2 with the memory controller; kubelet refuses v1 from 1.35
-    // (KEP-5573, kubelet failCgroupV1 defaults to true in v1.35).
-    out.push(cgroup_check(&cgroups(root), root, k.minor));
+/// cgroups: v2 with the memory controller; kubelet refuses v1 from 1.35
+/// (KEP-5573, kubelet failCgroupV1 defaults to true in v1.35).
+fn check_cgroups(cx: &Ctx) -> Vec<Check> {
+    vec![cgroup_check(&cgroups(cx.root), cx.root, cx.k.minor)]
+}
 
-    // The runtime: found by socket; several without a configured one is kubeadm's error.
-    let configured = k.cri_socket.trim_start_matches("unix://").to_string();
+/// The runtime: found by socket; several without a configured one is kubeadm's error.
+fn check_runtime(cx: &Ctx) -> Vec<Check> {
+    let root = cx.root;
+    let configured = cx.k.cri_socket.trim_start_matches("unix://").to_string();
     let known = [
         "/run/containerd/containerd.sock",
         "/var/run/crio/crio.sock",
@@ -341,64 +408,85 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
         "/var/run/cri-dockerd.sock",
     ];
     let found: Vec<&str> = known.iter().copied().filter(|s| under(root, s).exists()).collect();
-    out.push(if under(root, &configured).exists() {
+    vec![if under(root, &configured).exists() {
         ok("runtime", format!("container runtime socket {configured} exists"))
     } else if found.is_empty() && !visible(root, "/run") {
         not_visible("runtime", root, &format!("the container runtime socket ({configured}; /run is empty)"))
     } else if found.is_empty() {
         err("runtime", format!("no container runtime socket ({configured} is missing): start the runtime (`systemctl enable --now containerd`)"))
     } else {
-        err("runtime", format!("{configured} is missing but {} exist(s): set runtime_socket in the profile to the runtime you use", found.join(", ")))
-    });
-
-    // One cgroup driver for kubelet and containerd (troubleshooting: init hangs).
-    if let Some(cfg) = read(root, "/etc/containerd/config.toml") {
-        let systemd = cfg.lines().map(str::trim).find_map(|l| {
-            let (a, b) = l.split_once('=')?;
-            (a.trim() == "SystemdCgroup").then(|| b.trim() == "true")
-        });
-        let want = k.cgroup_driver == "systemd";
-        out.push(match systemd {
-            Some(s) if s != want => err(
-                "cgroup-driver",
-                format!("containerd has SystemdCgroup = {s} but kubelet uses the {} driver: `kubeadm init` would hang; make them agree", k.cgroup_driver),
+        err(
+            "runtime",
+            format!(
+                "{configured} is missing but {} exist(s): set runtime_socket in the profile to the runtime you use",
+                found.join(", ")
             ),
-            _ => ok("cgroup-driver", format!("kubelet and containerd agree on {}", k.cgroup_driver)),
-        });
-    }
+        )
+    }]
+}
 
-    // Executables kubeadm, kubelet and kube-proxy run.
+/// One cgroup driver for kubelet and containerd (troubleshooting: init hangs).
+fn check_cgroup_driver(cx: &Ctx) -> Vec<Check> {
+    let Some(cfg) = read(cx.root, "/etc/containerd/config.toml") else { return Vec::new() };
+    let k = cx.k;
+    let systemd = cfg.lines().map(str::trim).find_map(|l| {
+        let (a, b) = l.split_once('=')?;
+        (a.trim() == "SystemdCgroup").then(|| b.trim() == "true")
+    });
+    let want = k.cgroup_driver == "systemd";
+    vec![match systemd {
+        Some(s) if s != want => err(
+            "cgroup-driver",
+            format!("containerd has SystemdCgroup = {s} but kubelet uses the {} driver: `kubeadm init` would hang; make them agree", k.cgroup_driver),
+        ),
+        _ => ok("cgroup-driver", format!("kubelet and containerd agree on {}", k.cgroup_driver)),
+    }]
+}
+
+/// Executables kubeadm, kubelet and kube-proxy run.
+fn check_executables(cx: &Ctx) -> Vec<Check> {
     let dirs =
-        ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin", r.image.bin_dir.as_str()];
-    out.push(executables_check(root, &dirs, k.minor));
+        ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin", cx.r.image.bin_dir.as_str()];
+    vec![executables_check(cx.root, &dirs, cx.k.minor)]
+}
 
-    // Ports (on the real root, or when asked: a scratch root's ports are the host's).
-    if m.check_ports {
-        let busy: Vec<String> = required_ports(k.role, k.bind_port)
-            .into_iter()
-            .filter(|(p, _)| std::net::TcpListener::bind(("0.0.0.0", *p)).is_err())
-            .map(|(p, what)| format!("{p} ({what})"))
-            .collect();
-        out.push(if busy.is_empty() {
-            ok("ports", "required ports are free")
-        } else {
-            err(
-                "ports",
-                format!(
-                    "port(s) {} in use: stop what listens there (`ss -ltnp`) or run `kiln-firstboot reset`",
-                    busy.join(", ")
-                ),
-            )
-        });
+/// Ports (kubeadm's `PortOpenCheck`, [`required_ports`]), on the real root or when
+/// asked: a scratch root's ports are the host's.
+fn check_ports(cx: &Ctx) -> Vec<Check> {
+    if !cx.m.check_ports {
+        return Vec::new();
     }
+    let busy: Vec<String> = required_ports(cx.k.role, cx.k.bind_port)
+        .into_iter()
+        .filter(|(p, _)| std::net::TcpListener::bind(("0.0.0.0", *p)).is_err())
+        .map(|(p, what)| format!("{p} ({what})"))
+        .collect();
+    vec![if busy.is_empty() {
+        ok("ports", "required ports are free")
+    } else {
+        err(
+            "ports",
+            format!(
+                "port(s) {} in use: stop what listens there (`ss -ltnp`) or run `kiln-firstboot reset`",
+                busy.join(", ")
+            ),
+        )
+    }]
+}
 
-    // A host firewall that does not accept the required ports (kubeadm: FirewalldCheck).
-    if proc {
-        out.extend(firewall_checks(root, &r.image.bin_dir, k));
+/// A host firewall that does not accept the required ports (kubeadm: FirewalldCheck).
+fn check_firewall(cx: &Ctx) -> Vec<Check> {
+    if !cx.proc {
+        return Vec::new();
     }
+    firewall_checks(cx.root, &cx.r.image.bin_dir, cx.k)
+}
 
-    // Pod/service subnets must not overlap the host's networks.
-    let routes = host_networks(&read(root, "/proc/net/route").unwrap_or_default());
+/// Pod/service subnets must not overlap the host's networks.
+fn check_subnets(cx: &Ctx) -> Vec<Check> {
+    let k = cx.k;
+    let mut out = Vec::new();
+    let routes = host_networks(&read(cx.root, "/proc/net/route").unwrap_or_default());
     for (name, cidr) in [("pod_subnet", &k.pod_subnet), ("service_subnet", &k.service_subnet)] {
         if let Some(c) = parse_v4(cidr) {
             if let Some(h) = routes.iter().find(|h| overlaps(c, **h)) {
@@ -414,72 +502,95 @@ pub fn checks(m: &Machine, r: &Resolved) -> Vec<Check> {
             out.push(ok("subnets", format!("{name} {cidr} does not overlap host networks")));
         }
     }
+    out
+}
 
-    // The iptables backend kube-proxy will follow, and rules left in the other one.
-    if proc {
-        out.extend(iptables_check(root, &r.image.bin_dir));
+/// The iptables backend kube-proxy will follow, and rules left in the other one.
+fn check_iptables(cx: &Ctx) -> Vec<Check> {
+    if !cx.proc {
+        return Vec::new();
     }
+    iptables_check(cx.root, &cx.r.image.bin_dir).into_iter().collect()
+}
 
-    // SELinux: the mode, and kiln's paths without a label when it is enforcing.
-    out.push(if proc {
-        selinux_check(root, &k.flex_volume_dir)
+/// SELinux: the mode, and kiln's paths without a label when it is enforcing.
+fn check_selinux(cx: &Ctx) -> Vec<Check> {
+    vec![if cx.proc {
+        selinux_check(cx.root, &cx.k.flex_volume_dir)
     } else {
-        not_visible("selinux", root, "SELinux (/sys/fs/selinux)")
-    });
+        not_visible("selinux", cx.root, "SELinux (/sys/fs/selinux)")
+    }]
+}
 
-    // Multi-NIC nodes: a default route, and the service CIDR via the node IP's adapter.
-    if proc {
-        out.extend(route_checks(root, k));
+/// Multi-NIC nodes: a default route, and the service CIDR via the node IP's adapter.
+fn check_routes(cx: &Ctx) -> Vec<Check> {
+    if !cx.proc {
+        return Vec::new();
     }
+    route_checks(cx.root, cx.k)
+}
 
-    // Control planes: 2 CPUs, 1700 MB (kubeadm preflight NumCPU and Mem).
-    if k.role != Role::Join {
-        let cpus =
-            read(root, "/proc/cpuinfo").map(|c| c.lines().filter(|l| l.starts_with("processor")).count()).unwrap_or(0);
-        if cpus > 0 {
-            out.push(if cpus >= CONTROL_PLANE_CPUS {
-                ok("cpus", format!("{cpus} CPUs"))
-            } else {
-                err(
-                    "cpus",
-                    format!("{cpus} CPU: control planes need {CONTROL_PLANE_CPUS}; give it more or make it a worker"),
-                )
-            });
-        }
-        if let Some(mb) = read(root, "/proc/meminfo").as_deref().and_then(memory_mb) {
-            out.push(if mb >= CONTROL_PLANE_MEM_MB {
-                ok("memory", format!("{mb} MB"))
-            } else {
-                err(
-                    "memory",
-                    format!("the system RAM ({mb} MB) is less than the minimum {CONTROL_PLANE_MEM_MB} MB kubeadm requires on control planes; give it more or make it a worker"),
-                )
-            });
-        }
+/// Control planes: 2 CPUs (kubeadm preflight NumCPU).
+fn check_cpus(cx: &Ctx) -> Vec<Check> {
+    if cx.k.role == Role::Join {
+        return Vec::new();
     }
+    let cpus =
+        read(cx.root, "/proc/cpuinfo").map(|c| c.lines().filter(|l| l.starts_with("processor")).count()).unwrap_or(0);
+    if cpus == 0 {
+        return Vec::new();
+    }
+    vec![if cpus >= CONTROL_PLANE_CPUS {
+        ok("cpus", format!("{cpus} CPUs"))
+    } else {
+        err("cpus", format!("{cpus} CPU: control planes need {CONTROL_PLANE_CPUS}; give it more or make it a worker"))
+    }]
+}
 
-    // Unique identity (install guide: unique hostname, MAC and product_uuid).
-    out.push(if m.machine_id.is_empty() && !proc {
+/// Control planes: 1700 MB (kubeadm preflight Mem, [`memory_mb`]).
+fn check_memory(cx: &Ctx) -> Vec<Check> {
+    if cx.k.role == Role::Join {
+        return Vec::new();
+    }
+    let Some(mb) = read(cx.root, "/proc/meminfo").as_deref().and_then(memory_mb) else { return Vec::new() };
+    vec![if mb >= CONTROL_PLANE_MEM_MB {
+        ok("memory", format!("{mb} MB"))
+    } else {
+        err(
+            "memory",
+            format!("the system RAM ({mb} MB) is less than the minimum {CONTROL_PLANE_MEM_MB} MB kubeadm requires on control planes; give it more or make it a worker"),
+        )
+    }]
+}
+
+/// Unique identity (install guide: unique hostname, MAC and product_uuid): the machine id.
+fn check_machine_id(cx: &Ctx) -> Vec<Check> {
+    vec![if cx.m.machine_id.is_empty() && !cx.proc {
         // An image ships it empty: systemd-machine-id-setup writes it on first boot.
-        not_visible("machine-id", root, "the machine id (an image's /etc/machine-id is empty until first boot)")
-    } else if m.machine_id.is_empty() {
+        not_visible("machine-id", cx.root, "the machine id (an image's /etc/machine-id is empty until first boot)")
+    } else if cx.m.machine_id.is_empty() {
         err(
             "machine-id",
             "/etc/machine-id is empty: systemd-machine-id-setup creates it; kiln keys its once-per-machine state on it",
         )
     } else {
         ok("machine-id", "machine id present")
-    });
-    out.extend(identity_checks(root));
+    }]
+}
 
-    // The clock: certificates fail on a Pi that booted in 1970.
+/// Unique identity (install guide: unique hostname, MAC and product_uuid): the rest.
+fn check_identity(cx: &Ctx) -> Vec<Check> {
+    identity_checks(cx.root)
+}
+
+/// The clock: certificates fail on a Pi that booted in 1970.
+fn check_clock(_: &Ctx) -> Vec<Check> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    out.push(if now < 1_700_000_000 {
+    vec![if now < 1_700_000_000 {
         err("clock", "the clock is before 2023: every certificate would fail to verify; enable systemd-timesyncd or chrony and wait for time sync")
     } else {
         ok("clock", "the clock is plausible")
-    });
-    out
+    }]
 }
 
 /// The cgroup hierarchy as seen under a root at `/sys/fs/cgroup`.
@@ -605,7 +716,7 @@ fn iptables_check(root: &Path, bin_dir: &str) -> Option<Check> {
 /// on many boards (dmidecode on them prints it; inventory tools refuse it as generic).
 const PLACEHOLDER_UUIDS: [&str; 2] = ["03000200-0400-0500-0006-000700080009", "00020003-0004-0005-0006-000700080009"];
 
-/// Whether `uuid` is one every machine of its make may carry: a [`PLACEHOLDER_UUIDS`]
+/// Whether `uuid` is one every machine of its make may carry: a `PLACEHOLDER_UUIDS`
 /// entry, or one byte repeated (all 0, all F, `fefefefe-…`).
 pub fn placeholder_uuid(uuid: &str) -> bool {
     let u = uuid.trim().to_ascii_lowercase();
@@ -781,7 +892,7 @@ fn route_checks(root: &Path, k: &crate::kubeadm::Inputs) -> Vec<Check> {
     let v4 = read(root, "/proc/net/route").map(|t| routes::parse_v4(&t));
     let v6 = read(root, "/proc/net/ipv6_route").map(|t| routes::parse_v6(&t));
     let inet6 = routes::parse_if_inet6(&read(root, "/proc/net/if_inet6").unwrap_or_default());
-    let node_ips = crate::validate::node_ips(&k.node_ip).unwrap_or_default();
+    let node_ips = crate::validate::endpoint::node_ips(&k.node_ip).unwrap_or_default();
     let mut out = Vec::new();
     for cidr in k.service_subnet.split(',').map(str::trim) {
         let Some((net, _)) = routes::parse_cidr(cidr) else { continue };

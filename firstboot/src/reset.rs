@@ -2,10 +2,11 @@
 //! filters, IPVS, CNI links and files), then kiln's own state, so `run` starts over.
 
 use crate::files;
+use crate::machine::paths::under;
+use crate::machine::Machine;
 use crate::options::Options;
 use crate::plan::CONFIG_PATH;
 use crate::runner::run_bounded;
-use crate::sources::{under, Machine};
 use crate::state::{CAPI_SENTINEL, FAILED_PATH, STARTED_PATH, STATE_PATH};
 use crate::tools::{host_tool, which};
 use std::process::Command;

@@ -2,13 +2,15 @@
 //! validated node ([`Resolved`]), or every reason it cannot be. Nothing here acts
 //! on the machine; `plan` and `run` start from what this returns.
 
+use crate::contract::image::ImageDefaults;
+use crate::contract::node::DEFAULT_POD_SUBNET;
+use crate::contract::node::{self, AdminRole, NodeConfig, Role, SwapPolicy};
 use crate::identity;
-use crate::image::ImageDefaults;
 use crate::kubeadm;
-use crate::node::{self, AdminRole, NodeConfig, Role, SwapPolicy};
+use crate::machine::Machine;
 use crate::options::Options;
-use crate::provider::{self, Metadata};
-use crate::sources::{self, Machine};
+use crate::providers::{self, Metadata};
+use crate::sources;
 use crate::validate;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,10 +18,6 @@ use std::path::Path;
 /// Where the per-node kubelet patch lives (`patches.directory`); kept after boot so
 /// `kubeadm upgrade node --patches` can use it again.
 pub const PATCHES_DIR: &str = "/etc/kiln/kubeadm-patches";
-
-/// The pod subnet kubeadm gets when node.toml sets none (kubeadm's own default
-/// is empty; kiln's matches flannel's `Network`, the guide's example).
-pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
 
 /// What stands in for a value a dry run could not resolve.
 pub const UNRESOLVED: &str = "<unresolved>";
@@ -54,8 +52,8 @@ pub struct Resolved {
 
 /// Reads the platform's metadata, if the platform is known and has a provider.
 pub fn metadata(m: &Machine, opts: &Options) -> Result<Option<(String, Metadata)>, String> {
-    let Some(platform) = provider::detect(m) else { return Ok(None) };
-    let Some(p) = provider::for_platform(&platform, opts.metadata_url.as_deref(), m) else { return Ok(None) };
+    let Some(platform) = providers::detect(m) else { return Ok(None) };
+    let Some(p) = providers::for_platform(&platform, opts.metadata_url.as_deref(), m) else { return Ok(None) };
     let md = p.fetch(&opts.http).map_err(|e| format!("{platform} metadata: {e}"))?;
     Ok(Some((platform, md)))
 }
@@ -101,19 +99,19 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         errs.push("[cluster] ca_cert_hashes is empty: a joining node cannot verify the control plane; regenerate user-data with `kiln userdata`".into());
     }
     let node_name = identity::node_name(n.name.as_deref(), md.hostname.as_deref(), &m.hostname, &m.machine_id);
-    if let Err(e) = validate::node_name(&node_name) {
+    if let Err(e) = validate::names::node_name(&node_name) {
         errs.push(format!("node name: {e}"));
     }
     let mut unresolved = Vec::new();
     let node_ip = node_ip(n.node_ip.clone().or(md.private_ipv4.clone()), &endpoint, dry, &mut errs, &mut unresolved);
     check_node(&n, &mut errs);
     if let Some(u) = &c.admin_user {
-        if let Err(e) = validate::admin_user(u) {
+        if let Err(e) = validate::names::admin_user(u) {
             errs.push(format!("[cluster] admin_user: {e}"));
         }
     }
     let token_ttl = c.token_ttl.clone().unwrap_or_else(|| "24h".into());
-    if let Err(e) = validate::token_ttl(&token_ttl) {
+    if let Err(e) = validate::duration::token_ttl(&token_ttl) {
         errs.push(format!("[cluster] token_ttl: {e}"));
     }
     let p = cfg.pki.clone().unwrap_or_default();
@@ -176,15 +174,15 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
 }
 
 /// The image's kubeadm and kubelet against the cluster's version (kubeadm's skew
-/// rules, `validate::skew`), and the kubeadm minor the config is rendered for.
+/// rules, `validate::version::skew`), and the kubeadm minor the config is rendered for.
 fn versions(image: &ImageDefaults, cluster: &str, role: Role) -> Result<u32, String> {
-    let v = |what: &str, s: &str| validate::version(s).map_err(|e| format!("{what}: {e}"));
+    let v = |what: &str, s: &str| validate::version::parse(s).map_err(|e| format!("{what}: {e}"));
     let kubeadm = v("the image's kubeadm_version (rebuild the image)", &image.kubeadm_version)?;
     let kubelet = v("the image's kubelet_version (rebuild the image)", &image.kubelet_version)?;
     let cluster = v("[cluster] kubernetes_version", cluster)?;
-    validate::skew(&kubeadm, &kubelet, &cluster, role != Role::Init)?;
-    validate::api_version_for_kubeadm(&kubeadm)?;
-    if !validate::supports_kubelet_patches(&kubeadm) {
+    validate::version::skew(&kubeadm, &kubelet, &cluster, role != Role::Init)?;
+    validate::version::api_version_for_kubeadm(&kubeadm)?;
+    if !validate::version::supports_kubelet_patches(&kubeadm) {
         return Err(format!(
             "kubeadm {kubeadm} cannot apply kubeletconfiguration patches (kubeadm >= 1.25), which carry this node's kubelet settings; build the image with a newer kubeadm"
         ));
@@ -205,7 +203,7 @@ fn endpoint(c: &node::Cluster, errs: &mut Vec<String>) -> String {
     if endpoint.is_empty() {
         return endpoint;
     }
-    match validate::endpoint(&endpoint) {
+    match validate::endpoint::parse(&endpoint) {
         Ok(e) => e.to_string(),
         Err(e) => {
             errs.push(format!("[cluster] control_plane_endpoint: {e}"));
@@ -263,7 +261,7 @@ fn node_ip(
     if node_ip.is_empty() || node_ip == UNRESOLVED {
         return node_ip;
     }
-    match validate::node_ip(&node_ip) {
+    match validate::endpoint::node_ip(&node_ip) {
         Ok(ip) => ip.to_string(),
         Err(e) => {
             errs.push(format!("node IP: {e}"));
@@ -275,12 +273,12 @@ fn node_ip(
 /// `[node]`'s labels, taints and extra kubelet flags, each against its rule.
 fn check_node(n: &node::Node, errs: &mut Vec<String>) {
     for (k, v) in n.labels.clone().unwrap_or_default() {
-        if let Err(e) = validate::label(&k, &v) {
+        if let Err(e) = validate::labels::label(&k, &v) {
             errs.push(format!("[node] labels: {e}"));
         }
     }
     for t in n.taints.clone().unwrap_or_default() {
-        if let Err(e) = validate::taint(&t.key, t.value.as_deref(), &t.effect) {
+        if let Err(e) = validate::labels::taint(&t.key, t.value.as_deref(), &t.effect) {
             errs.push(format!("[node] taints: {e}"));
         }
     }
@@ -333,28 +331,28 @@ fn pki(root: &Path, role: Role, p: &node::Pki, errs: &mut Vec<String>) -> BTreeM
 
 /// Row 35 at the point of use: the CNI manifest the init node applies after
 /// `kubeadm init` must give pods addresses inside the `networking.podSubnet`
-/// kubeadm gets ([`crate::cni::check`]); a mismatch is refused before
+/// kubeadm gets ([`crate::contract::cni::check`]); a mismatch is refused before
 /// kubeadm runs, so nothing is half-done. A manifest that cannot be read is
 /// left to the `apply-cni` step, which says so and does not apply it.
 fn manifest_mismatch(root: &Path, manifest: Option<&str>, pod_subnet: Option<&str>) -> Option<String> {
     let manifest = manifest?;
-    let path = sources::contained(root, manifest).ok()?;
+    let path = crate::machine::paths::contained(root, manifest).ok()?;
     let text = std::fs::read_to_string(&path).ok()?;
     let subnet = pod_subnet.unwrap_or(DEFAULT_POD_SUBNET);
-    let errors = crate::cni::check(&text, subnet).err()?;
+    let errors = crate::contract::cni::check(&text, subnet).err()?;
     Some(format!(
         "[cluster] cni_manifest {manifest}: {}; the pod network would not match [cluster] pod_subnet {subnet}: fix the manifest (and `kiln pin` it again) or set pod_subnet (`kiln cluster --pod-subnet`), then regenerate user-data with `kiln userdata`",
-        crate::cni::at(manifest, &errors)
+        crate::contract::cni::at(manifest, &errors)
     ))
 }
 
 /// PEM text inline, or read from a path on the node: resolved under root
-/// (`sources::contained`: no `..` or symlink leads out of it), at most 1 MiB.
+/// (`crate::machine::paths::contained`: no `..` or symlink leads out of it), at most 1 MiB.
 fn pem(root: &Path, v: &str) -> Result<String, String> {
     if v.trim_start().starts_with("-----BEGIN") {
         return Ok(v.to_string());
     }
-    let path = sources::contained(root, v).map_err(|e| format!("[pki] {e}"))?;
-    let bytes = sources::read_capped(&path, node::MAX_TEXT).map_err(|e| format!("[pki] {e}"))?;
+    let path = crate::machine::paths::contained(root, v).map_err(|e| format!("[pki] {e}"))?;
+    let bytes = crate::machine::paths::read_capped(&path, node::MAX_TEXT).map_err(|e| format!("[pki] {e}"))?;
     String::from_utf8(bytes).map_err(|_| format!("[pki] {}: not PEM text", crate::http::escape(v)))
 }

@@ -3,19 +3,20 @@
 //! are executed in that order, each logged by name as it starts.
 
 use crate::after_init;
+use crate::contract::node::SwapPolicy;
 use crate::diagnose;
 use crate::evidence::{self, EVIDENCE_LOG, KUBEADM_LOG};
 use crate::files;
 use crate::host;
 use crate::journal::{log, redact};
 use crate::kubeadm;
-use crate::node::SwapPolicy;
+use crate::machine::paths::under;
+use crate::machine::Machine;
 use crate::options::Options;
 use crate::plan::{self, Action, Halt, Step, CONFIG_PATH};
 use crate::preflight;
 use crate::resolve::{self, Resolved, PATCHES_DIR};
 use crate::runner::run_bounded;
-use crate::sources::{under, Machine};
 use crate::state::{State, CAPI_SENTINEL, FAILED_PATH, STARTED_PATH, STATE_PATH};
 use crate::tools::which;
 use std::path::{Path, PathBuf};

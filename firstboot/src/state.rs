@@ -46,7 +46,7 @@ pub fn load_state(root: &Path) -> Result<Option<State>, String> {
     if std::fs::symlink_metadata(&path).is_err() {
         return Ok(None);
     }
-    let bytes = files::read_file_capped(&path, MAX_STATE).map_err(|e| e.to_string())?;
+    let bytes = crate::machine::paths::read_file_capped(&path, MAX_STATE).map_err(|e| e.to_string())?;
     serde_json::from_slice(&bytes).map(Some).map_err(|e| {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             format!("{}: empty", path.display())

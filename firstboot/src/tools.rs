@@ -2,7 +2,7 @@
 //! image's bin dir (then `PATH`), the host's own tools (journal, runtime, network)
 //! only under the root a test gives.
 
-use crate::sources::under;
+use crate::machine::paths::under;
 use std::path::{Path, PathBuf};
 
 /// Finds an executable: the image's bin dir (under root) first, then `PATH`.

@@ -4,7 +4,7 @@
 /// home that leaves the root is refused with a warning, nothing written outside.
 #[test]
 fn b14_admin_kubeconfig_path_stays_under_the_root() {
-    use kiln_firstboot::sources::{admin_kubeconfig, contained};
+    use kiln_firstboot::machine::paths::{admin_kubeconfig, contained};
     let outer = tempfile::tempdir().unwrap();
     let root = outer.path().join("root");
     std::fs::create_dir_all(root.join("home/core")).unwrap();

@@ -12,9 +12,10 @@
 //! `KILN_FUZZ_CASES=N` for a long run (and `KILN_FUZZ_SEED` to vary it), e.g.
 //! `KILN_FUZZ_CASES=1000000 cargo nextest run -p kiln-firstboot --release --test fuzz --no-capture`.
 
+use kiln_firstboot::contract::node::NodeConfig;
 use kiln_firstboot::http::parse_response;
-use kiln_firstboot::node::NodeConfig;
-use kiln_firstboot::sources::{cmdline_args, contained};
+use kiln_firstboot::machine::cmdline::cmdline_args;
+use kiln_firstboot::machine::paths::contained;
 use kiln_testkit::rng::Rng;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -289,7 +290,7 @@ struct Stages {
 /// root (no network: the node IP comes from the input or the command line, never a
 /// route or DNS), render the kubeadm documents and the kubelet patch.
 fn resolve_check(root: &Path, input: &[u8], stages: &std::cell::RefCell<Stages>) {
-    use kiln_firstboot::{kubeadm, options::Options, plan, resolve, sources::Machine};
+    use kiln_firstboot::{kubeadm, machine::Machine, options::Options, plan, resolve};
     stages.borrow_mut().inputs += 1;
     let Ok(c) = NodeConfig::parse(input) else { return };
     stages.borrow_mut().parsed += 1;
@@ -385,7 +386,7 @@ fn fuzz_gzip_user_data() {
         // Mutated compressed bytes, and (sometimes) a mutated text compressed again.
         node_check(input);
         // A mutant that lost its gzip magic is mutated text: compress it, in two members.
-        if !kiln_firstboot::node::is_gzip(input) {
+        if !kiln_firstboot::contract::node::is_gzip(input) {
             let (a, b) = input.split_at(input.len() / 2);
             let mut two = gzip(a);
             two.extend(gzip(b));
@@ -415,8 +416,8 @@ fn fuzz_kernel_cmdline() {
         for (k, v) in &args {
             assert!(!k.chars().any(char::is_whitespace) || s.contains('"'), "{k:?}");
             if let Some(v) = v {
-                let _ = kiln_firstboot::validate::node_ip(v);
-                let _ = kiln_firstboot::validate::node_name(v);
+                let _ = kiln_firstboot::validate::endpoint::node_ip(v);
+                let _ = kiln_firstboot::validate::names::node_name(v);
                 if let Ok(p) = contained(root, v) {
                     assert!(p.starts_with(root), "{v:?} -> {}", p.display());
                 }

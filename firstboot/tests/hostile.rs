@@ -5,9 +5,9 @@
 //! Metadata servers here are real TCP servers on 127.0.0.1: the test kit's HTTP
 //! server for well-formed answers, and a raw socket writer for malformed ones.
 
+use kiln_firstboot::contract::node::NodeConfig;
 use kiln_firstboot::http::Policy;
-use kiln_firstboot::node::NodeConfig;
-use kiln_firstboot::provider::{Aws, Provider};
+use kiln_firstboot::providers::{aws::Aws, Provider};
 use kiln_testkit::http::{Reply, Request, Server};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -3,6 +3,7 @@
 //! of realistic size generated on the fly.
 
 pub mod http;
+pub mod imds;
 pub mod mirror;
 pub mod pi_image;
 pub mod rng;

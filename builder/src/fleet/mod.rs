@@ -44,7 +44,7 @@ pub mod personalise;
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::inputs::location;
-use kiln_firstboot::node::Role;
+use kiln_firstboot::contract::node::Role;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -235,9 +235,9 @@ pub fn is_node_name(s: &str) -> bool {
 
 /// Whether `s` is a Linux user name cloud-init and `useradd` accept (and not root):
 /// the rule kiln-firstboot applies to `[cluster] admin_user`
-/// ([`kiln_firstboot::validate::admin_user`]), so a fleet never writes a name the node refuses.
+/// ([`kiln_firstboot::contract::validate::names::admin_user`]), so a fleet never writes a name the node refuses.
 pub fn is_user_name(s: &str) -> bool {
-    kiln_firstboot::validate::admin_user(s).is_ok()
+    kiln_firstboot::contract::validate::names::admin_user(s).is_ok()
 }
 
 /// A parsed name pattern: `prefix[first:last]suffix` or a plain name.

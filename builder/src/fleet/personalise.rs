@@ -233,7 +233,7 @@ pub fn render(cluster: &Cluster, node: &FleetNode) -> Result<Vec<BootFile>> {
     if let Some(n) = config.node.as_mut() {
         n.node_ip = node.address.map(|a| a.ip.to_string());
     }
-    if node.role == kiln_firstboot::node::Role::Init {
+    if node.role == kiln_firstboot::contract::node::Role::Init {
         if let (Some(c), Some(u)) = (config.cluster.as_mut(), &node.admin_user) {
             c.admin_user = Some(u.clone());
         }

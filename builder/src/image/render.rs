@@ -8,7 +8,7 @@
 use crate::error::Result;
 use crate::image::tree::{Entry, Origin, Tree};
 use crate::inputs::profile::{Arch, Family, Profile, RuntimeKind};
-use kiln_firstboot::image::{ImageDefaults, IMAGE_SCHEMA, IMAGE_TOML_PATH};
+use kiln_firstboot::contract::image::{ImageDefaults, IMAGE_SCHEMA, IMAGE_TOML_PATH};
 
 /// Directories that are on the default `PATH` of systemd and login shells.
 const STANDARD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -70,7 +70,7 @@ ExecStart={bin_dir}/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBEL
 ///   a restart loop): kubelet starts only while this machine bootstraps or after it
 ///   did, never from a config a cloned disk carried over. kubelet is *not* ordered
 ///   after `kiln-firstboot.service`: kubeadm restarts kubelet synchronously from
-///   inside first boot, and that ordering deadlocks (see `kiln_firstboot::unit`).
+///   inside first boot, and that ordering deadlocks (see `kiln_firstboot::contract::unit`).
 /// * `ExecStartPre=`: modules, sysctls and swap on every boot, with a one-line reason
 ///   in the journal when the host is still wrong (kubelet then retries every 10 s).
 pub fn kiln_kubelet_dropin(bin_dir: &str, runtime: RuntimeKind) -> String {
@@ -217,25 +217,25 @@ pub fn render(profile: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
     tree.insert(IMAGE_TOML_PATH, Entry::text(defaults.to_toml(), 0o644), false)?;
 
     tree.insert(
-        &format!("{units}/{}", kiln_firstboot::unit::UNIT_NAME),
-        Entry::text(kiln_firstboot::unit::render(&bin, runtime.unit()), 0o644),
+        &format!("{units}/{}", kiln_firstboot::contract::unit::UNIT_NAME),
+        Entry::text(kiln_firstboot::contract::unit::render(&bin, runtime.unit()), 0o644),
         false,
     )?;
     tree.insert(
-        &format!("{units}/multi-user.target.wants/{}", kiln_firstboot::unit::UNIT_NAME),
-        Entry::symlink(format!("{units}/{}", kiln_firstboot::unit::UNIT_NAME), Origin::Rendered),
+        &format!("{units}/multi-user.target.wants/{}", kiln_firstboot::contract::unit::UNIT_NAME),
+        Entry::symlink(format!("{units}/{}", kiln_firstboot::contract::unit::UNIT_NAME), Origin::Rendered),
         false,
     )?;
     // Row 37: the serving-CSR approval runs by itself on control planes.
-    use kiln_firstboot::unit::{APPROVE_SERVICE, APPROVE_TIMER};
+    use kiln_firstboot::contract::unit::{APPROVE_SERVICE, APPROVE_TIMER};
     tree.insert(
         &format!("{units}/{APPROVE_SERVICE}"),
-        Entry::text(kiln_firstboot::unit::render_approve_service(&bin), 0o644),
+        Entry::text(kiln_firstboot::contract::unit::render_approve_service(&bin), 0o644),
         false,
     )?;
     tree.insert(
         &format!("{units}/{APPROVE_TIMER}"),
-        Entry::text(kiln_firstboot::unit::render_approve_timer(), 0o644),
+        Entry::text(kiln_firstboot::contract::unit::render_approve_timer(), 0o644),
         false,
     )?;
     tree.insert(

@@ -8,7 +8,7 @@
 
 pub mod cache;
 /// The CNI manifest pod-CIDR parser lives in kiln-firstboot, which checks it on the init node too.
-pub use kiln_firstboot::cni as cni_manifest;
+pub use kiln_firstboot::contract::cni as cni_manifest;
 pub mod fetch;
 pub mod location;
 pub mod mirror;

@@ -290,7 +290,7 @@ pub const CNI_MANIFEST_PATH: &str = "/etc/kiln/cni.yaml";
 pub const CNI_MANIFEST_ARTIFACT: &str = "cni-manifest";
 /// `kiln cluster init`'s default `--pod-subnet`, the same as kiln-firstboot's
 /// when node.toml sets none.
-pub const DEFAULT_POD_SUBNET: &str = kiln_firstboot::resolve::DEFAULT_POD_SUBNET;
+pub const DEFAULT_POD_SUBNET: &str = kiln_firstboot::contract::node::DEFAULT_POD_SUBNET;
 /// Largest CNI manifest kiln reads from a `path` (Calico's with its CRDs is ~1 MiB).
 pub const CNI_MANIFEST_MAX: u64 = 16 << 20;
 

@@ -3,7 +3,7 @@
 /// The version type is firstboot's (one type for both programs, with semantic-version
 /// ordering: `v1.31.0-rc.1` < `v1.31.0`); the builder adds its stricter parser
 /// and the skew arithmetic its checks need.
-pub use kiln_firstboot::validate::Version;
+pub use kiln_firstboot::contract::validate::version::Version;
 
 /// A Kubernetes release version as kiln stores it: `v` + semver (`v1.34.2`).
 /// A version without the `v` is refused with the spelling to use, in

@@ -131,7 +131,7 @@ pub fn sysext_config(split: &sysext::Split, raw_name: &str, raw_sha256: &str, i:
     links.insert(0, json!({ "path": format!("/etc/extensions/{EXTENSION_NAME}.raw"), "target": target, "hard": false, "overwrite": true }));
     let units = vec![
         json!({ "name": "systemd-sysext.service", "enabled": true }),
-        json!({ "name": kiln_firstboot::unit::UNIT_NAME, "enabled": true }),
+        json!({ "name": kiln_firstboot::contract::unit::UNIT_NAME, "enabled": true }),
     ];
     document(i.version, files, dirs, links, units)
 }
@@ -171,12 +171,12 @@ pub fn files_config(
         host_entries(image, |_, o| matches!(o, Origin::Artifact { .. } | Origin::Firstboot { .. }))?;
     let mut all = remote;
     all.extend(files);
-    let mut units = vec![json!({ "name": kiln_firstboot::unit::UNIT_NAME, "enabled": true })];
+    let mut units = vec![json!({ "name": kiln_firstboot::contract::unit::UNIT_NAME, "enabled": true })];
     if !unpack.is_empty() {
         let contents = format!(
             "[Unit]\nDescription=kiln: unpack the verified crictl and CNI tarballs Ignition downloaded\nBefore=kubelet.service {fb}\nConditionPathExists=!/var/lib/kiln/artifacts-unpacked\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n{}ExecStart=/usr/bin/mkdir -p /var/lib/kiln\nExecStart=/usr/bin/touch /var/lib/kiln/artifacts-unpacked\n\n[Install]\nWantedBy=multi-user.target\n",
             unpack.concat(),
-            fb = kiln_firstboot::unit::UNIT_NAME
+            fb = kiln_firstboot::contract::unit::UNIT_NAME
         );
         units.push(json!({ "name": UNPACK_UNIT, "enabled": true, "contents": contents }));
     }

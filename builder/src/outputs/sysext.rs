@@ -110,10 +110,10 @@ pub fn split(profile: &Profile, arch: Arch, image: &Tree) -> Result<Split> {
     render::render(&sysext_profile(profile), arch, &mut rendered)?;
     let units = "etc/systemd/system";
     let replaced_host = [
-        format!("{units}/{}", kiln_firstboot::unit::UNIT_NAME),
-        format!("{units}/{}", kiln_firstboot::unit::APPROVE_SERVICE),
+        format!("{units}/{}", kiln_firstboot::contract::unit::UNIT_NAME),
+        format!("{units}/{}", kiln_firstboot::contract::unit::APPROVE_SERVICE),
         format!("{units}/kubelet.service.d/20-kiln.conf"),
-        kiln_firstboot::image::IMAGE_TOML_PATH.trim_start_matches('/').to_string(),
+        kiln_firstboot::contract::image::IMAGE_TOML_PATH.trim_start_matches('/').to_string(),
     ];
     let moved_to_usr = [format!("{units}/kubelet.service"), format!("{units}/kubelet.service.d/10-kubeadm.conf")];
     let dropped = [

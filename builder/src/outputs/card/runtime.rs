@@ -39,8 +39,8 @@ WantedBy=multi-user.target\n"
 }
 
 /// Swap units masked on the card: the one list kiln-firstboot masks again at
-/// first boot ([`kiln_firstboot::unit::DISTRO_SWAP_UNITS`]).
-pub const MASKED_SWAP_UNITS: [&str; 4] = kiln_firstboot::unit::DISTRO_SWAP_UNITS;
+/// first boot ([`kiln_firstboot::contract::unit::DISTRO_SWAP_UNITS`]).
+pub const MASKED_SWAP_UNITS: [&str; 4] = kiln_firstboot::contract::unit::DISTRO_SWAP_UNITS;
 
 /// Adds the containerd unit (enabled through its `.wants` link) when the
 /// profile pins a `containerd` artifact: every image that carries containerd

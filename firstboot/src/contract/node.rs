@@ -39,6 +39,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
 
+/// The pod subnet kubeadm gets when node.toml sets none (kubeadm's own default
+/// is empty; kiln's matches flannel's `Network`, the guide's example).
+pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
+
 /// Where Ignition or cloud-init put the node's description.
 pub const NODE_TOML_PATH: &str = "/etc/kiln/node.toml";
 /// Directory for PKI files written next to `node.toml` by Ignition or cloud-init.
@@ -227,7 +231,7 @@ pub struct Node {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swap: Option<SwapPolicy>,
     /// Extra KubeletConfiguration fields (`maxPods = 50`), each checked against the
-    /// field's type (`validate::kubelet_setting`) where it is written.
+    /// field's type (`validate::kubelet::kubelet_setting`) where it is written.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_kubelet")]
     pub kubelet: Option<BTreeMap<String, toml::Value>>,
     /// Extra kubelet flags as name → value (written as a list, never a comma string).
@@ -242,11 +246,13 @@ pub struct Node {
     pub api_server_bind_port: Option<u16>,
 }
 
-/// `api_server_bind_port`, checked by `validate::bind_port` (kubeadm's `ValidatePort`:
+/// `api_server_bind_port`, checked by `validate::endpoint::bind_port` (kubeadm's `ValidatePort`:
 /// 1-65535) where it is written.
 fn de_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
     let v = i64::deserialize(d)?;
-    crate::validate::bind_port(v).map(Some).map_err(|e| serde::de::Error::custom(format!("api_server_bind_port: {e}")))
+    crate::validate::endpoint::bind_port(v)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("api_server_bind_port: {e}")))
 }
 
 /// `[node] kubelet`: every key a KubeletConfiguration field, every value of its type.
@@ -259,7 +265,8 @@ fn de_kubelet<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<
         type Value = String;
         fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
             let k = String::deserialize(d)?;
-            crate::validate::kubelet_field(&k).map_err(|e| D::Error::custom(format!("[node] kubelet: {e}")))?;
+            crate::validate::kubelet::kubelet_field(&k)
+                .map_err(|e| D::Error::custom(format!("[node] kubelet: {e}")))?;
             Ok(k)
         }
     }
@@ -268,7 +275,7 @@ fn de_kubelet<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<
         type Value = toml::Value;
         fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<toml::Value, D::Error> {
             let v = toml::Value::deserialize(d)?;
-            crate::validate::kubelet_setting(self.0, &v)
+            crate::validate::kubelet::kubelet_setting(self.0, &v)
                 .map_err(|e| D::Error::custom(format!("[node] kubelet: {e}")))?;
             Ok(v)
         }
@@ -291,27 +298,27 @@ fn de_kubelet<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<
     d.deserialize_map(Table).map(Some)
 }
 
-/// `node_ip`, checked by `validate::node_ip` (it becomes kubelet's `--node-ip`).
+/// `node_ip`, checked by `validate::endpoint::node_ip` (it becomes kubelet's `--node-ip`).
 fn de_node_ip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let v = String::deserialize(d)?;
-    crate::validate::node_ip(&v).map_err(|e| serde::de::Error::custom(format!("node_ip: {e}")))?;
+    crate::validate::endpoint::node_ip(&v).map_err(|e| serde::de::Error::custom(format!("node_ip: {e}")))?;
     Ok(Some(v))
 }
 
-/// `labels`, each checked by `validate::label` (a `,` would inject labels).
+/// `labels`, each checked by `validate::labels::label` (a `,` would inject labels).
 fn de_labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<String, String>>, D::Error> {
     let v = BTreeMap::<String, String>::deserialize(d)?;
     for (k, val) in &v {
-        crate::validate::label(k, val).map_err(|e| serde::de::Error::custom(format!("labels: {e}")))?;
+        crate::validate::labels::label(k, val).map_err(|e| serde::de::Error::custom(format!("labels: {e}")))?;
     }
     Ok(Some(v))
 }
 
-/// `taints`, each checked by `validate::taint`.
+/// `taints`, each checked by `validate::labels::taint`.
 fn de_taints<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Taint>>, D::Error> {
     let v = Vec::<Taint>::deserialize(d)?;
     for t in &v {
-        crate::validate::taint(&t.key, t.value.as_deref(), &t.effect)
+        crate::validate::labels::taint(&t.key, t.value.as_deref(), &t.effect)
             .map_err(|e| serde::de::Error::custom(format!("taints: {e}")))?;
     }
     Ok(Some(v))
@@ -398,7 +405,7 @@ fn suggest_field(message: String) -> String {
     let Some(rest) = message.strip_prefix("unknown field `") else { return message };
     let Some((word, expected)) = rest.split_once('`') else { return message };
     let candidates = expected.split('`').skip(1).step_by(2);
-    match crate::validate::did_you_mean(word, candidates) {
+    match crate::validate::suggest::did_you_mean(word, candidates) {
         Some(s) => format!("{message} (did you mean `{s}`?)"),
         None => message,
     }
@@ -466,59 +473,71 @@ impl NodeConfig {
     }
 
     /// Merges `later` over `self`, key by key (later wins; lists are replaced whole).
+    ///
+    /// Every section is destructured without `..`, so a field added to
+    /// [`Cluster`], [`Node`], [`Pki`] or [`NodeConfig`] and not merged here is a
+    /// compile error, never a key silently dropped.
     pub fn merge(mut self, later: NodeConfig) -> NodeConfig {
+        /// Destructures `$src` as `$ty` naming every field, then takes each one it sets.
         macro_rules! take {
-            ($dst:expr, $src:expr, $($f:ident),+) => { $( if $src.$f.is_some() { $dst.$f = $src.$f; } )+ };
+            ($dst:expr, $ty:ident { $($f:ident),+ $(,)? } = $src:expr) => {{
+                let $ty { $($f),+ } = $src;
+                $( if $f.is_some() { $dst.$f = $f; } )+
+            }};
         }
-        if let Some(c) = later.cluster {
+        let NodeConfig { cluster, node, pki } = later;
+        if let Some(x) = cluster {
             let dst = self.cluster.get_or_insert_with(Default::default);
             take!(
                 dst,
-                c,
-                name,
-                kubernetes_version,
-                control_plane_endpoint,
-                pod_subnet,
-                service_subnet,
-                dns_domain,
-                ca_cert_hashes,
-                bootstrap_token,
-                token_ttl,
-                cni_manifest,
-                admin_user,
-                admin_role
+                Cluster {
+                    name,
+                    kubernetes_version,
+                    control_plane_endpoint,
+                    pod_subnet,
+                    service_subnet,
+                    dns_domain,
+                    ca_cert_hashes,
+                    bootstrap_token,
+                    token_ttl,
+                    cni_manifest,
+                    admin_user,
+                    admin_role,
+                } = x
             );
         }
-        if let Some(n) = later.node {
+        if let Some(x) = node {
             let dst = self.node.get_or_insert_with(Default::default);
             take!(
                 dst,
-                n,
-                role,
-                name,
-                labels,
-                taints,
-                node_ip,
-                swap,
-                kubelet,
-                kubelet_extra_args,
-                unsafe_skip_ca_verification,
-                api_server_bind_port
+                Node {
+                    role,
+                    name,
+                    labels,
+                    taints,
+                    node_ip,
+                    swap,
+                    kubelet,
+                    kubelet_extra_args,
+                    unsafe_skip_ca_verification,
+                    api_server_bind_port,
+                } = x
             );
         }
-        if let Some(p) = later.pki {
+        if let Some(x) = pki {
             let dst = self.pki.get_or_insert_with(Default::default);
             take!(
                 dst,
-                p,
-                ca_cert,
-                ca_key,
-                front_proxy_ca_cert,
-                front_proxy_ca_key,
-                etcd_ca_cert,
-                etcd_ca_key,
-                sa_key,
-                sa_pub
+                Pki {
+                    ca_cert,
+                    ca_key,
+                    front_proxy_ca_cert,
+                    front_proxy_ca_key,
+                    etcd_ca_cert,
+                    etcd_ca_key,
+                    sa_key,
+                    sa_pub,
+                } = x
             );
         }
         self

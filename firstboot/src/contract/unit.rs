@@ -1,6 +1,8 @@
 //! The systemd units that start `kiln-firstboot` on boot, and that run its
 //! `approve-csrs` on control planes every minute.
 
+use std::time::Duration;
+
 /// The distributions' own swap units, masked by the builder on a card and by
 /// kiln-firstboot again at first boot (kubelet refuses to start with swap on
 /// unless configured for it): Raspberry Pi OS's zram swap of `rpi-swap` in
@@ -10,6 +12,10 @@
 /// list, so the two crates cannot disagree.
 pub const DISTRO_SWAP_UNITS: [&str; 4] =
     ["dev-zram0.swap", "systemd-zram-setup@zram0.service", "dphys-swapfile.service", "rpi-zram-writeback.timer"];
+
+/// How long `approve-csrs` may take as a whole, and each kubectl call in it;
+/// [`render_approve_service`] bounds the unit a little above it.
+pub const APPROVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// File name of the first-boot unit.
 pub const UNIT_NAME: &str = "kiln-firstboot.service";
@@ -61,7 +67,7 @@ pub const APPROVE_TIMER: &str = "kiln-approve-csrs.timer";
 /// v238, systemd PR #7907). Without `serverTLSBootstrap` no kubelet asks for a
 /// serving certificate, so a pass lists the CSRs, finds none of
 /// `kubernetes.io/kubelet-serving` and exits 0 (`approve::approve_csrs`).
-/// `TimeoutStartSec` bounds a pass a little above `approve::APPROVE_TIMEOUT`.
+/// `TimeoutStartSec` bounds a pass a little above [`APPROVE_TIMEOUT`].
 pub fn render_approve_service(bin_dir: &str) -> String {
     let bin_dir = bin_dir.trim_end_matches('/');
     format!(
@@ -76,7 +82,7 @@ Type=oneshot\n\
 Environment=PATH={bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
 ExecStart={bin_dir}/kiln-firstboot approve-csrs\n\
 TimeoutStartSec={}\n",
-        crate::approve::APPROVE_TIMEOUT.as_secs() + 30
+        APPROVE_TIMEOUT.as_secs() + 30
     )
 }
 
