@@ -69,7 +69,7 @@ pub struct Extent {
 
 /// The extents to write for a node: the bmap's ranges, then the blocks
 /// outside them that the node's personalisation wrote or that the image's
-/// file systems need (`required`, from [`fsmap::required_spans`] of the image:
+/// file systems need (`required`, from [`crate::outputs::card::fsmap::required_spans`] of the image:
 /// a `.bmap` from another tool or an older kiln may leave zero-valued
 /// structures unmapped, and a used card would keep its old bytes there).
 pub fn plan(bmap: &Bmap, p: &Personalised, required: &[(u64, u64)]) -> Vec<Extent> {
