@@ -253,10 +253,13 @@ struct Addresses {
 /// Walks a parsed `fleet.toml`, one method per part, collecting errors in
 /// [`Checker`] and the nodes of the tables that pass.
 struct FleetChecker<'a> {
+    /// The errors so far.
     c: Checker<'a>,
     /// The fleet file's directory: relative paths are resolved against it.
     base: PathBuf,
+    /// Non-fatal findings, located like errors.
     warnings: Vec<String>,
+    /// The nodes of the tables checked so far, in file order.
     nodes: Vec<FleetNode>,
     /// Node name → span of its first definition.
     names: BTreeMap<String, Range<usize>>,
@@ -270,6 +273,7 @@ struct FleetChecker<'a> {
 }
 
 impl<'a> FleetChecker<'a> {
+    /// A checker for `text`, read from `path`.
     fn new(path: &'a Path, text: &'a str) -> Self {
         FleetChecker {
             c: Checker { path, text, errors: Vec::new(), seen: Vec::new() },

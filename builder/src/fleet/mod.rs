@@ -183,6 +183,7 @@ struct NamePattern {
     range: Option<(u64, Option<u64>, usize)>,
 }
 
+/// Parses a node name or `prefix[first:last]suffix` range (`last` may be open).
 fn parse_pattern(s: &str) -> std::result::Result<NamePattern, String> {
     let Some(open) = s.find('[') else {
         if s.contains(']') {
@@ -290,6 +291,8 @@ pub const MAX_SSH_KEY_BYTES: usize = 16 << 10;
 /// `country=` take. `XX` and `00` are not countries.
 pub const ISO_3166_ALPHA2: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
 
+/// One `ssh_authorized_keys` entry: a public key line (`type base64 [comment]`)
+/// whose body names its type, no longer than [`MAX_SSH_KEY_BYTES`].
 fn check_ssh_key(k: &str) -> std::result::Result<(), String> {
     if k.contains("PRIVATE KEY") {
         return Err("this is a private key; give the public key (the `.pub` file)".into());
@@ -328,6 +331,7 @@ fn check_ssh_key(k: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// A `wifi` table a Pi can join with: SSID, WPA passphrase and country rules.
 fn check_wifi(w: &Wifi) -> std::result::Result<(), String> {
     if w.ssid.is_empty() || w.ssid.len() > 32 {
         return Err(format!("wifi ssid `{}` must be 1–32 bytes", w.ssid));
