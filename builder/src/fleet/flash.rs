@@ -69,7 +69,7 @@ pub struct Extent {
 
 /// The extents to write for a node: the bmap's ranges, then the blocks
 /// outside them that the node's personalisation wrote or that the image's
-/// file systems need (`required`, from [`fsmap::required_spans`] of the image:
+/// file systems need (`required`, from [`crate::outputs::card::fsmap::required_spans`] of the image:
 /// a `.bmap` from another tool or an older kiln may leave zero-valued
 /// structures unmapped, and a used card would keep its old bytes there).
 pub fn plan(bmap: &Bmap, p: &Personalised, required: &[(u64, u64)]) -> Vec<Extent> {
@@ -229,14 +229,51 @@ pub fn flash(image: &Path, plan: &[Extent], p: &Personalised, target: &Target, b
     let total: u64 = plan.iter().map(|e| e.len).sum();
     bar.set_length(total * 2);
     let t0 = Instant::now();
+    let hashes = write_extents(&Source { file: &src, path: image, p }, plan, target, bar)?;
+    target.file.sync_data().map_err(|e| Error::build(format!("syncing {}: {e}", target.path.display())))?;
+    let write = t0.elapsed();
+    flip_written_byte(target);
+
+    let t1 = Instant::now();
+    let mode = verify_extents(target, plan, &hashes, bar)?;
+    // The file systems on the target itself: every structure they need and
+    // every allocated block lies inside what was written and read back
+    // (nothing there is the card's old content).
+    drop_cache(&target.file);
+    let image_size = src.metadata().map_err(|e| Error::build(format!("{}: {e}", image.display())))?.len();
+    check_structures(target, plan, image_size)?;
+    verify_files(target, p)?;
+    let verify = t1.elapsed();
+    Ok(Report {
+        node: p.node.clone(),
+        device: target.path.display().to_string(),
+        bytes: total,
+        extents: plan.len(),
+        write,
+        verify,
+        verify_mode: mode,
+    })
+}
+
+/// What the reader thread reads from: the image file and the node's blocks.
+struct Source<'a> {
+    file: &'a File,
+    path: &'a Path,
+    p: &'a Personalised,
+}
+
+/// Step 2: a reader (this thread) sends each extent's chunks, checked and
+/// personalised ([`send_extent`]), to a writer thread that writes them to
+/// the target and hands the buffers back. Returns the sha256 of what was
+/// sent for each extent, in plan order.
+fn write_extents(src: &Source, plan: &[Extent], target: &Target, bar: &ProgressBar) -> Result<Vec<String>> {
     let dev = &target.file;
     let dname = target.path.display().to_string();
-    // Reader: image → check .bmap sha → lay personalised blocks → hash → channel.
     let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(4);
     let (ret_tx, ret_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let staged_flip =
         std::env::var(FLIP_ENV).ok().and_then(|v| v.strip_prefix("staged:").and_then(|o| o.parse::<u64>().ok()));
-    let written_hashes: Result<Vec<String>> = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let writer = s.spawn(move || -> Result<()> {
             for (off, buf) in rx {
                 dev.write_all_at(&buf, off).map_err(|e| Error::build(format!("writing {dname} at byte {off}: {e}")))?;
@@ -245,71 +282,96 @@ pub fn flash(image: &Path, plan: &[Extent], p: &Personalised, target: &Target, b
             }
             Ok(())
         });
+        let chan = Channel { tx, ret_rx, staged_flip };
         let mut hashes = Vec::with_capacity(plan.len());
         let mut failure = None;
-        'plan: for ext in plan {
-            let mut img_h = Sha256::new();
-            let mut out_h = Sha256::new();
-            let touched = p.blocks.range(ext.start / BLOCK..(ext.start + ext.len).div_ceil(BLOCK)).next().is_some();
-            let mut off = ext.start;
-            while off < ext.start + ext.len {
-                let n = ((ext.start + ext.len - off) as usize).min(CHUNK);
-                let mut buf = ret_rx.try_recv().unwrap_or_default();
-                buf.resize(n, 0);
-                match read_full(&src, &mut buf, off) {
-                    Ok(k) if k == n => {}
-                    Ok(k) => {
-                        failure = Some(Error::verify(format!(
-                            "{}: {}: the image ends at byte {} but the .bmap maps up to {}; the image and its .bmap do not belong together — rebuild with `kiln build --format card`",
-                            image.display(), ext.label, off + k as u64, ext.start + ext.len
-                        )));
-                        break 'plan;
-                    }
-                    Err(e) => {
-                        failure = Some(Error::build(format!("reading {}: {e}", image.display())));
-                        break 'plan;
-                    }
-                }
-                if ext.image_sha256.is_some() {
-                    img_h.update(&buf);
-                }
-                if touched {
-                    overlay_chunk(p, off, &mut buf);
-                }
-                if let Some(at) = staged_flip.filter(|at| (off..off + n as u64).contains(at)) {
-                    buf[(at - off) as usize] ^= 0xff;
-                }
-                if touched || ext.image_sha256.is_none() {
-                    out_h.update(&buf);
-                }
-                if tx.send((off, buf)).is_err() {
-                    break 'plan;
-                }
-                off += n as u64;
-            }
-            let img = hex(&img_h.finalize());
-            if let Some(want) = &ext.image_sha256 {
-                if !img.eq_ignore_ascii_case(want) {
-                    failure = Some(Error::verify(format!(
-                        "{}: {} has sha256 {img} but its .bmap says {want}; the image is damaged — rebuild it or copy it again",
-                        image.display(), ext.label
-                    )));
-                    break 'plan;
+        for ext in plan {
+            match send_extent(src, ext, &chan) {
+                Ok(Some(h)) => hashes.push(h),
+                // The writer stopped: its own error is the one to report.
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
                 }
             }
-            hashes.push(if touched || ext.image_sha256.is_none() { hex(&out_h.finalize()) } else { img });
         }
-        drop(tx);
+        drop(chan);
         let w = writer.join().map_err(|_| Error::build("the writer thread panicked"))?;
         match failure {
             Some(e) => Err(e),
             None => w.map(|()| hashes),
         }
-    });
-    let hashes = written_hashes?;
-    target.file.sync_data().map_err(|e| Error::build(format!("syncing {}: {e}", target.path.display())))?;
-    let write = t0.elapsed();
+    })
+}
 
+/// The reader's ends of the channels to the writer thread.
+struct Channel {
+    /// Chunks to write: (byte offset, bytes).
+    tx: std::sync::mpsc::SyncSender<(u64, Vec<u8>)>,
+    /// Buffers the writer is done with, to reuse.
+    ret_rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// The `staged:` failpoint's offset (see the module docs).
+    staged_flip: Option<u64>,
+}
+
+/// Reads one extent from the image in chunks, lays the node's blocks over
+/// them and sends them to the writer; checks the image's bytes against the
+/// `.bmap` sha256. Returns the sha256 of what was sent, or `None` when the
+/// writer has stopped (it reports why).
+fn send_extent(src: &Source, ext: &Extent, chan: &Channel) -> Result<Option<String>> {
+    let p = src.p;
+    let mut img_h = Sha256::new();
+    let mut out_h = Sha256::new();
+    let touched = p.blocks.range(ext.start / BLOCK..(ext.start + ext.len).div_ceil(BLOCK)).next().is_some();
+    let mut off = ext.start;
+    while off < ext.start + ext.len {
+        let n = ((ext.start + ext.len - off) as usize).min(CHUNK);
+        let mut buf = chan.ret_rx.try_recv().unwrap_or_default();
+        buf.resize(n, 0);
+        match read_full(src.file, &mut buf, off) {
+            Ok(k) if k == n => {}
+            Ok(k) => {
+                return Err(Error::verify(format!(
+                    "{}: {}: the image ends at byte {} but the .bmap maps up to {}; the image and its .bmap do not belong together — rebuild with `kiln build --format card`",
+                    src.path.display(), ext.label, off + k as u64, ext.start + ext.len
+                )));
+            }
+            Err(e) => return Err(Error::build(format!("reading {}: {e}", src.path.display()))),
+        }
+        if ext.image_sha256.is_some() {
+            img_h.update(&buf);
+        }
+        if touched {
+            overlay_chunk(p, off, &mut buf);
+        }
+        if let Some(at) = chan.staged_flip.filter(|at| (off..off + n as u64).contains(at)) {
+            buf[(at - off) as usize] ^= 0xff;
+        }
+        if touched || ext.image_sha256.is_none() {
+            out_h.update(&buf);
+        }
+        if chan.tx.send((off, buf)).is_err() {
+            return Ok(None);
+        }
+        off += n as u64;
+    }
+    let img = hex(&img_h.finalize());
+    if let Some(want) = &ext.image_sha256 {
+        if !img.eq_ignore_ascii_case(want) {
+            return Err(Error::verify(format!(
+                "{}: {} has sha256 {img} but its .bmap says {want}; the image is damaged — rebuild it or copy it again",
+                src.path.display(),
+                ext.label
+            )));
+        }
+    }
+    Ok(Some(if touched || ext.image_sha256.is_none() { hex(&out_h.finalize()) } else { img }))
+}
+
+/// The `KILN_TEST_FLIP_BYTE=<offset>` failpoint: flips that byte of the
+/// target after the write, before the verify (see the module docs).
+fn flip_written_byte(target: &Target) {
     if let Ok(v) = std::env::var(FLIP_ENV) {
         if let Ok(off) = v.parse::<u64>() {
             let mut b = [0u8; 1];
@@ -319,11 +381,14 @@ pub fn flash(image: &Path, plan: &[Extent], p: &Personalised, target: &Target, b
             let _ = target.file.sync_data();
         }
     }
+}
 
-    let t1 = Instant::now();
+/// Step 3, the ranges: each extent read back bypassing the page cache and
+/// its sha256 compared with what was sent. Returns how the cache was bypassed.
+fn verify_extents(target: &Target, plan: &[Extent], hashes: &[String], bar: &ProgressBar) -> Result<&'static str> {
     let (reader, mode) = open_uncached(target)?;
     let mut abuf = Aligned::new(CHUNK)?;
-    for (ext, want) in plan.iter().zip(&hashes) {
+    for (ext, want) in plan.iter().zip(hashes) {
         let mut h = Sha256::new();
         let mut off = ext.start;
         let end = ext.start + ext.len;
@@ -352,13 +417,12 @@ pub fn flash(image: &Path, plan: &[Extent], p: &Personalised, target: &Target, b
             )));
         }
     }
-    // The file systems on the target itself: every structure they need and
-    // every allocated block lies inside what was written and read back
-    // (nothing there is the card's old content).
-    drop_cache(&target.file);
-    let image_size = src.metadata().map_err(|e| Error::build(format!("{}: {e}", image.display())))?.len();
-    check_structures(target, plan, image_size)?;
-    // The personalised files, through the FAT on the target itself.
+    Ok(mode)
+}
+
+/// Step 3, the files: each personalised file read back through the FAT on
+/// the target itself and compared with the rendered file.
+fn verify_files(target: &Target, p: &Personalised) -> Result<()> {
     for f in &p.files {
         let got = personalise::read_back(&target.file, p.partition, &f.path).map_err(|e| {
             Error::verify(format!(
@@ -375,16 +439,7 @@ pub fn flash(image: &Path, plan: &[Extent], p: &Personalised, target: &Target, b
             )));
         }
     }
-    let verify = t1.elapsed();
-    Ok(Report {
-        node: p.node.clone(),
-        device: target.path.display().to_string(),
-        bytes: total,
-        extents: plan.len(),
-        write,
-        verify,
-        verify_mode: mode,
-    })
+    Ok(())
 }
 
 /// Reads the partition table and file systems back from the target and

@@ -1,7 +1,7 @@
 //! Raspberry Pi fleets: `fleet.toml`, per-node personalisation of one card
 //! image, and careful card writes.
 //!
-//! * [`Fleet::load`] parses and checks a `fleet.toml` (strict: unknown keys,
+//! * [`Fleet::load`] (in `check.rs`) parses and checks a `fleet.toml` (strict: unknown keys,
 //!   bad names, addresses, CIDRs, ranges, duplicate names or addresses, zero
 //!   or two init nodes and a worker given CA keys are all `file:line:col` errors);
 //! * [`personalise`] renders a node's files (`kiln/node.toml`, cloud-init
@@ -35,6 +35,7 @@
 //! address = "192.168.1.102/24"           # the first; each further node takes the next address
 //! ```
 
+mod check;
 pub mod cmd;
 pub mod device;
 pub mod flash;
@@ -46,11 +47,8 @@ use crate::error::{Error, Result};
 use crate::inputs::location;
 use kiln_firstboot::contract::node::Role;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::ops::Range;
-use std::path::{Path, PathBuf};
-use toml::Spanned;
+use std::path::PathBuf;
 
 /// Most nodes one `[[node]]` range (and a whole fleet) may expand to.
 pub const MAX_NODES: usize = 1000;
@@ -81,49 +79,6 @@ pub struct Wifi {
     /// The network does not broadcast its name.
     #[serde(default)]
     pub hidden: bool,
-}
-
-/// Settings a `[defaults]` table gives every node.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DefaultsDoc {
-    admin_user: Option<Spanned<String>>,
-    ssh_authorized_keys: Option<Spanned<Vec<Spanned<String>>>>,
-    gateway: Option<Spanned<String>>,
-    dns: Option<Spanned<Vec<Spanned<String>>>>,
-    interface: Option<Spanned<String>>,
-    wifi: Option<Spanned<Wifi>>,
-}
-
-/// One `[[node]]` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NodeDoc {
-    name: Spanned<String>,
-    role: Spanned<String>,
-    count: Option<Spanned<i64>>,
-    address: Option<Spanned<String>>,
-    gateway: Option<Spanned<String>>,
-    dns: Option<Spanned<Vec<Spanned<String>>>>,
-    interface: Option<Spanned<String>>,
-    wifi: Option<Spanned<Wifi>>,
-    admin_user: Option<Spanned<String>>,
-    ssh_authorized_keys: Option<Spanned<Vec<Spanned<String>>>>,
-    ca_keys: Option<Spanned<bool>>,
-    mac: Option<Spanned<String>>,
-}
-
-/// The whole file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FleetDoc {
-    cluster: Spanned<String>,
-    image: Spanned<String>,
-    bmap: Option<Spanned<String>>,
-    #[serde(default)]
-    defaults: DefaultsDoc,
-    #[serde(default)]
-    node: Vec<Spanned<NodeDoc>>,
 }
 
 /// A static address: the IP and its prefix length.
@@ -184,27 +139,6 @@ pub struct Fleet {
     pub warnings: Vec<String>,
 }
 
-/// Collects located errors while checking.
-struct Checker<'a> {
-    path: &'a Path,
-    text: &'a str,
-    errors: Vec<String>,
-    seen: Vec<usize>,
-}
-
-impl Checker<'_> {
-    /// Records an error; a second error at the same place (a `[defaults]`
-    /// value wrong for several nodes) is not repeated.
-    fn err(&mut self, span: Range<usize>, msg: impl AsRef<str>) {
-        if self.seen.contains(&span.start) {
-            return;
-        }
-        self.seen.push(span.start);
-        let line = location::at(self.path, self.text, Some(span), msg.as_ref());
-        self.errors.push(line);
-    }
-}
-
 /// A MAC address as `mac = "…"` gives it: six hex pairs separated by `:` or
 /// `-`, returned lowercase with `:`. Refused: a multicast address (the low
 /// bit of the first octet, IEEE 802) and all zeros — neither is a NIC's.
@@ -249,6 +183,7 @@ struct NamePattern {
     range: Option<(u64, Option<u64>, usize)>,
 }
 
+/// Parses a node name or `prefix[first:last]suffix` range (`last` may be open).
 fn parse_pattern(s: &str) -> std::result::Result<NamePattern, String> {
     let Some(open) = s.find('[') else {
         if s.contains(']') {
@@ -356,11 +291,8 @@ pub const MAX_SSH_KEY_BYTES: usize = 16 << 10;
 /// `country=` take. `XX` and `00` are not countries.
 pub const ISO_3166_ALPHA2: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
 
-/// Names a node may not have: they mean the machine itself to every resolver
-/// (RFC 6761 §6.3 `localhost`), so kubelet would register a node that every
-/// other node reaches as itself.
-const RESERVED_NAMES: [&str; 2] = ["localhost", "localhost-localdomain"];
-
+/// One `ssh_authorized_keys` entry: a public key line (`type base64 [comment]`)
+/// whose body names its type, no longer than [`MAX_SSH_KEY_BYTES`].
 fn check_ssh_key(k: &str) -> std::result::Result<(), String> {
     if k.contains("PRIVATE KEY") {
         return Err("this is a private key; give the public key (the `.pub` file)".into());
@@ -399,6 +331,7 @@ fn check_ssh_key(k: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// A `wifi` table a Pi can join with: SSID, WPA passphrase and country rules.
 fn check_wifi(w: &Wifi) -> std::result::Result<(), String> {
     if w.ssid.is_empty() || w.ssid.len() > 32 {
         return Err(format!("wifi ssid `{}` must be 1–32 bytes", w.ssid));
@@ -430,508 +363,7 @@ fn check_wifi(w: &Wifi) -> std::result::Result<(), String> {
     Ok(())
 }
 
-const NEXT: &str = "fix it and run `kiln fleet check` again";
-
-/// The host of a `host:port` endpoint (`[v6]:port` too), as an IP if it is one.
-fn endpoint_ip(endpoint: &str) -> Option<IpAddr> {
-    let host = match endpoint.strip_prefix('[') {
-        Some(rest) => rest.split_once(']').map(|(h, _)| h)?,
-        None => endpoint.rsplit_once(':').map(|(h, _)| h).unwrap_or(endpoint),
-    };
-    host.parse().ok()
-}
-
-/// The cluster's endpoint, when it is an IP, must be a control-plane node's
-/// static address (kubeadm init serves the API on it; joins go to it): an
-/// error when no node holds it or a worker does; a warning when some control
-/// plane takes DHCP (a reservation may give it the address).
-///
-/// A loopback endpoint is exempt: it is a load balancer on every node itself
-/// (kubespray's nginx-proxy, a haproxy static pod), which no node "holds".
-fn check_endpoint(c: &mut Checker, endpoint: &str, nodes: &[FleetNode], span: Range<usize>) -> Option<String> {
-    let ip = endpoint_ip(endpoint).filter(|ip| !ip.is_loopback())?;
-    let holder = nodes.iter().find(|n| n.address.is_some_and(|a| a.ip == ip));
-    match holder {
-        Some(n) if n.role.is_control_plane() => None,
-        Some(n) => {
-            c.err(span, format!("the cluster's endpoint {endpoint} is the address of `{}`, a worker; the endpoint must be a control-plane node's (or a load balancer's); {NEXT}", n.name));
-            None
-        }
-        None if nodes.iter().any(|n| n.role.is_control_plane() && n.address.is_none()) => Some(location::at(
-            c.path,
-            c.text,
-            Some(span),
-            &format!("warning: the cluster's endpoint {endpoint} is no node's static address; make sure DHCP gives it to a control-plane node"),
-        )),
-        None => {
-            let cps: Vec<String> = nodes
-                .iter()
-                .filter(|n| n.role.is_control_plane())
-                .map(|n| format!("{} {}", n.name, n.address.map(|a| a.ip.to_string()).unwrap_or_default()))
-                .collect();
-            c.err(span, format!("the cluster's endpoint {endpoint} is no control-plane node's address (control planes: {}); give the init node that address, or point the cluster at it; {NEXT}", cps.join(", ")));
-            None
-        }
-    }
-}
-
 impl Fleet {
-    /// Reads and checks a `fleet.toml`. All errors are collected; each is one
-    /// `file:line:col: message` line, joined with newlines, exit code 2.
-    pub fn load(path: &Path) -> Result<Fleet> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!("{}: {e}; write a fleet file (see `kiln fleet check --help`)", path.display()))
-        })?;
-        Fleet::parse(path, &text)
-    }
-
-    /// [`Fleet::load`] on text already read.
-    pub fn parse(path: &Path, text: &str) -> Result<Fleet> {
-        let doc: FleetDoc = toml::from_str(text).map_err(|e| {
-            Error::config(location::at(
-                path,
-                text,
-                Some(e.span().unwrap_or(0..0)),
-                &format!("{}; {NEXT}", location::explain_toml_message(e.message())),
-            ))
-        })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let resolve = |s: &str| if Path::new(s).is_absolute() { PathBuf::from(s) } else { base.join(s) };
-        let mut c = Checker { path, text, errors: Vec::new(), seen: Vec::new() };
-        let mut warnings = Vec::new();
-
-        let cluster_dir = resolve(doc.cluster.get_ref());
-        let loaded = Cluster::load(&cluster_dir);
-        if let Err(e) = &loaded {
-            c.err(
-                doc.cluster.span(),
-                format!(
-                    "cluster `{}`: {}",
-                    doc.cluster.get_ref(),
-                    e.message.lines().next().unwrap_or("cannot be read")
-                ),
-            );
-        }
-        let image = resolve(doc.image.get_ref());
-        let bmap = match &doc.bmap {
-            Some(b) => resolve(b.get_ref()),
-            None => PathBuf::from(format!("{}.bmap", image.display())),
-        };
-        match std::fs::metadata(&image) {
-            Ok(m) if !m.is_file() => c.err(
-                doc.image.span(),
-                format!(
-                    "image `{}` is not a regular file (a directory, FIFO or device); give the card image `kiln build --format card` wrote; {NEXT}",
-                    image.display()
-                ),
-            ),
-            _ => {}
-        }
-        if !image.exists() {
-            warnings.push(location::at(
-                path,
-                text,
-                Some(doc.image.span()),
-                &format!(
-                    "warning: image `{}` does not exist yet; build it with `kiln build --format card` before `kiln flash`",
-                    image.display()
-                ),
-            ));
-        }
-
-        let d = &doc.defaults;
-        let mut nodes = Vec::new();
-        // (name → span of its first definition), (address → (node, span))
-        let mut names: BTreeMap<String, Range<usize>> = BTreeMap::new();
-        let mut addrs: BTreeMap<IpAddr, (String, usize)> = BTreeMap::new();
-        // MAC → (node, offset of its `mac`): the kubeadm install guide ("Verify
-        // the MAC address and product_uuid are unique for every node").
-        let mut macs: BTreeMap<String, (String, usize)> = BTreeMap::new();
-        let mut inits: Vec<Range<usize>> = Vec::new();
-
-        let check_keys = |c: &mut Checker, keys: &Spanned<Vec<Spanned<String>>>| -> Vec<String> {
-            let mut out = Vec::new();
-            for k in keys.get_ref() {
-                match check_ssh_key(k.get_ref()) {
-                    Ok(()) => out.push(k.get_ref().trim().to_string()),
-                    Err(m) => c.err(k.span(), format!("ssh_authorized_keys: {m}; {NEXT}")),
-                }
-            }
-            out
-        };
-        let check_ips = |c: &mut Checker, list: &Spanned<Vec<Spanned<String>>>| -> Vec<IpAddr> {
-            let mut out = Vec::new();
-            for s in list.get_ref() {
-                match s.get_ref().parse::<IpAddr>() {
-                    Ok(ip) => out.push(ip),
-                    Err(_) => c.err(s.span(), format!("dns: `{}` is not an IP address; {NEXT}", s.get_ref())),
-                }
-            }
-            out
-        };
-        let check_ip = |c: &mut Checker, s: &Spanned<String>, what: &str| -> Option<IpAddr> {
-            match s.get_ref().parse::<IpAddr>() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    let hint = if s.get_ref().contains('/') { " (no prefix length here)" } else { "" };
-                    c.err(s.span(), format!("{what}: `{}` is not an IP address{hint}; {NEXT}", s.get_ref()));
-                    None
-                }
-            }
-        };
-        let check_user = |c: &mut Checker, s: &Spanned<String>| -> Option<String> {
-            if is_user_name(s.get_ref()) {
-                Some(s.get_ref().clone())
-            } else {
-                c.err(
-                    s.span(),
-                    format!(
-                        "admin_user `{}` is not a user name (lowercase letters, digits, `_`, `-`, at most 32; not root); {NEXT}",
-                        s.get_ref()
-                    ),
-                );
-                None
-            }
-        };
-        let check_iface = |c: &mut Checker, s: &Spanned<String>| -> Option<String> {
-            let ok = !s.get_ref().is_empty()
-                && s.get_ref().len() <= 15
-                && s.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-            if ok {
-                Some(s.get_ref().clone())
-            } else {
-                c.err(s.span(), format!("interface `{}` is not a Linux interface name; {NEXT}", s.get_ref()));
-                None
-            }
-        };
-        let check_wifi_at = |c: &mut Checker, w: &Spanned<Wifi>| -> Option<Wifi> {
-            match check_wifi(w.get_ref()) {
-                Ok(()) => Some(w.get_ref().clone()),
-                Err(m) => {
-                    c.err(w.span(), format!("{m}; {NEXT}"));
-                    None
-                }
-            }
-        };
-
-        let def_user = d.admin_user.as_ref().and_then(|s| check_user(&mut c, s));
-        let def_keys = d.ssh_authorized_keys.as_ref().map(|k| check_keys(&mut c, k)).unwrap_or_default();
-        let def_gw = d.gateway.as_ref().and_then(|s| check_ip(&mut c, s, "gateway"));
-        let def_dns = d.dns.as_ref().map(|l| check_ips(&mut c, l)).unwrap_or_default();
-        let def_iface = d.interface.as_ref().and_then(|s| check_iface(&mut c, s));
-        let def_wifi = d.wifi.as_ref().and_then(|w| check_wifi_at(&mut c, w));
-        if !def_keys.is_empty() && d.admin_user.is_none() {
-            if let Some(k) = &d.ssh_authorized_keys {
-                c.err(
-                    k.span(),
-                    format!("ssh_authorized_keys without admin_user: name the user the keys log in as; {NEXT}"),
-                );
-            }
-        }
-
-        if doc.node.is_empty() {
-            c.err(0..0, format!("no [[node]] tables: add at least the init node (`[[node]]`, `name = \"pi-01\"`, `role = \"init\"`); {NEXT}"));
-        }
-
-        for entry in &doc.node {
-            let n = entry.get_ref();
-            let role = match Role::parse(n.role.get_ref()) {
-                Some(r) => r,
-                None => {
-                    let hint = location::suggest(n.role.get_ref(), ["init", "control-plane", "join", "worker"])
-                        .map(|s| format!(" (did you mean `{s}`?)"))
-                        .unwrap_or_default();
-                    c.err(
-                        n.role.span(),
-                        format!("role `{}` is not init, control-plane or join{hint}; {NEXT}", n.role.get_ref()),
-                    );
-                    continue;
-                }
-            };
-            let pattern = match parse_pattern(n.name.get_ref()) {
-                Ok(p) => p,
-                Err(m) => {
-                    c.err(n.name.span(), format!("name {m}; {NEXT}"));
-                    continue;
-                }
-            };
-            let expanded: Vec<String> = match (&pattern.range, &n.count) {
-                (None, None) => vec![pattern.prefix.clone()],
-                (None, Some(cnt)) => {
-                    c.err(
-                        cnt.span(),
-                        format!(
-                            "count needs a range in the name, e.g. `{}-[01:]`; {NEXT}",
-                            pattern.prefix.trim_end_matches('-')
-                        ),
-                    );
-                    continue;
-                }
-                (Some((first, last, width)), cnt) => {
-                    let count = match (last, cnt) {
-                        (Some(l), None) => (*l as i128) - (*first as i128) + 1,
-                        (None, Some(cnt)) => *cnt.get_ref() as i128,
-                        (Some(l), Some(cnt)) => {
-                            let k = (*l as i128) - (*first as i128) + 1;
-                            if k != *cnt.get_ref() as i128 {
-                                c.err(
-                                    cnt.span(),
-                                    format!(
-                                        "count = {} but `{}` names {k} nodes; give one or the other; {NEXT}",
-                                        cnt.get_ref(),
-                                        n.name.get_ref()
-                                    ),
-                                );
-                                continue;
-                            }
-                            k
-                        }
-                        (None, None) => {
-                            c.err(
-                                n.name.span(),
-                                format!(
-                                    "`{}` is open-ended; add `count = N` or close the range (`[03:20]`); {NEXT}",
-                                    n.name.get_ref()
-                                ),
-                            );
-                            continue;
-                        }
-                    };
-                    if count < 1 {
-                        let span = n.count.as_ref().map(|c| c.span()).unwrap_or(n.name.span());
-                        c.err(span, format!("`{}` expands to no node (count {count}); {NEXT}", n.name.get_ref()));
-                        continue;
-                    }
-                    if count > MAX_NODES as i128 {
-                        let span = n.count.as_ref().map(|c| c.span()).unwrap_or(n.name.span());
-                        c.err(
-                            span,
-                            format!(
-                                "`{}` expands to {count} nodes, more than kiln's limit of {MAX_NODES}; {NEXT}",
-                                n.name.get_ref()
-                            ),
-                        );
-                        continue;
-                    }
-                    (0..count as u64)
-                        .map(|i| format!("{}{:0width$}{}", pattern.prefix, first + i, pattern.suffix, width = *width))
-                        .collect()
-                }
-            };
-            if role == Role::Init {
-                if expanded.len() != 1 {
-                    c.err(
-                        n.name.span(),
-                        format!(
-                            "the init node must be one node, but `{}` expands to {}; {NEXT}",
-                            n.name.get_ref(),
-                            expanded.len()
-                        ),
-                    );
-                    continue;
-                }
-                inits.push(n.role.span());
-            }
-            if let Some(bad) = expanded.iter().find(|s| RESERVED_NAMES.contains(&s.as_str())) {
-                c.err(
-                    n.name.span(),
-                    format!("node name `{bad}` means the machine itself to every resolver (RFC 6761); give the node its own name; {NEXT}"),
-                );
-                continue;
-            }
-            if let Some(bad) = expanded.iter().find(|s| !is_node_name(s)) {
-                c.err(
-                    n.name.span(),
-                    format!("node name `{bad}` is not a DNS label (lowercase letters, digits and `-`, at most 63, no `-` at either end); {NEXT}"),
-                );
-                continue;
-            }
-            if let Some(k) = &n.ca_keys {
-                match (role.is_control_plane(), *k.get_ref()) {
-                    (false, true) => {
-                        c.err(k.span(), format!("`{}` is a worker (role join): workers never receive CA keys; remove ca_keys or make it a control-plane; {NEXT}", n.name.get_ref()));
-                        continue;
-                    }
-                    (true, false) => {
-                        c.err(k.span(), format!("`{}` is a control plane: it needs the CA keys (kiln does not use --upload-certs); remove ca_keys; {NEXT}", n.name.get_ref()));
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
-            let address = match &n.address {
-                Some(a) => match parse_cidr(a.get_ref()) {
-                    Ok(addr) => {
-                        let mut v = Vec::new();
-                        for i in 0..expanded.len() as u64 {
-                            match addr.nth(i) {
-                                Some(x) => v.push(x),
-                                None => break,
-                            }
-                        }
-                        if v.len() != expanded.len() {
-                            c.err(
-                                a.span(),
-                                format!(
-                                    "address {}: `{}` needs {} consecutive host addresses from here but subnet /{} runs out after {}; start lower or use a larger subnet; {NEXT}",
-                                    a.get_ref(), n.name.get_ref(), expanded.len(), addr.prefix, v.len()
-                                ),
-                            );
-                            continue;
-                        }
-                        Some((v, a.span()))
-                    }
-                    Err(m) => {
-                        c.err(a.span(), format!("address {m}; {NEXT}"));
-                        continue;
-                    }
-                },
-                None => None,
-            };
-            let gateway = match &n.gateway {
-                Some(g) => check_ip(&mut c, g, "gateway").map(|ip| (ip, g.span())),
-                None => def_gw.map(|ip| (ip, d.gateway.as_ref().map(|g| g.span()).unwrap_or(0..0))),
-            };
-            if let (Some((addrs0, aspan)), Some((gw, _))) = (&address, &gateway) {
-                if let Some(a) = addrs0.iter().find(|a| a.ip == *gw) {
-                    c.err(
-                        aspan.clone(),
-                        format!("address {a} is the gateway's ({gw}); give the node an address of its own; {NEXT}"),
-                    );
-                    continue;
-                }
-                if let Some(first) = addrs0.first() {
-                    if !first.contains(*gw) {
-                        let span = n.gateway.as_ref().or(d.gateway.as_ref()).map(|g| g.span()).unwrap_or(aspan.clone());
-                        c.err(span, format!("gateway {gw} is not in {first}'s subnet; {NEXT}"));
-                        continue;
-                    }
-                }
-            }
-            let dns = match &n.dns {
-                Some(l) => check_ips(&mut c, l),
-                None => def_dns.clone(),
-            };
-            let interface = match &n.interface {
-                Some(s) => check_iface(&mut c, s),
-                None => def_iface.clone(),
-            }
-            .unwrap_or_else(|| "eth0".into());
-            let wifi = match &n.wifi {
-                Some(w) => check_wifi_at(&mut c, w),
-                None => def_wifi.clone(),
-            };
-            let admin_user = match &n.admin_user {
-                Some(s) => check_user(&mut c, s),
-                None => def_user.clone(),
-            };
-            let keys = match &n.ssh_authorized_keys {
-                Some(k) => {
-                    let keys = check_keys(&mut c, k);
-                    if admin_user.is_none() {
-                        c.err(
-                            k.span(),
-                            format!("ssh_authorized_keys without admin_user: name the user the keys log in as; {NEXT}"),
-                        );
-                    }
-                    keys
-                }
-                None => def_keys.clone(),
-            };
-            let mac = match &n.mac {
-                Some(m) if expanded.len() != 1 => {
-                    c.err(m.span(), format!("`{}` is a range of {} nodes but gives one mac: each machine has its own; give each node its own [[node]] with its mac; {NEXT}", n.name.get_ref(), expanded.len()));
-                    continue;
-                }
-                Some(m) => match parse_mac(m.get_ref().trim()) {
-                    Ok(v) => Some((v, m.span())),
-                    Err(e) => {
-                        c.err(m.span(), format!("mac {e}; {NEXT}"));
-                        continue;
-                    }
-                },
-                None => None,
-            };
-            for (i, name) in expanded.iter().enumerate() {
-                if let Some(prev) = names.get(name) {
-                    let (l, col) = location::line_col(text, prev.start);
-                    c.err(
-                        n.name.span(),
-                        format!("node `{name}` is defined twice (first at line {l}, column {col}); rename one; {NEXT}"),
-                    );
-                    break;
-                }
-                names.insert(name.clone(), n.name.span());
-                let addr = address.as_ref().map(|(v, _)| v[i]);
-                if let (Some(a), Some((_, aspan))) = (addr, &address) {
-                    if let Some((other, at)) = addrs.get(&a.ip) {
-                        let (l, col) = location::line_col(text, *at);
-                        c.err(
-                            aspan.clone(),
-                            format!(
-                                "address {} of `{name}` is already `{other}`'s (line {l}, column {col}); {NEXT}",
-                                a.ip
-                            ),
-                        );
-                        break;
-                    }
-                    addrs.insert(a.ip, (name.clone(), aspan.start));
-                }
-                if let Some((m, mspan)) = &mac {
-                    if let Some((other, at)) = macs.get(m) {
-                        let (l, col) = location::line_col(text, *at);
-                        c.err(
-                            mspan.clone(),
-                            format!("mac {m} of `{name}` is already `{other}`'s (line {l}, column {col}): two nodes cannot be one machine (kubeadm requires a unique MAC per node); fix the one copied wrong; {NEXT}"),
-                        );
-                        break;
-                    }
-                    macs.insert(m.clone(), (name.clone(), mspan.start));
-                }
-                nodes.push(FleetNode {
-                    name: name.clone(),
-                    role,
-                    address: addr,
-                    gateway: gateway.as_ref().map(|g| g.0),
-                    dns: dns.clone(),
-                    interface: interface.clone(),
-                    wifi: wifi.clone(),
-                    admin_user: admin_user.clone(),
-                    ssh_authorized_keys: keys.clone(),
-                    mac: mac.as_ref().map(|m| m.0.clone()),
-                });
-            }
-        }
-        if nodes.len() > MAX_NODES {
-            c.err(
-                0..0,
-                format!("the fleet has {} nodes, more than kiln's limit of {MAX_NODES}; split it; {NEXT}", nodes.len()),
-            );
-        }
-        if !doc.node.is_empty() && c.errors.is_empty() {
-            match inits.len() {
-                0 => c.err(
-                    doc.node[0].get_ref().role.span(),
-                    format!("no node has role = \"init\": exactly one node runs `kubeadm init`; make one the init node; {NEXT}"),
-                ),
-                1 => {}
-                _ => {
-                    let (l, col) = location::line_col(text, inits[0].start);
-                    c.err(inits[1].clone(), format!("a second init node (the first is at line {l}, column {col}): exactly one node runs `kubeadm init`; make this one control-plane; {NEXT}"));
-                }
-            }
-        }
-        if let (true, Ok(cl)) = (c.errors.is_empty(), &loaded) {
-            if let Some(w) = check_endpoint(&mut c, &cl.file.control_plane_endpoint, &nodes, doc.cluster.span()) {
-                warnings.push(w);
-            }
-        }
-        if !c.errors.is_empty() {
-            return Err(Error::config(c.errors.join("\n")));
-        }
-        Ok(Fleet { path: path.to_path_buf(), cluster_dir, image, bmap, nodes, warnings })
-    }
-
     /// The node named `name`, or a config error listing close names.
     pub fn node(&self, name: &str) -> Result<&FleetNode> {
         self.nodes.iter().find(|n| n.name == name).ok_or_else(|| {

@@ -378,7 +378,8 @@ fn fat_stamp(ov: &mut Overlay<'_>, image: &Path) -> Result<fatfs::DateTime> {
 
 /// Writes `files` into the boot partition of `base` (an overlay; `base` is not
 /// modified) and returns the blocks that changed. New and rewritten entries
-/// are dated as [`fat_stamp`] says.
+/// are dated as `fat_stamp` says: `SOURCE_DATE_EPOCH`, else the partition's
+/// `cmdline.txt` time, else 1980-01-01 (the same for every node and run).
 pub fn personalise_files(base: &File, image: &Path, node: &str, files: Vec<BootFile>) -> Result<Personalised> {
     let part = boot_partition(base, image)?;
     let mut ov = Overlay::new(base, part);
