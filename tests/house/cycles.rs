@@ -152,3 +152,21 @@ fn no_circles_between_files() {
         v.join("\n")
     );
 }
+
+#[test]
+fn a_circle_is_found_once_and_parent_child_pairs_are_one_folder() {
+    use crate::source::crate_of;
+    let k = crate_of(&[
+        ("lib.rs", &[], "pub mod a;\npub mod b;\npub mod c;\npub mod p;\n"),
+        ("a.rs", &["a"], "use crate::b::X;\n"),
+        ("b.rs", &["b"], "pub struct X;\nuse crate::c::Y;\n"),
+        ("c.rs", &["c"], "pub struct Y;\nuse crate::a::Z;\nuse crate::p::q::W;\n"),
+        ("p/mod.rs", &["p"], "pub mod q;\nuse q::W;\n"),
+        ("p/q.rs", &["p", "q"], "pub struct W;\nuse super::V;\n"),
+    ]);
+    let edges = k.edges();
+    let g = graph(&k, &edges);
+    let comps = components(k.files.len(), &g);
+    assert_eq!(comps, [vec![1, 2, 3]], "a -> b -> c -> a, and p/mod.rs <-> p/q.rs is no circle");
+    assert_eq!(circles(&g, &comps[0]).into_iter().collect::<Vec<_>>(), [vec![1, 2, 3]]);
+}

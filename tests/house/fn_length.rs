@@ -131,3 +131,27 @@ fn no_function_over_120_lines_without_a_reason() {
         v.join("\n")
     );
 }
+
+#[test]
+fn long_functions_are_counted_from_fn_to_brace_and_a_reason_or_a_test_exempts_them() {
+    let body = "    let _ = 1;\n".repeat(MAX_LINES - 2);
+    let src = format!(
+        "/// Doc lines do not count.\nfn exactly() {{\n{body}}}\n\
+         fn over() {{\n{body}    let _ = 2;\n}}\n\
+         /// It is long because the steps share one borrow.\nfn excused() {{\n{body}    let _ = 2;\n}}\n\
+         struct S;\nimpl S {{\n    fn method(&self) {{\n{body}        let _ = 2;\n    }}\n}}\n\
+         #[cfg(test)]\nmod tests {{\n    fn helper() {{\n{body}        let _ = 2;\n    }}\n}}\n\
+         #[test]\nfn a_test() {{\n{body}    let _ = 2;\n}}\n"
+    );
+    let ast = syn::parse_file(&src).unwrap();
+    let mut l = Lengths { rel: "x.rs", owner: Vec::new(), out: Vec::new() };
+    l.visit_file(&ast);
+    let line_of = |needle: &str| src.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    assert_eq!(
+        l.out,
+        [
+            format!("x.rs:{}: fn over is 121 lines", line_of("fn over")),
+            format!("x.rs:{}: fn S::method is 121 lines", line_of("fn method"))
+        ]
+    );
+}

@@ -419,3 +419,62 @@ pub fn rust_files(dir: &str) -> Vec<String> {
     walk(&root.join(dir), &mut out);
     out.into_iter().map(|p| p.strip_prefix(&root).unwrap_or(&p).to_string_lossy().into_owned()).collect()
 }
+
+/// A crate made of in-memory files `(path, module, text)`, for the house tests' own tests.
+#[cfg(test)]
+pub fn crate_of(files: &[(&str, &[&str], &str)]) -> Crate {
+    let mut krate = Crate { files: Vec::new(), modules: BTreeMap::new() };
+    for (rel, module, text) in files {
+        let module: Vec<String> = module.iter().map(|s| s.to_string()).collect();
+        krate.modules.insert(module.clone(), krate.files.len());
+        let ast = syn::parse_file(text).expect("test source parses");
+        krate.files.push(SourceFile { rel: rel.to_string(), module, ast });
+    }
+    krate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The edges as `from -> to @line`.
+    fn edges(krate: &Crate) -> Vec<String> {
+        krate
+            .edges()
+            .iter()
+            .map(|e| format!("{} -> {} @{}", krate.files[e.from].rel, krate.files[e.to].rel, e.line))
+            .collect()
+    }
+
+    #[test]
+    fn every_spelling_of_a_path_is_an_edge_and_test_code_is_not() {
+        let k = crate_of(&[
+            ("lib.rs", &[], "pub mod a;\npub mod b;\npub mod c;\npub mod d;\npub mod e;\n"),
+            // grouped and nested use; a glob; an alias used later
+            ("a.rs", &["a"], "use crate::{b, c::X};\nuse crate::d::*;\nfn f() { b::g(); }\n"),
+            // super:: and a path in an expression
+            ("b.rs", &["b"], "fn g() {\n    super::e::h();\n}\n"),
+            // a path in a macro's tokens
+            ("c.rs", &["c"], "pub struct X;\nfn f() {\n    println!(\"{}\", crate::a::N);\n}\n"),
+            // test-only code is no edge
+            ("d.rs", &["d"], "#[cfg(test)]\nmod tests { use crate::a::N; }\n#[test]\nfn t() { crate::b::g(); }\n"),
+            // a self:: path to the own file and an extern crate are no edges
+            ("e.rs", &["e"], "fn h() { self::h(); std::mem::drop(1); }\n"),
+        ]);
+        assert_eq!(
+            edges(&k),
+            ["a.rs -> b.rs @1", "a.rs -> c.rs @1", "a.rs -> d.rs @2", "b.rs -> e.rs @2", "c.rs -> a.rs @3"]
+        );
+    }
+
+    #[test]
+    fn cfg_test_and_test_attributes_are_test_only_and_cfg_not_test_is_not() {
+        let attrs = |src: &str| syn::parse_str::<syn::ItemFn>(&format!("{src} fn f() {{}}")).unwrap().attrs;
+        for src in ["#[cfg(test)]", "#[test]", "#[cfg(all(test, unix))]"] {
+            assert!(is_test_only(&attrs(src)), "{src}");
+        }
+        for src in ["#[cfg(not(test))]", "#[cfg(any(test, unix))]", "#[cfg(unix)]", "#[inline]"] {
+            assert!(!is_test_only(&attrs(src)), "{src}");
+        }
+    }
+}
