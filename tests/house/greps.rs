@@ -48,7 +48,11 @@ fn merged(mut a: Vec<String>, b: Vec<String>) -> Vec<String> {
     let at = |l: &str| l.splitn(3, ':').take(2).collect::<Vec<_>>().join(":");
     let have: std::collections::BTreeSet<String> = a.iter().map(|l| at(l)).collect();
     a.extend(b.into_iter().filter(|l| !have.contains(&at(l))));
-    a.sort();
+    let key = |l: &String| {
+        let mut p = l.splitn(3, ':');
+        (p.next().unwrap_or_default().to_string(), p.next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0))
+    };
+    a.sort_by_key(key);
     a
 }
 
