@@ -297,14 +297,11 @@ fn sigkill_during_fetch_or_packing_leaves_no_output() {
 #[test]
 fn offline_without_cache_lists_what_to_fetch() {
     let s = Scratch::new(&[]);
-    let o = run(kiln()
-        .args(["build", "--offline", "--format", "tar"])
-        .arg(s.profile("flatcar-1.34"))
-        .arg("--cache")
-        .arg(s.path("cache"))
-        .arg("--out")
-        .arg(s.path("dist"))
-        .args(s.firstboot_args()));
+    let o = run(s.build_cmd_upstream(&[&s.profile("flatcar-1.34")], "cache", "dist").args([
+        "--offline",
+        "--format",
+        "tar",
+    ]));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     for url in [
@@ -321,16 +318,11 @@ fn offline_without_cache_lists_what_to_fetch() {
 fn offline_with_a_mirror_directory_builds() {
     let s = Scratch::new(&["flatcar-1.34"]);
     s.pin("flatcar-1.34");
-    let o = run(kiln()
-        .args(["build", "--offline", "--format", "tar"])
-        .arg(s.profile("flatcar-1.34"))
+    let o = run(s
+        .build_cmd_upstream(&[&s.profile("flatcar-1.34")], "cache", "dist")
+        .args(["--offline", "--format", "tar"])
         .arg("--mirror")
-        .arg(s.mirror.root())
-        .arg("--cache")
-        .arg(s.path("cache"))
-        .arg("--out")
-        .arg(s.path("dist"))
-        .args(s.firstboot_args()));
+        .arg(s.mirror.root()));
     assert!(o.status.success(), "{}", stderr(&o));
     // Only `kiln pin` used HTTP (checksum files and HEAD for sizes).
     assert!(

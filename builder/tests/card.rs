@@ -415,16 +415,8 @@ fn card_from_a_pi_like_base_image_as_nobody_without_loop_devices() {
 
 /// `kiln build PROFILE --format card` from the loopback mirror into `out`.
 fn card_build_cmd(s: &Scratch, profile: &Path, out: &str) -> Command {
-    let mut c = kiln();
-    c.arg("build")
-        .arg(profile)
-        .args(["--format", "card", "--mirror"])
-        .arg(s.mirror.url())
-        .arg("--cache")
-        .arg(s.path("cache"))
-        .arg("--out")
-        .arg(s.path(out))
-        .args(s.firstboot_args());
+    let mut c = s.build_cmd_path(profile, "cache", out);
+    c.args(["--format", "card"]);
     c
 }
 

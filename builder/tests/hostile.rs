@@ -209,16 +209,10 @@ fn b7_a_fifo_or_device_in_a_mirror_directory_is_refused() {
             std::os::unix::fs::symlink(kind, &entry).unwrap();
         }
         let o = run_within(
-            kiln()
-                .args(["build", "--offline", "--format", "tar"])
-                .arg(s.profile("flatcar-1.34"))
+            s.build_cmd_upstream(&[&s.profile("flatcar-1.34")], "cache", "dist")
+                .args(["--offline", "--format", "tar"])
                 .arg("--mirror")
-                .arg(s.mirror.root())
-                .arg("--cache")
-                .arg(s.path("cache"))
-                .arg("--out")
-                .arg(s.path("dist"))
-                .args(s.firstboot_args()),
+                .arg(s.mirror.root()),
             Duration::from_secs(60),
             kind,
         );

@@ -65,17 +65,10 @@ fn mirror_cmd(s: &Scratch, names: &[&str], dir: &Path, cache: &str) -> Command {
 
 /// `kiln build PROFILE --offline --mirror DIR` with a cache and output of its own.
 fn offline_build(s: &Scratch, name: &str, dir: &Path, cache: &str) -> Command {
-    let mut c = kiln();
-    c.arg("build")
-        .arg(s.profile(name))
-        .arg("--offline")
+    let mut c = s.build_cmd_upstream(&[&s.profile(name)], cache, &format!("dist-{name}"));
+    c.arg("--offline")
         .arg("--mirror")
         .arg(dir)
-        .arg("--cache")
-        .arg(s.path(cache))
-        .arg("--out")
-        .arg(s.path(&format!("dist-{name}")))
-        .args(s.firstboot_args())
         // What each profile deploys (its `formats`): the Ignition configs need a base URL.
         .args(["--base-url", "https://images.example.test/kiln"]);
     c
@@ -353,16 +346,11 @@ fn paths_that_would_leave_the_directory_are_refused_and_nothing_is_written_outsi
         assert!(stderr(&o).contains("cannot name a file in a mirror directory"), "{url}: {}", stderr(&o));
         assert!(!dir.exists(), "{url}: the mirror directory was created");
         // kiln build reads a mirror directory through the same check.
-        let o = run(kiln()
-            .args(["build", "--format", "tar"])
-            .arg(&p)
+        let o = run(s
+            .build_cmd_upstream(&[&p], "cache", "dist")
+            .args(["--format", "tar"])
             .arg("--mirror")
-            .arg(s.mirror.root())
-            .arg("--cache")
-            .arg(s.path("cache"))
-            .arg("--out")
-            .arg(s.path("dist"))
-            .args(s.firstboot_args()));
+            .arg(s.mirror.root()));
         assert_eq!(o.status.code(), Some(1), "{url}: {}", stderr(&o));
         assert!(stderr(&o).contains("cannot name a file in a mirror directory"), "{url}: {}", stderr(&o));
     }
@@ -533,16 +521,7 @@ fn an_unresolvable_host_is_not_retried_and_the_next_step_depends_on_the_mirror()
     s.pin("flatcar-1.34");
     let p = on_host(&s, "http://kiln-test.invalid");
     let build = |extra: &[&str], cache: &str| {
-        let mut c = kiln();
-        c.args(["build", "--format", "tar"])
-            .arg(&p)
-            .arg("--cache")
-            .arg(s.path(cache))
-            .arg("--out")
-            .arg(s.path("dist"))
-            .args(s.firstboot_args())
-            .args(extra);
-        run(&mut c)
+        run(s.build_cmd_upstream(&[&p], cache, "dist").args(["--format", "tar"]).args(extra))
     };
     let o = build(&[], "c1");
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
@@ -552,15 +531,10 @@ fn an_unresolvable_host_is_not_retried_and_the_next_step_depends_on_the_mirror()
         "no mirror is in use: check the network (a 404 means a wrong version or URL template in the profile), or fetch from a mirror with --mirror DIR|URL"
     );
     // The shipped profile through an unresolvable mirror: check the mirror.
-    let o = run(kiln()
-        .args(["build", "--format", "tar"])
-        .arg(s.profile("flatcar-1.34"))
-        .args(["--mirror", "http://kiln-test.invalid"])
-        .arg("--cache")
-        .arg(s.path("c2"))
-        .arg("--out")
-        .arg(s.path("dist"))
-        .args(s.firstboot_args()));
+    let o = run(s
+        .build_cmd_upstream(&[&s.profile("flatcar-1.34")], "c2", "dist")
+        .args(["--format", "tar"])
+        .args(["--mirror", "http://kiln-test.invalid"]));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_unresolvable(&o, "http://kiln-test.invalid");
     assert_eq!(
@@ -598,15 +572,12 @@ fn a_refused_connection_is_retried_once_whatever_attempts_says() {
     s.pin("flatcar-1.34");
     let (_socket, port) = refusing_port();
     let base = format!("http://127.0.0.1:{port}");
-    let o = run(kiln()
-        .args(["build", "--format", "tar"])
-        .arg(s.profile("flatcar-1.34"))
-        .args(["--mirror", &base, "--attempts", "4"])
-        .arg("--cache")
-        .arg(s.path("cache"))
-        .arg("--out")
-        .arg(s.path("dist"))
-        .args(s.firstboot_args()));
+    let o = run(s.build_cmd_upstream(&[&s.profile("flatcar-1.34")], "cache", "dist").args(["--format", "tar"]).args([
+        "--mirror",
+        &base,
+        "--attempts",
+        "4",
+    ]));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let lines = error_lines(&o);
     let p = Profile::load(&s.profile("flatcar-1.34")).unwrap();
@@ -640,14 +611,11 @@ fn a_refused_connection_is_retried_once_whatever_attempts_says() {
 #[test]
 fn offline_without_a_mirror_points_to_kiln_mirror() {
     let s = Scratch::new(&[]);
-    let o = run(kiln()
-        .args(["build", "--offline", "--format", "tar"])
-        .arg(s.profile("flatcar-1.34"))
-        .arg("--cache")
-        .arg(s.path("cache"))
-        .arg("--out")
-        .arg(s.path("dist"))
-        .args(s.firstboot_args()));
+    let o = run(s.build_cmd_upstream(&[&s.profile("flatcar-1.34")], "cache", "dist").args([
+        "--offline",
+        "--format",
+        "tar",
+    ]));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let lines = error_lines(&o);
     assert_eq!(lines.len(), 7, "{lines:?}");
@@ -690,18 +658,11 @@ fn every_shipped_profile_builds_into_one_dist_with_every_ignition_hash_right() {
     let s = shipped();
     let base = "https://images.example.test/kiln";
     let dist = s.path("dist");
+    let profiles: Vec<PathBuf> = SHIPPED.iter().map(|n| s.profile(n)).collect();
+    let profiles: Vec<&Path> = profiles.iter().map(PathBuf::as_path).collect();
     let cmd = || {
-        let mut c = kiln();
-        c.arg("build")
-            .args(SHIPPED.iter().map(|n| s.profile(n)))
-            .arg("--mirror")
-            .arg(s.mirror.url())
-            .arg("--cache")
-            .arg(s.path("cache"))
-            .arg("--out")
-            .arg(&dist)
-            .args(s.firstboot_args())
-            .args(["--base-url", base, "--json"]);
+        let mut c = s.build_cmd_upstream(&profiles, "cache", "dist");
+        c.arg("--mirror").arg(s.mirror.url()).args(["--base-url", base, "--json"]);
         c
     };
     let report = json(run(&mut cmd()));

@@ -294,27 +294,12 @@ fn two_profiles_with_one_name_are_refused() {
     // Across builds into one output directory.
     let o = run(&mut s.build_cmd("flatcar-1.34", "cache", "dist"));
     assert!(o.status.success(), "{}", stderr(&o));
-    let mut c = kiln();
-    c.args(["build", "--format", "tar"])
-        .arg(&copy)
-        .arg("--mirror")
-        .arg(s.mirror.url())
-        .arg("--cache")
-        .arg(s.path("cache"))
-        .args(s.firstboot_args());
-    let o = run(c.arg("--out").arg(s.path("dist")));
+    let mut c = s.build_cmd_path(&copy, "cache", "dist");
+    let o = run(c.args(["--format", "tar"]));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("is also the name of") && stderr(&o).contains("flatcar-1.34.toml"), "{}", stderr(&o));
     // Its own output directory is fine; and once the first file is gone, the copy takes the name over.
-    let mut c2 = kiln();
-    c2.args(["build", "--format", "tar"])
-        .arg(&copy)
-        .arg("--mirror")
-        .arg(s.mirror.url())
-        .arg("--cache")
-        .arg(s.path("cache"))
-        .args(s.firstboot_args());
-    let o = run(c2.arg("--out").arg(s.path("other")));
+    let o = run(s.build_cmd_path(&copy, "cache", "other").args(["--format", "tar"]));
     assert!(o.status.success(), "{}", stderr(&o));
     std::fs::remove_file(s.profile("flatcar-1.34")).unwrap();
     let o = run(c.arg("--force"));
@@ -325,14 +310,12 @@ fn two_profiles_with_one_name_are_refused() {
 fn build_json_is_one_object_on_success_and_on_failure() {
     let s = Scratch::new(&["flatcar-1.34"]);
     s.pin("flatcar-1.34");
-    let o = run(kiln()
-        .args(["build", "--format", "tar", "--offline", "--json"])
-        .arg(s.profile("flatcar-1.34"))
-        .arg("--cache")
-        .arg(s.path("empty-cache"))
-        .arg("--out")
-        .arg(s.path("dist"))
-        .args(s.firstboot_args()));
+    let o = run(s.build_cmd_upstream(&[&s.profile("flatcar-1.34")], "empty-cache", "dist").args([
+        "--format",
+        "tar",
+        "--offline",
+        "--json",
+    ]));
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
     assert_eq!(v["ok"], false);

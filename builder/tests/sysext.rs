@@ -304,13 +304,7 @@ fn a_sysext_build_refuses_writable_paths_under_usr() {
     let o = run(kiln().arg("check").arg(&p));
     assert!(o.status.success(), "{}", stderr(&o));
     // …refused as a sysext, which makes /usr read-only.
-    let o = run(kiln()
-        .args(["build", "--offline", "--format", "sysext"])
-        .arg(&p)
-        .arg("--out")
-        .arg(s.path("d"))
-        .arg("--cache")
-        .arg(s.path("c")));
+    let o = run(s.build_cmd_upstream(&[&p], "c", "d").args(["--offline", "--format", "sysext"]));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("[sysext-writable]") && stderr(&o).contains("rpi-1.34.toml:"), "{}", stderr(&o));
 }

@@ -4,6 +4,8 @@
 #   work     the work directory (boot files: $work/BOOT.{report,console,how,time})
 #   started  the harness's start time (date +%s)
 # and gets the counters passed, failed, the list bad_boots and `summarised`.
+# shellcheck shell=bash
+# shellcheck disable=SC2154,SC2034 # tag, work and started come from the caller, which reads summarised
 passed=0 failed=0 summarised="" bad_boots=()
 
 check() { # check BOOT NAME COMMAND...   (BOOT: the boot whose report is checked)

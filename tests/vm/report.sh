@@ -168,13 +168,14 @@ if command -v cloud-init >/dev/null 2>&1; then
   say cloud_final "$(systemctl show -p ActiveState --value cloud-final.service)/$(systemctl show -p Result --value cloud-final.service)"
   say cloud_datasource "$(python3 -c 'import json; print(json.load(open("/run/cloud-init/result.json"))["v1"]["datasource"])' 2>/dev/null)"
   inst=$(journalctl -b -u cloud-final.service --no-pager -o cat 2>/dev/null | grep '^kiln-install:')
+  # shellcheck disable=SC2001 # a prefix on every line (^ per line), which ${inst//} cannot anchor
   sed 's/^/KILNVM-install| /' <<<"$inst"
   say install_verified "$(sed -n 's/^kiln-install: sha256 \([0-9a-f]\{64\}\) verified.*/\1/p' <<<"$inst" | tail -n1)"
   say install_refused "$(sed -n 's/^kiln-install: REFUSED \([^ ]*\): its sha256 is \([0-9a-f]*\), not the \([0-9a-f]*\) this user-data was written for; nothing was installed$/\1 \2 \3/p' <<<"$inst" | tail -n1)"
   say image_sha256 "$(cat /var/lib/kiln/image.sha256 2>/dev/null || echo absent)"
   if [ -f /opt/bin/kiln-firstboot ]; then say opt_firstboot "$(sha256sum /opt/bin/kiln-firstboot | cut -d' ' -f1)"; else say opt_firstboot absent; fi
-  say opt_bin "$(ls -A /opt/bin 2>/dev/null | paste -sd' ')"
-  say download_left "$(ls -A /var/lib/kiln 2>/dev/null | grep -c '^\.image')"
+  say opt_bin "$(shopt -s nullglob dotglob; cd /opt/bin 2>/dev/null && f=(*) && echo "${f[*]}")"
+  say download_left "$(shopt -s nullglob; f=(/var/lib/kiln/.image*); echo "${#f[@]}")"
   say firstboot_unit "$(systemctl show -p LoadState --value kiln-firstboot.service)"
   say firstboot_journal "$(journalctl -b -u kiln-firstboot.service --no-pager -q -o cat 2>/dev/null | grep -c .)"
   say node_ips "$(ip -4 -o addr show scope global 2>/dev/null | awk '{print $2 "=" $4}' | paste -sd' ')"
@@ -190,4 +191,4 @@ if command -v cloud-init >/dev/null 2>&1; then
 fi
 say uptime "$(cut -d' ' -f1 /proc/uptime)"
 journal_tail
-say report done
+say report "done"

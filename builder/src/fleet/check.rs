@@ -17,7 +17,7 @@ use crate::fleet::{
     FleetNode, Wifi, MAX_NODES,
 };
 use crate::inputs::location;
-use kiln_firstboot::node::Role;
+use kiln_firstboot::contract::node::Role;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -171,11 +171,24 @@ impl Scratch {
     /// A `kiln build` of a scratch profile through the mirror URL, building
     /// the profile's own `formats` unless the test adds `--format`s.
     pub fn build_cmd_bare(&self, name: &str, cache: &str, out: &str) -> Command {
+        self.build_cmd_path(&self.profile(name), cache, out)
+    }
+
+    /// [`Scratch::build_cmd_bare`] of a profile file anywhere (a copy, a variant written by the test).
+    pub fn build_cmd_path(&self, profile: &Path, cache: &str, out: &str) -> Command {
+        let mut c = self.build_cmd_upstream(&[profile], cache, out);
+        c.arg("--mirror").arg(self.mirror.url());
+        c
+    }
+
+    /// `kiln build PROFILE… --cache CACHE --out OUT` with the stand-in
+    /// `--firstboot-bin`s and no `--mirror` (it fetches from the profiles' own
+    /// URLs): the spelling every scratch build shares; the test adds
+    /// `--mirror DIR|URL`, `--offline`, `--format`s.
+    pub fn build_cmd_upstream(&self, profiles: &[&Path], cache: &str, out: &str) -> Command {
         let mut c = kiln();
         c.arg("build")
-            .arg(self.profile(name))
-            .arg("--mirror")
-            .arg(self.mirror.url())
+            .args(profiles)
             .arg("--cache")
             .arg(self.path(cache))
             .arg("--out")
@@ -185,7 +198,6 @@ impl Scratch {
     }
 }
 
-/// Files in a directory (recursive, relative), sorted; empty if it does not exist.
 /// The manifest record of `path` in `profile`'s `arch` tree of `dir/manifest.json`.
 pub fn manifest_entry(dir: &Path, profile: &str, arch: &str, path: &str) -> serde_json::Value {
     let m: serde_json::Value =
@@ -197,6 +209,7 @@ pub fn manifest_entry(dir: &Path, profile: &str, arch: &str, path: &str) -> serd
         .unwrap_or_else(|| panic!("{path} not in the {profile} {arch} tree"))
 }
 
+/// Files in a directory (recursive, relative), sorted; empty if it does not exist.
 pub fn files_in(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {

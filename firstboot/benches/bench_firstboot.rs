@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The `kiln-firstboot` binary cargo built with this benchmark (`target/release/kiln-firstboot`).
 fn bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    let b = exe.parent().and_then(Path::parent).expect("target dir").join("kiln-firstboot");
-    assert!(b.is_file(), "{} missing: cargo build --release -p kiln-firstboot", b.display());
+    let b = PathBuf::from(env!("CARGO_BIN_EXE_kiln-firstboot"));
+    assert!(b.is_file(), "{} missing: run `cargo bench -p kiln-firstboot --bench bench_firstboot`", b.display());
     b
 }
 
@@ -54,6 +54,10 @@ fn main() {
     write(&root, "run/containerd/containerd.sock", "");
     for k in ["net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables", "net/ipv4/ip_forward"] {
         write(&root, &format!("proc/sys/{k}"), "1\n");
+    }
+    // preflight's executables check looks for kubeadm's tools under --root.
+    for t in ["losetup", "mount", "cp", "conntrack", "ip", "iptables", "nsenter", "ethtool", "socat", "tc"] {
+        write(&root, &format!("usr/sbin/{t}"), "");
     }
     let stamp = tmp.path().join("kubeadm-start");
     let fake = tmp.path().join("bin");
