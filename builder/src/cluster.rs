@@ -269,7 +269,7 @@ fn check_service_subnets(svc: &[Cidr]) -> Result<()> {
 /// pod_subnet`) by kubeadm's rules: one CIDR or a dual-stack pair
 /// ([`subnets`]), each holding at least one node's range and at most 2^16.
 pub fn pod_subnet(s: &str) -> Result<Vec<Cidr>> {
-    let pod = subnets("--pod-subnet", s, crate::inputs::profile::DEFAULT_POD_SUBNET)?;
+    let pod = subnets("--pod-subnet", s, kiln_firstboot::contract::node::DEFAULT_POD_SUBNET)?;
     check_pod_subnets(&pod)?;
     Ok(pod)
 }

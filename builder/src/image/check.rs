@@ -83,7 +83,7 @@ pub fn check_for(profile: &Profile, formats: &[OutputFormat]) -> Vec<Finding> {
     kubelet_flags(&mut c);
     firstboot_name(&mut c);
     cni_manifest(&mut c);
-    c.out.extend(crate::inputs::oci::check_profile(profile));
+    c.out.extend(cni_image_arch(profile));
     if !has_errors(&c.out) {
         image_tree(&mut c);
     }
@@ -786,4 +786,32 @@ fn containerd_config(c: &mut Checker, tree: &Tree) {
             );
         }
     }
+}
+
+/// `kiln check`'s rule `cni-image-arch`: every image `[cni_images]` records
+/// covers every architecture of the profile (a DaemonSet pod on a node whose
+/// architecture its image lacks fails with `exec format error` or never
+/// pulls, and the node stays NotReady).
+fn cni_image_arch(p: &Profile) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (image, pinned) in &p.doc.cni_images {
+        for arch in p.architectures() {
+            if !crate::inputs::oci::covers(&pinned.get_ref().platforms, arch) {
+                out.push(Finding {
+                    severity: Severity::Error,
+                    rule: "cni-image-arch",
+                    message: crate::inputs::location::at(
+                        &p.path,
+                        &p.text,
+                        Some(pinned.span()),
+                        &format!(
+                            "CNI image `{image}` has no linux/{arch} build (it has {}); the profile's {arch} nodes would stay NotReady: use a multi-arch image or drop {arch} from architectures",
+                            pinned.get_ref().platforms.join(", ")
+                        ),
+                    ),
+                });
+            }
+        }
+    }
+    out
 }

@@ -17,10 +17,8 @@
 
 use crate::error::{Error, Result};
 use crate::hash::hex;
-use crate::image::check::{Finding, Severity};
 use crate::inputs::fetch::MAX_REDIRECTS;
-use crate::inputs::profile::{Arch, Profile};
-use serde::Deserialize;
+use crate::inputs::profile::{Arch, PinnedImage};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 
@@ -30,16 +28,6 @@ pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/v
 
 /// The largest manifest or config blob read (an index is a few KiB).
 const MAX_BODY: u64 = 4 << 20;
-
-/// One image as `kiln pin` recorded it in the profile.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PinnedImage {
-    /// Digest of the manifest (index) the reference resolved to: `sha256:…`.
-    pub digest: String,
-    /// Its platforms, `os/arch[/variant]` (e.g. `linux/arm64/v8`).
-    pub platforms: Vec<String>,
-}
 
 /// An image reference split as containerd and Docker split it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,34 +312,6 @@ pub fn covers(platforms: &[String], arch: Arch) -> bool {
         let mut it = p.split('/');
         it.next() == Some("linux") && it.next() == Some(arch.as_str())
     })
-}
-
-/// `kiln check`'s rule `cni-image-arch`: every image `[cni_images]` records
-/// covers every architecture of the profile (a DaemonSet pod on a node whose
-/// architecture its image lacks fails with `exec format error` or never
-/// pulls, and the node stays NotReady).
-pub fn check_profile(p: &Profile) -> Vec<Finding> {
-    let mut out = Vec::new();
-    for (image, pinned) in &p.doc.cni_images {
-        for arch in p.architectures() {
-            if !covers(&pinned.get_ref().platforms, arch) {
-                out.push(Finding {
-                    severity: Severity::Error,
-                    rule: "cni-image-arch",
-                    message: crate::inputs::location::at(
-                        &p.path,
-                        &p.text,
-                        Some(pinned.span()),
-                        &format!(
-                            "CNI image `{image}` has no linux/{arch} build (it has {}); the profile's {arch} nodes would stay NotReady: use a multi-arch image or drop {arch} from architectures",
-                            pinned.get_ref().platforms.join(", ")
-                        ),
-                    ),
-                });
-            }
-        }
-    }
-    out
 }
 
 /// `kiln pin --cni-manifest`: resolves every image of `manifest` and writes

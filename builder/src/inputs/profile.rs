@@ -341,7 +341,7 @@ pub struct ProfileDoc {
     /// The CNI manifest's images as `kiln pin --cni-manifest` resolved them:
     /// digest and platforms per image ([`crate::inputs::oci`]).
     #[serde(default)]
-    pub cni_images: BTreeMap<String, Spanned<crate::inputs::oci::PinnedImage>>,
+    pub cni_images: BTreeMap<String, Spanned<PinnedImage>>,
 }
 
 /// A loaded profile: the document, its text (for locations) and parsed version.
@@ -915,6 +915,16 @@ fn dir_of(v: Option<&Spanned<String>>, default: &str) -> String {
     } else {
         t.to_string()
     }
+}
+
+/// One image as `kiln pin` recorded it in the profile.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedImage {
+    /// Digest of the manifest (index) the reference resolved to: `sha256:…`.
+    pub digest: String,
+    /// Its platforms, `os/arch[/variant]` (e.g. `linux/arm64/v8`).
+    pub platforms: Vec<String>,
 }
 
 #[cfg(test)]
