@@ -624,12 +624,20 @@ pub fn override_warnings(profile: &Profile, tree: &Tree) -> Vec<String> {
     out
 }
 
+/// The tree `kiln check` assembles for `arch` and `formats`: the one
+/// assembly `kiln build` runs ([`assemble`]), with the pinned downloads as
+/// the profile declares them ([`Pins::Declared`]).
+pub fn tree(profile: &Profile, arch: Arch, formats: &[OutputFormat]) -> Result<Tree> {
+    assemble(profile, arch, formats, Pins::Declared)
+}
+
 /// Assembles the tree for the first architecture as `kiln build` would
-/// (the downloads as declared) and checks what only the merged tree shows.
+/// (the downloads as declared, [`tree`]) and checks what only the merged
+/// tree shows.
 fn image_tree(c: &mut Checker, formats: &[OutputFormat]) {
     let Some(arch) = c.p.architectures().first().copied() else { return };
     let p = c.p;
-    let tree = match assemble(p, arch, formats, Pins::Declared) {
+    let tree = match tree(p, arch, formats) {
         Ok(t) => t,
         Err(e) => {
             c.report("image-tree", e);
