@@ -9,29 +9,11 @@ use crate::image::tree::{Content, Node, Origin, Tree};
 use crate::inputs::profile::{Arch, CgroupDriver, Install, OutputFormat, Profile, REQUIRED_SYSCTLS, URL_PLACEHOLDERS};
 use crate::inputs::version::{Version, VersionExt};
 use crate::{image::render, inputs::overlay};
-use serde::Serialize;
 use std::ops::Range;
 
-/// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// The build would produce a broken node: refused (exit 2).
-    Error,
-    /// Works, but probably not what was meant.
-    Warning,
-}
-
-/// One result of a rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// Error or warning.
-    pub severity: Severity,
-    /// Stable rule id (for `--json` consumers).
-    pub rule: &'static str,
-    /// `file:line:col: what, and what to do`.
-    pub message: String,
-}
+/// Findings are their own module so the rules in other stages
+/// ([`crate::inputs::oci::check_profile`]) report them without using this one.
+pub use crate::image::finding::{Finding, Severity};
 
 struct Checker<'a> {
     p: &'a Profile,

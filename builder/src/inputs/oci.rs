@@ -17,7 +17,7 @@
 
 use crate::error::{Error, Result};
 use crate::hash::hex;
-use crate::image::check::{Finding, Severity};
+use crate::image::finding::{Finding, Severity};
 use crate::inputs::fetch::MAX_REDIRECTS;
 use crate::inputs::profile::{Arch, Profile};
 use serde::Deserialize;
