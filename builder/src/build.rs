@@ -4,6 +4,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::hash;
 use crate::image::assemble::{self, Pins};
 use crate::image::check;
+use crate::image::render;
 use crate::image::tree::{Content, Entry, Node, Origin, Tree};
 use crate::inputs::base_fetch;
 use crate::inputs::cache::Cache;
@@ -295,9 +296,21 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     let mut warned: BTreeSet<String> = plan.findings.iter().map(|f| f.message.clone()).collect();
     for (arch, fb) in plan.archs.iter().zip(&plan.firstboot) {
         let tree = assemble_stage(profile, *arch, &plan, &fetched, fb.as_ref(), &mut warned, progress)?;
+        let for_sysext = match writes_sysext(opts, &plan.formats) {
+            true => Some(render::for_bin_dir(profile, *arch, sysext::SYSEXT_BIN)?),
+            false => None,
+        };
         crate::outputs::staging::failpoint("pause-before-pack");
-        let ctx =
-            WriteCtx { profile, opts, arch: *arch, plan: &plan, fetched: &fetched, firstboot: fb.as_ref(), progress };
+        let ctx = WriteCtx {
+            profile,
+            opts,
+            arch: *arch,
+            plan: &plan,
+            fetched: &fetched,
+            firstboot: fb.as_ref(),
+            for_sysext: for_sysext.as_ref(),
+            progress,
+        };
         let mut arch_written = ArchWritten::default();
         for writer in WRITERS {
             writer(&tree, &ctx, &staging, &mut arch_written)?;
@@ -512,6 +525,13 @@ fn assemble_stage(
     Ok(tree)
 }
 
+/// Whether a build writes a sysext image: `--format sysext`, or the Ignition
+/// config of `--ignition-mode sysext`, which installs one.
+fn writes_sysext(opts: &BuildOptions, formats: &[OutputFormat]) -> bool {
+    formats.contains(&OutputFormat::Sysext)
+        || (formats.contains(&OutputFormat::Ignition) && opts.ignition_mode == ignition_image::Mode::Sysext)
+}
+
 /// Everything a writer reads besides the tree.
 struct WriteCtx<'a> {
     profile: &'a Profile,
@@ -520,6 +540,8 @@ struct WriteCtx<'a> {
     plan: &'a Plan,
     fetched: &'a Fetched,
     firstboot: Option<&'a FirstbootBin>,
+    /// Kiln's files rendered for the extension's `/usr/bin`, when a sysext image is written.
+    for_sysext: Option<&'a Tree>,
     progress: &'a Progress,
 }
 
@@ -567,12 +589,16 @@ fn write_tarballs(tree: &Tree, ctx: &WriteCtx, staging: &Staging, out: &mut Arch
 
 /// The systemd-sysext image, for `--format sysext` or the Ignition config of `--ignition-mode sysext`.
 fn write_sysext(tree: &Tree, ctx: &WriteCtx, staging: &Staging, out: &mut ArchWritten) -> Result<()> {
-    let for_ignition = ctx.wants(OutputFormat::Ignition) && ctx.opts.ignition_mode == ignition_image::Mode::Sysext;
-    if !ctx.wants(OutputFormat::Sysext) && !for_ignition {
+    if !writes_sysext(ctx.opts, &ctx.plan.formats) {
         return Ok(());
     }
     let (profile, arch) = (ctx.profile, ctx.arch);
-    let split = sysext::split(profile, arch, tree)?;
+    let split = sysext::split(
+        profile,
+        arch,
+        tree,
+        ctx.for_sysext.ok_or_else(|| Error::build("sysext: kiln's files were not rendered for /usr/bin (kiln bug)"))?,
+    )?;
     let file = sysext::file_name(profile, arch);
     let t0 = Instant::now();
     let r =

@@ -120,6 +120,17 @@ pub fn render(profile: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
     firstboot_units(profile, tree)
 }
 
+/// Kiln's files of [`render`] as they are for binaries in `bin_dir` instead
+/// of the profile's: what a systemd-sysext image installs, its binaries in
+/// `/usr/bin` ([`crate::outputs::sysext::split`]).
+pub fn for_bin_dir(profile: &Profile, arch: Arch, bin_dir: &str) -> Result<Tree> {
+    let mut p = profile.clone();
+    p.doc.bin_dir = Some(toml::Spanned::new(0..0, bin_dir.to_string()));
+    let mut tree = Tree::new();
+    render(&p, arch, &mut tree)?;
+    Ok(tree)
+}
+
 /// `kubelet.service`, its two drop-ins, its `.wants` link, and the
 /// environment file with the profile's `[kubelet] extra_args`.
 fn kubelet_units(profile: &Profile, tree: &mut Tree) -> Result<()> {
