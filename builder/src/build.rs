@@ -5,18 +5,18 @@ use crate::hash;
 use crate::image::assemble::{self, Pins};
 use crate::image::check;
 use crate::image::render;
-use crate::image::tree::{Content, Entry, Node, Origin, Tree};
+use crate::image::tree::{Node, Tree};
 use crate::inputs::base_fetch;
 use crate::inputs::cache::Cache;
 use crate::inputs::fetch::{self, FetchOptions};
 use crate::inputs::firstboot_bin::{self, FirstbootBin};
 use crate::inputs::profile::{Arch, Artifact, OutputFormat, Profile};
-use crate::outputs::card;
-use crate::outputs::ignition_image::{self, IgnitionInputs};
+use crate::outputs::ignition_image;
 use crate::outputs::manifest::{self, Manifest, Output, ProfileSection};
 use crate::outputs::staging::Staging;
 use crate::outputs::sysext;
 use crate::outputs::tarball;
+use crate::outputs::writers::{ArchWritten, Settings, WriteCtx, WRITERS};
 use crate::progress::{human_bytes, Progress};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -160,64 +160,6 @@ fn hash_dir(h: &mut Sha256, base: &Path, rel: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Copies a local file exactly (size and sha256 as planned) into `dest`.
-fn copy_planned(src: &Path, size: u64, sha256: &str, dest: &Path) -> Result<()> {
-    let content = Content::Disk { path: src.to_path_buf(), size, expect_sha256: Some(sha256.to_string()) };
-    let entry = Entry::file(content.clone(), 0o755, Origin::Rendered);
-    let mut r = tarball::Planned::new(&dest.display().to_string(), &entry, &content);
-    let mut out = std::fs::File::create(dest).io_ctx(dest.display())?;
-    let copied = std::io::copy(&mut r, &mut out);
-    if let Some(f) = r.take_failure() {
-        return Err(f);
-    }
-    copied.io_ctx(dest.display())?;
-    Ok(())
-}
-
-/// Records a staged output file (hashing it).
-fn output(staging: &Staging, file: &str, format: &str, arch: Arch) -> Result<Output> {
-    let path = staging.path(file);
-    let size = std::fs::metadata(&path).io_ctx(file)?.len();
-    let sha256 = tarball::digest(&path)?;
-    Ok(Output { file: file.to_string(), format: format.into(), arch: arch.to_string(), size, sha256 })
-}
-
-/// The file name and compression of the overlay tarball in `format`.
-fn tarball_file(name: &str, arch: Arch, format: OutputFormat, opts: &BuildOptions) -> (String, tarball::Compression) {
-    match format {
-        OutputFormat::TarZst => (format!("{name}-{arch}.tar.zst"), tarball::Compression::Zstd(opts.zstd_level)),
-        _ => (format!("{name}-{arch}.tar.gz"), tarball::Compression::Gzip(opts.gzip_level)),
-    }
-}
-
-/// Writes one overlay tarball of `tree` into the staging directory as `file`.
-fn tarball_output(
-    staging: &Staging,
-    tree: &Tree,
-    epoch: u64,
-    arch: Arch,
-    (file, compression): (String, tarball::Compression),
-    format: OutputFormat,
-    progress: &Progress,
-) -> Result<(Output, Vec<tarball::FileRecord>)> {
-    let t0 = Instant::now();
-    let (records, written) = tarball::write(tree, epoch, compression, &staging.path(&file))?;
-    progress.step(format!(
-        "wrote {file}: {} entries, {} in {:.1} s",
-        records.len(),
-        human_bytes(written.size),
-        t0.elapsed().as_secs_f64()
-    ));
-    let out = Output {
-        file,
-        format: format.as_str().into(),
-        arch: arch.to_string(),
-        size: written.size,
-        sha256: written.sha256,
-    };
-    Ok((out, records))
-}
-
 /// File in the generations directory (`dist.gen/`) recording which profile
 /// file each profile name in the output directory was built from. Not an
 /// output: it holds this machine's absolute paths.
@@ -294,21 +236,26 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     let staging = Staging::new(&opts.out_dir)?;
     let mut written = Written::default();
     let mut warned: BTreeSet<String> = plan.findings.iter().map(|f| f.message.clone()).collect();
+    let settings = settings(opts);
+    let on_verify = |e| fetched.forget_on_verify(e);
     for (arch, fb) in plan.archs.iter().zip(&plan.firstboot) {
         let tree = assemble_stage(profile, *arch, &plan, &fetched, fb.as_ref(), &mut warned, progress)?;
-        let for_sysext = match writes_sysext(opts, &plan.formats) {
+        let for_sysext = match settings.writes_sysext(&plan.formats) {
             true => Some(render::for_bin_dir(profile, *arch, sysext::SYSEXT_BIN)?),
             false => None,
         };
         crate::outputs::staging::failpoint("pause-before-pack");
         let ctx = WriteCtx {
             profile,
-            opts,
             arch: *arch,
-            plan: &plan,
-            fetched: &fetched,
+            formats: &plan.formats,
+            epoch: plan.epoch,
+            settings: &settings,
+            artifacts: &fetched.artifacts,
             firstboot: fb.as_ref(),
+            base_image: fetched.base_images.get(arch).map(PathBuf::as_path),
             for_sysext: for_sysext.as_ref(),
+            on_verify: &on_verify,
             progress,
         };
         let mut arch_written = ArchWritten::default();
@@ -326,6 +273,22 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
         started.elapsed().as_secs_f64()
     ));
     Ok(BuildReport { profile: profile.name().to_string(), up_to_date: false, out_dir: opts.out_dir.clone(), outputs })
+}
+
+/// What the writers follow from `opts`.
+fn settings(opts: &BuildOptions) -> Settings<'_> {
+    let mirror_url = match &opts.fetch.mirror {
+        Some(fetch::Mirror::Url(u)) => Some(u.as_str()),
+        _ => None,
+    };
+    Settings {
+        gzip_level: opts.gzip_level,
+        zstd_level: opts.zstd_level,
+        ignition_mode: opts.ignition_mode,
+        ignition_version: &opts.ignition_version,
+        base_url: opts.base_url.as_deref(),
+        mirror_url,
+    }
 }
 
 /// The options stage: formats, `kiln check`'s rules, epoch, architectures,
@@ -523,181 +486,6 @@ fn assemble_stage(
         }
     }
     Ok(tree)
-}
-
-/// Whether a build writes a sysext image: `--format sysext`, or the Ignition
-/// config of `--ignition-mode sysext`, which installs one.
-fn writes_sysext(opts: &BuildOptions, formats: &[OutputFormat]) -> bool {
-    formats.contains(&OutputFormat::Sysext)
-        || (formats.contains(&OutputFormat::Ignition) && opts.ignition_mode == ignition_image::Mode::Sysext)
-}
-
-/// Everything a writer reads besides the tree.
-struct WriteCtx<'a> {
-    profile: &'a Profile,
-    opts: &'a BuildOptions,
-    arch: Arch,
-    plan: &'a Plan,
-    fetched: &'a Fetched,
-    firstboot: Option<&'a FirstbootBin>,
-    /// Kiln's files rendered for the extension's `/usr/bin`, when a sysext image is written.
-    for_sysext: Option<&'a Tree>,
-    progress: &'a Progress,
-}
-
-impl WriteCtx<'_> {
-    /// Whether this build writes `format`.
-    fn wants(&self, format: OutputFormat) -> bool {
-        self.plan.formats.contains(&format)
-    }
-}
-
-/// What the writers of one architecture produced.
-#[derive(Default)]
-struct ArchWritten {
-    /// Files staged for the output directory.
-    outputs: Vec<Output>,
-    /// The tarball's records of the tree (with the sha256 of every file).
-    records: Option<Vec<tarball::FileRecord>>,
-    /// The sysext image's records.
-    sysext_records: Option<Vec<tarball::FileRecord>>,
-    /// The sysext split and the staged image's file name and sha256, for
-    /// the Ignition config that installs it.
-    sysext: Option<(sysext::Split, String, String)>,
-}
-
-/// A writer of one output format: writes from the assembled `tree` into
-/// `staging` when the build asks for its format, recording what it wrote.
-type Writer = fn(tree: &Tree, ctx: &WriteCtx, staging: &Staging, out: &mut ArchWritten) -> Result<()>;
-
-/// Every writer, in the order they run (the Ignition config installs the sysext image).
-const WRITERS: [Writer; 4] = [write_tarballs, write_sysext, write_ignition, write_card];
-
-/// The overlay tarballs (`.tar.gz`, `.tar.zst`).
-fn write_tarballs(tree: &Tree, ctx: &WriteCtx, staging: &Staging, out: &mut ArchWritten) -> Result<()> {
-    for format in [OutputFormat::Tar, OutputFormat::TarZst] {
-        if ctx.wants(format) {
-            let file = tarball_file(ctx.profile.name(), ctx.arch, format, ctx.opts);
-            let (o, r) = tarball_output(staging, tree, ctx.plan.epoch, ctx.arch, file, format, ctx.progress)
-                .map_err(|e| ctx.fetched.forget_on_verify(e))?;
-            out.outputs.push(o);
-            out.records = Some(r);
-        }
-    }
-    Ok(())
-}
-
-/// The systemd-sysext image, for `--format sysext` or the Ignition config of `--ignition-mode sysext`.
-fn write_sysext(tree: &Tree, ctx: &WriteCtx, staging: &Staging, out: &mut ArchWritten) -> Result<()> {
-    if !writes_sysext(ctx.opts, &ctx.plan.formats) {
-        return Ok(());
-    }
-    let (profile, arch) = (ctx.profile, ctx.arch);
-    let split = sysext::split(
-        profile,
-        arch,
-        tree,
-        ctx.for_sysext.ok_or_else(|| Error::build("sysext: kiln's files were not rendered for /usr/bin (kiln bug)"))?,
-    )?;
-    let file = sysext::file_name(profile, arch);
-    let t0 = Instant::now();
-    let r =
-        sysext::write(&split.usr, ctx.plan.epoch, &staging.path(&file)).map_err(|e| ctx.fetched.forget_on_verify(e))?;
-    let o = output(staging, &file, "sysext", arch)?;
-    ctx.progress.step(format!(
-        "wrote {file}: {} entries, {} in {:.1} s",
-        r.len(),
-        human_bytes(o.size),
-        t0.elapsed().as_secs_f64()
-    ));
-    out.sysext_records = Some(r);
-    out.sysext = Some((split, file, o.sha256.clone()));
-    out.outputs.push(o);
-    Ok(())
-}
-
-/// The Ignition image config: installing the sysext image, or every file
-/// (downloading the artifacts and `kiln-firstboot`, staged beside it).
-fn write_ignition(tree: &Tree, ctx: &WriteCtx, staging: &Staging, out: &mut ArchWritten) -> Result<()> {
-    if !ctx.wants(OutputFormat::Ignition) {
-        return Ok(());
-    }
-    let (name, arch, opts) = (ctx.profile.name(), ctx.arch, ctx.opts);
-    let mirror_url = match &opts.fetch.mirror {
-        Some(fetch::Mirror::Url(u)) => Some(u.as_str()),
-        _ => None,
-    };
-    let inputs = IgnitionInputs { version: &opts.ignition_version, base_url: opts.base_url.as_deref(), mirror_url };
-    let doc = match (opts.ignition_mode, &out.sysext) {
-        (ignition_image::Mode::Sysext, Some((split, raw_name, raw_sha))) => {
-            ignition_image::sysext_config(split, raw_name, raw_sha, &inputs)?
-        }
-        _ => {
-            let fb_out = match ctx.firstboot {
-                Some(fb) => {
-                    // Named after the profile: two profiles built with different
-                    // --firstboot-bin never write one file name with different bytes.
-                    let file = format!("{name}-kiln-firstboot-{arch}");
-                    copy_planned(&fb.path, fb.size, &fb.sha256, &staging.path(&file))?;
-                    let o = output(staging, &file, "firstboot", arch)?;
-                    if o.sha256 != fb.sha256 {
-                        return Err(Error::verify(format!("{} changed while building", fb.path.display())));
-                    }
-                    out.outputs.push(o);
-                    Some((file, fb.sha256.clone()))
-                }
-                None => None,
-            };
-            let arts: Vec<Artifact> =
-                ctx.fetched.artifacts.iter().filter(|(a, _)| a.arch == arch).map(|(a, _)| a.clone()).collect();
-            ignition_image::files_config(
-                tree,
-                &arts,
-                fb_out.as_ref().map(|(f, s)| (f.as_str(), s.as_str())),
-                &ctx.profile.bin_dir(),
-                &inputs,
-            )?
-        }
-    };
-    let file = format!("{name}-{arch}.ign");
-    let mut text = serde_json::to_string_pretty(&doc).map_err(|e| Error::build(e.to_string()))?;
-    text.push('\n');
-    manifest::write_text(&staging.path(&file), &text)?;
-    out.outputs.push(output(staging, &file, "ignition", arch)?);
-    ctx.progress.step(format!(
-        "wrote {file} (--ignition-mode {}, Ignition spec {})",
-        opts.ignition_mode.as_str(),
-        opts.ignition_version
-    ));
-    Ok(())
-}
-
-/// The Raspberry Pi card and its block map, from the fetched base image.
-fn write_card(tree: &Tree, ctx: &WriteCtx, staging: &Staging, out: &mut ArchWritten) -> Result<()> {
-    if !ctx.wants(OutputFormat::Card) {
-        return Ok(());
-    }
-    let (profile, arch) = (ctx.profile, ctx.arch);
-    let base = ctx
-        .fetched
-        .base_images
-        .get(&arch)
-        .ok_or_else(|| Error::build(format!("no base image was fetched for {arch} (kiln bug)")))?;
-    let t0 = Instant::now();
-    let r = card::write(profile, arch, tree, base, ctx.plan.epoch, &staging.path(""), ctx.progress)
-        .map_err(|e| ctx.fetched.forget_on_verify(e))?;
-    let file = card::image_name(profile, arch);
-    let o = output(staging, &file, "card", arch)?;
-    ctx.progress.step(format!(
-        "wrote {file}: {} entries added to the root filesystem, {} mapped of {}, in {:.1} s",
-        r.entries,
-        human_bytes(r.mapped_bytes),
-        human_bytes(o.size),
-        t0.elapsed().as_secs_f64()
-    ));
-    out.outputs.push(o);
-    out.outputs.push(output(staging, &card::bmap_name(profile, arch), "bmap", arch)?);
-    Ok(())
 }
 
 /// What every architecture's writers produced, for the manifest.
