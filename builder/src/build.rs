@@ -1,4 +1,12 @@
 //! `kiln build`: profile → fetched, verified artifacts → image tree → outputs.
+//!
+//! [`build`] runs the stages in order, each a named function: the options
+//! (formats, `kiln check`'s rules, architectures, `kiln-firstboot`, the inputs
+//! fingerprint; an up-to-date output directory stops here), the fetch stage
+//! (every artifact and, for a card, the base image, through one cache), the
+//! assembly of each architecture's tree ([`crate::image::assemble`], the one
+//! `kiln check` runs), every format's writer ([`crate::outputs::writers`]),
+//! and the commit of the new generation with its manifest.
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
