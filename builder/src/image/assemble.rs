@@ -44,7 +44,7 @@ pub enum Pins<'a> {
 /// the profile's overlays in order, then kiln's files that yield to an
 /// overlay's ([`render::runtime`]). A conflict among rendered files is
 /// located at the profile's name. With [`Pins::Fetched`] every file read from
-/// disk has its size and sha256 fixed ([`plan`]).
+/// disk has its size and sha256 fixed (`plan`).
 pub fn assemble(profile: &Profile, arch: Arch, formats: &[OutputFormat], pins: Pins) -> Result<Tree> {
     let mut tree = Tree::new();
     render::render(profile, arch, &mut tree).map_err(|e| match e.kind {
