@@ -1,20 +1,33 @@
 //! `kiln build`: profile → fetched, verified artifacts → image tree → outputs.
+//!
+//! [`build`] runs the stages in order, each a named function: the options
+//! (formats, `kiln check`'s rules, architectures, `kiln-firstboot`, the inputs
+//! fingerprint; an up-to-date output directory stops here), the fetch stage
+//! (every artifact and, for a card, the base image, through one cache), the
+//! assembly of each architecture's tree ([`crate::image::assemble`], the one
+//! `kiln check` runs), every format's writer ([`crate::outputs::writers`]),
+//! and the commit of the new generation with its manifest.
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
+use crate::image::assemble::{self, Pins};
 use crate::image::check;
-use crate::image::tree::{Content, Entry, Origin, Tree};
+use crate::image::render;
+use crate::image::tree::{Node, Tree};
+use crate::inputs::base_fetch;
 use crate::inputs::cache::Cache;
 use crate::inputs::fetch::{self, FetchOptions};
-use crate::inputs::profile::{Arch, Artifact, Install, OutputFormat, Profile};
-use crate::outputs::ignition_image::{self, IgnitionInputs};
+use crate::inputs::firstboot_bin::{self, FirstbootBin};
+use crate::inputs::profile::{Arch, Artifact, OutputFormat, Profile};
+use crate::outputs::ignition_image;
 use crate::outputs::manifest::{self, Manifest, Output, ProfileSection};
 use crate::outputs::staging::Staging;
 use crate::outputs::sysext;
 use crate::outputs::tarball;
+use crate::outputs::writers::{ArchWritten, Settings, WriteCtx, WRITERS};
 use crate::progress::{human_bytes, Progress};
 use sha2::{Digest, Sha256};
-use std::io::Read;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -80,15 +93,6 @@ pub struct BuildReport {
     pub outputs: Vec<Output>,
 }
 
-/// The `kiln-firstboot` binary chosen for one architecture.
-#[derive(Debug, Clone)]
-struct FirstbootBin {
-    path: PathBuf,
-    size: u64,
-    sha256: String,
-    source: String,
-}
-
 /// The reproducibility epoch: `SOURCE_DATE_EPOCH` if set, else the profile's.
 pub fn epoch(profile: &Profile) -> Result<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
@@ -101,80 +105,6 @@ pub fn epoch(profile: &Profile) -> Result<u64> {
             .and_then(|e| crate::inputs::validate::epoch("SOURCE_DATE_EPOCH", e).map(|()| e).map_err(Error::config)),
         _ => Ok(profile.epoch()),
     }
-}
-
-/// Reads the ELF machine of `path` and refuses a binary for another architecture.
-fn check_elf(path: &Path, arch: Arch) -> Result<()> {
-    let mut head = [0u8; 20];
-    let mut f = fetch::open_regular(path).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
-    f.read_exact(&mut head)
-        .map_err(|_| Error::config(format!("{} is too short to be an executable", path.display())))?;
-    if &head[..4] != b"\x7fELF" {
-        return Err(Error::config(format!("{} is not an ELF executable", path.display())));
-    }
-    let machine =
-        if head[5] == 2 { u16::from_be_bytes([head[18], head[19]]) } else { u16::from_le_bytes([head[18], head[19]]) };
-    if machine != arch.elf_machine() {
-        return Err(Error::config(format!(
-            "{} is built for ELF machine {machine}, not {arch} ({}); pass the {arch} build with --firstboot-bin {arch}=PATH",
-            path.display(),
-            arch.elf_machine()
-        )));
-    }
-    Ok(())
-}
-
-fn firstboot_bin(profile: &Profile, arch: Arch, opts: &BuildOptions) -> Result<Option<FirstbootBin>> {
-    if profile.doc.artifacts.contains_key("kiln-firstboot") {
-        return Ok(None); // a pinned artifact like any other
-    }
-    let explicit = opts
-        .firstboot_bins
-        .iter()
-        .find(|(a, _)| *a == Some(arch))
-        .or_else(|| opts.firstboot_bins.iter().find(|(a, _)| a.is_none()));
-    let (path, source) = match explicit {
-        Some((_, p)) => (p.clone(), "--firstboot-bin".to_string()),
-        None if Arch::host() == Some(arch) => {
-            let exe = std::env::current_exe().io_ctx("locating the kiln binary")?;
-            let sibling = exe.with_file_name("kiln-firstboot");
-            if !sibling.is_file() {
-                return Err(Error::config(format!(
-                    "no kiln-firstboot for {arch}: expected the workspace build at {}; run `cargo build --release -p kiln-firstboot` or pass --firstboot-bin PATH",
-                    sibling.display()
-                )));
-            }
-            (sibling, "workspace build".to_string())
-        }
-        None => {
-            // The workspace's static cross-build: kiln at target/<profile>/kiln, the
-            // agent at target/<triple>/<profile>/kiln-firstboot (`.cargo/config.toml`
-            // links it with rust-lld).
-            let exe = std::env::current_exe().io_ctx("locating the kiln binary")?;
-            let triple = format!("{}-unknown-linux-musl", arch.uname());
-            let cross = match (exe.parent(), exe.parent().and_then(Path::parent)) {
-                (Some(profile_dir), Some(target)) => profile_dir
-                    .file_name()
-                    .map(|p| target.join(&triple).join(p).join("kiln-firstboot"))
-                    .filter(|p| p.is_file()),
-                _ => None,
-            };
-            match cross {
-                Some(p) => (p, format!("workspace cross-build ({triple})")),
-                None => {
-                    return Err(Error::config(format!(
-                        "no kiln-firstboot for {arch} (this machine is {}): build one with `rustup target add {triple}` and `cargo build --release -p kiln-firstboot --target {triple}` (kiln then finds it), pass --firstboot-bin {arch}=PATH, or pin a release as [artifacts.kiln-firstboot]",
-                        std::env::consts::ARCH
-                    )))
-                }
-            }
-        }
-    };
-    check_elf(&path, arch)?;
-    let (size, sha256) = fetch::open_regular(&path)
-        .and_then(|mut f| hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
-        .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
-    Ok(Some(FirstbootBin { path, size, sha256, source }))
 }
 
 /// sha256 over everything that decides the output bytes.
@@ -238,164 +168,6 @@ fn hash_dir(h: &mut Sha256, base: &Path, rel: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Adds an artifact (or its extracted members) to the tree.
-fn add_artifact(tree: &mut Tree, cache: &Cache, profile: &Profile, a: &Artifact, blob: &Path) -> Result<()> {
-    let origin = Origin::Artifact { name: a.name.clone(), version: a.version.clone(), url: a.url.clone() };
-    match &a.install {
-        Install::File { name } => {
-            let size = std::fs::metadata(blob).io_ctx(blob.display())?.len();
-            let content = Content::Disk { path: blob.to_path_buf(), size, expect_sha256: Some(a.sha256.clone()) };
-            check::install(tree, profile, a, name, Entry::file(content, a.mode, origin))
-        }
-        Install::Extract { members } => {
-            let all = cache.extract(&a.sha256)?;
-            let chosen: Vec<_> = match members {
-                // `["*"]`: the executables. A release tarball also carries its
-                // LICENSE and README.md (0644 in the CNI plugins' release),
-                // which do not belong in a bin directory.
-                None => all.iter().filter(|m| m.mode & 0o111 != 0).collect(),
-                Some(names) => {
-                    let mut v = Vec::new();
-                    for n in names {
-                        match all.iter().find(|m| &m.name == n) {
-                            Some(m) => v.push(m),
-                            None => {
-                                let span = profile.doc.artifacts[&a.name].get_ref().extract.as_ref().map(|e| e.span());
-                                let have: Vec<_> = all.iter().map(|m| m.name.as_str()).collect();
-                                let msg = format!(
-                                    "artifact `{}`: `{n}` is not in {} (it has: {})",
-                                    a.name,
-                                    a.url,
-                                    have.join(", ")
-                                );
-                                return Err(Error::config(match span {
-                                    Some(s) => profile.at(s, &msg),
-                                    None => msg,
-                                }));
-                            }
-                        }
-                    }
-                    v
-                }
-            };
-            for m in chosen {
-                let content =
-                    Content::Disk { path: m.path.clone(), size: m.size, expect_sha256: Some(m.sha256.clone()) };
-                check::install(tree, profile, a, &m.name, Entry::file(content, a.mode, origin.clone()))?;
-            }
-            Ok(())
-        }
-    }
-}
-
-/// Assembles the full image tree for one architecture from fetched artifacts.
-fn assemble(
-    profile: &Profile,
-    arch: Arch,
-    cache: &Cache,
-    artifacts: &[(Artifact, PathBuf)],
-    firstboot: Option<&FirstbootBin>,
-) -> Result<Tree> {
-    // The assembly `kiln check` runs with placeholders, here with the real files.
-    let tree = check::assemble(profile, arch, |tree| {
-        for (a, blob) in artifacts.iter().filter(|(a, _)| a.arch == arch) {
-            add_artifact(tree, cache, profile, a, blob)?;
-        }
-        if let Some(fb) = firstboot {
-            let content =
-                Content::Disk { path: fb.path.clone(), size: fb.size, expect_sha256: Some(fb.sha256.clone()) };
-            let source = format!("{} (sha256 {})", fb.source, fb.sha256);
-            tree.insert(
-                &format!("{}/kiln-firstboot", profile.bin_dir()),
-                Entry::file(content, 0o755, Origin::Firstboot { source }),
-                false,
-            )?;
-        }
-        Ok(())
-    })?;
-    plan(tree)
-}
-
-/// Fixes the size and sha256 of every file read from disk that has no pin
-/// yet (overlay files), by reading it now: the writers later stream exactly
-/// these bytes or fail ([`tarball::Planned`]). Non-regular files are refused.
-fn plan(tree: Tree) -> Result<Tree> {
-    let mut planned = tree.without_entries(); // keeps the record of overrides
-    for (path, entry) in tree.iter() {
-        let mut entry = entry.clone();
-        if let crate::image::tree::Node::File(Content::Disk { path: src, size, expect_sha256 }) = &mut entry.node {
-            if expect_sha256.is_none() {
-                let (n, sha) = fetch::open_regular(src)
-                    .and_then(|mut f| hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
-                    .map_err(|e| Error::config(format!("/{path}: {} ({}): {e}", src.display(), entry.origin)))?;
-                *size = n;
-                *expect_sha256 = Some(sha);
-            }
-        }
-        // Sorted order: parents are inserted before their children.
-        planned.insert(path, entry, true)?;
-    }
-    Ok(planned)
-}
-
-/// Copies a local file exactly (size and sha256 as planned) into `dest`.
-fn copy_planned(src: &Path, size: u64, sha256: &str, dest: &Path) -> Result<()> {
-    let content = Content::Disk { path: src.to_path_buf(), size, expect_sha256: Some(sha256.to_string()) };
-    let entry = Entry::file(content.clone(), 0o755, Origin::Rendered);
-    let mut r = tarball::Planned::new(&dest.display().to_string(), &entry, &content);
-    let mut out = std::fs::File::create(dest).io_ctx(dest.display())?;
-    let copied = std::io::copy(&mut r, &mut out);
-    if let Some(f) = r.take_failure() {
-        return Err(f);
-    }
-    copied.io_ctx(dest.display())?;
-    Ok(())
-}
-
-/// Records a staged output file (hashing it).
-fn output(staging: &Staging, file: &str, format: &str, arch: Arch) -> Result<Output> {
-    let path = staging.path(file);
-    let size = std::fs::metadata(&path).io_ctx(file)?.len();
-    let sha256 = tarball::digest(&path)?;
-    Ok(Output { file: file.to_string(), format: format.into(), arch: arch.to_string(), size, sha256 })
-}
-
-/// The file name and compression of the overlay tarball in `format`.
-fn tarball_file(name: &str, arch: Arch, format: OutputFormat, opts: &BuildOptions) -> (String, tarball::Compression) {
-    match format {
-        OutputFormat::TarZst => (format!("{name}-{arch}.tar.zst"), tarball::Compression::Zstd(opts.zstd_level)),
-        _ => (format!("{name}-{arch}.tar.gz"), tarball::Compression::Gzip(opts.gzip_level)),
-    }
-}
-
-/// Writes one overlay tarball of `tree` into the staging directory as `file`.
-fn tarball_output(
-    staging: &Staging,
-    tree: &Tree,
-    epoch: u64,
-    arch: Arch,
-    (file, compression): (String, tarball::Compression),
-    format: OutputFormat,
-    progress: &Progress,
-) -> Result<(Output, Vec<tarball::FileRecord>)> {
-    let t0 = Instant::now();
-    let (records, written) = tarball::write(tree, epoch, compression, &staging.path(&file))?;
-    progress.step(format!(
-        "wrote {file}: {} entries, {} in {:.1} s",
-        records.len(),
-        human_bytes(written.size),
-        t0.elapsed().as_secs_f64()
-    ));
-    let out = Output {
-        file,
-        format: format.as_str().into(),
-        arch: arch.to_string(),
-        size: written.size,
-        sha256: written.sha256,
-    };
-    Ok((out, records))
-}
-
 /// File in the generations directory (`dist.gen/`) recording which profile
 /// file each profile name in the output directory was built from. Not an
 /// output: it holds this machine's absolute paths.
@@ -441,9 +213,95 @@ fn record_name(profile: &Profile, out: &Path) -> Result<()> {
     crate::outputs::staging::write_atomic(&path, text.as_bytes(), 0o644)
 }
 
-/// Builds every requested architecture of `profile` into `opts.out_dir`.
+/// What the options stage decided for one build.
+struct Plan {
+    /// Output formats, sorted, without repeats.
+    formats: Vec<OutputFormat>,
+    /// What `kiln check` found (warnings only: errors stop the build).
+    findings: Vec<check::Finding>,
+    /// The mtime of every entry.
+    epoch: u64,
+    /// Architectures to build.
+    archs: Vec<Arch>,
+    /// The `kiln-firstboot` of each of `archs` (none when pinned as an artifact).
+    firstboot: Vec<Option<FirstbootBin>>,
+    /// sha256 over everything that decides the output bytes.
+    inputs: String,
+}
+
+/// Builds every requested architecture of `profile` into `opts.out_dir`:
+/// options → fetch → assemble → write each format → commit.
 pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     let started = Instant::now();
+    let plan = options(profile, opts, progress)?;
+    // `--out` must name a directory of its own (it becomes a link to a generation).
+    crate::outputs::staging::generations_dir(&opts.out_dir)?;
+    check_name_is_ours(profile, &opts.out_dir)?;
+    if let Some(report) = up_to_date(profile, opts, &plan, progress) {
+        return Ok(report);
+    }
+    let fetched = fetch_stage(profile, opts, &plan, progress)?;
+    let staging = Staging::new(&opts.out_dir)?;
+    let mut written = Written::default();
+    let mut warned: BTreeSet<String> = plan.findings.iter().map(|f| f.message.clone()).collect();
+    let settings = settings(opts);
+    let on_verify = |e| fetched.forget_on_verify(e);
+    for (arch, fb) in plan.archs.iter().zip(&plan.firstboot) {
+        let tree = assemble_stage(profile, *arch, &plan, &fetched, fb.as_ref(), &mut warned, progress)?;
+        let for_sysext = match settings.writes_sysext(&plan.formats) {
+            true => Some(render::for_bin_dir(profile, *arch, sysext::SYSEXT_BIN)?),
+            false => None,
+        };
+        crate::outputs::staging::failpoint("pause-before-pack");
+        let ctx = WriteCtx {
+            profile,
+            arch: *arch,
+            formats: &plan.formats,
+            epoch: plan.epoch,
+            settings: &settings,
+            artifacts: &fetched.artifacts,
+            firstboot: fb.as_ref(),
+            base_image: fetched.base_images.get(arch).map(PathBuf::as_path),
+            for_sysext: for_sysext.as_ref(),
+            on_verify: &on_verify,
+            progress,
+        };
+        let mut arch_written = ArchWritten::default();
+        for writer in WRITERS {
+            writer(&tree, &ctx, &staging, &mut arch_written)?;
+        }
+        written.add(*arch, &tree, arch_written)?;
+    }
+    let outputs = commit(profile, opts, plan, staging, written, progress)?;
+    progress.step(format!(
+        "{}: built {} image(s) into {} in {:.1} s",
+        profile.name(),
+        outputs.len(),
+        opts.out_dir.display(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(BuildReport { profile: profile.name().to_string(), up_to_date: false, out_dir: opts.out_dir.clone(), outputs })
+}
+
+/// What the writers follow from `opts`.
+fn settings(opts: &BuildOptions) -> Settings<'_> {
+    let mirror_url = match &opts.fetch.mirror {
+        Some(fetch::Mirror::Url(u)) => Some(u.as_str()),
+        _ => None,
+    };
+    Settings {
+        gzip_level: opts.gzip_level,
+        zstd_level: opts.zstd_level,
+        ignition_mode: opts.ignition_mode,
+        ignition_version: &opts.ignition_version,
+        base_url: opts.base_url.as_deref(),
+        mirror_url,
+    }
+}
+
+/// The options stage: formats, `kiln check`'s rules, epoch, architectures,
+/// `kiln-firstboot`, and the inputs fingerprint, each reported.
+fn options(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Result<Plan> {
     let mut formats = if opts.formats.is_empty() { profile.formats() } else { opts.formats.clone() };
     formats.sort();
     formats.dedup();
@@ -460,40 +318,10 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
         return Err(Error { kind: check::error_kind(&findings), message: lines.join("\n") });
     }
     let epoch = epoch(profile)?;
-    let archs: Vec<Arch> = if opts.archs.is_empty() {
-        profile.architectures()
-    } else {
-        for a in &opts.archs {
-            if !profile.architectures().contains(a) {
-                return Err(Error::config(format!(
-                    "--arch {a}: profile {} does not list it in architectures",
-                    profile.name()
-                )));
-            }
-        }
-        opts.archs.clone()
-    };
+    let archs = architectures(profile, opts)?;
     let firstboot: Vec<Option<FirstbootBin>> =
-        archs.iter().map(|a| firstboot_bin(profile, *a, opts)).collect::<Result<_>>()?;
-    if formats.contains(&OutputFormat::Ignition) && opts.base_url.is_none() {
-        let needs = opts.ignition_mode == ignition_image::Mode::Sysext || firstboot.iter().any(|f| f.is_some());
-        if needs {
-            let why = if opts.formats.is_empty() {
-                format!(
-                    "{} writes an Ignition config by default (formats = [{}] in {})",
-                    profile.name(),
-                    profile.formats().iter().map(|f| format!("\"{}\"", f.as_str())).collect::<Vec<_>>().join(", "),
-                    profile.path.display()
-                )
-            } else {
-                "--format ignition".to_string()
-            };
-            return Err(Error::config(format!(
-                "{why}: it needs --base-url URL, the address {} will be served from (nodes download the sysext image and kiln-firstboot there at first boot), e.g. --base-url https://images.example.com/kiln; or pick other outputs with --format sysext / --format tar",
-                opts.out_dir.display()
-            )));
-        }
-    }
+        archs.iter().map(|a| firstboot_bin::resolve(profile, *a, &opts.firstboot_bins)).collect::<Result<_>>()?;
+    ignition_base_url(profile, opts, &formats, &firstboot)?;
     let inputs = fingerprint(profile, opts, &formats, epoch, &archs, &firstboot)?;
     progress.detail(format!(
         "{}: formats {}, architectures {}, epoch {epoch}, inputs sha256 {}",
@@ -512,210 +340,215 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
             ));
         }
     }
+    Ok(Plan { formats, findings, epoch, archs, firstboot, inputs })
+}
 
-    let name = profile.name().to_string();
-    // `--out` must name a directory of its own (it becomes a link to a generation).
-    crate::outputs::staging::generations_dir(&opts.out_dir)?;
-    check_name_is_ours(profile, &opts.out_dir)?;
-    // Without the lock: `dist` always points at one complete generation.
-    let previous = Manifest::read(&opts.out_dir);
-    if !opts.force {
-        if let Some(sec) = previous.profiles.get(&name) {
-            // Up to date only when nothing another profile wrote breaks these
-            // outputs: no file of ours listed with other bytes by another
-            // profile, and every file our Ignition configs download from
-            // --base-url is in the directory with the hash they name.
-            let consistent = manifest::collisions(&previous, &name, sec).is_empty()
-                && opts
-                    .base_url
-                    .as_deref()
-                    .is_none_or(|b| manifest::ignition_mismatches(&opts.out_dir, sec, b).is_empty());
-            if sec.inputs_sha256 == inputs && manifest::outputs_present(&opts.out_dir, &previous, sec) && consistent {
-                progress.step(format!("{name}: up to date in {} (use --force to rebuild)", opts.out_dir.display()));
-                return Ok(BuildReport {
-                    profile: name,
-                    up_to_date: true,
-                    out_dir: opts.out_dir.clone(),
-                    outputs: sec.outputs.clone(),
-                });
-            }
+/// The architectures to build: `--arch` (each listed by the profile), else the profile's.
+fn architectures(profile: &Profile, opts: &BuildOptions) -> Result<Vec<Arch>> {
+    if opts.archs.is_empty() {
+        return Ok(profile.architectures());
+    }
+    for a in &opts.archs {
+        if !profile.architectures().contains(a) {
+            return Err(Error::config(format!(
+                "--arch {a}: profile {} does not list it in architectures",
+                profile.name()
+            )));
         }
     }
+    Ok(opts.archs.clone())
+}
 
-    let cache = Cache::open(opts.cache_dir.as_deref())?;
-    cache.clean_stale_tmp();
-    // A cached file that fails its pin while it is packed was stamped as
-    // verified: make the next build hash (and heal) every entry again.
-    let forget_on_verify = |e: Error| {
+/// An Ignition config that downloads (the sysext image, or `kiln-firstboot`)
+/// needs `--base-url`, the address the output directory is served from.
+fn ignition_base_url(
+    profile: &Profile,
+    opts: &BuildOptions,
+    formats: &[OutputFormat],
+    firstboot: &[Option<FirstbootBin>],
+) -> Result<()> {
+    if !formats.contains(&OutputFormat::Ignition) || opts.base_url.is_some() {
+        return Ok(());
+    }
+    let needs = opts.ignition_mode == ignition_image::Mode::Sysext || firstboot.iter().any(|f| f.is_some());
+    if !needs {
+        return Ok(());
+    }
+    let why = if opts.formats.is_empty() {
+        format!(
+            "{} writes an Ignition config by default (formats = [{}] in {})",
+            profile.name(),
+            profile.formats().iter().map(|f| format!("\"{}\"", f.as_str())).collect::<Vec<_>>().join(", "),
+            profile.path.display()
+        )
+    } else {
+        "--format ignition".to_string()
+    };
+    Err(Error::config(format!(
+        "{why}: it needs --base-url URL, the address {} will be served from (nodes download the sysext image and kiln-firstboot there at first boot), e.g. --base-url https://images.example.com/kiln; or pick other outputs with --format sysext / --format tar",
+        opts.out_dir.display()
+    )))
+}
+
+/// The report of a build with nothing to do: unless `--force`, when the
+/// outputs in the directory were built from the same inputs and nothing
+/// another profile wrote breaks them. Read without the lock: `dist` always
+/// points at one complete generation.
+fn up_to_date(profile: &Profile, opts: &BuildOptions, plan: &Plan, progress: &Progress) -> Option<BuildReport> {
+    if opts.force {
+        return None;
+    }
+    let name = profile.name();
+    let previous = Manifest::read(&opts.out_dir);
+    let sec = previous.profiles.get(name)?;
+    // Up to date only when nothing another profile wrote breaks these
+    // outputs: no file of ours listed with other bytes by another
+    // profile, and every file our Ignition configs download from
+    // --base-url is in the directory with the hash they name.
+    let consistent = manifest::collisions(&previous, name, sec).is_empty()
+        && opts.base_url.as_deref().is_none_or(|b| manifest::ignition_mismatches(&opts.out_dir, sec, b).is_empty());
+    if sec.inputs_sha256 != plan.inputs || !manifest::outputs_present(&opts.out_dir, &previous, sec) || !consistent {
+        return None;
+    }
+    progress.step(format!("{name}: up to date in {} (use --force to rebuild)", opts.out_dir.display()));
+    Some(BuildReport {
+        profile: name.to_string(),
+        up_to_date: true,
+        out_dir: opts.out_dir.clone(),
+        outputs: sec.outputs.clone(),
+    })
+}
+
+/// What the fetch stage fetched and verified.
+struct Fetched {
+    /// The cache everything is in.
+    cache: Cache,
+    /// Every artifact of every architecture, with its blob in the cache.
+    artifacts: Vec<(Artifact, PathBuf)>,
+    /// For a card, the decompressed base image of each architecture.
+    base_images: BTreeMap<Arch, PathBuf>,
+}
+
+impl Fetched {
+    /// Passes `e` on; a verification failure while packing also makes the
+    /// next build hash (and heal) every cache entry again, since the file
+    /// that failed its pin was stamped as verified.
+    fn forget_on_verify(&self, e: Error) -> Error {
         if e.kind == crate::error::Kind::Verify {
-            cache.forget_verified();
+            self.cache.forget_verified();
         }
         e
-    };
+    }
+}
+
+/// The fetch stage: every pinned artifact of the architectures built and,
+/// for a card, its base image, through one cache and one set of fetch options.
+fn fetch_stage(profile: &Profile, opts: &BuildOptions, plan: &Plan, progress: &Progress) -> Result<Fetched> {
+    let cache = Cache::open(opts.cache_dir.as_deref())?;
+    cache.clean_stale_tmp();
     let mut wanted = Vec::new();
-    for a in &archs {
+    for a in &plan.archs {
         wanted.extend(profile.artifacts_for(*a)?);
     }
     let blobs = fetch::fetch_all(&cache, &opts.fetch, &wanted, progress)?;
-    let fetched: Vec<(Artifact, PathBuf)> = wanted.into_iter().zip(blobs).collect();
+    let mut fetched =
+        Fetched { artifacts: wanted.into_iter().zip(blobs).collect(), cache, base_images: BTreeMap::new() };
+    if plan.formats.contains(&OutputFormat::Card) {
+        for a in &plan.archs {
+            let image = base_fetch::prepare(profile, *a, &fetched.cache, &opts.fetch, progress)
+                .map_err(|e| fetched.forget_on_verify(e))?;
+            fetched.base_images.insert(*a, image);
+        }
+    }
+    Ok(fetched)
+}
 
-    let staging = Staging::new(&opts.out_dir)?;
-    let mut outputs = Vec::new();
-    let mut trees = std::collections::BTreeMap::new();
-    let mut overrides = std::collections::BTreeMap::new();
-    let mut warned: std::collections::BTreeSet<String> = findings.iter().map(|f| f.message.clone()).collect();
-    for (arch, fb) in archs.iter().zip(&firstboot) {
-        let mut tree = assemble(profile, *arch, &cache, &fetched, fb.as_ref())?;
-        check::cni_manifest_in_tree(profile, &tree)?;
-        let (files, bytes) = tree.iter().fold((0usize, 0u64), |(n, b), (_, e)| match &e.node {
-            crate::image::tree::Node::File(c) => (n + 1, b + c.size()),
-            _ => (n, b),
-        });
-        progress.detail(format!(
-            "image tree ({arch}): {} entries, {files} files, {}; overlays {}",
-            tree.len(),
-            human_bytes(bytes),
-            profile.doc.overlays.iter().map(|o| o.get_ref().as_str()).collect::<Vec<_>>().join(", ")
-        ));
-        for w in check::override_warnings(profile, &tree) {
-            if warned.insert(w.clone()) {
-                progress.warn(&w);
-            }
+/// The assemble stage for `arch`: the tree from the fetched files
+/// ([`assemble::assemble`]), its CNI manifest checked, reported, and every
+/// overlay override of a pinned file warned about once.
+fn assemble_stage(
+    profile: &Profile,
+    arch: Arch,
+    plan: &Plan,
+    fetched: &Fetched,
+    firstboot: Option<&FirstbootBin>,
+    warned: &mut BTreeSet<String>,
+    progress: &Progress,
+) -> Result<Tree> {
+    let pins = Pins::Fetched { cache: &fetched.cache, artifacts: &fetched.artifacts, firstboot };
+    let tree = assemble::assemble(profile, arch, &plan.formats, pins)?;
+    check::cni_manifest_in_tree(profile, &tree)?;
+    let (files, bytes) = tree.iter().fold((0usize, 0u64), |(n, b), (_, e)| match &e.node {
+        Node::File(c) => (n + 1, b + c.size()),
+        _ => (n, b),
+    });
+    progress.detail(format!(
+        "image tree ({arch}): {} entries, {files} files, {}; overlays {}",
+        tree.len(),
+        human_bytes(bytes),
+        profile.doc.overlays.iter().map(|o| o.get_ref().as_str()).collect::<Vec<_>>().join(", ")
+    ));
+    for w in check::override_warnings(profile, &tree) {
+        if warned.insert(w.clone()) {
+            progress.warn(&w);
         }
-        crate::outputs::card::runtime::add_containerd_unit(profile, &mut tree)?;
-        if formats.contains(&OutputFormat::Card) {
-            crate::outputs::card::runtime::mask_swap(&mut tree)?;
+    }
+    Ok(tree)
+}
+
+/// What every architecture's writers produced, for the manifest.
+#[derive(Default)]
+struct Written {
+    outputs: Vec<Output>,
+    trees: BTreeMap<String, Vec<serde_json::Value>>,
+    overrides: BTreeMap<String, Vec<serde_json::Value>>,
+}
+
+impl Written {
+    /// Adds the outputs of `arch`, its tree's records (the tarball's, with
+    /// every file's sha256, else the tree's own) and its overrides.
+    fn add(&mut self, arch: Arch, tree: &Tree, w: ArchWritten) -> Result<()> {
+        self.outputs.extend(w.outputs);
+        if let Some(r) = &w.sysext_records {
+            self.trees.insert(format!("{arch}-sysext"), manifest::records_json(r)?);
         }
-        crate::outputs::staging::failpoint("pause-before-pack");
-        let mut records = None;
-        for format in [OutputFormat::Tar, OutputFormat::TarZst] {
-            if formats.contains(&format) {
-                let file = tarball_file(&name, *arch, format, opts);
-                let (out, r) =
-                    tarball_output(&staging, &tree, epoch, *arch, file, format, progress).map_err(forget_on_verify)?;
-                outputs.push(out);
-                records = Some(r);
-            }
-        }
-        let ignition = formats.contains(&OutputFormat::Ignition);
-        let mut raw = None;
-        let want_sysext =
-            formats.contains(&OutputFormat::Sysext) || (ignition && opts.ignition_mode == ignition_image::Mode::Sysext);
-        let split = if want_sysext { Some(sysext::split(profile, *arch, &tree)?) } else { None };
-        if let Some(split) = &split {
-            let file = sysext::file_name(profile, *arch);
-            let t0 = Instant::now();
-            let r = sysext::write(&split.usr, epoch, &staging.path(&file)).map_err(forget_on_verify)?;
-            let out = output(&staging, &file, "sysext", *arch)?;
-            progress.step(format!(
-                "wrote {file}: {} entries, {} in {:.1} s",
-                r.len(),
-                human_bytes(out.size),
-                t0.elapsed().as_secs_f64()
-            ));
-            trees.insert(format!("{arch}-sysext"), manifest::records_json(&r)?);
-            raw = Some((file, out.sha256.clone()));
-            outputs.push(out);
-        }
-        if ignition {
-            let mirror_url = match &opts.fetch.mirror {
-                Some(fetch::Mirror::Url(u)) => Some(u.as_str()),
-                _ => None,
-            };
-            let inputs =
-                IgnitionInputs { version: &opts.ignition_version, base_url: opts.base_url.as_deref(), mirror_url };
-            let doc = match (opts.ignition_mode, &raw, &split) {
-                (ignition_image::Mode::Sysext, Some((raw_name, raw_sha)), Some(split)) => {
-                    ignition_image::sysext_config(split, raw_name, raw_sha, &inputs)?
-                }
-                _ => {
-                    let fb_out = match fb {
-                        Some(fb) => {
-                            // Named after the profile: two profiles built with different
-                            // --firstboot-bin never write one file name with different bytes.
-                            let file = format!("{name}-kiln-firstboot-{arch}");
-                            copy_planned(&fb.path, fb.size, &fb.sha256, &staging.path(&file))?;
-                            let out = output(&staging, &file, "firstboot", *arch)?;
-                            if out.sha256 != fb.sha256 {
-                                return Err(Error::verify(format!("{} changed while building", fb.path.display())));
-                            }
-                            outputs.push(out);
-                            Some((file, fb.sha256.clone()))
-                        }
-                        None => None,
-                    };
-                    let arts: Vec<Artifact> =
-                        fetched.iter().filter(|(a, _)| a.arch == *arch).map(|(a, _)| a.clone()).collect();
-                    ignition_image::files_config(
-                        &tree,
-                        &arts,
-                        fb_out.as_ref().map(|(f, s)| (f.as_str(), s.as_str())),
-                        &profile.bin_dir(),
-                        &inputs,
-                    )?
-                }
-            };
-            let file = format!("{name}-{arch}.ign");
-            let mut text = serde_json::to_string_pretty(&doc).map_err(|e| Error::build(e.to_string()))?;
-            text.push('\n');
-            manifest::write_text(&staging.path(&file), &text)?;
-            outputs.push(output(&staging, &file, "ignition", *arch)?);
-            progress.step(format!(
-                "wrote {file} (--ignition-mode {}, Ignition spec {})",
-                opts.ignition_mode.as_str(),
-                opts.ignition_version
-            ));
-        }
-        if formats.contains(&OutputFormat::Card) {
-            let t0 = Instant::now();
-            let r = crate::outputs::card::write(
-                profile,
-                *arch,
-                &tree,
-                &cache,
-                &opts.fetch,
-                epoch,
-                &staging.path(""),
-                progress,
-            )
-            .map_err(forget_on_verify)?;
-            let file = crate::outputs::card::image_name(profile, *arch);
-            let out = output(&staging, &file, "card", *arch)?;
-            progress.step(format!(
-                "wrote {file}: {} entries added to the root filesystem, {} mapped of {}, in {:.1} s",
-                r.entries,
-                human_bytes(r.mapped_bytes),
-                human_bytes(out.size),
-                t0.elapsed().as_secs_f64()
-            ));
-            outputs.push(out);
-            outputs.push(output(&staging, &crate::outputs::card::bmap_name(profile, *arch), "bmap", *arch)?);
-        }
-        let records = match records {
+        let records = match w.records {
             Some(r) => r,
             None => tree.iter().map(|(p, e)| tarball::record(p, e, None)).collect(),
         };
-        trees.insert(arch.to_string(), manifest::records_json(&records)?);
+        self.trees.insert(arch.to_string(), manifest::records_json(&records)?);
         if !tree.overrides().is_empty() {
             let list = tree.overrides().iter().filter_map(|o| serde_json::to_value(o).ok()).collect();
-            overrides.insert(arch.to_string(), list);
+            self.overrides.insert(arch.to_string(), list);
         }
+        Ok(())
     }
+}
 
+/// The commit stage: one build at a time merges its section into the
+/// current manifest and switches `dist` to the new generation.
+fn commit(
+    profile: &Profile,
+    opts: &BuildOptions,
+    plan: Plan,
+    staging: Staging,
+    written: Written,
+    progress: &Progress,
+) -> Result<Vec<Output>> {
+    let name = profile.name();
     let section = ProfileSection {
         kiln_version: env!("CARGO_PKG_VERSION").to_string(),
-        inputs_sha256: inputs,
+        inputs_sha256: plan.inputs,
         kubernetes_version: profile.version.to_string(),
-        epoch,
-        outputs: outputs.clone(),
-        trees,
-        overrides,
+        epoch: plan.epoch,
+        outputs: written.outputs.clone(),
+        trees: written.trees,
+        overrides: written.overrides,
     };
-    // One build at a time merges into the current manifest and switches `dist`.
     let lock = staging.lock(|| {
         progress.step(format!("waiting for another kiln build to finish committing into {}", opts.out_dir.display()))
     })?;
-    let merged = manifest::merge(Manifest::read(&opts.out_dir), &opts.out_dir, &name, section)?;
+    let merged = manifest::merge(Manifest::read(&opts.out_dir), &opts.out_dir, name, section)?;
     for w in &merged.warnings {
         progress.warn(w);
     }
@@ -724,11 +557,5 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
     staging.commit(&lock, &merged.carried)?;
     record_name(profile, &opts.out_dir)?;
     drop(lock);
-    progress.step(format!(
-        "{name}: built {} image(s) into {} in {:.1} s",
-        outputs.len(),
-        opts.out_dir.display(),
-        started.elapsed().as_secs_f64()
-    ));
-    Ok(BuildReport { profile: name, up_to_date: false, out_dir: opts.out_dir.clone(), outputs })
+    Ok(written.outputs)
 }

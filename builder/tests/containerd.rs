@@ -12,7 +12,7 @@
 //! and `KILN_K8S_BIN_V1_34_2` / `_V1_33_6` (kubeadm), set by `./scripts/test`
 //! from `tests/k8s/build`. Unset is a failure, never a skip.
 
-use kiln::image::check::assemble;
+use kiln::image::assemble::{assemble, Pins};
 use kiln::image::containerd::{self, V2_CRI, V3_IMAGES, V3_RUNTIME};
 use kiln::image::tree::{Content, Node};
 use kiln::inputs::profile::{CgroupDriver, Profile};
@@ -164,7 +164,8 @@ fn every_shipped_profiles_containerd_config_means_kubelets_driver_and_kubeadms_p
     for path in shipped_profiles() {
         let p = Profile::load(&path).unwrap_or_else(|e| panic!("{e}"));
         let arch = p.architectures()[0];
-        let tree = assemble(&p, arch, |_| Ok(())).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let tree =
+            assemble(&p, arch, &p.formats(), Pins::Declared).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let Some(entry) = tree.get("/etc/containerd/config.toml") else {
             // The OS's containerd and its config (Flatcar): `[runtime] cgroup_driver` says which.
             assert!(

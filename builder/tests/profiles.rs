@@ -637,7 +637,7 @@ fn a_profile_without_cni_plugins_is_warned_about() {
 /// `/etc/systemd/zram-generator.conf` (zram-generator README: the first of
 /// /run, /etc, /usr/local/lib, /usr/lib wins; one device per section): Fedora
 /// CoreOS through the `fcos` overlay, Raspberry Pi cards through
-/// `card::runtime::mask_swap` as `kiln build` adds it. The other images get the
+/// `image::render::runtime::mask_swap` as every assembly of a card adds it. The other images get the
 /// file from kiln-firstboot at first boot when node.toml says `swap = "off"`
 /// (`firstboot/tests/run.rs`, `init_node_v1beta4_runs_once_per_machine`).
 #[test]
@@ -651,12 +651,12 @@ fn every_swap_off_image_disables_zram_generator() {
         if !(card || p.family() == kiln::inputs::profile::Family::Fcos) {
             continue;
         }
-        let mut tree = kiln::image::check::assemble(&p, p.architectures()[0], |_| Ok(())).unwrap();
-        if card {
-            kiln::outputs::card::runtime::mask_swap(&mut tree).unwrap();
-        }
+        let formats = p.formats();
+        let tree =
+            kiln::image::assemble::assemble(&p, p.architectures()[0], &formats, kiln::image::assemble::Pins::Declared)
+                .unwrap();
         let e = tree
-            .get(kiln::outputs::card::runtime::ZRAM_GENERATOR_CONF)
+            .get(kiln::image::render::runtime::ZRAM_GENERATOR_CONF)
             .unwrap_or_else(|| panic!("{}: no zram-generator.conf", path.display()));
         let text = match &e.node {
             kiln::image::tree::Node::File(kiln::image::tree::Content::Inline(b)) => {

@@ -4,35 +4,16 @@
 
 use crate::error::{Error, Kind, Result};
 use crate::hash::is_sha256_hex;
-use crate::image::tree::{Content, Entry, Node, Origin, Tree};
-use crate::inputs::profile::{
-    Arch, Artifact, CgroupDriver, Install, OutputFormat, Profile, REQUIRED_SYSCTLS, URL_PLACEHOLDERS,
-};
+use crate::image::assemble::{assemble, Pins};
+use crate::image::tree::{Content, Node, Origin, Tree};
+use crate::inputs::profile::{Arch, CgroupDriver, Install, OutputFormat, Profile, REQUIRED_SYSCTLS, URL_PLACEHOLDERS};
 use crate::inputs::version::{Version, VersionExt};
 use crate::{image::render, inputs::overlay};
-use serde::Serialize;
 use std::ops::Range;
 
-/// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// The build would produce a broken node: refused (exit 2).
-    Error,
-    /// Works, but probably not what was meant.
-    Warning,
-}
-
-/// One result of a rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// Error or warning.
-    pub severity: Severity,
-    /// Stable rule id (for `--json` consumers).
-    pub rule: &'static str,
-    /// `file:line:col: what, and what to do`.
-    pub message: String,
-}
+/// Findings are their own module so the rules in other stages
+/// ([`crate::inputs::oci::check_profile`]) report them without using this one.
+pub use crate::image::finding::{Finding, Severity};
 
 struct Checker<'a> {
     p: &'a Profile,
@@ -63,8 +44,8 @@ pub fn check(profile: &Profile) -> Vec<Finding> {
 ///
 /// Field allow-lists already ran when the profile was parsed
 /// ([`Profile::parse`]); these are the rules across fields, then the image
-/// tree assembled exactly as `kiln build` assembles it ([`assemble`]) with
-/// placeholder content for the pinned downloads, so a path conflict, an
+/// tree assembled exactly as `kiln build` assembles it
+/// ([`crate::image::assemble`]) with the pinned downloads as declared, so a path conflict, an
 /// escaping overlay symlink or an overlay override of a pinned binary is
 /// reported here too. The tree is assembled only when the rules found no
 /// error, so one cause gives one error.
@@ -85,7 +66,7 @@ pub fn check_for(profile: &Profile, formats: &[OutputFormat]) -> Vec<Finding> {
     cni_manifest(&mut c);
     c.out.extend(cni_image_arch(profile));
     if !has_errors(&c.out) {
-        image_tree(&mut c);
+        image_tree(&mut c, formats);
     }
     c.out
 }
@@ -602,63 +583,6 @@ fn firstboot_name(c: &mut Checker) {
     }
 }
 
-/// Adds one installed file of a pinned artifact at `dest/file`. A conflict
-/// is located at the artifact's table, so `kiln check` (placeholders) and
-/// `kiln build` (downloads) refuse with the same `file:line:col` and words.
-pub fn install(tree: &mut Tree, profile: &Profile, a: &Artifact, file: &str, entry: Entry) -> Result<()> {
-    tree.insert(&format!("{}/{file}", a.dest), entry, false).map_err(|e| {
-        match (e.kind, profile.doc.artifacts.get(&a.name)) {
-            (Kind::Config, Some(spec)) => {
-                Error::config(profile.at(spec.span(), &format!("artifact `{}`: {}", a.name, e.message)))
-            }
-            _ => e,
-        }
-    })
-}
-
-/// The image tree of `arch` in the order `kiln build` assembles it: kiln's
-/// rendered files, then whatever `add` inserts (the pinned downloads and
-/// `kiln-firstboot`), then the profile's overlays in order. `kiln build`
-/// passes the real files, `kiln check` placeholders with the same paths and
-/// origins. A conflict among rendered files is located at the profile's name.
-pub fn assemble(profile: &Profile, arch: Arch, add: impl FnOnce(&mut Tree) -> Result<()>) -> Result<Tree> {
-    let mut tree = Tree::new();
-    render::render(profile, arch, &mut tree).map_err(|e| match e.kind {
-        Kind::Config => Error::config(
-            profile
-                .at(profile.doc.name.span(), &format!("{}; check bin_dir, cni_bin_dir and flex_volume_dir", e.message)),
-        ),
-        _ => e,
-    })?;
-    add(&mut tree)?;
-    overlay::apply(profile, &mut tree)?;
-    Ok(tree)
-}
-
-/// Placeholder entries for what `kiln build` downloads: every pinned file with
-/// its real path, mode and origin (members of an `extract = ["*"]` tarball are
-/// known only after the download), and `kiln-firstboot` unless it is pinned.
-fn placeholders(p: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
-    let empty = || Content::Inline(Vec::new());
-    for a in p.artifacts_for(arch).unwrap_or_default() {
-        let origin = Origin::Artifact { name: a.name.clone(), version: a.version.clone(), url: a.url.clone() };
-        match &a.install {
-            Install::File { name } => install(tree, p, &a, name, Entry::file(empty(), a.mode, origin))?,
-            Install::Extract { members: Some(members) } => {
-                for m in members {
-                    install(tree, p, &a, m, Entry::file(empty(), a.mode, origin.clone()))?;
-                }
-            }
-            Install::Extract { members: None } => {}
-        }
-    }
-    if !p.doc.artifacts.contains_key("kiln-firstboot") {
-        let origin = Origin::Firstboot { source: "the workspace build or --firstboot-bin".into() };
-        tree.insert(&format!("{}/kiln-firstboot", p.bin_dir()), Entry::file(empty(), 0o755, origin), false)?;
-    }
-    Ok(())
-}
-
 /// One loud warning per pinned file (a verified download or `kiln-firstboot`)
 /// that an overlay replaced with `override = true`, located at the overlay's
 /// entry in the profile. `kiln check` and `kiln build` print these; the full
@@ -682,12 +606,20 @@ pub fn override_warnings(profile: &Profile, tree: &Tree) -> Vec<String> {
     out
 }
 
+/// The tree `kiln check` assembles for `arch` and `formats`: the one
+/// assembly `kiln build` runs ([`assemble`]), with the pinned downloads as
+/// the profile declares them ([`Pins::Declared`]).
+pub fn tree(profile: &Profile, arch: Arch, formats: &[OutputFormat]) -> Result<Tree> {
+    assemble(profile, arch, formats, Pins::Declared)
+}
+
 /// Assembles the tree for the first architecture as `kiln build` would
-/// (placeholders for downloads) and checks what only the merged tree shows.
-fn image_tree(c: &mut Checker) {
+/// (the downloads as declared, [`tree`]) and checks what only the merged
+/// tree shows.
+fn image_tree(c: &mut Checker, formats: &[OutputFormat]) {
     let Some(arch) = c.p.architectures().first().copied() else { return };
     let p = c.p;
-    let tree = match assemble(p, arch, |t| placeholders(p, arch, t)) {
+    let tree = match tree(p, arch, formats) {
         Ok(t) => t,
         Err(e) => {
             c.report("image-tree", e);

@@ -4,12 +4,17 @@
 //! pinned artifacts, fetched and verified ([`fetch`]) into a content-addressed
 //! [`cache`]; [`mirror`] fills a mirror directory with them and [`pin`]
 //! rewrites a profile's pins from upstream's checksum files; [`cni_manifest`]
-//! finds the pod CIDR a CNI manifest configures.
+//! finds the pod CIDR a CNI manifest configures; [`base_image`] is the OS
+//! image a card starts from, fetched with the artifacts and decompressed
+//! ([`base_fetch`]); [`firstboot_bin`] is the `kiln-firstboot` a build installs.
 
+pub mod base_fetch;
+pub mod base_image;
 pub mod cache;
 /// The CNI manifest pod-CIDR parser lives in kiln-firstboot, which checks it on the init node too.
 pub use kiln_firstboot::contract::cni as cni_manifest;
 pub mod fetch;
+pub mod firstboot_bin;
 pub mod location;
 pub mod mirror;
 pub mod oci;

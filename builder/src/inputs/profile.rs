@@ -335,7 +335,7 @@ pub struct ProfileDoc {
     /// Pinned artifacts by name (`kubeadm`, `kubelet`, `kubectl`, `crictl`, `cni-plugins`, …).
     pub artifacts: BTreeMap<String, Spanned<ArtifactSpec>>,
     /// The OS image `--format card` starts from (Raspberry Pi OS, Ubuntu for Raspberry Pi).
-    pub base_image: Option<Spanned<crate::outputs::card::base::BaseImageSpec>>,
+    pub base_image: Option<Spanned<crate::inputs::base_image::BaseImageSpec>>,
     /// The pinned CNI manifest the image carries.
     pub cni_manifest: Option<Spanned<CniManifestSpec>>,
     /// The CNI manifest's images as `kiln pin --cni-manifest` resolved them:
@@ -510,6 +510,15 @@ impl Profile {
             .and_then(|r| r.socket.as_ref())
             .map(|s| s.get_ref().clone())
             .unwrap_or_else(|| self.runtime().default_socket().to_string())
+    }
+    /// The profile's `[base_image]`, or a configuration error naming what to add.
+    pub fn base_image(&self) -> Result<&crate::inputs::base_image::BaseImageSpec> {
+        self.doc.base_image.as_ref().map(|s| s.get_ref()).ok_or_else(|| {
+            Error::config(format!(
+                "{}: --format card needs a [base_image] table (url, compression, sha256); see profiles/rpi-raspios-1.34.toml",
+                self.path.display()
+            ))
+        })
     }
     /// Output formats the profile asks for (default: the tarball).
     pub fn formats(&self) -> Vec<OutputFormat> {

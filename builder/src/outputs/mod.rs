@@ -3,7 +3,8 @@
 //! compressed ahead by [`squashfs_parallel`]), the Ignition image config
 //! ([`ignition_image`]), the Raspberry Pi card ([`card`]); and how they land:
 //! in a staging directory committed as one generation ([`staging`]), recorded
-//! in `manifest.json` and `SHA256SUMS` ([`manifest`]).
+//! in `manifest.json` and `SHA256SUMS` ([`manifest`]). [`writers`] makes each
+//! format a writer of the assembled tree with one signature.
 
 pub mod card;
 pub mod ignition_image;
@@ -13,3 +14,4 @@ pub mod squashfs_parallel;
 pub mod staging;
 pub mod sysext;
 pub mod tarball;
+pub mod writers;

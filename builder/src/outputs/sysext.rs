@@ -32,7 +32,6 @@
 //! different bytes into one output directory.
 
 use crate::error::{Error, IoContext, Result};
-use crate::image::render;
 use crate::image::tree::{Content, Entry, Node, Origin, Tree};
 use crate::inputs::profile::{Arch, Profile};
 use crate::outputs::tarball::{self, FileRecord};
@@ -87,27 +86,20 @@ pub fn extension_release(arch: Arch) -> String {
     format!("ID=_any\nARCHITECTURE={}\nEXTENSION_RELOAD_MANAGER=1\n", systemd_arch(arch))
 }
 
-/// The profile as seen from inside the extension: binaries in `/usr/bin`.
-fn sysext_profile(profile: &Profile) -> Profile {
-    let mut p = profile.clone();
-    p.doc.bin_dir = Some(toml::Spanned::new(0..0, SYSEXT_BIN.to_string()));
-    p
-}
-
 fn under(path: &str, dir: &str) -> Option<String> {
     let dir = dir.trim_matches('/');
     path.strip_prefix(dir).and_then(|r| r.strip_prefix('/')).filter(|r| !r.is_empty()).map(str::to_string)
 }
 
-/// Splits a built image tree into the extension's `/usr` and the host's files.
-pub fn split(profile: &Profile, arch: Arch, image: &Tree) -> Result<Split> {
+/// Splits a built image tree into the extension's `/usr` and the host's
+/// files. `rendered` is kiln's files rendered for binaries in [`SYSEXT_BIN`]
+/// ([`crate::image::render::for_bin_dir`]): those units and defaults replace
+/// the ones `image` has for the profile's bin dir.
+pub fn split(profile: &Profile, arch: Arch, image: &Tree, rendered: &Tree) -> Result<Split> {
     let mut usr = Tree::new();
     let mut host = Tree::new();
     let bin = profile.bin_dir();
     let cni = profile.cni_bin_dir();
-    // Units and defaults rendered for /usr/bin replace the /opt/bin ones.
-    let mut rendered = Tree::new();
-    render::render(&sysext_profile(profile), arch, &mut rendered)?;
     let units = "etc/systemd/system";
     let replaced_host = [
         format!("{units}/{}", kiln_firstboot::contract::unit::UNIT_NAME),

@@ -3,8 +3,9 @@
 //! map — without root, mounts, loop devices or a privileged container.
 //!
 //! How a card is made ([`write`]):
-//! 1. [`base`]: the `[base_image]` download is fetched and verified like every
-//!    artifact, and decompressed once into the cache as a sparse file.
+//! 1. The `[base_image]` download was fetched and verified with the artifacts
+//!    and decompressed once into the cache as a sparse file, an input
+//!    ([`crate::inputs::base_fetch`]); the writer receives that file.
 //! 2. [`mbr`]: its partition table names the FAT boot and ext4 root partitions.
 //! 3. The card image is a new sparse file: the base image's mapped blocks are
 //!    copied, all-zero blocks stay holes.
@@ -19,18 +20,15 @@
 //!    data, and every block of file-system structure whether zero or not
 //!    ([`fsmap`]), so a used card gets no stale bytes where they matter.
 
-pub mod base;
 pub mod bmap;
 pub mod bootfs;
 pub mod fsmap;
 pub mod mbr;
 pub mod rootfs;
-pub mod runtime;
 
 use crate::error::{Error, IoContext, Result};
 use crate::image::tree::{Node, Tree};
-use crate::inputs::cache::Cache;
-use crate::inputs::fetch::FetchOptions;
+use crate::inputs::base_image::Provisioning;
 use crate::inputs::profile::{Arch, Profile};
 use crate::progress::Progress;
 use std::fs::File;
@@ -95,7 +93,7 @@ pub const MAX_ROOT_GROW_MIB: u64 = 64 << 10;
 /// [`MAX_ROOT_GROW_MIB`], else a located error), else the tree's file bytes
 /// plus a quarter plus 64 MiB, in whole MiB.
 fn grow_bytes(profile: &Profile, tree: &Tree) -> Result<u64> {
-    if let Some(m) = base::spec(profile)?.root_grow_mib.as_ref() {
+    if let Some(m) = profile.base_image()?.root_grow_mib.as_ref() {
         let v = *m.get_ref();
         if v == 0 || v > MAX_ROOT_GROW_MIB {
             return Err(Error::config(profile.at(
@@ -116,36 +114,25 @@ fn grow_bytes(profile: &Profile, tree: &Tree) -> Result<u64> {
 }
 
 /// Builds the card for `arch` into `staging_dir`: `<name>-<arch>.img` and its
-/// `.bmap`. `tree` is kiln's image tree; the containerd unit and swap masks
-/// ([`runtime`]) are added to it here.
-#[allow(clippy::too_many_arguments)]
+/// `.bmap`, from `base` (the decompressed base image,
+/// [`crate::inputs::base_fetch::prepare`]) and `tree`, the assembled image
+/// tree, written as it is.
 pub fn write(
     profile: &Profile,
     arch: Arch,
     tree: &Tree,
-    cache: &Cache,
-    fetch: &FetchOptions,
+    base: &Path,
     epoch: u64,
     staging_dir: &Path,
     progress: &Progress,
 ) -> Result<CardReport> {
-    if arch != Arch::Arm64 {
-        return Err(Error::config(format!(
-            "--format card builds Raspberry Pi cards, which are arm64; build it with --arch arm64 (asked for {arch})"
-        )));
-    }
-    let base = base::prepare(profile, arch, cache, fetch, progress)?;
-    let mut tree = tree.clone();
-    runtime::add_containerd_unit(profile, &mut tree)?; // no-ops when the build already added them
-    runtime::mask_swap(&mut tree)?;
-
-    let src = File::open(&base).io_ctx(base.display())?;
+    let src = File::open(base).io_ctx(base.display())?;
     let base_len = src.metadata().io_ctx(base.display())?.len();
     let mut sector0 = [0u8; 512];
     src.read_exact_at(&mut sector0, 0).io_ctx(base.display())?;
     let layout = mbr::parse(&sector0, base_len)?;
 
-    let grow = grow_bytes(profile, &tree)?;
+    let grow = grow_bytes(profile, tree)?;
     let root_len = layout.root.len() + grow;
     let image_len = (layout.root.offset() + root_len).max(base_len);
     let image = staging_dir.join(image_name(profile, arch));
@@ -171,14 +158,14 @@ pub fn write(
             copy_sparse(&src, layout.root.offset(), layout.root.len(), &p, 0).io_ctx(part.display())?;
             p.set_len(root_len).io_ctx(part.display())?;
         }
-        let repair = base::spec(profile)?.repair.as_ref().is_some_and(|r| *r.get_ref());
+        let repair = profile.base_image()?.repair.as_ref().is_some_and(|r| *r.get_ref());
         if let Some(fixed) = rootfs::check_base(&part, epoch, repair)? {
             progress.warn(format!(
                 "the base image's root filesystem was damaged; e2fsck -fy repaired it ([base_image] repair = true):\n{fixed}"
             ));
         }
         rootfs::grow(&part, root_len, epoch)?;
-        let entries = rootfs::add_tree(&part, &tree, &work, epoch)?;
+        let entries = rootfs::add_tree(&part, tree, &work, epoch)?;
         if let Some(fixed) = rootfs::fsck(&part, epoch)? {
             progress.warn(format!("e2fsck -fy repaired the root filesystem after kiln wrote the tree:\n{fixed}"));
         }
@@ -191,9 +178,9 @@ pub fn write(
         drop(out);
         // 4. the boot partition's kernel command line, and its cloud-init seed.
         let cmdline = bootfs::enable_memory_cgroup(&image, layout.boot.offset(), layout.boot.len(), epoch)?;
-        if let Some(p) = &base::spec(profile)?.provisioning {
+        if let Some(p) = &profile.base_image()?.provisioning {
             let seed = bootfs::has_cloud_init_seed(&image, layout.boot.offset(), layout.boot.len())?;
-            if *p.get_ref() == base::Provisioning::CloudInit && !seed {
+            if *p.get_ref() == Provisioning::CloudInit && !seed {
                 return Err(Error::config(profile.at(
                     p.span(),
                     "provisioning = \"cloud-init\", but the base image's boot partition has no cloud-init NoCloud seed (user-data, meta-data): this OS does not ship cloud-init (Raspberry Pi OS before trixie?) — pin a trixie-based image, or set provisioning = \"none\"",

@@ -1,102 +1,21 @@
-//! The base OS image a card starts from (`[base_image]` in a profile): pinned
-//! like every artifact, fetched and verified through kiln's [`fetch`] and
-//! [`Cache`], then decompressed once (streamed, written sparse) into the cache.
+//! Preparing the base OS image a card starts from: the `[base_image]` pin as
+//! an [`Artifact`], fetched and verified through kiln's [`fetch`] and
+//! [`Cache`] with the other artifacts, then decompressed once (streamed,
+//! written sparse) into the cache. The card writer receives the result.
 
 use crate::error::{Error, IoContext, Result};
 use crate::hash::{hex, is_sha256_hex};
+use crate::inputs::base_image::{
+    BaseImageSpec, Compression, ARTIFACT_NAME, DEFAULT_MAX_IMAGE_MIB, PAST_LAST_PARTITION,
+};
 use crate::inputs::cache::Cache;
 use crate::inputs::fetch::{self, FetchOptions};
 use crate::inputs::profile::{Arch, Artifact, Install, Profile};
 use crate::progress::Progress;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use toml::Spanned;
-
-/// How the base image download is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// xz (Raspberry Pi OS, Ubuntu for Raspberry Pi).
-    Xz,
-    /// gzip.
-    Gz,
-    /// Zstandard.
-    Zst,
-    /// A raw image.
-    None,
-}
-
-impl std::fmt::Display for Compression {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Compression::Xz => "xz",
-            Compression::Gz => "gzip",
-            Compression::Zst => "zstd",
-            Compression::None => "not compressed",
-        })
-    }
-}
-
-/// How the base image's OS applies a node's settings (hostname, admin user,
-/// SSH keys, static address, Wi-Fi) that `kiln fleet` writes to the card.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum Provisioning {
-    /// cloud-init's NoCloud datasource reads `user-data`, `meta-data` and
-    /// `network-config` from the boot partition (Raspberry Pi OS from the
-    /// trixie images of October 2025, Ubuntu Server for Raspberry Pi).
-    #[serde(rename = "cloud-init")]
-    CloudInit,
-    /// The OS applies none of them (Raspberry Pi OS bookworm and older):
-    /// `kiln fleet check` refuses fleets for such a card.
-    #[serde(rename = "none")]
-    None,
-}
-
-/// `[base_image]`: the OS image a `--format card` build starts from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BaseImageSpec {
-    /// Upstream release, substituted for `{version}` in the URL.
-    pub version: Spanned<String>,
-    /// Download URL (placeholder `{version}`).
-    pub url: Spanned<String>,
-    /// Compression of the download.
-    pub compression: Spanned<Compression>,
-    /// sha256 of the download, from upstream's published checksum.
-    pub sha256: Spanned<String>,
-    /// sha256 of the decompressed image, when upstream publishes it.
-    pub image_sha256: Option<Spanned<String>>,
-    /// MiB added to the root partition for the image tree (default: the
-    /// tree's size plus a quarter, plus 64 MiB). The OS grows the partition to
-    /// the whole card on first boot.
-    pub root_grow_mib: Option<Spanned<u64>>,
-    /// Largest decompressed image accepted, in MiB (default
-    /// [`DEFAULT_MAX_IMAGE_MIB`]). Decoding also stops 64 MiB past the end of
-    /// the last partition the image's own MBR names.
-    pub max_image_mib: Option<Spanned<u64>>,
-    /// Let `e2fsck -fy` repair a root filesystem that `e2fsck -fn` finds
-    /// damaged (and print what it repaired); without it such a base image is
-    /// an error.
-    #[serde(default)]
-    pub repair: Option<Spanned<bool>>,
-    /// How the OS applies the card's per-node settings. With `"cloud-init"`
-    /// the build checks that the boot partition carries cloud-init's NoCloud
-    /// seed files (the image ships cloud-init).
-    pub provisioning: Option<Spanned<Provisioning>>,
-}
-
-/// Default cap on the decompressed base image: 16 GiB (Raspberry Pi OS Lite
-/// and Ubuntu Server for Raspberry Pi images are 3–4 GiB).
-pub const DEFAULT_MAX_IMAGE_MIB: u64 = 16 << 10;
-
-/// How far past the end of its last partition a base image may go (bytes).
-pub const PAST_LAST_PARTITION: u64 = 64 << 20;
-
-/// Name of the base image in fetch progress, errors and the manifest.
-pub const ARTIFACT_NAME: &str = "base-image";
 
 impl BaseImageSpec {
     /// The base image as an [`Artifact`], so the ordinary fetch path (mirror,
@@ -131,19 +50,10 @@ impl BaseImageSpec {
     }
 }
 
-/// The profile's `[base_image]`, or a configuration error naming what to add.
-pub fn spec(profile: &Profile) -> Result<&BaseImageSpec> {
-    profile.doc.base_image.as_ref().map(|s| s.get_ref()).ok_or_else(|| {
-        Error::config(format!(
-            "{}: --format card needs a [base_image] table (url, compression, sha256); see profiles/rpi-raspios-1.34.toml",
-            profile.path.display()
-        ))
-    })
-}
-
 /// Fetches and verifies the base image, then returns its decompressed,
 /// sparse copy in the cache (`<cache>/card/<download sha256>.img`), making it
 /// once. With `image_sha256` pinned the decompressed bytes are verified too.
+/// Cards are Raspberry Pi cards: any `arch` but arm64 is refused first.
 pub fn prepare(
     profile: &Profile,
     arch: Arch,
@@ -151,7 +61,12 @@ pub fn prepare(
     opts: &FetchOptions,
     progress: &Progress,
 ) -> Result<PathBuf> {
-    let spec = spec(profile)?;
+    if arch != Arch::Arm64 {
+        return Err(Error::config(format!(
+            "--format card builds Raspberry Pi cards, which are arm64; build it with --arch arm64 (asked for {arch})"
+        )));
+    }
+    let spec = profile.base_image()?;
     let artifact = spec.artifact(profile, arch)?;
     let blob = fetch::fetch_all(cache, opts, std::slice::from_ref(&artifact), progress)?
         .pop()

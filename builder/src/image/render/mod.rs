@@ -4,6 +4,12 @@
 //! work on read-only-`/usr` families. Unit content follows the kubelet
 //! packages' `kubelet.service` and `10-kubeadm.conf` (kubernetes/release,
 //! `cmd/krel/templates/latest/{kubelet,kubeadm}`), with the profile's bin dir.
+//!
+//! [`render`] writes the files that come before the artifacts and overlays;
+//! [`runtime`] the ones that yield to an overlay's (containerd's unit, a
+//! card's swap masks), after them. [`crate::image::assemble`] calls both.
+
+pub mod runtime;
 
 use crate::error::Result;
 use crate::image::tree::{Entry, Origin, Tree};
@@ -91,32 +97,62 @@ ExecStartPre={bin_dir}/kiln-firstboot host
     )
 }
 
-/// Renders every kiln-owned file for `arch` into `tree`.
+/// systemd's unit directory for the administrator's units, where kiln's go.
+const UNITS: &str = "/etc/systemd/system";
+
+/// Renders every kiln-owned file for `arch` into `tree` that comes before the
+/// artifacts and overlays; [`runtime::render`] adds the rest after them.
 pub fn render(profile: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
+    kubelet_units(profile, tree)?;
+    search_path(profile, tree)?;
+    host_settings(profile, tree)?;
+    runtime_config(profile, tree)?;
+    // A [cni_manifest] pinned by path (one pinned by url is an artifact).
+    if let Some(bytes) = profile.read_cni_manifest_file()? {
+        tree.insert(
+            crate::inputs::profile::CNI_MANIFEST_PATH,
+            Entry::file(crate::image::tree::Content::Inline(bytes), 0o644, Origin::Rendered),
+            false,
+        )?;
+    }
+    let defaults = image_defaults(profile, arch);
+    tree.insert(IMAGE_TOML_PATH, Entry::text(defaults.to_toml(), 0o644), false)?;
+    firstboot_units(profile, tree)
+}
+
+/// Kiln's files of [`render`] as they are for binaries in `bin_dir` instead
+/// of the profile's: what a systemd-sysext image installs, its binaries in
+/// `/usr/bin` ([`crate::outputs::sysext::split`]).
+pub fn for_bin_dir(profile: &Profile, arch: Arch, bin_dir: &str) -> Result<Tree> {
+    let mut p = profile.clone();
+    p.doc.bin_dir = Some(toml::Spanned::new(0..0, bin_dir.to_string()));
+    let mut tree = Tree::new();
+    render(&p, arch, &mut tree)?;
+    Ok(tree)
+}
+
+/// `kubelet.service`, its two drop-ins, its `.wants` link, and the
+/// environment file with the profile's `[kubelet] extra_args`.
+fn kubelet_units(profile: &Profile, tree: &mut Tree) -> Result<()> {
     let bin = profile.bin_dir();
     let family = profile.family();
-    let runtime = profile.runtime();
-    let flex = profile.flex_volume_dir();
-    let units = "/etc/systemd/system";
-
-    tree.insert(&format!("{units}/kubelet.service"), Entry::text(kubelet_service(&bin), 0o644), false)?;
+    tree.insert(&format!("{UNITS}/kubelet.service"), Entry::text(kubelet_service(&bin), 0o644), false)?;
     tree.insert(
-        &format!("{units}/kubelet.service.d/10-kubeadm.conf"),
+        &format!("{UNITS}/kubelet.service.d/10-kubeadm.conf"),
         Entry::text(kubeadm_dropin(&bin, family), 0o644),
         false,
     )?;
     tree.insert(
-        &format!("{units}/kubelet.service.d/20-kiln.conf"),
-        Entry::text(kiln_kubelet_dropin(&bin, runtime), 0o644),
+        &format!("{UNITS}/kubelet.service.d/20-kiln.conf"),
+        Entry::text(kiln_kubelet_dropin(&bin, profile.runtime()), 0o644),
         false,
     )?;
     // `systemctl enable` is a symlink into the target's .wants directory.
     tree.insert(
-        &format!("{units}/multi-user.target.wants/kubelet.service"),
-        Entry::symlink(format!("{units}/kubelet.service"), Origin::Rendered),
+        &format!("{UNITS}/multi-user.target.wants/kubelet.service"),
+        Entry::symlink(format!("{UNITS}/kubelet.service"), Origin::Rendered),
         false,
     )?;
-
     let extra: Vec<String> = profile.doc.kubelet.extra_args.iter().map(|a| a.get_ref().clone()).collect();
     if !extra.is_empty() {
         tree.insert(
@@ -131,30 +167,39 @@ pub fn render(profile: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
             false,
         )?;
     }
+    Ok(())
+}
 
-    // Services and login shells find the bin dir on distros whose PATH lacks it.
-    if path_with(&bin) != STANDARD_PATH {
-        tree.insert(
-            "/etc/systemd/system.conf.d/10-kiln-path.conf",
-            Entry::text(
-                format!(
-                    "# Written by kiln: every service finds {bin}.\n[Manager]\nDefaultEnvironment=\"PATH={}\"\n",
-                    path_with(&bin)
-                ),
-                0o644,
-            ),
-            false,
-        )?;
-        tree.insert(
-            "/etc/profile.d/kiln-path.sh",
-            Entry::text(
-                format!("# Written by kiln: login shells find {bin}.\ncase \":$PATH:\" in *\":{bin}:\"*) ;; *) PATH=\"{bin}:$PATH\" ;; esac\nexport PATH\n"),
-                0o644,
-            ),
-            false,
-        )?;
+/// Services and login shells find the bin dir on distros whose PATH lacks it.
+fn search_path(profile: &Profile, tree: &mut Tree) -> Result<()> {
+    let bin = profile.bin_dir();
+    if path_with(&bin) == STANDARD_PATH {
+        return Ok(());
     }
+    tree.insert(
+        "/etc/systemd/system.conf.d/10-kiln-path.conf",
+        Entry::text(
+            format!(
+                "# Written by kiln: every service finds {bin}.\n[Manager]\nDefaultEnvironment=\"PATH={}\"\n",
+                path_with(&bin)
+            ),
+            0o644,
+        ),
+        false,
+    )?;
+    tree.insert(
+        "/etc/profile.d/kiln-path.sh",
+        Entry::text(
+            format!("# Written by kiln: login shells find {bin}.\ncase \":$PATH:\" in *\":{bin}:\"*) ;; *) PATH=\"{bin}:$PATH\" ;; esac\nexport PATH\n"),
+            0o644,
+        ),
+        false,
+    )
+}
 
+/// Kernel modules and sysctls kubeadm's preflight requires, and the
+/// directories kubelet needs to write.
+fn host_settings(profile: &Profile, tree: &mut Tree) -> Result<()> {
     let modules = profile.kernel_modules().join("\n");
     tree.insert(
         "/etc/modules-load.d/kiln-kubernetes.conf",
@@ -170,9 +215,9 @@ pub fn render(profile: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
         ),
         false,
     )?;
-
     // The flex-volume directory exists in the image and is recreated at boot
     // (on Fedora CoreOS /opt lives on /var, which the tarball may not reach).
+    let flex = profile.flex_volume_dir();
     tree.insert(&flex, Entry::dir(0o755, Origin::Rendered), false)?;
     tree.insert(
         "/etc/tmpfiles.d/kiln-kubernetes.conf",
@@ -181,17 +226,20 @@ pub fn render(profile: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
             0o644,
         ),
         false,
-    )?;
+    )
+}
 
+/// `crictl.yaml` for the runtime's socket and, with `[runtime]
+/// manage_config`, containerd's config.
+fn runtime_config(profile: &Profile, tree: &mut Tree) -> Result<()> {
     let socket = profile.runtime_socket();
     tree.insert(
         "/etc/crictl.yaml",
         Entry::text(format!("runtime-endpoint: {socket}\nimage-endpoint: {socket}\ntimeout: 10\n"), 0o644),
         false,
     )?;
-
     if let Some(rt) = &profile.doc.runtime {
-        if rt.manage_config && runtime == RuntimeKind::Containerd {
+        if rt.manage_config && profile.runtime() == RuntimeKind::Containerd {
             let version = rt.config_version.as_ref().map(|v| *v.get_ref()).unwrap_or(2);
             tree.insert(
                 "/etc/containerd/config.toml",
@@ -203,47 +251,39 @@ pub fn render(profile: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
             )?;
         }
     }
+    Ok(())
+}
 
-    // A [cni_manifest] pinned by path (one pinned by url is an artifact).
-    if let Some(bytes) = profile.read_cni_manifest_file()? {
-        tree.insert(
-            crate::inputs::profile::CNI_MANIFEST_PATH,
-            Entry::file(crate::image::tree::Content::Inline(bytes), 0o644, Origin::Rendered),
-            false,
-        )?;
-    }
-
-    let defaults = image_defaults(profile, arch);
-    tree.insert(IMAGE_TOML_PATH, Entry::text(defaults.to_toml(), 0o644), false)?;
-
+/// `kiln-firstboot.service` (enabled) and the serving-CSR approval's
+/// service and timer (row 37: it runs by itself on control planes).
+fn firstboot_units(profile: &Profile, tree: &mut Tree) -> Result<()> {
+    use kiln_firstboot::contract::unit::{APPROVE_SERVICE, APPROVE_TIMER, UNIT_NAME};
+    let bin = profile.bin_dir();
     tree.insert(
-        &format!("{units}/{}", kiln_firstboot::contract::unit::UNIT_NAME),
-        Entry::text(kiln_firstboot::contract::unit::render(&bin, runtime.unit()), 0o644),
+        &format!("{UNITS}/{UNIT_NAME}"),
+        Entry::text(kiln_firstboot::contract::unit::render(&bin, profile.runtime().unit()), 0o644),
         false,
     )?;
     tree.insert(
-        &format!("{units}/multi-user.target.wants/{}", kiln_firstboot::contract::unit::UNIT_NAME),
-        Entry::symlink(format!("{units}/{}", kiln_firstboot::contract::unit::UNIT_NAME), Origin::Rendered),
+        &format!("{UNITS}/multi-user.target.wants/{UNIT_NAME}"),
+        Entry::symlink(format!("{UNITS}/{UNIT_NAME}"), Origin::Rendered),
         false,
     )?;
-    // Row 37: the serving-CSR approval runs by itself on control planes.
-    use kiln_firstboot::contract::unit::{APPROVE_SERVICE, APPROVE_TIMER};
     tree.insert(
-        &format!("{units}/{APPROVE_SERVICE}"),
+        &format!("{UNITS}/{APPROVE_SERVICE}"),
         Entry::text(kiln_firstboot::contract::unit::render_approve_service(&bin), 0o644),
         false,
     )?;
     tree.insert(
-        &format!("{units}/{APPROVE_TIMER}"),
+        &format!("{UNITS}/{APPROVE_TIMER}"),
         Entry::text(kiln_firstboot::contract::unit::render_approve_timer(), 0o644),
         false,
     )?;
     tree.insert(
-        &format!("{units}/timers.target.wants/{APPROVE_TIMER}"),
-        Entry::symlink(format!("{units}/{APPROVE_TIMER}"), Origin::Rendered),
+        &format!("{UNITS}/timers.target.wants/{APPROVE_TIMER}"),
+        Entry::symlink(format!("{UNITS}/{APPROVE_TIMER}"), Origin::Rendered),
         false,
-    )?;
-    Ok(())
+    )
 }
 
 /// containerd's CRI config with `SystemdCgroup` for the runc runtime and, when

@@ -1,12 +1,25 @@
-//! What a card carries besides kiln's usual tree so a Raspberry Pi needs
-//! nothing installed by hand: the containerd unit for the pinned static
-//! containerd (its binaries, runc and `/etc/containerd/config.toml` with
-//! `SystemdCgroup = true` come from the profile's artifacts and `[runtime]`),
-//! and swap masked for the base OSes kiln knows.
+//! Files kiln renders after the overlays, each only where no overlay brought
+//! that path: the containerd unit for the pinned static containerd (its
+//! binaries, runc and `/etc/containerd/config.toml` with `SystemdCgroup =
+//! true` come from the profile's artifacts and `[runtime]`), and, on a card,
+//! swap masked for the base OSes kiln knows, so a Raspberry Pi needs nothing
+//! installed by hand.
 
 use crate::error::Result;
 use crate::image::tree::{Entry, Origin, Tree};
-use crate::inputs::profile::Profile;
+use crate::inputs::profile::{OutputFormat, Profile};
+use kiln_firstboot::contract::unit::DISTRO_SWAP_UNITS;
+
+/// Renders this module's files for an image of `formats` into `tree`, after
+/// the overlays: the containerd unit ([`add_containerd_unit`]) and, when the
+/// image is a card, the swap masks ([`mask_swap`]).
+pub fn render(profile: &Profile, formats: &[OutputFormat], tree: &mut Tree) -> Result<()> {
+    add_containerd_unit(profile, tree)?;
+    if formats.contains(&OutputFormat::Card) {
+        mask_swap(tree)?;
+    }
+    Ok(())
+}
 
 /// containerd's unit as upstream ships it (containerd/containerd,
 /// `containerd.service`), with `ExecStart` in the profile's bin dir. containerd
@@ -37,10 +50,6 @@ OOMScoreAdjust=-999\n\
 WantedBy=multi-user.target\n"
     )
 }
-
-/// Swap units masked on the card: the one list kiln-firstboot masks again at
-/// first boot ([`kiln_firstboot::contract::unit::DISTRO_SWAP_UNITS`]).
-pub const MASKED_SWAP_UNITS: [&str; 4] = kiln_firstboot::contract::unit::DISTRO_SWAP_UNITS;
 
 /// Adds the containerd unit (enabled through its `.wants` link) when the
 /// profile pins a `containerd` artifact: every image that carries containerd
@@ -77,12 +86,13 @@ pub const ZRAM_GENERATOR_CONF: &str = "/etc/systemd/zram-generator.conf";
 pub const ZRAM_GENERATOR_OFF: &str =
     "# Written by kiln: no [zramN] section, so zram-generator creates no zram swap (kubelet refuses swap).\n";
 
-/// Masks the swap units of the base OSes a card is made from and disables
+/// Masks the swap units of the base OSes a card is made from (the one list
+/// kiln-firstboot masks again at first boot, [`DISTRO_SWAP_UNITS`]) and disables
 /// zram-generator's default device ([`ZRAM_GENERATOR_CONF`]), unless an
 /// overlay already brings that file.
 pub fn mask_swap(tree: &mut Tree) -> Result<()> {
     let units = "/etc/systemd/system";
-    for unit in MASKED_SWAP_UNITS {
+    for unit in DISTRO_SWAP_UNITS {
         let path = format!("{units}/{unit}");
         if tree.get(&path).is_none() {
             tree.insert(&path, Entry::symlink("/dev/null", Origin::Rendered), false)?;
@@ -108,7 +118,7 @@ mod tests {
         let text = String::from_utf8(b.clone()).unwrap();
         // systemd.syntax(5): `#`/`;` lines are comments; a `[` line opens a section.
         assert!(text.lines().all(|l| l.trim().is_empty() || l.starts_with('#') || l.starts_with(';')), "{text}");
-        for unit in MASKED_SWAP_UNITS {
+        for unit in DISTRO_SWAP_UNITS {
             assert!(tree.get(&format!("/etc/systemd/system/{unit}")).is_some(), "{unit}");
         }
     }
