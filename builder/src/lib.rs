@@ -16,6 +16,7 @@
 pub mod build;
 pub mod cli;
 pub mod cluster;
+pub mod commands;
 pub mod error;
 pub mod fleet;
 pub mod hash;

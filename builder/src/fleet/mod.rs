@@ -35,7 +35,6 @@
 //! address = "192.168.1.102/24"           # the first; each further node takes the next address
 //! ```
 
-pub mod cmd;
 pub mod device;
 pub mod flash;
 pub mod images;

@@ -11,8 +11,10 @@
 //! every path comes from [`fetch::mirror_path`] (which refuses `..` and
 //! friends), and every directory on the way must be a real directory, not a
 //! symbolic link.
+//!
+//! [`mirror`] takes a plain [`MirrorOptions`]; `kiln mirror`'s driver
+//! (`commands/mirror.rs`) builds it from the command line.
 
-use crate::cli::MirrorArgs;
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
 use crate::inputs::cache::Cache;
@@ -25,7 +27,6 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -183,28 +184,6 @@ struct Wanted {
     artifact: Artifact,
     rel: PathBuf,
     profiles: Vec<String>,
-}
-
-/// Runs `kiln mirror`: loads the profiles, fills the directory, prints the
-/// summary (a table, or JSON with `--json`) on standard output.
-pub fn run(a: MirrorArgs, progress: &Progress) -> Result<()> {
-    let fetch = FetchOptions {
-        mirror: a.mirror,
-        attempts: a.attempts,
-        timeout: Duration::from_secs(a.timeout),
-        jobs: usize::from(a.jobs),
-        ..FetchOptions::default()
-    };
-    let opts = MirrorOptions { out: a.out, archs: a.archs, cache_dir: a.cache, fetch };
-    let profiles: Vec<Profile> = a.profiles.iter().map(|p| Profile::load(p)).collect::<Result<_>>()?;
-    let report = mirror(&profiles, &opts, progress)?;
-    if a.json {
-        let text = serde_json::to_string_pretty(&report.json()).map_err(|e| Error::build(e.to_string()))?;
-        println!("{text}");
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(())
 }
 
 /// Fills `opts.out` with every artifact (and `[base_image]`) of `profiles`
