@@ -106,7 +106,7 @@ pub fn epoch(profile: &Profile) -> Result<u64> {
 /// Reads the ELF machine of `path` and refuses a binary for another architecture.
 fn check_elf(path: &Path, arch: Arch) -> Result<()> {
     let mut head = [0u8; 20];
-    let mut f = fetch::open_regular(path).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    let mut f = crate::io::open_regular(path).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
     f.read_exact(&mut head)
         .map_err(|_| Error::config(format!("{} is too short to be an executable", path.display())))?;
     if &head[..4] != b"\x7fELF" {
@@ -171,9 +171,8 @@ fn firstboot_bin(profile: &Profile, arch: Arch, opts: &BuildOptions) -> Result<O
         }
     };
     check_elf(&path, arch)?;
-    let (size, sha256) = fetch::open_regular(&path)
-        .and_then(|mut f| hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
-        .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    let (size, sha256) =
+        crate::io::hash_regular(&path).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
     Ok(Some(FirstbootBin { path, size, sha256, source }))
 }
 
@@ -325,8 +324,7 @@ fn plan(tree: Tree) -> Result<Tree> {
         let mut entry = entry.clone();
         if let crate::image::tree::Node::File(Content::Disk { path: src, size, expect_sha256 }) = &mut entry.node {
             if expect_sha256.is_none() {
-                let (n, sha) = fetch::open_regular(src)
-                    .and_then(|mut f| hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
+                let (n, sha) = crate::io::hash_regular(src)
                     .map_err(|e| Error::config(format!("/{path}: {} ({}): {e}", src.display(), entry.origin)))?;
                 *size = n;
                 *expect_sha256 = Some(sha);
@@ -438,7 +436,7 @@ fn record_name(profile: &Profile, out: &Path) -> Result<()> {
     }
     map.insert(profile.name().to_string(), here);
     let text = serde_json::to_string_pretty(&map).map_err(|e| Error::build(e.to_string()))?;
-    crate::outputs::staging::write_atomic(&path, text.as_bytes(), 0o644)
+    crate::io::write_atomic(&path, text.as_bytes(), 0o644)
 }
 
 /// Builds every requested architecture of `profile` into `opts.out_dir`.

@@ -222,7 +222,7 @@ pub struct ClusterInitArgs {
     #[arg(long, value_name = "VERSION")]
     pub kubernetes_version: String,
     /// Pod network CIDR.
-    #[arg(long, default_value = crate::inputs::profile::DEFAULT_POD_SUBNET, value_name = "CIDR")]
+    #[arg(long, default_value = crate::cluster::DEFAULT_POD_SUBNET, value_name = "CIDR")]
     pub pod_subnet: String,
     /// Service network CIDR.
     #[arg(long, default_value = "10.96.0.0/12", value_name = "CIDR")]

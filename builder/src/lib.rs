@@ -22,6 +22,7 @@ pub mod fleet;
 pub mod hash;
 pub mod image;
 pub mod inputs;
+pub mod io;
 pub mod outputs;
 pub mod progress;
 pub mod userdata;

@@ -255,11 +255,9 @@ impl PublishedImage {
                 "--base-url {base_url}: cloud-init's nodes download the image over http:// or https://; give the URL dist/ is served from"
             )));
         }
-        let (size, sha256) = crate::inputs::fetch::open_regular(file)
-            .and_then(|mut f| crate::hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
-            .map_err(|e| {
-                Error::config(format!("--image {}: {e}; build it with `kiln build --format tar`", file.display()))
-            })?;
+        let (size, sha256) = crate::io::hash_regular(file).map_err(|e| {
+            Error::config(format!("--image {}: {e}; build it with `kiln build --format tar`", file.display()))
+        })?;
         let url = format!("{}/{}", base_url.trim_end_matches('/'), percent_encode_name(&name));
         Ok(PublishedImage { url, sha256, size, zstd })
     }
@@ -454,7 +452,7 @@ fn image_file(image: &std::path::Path, path: &str, max: u64) -> Result<Option<Ve
     let name = image.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let bad = |why: String| Error::config(format!("--image {}: {why}", image.display()));
     let rebuild = rebuild_hint(image);
-    let file = crate::inputs::fetch::open_regular(image).map_err(|e| bad(format!("{e}; build it with `{rebuild}`")))?;
+    let file = crate::io::open_regular(image).map_err(|e| bad(format!("{e}; build it with `{rebuild}`")))?;
     if name.ends_with(".ign") {
         let v: serde_json::Value = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| {
             Error::config(format!(

@@ -36,7 +36,7 @@ pub fn run(a: UserdataArgs, progress: &Progress) -> Result<()> {
             .map_err(|e| Error::build(format!("writing user-data: {e}")))?;
         "standard output".to_string()
     } else {
-        crate::outputs::staging::write_atomic(out, &data, 0o600)?;
+        crate::io::write_atomic(out, &data, 0o600)?;
         out.display().to_string()
     };
     progress.step(format!(

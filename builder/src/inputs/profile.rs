@@ -280,7 +280,7 @@ pub struct CniManifestSpec {
     /// Pinned size in bytes (written by `kiln pin` for a URL). Optional.
     pub size: Option<Spanned<u64>>,
     /// The cluster's pod CIDR (cluster.toml `pod_subnet`; default
-    /// [`DEFAULT_POD_SUBNET`]) the manifest's network must match.
+    /// [`crate::cluster::DEFAULT_POD_SUBNET`]) the manifest's network must match.
     pub pod_subnet: Option<Spanned<String>>,
 }
 
@@ -288,9 +288,6 @@ pub struct CniManifestSpec {
 pub const CNI_MANIFEST_PATH: &str = "/etc/kiln/cni.yaml";
 /// The artifact name of a `[cni_manifest]` pinned by URL.
 pub const CNI_MANIFEST_ARTIFACT: &str = "cni-manifest";
-/// `kiln cluster init`'s default `--pod-subnet`, the same as kiln-firstboot's
-/// when node.toml sets none.
-pub const DEFAULT_POD_SUBNET: &str = kiln_firstboot::agent::DEFAULT_POD_SUBNET;
 /// Largest CNI manifest kiln reads from a `path` (Calico's with its CRDs is ~1 MiB).
 pub const CNI_MANIFEST_MAX: u64 = 16 << 20;
 
@@ -592,7 +589,7 @@ impl Profile {
         let read = || -> std::io::Result<Vec<u8>> {
             use std::io::Read;
             let mut bytes = Vec::new();
-            crate::inputs::fetch::open_regular(&file)?.take(CNI_MANIFEST_MAX + 1).read_to_end(&mut bytes)?;
+            crate::io::open_regular(&file)?.take(CNI_MANIFEST_MAX + 1).read_to_end(&mut bytes)?;
             if bytes.len() as u64 > CNI_MANIFEST_MAX {
                 return Err(std::io::Error::other(format!("longer than {CNI_MANIFEST_MAX} bytes")));
             }
@@ -623,7 +620,7 @@ impl Profile {
             .as_ref()
             .and_then(|c| c.get_ref().pod_subnet.as_ref())
             .map(|s| s.get_ref().clone())
-            .unwrap_or_else(|| DEFAULT_POD_SUBNET.to_string())
+            .unwrap_or_else(|| crate::cluster::DEFAULT_POD_SUBNET.to_string())
     }
 
     /// Resolves every artifact for `arch`. Fails (exit 2) on a missing pin;
