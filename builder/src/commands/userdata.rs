@@ -29,7 +29,7 @@ pub fn run(a: UserdataArgs, progress: &Progress) -> Result<()> {
         data = userdata::combine(image, &data)?;
     }
     if a.gzip {
-        data = userdata::gzip(&data);
+        data = crate::ignition::gzip(&data);
     }
     let dest = if out == Path::new("-") {
         std::io::Write::write_all(&mut std::io::stdout(), &data)
