@@ -391,6 +391,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_element_serialises_as_the_spec_names_it_typed_or_as_a_value() {
+        let mut c = Config::new("3.4.0").unwrap();
+        c.storage.files = vec![
+            File::remote("/opt/bin/kubelet", "https://dl.k8s.io/kubelet", "ab", 0o755),
+            File::inline("/etc/kiln/node.toml", b"x", 0o600).owned_by(1, 2),
+        ];
+        c.storage.directories = Some(vec![Directory::new("/etc/kiln", 0o755, 0, 0)]);
+        c.storage.links = Some(vec![Link::symbolic("/etc/extensions/kubernetes.raw", "/opt/extensions/k.raw")]);
+        c.systemd.units = vec![Unit::enabled("a.service"), Unit::with_contents("b.service", "[Unit]\n".into())];
+        let x = format!("data:;base64,{}", b64(b"x"));
+        let want = json!({
+            "ignition": { "version": "3.4.0" },
+            "storage": {
+                "files": [
+                    { "path": "/opt/bin/kubelet", "mode": 0o755, "overwrite": true, "user": { "id": 0 }, "group": { "id": 0 },
+                      "contents": { "source": "https://dl.k8s.io/kubelet", "verification": { "hash": "sha256-ab" } } },
+                    { "path": "/etc/kiln/node.toml", "mode": 0o600, "overwrite": true, "user": { "id": 1 }, "group": { "id": 2 },
+                      "contents": { "source": x, "verification": { "hash": format!("sha256-{}", crate::hash::sha256_hex(b"x")) } } },
+                ],
+                "directories": [ { "path": "/etc/kiln", "mode": 0o755, "user": { "id": 0 }, "group": { "id": 0 } } ],
+                "links": [ { "path": "/etc/extensions/kubernetes.raw", "target": "/opt/extensions/k.raw", "hard": false, "overwrite": true } ],
+            },
+            "systemd": { "units": [ { "name": "a.service", "enabled": true }, { "name": "b.service", "enabled": true, "contents": "[Unit]\n" } ] },
+        });
+        assert_eq!(c.to_value().unwrap(), want);
+        // Fields in key order: the typed document prints as its value does.
+        assert_eq!(serde_json::to_string_pretty(&c).unwrap(), serde_json::to_string_pretty(&want).unwrap());
+        // User-data carries files only: no empty directories or links lists.
+        let files_only = Config::new("3.3.0").unwrap().to_value().unwrap();
+        assert_eq!(files_only["storage"], json!({ "files": [] }));
+        let big = vec![b'a'; 4096];
+        let z = File::inline("/big", &big, 0o644);
+        assert_eq!(z.contents.compression.as_deref(), Some("gzip"));
+        assert_eq!(inline_file(&json!({ "storage": { "files": [z] } }), "/big", 1 << 20).unwrap(), Some(big));
+    }
+
+    #[test]
     fn malformed_configs_are_refused_not_dropped_or_panicked_on() {
         let node = json!({ "ignition": { "version": "3.3.0" }, "storage": { "files": [ { "path": "/etc/kiln/node.toml" } ] },
             "systemd": { "units": [ { "name": "kiln-firstboot.service", "enabled": true } ] } });
