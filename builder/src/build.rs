@@ -210,7 +210,7 @@ fn record_name(profile: &Profile, out: &Path) -> Result<()> {
     }
     map.insert(profile.name().to_string(), here);
     let text = serde_json::to_string_pretty(&map).map_err(|e| Error::build(e.to_string()))?;
-    crate::outputs::staging::write_atomic(&path, text.as_bytes(), 0o644)
+    crate::io::write_atomic(&path, text.as_bytes(), 0o644)
 }
 
 /// What the options stage decided for one build.

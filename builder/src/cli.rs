@@ -89,9 +89,9 @@ The output holds secrets: it is written with mode 0600.")]
     Userdata(UserdataArgs),
     /// Check a Raspberry Pi fleet file, or write one personalised image per node.
     #[command(subcommand)]
-    Fleet(crate::fleet::cmd::FleetCommand),
+    Fleet(FleetCommand),
     /// Write a node's personalised card image to SD cards (or files) and verify it.
-    Flash(crate::fleet::cmd::FlashArgs),
+    Flash(FlashArgs),
     /// Download every pinned artifact of profiles into a mirror directory for `kiln build --mirror DIR`.
     #[command(after_help = MIRROR_HELP)]
     Mirror(MirrorArgs),
@@ -130,6 +130,86 @@ Refuses to replace an existing cluster without --force.")]
     },
 }
 
+/// `kiln fleet` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Check a fleet file: names, roles, addresses, keys, ranges, the cluster.
+    #[command(after_help = "Example:
+  kiln fleet check fleet.toml
+
+Prints one line per node. Every error is one `file:line:col: message` line.
+Exit codes: 0 ok (warnings allowed), 2 the fleet file has errors.")]
+    Check {
+        /// The fleet file.
+        #[arg(value_name = "FLEET.toml")]
+        fleet: PathBuf,
+    },
+    /// Write one personalised card image per node (for other flashing tools).
+    #[command(after_help = "Examples:
+  kiln fleet images fleet.toml --out dist/cards
+  kiln fleet images fleet.toml --node 'pi-[03:05]' --out dist/cards
+
+Writes <out>/<node>.img: a reflink of the base image where the filesystem
+supports it (btrfs, XFS), else a sparse copy, with the node's files in its FAT
+boot partition; and <out>/<node>.img.bmap beside it, so
+`bmaptool copy <out>/<node>.img /dev/sdX` writes only what matters. The images
+hold the nodes' secrets: they are written 0600.
+Exit codes: 0 ok, 1 a write failed, 2 usage or fleet error.")]
+    Images {
+        /// The fleet file.
+        #[arg(value_name = "FLEET.toml")]
+        fleet: PathBuf,
+        /// Output directory.
+        #[arg(long, short, default_value = "dist/cards", value_name = "DIR")]
+        out: PathBuf,
+        /// Only these nodes (names or ranges like `pi-[03:05]`; repeatable).
+        #[arg(long = "node", value_name = "NAME")]
+        nodes: Vec<String>,
+    },
+}
+
+/// `kiln flash` arguments.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  kiln flash fleet.toml --node pi-01 --device /dev/sdb
+  kiln flash fleet.toml --node 'pi-[02:04]' --device /dev/sdb --device /dev/sdc --device /dev/sdd
+  kiln flash fleet.toml --node 'pi-[05:20]' --device /dev/sdb --prompt     # one reader, card after card
+  kiln flash fleet.toml --node pi-07 --device pi-07.img                    # a regular file works too
+
+Writes only the image's mapped ranges (its .bmap) and the node's personalised
+blocks, then reads everything back bypassing the page cache and compares sha256
+per range, then re-reads the personalised files from the card's FAT partition.
+
+Refuses: a mounted device (any partition) or swap, a device in use (O_EXCL), a
+partition, a device smaller than the image; without --force also a device that
+is not removable (sysfs removable=0; SD slots and loop devices count as
+removable) or larger than 256 GiB, and an existing non-empty file that does not
+look like a disk image. Always refuses the fleet file, the image, its .bmap
+and anything under the cluster directory.
+
+Exit codes: 0 ok, 1 an I/O error, 2 usage, fleet or refused device,
+3 verification failed (the message names the range or file).")]
+pub struct FlashArgs {
+    /// The fleet file.
+    #[arg(value_name = "FLEET.toml")]
+    pub fleet: PathBuf,
+    /// Node(s) to flash: names or ranges like `pi-[03:05]` (repeatable).
+    #[arg(long = "node", required = true, value_name = "NAME")]
+    pub nodes: Vec<String>,
+    /// Target device(s) or files, paired with the nodes in order (repeatable).
+    #[arg(long = "device", required = true, value_name = "DEV|FILE")]
+    pub devices: Vec<PathBuf>,
+    /// One device, card after card: wait for Enter before each node.
+    #[arg(long)]
+    pub prompt: bool,
+    /// Allow a non-removable device or one larger than 256 GiB.
+    #[arg(long)]
+    pub force: bool,
+    /// Card image (default: the fleet file's `image`).
+    #[arg(long, value_name = "IMG")]
+    pub image: Option<PathBuf>,
+}
+
 /// `kiln cluster init` arguments.
 #[derive(Debug, clap::Args)]
 pub struct ClusterInitArgs {
@@ -142,7 +222,7 @@ pub struct ClusterInitArgs {
     #[arg(long, value_name = "VERSION")]
     pub kubernetes_version: String,
     /// Pod network CIDR.
-    #[arg(long, default_value = crate::inputs::profile::DEFAULT_POD_SUBNET, value_name = "CIDR")]
+    #[arg(long, default_value = crate::cluster::DEFAULT_POD_SUBNET, value_name = "CIDR")]
     pub pod_subnet: String,
     /// Service network CIDR.
     #[arg(long, default_value = "10.96.0.0/12", value_name = "CIDR")]

@@ -238,6 +238,10 @@ pub fn subnets(flag: &str, s: &str, example: &str) -> Result<Vec<Cidr>> {
     Ok(out)
 }
 
+/// `kiln cluster init`'s default `--pod-subnet` (and a profile's when its
+/// `[cni_manifest]` names none), the same as kiln-firstboot's when node.toml
+/// sets none.
+pub const DEFAULT_POD_SUBNET: &str = kiln_firstboot::contract::node::DEFAULT_POD_SUBNET;
 /// kubeadm's `MaximumBitsForServiceSubnet = 20` (cmd/kubeadm/app/constants/constants.go):
 /// a service subnet has at most 2^20 addresses.
 pub const MAX_SERVICE_SUBNET_BITS: u8 = 20;
@@ -269,7 +273,7 @@ fn check_service_subnets(svc: &[Cidr]) -> Result<()> {
 /// pod_subnet`) by kubeadm's rules: one CIDR or a dual-stack pair
 /// ([`subnets`]), each holding at least one node's range and at most 2^16.
 pub fn pod_subnet(s: &str) -> Result<Vec<Cidr>> {
-    let pod = subnets("--pod-subnet", s, kiln_firstboot::contract::node::DEFAULT_POD_SUBNET)?;
+    let pod = subnets("--pod-subnet", s, DEFAULT_POD_SUBNET)?;
     check_pod_subnets(&pod)?;
     Ok(pod)
 }
@@ -391,7 +395,7 @@ impl TempDir {
             .mode(0o600)
             .open(&lock_path)
             .io_ctx(lock_path.display())?;
-        if !crate::outputs::staging::try_lock(&lock) {
+        if !crate::io::try_lock(&lock) {
             return Err(Error::build(format!("{} is locked by another process", lock_path.display())));
         }
         if let Ok(mut g) = ON_SIGNAL.lock() {
@@ -457,7 +461,7 @@ fn exchange(a: &Path, b: &Path) -> Result<()> {
 /// a lock file without its directory, and a directory from an older kiln
 /// (no lock file) whose PID no longer runs.
 fn remove_stale_temps(parent: &Path) {
-    use crate::outputs::staging::{probe_lock, LockState};
+    use crate::io::{probe_lock, LockState};
     let Ok(entries) = fs::read_dir(parent) else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -720,15 +724,10 @@ impl Cluster {
     /// `kiln cluster rotate-token`: a new token; CA material is untouched.
     pub fn rotate_token(&mut self) -> Result<Secret> {
         let token = new_token()?;
-        let tmp = self.dir.join(format!("secrets/.bootstrap-token.{}", std::process::id()));
-        let _ = fs::remove_file(&tmp);
-        write_file(&tmp, format!("{}\n", token.expose()).as_bytes(), 0o600)?;
-        fs::rename(&tmp, self.dir.join("secrets/bootstrap-token")).io_ctx(self.dir.display())?;
+        let secret = format!("{}\n", token.expose());
+        crate::io::write_atomic_exact(&self.dir.join("secrets/bootstrap-token"), secret.as_bytes(), 0o600)?;
         self.file.token_id = token.expose()[..6].to_string();
-        let ctmp = self.dir.join(format!(".cluster.toml.{}", std::process::id()));
-        let _ = fs::remove_file(&ctmp);
-        write_file(&ctmp, cluster_toml(&self.file).as_bytes(), 0o644)?;
-        fs::rename(&ctmp, self.dir.join("cluster.toml")).io_ctx(self.dir.display())?;
+        crate::io::write_atomic_exact(&self.dir.join("cluster.toml"), cluster_toml(&self.file).as_bytes(), 0o644)?;
         Ok(token)
     }
 

@@ -3,7 +3,8 @@
 //! Three formats carry the same node description:
 //! * `toml`: the `node.toml` `kiln-firstboot` reads (firstboot's own contract type);
 //! * `ignition`: an Ignition config (spec 3.3.0 by default, 3.4.0 on request) that
-//!   writes `/etc/kiln/node.toml` and the PKI files and enables `kiln-firstboot.service`;
+//!   writes `/etc/kiln/node.toml` and the PKI files and enables `kiln-firstboot.service`
+//!   ([`crate::ignition`]'s document model, which `--image X.ign` merges it into);
 //! * `cloud-config`: `#cloud-config` `write_files` doing the same for cloud-init;
 //!   with `--image <tarball> --base-url URL` it also carries a script that
 //!   brings kiln's image onto a stock cloud image (downloaded, verified against
@@ -15,19 +16,13 @@
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
-use base64::Engine;
-use flate2::{Compression, GzBuilder};
+use crate::ignition::{self, b64, gzip};
 use kiln_firstboot::contract::node::{
     Cluster as ClusterSection, Node, NodeConfig, Pki, Role, Secret, NODE_TOML_PATH, PKI_DIR,
 };
-use std::io::Write;
 
 /// EC2's user-data limit (16 KiB); other clouds allow more, so it is a warning.
 pub const EC2_LIMIT: usize = 16 * 1024;
-
-/// Ignition spec versions kiln writes (Fedora CoreOS and Flatcar accept both;
-/// Debian's ignition-validate 2.14 knows 3.3.0 stable and 3.4.0).
-pub const IGNITION_VERSIONS: [&str; 2] = ["3.3.0", "3.4.0"];
 
 /// The output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -132,45 +127,6 @@ pub fn node_config(
     Ok((config, files))
 }
 
-/// gzip with a fixed header (no name, mtime 0), so outputs are reproducible.
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut gz = GzBuilder::new().mtime(0).write(Vec::new(), Compression::best());
-    // Writing to a Vec cannot fail.
-    let _ = gz.write_all(data);
-    gz.finish().unwrap_or_default()
-}
-
-fn b64(data: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(data)
-}
-
-/// An Ignition `storage.files` entry with inline contents, gzip when smaller,
-/// and a sha256 verification hash. Ignition spec 3.1+ (`verification.hash`):
-/// "If compression is specified, the hash describes the decompressed file",
-/// so the hash is always over `f.data`.
-pub fn ignition_file(f: &NodeFile) -> serde_json::Value {
-    let z = gzip(&f.data);
-    let mut contents = serde_json::Map::new();
-    if z.len() < f.data.len() {
-        contents.insert("compression".into(), "gzip".into());
-        contents.insert("source".into(), format!("data:;base64,{}", b64(&z)).into());
-    } else {
-        contents.insert("source".into(), format!("data:;base64,{}", b64(&f.data)).into());
-    }
-    contents.insert(
-        "verification".into(),
-        serde_json::json!({ "hash": format!("sha256-{}", crate::hash::sha256_hex(&f.data)) }),
-    );
-    serde_json::json!({
-        "path": f.path,
-        "mode": f.mode,
-        "overwrite": true,
-        "user": { "id": 0 },
-        "group": { "id": 0 },
-        "contents": contents,
-    })
-}
-
 /// The node's files: `node.toml` (0600, it holds the token) first, then the PKI.
 pub fn node_files(config: &NodeConfig, pki: Vec<NodeFile>) -> Vec<NodeFile> {
     let mut files =
@@ -181,17 +137,10 @@ pub fn node_files(config: &NodeConfig, pki: Vec<NodeFile>) -> Vec<NodeFile> {
 
 /// An Ignition config placing `files` and enabling `kiln-firstboot.service`.
 pub fn ignition(files: &[NodeFile], version: &str) -> Result<serde_json::Value> {
-    if !IGNITION_VERSIONS.contains(&version) {
-        return Err(Error::config(format!(
-            "--ignition-version {version}: kiln writes {}",
-            IGNITION_VERSIONS.join(" or ")
-        )));
-    }
-    Ok(serde_json::json!({
-        "ignition": { "version": version },
-        "storage": { "files": files.iter().map(ignition_file).collect::<Vec<_>>() },
-        "systemd": { "units": [ { "name": kiln_firstboot::contract::unit::UNIT_NAME, "enabled": true } ] },
-    }))
+    let mut config = ignition::Config::new(version)?;
+    config.storage.files = files.iter().map(|f| ignition::File::inline(&f.path, &f.data, f.mode)).collect();
+    config.systemd.units = vec![ignition::Unit::enabled(kiln_firstboot::contract::unit::UNIT_NAME)];
+    config.to_value()
 }
 
 /// A `#cloud-config` placing `files` and, with `image`, bringing kiln's
@@ -257,11 +206,9 @@ impl PublishedImage {
                 "--base-url {base_url}: cloud-init's nodes download the image over http:// or https://; give the URL dist/ is served from"
             )));
         }
-        let (size, sha256) = crate::inputs::fetch::open_regular(file)
-            .and_then(|mut f| crate::hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
-            .map_err(|e| {
-                Error::config(format!("--image {}: {e}; build it with `kiln build --format tar`", file.display()))
-            })?;
+        let (size, sha256) = crate::io::hash_regular(file).map_err(|e| {
+            Error::config(format!("--image {}: {e}; build it with `kiln build --format tar`", file.display()))
+        })?;
         let url = format!("{}/{}", base_url.trim_end_matches('/'), percent_encode_name(&name));
         Ok(PublishedImage { url, sha256, size, zstd })
     }
@@ -410,7 +357,7 @@ pub fn combine(image_path: &std::path::Path, node: &[u8]) -> Result<Vec<u8>> {
             node["ignition"]["version"]
         )));
     }
-    let merged = crate::outputs::ignition_image::merge(image, &node)?;
+    let merged = ignition::merge(image, &node)?;
     let mut s = serde_json::to_string_pretty(&merged).map_err(|e| Error::build(e.to_string()))?;
     s.push('\n');
     Ok(s.into_bytes())
@@ -456,7 +403,7 @@ fn image_file(image: &std::path::Path, path: &str, max: u64) -> Result<Option<Ve
     let name = image.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let bad = |why: String| Error::config(format!("--image {}: {why}", image.display()));
     let rebuild = rebuild_hint(image);
-    let file = crate::inputs::fetch::open_regular(image).map_err(|e| bad(format!("{e}; build it with `{rebuild}`")))?;
+    let file = crate::io::open_regular(image).map_err(|e| bad(format!("{e}; build it with `{rebuild}`")))?;
     if name.ends_with(".ign") {
         let v: serde_json::Value = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| {
             Error::config(format!(
@@ -466,26 +413,7 @@ fn image_file(image: &std::path::Path, path: &str, max: u64) -> Result<Option<Ve
                 e.column()
             ))
         })?;
-        let Some(entry) = v["storage"]["files"].as_array().and_then(|files| files.iter().find(|f| f["path"] == path))
-        else {
-            return Ok(None);
-        };
-        let source = entry["contents"]["source"].as_str().unwrap_or_default();
-        let data = source
-            .strip_prefix("data:;base64,")
-            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
-            .ok_or_else(|| bad(format!("its {path} is not an inline base64 data URL, as kiln writes it")))?;
-        let data = if entry["contents"]["compression"] == "gzip" {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&data[..])
-                .take(max)
-                .read_to_end(&mut out)
-                .map_err(|e| bad(format!("its {path} does not decompress: {e}")))?;
-            out
-        } else {
-            data
-        };
-        return Ok(Some(data));
+        return ignition::inline_file(&v, path, max).map_err(bad);
     }
     let reader: Box<dyn Read> = if name.ends_with(".tar.zst") {
         Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| bad(e.to_string()))?)

@@ -417,7 +417,7 @@ fn small_tarball(members: &[(&str, &[u8])], zstd: bool) -> Vec<u8> {
     if zstd {
         zstd::encode_all(&raw[..], 3).unwrap()
     } else {
-        kiln::userdata::gzip(&raw)
+        kiln::ignition::gzip(&raw)
     }
 }
 
@@ -440,7 +440,7 @@ fn userdata_refuses_an_image_whose_kubeadm_cannot_bring_up_the_clusters_version(
     let zst = tmp.path().join("debian-1.34-arm64.tar.zst");
     std::fs::write(&zst, small_tarball(&[("./etc/kiln/image.toml", toml.as_bytes())], true)).unwrap();
     let ign = tmp.path().join("flatcar-1.34-amd64.ign");
-    let z = kiln::userdata::gzip(toml.as_bytes());
+    let z = kiln::ignition::gzip(toml.as_bytes());
     let entry = serde_json::json!({
         "path": "/etc/kiln/image.toml", "mode": 420,
         "contents": { "compression": "gzip", "source": format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(&z)) },

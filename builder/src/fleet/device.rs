@@ -249,7 +249,7 @@ fn open_file(path: &Path, image_size: u64) -> Result<Target> {
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| refuse(path, e.to_string()))?;
-    if !crate::outputs::staging::try_lock(&file) {
+    if !crate::io::try_lock(&file) {
         return Err(refuse(path, "another program holds a lock on it (another kiln flash?)"));
     }
     // A file target becomes exactly the image: unmapped ranges read as zeros.

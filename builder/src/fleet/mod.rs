@@ -36,7 +36,6 @@
 //! ```
 
 mod check;
-pub mod cmd;
 pub mod device;
 pub mod flash;
 pub mod images;

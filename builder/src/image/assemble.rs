@@ -10,11 +10,9 @@
 //! paths, kinds, modes and rendered contents.
 
 use crate::error::{Error, IoContext, Kind, Result};
-use crate::hash;
 use crate::image::render;
 use crate::image::tree::{Content, Entry, Node, Origin, Tree};
 use crate::inputs::cache::Cache;
-use crate::inputs::fetch;
 use crate::inputs::firstboot_bin::FirstbootBin;
 use crate::inputs::overlay;
 use crate::inputs::profile::{Arch, Artifact, Install, OutputFormat, Profile};
@@ -177,8 +175,7 @@ fn plan(tree: Tree) -> Result<Tree> {
         let mut entry = entry.clone();
         if let Node::File(Content::Disk { path: src, size, expect_sha256 }) = &mut entry.node {
             if expect_sha256.is_none() {
-                let (n, sha) = fetch::open_regular(src)
-                    .and_then(|mut f| hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
+                let (n, sha) = crate::io::hash_regular(src)
                     .map_err(|e| Error::config(format!("/{path}: {} ({}): {e}", src.display(), entry.origin)))?;
                 *size = n;
                 *expect_sha256 = Some(sha);

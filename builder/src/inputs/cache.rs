@@ -113,10 +113,7 @@ impl Cache {
         if before.is_some() && self.stamp_holds(&self.blob_stamp(sha256), &[(String::new(), p.clone())]) {
             return Ok(Entry::Valid(p, Verified::Stamp));
         }
-        let actual = crate::inputs::fetch::open_regular(&p)
-            .and_then(|mut f| hash::copy_hashed(&mut f, &mut io::sink(), |_| {}))
-            .map(|(_, h)| h)
-            .unwrap_or_else(|e| format!("unreadable ({e})"));
+        let actual = crate::io::hash_regular(&p).map(|(_, h)| h).unwrap_or_else(|e| format!("unreadable ({e})"));
         if actual == sha256 {
             if let Some(before) = before {
                 self.write_stamp(&self.blob_stamp(sha256), &[(String::new(), p.clone(), before)]);
@@ -242,9 +239,7 @@ impl Cache {
             let intact = truth.iter().all(|m| {
                 let path = dir.join(&m.name);
                 let before = Stamp::of(&path);
-                let ok = crate::inputs::fetch::open_regular(&path)
-                    .and_then(|mut f| hash::copy_hashed(&mut f, &mut io::sink(), |_| {}))
-                    .is_ok_and(|(n, h)| n == m.size && h == m.sha256);
+                let ok = crate::io::hash_regular(&path).is_ok_and(|(n, h)| n == m.size && h == m.sha256);
                 if let Some(before) = before {
                     stamps.push((m.name.clone(), path, before));
                 }
@@ -344,8 +339,8 @@ fn default_dir() -> Result<PathBuf> {
 /// Hashes the tarball while extracting its regular files (flattened to base
 /// names) into `dir`, or only listing and hashing them when `dir` is `None`.
 fn extract_into(blob: &Path, dir: Option<&Path>, expect: &str) -> Result<Vec<Member>> {
-    let file = crate::inputs::fetch::open_regular(blob).io_ctx(blob.display())?;
-    let hasher = HashingReader::new(BufReader::new(file));
+    let file = crate::io::open_regular(blob).io_ctx(blob.display())?;
+    let hasher = crate::io::HashingReader::new(BufReader::new(file));
     let gz = flate2::read::GzDecoder::new(hasher);
     let mut archive = tar::Archive::new(gz);
     let mut members: Vec<Member> = Vec::new();
@@ -390,34 +385,6 @@ fn extract_into(blob: &Path, dir: Option<&Path>, expect: &str) -> Result<Vec<Mem
     }
     members.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(members)
-}
-
-/// A reader that hashes everything read through it.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: sha2::Sha256,
-}
-
-impl<R> HashingReader<R> {
-    /// Wraps `inner`.
-    pub fn new(inner: R) -> Self {
-        use sha2::Digest;
-        HashingReader { inner, hasher: sha2::Sha256::new() }
-    }
-    /// The sha256 (hex) of everything read so far.
-    pub fn finish(self) -> String {
-        use sha2::Digest;
-        hash::hex(&self.hasher.finalize())
-    }
-}
-
-impl<R: io::Read> io::Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use sha2::Digest;
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 /// How long ago a file must have changed for its stamp to be trusted: a write

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::hash;
 use crate::inputs::cache::{Cache, Entry};
 use crate::inputs::profile::Artifact;
+use crate::io::open_regular;
 use crate::progress::{human_bytes, Progress};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -800,21 +801,6 @@ fn redirected(url: &str, from: &str) -> String {
     } else {
         format!(" at {from}")
     }
-}
-
-/// Opens a local file for reading only if it is a regular file: a FIFO is
-/// opened without blocking and refused, a device (`/dev/zero`) is refused.
-pub fn open_regular(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file (a FIFO, device or directory is never read)",
-        ));
-    }
-    Ok(f)
 }
 
 /// Reads a small local text file (at most `cap` bytes), refusing non-regular files.

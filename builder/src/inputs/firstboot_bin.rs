@@ -3,8 +3,6 @@
 //! that architecture, and hashed once so every writer streams the same bytes.
 
 use crate::error::{Error, IoContext, Result};
-use crate::hash;
-use crate::inputs::fetch;
 use crate::inputs::profile::{Arch, Profile};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -25,7 +23,7 @@ pub struct FirstbootBin {
 /// Reads the ELF machine of `path` and refuses a binary for another architecture.
 fn check_elf(path: &Path, arch: Arch) -> Result<()> {
     let mut head = [0u8; 20];
-    let mut f = fetch::open_regular(path).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    let mut f = crate::io::open_regular(path).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
     f.read_exact(&mut head)
         .map_err(|_| Error::config(format!("{} is too short to be an executable", path.display())))?;
     if &head[..4] != b"\x7fELF" {
@@ -89,8 +87,7 @@ pub fn resolve(profile: &Profile, arch: Arch, bins: &[(Option<Arch>, PathBuf)]) 
         }
     };
     check_elf(&path, arch)?;
-    let (size, sha256) = fetch::open_regular(&path)
-        .and_then(|mut f| hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
-        .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    let (size, sha256) =
+        crate::io::hash_regular(&path).map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
     Ok(Some(FirstbootBin { path, size, sha256, source }))
 }

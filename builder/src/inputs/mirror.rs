@@ -11,8 +11,10 @@
 //! every path comes from [`fetch::mirror_path`] (which refuses `..` and
 //! friends), and every directory on the way must be a real directory, not a
 //! symbolic link.
+//!
+//! [`mirror`] takes a plain [`MirrorOptions`]; `kiln mirror`'s driver
+//! (`commands/mirror.rs`) builds it from the command line.
 
-use crate::cli::MirrorArgs;
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
 use crate::inputs::cache::Cache;
@@ -25,7 +27,6 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -183,28 +184,6 @@ struct Wanted {
     artifact: Artifact,
     rel: PathBuf,
     profiles: Vec<String>,
-}
-
-/// Runs `kiln mirror`: loads the profiles, fills the directory, prints the
-/// summary (a table, or JSON with `--json`) on standard output.
-pub fn run(a: MirrorArgs, progress: &Progress) -> Result<()> {
-    let fetch = FetchOptions {
-        mirror: a.mirror,
-        attempts: a.attempts,
-        timeout: Duration::from_secs(a.timeout),
-        jobs: usize::from(a.jobs),
-        ..FetchOptions::default()
-    };
-    let opts = MirrorOptions { out: a.out, archs: a.archs, cache_dir: a.cache, fetch };
-    let profiles: Vec<Profile> = a.profiles.iter().map(|p| Profile::load(p)).collect::<Result<_>>()?;
-    let report = mirror(&profiles, &opts, progress)?;
-    if a.json {
-        let text = serde_json::to_string_pretty(&report.json()).map_err(|e| Error::build(e.to_string()))?;
-        println!("{text}");
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(())
 }
 
 /// Fills `opts.out` with every artifact (and `[base_image]`) of `profiles`
@@ -421,9 +400,7 @@ fn inspect(dir: &Path, w: &Wanted) -> Result<Found> {
     if !meta.is_file() || w.artifact.size.is_some_and(|s| s != meta.len()) {
         return Ok(Found::Wrong);
     }
-    let (n, sha) = fetch::open_regular(&path)
-        .and_then(|mut f| hash::copy_hashed(&mut f, &mut io::sink(), |_| {}))
-        .io_ctx(path.display())?;
+    let (n, sha) = crate::io::hash_regular(&path).io_ctx(path.display())?;
     Ok(if sha == w.artifact.sha256 { Found::Right(n) } else { Found::Wrong })
 }
 
@@ -495,9 +472,9 @@ fn install(dir: &Path, rel: &Path, blob: &Path, a: &Artifact, opts: &MirrorOptio
 /// sha256 against the pin. Returns the size and the (still locked) file.
 fn copy_verified(blob: &Path, tmp: &Path, a: &Artifact) -> Result<(u64, File)> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut src = fetch::open_regular(blob).io_ctx(blob.display())?;
+    let mut src = crate::io::open_regular(blob).io_ctx(blob.display())?;
     let file: File = fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(tmp).io_ctx(tmp.display())?;
-    if !crate::outputs::staging::try_lock(&file) {
+    if !crate::io::try_lock(&file) {
         return Err(Error::build(format!("{}: locked by another process", tmp.display())));
     }
     let mut out = BufWriter::new(file);
@@ -533,7 +510,7 @@ fn temp_beside(target: &Path) -> PathBuf {
 /// the ones no process holds the `flock(2)` of (a writer holds it until it
 /// renames the file), exactly, whatever runs under the PID in the name now.
 fn remove_stale_temps(target: &Path) {
-    use crate::outputs::staging::{probe_lock, LockState};
+    use crate::io::{probe_lock, LockState};
     let Some(parent) = target.parent() else { return };
     let prefix = temp_prefix(target);
     let Ok(entries) = fs::read_dir(parent) else { return };
@@ -581,7 +558,7 @@ mod tests {
         }
         // A live writer holds the lock of its temporary file.
         let writer = File::open(&live).unwrap();
-        assert!(crate::outputs::staging::try_lock(&writer));
+        assert!(crate::io::try_lock(&writer));
         remove_stale_temps(&target);
         assert!(!dead.exists() && live.exists() && other.exists());
         // A temporary file whose PID runs but which nobody holds is a dead writer's.

@@ -321,7 +321,7 @@ pub fn pin_manifest(
     manifest: &std::path::Path,
     agent: &ureq::Agent,
 ) -> Result<Vec<String>> {
-    let text = crate::inputs::fetch::open_regular(manifest)
+    let text = crate::io::open_regular(manifest)
         .and_then(|f| {
             let mut s = String::new();
             f.take(MAX_BODY * 4).read_to_string(&mut s).map(|_| s)

@@ -332,9 +332,8 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
     Profile::parse(path, new_text.clone()).map_err(|e| e.context("the re-pinned profile does not parse (kiln bug)"))?;
     let d = diff(path, &profile.text, &new_text);
     if !opts.dry_run && new_text != profile.text {
-        let tmp = path.with_extension(format!("toml.kiln-pin-{}", std::process::id()));
-        std::fs::write(&tmp, &new_text).io_ctx(tmp.display())?;
-        std::fs::rename(&tmp, path).io_ctx(path.display())?;
+        // 0666 narrowed by the umask: the mode `fs::write` gives.
+        crate::io::write_atomic(path, new_text.as_bytes(), 0o666)?;
     }
     Ok(d)
 }
@@ -356,7 +355,7 @@ fn pin_cni_manifest(
     let (sha, size, text) = if let Some(file) = profile.cni_manifest_file() {
         use std::io::Read;
         let mut bytes = Vec::new();
-        fetch::open_regular(&file)
+        crate::io::open_regular(&file)
             .and_then(|f| f.take(crate::inputs::profile::CNI_MANIFEST_MAX + 1).read_to_end(&mut bytes))
             .io_ctx(file.display())?;
         if bytes.len() as u64 > crate::inputs::profile::CNI_MANIFEST_MAX {

@@ -10,6 +10,7 @@ use crate::inputs::version::Version;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
@@ -280,7 +281,7 @@ pub struct CniManifestSpec {
     /// Pinned size in bytes (written by `kiln pin` for a URL). Optional.
     pub size: Option<Spanned<u64>>,
     /// The cluster's pod CIDR (cluster.toml `pod_subnet`; default
-    /// [`DEFAULT_POD_SUBNET`]) the manifest's network must match.
+    /// [`crate::cluster::DEFAULT_POD_SUBNET`]) the manifest's network must match.
     pub pod_subnet: Option<Spanned<String>>,
 }
 
@@ -288,9 +289,6 @@ pub struct CniManifestSpec {
 pub const CNI_MANIFEST_PATH: &str = "/etc/kiln/cni.yaml";
 /// The artifact name of a `[cni_manifest]` pinned by URL.
 pub const CNI_MANIFEST_ARTIFACT: &str = "cni-manifest";
-/// `kiln cluster init`'s default `--pod-subnet`, the same as kiln-firstboot's
-/// when node.toml sets none.
-pub const DEFAULT_POD_SUBNET: &str = kiln_firstboot::contract::node::DEFAULT_POD_SUBNET;
 /// Largest CNI manifest kiln reads from a `path` (Calico's with its CRDs is ~1 MiB).
 pub const CNI_MANIFEST_MAX: u64 = 16 << 20;
 
@@ -601,7 +599,7 @@ impl Profile {
         let read = || -> std::io::Result<Vec<u8>> {
             use std::io::Read;
             let mut bytes = Vec::new();
-            crate::inputs::fetch::open_regular(&file)?.take(CNI_MANIFEST_MAX + 1).read_to_end(&mut bytes)?;
+            crate::io::open_regular(&file)?.take(CNI_MANIFEST_MAX + 1).read_to_end(&mut bytes)?;
             if bytes.len() as u64 > CNI_MANIFEST_MAX {
                 return Err(std::io::Error::other(format!("longer than {CNI_MANIFEST_MAX} bytes")));
             }
@@ -632,7 +630,7 @@ impl Profile {
             .as_ref()
             .and_then(|c| c.get_ref().pod_subnet.as_ref())
             .map(|s| s.get_ref().clone())
-            .unwrap_or_else(|| DEFAULT_POD_SUBNET.to_string())
+            .unwrap_or_else(|| crate::cluster::DEFAULT_POD_SUBNET.to_string())
     }
 
     /// Resolves every artifact for `arch`. Fails (exit 2) on a missing pin;
@@ -773,20 +771,47 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Calls `err(span, message)` for a refused value: the error of a [`Verdict`](crate::inputs::validate::Verdict).
+fn at<E: FnMut(Range<usize>, String)>(err: &mut E, s: &Spanned<String>, r: crate::inputs::validate::Verdict) {
+    if let Err(m) = r {
+        err(s.span(), m);
+    }
+}
+
 /// Checks every string (and the epoch) of a parsed profile against its
-/// allow-list, calling `err(span, message)` for each refusal. Cross-field
-/// rules (skew, read-only `/usr`, pins per architecture) live in [`crate::image::check`].
-fn validate_fields(doc: &ProfileDoc, err: &mut impl FnMut(std::ops::Range<usize>, String)) {
+/// allow-list, calling `err(span, message)` for each refusal, one section
+/// after another. Cross-field rules (skew, read-only `/usr`, pins per
+/// architecture) live in [`crate::image::check`].
+fn validate_fields<E: FnMut(Range<usize>, String)>(doc: &ProfileDoc, err: &mut E) {
     use crate::inputs::validate as v;
-    fn at(
-        err: &mut impl FnMut(std::ops::Range<usize>, String),
-        s: &Spanned<String>,
-        r: crate::inputs::validate::Verdict,
-    ) {
-        if let Err(m) = r {
-            err(s.span(), m);
+    validate_names_and_dirs(doc, err);
+    validate_sysctl(doc, err);
+    if let Some(e) = &doc.epoch {
+        if let Err(m) = v::epoch("epoch", *e.get_ref()) {
+            err(e.span(), m);
         }
     }
+    if let Some(base) = &doc.base_image {
+        let base = base.get_ref();
+        if let Err(m) = v::artifact_version(base.version.get_ref()) {
+            err(base.version.span(), format!("base_image: {m}"));
+        }
+        if let Err(m) = v::url(base.url.get_ref()) {
+            err(base.url.span(), format!("base_image: {m}"));
+        }
+    }
+    if let Some(c) = &doc.cni_manifest {
+        validate_cni_manifest(c, err);
+    }
+    for (name, spec) in &doc.artifacts {
+        validate_artifact(name, spec, err);
+    }
+}
+
+/// The profile's name, its directories, overlays, kernel modules, kubelet
+/// arguments and runtime socket.
+fn validate_names_and_dirs<E: FnMut(Range<usize>, String)>(doc: &ProfileDoc, err: &mut E) {
+    use crate::inputs::validate as v;
     at(err, &doc.name, v::name("profile name", doc.name.get_ref()));
     let dirs = [
         ("bin_dir", &doc.bin_dir, DEFAULT_BIN_DIR),
@@ -810,6 +835,11 @@ fn validate_fields(doc: &ProfileDoc, err: &mut impl FnMut(std::ops::Range<usize>
     if let Some(s) = doc.runtime.as_ref().and_then(|r| r.socket.as_ref()) {
         at(err, s, v::socket(s.get_ref()));
     }
+}
+
+/// `[sysctl]`: each name, and each value (a string or an integer).
+fn validate_sysctl<E: FnMut(Range<usize>, String)>(doc: &ProfileDoc, err: &mut E) {
+    use crate::inputs::validate as v;
     for (key, value) in &doc.sysctl {
         let r = match value.get_ref() {
             toml::Value::Table(_) | toml::Value::Array(_) => Err(format!(
@@ -828,89 +858,81 @@ fn validate_fields(doc: &ProfileDoc, err: &mut impl FnMut(std::ops::Range<usize>
             err(value.span(), m);
         }
     }
-    if let Some(e) = &doc.epoch {
-        if let Err(m) = v::epoch("epoch", *e.get_ref()) {
-            err(e.span(), m);
-        }
-    }
-    if let Some(base) = &doc.base_image {
-        let base = base.get_ref();
-        if let Err(m) = v::artifact_version(base.version.get_ref()) {
-            err(base.version.span(), format!("base_image: {m}"));
-        }
-        if let Err(m) = v::url(base.url.get_ref()) {
-            err(base.url.span(), format!("base_image: {m}"));
-        }
-    }
-    if let Some(c) = &doc.cni_manifest {
-        let span = c.span();
-        let c = c.get_ref();
-        match (&c.url, &c.path) {
-            (Some(_), Some(_)) | (None, None) => err(span, "[cni_manifest]: give `url` (https://, fetched and verified) or `path` (a file beside the profile), not both or neither".into()),
-            (Some(u), None) => {
-                if let Err(m) = v::url(u.get_ref()) {
-                    err(u.span(), format!("cni_manifest: {m}"));
-                }
-            }
-            (None, Some(p)) => {
-                let s = p.get_ref();
-                if s.is_empty() || s.starts_with('/') || s.split('/').any(|c| c == "..") || s.chars().any(char::is_control) {
-                    err(p.span(), format!("cni_manifest: path {} must be relative to the profile's directory, without `..`", v::show(s)));
-                }
+}
+
+/// `[cni_manifest]`: a `url` or a `path` (exactly one), and its `pod_subnet`.
+fn validate_cni_manifest<E: FnMut(Range<usize>, String)>(c: &Spanned<CniManifestSpec>, err: &mut E) {
+    use crate::inputs::validate as v;
+    let span = c.span();
+    let c = c.get_ref();
+    match (&c.url, &c.path) {
+        (Some(_), Some(_)) | (None, None) => err(span, "[cni_manifest]: give `url` (https://, fetched and verified) or `path` (a file beside the profile), not both or neither".into()),
+        (Some(u), None) => {
+            if let Err(m) = v::url(u.get_ref()) {
+                err(u.span(), format!("cni_manifest: {m}"));
             }
         }
-        if let Some(ps) = &c.pod_subnet {
-            // The rules `kiln cluster init --pod-subnet` applies (kubeadm's), so a
-            // profile never expects a pod subnet no cluster can have.
-            if let Err(e) = crate::cluster::pod_subnet(ps.get_ref()) {
-                err(ps.span(), format!("cni_manifest: pod_subnet: {e}; use cluster.toml's pod_subnet"));
+        (None, Some(p)) => {
+            let s = p.get_ref();
+            if s.is_empty() || s.starts_with('/') || s.split('/').any(|c| c == "..") || s.chars().any(char::is_control) {
+                err(p.span(), format!("cni_manifest: path {} must be relative to the profile's directory, without `..`", v::show(s)));
             }
         }
     }
-    for (name, spec) in &doc.artifacts {
-        let table = spec.span();
-        let spec = spec.get_ref();
-        if let Err(m) = v::name("artifact", name) {
-            err(table.clone(), format!("{m}; rename [artifacts.{}]", v::show(name)));
+    if let Some(ps) = &c.pod_subnet {
+        // The rules `kiln cluster init --pod-subnet` applies (kubeadm's), so a
+        // profile never expects a pod subnet no cluster can have.
+        if let Err(e) = crate::cluster::pod_subnet(ps.get_ref()) {
+            err(ps.span(), format!("cni_manifest: pod_subnet: {e}; use cluster.toml's pod_subnet"));
         }
-        let ctx = |m: String| format!("artifact `{name}`: {m}");
-        if let Err(m) = v::artifact_version(spec.version.get_ref()) {
-            err(spec.version.span(), ctx(m));
+    }
+}
+
+/// One `[artifacts.NAME]`: its name, version, URL, destination, file name,
+/// mode and extract list.
+fn validate_artifact<E: FnMut(Range<usize>, String)>(name: &str, spec: &Spanned<ArtifactSpec>, err: &mut E) {
+    use crate::inputs::validate as v;
+    let table = spec.span();
+    let spec = spec.get_ref();
+    if let Err(m) = v::name("artifact", name) {
+        err(table.clone(), format!("{m}; rename [artifacts.{}]", v::show(name)));
+    }
+    let ctx = |m: String| format!("artifact `{name}`: {m}");
+    if let Err(m) = v::artifact_version(spec.version.get_ref()) {
+        err(spec.version.span(), ctx(m));
+    }
+    if let Err(m) = v::url(spec.url.get_ref()) {
+        err(spec.url.span(), ctx(m));
+    }
+    if let Some(d) = &spec.dest {
+        let example = if name == "cni-plugins" { DEFAULT_CNI_BIN_DIR } else { DEFAULT_BIN_DIR };
+        if let Err(m) = v::own_dir("dest", d.get_ref(), example) {
+            err(d.span(), ctx(m));
         }
-        if let Err(m) = v::url(spec.url.get_ref()) {
-            err(spec.url.span(), ctx(m));
+    }
+    if let Some(f) = &spec.file_name {
+        if let Err(m) = v::file_name("file_name", f.get_ref()) {
+            err(f.span(), ctx(m));
+        } else if spec.extract.is_some() {
+            err(f.span(), ctx("file_name names a single downloaded file, but this artifact is a tarball (`extract`); remove file_name, or remove extract to install the download itself".into()));
         }
-        if let Some(d) = &spec.dest {
-            let example = if name == "cni-plugins" { DEFAULT_CNI_BIN_DIR } else { DEFAULT_BIN_DIR };
-            if let Err(m) = v::own_dir("dest", d.get_ref(), example) {
-                err(d.span(), ctx(m));
-            }
+    }
+    if let Some(m) = &spec.mode {
+        if parse_mode(m.get_ref()).is_none() {
+            err(m.span(), ctx(format!("mode {} is not octal like \"0755\"", v::show(m.get_ref()))));
         }
-        if let Some(f) = &spec.file_name {
-            if let Err(m) = v::file_name("file_name", f.get_ref()) {
-                err(f.span(), ctx(m));
-            } else if spec.extract.is_some() {
-                err(f.span(), ctx("file_name names a single downloaded file, but this artifact is a tarball (`extract`); remove file_name, or remove extract to install the download itself".into()));
-            }
+    }
+    if let Some(list) = &spec.extract {
+        let l = list.get_ref();
+        if l.iter().any(|m| m == "*") && l.len() > 1 {
+            err(
+                list.span(),
+                ctx("extract lists \"*\" (every regular file) and names too; use [\"*\"] alone or only names".into()),
+            );
         }
-        if let Some(m) = &spec.mode {
-            if parse_mode(m.get_ref()).is_none() {
-                err(m.span(), ctx(format!("mode {} is not octal like \"0755\"", v::show(m.get_ref()))));
-            }
-        }
-        if let Some(list) = &spec.extract {
-            let l = list.get_ref();
-            if l.iter().any(|m| m == "*") && l.len() > 1 {
-                err(
-                    list.span(),
-                    ctx("extract lists \"*\" (every regular file) and names too; use [\"*\"] alone or only names"
-                        .into()),
-                );
-            }
-            for m in l.iter().filter(|m| *m != "*") {
-                if let Err(e) = v::file_name("extract member", m) {
-                    err(list.span(), ctx(format!("{e}; members are matched by base name")));
-                }
+        for m in l.iter().filter(|m| *m != "*") {
+            if let Err(e) = v::file_name("extract member", m) {
+                err(list.span(), ctx(format!("{e}; members are matched by base name")));
             }
         }
     }

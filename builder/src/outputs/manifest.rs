@@ -3,7 +3,7 @@
 //! One output directory may hold several profiles' images: the manifest keeps
 //! one section per profile and `SHA256SUMS` lists every output it knows.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::outputs::tarball::FileRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -93,11 +93,8 @@ pub fn records_json(records: &[FileRecord]) -> Result<Vec<serde_json::Value>> {
 /// Whether every output of `section` is in `dir` with its recorded size and
 /// sha256 (content, not only sizes), and `SHA256SUMS` says what `man` says.
 pub fn outputs_present(dir: &Path, man: &Manifest, section: &ProfileSection) -> bool {
-    let intact = |o: &Output| {
-        crate::inputs::fetch::open_regular(&dir.join(&o.file))
-            .and_then(|mut f| crate::hash::copy_hashed(&mut f, &mut std::io::sink(), |_| {}))
-            .is_ok_and(|(n, h)| n == o.size && h == o.sha256)
-    };
+    let intact =
+        |o: &Output| crate::io::hash_regular(&dir.join(&o.file)).is_ok_and(|(n, h)| n == o.size && h == o.sha256);
     section.outputs.iter().all(intact) && std::fs::read_to_string(dir.join(SUMS_NAME)).is_ok_and(|t| t == man.sums())
 }
 
@@ -203,8 +200,7 @@ pub fn ignition_mismatches(dir: &Path, section: &ProfileSection, base_url: &str)
                 continue;
             };
             let Some(want) = hash.strip_prefix("sha256-") else { continue };
-            let got = crate::inputs::fetch::open_regular(&dir.join(file))
-                .and_then(|mut r| crate::hash::copy_hashed(&mut r, &mut std::io::sink(), |_| {}));
+            let got = crate::io::hash_regular(&dir.join(file));
             match got {
                 Ok((_, h)) if h == want => {}
                 Ok((_, h)) => bad.push(format!("{file}: {} expects sha256 {want}, the file has {h}", o.file)),
@@ -217,5 +213,6 @@ pub fn ignition_mismatches(dir: &Path, section: &ProfileSection, base_url: &str)
 
 /// Writes `text` to `path` (used for staging files before they are renamed).
 pub fn write_text(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).io_ctx(path.display())
+    // 0666 narrowed by the umask: the mode `fs::write` gives.
+    crate::io::write_atomic(path, text.as_bytes(), 0o666)
 }

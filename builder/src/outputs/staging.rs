@@ -61,34 +61,6 @@ pub fn generations_dir(out: &Path) -> Result<PathBuf> {
     Ok(parent(out).join(format!("{}.gen", out_name(out)?)))
 }
 
-/// Takes an exclusive `flock(2)` on `file` without waiting: false when
-/// another open file description holds it (its process is alive: the kernel
-/// drops the lock with the last descriptor, whatever killed the process).
-pub fn try_lock(file: &fs::File) -> bool {
-    // SAFETY: flock(2) on a descriptor `file` owns; no memory is shared.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-}
-
-/// What [`probe_lock`] found at a lock file's path.
-#[derive(Debug)]
-pub enum LockState {
-    /// No such file.
-    Absent,
-    /// A running process holds it.
-    Held,
-    /// Nobody holds it (its owner is gone); the lock is now ours while the file is open.
-    Free(fs::File),
-}
-
-/// Whether a running process holds the `flock(2)` lock of the file at `path`.
-pub fn probe_lock(path: &Path) -> LockState {
-    match fs::File::open(path) {
-        Err(_) => LockState::Absent,
-        Ok(f) if try_lock(&f) => LockState::Free(f),
-        Ok(_) => LockState::Held,
-    }
-}
-
 fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -324,50 +296,4 @@ impl Drop for Staging {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Writes `data` to `path` through a temporary file in the same directory and
-/// a rename, with `mode` set before any byte is written.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let Some(name) = path.file_name().map(|n| n.to_string_lossy().to_string()) else {
-        return Err(Error::config(format!("{}: names a directory, not a file; give a file name", path.display())));
-    };
-    if path.is_dir() {
-        return Err(Error::config(format!(
-            "{} is a directory; give a file name inside it, e.g. {}",
-            path.display(),
-            path.join("out").display()
-        )));
-    }
-    match fs::metadata(&dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(Error::config(format!("{} is not a directory; choose another output path", dir.display())))
-        }
-        Err(_) => {
-            return Err(Error::config(format!(
-                "{}/ does not exist: create it (mkdir -p {}) or choose another output path",
-                dir.display(),
-                dir.display()
-            )))
-        }
-    }
-    let tmp = dir.join(format!(".{name}.kiln-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).io_ctx(tmp.display())?;
-        f.write_all(data).io_ctx(tmp.display())?;
-        f.sync_all().io_ctx(tmp.display())?;
-        fs::rename(&tmp, path).io_ctx(path.display())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }

@@ -245,9 +245,8 @@ pub fn write(usr: &Tree, epoch: u64, out: &std::path::Path) -> Result<Vec<FileRe
         .filter_map(|(_, e)| match &e.node {
             Node::File(Content::Disk { path, .. }) => {
                 let path = path.clone();
-                Some(Box::new(move || {
-                    crate::inputs::fetch::open_regular(&path).map(|f| Box::new(f) as Box<dyn Read + Send>)
-                }) as Opener)
+                Some(Box::new(move || crate::io::open_regular(&path).map(|f| Box::new(f) as Box<dyn Read + Send>))
+                    as Opener)
             }
             Node::File(Content::Inline(b)) => {
                 let b = b.clone();

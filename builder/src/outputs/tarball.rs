@@ -134,7 +134,7 @@ impl Read for Planned {
         if self.reader.is_none() {
             self.reader = Some(match &self.content {
                 Content::Inline(b) => Box::new(io::Cursor::new(b.clone())),
-                Content::Disk { path, .. } => match crate::inputs::fetch::open_regular(path) {
+                Content::Disk { path, .. } => match crate::io::open_regular(path) {
                     Ok(f) => Box::new(f),
                     Err(e) => return Err(self.fail(format!("cannot be read: {e}"))),
                 },
