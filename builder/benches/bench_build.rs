@@ -328,7 +328,7 @@ impl Setup {
                     standin::go_elf(62, sized(size), seed)
                 }
             };
-            let path = kiln::inputs::fetch::url_path(&url);
+            let path = kiln::mirror_path::url_path(&url);
             standin::publish(&mirror, path, &data, false);
             if name == "kubelet" {
                 kubelet = mirror.join(path.trim_start_matches('/'));

@@ -29,6 +29,7 @@ pub mod ignition;
 pub mod image;
 pub mod inputs;
 pub mod io;
+pub mod mirror_path;
 pub mod outputs;
 pub mod progress;
 pub mod userdata;

@@ -42,7 +42,7 @@ fn publish_base_image(s: &Scratch, name: &str) -> Option<std::path::PathBuf> {
     std::fs::create_dir_all(&dir).unwrap();
     let img = pi_image::build(&dir);
     let url = kiln::inputs::profile::expand_url(base.url.get_ref(), base.version.get_ref(), Arch::Arm64);
-    let sha = standin::publish(&s.path("mirror"), kiln::inputs::fetch::url_path(&url), &pi_image::xz(&img), true);
+    let sha = standin::publish(&s.path("mirror"), kiln::mirror_path::url_path(&url), &pi_image::xz(&img), true);
     let text = std::fs::read_to_string(s.profile(name)).unwrap().replace(base.sha256.get_ref().as_str(), &sha);
     std::fs::write(s.profile(name), text).unwrap();
     Some(img)

@@ -7,8 +7,8 @@
 mod common;
 
 use common::*;
-use kiln::inputs::fetch::url_path;
 use kiln::inputs::profile::{expand_url, Arch, Artifact, Profile};
+use kiln::mirror_path::url_path;
 use kiln_testkit::mirror::Fault;
 use kiln_testkit::{pi_image, standin};
 use serde_json::Value;

@@ -41,7 +41,7 @@ fn pin_moves_to_a_new_version_keeping_layout_and_fails_closed() {
             "crictl" => assert_eq!(a.version, "v1.34.0"),
             "cni-plugins" => {
                 // CNI publishes `hash  filename`; the hash is what was taken.
-                let file = s.mirror.root().join(kiln::inputs::fetch::url_path(&a.url).trim_start_matches('/'));
+                let file = s.mirror.root().join(kiln::mirror_path::url_path(&a.url).trim_start_matches('/'));
                 assert_eq!(a.sha256, standin::sha256(&std::fs::read(file).unwrap()));
             }
             _ => {}
@@ -57,7 +57,7 @@ fn pin_moves_to_a_new_version_keeping_layout_and_fails_closed() {
         "{now}"
     );
     for a in p.artifacts_for(Arch::Amd64).unwrap() {
-        let file = s.mirror.root().join(kiln::inputs::fetch::url_path(&a.url).trim_start_matches('/'));
+        let file = s.mirror.root().join(kiln::mirror_path::url_path(&a.url).trim_start_matches('/'));
         assert_eq!(a.size, Some(std::fs::metadata(file).unwrap().len()), "{}", a.name);
     }
     for (a, b) in original.lines().zip(without_sizes) {
@@ -93,7 +93,7 @@ fn publish_base(s: &Scratch, profile: &str, version: &str, with_sha256_file: boo
     let p = Profile::load(&s.profile(profile)).unwrap();
     let b = p.doc.base_image.as_ref().unwrap().get_ref();
     let url = kiln::inputs::profile::expand_url(b.url.get_ref(), version, Arch::Arm64);
-    let path = kiln::inputs::fetch::url_path(&url).to_string();
+    let path = kiln::mirror_path::url_path(&url).to_string();
     let data = format!("{profile} {version} base image (stand-in)\n").into_bytes();
     let h = standin::publish(s.mirror.root(), &path, &data, true);
     if !with_sha256_file {

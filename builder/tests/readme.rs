@@ -29,8 +29,8 @@
 mod common;
 
 use common::*;
-use kiln::inputs::fetch::url_path;
 use kiln::inputs::profile::{expand_url, Arch, Install, Profile};
+use kiln::mirror_path::url_path;
 use kiln_testkit::{pi_image, standin};
 use std::fs;
 use std::os::unix::process::CommandExt;

@@ -211,12 +211,12 @@ fn ignition_image_configs_validate_in_both_modes_and_per_machine() {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ign).unwrap()).unwrap();
     let files = v["storage"]["files"].as_array().unwrap();
     for a in &arts {
-        let url = kiln::inputs::fetch::rebase_url(s.mirror.url(), &a.url);
+        let url = kiln::mirror_path::rebase_url(s.mirror.url(), &a.url);
         let f = files.iter().find(|f| f["contents"]["source"] == url).unwrap_or_else(|| panic!("{url} not downloaded"));
         assert_eq!(f["contents"]["verification"]["hash"], format!("sha256-{}", a.sha256));
         // The pin is the hash of the real bytes the mirror serves.
         let served =
-            std::fs::read(s.mirror.root().join(kiln::inputs::fetch::url_path(&a.url).trim_start_matches('/'))).unwrap();
+            std::fs::read(s.mirror.root().join(kiln::mirror_path::url_path(&a.url).trim_start_matches('/'))).unwrap();
         assert_eq!(sha256(&served), a.sha256);
         if a.name == "kubelet" {
             assert_eq!(f["path"], "/opt/bin/kubelet");

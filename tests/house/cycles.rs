@@ -141,7 +141,6 @@ pub fn violations() -> Vec<String> {
 }
 
 #[test]
-#[ignore = "issue 22: enabled by the lead after the renovation merges"]
 fn no_circles_between_files() {
     let v = violations();
     assert!(

@@ -120,7 +120,6 @@ pub fn violations() -> Vec<String> {
 }
 
 #[test]
-#[ignore = "issue 22: enabled by the lead after the renovation merges"]
 fn no_function_over_120_lines_without_a_reason() {
     let v = violations();
     assert!(

@@ -114,7 +114,6 @@ pub fn reexport_violations() -> Vec<String> {
 }
 
 #[test]
-#[ignore = "issue 22: enabled by the lead after the renovation merges"]
 fn cli_types_only_in_main_and_commands() {
     let v = cli_violations();
     assert!(
@@ -126,7 +125,6 @@ fn cli_types_only_in_main_and_commands() {
 }
 
 #[test]
-#[ignore = "issue 22: enabled by the lead after the renovation merges"]
 fn outputs_do_not_reach_back_into_fetch_or_cache() {
     let v = outputs_violations();
     assert!(
@@ -138,7 +136,6 @@ fn outputs_do_not_reach_back_into_fetch_or_cache() {
 }
 
 #[test]
-#[ignore = "issue 22: enabled by the lead after the renovation merges"]
 fn no_stage_reexports_at_the_builder_root() {
     let v = reexport_violations();
     assert!(

@@ -7,8 +7,8 @@
 //!
 //! [`source`] loads each crate's module tree with `syn` and resolves the paths
 //! its files name. Each test prints every violation, one a line
-//! (`path:line: fn name is N lines`, `cycle: a.rs -> b.rs -> a.rs`). Run them
-//! with `cargo nextest run -p kiln-testkit --test house --run-ignored all`.
+//! (`path:line: fn name is N lines`, `cycle: a.rs -> b.rs -> a.rs`). They run
+//! with the suite; alone: `cargo nextest run -p kiln-testkit --test house`.
 
 mod cycles;
 mod fn_length;

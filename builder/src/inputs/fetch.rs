@@ -15,6 +15,7 @@ use crate::hash;
 use crate::inputs::cache::{Cache, Entry};
 use crate::inputs::profile::Artifact;
 use crate::io::open_regular;
+use crate::mirror_path::{rebase_url, url_path};
 use crate::progress::{human_bytes, Progress};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -81,17 +82,6 @@ impl Mirror {
             dir => Ok(dir),
         }
     }
-}
-
-/// The path part of a URL (`/release/v1.34.2/…`), which mirrors reproduce.
-pub fn url_path(url: &str) -> &str {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    rest.find('/').map(|i| &rest[i..]).unwrap_or("/")
-}
-
-/// Rewrites an upstream URL onto a base URL with the same path.
-pub fn rebase_url(base: &str, url: &str) -> String {
-    format!("{}{}", base.trim_end_matches('/'), url_path(url))
 }
 
 /// How to fetch.
@@ -949,10 +939,6 @@ mod tests {
     fn mirror_paths_follow_upstream() {
         let u = "https://dl.k8s.io/release/v1.34.2/bin/linux/amd64/kubelet";
         assert_eq!(url_path(u), "/release/v1.34.2/bin/linux/amd64/kubelet");
-        assert_eq!(
-            rebase_url("http://127.0.0.1:8080/", u),
-            "http://127.0.0.1:8080/release/v1.34.2/bin/linux/amd64/kubelet"
-        );
         assert_eq!(Mirror::parse("/srv/m"), Mirror::Dir("/srv/m".into()));
         assert_eq!(Mirror::parse("http://x/"), Mirror::Url("http://x".into()));
     }

@@ -112,7 +112,7 @@ pub fn parse_sums_file(text: &str, file: &str) -> Option<String> {
 /// A failure names every URL tried and why.
 fn base_image_checksum(opts: &PinOptions, agent: &ureq::Agent, url: &str) -> Result<String> {
     let rebase = |u: String| match &opts.base_url {
-        Some(base) => fetch::rebase_url(base, &u),
+        Some(base) => crate::mirror_path::rebase_url(base, &u),
         None => u,
     };
     let (dir, file) = url.rsplit_once('/').unwrap_or(("", url));
@@ -268,7 +268,7 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
         for arch in targets {
             let url = format!("{}.sha256", expand_url(&template, &version, arch));
             let url = match &opts.base_url {
-                Some(base) => fetch::rebase_url(base, &url),
+                Some(base) => crate::mirror_path::rebase_url(base, &url),
                 None => url,
             };
             let pinned = fetch::fetch_text(&opts.fetch, &agent, &url).and_then(|text| {
@@ -368,7 +368,7 @@ fn pin_cni_manifest(
         (crate::hash::sha256_hex(&bytes), None, String::from_utf8_lossy(&bytes).into_owned())
     } else if let Some(url) = &spec.url {
         let url = match &opts.base_url {
-            Some(base) => fetch::rebase_url(base, url.get_ref()),
+            Some(base) => crate::mirror_path::rebase_url(base, url.get_ref()),
             None => url.get_ref().clone(),
         };
         let text = fetch::fetch_text_up_to(

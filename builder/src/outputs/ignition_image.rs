@@ -17,7 +17,6 @@
 use crate::error::{Error, Result};
 use crate::ignition::{Config, Directory, File, Link, Unit};
 use crate::image::tree::{Content, Node, Origin, Tree};
-use crate::inputs::fetch;
 use crate::inputs::profile::{Artifact, Install};
 use crate::outputs::sysext::{self, EXTENSION_NAME};
 use serde_json::Value;
@@ -129,7 +128,7 @@ pub fn files_config(
     i: &IgnitionInputs,
 ) -> Result<Value> {
     let url_of = |a: &Artifact| match i.mirror_url {
-        Some(m) => fetch::rebase_url(m, &a.url),
+        Some(m) => crate::mirror_path::rebase_url(m, &a.url),
         None => a.url.clone(),
     };
     let mut remote = Vec::new();

@@ -3,8 +3,8 @@
 //! them, and a way to run the real `kiln` binary.
 #![allow(dead_code)]
 
-use kiln::inputs::fetch::url_path;
 use kiln::inputs::profile::{Arch, Install, Profile};
+use kiln::mirror_path::url_path;
 use kiln_testkit::mirror::Mirror;
 use kiln_testkit::standin;
 use std::path::{Path, PathBuf};
