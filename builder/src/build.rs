@@ -218,7 +218,7 @@ struct Plan {
     /// Output formats, sorted, without repeats.
     formats: Vec<OutputFormat>,
     /// What `kiln check` found (warnings only: errors stop the build).
-    findings: Vec<check::Finding>,
+    findings: Vec<crate::image::finding::Finding>,
     /// The mtime of every entry.
     epoch: u64,
     /// Architectures to build.
@@ -306,13 +306,13 @@ fn options(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Resul
     formats.sort();
     formats.dedup();
     let findings = check::check_for(profile, &formats);
-    for f in findings.iter().filter(|f| f.severity == check::Severity::Warning) {
+    for f in findings.iter().filter(|f| f.severity == crate::image::finding::Severity::Warning) {
         progress.warn(&f.message);
     }
     if check::has_errors(&findings) {
         let lines: Vec<String> = findings
             .iter()
-            .filter(|f| f.severity == check::Severity::Error)
+            .filter(|f| f.severity == crate::image::finding::Severity::Error)
             .map(|f| format!("{} [{}]", f.message, f.rule))
             .collect();
         return Err(Error { kind: check::error_kind(&findings), message: lines.join("\n") });

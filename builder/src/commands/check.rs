@@ -3,7 +3,8 @@
 
 use crate::cli::CheckArgs;
 use crate::error::{Error, Kind, Result};
-use crate::image::check::{self, Finding, Severity};
+use crate::image::check;
+use crate::image::finding::{Finding, Severity};
 use crate::inputs::profile::Profile;
 use crate::progress::Progress;
 

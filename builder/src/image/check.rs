@@ -13,7 +13,7 @@ use std::ops::Range;
 
 /// Findings are their own module so the rules in other stages
 /// ([`crate::inputs::oci::check_profile`]) report them without using this one.
-pub use crate::image::finding::{Finding, Severity};
+use crate::image::finding::{Finding, Severity};
 
 struct Checker<'a> {
     p: &'a Profile,
