@@ -10,6 +10,7 @@
 //! (`path:line: fn name is N lines`, `cycle: a.rs -> b.rs -> a.rs`). They run
 //! with the suite; alone: `cargo nextest run -p kiln-testkit --test house`.
 
+mod architecture;
 mod cycles;
 mod fn_length;
 mod greps;
