@@ -350,7 +350,7 @@ fn remove_on_signal() -> Result<()> {
             if n == 1 {
                 let paths = ON_SIGNAL.lock().map(|g| g.clone()).unwrap_or_default();
                 for p in &paths {
-                    let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
+                    remove_while_written(p);
                 }
                 std::process::exit(128 + i32::from(b));
             }
@@ -372,6 +372,21 @@ fn remove_on_signal() -> Result<()> {
     })
     .clone()
     .map_err(Error::build)
+}
+
+/// Removes `p` (a directory tree or a file) while the main thread may still
+/// be writing into it: `remove_dir_all` fails with `ENOTEMPTY` when a key is
+/// created between its scan of a directory and that directory's `rmdir`, which
+/// would leave CA keys behind. So it is retried until `p` is gone; each retry
+/// removes what was written meanwhile, and once `p` itself is gone the writer's
+/// next file fails with `ENOENT` (the writer never recreates `p`). Bounded at
+/// 1000 tries.
+fn remove_while_written(p: &Path) {
+    for _ in 0..1000 {
+        if fs::symlink_metadata(p).is_err() || fs::remove_dir_all(p).or_else(|_| fs::remove_file(p)).is_ok() {
+            return;
+        }
+    }
 }
 
 /// A temporary cluster directory (0700) and the lock that marks its writer
