@@ -532,3 +532,28 @@ fn parse_mirror_arg(s: &str) -> Result<String, String> {
 fn parse_mirror(s: &str) -> Result<crate::inputs::fetch::Mirror, String> {
     crate::inputs::fetch::Mirror::parse_checked(s)
 }
+
+/// clap's `ValueEnum` for the library's value types, implemented here so that
+/// nothing outside this file names clap: each type lists its values (`ALL`),
+/// spells each on the command line (`as_str`, the same spelling profiles and
+/// cluster.toml use) and describes it (`help`).
+macro_rules! value_enum {
+    ($($ty:ty),+ $(,)?) => {$(
+        impl clap::ValueEnum for $ty {
+            fn value_variants<'a>() -> &'a [Self] {
+                &<$ty>::ALL
+            }
+
+            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+                Some(clap::builder::PossibleValue::new(self.as_str()).help(self.help()))
+            }
+        }
+    )+};
+}
+
+value_enum!(
+    crate::inputs::profile::OutputFormat,
+    crate::userdata::Format,
+    crate::cluster::KeyAlgorithm,
+    crate::outputs::ignition_image::Mode,
+);

@@ -29,23 +29,32 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Key algorithm for the CAs and the service-account key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyAlgorithm {
     /// ECDSA P-256: the default. Keys are ~230 bytes, so a control plane's
     /// user-data stays far below EC2's 16 KiB; kubeadm loads ECDSA CA and
     /// service-account keys (`pkiutil.TryLoadKeyFromDisk`, `keyutil.ParsePrivateKeyPEM`)
     /// and generates ECDSA-P256 itself with `encryptionAlgorithm` (v1beta4).
-    #[value(name = "ecdsa-p256")]
     #[serde(rename = "ecdsa-p256")]
     EcdsaP256,
     /// RSA 2048: kubeadm's own default, for tooling that expects RSA.
-    #[value(name = "rsa-2048")]
     #[serde(rename = "rsa-2048")]
     Rsa2048,
 }
 
 impl KeyAlgorithm {
+    /// Every value, in the order `--help` lists them.
+    pub const ALL: [KeyAlgorithm; 2] = [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa2048];
+
+    /// What `--help` says of this value.
+    pub fn help(self) -> &'static str {
+        match self {
+            KeyAlgorithm::EcdsaP256 => "ECDSA P-256: the default. Keys are ~230 bytes, so a control plane's user-data stays far below EC2's 16 KiB; kubeadm loads ECDSA CA and service-account keys (`pkiutil.TryLoadKeyFromDisk`, `keyutil.ParsePrivateKeyPEM`) and generates ECDSA-P256 itself with `encryptionAlgorithm` (v1beta4)",
+            KeyAlgorithm::Rsa2048 => "RSA 2048: kubeadm's own default, for tooling that expects RSA",
+        }
+    }
+
     /// The spelling used on the command line and in cluster.toml.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -25,7 +25,7 @@ use kiln_firstboot::contract::node::{
 pub const EC2_LIMIT: usize = 16 * 1024;
 
 /// The output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// `node.toml` for kiln-firstboot (NoCloud seed, boot partition, any user-data field).
     Toml,
@@ -36,6 +36,18 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every value, in the order `--help` lists them.
+    pub const ALL: [Format; 3] = [Format::Toml, Format::Ignition, Format::CloudConfig];
+
+    /// What `--help` says of this value.
+    pub fn help(self) -> &'static str {
+        match self {
+            Format::Toml => "`node.toml` for kiln-firstboot (NoCloud seed, boot partition, any user-data field)",
+            Format::Ignition => "An Ignition config for Fedora CoreOS and Flatcar",
+            Format::CloudConfig => "A `#cloud-config` for cloud-init distros",
+        }
+    }
+
     /// The spelling used on the command line.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -6,7 +6,8 @@
 //! * `crate::cli` only in `builder/src/main.rs` and `builder/src/commands/`;
 //! * nothing under `builder/src/outputs` uses `inputs::fetch` or `inputs::cache`
 //!   (an output writes the assembled tree; it does not reach back into the inputs);
-//! * no `pub use` of the crate's own modules at `builder/src/lib.rs` (every path names its stage).
+//! * no `pub use` of the crate's own modules at `builder/src/lib.rs` (every path names its stage);
+//! * clap named only in `cli.rs`, `main.rs` and `commands/` (library types get their `ValueEnum` in `cli.rs`).
 
 use crate::source::{parse, repo, rust_files, Crate};
 
@@ -141,6 +142,26 @@ fn no_stage_reexports_at_the_builder_root() {
     assert!(
         v.is_empty(),
         "root re-exports (issue 22: every path names its stage, crate::inputs::fetch):\n{}",
+        v.join("\n")
+    );
+}
+
+/// `path:line: text` for each line of `builder/src` naming clap outside
+/// `cli.rs`, `main.rs` and `commands/`.
+fn clap_violations() -> Vec<String> {
+    let edge = |rel: &str| {
+        rel == "builder/src/cli.rs" || rel == "builder/src/main.rs" || rel.starts_with("builder/src/commands/")
+    };
+    grep("builder/src", &["clap::", "use clap"], &edge)
+}
+
+#[test]
+fn clap_only_in_cli_main_and_commands() {
+    let v = clap_violations();
+    assert!(
+        v.is_empty(),
+        "clap outside builder/src/cli.rs, main.rs and commands/ (issue 22: every clap type in cli.rs; a library \
+         value type gets its clap::ValueEnum in cli.rs's value_enum! from its ALL, as_str and help):\n{}",
         v.join("\n")
     );
 }

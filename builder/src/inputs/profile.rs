@@ -127,7 +127,7 @@ impl fmt::Display for Arch {
 }
 
 /// An output format of `kiln build`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     /// `<profile>-<arch>.tar.gz`: an overlay tarball for the root filesystem.
@@ -135,7 +135,6 @@ pub enum OutputFormat {
     /// `<profile>-<arch>.tar.zst`: the same tarball, zstd-compressed (GNU tar
     /// 1.31+ and systemd's `importctl import-tar` read it).
     #[serde(rename = "tar.zst")]
-    #[value(name = "tar.zst")]
     TarZst,
     /// `kubernetes-<version>-<arch>.raw`: a systemd-sysext image.
     Sysext,
@@ -146,6 +145,21 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
+    /// Every value, in the order `--help` lists them.
+    pub const ALL: [OutputFormat; 5] =
+        [OutputFormat::Tar, OutputFormat::TarZst, OutputFormat::Sysext, OutputFormat::Ignition, OutputFormat::Card];
+
+    /// What `--help` says of this value.
+    pub fn help(self) -> &'static str {
+        match self {
+            OutputFormat::Tar => "`<profile>-<arch>.tar.gz`: an overlay tarball for the root filesystem",
+            OutputFormat::TarZst => "`<profile>-<arch>.tar.zst`: the same tarball, zstd-compressed (GNU tar 1.31+ and systemd's `importctl import-tar` read it)",
+            OutputFormat::Sysext => "`kubernetes-<version>-<arch>.raw`: a systemd-sysext image",
+            OutputFormat::Ignition => "`<profile>-<arch>.ign`: an Ignition config that installs the image",
+            OutputFormat::Card => "`<profile>-<arch>.img` + `.bmap`: a Raspberry Pi card from `[base_image]`",
+        }
+    }
+
     /// Name as written in profiles and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {

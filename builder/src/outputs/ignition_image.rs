@@ -29,7 +29,7 @@ pub const ARTIFACTS_DIR: &str = "/opt/kiln/artifacts";
 pub const UNPACK_UNIT: &str = "kiln-unpack-artifacts.service";
 
 /// How the image reaches the machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Download the systemd-sysext image and link it into /etc/extensions.
     Sysext,
@@ -38,6 +38,17 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every value, in the order `--help` lists them.
+    pub const ALL: [Mode; 2] = [Mode::Sysext, Mode::Files];
+
+    /// What `--help` says of this value.
+    pub fn help(self) -> &'static str {
+        match self {
+            Mode::Sysext => "Download the systemd-sysext image and link it into /etc/extensions",
+            Mode::Files => "Download every binary to the bin dir (no extension image)",
+        }
+    }
+
     /// The spelling of `--ignition-mode`.
     pub fn as_str(self) -> &'static str {
         match self {
