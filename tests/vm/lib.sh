@@ -3,6 +3,7 @@
 #   tag      message prefix ("vm", "vm-arm64")
 #   work     the work directory (boot files: $work/BOOT.{report,console,how,time})
 #   started  the harness's start time (date +%s)
+#   cache    where root filesystems are cached (build_rootfs)
 # and gets the counters passed, failed, the list bad_boots and `summarised`.
 # shellcheck shell=bash
 # shellcheck disable=SC2154,SC2034 # tag, work and started come from the caller, which reads summarised
@@ -50,9 +51,9 @@ PY
 # and kubelet); the report on PORT (nothing else writes there), then power off
 # whatever happened; a watchdog that reports and powers off after WATCHDOG s,
 # before the harness's timeout, whatever hangs.
-vm_report_units() { # vm_report_units ROOT PORT WATCHDOG_SECONDS
+vm_report_units() { # vm_report_units ROOT PORT WATCHDOG_SECONDS [REPORT_SCRIPT]
   local root=$1 port=$2 wd=$3
-  install -m 0755 "$(dirname "${BASH_SOURCE[0]}")/report.sh" "$root/usr/local/sbin/kiln-vm-report"
+  install -m 0755 "${4:-$(dirname "${BASH_SOURCE[0]}")/report.sh}" "$root/usr/local/sbin/kiln-vm-report"
   vm_unit "$root" kiln-vm-early.service multi-user.target <<'UNIT'
 [Unit]
 Description=kiln VM test: host prerequisites as the image's boot left them
@@ -116,4 +117,68 @@ vm_summary() {
   summarised=1
   echo "$passed passed, $failed failed"
   [ "$failed" -eq 0 ]
+}
+
+# Root filesystems, kernels and disks (shared by tests/vm/run and tests/vm/real).
+build_rootfs() { # build_rootfs TAR INCLUDE
+  local out=$1 include=$2 log=${1%.tar}.debootstrap.log tmp b
+  [ ! -f "$out" ] || return 0
+  # One debootstrap at a time per cache (concurrent runs wait for it), each in
+  # its own scratch directory, published by an atomic rename.
+  exec 9>"$cache/.lock"
+  flock 9
+  if [ ! -f "$out" ]; then
+    echo "vm: debootstrap (first run only; cached in $out)" >&2
+    b=$(date +%s)
+    tmp=$(mktemp -d "$cache/rootfs.XXXXXX")
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin debootstrap --variant=minbase \
+      --include="$include" bookworm "$tmp/root" http://deb.debian.org/debian >"$log" 2>&1 ||
+      { cat "$tmp/root/debootstrap/debootstrap.log" >>"$log" 2>/dev/null
+        echo "vm: debootstrap failed; see $log" >&2; rm -rf "$tmp"; exit 1; }
+    tar -C "$tmp/root" -cf "$tmp/rootfs.tar" .
+    mv "$tmp/rootfs.tar" "$out"
+    rm -rf "$tmp"
+    echo "vm: $(basename "$out") built in $(( $(date +%s) - b )) s" >&2
+  fi
+  exec 9>&-
+}
+
+kernel_of() { # kernel_of ROOTFS_TAR DIR -> "VMLINUZ INITRD" (each rootfs boots its own kernel)
+  mkdir -p "$2"
+  tar -C "$2" -xf "$1" --wildcards './boot/vmlinuz-*' './boot/initrd.img-*'
+  echo "$(ls "$2"/boot/vmlinuz-*) $(ls "$2"/boot/initrd.img-*)"
+}
+
+# What no scenario uses stays out of the disks (half the rootfs: smaller disks
+# are made faster): kernel drivers for hardware the VM does not have, docs,
+# apt's downloaded packages, /boot (the kernel is passed to qemu).
+prune=(--wildcards --exclude='./boot/*' --exclude='./var/cache/apt/*' --exclude='./usr/share/doc/*'
+  --exclude='./usr/share/locale/*' --exclude='./usr/share/man/*' --exclude='./usr/share/info/*'
+  --exclude='./usr/lib/modules/*/kernel/sound')
+for d in gpu net media infiniband staging scsi usb iio mtd bluetooth isdn hwmon mfd platform power rtc \
+  video watchdog pinctrl input hid target nvme ata spi i2c thunderbolt edac leds regulator gnss atm \
+  comedi w1 misc parport pcmcia ptp firewire fpga hv xen soundwire phy memstick mmc nfc ntb; do
+  prune+=(--exclude="./usr/lib/modules/*/kernel/drivers/$d")
+done
+# The cloud VM has a NIC: virtio_net and net_failover (drivers/net itself)
+# stay, the drivers in drivers/net's subdirectories go.
+prune_cloud=()
+for p in "${prune[@]}"; do
+  [ "$p" = "--exclude=./usr/lib/modules/*/kernel/drivers/net" ] || prune_cloud+=("$p")
+done
+prune_cloud+=(--exclude='./usr/lib/modules/*/kernel/drivers/net/*/*')
+
+# Nothing may stall a boot: no consoles on the report port, no timers.
+quiet_units() { # quiet_units ROOT [MORE_UNIT...]
+  local u
+  for u in serial-getty@ttyS1.service getty@tty1.service apt-daily.timer apt-daily-upgrade.timer \
+    e2scrub_all.timer e2scrub_reap.service fstrim.timer "${@:2}"; do
+    ln -sf /dev/null "$1/etc/systemd/system/$u"
+  done
+}
+
+# A NoCloud seed disk: vfat labelled CIDATA holding FILEs.
+seed_disk() { # seed_disk NAME FILE...
+  mkfs.vfat -n CIDATA -C "$work/$1/seed.img" 2048 >/dev/null
+  mcopy -i "$work/$1/seed.img" "${@:2}" ::
 }

@@ -1,0 +1,90 @@
+#!/bin/bash
+# Runs inside the real-cluster VMs (installed by tests/vm/real as
+# /usr/local/sbin/kiln-vm-report; stdout is the second serial port, ttyS1).
+#   kiln-vm-report early     host prerequisites before kiln-firstboot (as report.sh)
+#   kiln-vm-report report    every fact as `KILNVM key=value`, then the journal
+#                            tail as `KILNVM-journal| ...`, then `KILNVM report=done`
+#   kiln-vm-report watchdog  `KILNVM watchdog=fired`, pending jobs, the journal tail
+# The init node's report waits (bounded) for /readyz and for every node the
+# scenario expects (/etc/kiln-vm/expect-nodes) to be Ready.
+say() { echo "KILNVM $1=$2"; }
+up() { cut -d' ' -f1 /proc/uptime; }
+journal_tail() {
+  journalctl -b --no-pager -n 150 2>&1 | sed 's/^/KILNVM-journal| /'
+}
+k() { /opt/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=20s "$@"; }
+# wait_for SECONDS COMMAND...: until COMMAND succeeds, at most SECONDS.
+wait_for() {
+  local end=$(( $(date +%s) + $1 )); shift
+  until "$@"; do
+    [ "$(date +%s)" -lt "$end" ] || return 1
+    sleep 3
+  done
+}
+# Seconds since power-on at which a unit's main process started/exited.
+mono() { # mono UNIT PROPERTY
+  local us
+  us=$(systemctl show -p "$2" --value "$1")
+  [ -n "$us" ] && [ "$us" != 0 ] && echo $(( us / 1000000 )) || echo -
+}
+
+case ${1:-report} in
+early)
+  mkdir -p /run/kiln-vm
+  {
+    if [ -d /sys/module/br_netfilter ]; then say early_br_netfilter yes; else say early_br_netfilter no; fi
+  } > /run/kiln-vm/early
+  exit 0
+  ;;
+watchdog)
+  say watchdog fired
+  say uptime "$(up)"
+  systemctl list-jobs --no-pager 2>&1 | sed 's/^/KILNVM-jobs| /'
+  /opt/bin/crictl --runtime-endpoint unix:///run/containerd/containerd.sock ps -a 2>&1 | sed 's/^/KILNVM-crictl| /'
+  journal_tail
+  exit 0
+  ;;
+esac
+
+role=$(cat /etc/kiln-vm/role)
+expect=$(cat /etc/kiln-vm/expect-nodes)
+cat /run/kiln-vm/early 2>/dev/null || say early_br_netfilter missing
+r=$(systemctl show -p Result --value kiln-firstboot.service)
+a=$(systemctl show -p ActiveState --value kiln-firstboot.service)
+if [ "$a" = active ] && [ "$r" = success ]; then say firstboot success; else say firstboot failed; fi
+say firstboot_state "$a/$r"
+say images_imported "$(systemctl show -p Result --value kiln-vm-images.service)"
+fb_start=$(mono kiln-firstboot.service ExecMainStartTimestampMonotonic)
+fb_end=$(mono kiln-firstboot.service ExecMainExitTimestampMonotonic)
+if [ "$role" = init ] && [ "$a" = active ]; then
+  ready() { [ "$(k get --raw /readyz 2>/dev/null)" = ok ]; }
+  wait_for 300 ready
+  say readyz "$(k get --raw /readyz 2>&1 | head -c 200)"
+  nodes_ready() {
+    local n
+    n=$(k get nodes --no-headers 2>/dev/null | awk '$2 == "Ready"' | wc -l)
+    [ "$n" -ge "$expect" ]
+  }
+  wait_for 600 nodes_ready
+  ready_at=$(up)
+  say nodes_ready "$(k get nodes --no-headers 2>/dev/null | awk '$2 == "Ready" {print $1}' | sort | paste -sd' ')"
+  k get nodes -o wide 2>&1 | sed 's/^/KILNVM-nodes| /'
+  pods_running() {
+    ! k get pods -n kube-system --no-headers 2>/dev/null | grep -E '^(etcd|kube-apiserver|kube-controller-manager|kube-scheduler)-' | grep -vq ' Running '
+  }
+  wait_for 120 pods_running
+  say static_pods "$(k get pods -n kube-system --no-headers -o custom-columns=N:.metadata.name,P:.status.phase 2>/dev/null |
+    awk '$1 ~ /^(etcd|kube-apiserver|kube-controller-manager|kube-scheduler)-/ {printf "%s%s=%s", (n++ ? " " : ""), $1, $2}')"
+  k get pods -A -o wide 2>&1 | sed 's/^/KILNVM-pods| /'
+  say times "firstboot_start=$fb_start kubeadm_done=$fb_end nodes_ready=${ready_at%.*}"
+else
+  say times "firstboot_start=$fb_start kubeadm_done=$fb_end"
+fi
+say kubelet_active "$(systemctl is-active kubelet.service)"
+say kubelet_nrestarts "$(systemctl show -p NRestarts --value kubelet.service)"
+say images "$(/opt/bin/ctr -n k8s.io images ls -q 2>/dev/null | grep -v '^sha256:' | sort | paste -sd' ')"
+# Nothing pulled: containerd logs every CRI PullImage request.
+say pulls "$(journalctl -b --no-pager -u containerd.service -u kubelet.service 2>/dev/null | grep -cE 'PullImage|ErrImagePull|ImagePullBackOff')"
+journalctl -b --no-pager -u kiln-firstboot.service 2>&1 | tail -n 80 | sed 's/^/KILNVM-firstboot| /'
+journal_tail
+say report "done"
