@@ -486,9 +486,11 @@ fn check_firewall(cx: &Ctx) -> Vec<Check> {
 fn check_subnets(cx: &Ctx) -> Vec<Check> {
     let k = cx.k;
     let mut out = Vec::new();
-    let routes = host_networks(&read(cx.root, "/proc/net/route").unwrap_or_default());
+    let table = read(cx.root, "/proc/net/route").unwrap_or_default();
     for (name, cidr) in [("pod_subnet", &k.pod_subnet), ("service_subnet", &k.service_subnet)] {
         if let Some(c) = parse_v4(cidr) {
+            let routes =
+                if name == "pod_subnet" { host_networks_beside_pods(&table, c) } else { host_networks(&table) };
             if let Some(h) = routes.iter().find(|h| overlaps(c, **h)) {
                 out.push(err(
                     "subnets",
@@ -1036,6 +1038,26 @@ fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
     (u32::from(a.0) & mask) == (u32::from(b.0) & mask)
 }
 
+/// [`host_networks`] without the routes a pod network itself puts there: a route
+/// through a gateway to a range strictly inside the pod subnet is one node's
+/// pod range reached through that node, as host-gw pod networks (flannel's
+/// `host-gw` backend, kube-router, Calico without an overlay) and static
+/// per-node routes carry pod traffic; it is the pod network, not a host network
+/// it collides with. A directly connected network inside the pod subnet, or a
+/// gatewayed route as large as it or larger, still overlaps.
+fn host_networks_beside_pods(route: &str, pods: (Ipv4Addr, u8)) -> Vec<(Ipv4Addr, u8)> {
+    routes::parse_v4(route)
+        .into_iter()
+        .filter_map(|r| match r.dest {
+            std::net::IpAddr::V4(a) if r.prefix > 0 => {
+                let pod_range = r.gateway.is_some() && r.prefix > pods.1 && overlaps((a, r.prefix), pods);
+                (!pod_range).then_some((a, r.prefix))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// IPv4 networks the host routes directly, from `/proc/net/route` (hex, little-endian).
 pub fn host_networks(route: &str) -> Vec<(Ipv4Addr, u8)> {
     routes::parse_v4(route)
@@ -1174,5 +1196,28 @@ eth0\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
         assert_eq!(nets, vec![(Ipv4Addr::new(10, 0, 0, 0), 16)]);
         assert!(overlaps((Ipv4Addr::new(10, 0, 128, 0), 17), nets[0]));
         assert!(!overlaps((Ipv4Addr::new(10, 244, 0, 0), 16), nets[0]));
+    }
+
+    #[test]
+    fn a_pod_network_s_own_per_node_routes_are_not_host_networks() {
+        // eth0 10.0.2.0/24; 10.244.2.0/24 via 10.0.2.16 (another node's pod range,
+        // as flannel host-gw routes it); 10.244.0.0/16 via 10.0.2.1 (a route as large
+        // as the pod subnet); cni0 10.244.3.0/24 directly connected.
+        let route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+eth0\t0002F40A\t1002000A\t0003\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let pods = (Ipv4Addr::new(10, 244, 0, 0), 16);
+        assert_eq!(host_networks_beside_pods(route, pods), vec![(Ipv4Addr::new(10, 0, 2, 0), 24)]);
+        assert_eq!(host_networks(route).len(), 2, "the service subnet check still sees every route");
+        let wide = format!("{route}eth0\t0000F40A\t0102000A\t0003\t0\t0\t0\t0000FFFF\t0\t0\t0\n");
+        assert!(
+            host_networks_beside_pods(&wide, pods).contains(&pods),
+            "a gatewayed route as large as the pod subnet overlaps"
+        );
+        let bridge = format!("{route}cni0\t0003F40A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n");
+        assert!(
+            host_networks_beside_pods(&bridge, pods).contains(&(Ipv4Addr::new(10, 244, 3, 0), 24)),
+            "a directly connected network inside the pod subnet overlaps"
+        );
     }
 }
