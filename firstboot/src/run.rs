@@ -175,9 +175,22 @@ impl<'a> Executor<'a> {
                 let patch = kubeadm::kubelet_patch(&r.kubeadm);
                 let text = serde_json::to_string_pretty(&patch).unwrap_or_default() + "\n";
                 write(&format!("{PATCHES_DIR}/{}", kubeadm::KUBELET_PATCH_FILE), text.as_bytes(), 0o644)?;
+                // Static pod patches: this node.toml's, and none left from an earlier one.
+                for file in kubeadm::static_pod_patch_files() {
+                    let path = format!("{PATCHES_DIR}/{file}");
+                    match r.kubeadm.static_pod_patches.get(&file) {
+                        Some(p) => {
+                            let text = serde_json::to_string_pretty(p).unwrap_or_default() + "\n";
+                            write(&path, text.as_bytes(), 0o644)?;
+                        }
+                        None => {
+                            let _ = files::remove(root, &path);
+                        }
+                    }
+                }
             }
             Action::WaitForEndpoint => {
-                preflight::wait_for_endpoint(&r.kubeadm.control_plane_endpoint, self.opts.wait)
+                preflight::wait_for_endpoint(&r.kubeadm.control_plane_endpoint, endpoint_wait(self.opts, r))
                     .map_err(|e| fail(root, &e))?;
             }
             // kubelet's ExecCondition lets kubelet start while this marker names this
@@ -245,7 +258,7 @@ impl<'a> Executor<'a> {
                 cmd.arg("--skip-token-print");
             }
             let started = now();
-            let (ok, out) = run_bounded(&mut cmd, opts.kubeadm_timeout);
+            let (ok, out) = run_bounded(&mut cmd, attempt_bound(opts, r));
             let out = redact(&out, r);
             let _ = files::write(root, KUBEADM_LOG, out.as_bytes(), 0o600);
             for line in out.lines() {
@@ -278,6 +291,22 @@ impl<'a> Executor<'a> {
         }
         Err(fail(root, &last))
     }
+}
+
+/// The bound on one kubeadm attempt: `--kubeadm-timeout` when given, else kubeadm's
+/// own waits with node.toml's `kubeadm_timeouts` plus a margin
+/// ([`kubeadm::attempt_bound`]), so a raised kubeadm timeout is never cut short.
+pub fn attempt_bound(opts: &Options, r: &Resolved) -> Duration {
+    opts.kubeadm_timeout.unwrap_or_else(|| kubeadm::attempt_bound(&r.kubeadm))
+}
+
+/// How long a join waits for the endpoint before kubeadm runs: `--wait`, or
+/// node.toml's `kubeadm_timeouts.discovery` when that is longer (the operator said
+/// the control plane may take that long to answer).
+pub fn endpoint_wait(opts: &Options, r: &Resolved) -> Duration {
+    let discovery =
+        r.kubeadm.timeouts.get("discovery").and_then(|v| crate::validate::kubeadm::timeout_value("discovery", v).ok());
+    discovery.map_or(opts.wait, |d| d.max(opts.wait))
 }
 
 /// The preflight checks, each warning and error logged; `Err` (the run fails) on
