@@ -256,7 +256,7 @@ pub struct Node {
     pub kubeadm_timeouts: Option<BTreeMap<String, String>>,
     /// `nodeRegistration.imagePullPolicy`: whether kubeadm pulls the control-plane
     /// images (kubeadm's default, when unset, is `IfNotPresent`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_pull_policy")]
     pub image_pull_policy: Option<ImagePullPolicy>,
     /// Patches of this node's control-plane static pods, `TARGET[+merge]` → the patch
     /// as a table (a strategic merge patch unless `+merge`), written to
@@ -280,7 +280,36 @@ pub enum ImagePullPolicy {
     Never,
 }
 
+/// `[node] image_pull_policy`: one of `validate::kubeadm::PULL_POLICIES`, spelled as
+/// kubeadm spells it (its validation is case-sensitive).
+fn de_pull_policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ImagePullPolicy>, D::Error> {
+    let v = toml::Value::deserialize(d)?;
+    let found = match &v {
+        toml::Value::String(s) => ImagePullPolicy::ALL.into_iter().find(|p| p.as_str() == s),
+        _ => None,
+    };
+    found.map(Some).ok_or_else(|| {
+        let names = crate::validate::kubeadm::PULL_POLICIES;
+        let hint = match v.as_str().and_then(|s| crate::validate::suggest::did_you_mean(s, names)) {
+            Some(s) => format!(" (did you mean `{s}`?)"),
+            None => String::new(),
+        };
+        let shown = match &v {
+            toml::Value::String(s) => crate::validate::quote(s),
+            other => format!("{} `{other}`", other.type_str()),
+        };
+        serde::de::Error::custom(format!(
+            "image_pull_policy: {shown} is not a pull policy{hint}; write one of \"{}\"",
+            names.join("\", \"")
+        ))
+    })
+}
+
 impl ImagePullPolicy {
+    /// Every policy, in [`crate::validate::kubeadm::PULL_POLICIES`]'s order.
+    pub const ALL: [ImagePullPolicy; 3] =
+        [ImagePullPolicy::Always, ImagePullPolicy::IfNotPresent, ImagePullPolicy::Never];
+
     /// The spelling kubeadm and node.toml use.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -735,9 +764,14 @@ taints = []
             ("[node]\nkubeadm_timeouts = { kubeletHealthCheck = \"8 minutes\" }\n", (2, 43), "not a Go duration"),
             ("[node]\nkubeadm_timeouts = { kubeletHealthCheck = \"-8m\" }\n", (2, 43), "negative"),
             ("[node]\nkubeadm_timeouts = { kubeletHealthCheck = 8 }\n", (2, 43), "Go duration string such as \"4m0s\""),
-            ("[node]\nkubeadm_timeouts = { kubeletHealthChek = \"8m\" }\n", (2, 22), "did you mean `kubeletHealthCheck`?"),
+            (
+                "[node]\nkubeadm_timeouts = { kubeletHealthChek = \"8m\" }\n",
+                (2, 22),
+                "did you mean `kubeletHealthCheck`?",
+            ),
             ("[node]\nkubeadm_timeouts = \"8m\"\n", (2, 20), "a table"),
             ("[node]\nimage_pull_policy = \"never\"\n", (2, 21), "did you mean `Never`?"),
+            ("[node]\nimage_pull_policy = 1\n", (2, 21), "integer `1` is not a pull policy"),
             ("[node]\nstatic_pod_patches = { kube-apiservr = {} }\n", (2, 24), "did you mean `kube-apiserver`?"),
             ("[node]\nstatic_pod_patches = { etcd = [] }\n", (2, 31), "a patch of the Pod as a table"),
         ] {
