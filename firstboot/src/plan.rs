@@ -186,7 +186,14 @@ pub fn steps(m: &Machine, r: &Resolved, state: Option<&State>) -> Result<Vec<Ste
     step(Action::WriteConfig, format!("write {CONFIG_PATH} (0600)"));
     step(Action::WritePatch, format!("write {}", patch_paths(k).join(", ")));
     if !init {
-        step(Action::WaitForEndpoint, format!("wait for the control plane at {} to answer", k.control_plane_endpoint));
+        step(
+            Action::WaitForEndpoint,
+            format!(
+                "wait for the control plane at {} to answer, at most {}",
+                k.control_plane_endpoint,
+                humanize(r.endpoint_wait)
+            ),
+        );
     }
     step(Action::MarkBootstrapping, format!("write {BOOTSTRAPPING}: kubelet may start while this machine bootstraps"));
     step(Action::MarkStarted, format!("write {STARTED_PATH}: kiln ran kubeadm on this disk"));
@@ -199,11 +206,10 @@ pub fn steps(m: &Machine, r: &Resolved, state: Option<&State>) -> Result<Vec<Ste
     step(
         Action::Kubeadm,
         format!(
-            "{pki}kubeadm {} --config {CONFIG_PATH}: at most --attempts times, kubeadm reset -f between; each attempt bounded by {} (kubeadm's own waits {} + {}; --kubeadm-timeout overrides)",
+            "{pki}kubeadm {} --config {CONFIG_PATH}: at most --attempts times, kubeadm reset -f between; each attempt bounded by {} (kubeadm's own waits: {}; --kubeadm-timeout sets it)",
             verb(r),
-            humanize(kubeadm::attempt_bound(k)),
+            humanize(r.attempt_bound),
             humanize(kubeadm::kubeadm_waits(k)),
-            humanize(kubeadm::KUBEADM_MARGIN),
         ),
     );
     step(Action::RecordSuccess, format!("write {STATE_PATH} and {CAPI_SENTINEL}; remove {EVIDENCE_LOG}"));
@@ -375,7 +381,7 @@ pub fn plan_json(m: &Machine, r: &Resolved) -> serde_json::Value {
         },
         "kubelet_flags": kubelet_flags(k),
         "static_pod_patches": k.static_pod_patches.iter().map(|(f, p)| json!({ "path": format!("{PATCHES_DIR}/{f}"), "patch": p })).collect::<Vec<_>>(),
-        "kubeadm_attempt_bound_seconds": kubeadm::attempt_bound(k).as_secs(),
+        "kubeadm_attempt_bound_seconds": r.attempt_bound.as_secs(),
     })
 }
 

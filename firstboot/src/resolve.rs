@@ -14,6 +14,7 @@ use crate::sources;
 use crate::validate;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 /// Where the per-node kubelet patch lives (`patches.directory`); kept after boot so
 /// `kubeadm upgrade node --patches` can use it again.
@@ -48,6 +49,14 @@ pub struct Resolved {
     /// What a dry run ([`resolve_for_plan`]) could not resolve, one line each with the
     /// cause; the value is [`UNRESOLVED`] in the plan. Always empty for `run`.
     pub unresolved: Vec<String>,
+    /// The bound on one `kubeadm init|join` attempt: `--kubeadm-timeout` when given,
+    /// else [`kubeadm::attempt_bound`] (kubeadm's own waits with node.toml's
+    /// `kubeadm_timeouts`, plus a margin), so a raised kubeadm timeout is never cut short.
+    pub attempt_bound: Duration,
+    /// How long a join waits for the endpoint before kubeadm runs: `--wait`, or
+    /// node.toml's `kubeadm_timeouts.discovery` when that is longer (the operator said
+    /// the control plane may take that long to answer).
+    pub endpoint_wait: Duration,
 }
 
 /// Reads the platform's metadata, if the platform is known and has a provider.
@@ -162,6 +171,10 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         image_pull_policy: n.image_pull_policy.map(|p| p.as_str().to_string()),
         static_pod_patches: static_pod_patches(&n),
     };
+    let attempt_bound = opts.kubeadm_timeout.unwrap_or_else(|| kubeadm::attempt_bound(&inputs));
+    let discovery =
+        inputs.timeouts.get("discovery").and_then(|v| validate::kubeadm::timeout_value("discovery", v).ok());
+    let endpoint_wait = discovery.map_or(opts.wait, |d| d.max(opts.wait));
     Ok(Resolved {
         image,
         sources: gathered.into_iter().map(|s| s.name).collect(),
@@ -174,6 +187,8 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         admin_user: c.admin_user.clone(),
         admin_role: c.admin_role.unwrap_or(AdminRole::Edit),
         unresolved,
+        attempt_bound,
+        endpoint_wait,
     })
 }
 

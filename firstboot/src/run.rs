@@ -190,7 +190,7 @@ impl<'a> Executor<'a> {
                 }
             }
             Action::WaitForEndpoint => {
-                preflight::wait_for_endpoint(&r.kubeadm.control_plane_endpoint, endpoint_wait(self.opts, r))
+                preflight::wait_for_endpoint(&r.kubeadm.control_plane_endpoint, r.endpoint_wait)
                     .map_err(|e| fail(root, &e))?;
             }
             // kubelet's ExecCondition lets kubelet start while this marker names this
@@ -258,7 +258,7 @@ impl<'a> Executor<'a> {
                 cmd.arg("--skip-token-print");
             }
             let started = now();
-            let (ok, out) = run_bounded(&mut cmd, attempt_bound(opts, r));
+            let (ok, out) = run_bounded(&mut cmd, r.attempt_bound);
             let out = redact(&out, r);
             let _ = files::write(root, KUBEADM_LOG, out.as_bytes(), 0o600);
             for line in out.lines() {
@@ -291,22 +291,6 @@ impl<'a> Executor<'a> {
         }
         Err(fail(root, &last))
     }
-}
-
-/// The bound on one kubeadm attempt: `--kubeadm-timeout` when given, else kubeadm's
-/// own waits with node.toml's `kubeadm_timeouts` plus a margin
-/// ([`kubeadm::attempt_bound`]), so a raised kubeadm timeout is never cut short.
-pub fn attempt_bound(opts: &Options, r: &Resolved) -> Duration {
-    opts.kubeadm_timeout.unwrap_or_else(|| kubeadm::attempt_bound(&r.kubeadm))
-}
-
-/// How long a join waits for the endpoint before kubeadm runs: `--wait`, or
-/// node.toml's `kubeadm_timeouts.discovery` when that is longer (the operator said
-/// the control plane may take that long to answer).
-pub fn endpoint_wait(opts: &Options, r: &Resolved) -> Duration {
-    let discovery =
-        r.kubeadm.timeouts.get("discovery").and_then(|v| crate::validate::kubeadm::timeout_value("discovery", v).ok());
-    discovery.map_or(opts.wait, |d| d.max(opts.wait))
 }
 
 /// The preflight checks, each warning and error logged; `Err` (the run fails) on
