@@ -273,10 +273,14 @@ pub struct Node {
 pub enum ImagePullPolicy {
     /// Pull every image, even when it is present.
     Always,
-    /// Pull only images that are not present (kubeadm's default).
+    /// Pull only images that are not present (kubeadm's default): on an air-gapped
+    /// node whose images were imported, preflight finds them all and pulls nothing, and
+    /// a missing one fails at once as `[ERROR ImagePull]`.
     IfNotPresent,
-    /// Never pull: every image must be present (an air-gapped node's images imported
-    /// before kubeadm runs); kubeadm's preflight fails on a missing one.
+    /// Never pull: kubeadm skips its image preflight altogether
+    /// (`cmd/kubeadm/app/preflight/checks.go`, `ImagePullCheck.Check`, v1.34.2: it also
+    /// skips the sandbox-image consistency warning), so a missing image shows only
+    /// later, as a static pod the kubelet cannot start and kubeadm's wait timing out.
     Never,
 }
 
