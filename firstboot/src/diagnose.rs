@@ -398,7 +398,7 @@ const KNOWN: &[Known] = &[
         unless: &[],
         requires: &[],
         cause: "the kubelet runs but a control-plane container (API server, etcd, controller-manager, scheduler) keeps exiting",
-        fix: "read its logs: `crictl ps -a | grep kube` and `crictl logs <container>`; common causes are a wrong advertise address or certificate SANs, etcd data from an earlier cluster (`kiln-firstboot reset`), or too little memory",
+        fix: "read its logs: `crictl ps -a | grep kube` and `crictl logs <container>`; common causes are a wrong advertise address or certificate SANs, etcd data from an earlier cluster (`kiln-firstboot reset`), or too little memory; on a slow machine (emulated, an SD card) that is only starting, give it longer with node.toml `[node] kubeadm_timeouts = { controlPlaneComponentHealthCheck = \"10m\" }` (it also lengthens the static pods' startup probes)",
     },
     Known {
         id: "kubelet-not-healthy",
@@ -412,7 +412,7 @@ const KNOWN: &[Known] = &[
         unless: &[],
         requires: &[],
         cause: "the kubelet did not become healthy while kubeadm waited for it",
-        fix: "read `journalctl -u kubelet -b`; the usual causes are a cgroup driver mismatch, swap, cgroup v1, or a missing CNI/runtime",
+        fix: "read `journalctl -u kubelet -b`; the usual causes are a cgroup driver mismatch, swap, cgroup v1, or a missing CNI/runtime; a slow machine whose kubelet is still starting can be given longer with node.toml `[node] kubeadm_timeouts = { kubeletHealthCheck = \"8m\" }`",
     },
 ];
 
@@ -445,6 +445,19 @@ pub fn diagnose(output: &str) -> Vec<Diagnosis> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_toml_settings_in_fixes_are_valid_node_toml() {
+        let mut seen = 0;
+        for k in KNOWN {
+            for snippet in k.fix.split("`[node] ").skip(1).filter_map(|r| r.split('`').next()) {
+                let text = format!("[node]\n{snippet}\n");
+                assert!(crate::contract::node::NodeConfig::parse_str(&text).is_ok(), "{}: {text}", k.id);
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2, "the kubeadm_timeouts advice is gone");
+    }
 
     fn ids_of(s: &str) -> Vec<&'static str> {
         diagnose(s).into_iter().map(|d| d.id).collect()

@@ -74,6 +74,14 @@ pub struct Inputs {
     pub kubelet: BTreeMap<String, Value>,
     /// Extra kubelet flags.
     pub kubelet_extra_args: BTreeMap<String, String>,
+    /// kubeadm's `Timeouts` (v1beta4 field name → Go duration), rendered only when
+    /// set; the unset ones keep kubeadm's defaults.
+    pub timeouts: BTreeMap<String, String>,
+    /// `nodeRegistration.imagePullPolicy`, rendered only when set.
+    pub image_pull_policy: Option<String>,
+    /// Static pod patches: file name in `patches.directory` (`kube-apiserver+strategic.json`)
+    /// → the patch.
+    pub static_pod_patches: BTreeMap<String, Value>,
 }
 
 /// `kubeadm.k8s.io/v1beta3` or `v1beta4`.
@@ -107,6 +115,11 @@ fn node_registration(i: &Inputs) -> Value {
     reg.insert("name".into(), json!(i.node_name));
     reg.insert("criSocket".into(), json!(i.cri_socket));
     reg.insert("kubeletExtraArgs".into(), args(i.minor, &kubelet_args));
+    // v1beta3 and v1beta4 `NodeRegistrationOptions.ImagePullPolicy`; unset is kubeadm's
+    // own default (IfNotPresent), so only a policy node.toml sets is written.
+    if let Some(p) = &i.image_pull_policy {
+        reg.insert("imagePullPolicy".into(), json!(p));
+    }
     // An explicitly empty list must be rendered: kubeadm reads a missing
     // `taints` as "use the default control-plane taint" (seed item 15).
     if let Some(t) = &i.taints {
@@ -149,6 +162,14 @@ fn kubelet_configuration(i: &Inputs) -> Value {
 /// (`cmd/kubeadm/app/util/patches/patches.go`: `target[suffix][+patchtype].json`).
 pub const KUBELET_PATCH_FILE: &str = "kubeletconfiguration+merge.json";
 
+/// Every static pod patch file kiln may write in `patches.directory`
+/// (`validate::kubeadm::STATIC_POD_TARGETS` × `PATCH_TYPES`): `run` writes the ones
+/// node.toml asks for and removes the others, left by an earlier node.toml.
+pub fn static_pod_patch_files() -> Vec<String> {
+    use crate::validate::kubeadm::{static_pod_patch_file, PATCH_TYPES, STATIC_POD_TARGETS};
+    STATIC_POD_TARGETS.iter().flat_map(|t| PATCH_TYPES.iter().map(move |p| static_pod_patch_file(t, p))).collect()
+}
+
 /// This node's kubelet settings as a JSON merge patch (RFC 7386) of the
 /// KubeletConfiguration: the image's driver and flex dir, the node's swap policy
 /// and its `[node] kubelet` fields. The same patch on init and join nodes.
@@ -174,24 +195,24 @@ pub fn documents(i: &Inputs) -> Vec<Value> {
     let patches = json!({ "directory": i.patches_dir });
     match i.role {
         Role::Init => {
-            vec![
-                json!({
-                    "apiVersion": api_version(i.minor),
-                    "kind": "InitConfiguration",
-                    "bootstrapTokens": [{
-                        "token": i.token,
-                        "ttl": i.token_ttl,
-                        "usages": ["signing", "authentication"],
-                        "groups": ["system:bootstrappers:kubeadm:default-node-token"],
-                        "description": "created by kiln-firstboot on the init node",
-                    }],
-                    "nodeRegistration": node_registration(i),
-                    "localAPIEndpoint": { "advertiseAddress": i.node_ip, "bindPort": port },
-                    "patches": patches,
-                }),
-                cluster_configuration(i),
-                kubelet_configuration(i),
-            ]
+            let mut init = json!({
+                "apiVersion": api_version(i.minor),
+                "kind": "InitConfiguration",
+                "bootstrapTokens": [{
+                    "token": i.token,
+                    "ttl": i.token_ttl,
+                    "usages": ["signing", "authentication"],
+                    "groups": ["system:bootstrappers:kubeadm:default-node-token"],
+                    "description": "created by kiln-firstboot on the init node",
+                }],
+                "nodeRegistration": node_registration(i),
+                "localAPIEndpoint": { "advertiseAddress": i.node_ip, "bindPort": port },
+                "patches": patches,
+            });
+            if let Some(doc) = init.as_object_mut() {
+                insert_timeouts(doc, i);
+            }
+            vec![init, cluster_configuration(i), kubelet_configuration(i)]
         }
         Role::ControlPlane | Role::Join => {
             let mut discovery = Map::new();
@@ -208,6 +229,7 @@ pub fn documents(i: &Inputs) -> Vec<Value> {
             doc.insert("discovery".into(), json!({ "bootstrapToken": Value::Object(discovery) }));
             doc.insert("nodeRegistration".into(), node_registration(i));
             doc.insert("patches".into(), patches);
+            insert_timeouts(&mut doc, i);
             if i.role == Role::ControlPlane {
                 doc.insert(
                     "controlPlane".into(),
@@ -219,6 +241,63 @@ pub fn documents(i: &Inputs) -> Vec<Value> {
         }
     }
 }
+
+/// `timeouts` (v1beta4's `Timeouts`, in both `InitConfiguration` and
+/// `JoinConfiguration`) when node.toml sets any; `resolve` refuses them for a
+/// kubeadm that reads only v1beta3, which has no such field.
+fn insert_timeouts(doc: &mut Map<String, Value>, i: &Inputs) {
+    if !i.timeouts.is_empty() {
+        let t: Map<String, Value> = i.timeouts.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        doc.insert("timeouts".into(), Value::Object(t));
+    }
+}
+
+/// The waits `kubeadm init|join` makes one after another for this node's role, each
+/// bounded by one of kubeadm's `Timeouts` (node.toml's value, else kubeadm's default):
+///
+/// * init: `kubeletHealthCheck`, then `controlPlaneComponentHealthCheck`
+///   (`cmd/kubeadm/app/cmd/phases/init/waitcontrolplane.go`), then the API calls of
+///   the upload and addon phases (`kubernetesAPICall` each; one counted);
+/// * join: `discovery` (`cmd/kubeadm/app/discovery/discovery.go`), then
+///   `kubeletHealthCheck` and `tlsBootstrap` (`cmd/phases/join/kubelet.go`);
+/// * control-plane join: a join's, plus `etcdAPICall` (the new etcd member,
+///   `util/etcd/etcd.go`) and `controlPlaneComponentHealthCheck`
+///   (`cmd/phases/join/waitcontrolplane.go`).
+///
+/// With kubeadm's defaults: 9m (init), 14m (join), 20m (control-plane join).
+pub fn kubeadm_waits(i: &Inputs) -> std::time::Duration {
+    use crate::validate::kubeadm::{timeout_default, timeout_value};
+    let t = |name: &str| {
+        i.timeouts
+            .get(name)
+            .and_then(|v| timeout_value(name, v).ok())
+            .or_else(|| timeout_default(name))
+            .unwrap_or_default()
+    };
+    let join = t("discovery") + t("kubeletHealthCheck") + t("tlsBootstrap");
+    match i.role {
+        Role::Init => t("kubeletHealthCheck") + t("controlPlaneComponentHealthCheck") + t("kubernetesAPICall"),
+        Role::Join => join,
+        Role::ControlPlane => join + t("etcdAPICall") + t("controlPlaneComponentHealthCheck"),
+    }
+}
+
+/// What kiln-firstboot adds to [`kubeadm_waits`] for kubeadm's own work between its
+/// waits (preflight, certificates, manifests, image pulls).
+pub const KUBEADM_MARGIN: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// kiln-firstboot's bound on one `kubeadm init|join` attempt when `--kubeadm-timeout`
+/// is not given: kubeadm's own waits ([`kubeadm_waits`], raised by node.toml's
+/// `kubeadm_timeouts`) plus [`KUBEADM_MARGIN`], at least [`MIN_ATTEMPT_BOUND`]. So
+/// kiln never cuts kubeadm off while kubeadm is still within a timeout it was given:
+/// kubeadm fails first, with its own words, which `doctor` diagnoses.
+pub fn attempt_bound(i: &Inputs) -> std::time::Duration {
+    (kubeadm_waits(i) + KUBEADM_MARGIN).max(MIN_ATTEMPT_BOUND)
+}
+
+/// The least [`attempt_bound`]: 15 minutes, kiln-firstboot's bound before it followed
+/// kubeadm's timeouts.
+pub const MIN_ATTEMPT_BOUND: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// The `--config` for `kubeadm kubeconfig user` on the init node (row 40): this
 /// node's InitConfiguration without the bootstrap token (the command signs a client
@@ -333,6 +412,9 @@ mod tests {
             patches_dir: "/etc/kiln/kubeadm-patches".into(),
             kubelet: BTreeMap::new(),
             kubelet_extra_args: BTreeMap::new(),
+            timeouts: BTreeMap::new(),
+            image_pull_policy: None,
+            static_pod_patches: BTreeMap::new(),
         }
     }
 
@@ -411,6 +493,55 @@ mod tests {
         assert!(d[0].get("controlPlane").is_none());
         let d = docs(&render(&inputs(Role::ControlPlane, 34)));
         assert_eq!(d[0]["controlPlane"]["localAPIEndpoint"]["advertiseAddress"], "10.0.0.5");
+    }
+
+    #[test]
+    fn timeouts_and_pull_policy_are_rendered_only_when_set() {
+        for role in [Role::Init, Role::Join, Role::ControlPlane] {
+            let d = docs(&render(&inputs(role, 34)));
+            assert!(d[0].get("timeouts").is_none(), "{role:?}: kubeadm's defaults are kubeadm's to write");
+            assert!(d[0]["nodeRegistration"].get("imagePullPolicy").is_none(), "{role:?}");
+            let mut i = inputs(role, 34);
+            i.timeouts.insert("kubeletHealthCheck".into(), "8m".into());
+            i.timeouts.insert("controlPlaneComponentHealthCheck".into(), "10m0s".into());
+            i.image_pull_policy = Some("Never".into());
+            let d = docs(&render(&i));
+            assert_eq!(
+                d[0]["timeouts"],
+                json!({ "controlPlaneComponentHealthCheck": "10m0s", "kubeletHealthCheck": "8m" }),
+                "{role:?}"
+            );
+            assert_eq!(d[0]["nodeRegistration"]["imagePullPolicy"], "Never", "{role:?}");
+        }
+        // v1beta3 has imagePullPolicy too (resolve refuses timeouts there).
+        let mut i = inputs(Role::Join, 30);
+        i.image_pull_policy = Some("IfNotPresent".into());
+        assert_eq!(docs(&render(&i))[0]["nodeRegistration"]["imagePullPolicy"], "IfNotPresent");
+    }
+
+    #[test]
+    fn the_attempt_bound_follows_kubeadms_timeouts() {
+        let min = |m: u64| std::time::Duration::from_secs(m * 60);
+        // kubeadm's defaults: 9m, 14m, 20m of waits.
+        assert_eq!(kubeadm_waits(&inputs(Role::Init, 34)), min(9));
+        assert_eq!(kubeadm_waits(&inputs(Role::Join, 34)), min(14));
+        assert_eq!(kubeadm_waits(&inputs(Role::ControlPlane, 34)), min(20));
+        assert_eq!(attempt_bound(&inputs(Role::Init, 34)), min(15), "never below the old 15m");
+        assert_eq!(attempt_bound(&inputs(Role::ControlPlane, 34)), min(25));
+        let mut i = inputs(Role::Init, 34);
+        i.timeouts.insert("kubeletHealthCheck".into(), "8m".into());
+        i.timeouts.insert("controlPlaneComponentHealthCheck".into(), "30m".into());
+        assert_eq!(kubeadm_waits(&i), min(39));
+        assert_eq!(attempt_bound(&i), min(44));
+    }
+
+    #[test]
+    fn static_pod_patch_files_are_kubeadms_names() {
+        let files = static_pod_patch_files();
+        assert_eq!(files.len(), 8);
+        assert!(files.contains(&"kube-apiserver+strategic.json".to_string()), "{files:?}");
+        assert!(files.contains(&"etcd+merge.json".to_string()), "{files:?}");
+        assert!(!files.iter().any(|f| f.starts_with("kubeletconfiguration")), "{files:?}");
     }
 
     #[test]

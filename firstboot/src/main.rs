@@ -40,10 +40,13 @@ Options (before or after the command; a value as `--root DIR` or `--root=DIR`):
   --cmdline FILE   read the kernel command line from FILE (default: /proc/cmdline)
   --seed DIR       NoCloud seed directory (default: /var/lib/cloud/seed/nocloud)
   --attempts N     kubeadm attempts before giving up (default 3)
-  --wait SECS      how long a join waits for the control plane (default 600)
+  --wait SECS      how long a join waits for the control plane (default 600; longer when
+                   node.toml's kubeadm_timeouts.discovery is)
   --backoff SECS   delay before the second attempt, doubling (default 10)
   --reset-timeout SECS    bound on `kubeadm reset` and on `reset` as a whole (default 120)
-  --kubeadm-timeout SECS  bound on one kubeadm init|join attempt (default 900)
+  --kubeadm-timeout SECS  bound on one kubeadm init|join attempt (default: kubeadm's own
+                          waits for the role, with node.toml's kubeadm_timeouts, plus 5m;
+                          at least 900)
   --metadata-url URL        metadata service base URL (default http://169.254.169.254)
   --metadata-timeout SECS   bound on one metadata request: connect, send, the whole answer (default 5)
   --metadata-total SECS     bound on every metadata request and retry of the run (default 180)
@@ -202,7 +205,7 @@ fn parse() -> Result<Cli, ExitCode> {
             }
             "--reset-timeout" => number(&a, secs, val(&a)).map(|n| opts.reset_timeout = Duration::from_secs(n)),
             "--kubeadm-timeout" => {
-                number(&a, secs, val(&a)).map(|n| opts.kubeadm_timeout = Duration::from_secs(n.max(1)))
+                number(&a, secs, val(&a)).map(|n| opts.kubeadm_timeout = Some(Duration::from_secs(n.max(1))))
             }
             "--metadata-total" => number(&a, secs, val(&a)).map(|n| opts.http.total = Duration::from_secs(n)),
             "--json" | "--check-ports" | "--version" | "--help" if inline.is_some() => {

@@ -19,8 +19,9 @@ pub struct Options {
     /// Bound on `kubeadm reset` (a stuck runtime blocks it; seed item 22), in `run`'s
     /// retry path and in `kiln-firstboot reset` alike.
     pub reset_timeout: Duration,
-    /// Bound on one `kubeadm init|join` attempt.
-    pub kubeadm_timeout: Duration,
+    /// Bound on one `kubeadm init|join` attempt (`--kubeadm-timeout`); `None`, the
+    /// default, follows kubeadm's own timeouts (`kubeadm::attempt_bound`).
+    pub kubeadm_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -32,7 +33,7 @@ impl Default for Options {
             metadata_url: None,
             http: crate::http::Policy::default(),
             reset_timeout: Duration::from_secs(120),
-            kubeadm_timeout: Duration::from_secs(900),
+            kubeadm_timeout: None,
         }
     }
 }

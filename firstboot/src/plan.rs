@@ -12,6 +12,7 @@ use crate::kubeadm;
 use crate::machine::Machine;
 use crate::resolve::{Resolved, PATCHES_DIR};
 use crate::state::{self, State, CAPI_SENTINEL, FAILED_PATH, STARTED_PATH, STATE_PATH};
+use crate::validate::kubeadm::humanize;
 
 /// The kubeadm config file.
 pub const CONFIG_PATH: &str = "/run/kiln/kubeadm.json";
@@ -183,9 +184,16 @@ pub fn steps(m: &Machine, r: &Resolved, state: Option<&State>) -> Result<Vec<Ste
     }
     step(Action::Preflight, "check the host as kubeadm's preflight does; an error stops here".into());
     step(Action::WriteConfig, format!("write {CONFIG_PATH} (0600)"));
-    step(Action::WritePatch, format!("write {PATCHES_DIR}/{}", kubeadm::KUBELET_PATCH_FILE));
+    step(Action::WritePatch, format!("write {}", patch_paths(k).join(", ")));
     if !init {
-        step(Action::WaitForEndpoint, format!("wait for the control plane at {} to answer", k.control_plane_endpoint));
+        step(
+            Action::WaitForEndpoint,
+            format!(
+                "wait for the control plane at {} to answer, at most {}",
+                k.control_plane_endpoint,
+                humanize(r.endpoint_wait)
+            ),
+        );
     }
     step(Action::MarkBootstrapping, format!("write {BOOTSTRAPPING}: kubelet may start while this machine bootstraps"));
     step(Action::MarkStarted, format!("write {STARTED_PATH}: kiln ran kubeadm on this disk"));
@@ -197,7 +205,12 @@ pub fn steps(m: &Machine, r: &Resolved, state: Option<&State>) -> Result<Vec<Ste
     let pki = if pki.is_empty() { String::new() } else { format!("write {}; ", pki.join(", ")) };
     step(
         Action::Kubeadm,
-        format!("{pki}kubeadm {} --config {CONFIG_PATH}: at most --attempts times, kubeadm reset -f between", verb(r)),
+        format!(
+            "{pki}kubeadm {} --config {CONFIG_PATH}: at most --attempts times, kubeadm reset -f between; each attempt bounded by {} (kubeadm's own waits: {}; --kubeadm-timeout sets it)",
+            verb(r),
+            humanize(r.attempt_bound),
+            humanize(kubeadm::kubeadm_waits(k)),
+        ),
     );
     step(Action::RecordSuccess, format!("write {STATE_PATH} and {CAPI_SENTINEL}; remove {EVIDENCE_LOG}"));
     if init {
@@ -217,6 +230,15 @@ pub fn steps(m: &Machine, r: &Resolved, state: Option<&State>) -> Result<Vec<Ste
     }
     step(Action::ClearBootstrapping, format!("remove {BOOTSTRAPPING}"));
     Ok(s)
+}
+
+/// The files kiln writes in `patches.directory` for this node: the kubelet patch,
+/// then its static pod patches.
+fn patch_paths(k: &kubeadm::Inputs) -> Vec<String> {
+    std::iter::once(kubeadm::KUBELET_PATCH_FILE)
+        .chain(k.static_pod_patches.keys().map(String::as_str))
+        .map(|f| format!("{PATCHES_DIR}/{f}"))
+        .collect()
 }
 
 /// `init` or `join`: the kubeadm command this node runs.
@@ -275,6 +297,12 @@ pub fn plan(m: &Machine, r: &Resolved) -> String {
         "kubelet flags (kubeletExtraArgs -> /var/lib/kubelet/kubeadm-flags.env): {}\n",
         kubelet_flags(k).join(" ")
     ));
+    for (file, p) in &k.static_pod_patches {
+        s.push_str(&format!(
+            "static pod patch {PATCHES_DIR}/{file} (kubeadm applies it to the manifest):\n{}\n",
+            serde_json::to_string_pretty(p).unwrap_or_default()
+        ));
+    }
     s
 }
 
@@ -283,7 +311,7 @@ pub fn plan(m: &Machine, r: &Resolved) -> String {
 fn commands(r: &Resolved) -> Vec<String> {
     let mut c: Vec<String> = r.pki.keys().map(|f| format!("write /etc/kubernetes/pki/{f}")).collect();
     c.push(format!("write {CONFIG_PATH} (0600)"));
-    c.push(format!("write {PATCHES_DIR}/{}", kubeadm::KUBELET_PATCH_FILE));
+    c.extend(patch_paths(&r.kubeadm).into_iter().map(|p| format!("write {p}")));
     c.push(format!("kubeadm {} --config {CONFIG_PATH}", verb(r)));
     c
 }
@@ -352,11 +380,13 @@ pub fn plan_json(m: &Machine, r: &Resolved) -> serde_json::Value {
             "settings": kubeadm::kubelet_patch(k),
         },
         "kubelet_flags": kubelet_flags(k),
+        "static_pod_patches": k.static_pod_patches.iter().map(|(f, p)| json!({ "path": format!("{PATCHES_DIR}/{f}"), "patch": p })).collect::<Vec<_>>(),
+        "kubeadm_attempt_bound_seconds": r.attempt_bound.as_secs(),
     })
 }
 
 /// The keys of [`plan_json`]'s document besides `ok` and `resolve_errors`.
-const PLAN_KEYS: [&str; 15] = [
+const PLAN_KEYS: [&str; 17] = [
     "unresolved",
     "node",
     "sources",
@@ -372,4 +402,6 @@ const PLAN_KEYS: [&str; 15] = [
     "kubeadm_config",
     "kubelet_patch",
     "kubelet_flags",
+    "static_pod_patches",
+    "kubeadm_attempt_bound_seconds",
 ];

@@ -14,6 +14,7 @@ use crate::sources;
 use crate::validate;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 /// Where the per-node kubelet patch lives (`patches.directory`); kept after boot so
 /// `kubeadm upgrade node --patches` can use it again.
@@ -48,6 +49,14 @@ pub struct Resolved {
     /// What a dry run ([`resolve_for_plan`]) could not resolve, one line each with the
     /// cause; the value is [`UNRESOLVED`] in the plan. Always empty for `run`.
     pub unresolved: Vec<String>,
+    /// The bound on one `kubeadm init|join` attempt: `--kubeadm-timeout` when given,
+    /// else [`kubeadm::attempt_bound`] (kubeadm's own waits with node.toml's
+    /// `kubeadm_timeouts`, plus a margin), so a raised kubeadm timeout is never cut short.
+    pub attempt_bound: Duration,
+    /// How long a join waits for the endpoint before kubeadm runs: `--wait`, or
+    /// node.toml's `kubeadm_timeouts.discovery` when that is longer (the operator said
+    /// the control plane may take that long to answer).
+    pub endpoint_wait: Duration,
 }
 
 /// Reads the platform's metadata, if the platform is known and has a provider.
@@ -105,6 +114,7 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
     let mut unresolved = Vec::new();
     let node_ip = node_ip(n.node_ip.clone().or(md.private_ipv4.clone()), &endpoint, dry, &mut errs, &mut unresolved);
     check_node(&n, &mut errs);
+    check_kubeadm_knobs(&n, role, minor, &image.kubeadm_version, &mut errs);
     if let Some(u) = &c.admin_user {
         if let Err(e) = validate::names::admin_user(u) {
             errs.push(format!("[cluster] admin_user: {e}"));
@@ -157,7 +167,14 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         patches_dir: PATCHES_DIR.into(),
         kubelet,
         kubelet_extra_args: n.kubelet_extra_args.clone().unwrap_or_default(),
+        timeouts: n.kubeadm_timeouts.clone().unwrap_or_default(),
+        image_pull_policy: n.image_pull_policy.map(|p| p.as_str().to_string()),
+        static_pod_patches: static_pod_patches(&n),
     };
+    let attempt_bound = opts.kubeadm_timeout.unwrap_or_else(|| kubeadm::attempt_bound(&inputs));
+    let discovery =
+        inputs.timeouts.get("discovery").and_then(|v| validate::kubeadm::timeout_value("discovery", v).ok());
+    let endpoint_wait = discovery.map_or(opts.wait, |d| d.max(opts.wait));
     Ok(Resolved {
         image,
         sources: gathered.into_iter().map(|s| s.name).collect(),
@@ -170,6 +187,8 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         admin_user: c.admin_user.clone(),
         admin_role: c.admin_role.unwrap_or(AdminRole::Edit),
         unresolved,
+        attempt_bound,
+        endpoint_wait,
     })
 }
 
@@ -291,6 +310,50 @@ fn check_node(n: &node::Node, errs: &mut Vec<String>) {
             ));
         }
     }
+}
+
+/// `[node]`'s kubeadm knobs against what this node's kubeadm and role can take:
+/// `kubeadm_timeouts` exist only in kubeadm.k8s.io/v1beta4 (kubeadm >= 1.31; v1beta3
+/// has no `timeouts` and kubeadm's strict decoding would refuse the file), and
+/// static pod patches only on a node that runs the control plane's static pods.
+/// `minor` is 0 when the versions did not resolve (that error is already listed).
+fn check_kubeadm_knobs(n: &node::Node, role: Role, minor: u32, kubeadm_version: &str, errs: &mut Vec<String>) {
+    if n.kubeadm_timeouts.as_ref().is_some_and(|t| !t.is_empty()) && minor > 0 && minor < 31 {
+        errs.push(format!(
+            "[node] kubeadm_timeouts: the image's kubeadm {kubeadm_version} reads kubeadm.k8s.io/v1beta3, which has no timeouts (added with v1beta4 in kubeadm v1.31); build the image with kubeadm v1.31 or newer, or remove kubeadm_timeouts"
+        ));
+    }
+    let keys: Vec<&String> = n.static_pod_patches.iter().flat_map(|p| p.keys()).collect();
+    for (i, a) in keys.iter().enumerate() {
+        let file = |k: &str| {
+            validate::kubeadm::static_pod_target(k).ok().map(|(t, p)| validate::kubeadm::static_pod_patch_file(t, p))
+        };
+        if let Some(b) = keys[..i].iter().find(|b| file(b).is_some() && file(b) == file(a)) {
+            errs.push(format!(
+                "[node] static_pod_patches: `{b}` and `{a}` are the same patch file (a target without `+TYPE` is `+strategic`); merge them into one"
+            ));
+        }
+    }
+    if role == Role::Join && !keys.is_empty() {
+        errs.push(
+            "[node] static_pod_patches: a join (worker) node runs no control-plane static pods; remove them from this node's user-data, or make it role = \"control-plane\"".into(),
+        );
+    }
+}
+
+/// `[node] static_pod_patches` as the files kiln writes in `patches.directory`:
+/// kubeadm's `TARGET+TYPE.json` name → the patch as JSON.
+fn static_pod_patches(n: &node::Node) -> BTreeMap<String, serde_json::Value> {
+    n.static_pod_patches
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let (target, kind) = validate::kubeadm::static_pod_target(&k).ok()?;
+            let file = validate::kubeadm::static_pod_patch_file(target, kind);
+            Some((file, serde_json::to_value(v).ok()?))
+        })
+        .collect()
 }
 
 /// The CA material a control plane gets (kubeadm file name → PEM), every file of

@@ -175,9 +175,22 @@ impl<'a> Executor<'a> {
                 let patch = kubeadm::kubelet_patch(&r.kubeadm);
                 let text = serde_json::to_string_pretty(&patch).unwrap_or_default() + "\n";
                 write(&format!("{PATCHES_DIR}/{}", kubeadm::KUBELET_PATCH_FILE), text.as_bytes(), 0o644)?;
+                // Static pod patches: this node.toml's, and none left from an earlier one.
+                for file in kubeadm::static_pod_patch_files() {
+                    let path = format!("{PATCHES_DIR}/{file}");
+                    match r.kubeadm.static_pod_patches.get(&file) {
+                        Some(p) => {
+                            let text = serde_json::to_string_pretty(p).unwrap_or_default() + "\n";
+                            write(&path, text.as_bytes(), 0o644)?;
+                        }
+                        None => {
+                            let _ = files::remove(root, &path);
+                        }
+                    }
+                }
             }
             Action::WaitForEndpoint => {
-                preflight::wait_for_endpoint(&r.kubeadm.control_plane_endpoint, self.opts.wait)
+                preflight::wait_for_endpoint(&r.kubeadm.control_plane_endpoint, r.endpoint_wait)
                     .map_err(|e| fail(root, &e))?;
             }
             // kubelet's ExecCondition lets kubelet start while this marker names this
@@ -245,7 +258,7 @@ impl<'a> Executor<'a> {
                 cmd.arg("--skip-token-print");
             }
             let started = now();
-            let (ok, out) = run_bounded(&mut cmd, opts.kubeadm_timeout);
+            let (ok, out) = run_bounded(&mut cmd, r.attempt_bound);
             let out = redact(&out, r);
             let _ = files::write(root, KUBEADM_LOG, out.as_bytes(), 0o600);
             for line in out.lines() {

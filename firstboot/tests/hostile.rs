@@ -573,3 +573,75 @@ fn kubelet_settings_are_type_checked_with_their_place() {
         assert!(text(&o).contains(&want), "want {want}\n got {}", text(&o));
     }
 }
+
+/// Issue 21 item 4: kubeadm's own knobs in `[node]` — a bad duration, a negative or
+/// zero one, an unknown `Timeouts` field, a value of the wrong type, a pull policy
+/// kubeadm does not know, a static pod kubeadm does not patch — each refused at its
+/// file:line:col with the valid names (exit 2, no panic); timeouts for a kubeadm
+/// that reads only v1beta3, and static pod patches on a worker, refused by name.
+#[test]
+fn kubeadm_knobs_are_checked_with_their_place() {
+    let d = worker_root();
+    write(d.path(), "proc/cmdline", "ro kiln.role=join");
+    let node = std::fs::read_to_string(d.path().join("etc/kiln/node.toml")).unwrap();
+    let path = d.path().join("etc/kiln/node.toml");
+    let plan = |extra: &str| {
+        std::fs::write(&path, format!("{node}{extra}")).unwrap();
+        firstboot(&["--root", d.path().to_str().unwrap(), "plan"], Duration::from_secs(20)).0
+    };
+    for (extra, says) in [
+        (
+            "kubeadm_timeouts = { kubeletHealthCheck = \"8 min\" }\n",
+            ":7:43: [node] kubeadm_timeouts: kubeletHealthCheck: `8 min` is not a Go duration",
+        ),
+        ("kubeadm_timeouts = { discovery = \"-5m\" }\n", ":7:34: [node] kubeadm_timeouts: discovery: `-5m` is negative"),
+        ("kubeadm_timeouts = { discovery = \"0s\" }\n", ":7:34: [node] kubeadm_timeouts: discovery: `0s` is zero"),
+        (
+            "kubeadm_timeouts = { controlPlaneHealthCheck = \"10m\" }\n",
+            ":7:22: [node] kubeadm_timeouts: `controlPlaneHealthCheck` is not a field of kubeadm's Timeouts (kubeadm.k8s.io/v1beta4); the fields are controlPlaneComponentHealthCheck, discovery, etcdAPICall, kubeletHealthCheck, kubernetesAPICall, tlsBootstrap, upgradeManifests",
+        ),
+        (
+            "kubeadm_timeouts = { tlsBootstrap = 300 }\n",
+            ":7:37: [node] kubeadm_timeouts: tlsBootstrap is a Go duration string such as \"5m0s\", not integer `300`",
+        ),
+        (
+            "image_pull_policy = \"IfNotPresen\"\n",
+            ":7:21: image_pull_policy: `IfNotPresen` is not a pull policy (did you mean `IfNotPresent`?); write one of \"Always\", \"IfNotPresent\", \"Never\"",
+        ),
+        ("image_pull_policy = true\n", ":7:21: image_pull_policy: boolean `true` is not a pull policy"),
+        (
+            "static_pod_patches = { kube-proxy = {} }\n",
+            ":7:24: [node] static_pod_patches: `kube-proxy` is not a static pod kubeadm patches; the targets are etcd, kube-apiserver, kube-controller-manager, kube-scheduler",
+        ),
+    ] {
+        let o = plan(extra);
+        assert_eq!(o.status.code(), Some(2), "{extra}: {}", text(&o));
+        let want = format!("{}{says}", path.display());
+        assert!(text(&o).contains(&want), "want {want}\n got {}", text(&o));
+        assert!(!text(&o).contains("panicked"), "{}", text(&o));
+    }
+    let o = plan("static_pod_patches = { kube-apiserver = { metadata = { annotations = { a = \"b\" } } } }\n");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("a join (worker) node runs no control-plane static pods"), "{}", text(&o));
+    // A kubeadm that reads only v1beta3 has no timeouts; the pull policy it has.
+    let image = IMAGE
+        .replace("kubeadm_version = \"v1.34.2\"", "kubeadm_version = \"v1.30.14\"")
+        .replace("kubelet_version = \"v1.34.2\"\n", "kubelet_version = \"v1.30.14\"\n");
+    write(
+        d.path(),
+        "etc/kiln/image.toml",
+        &image.replace("kubernetes_version = \"v1.34.2\"", "kubernetes_version = \"v1.30.14\""),
+    );
+    let o = plan("kubeadm_timeouts = { discovery = \"10m\" }\n");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "[node] kubeadm_timeouts: the image's kubeadm v1.30.14 reads kubeadm.k8s.io/v1beta3, which has no timeouts"
+        ),
+        "{}",
+        text(&o)
+    );
+    let o = plan("image_pull_policy = \"Never\"\n");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"imagePullPolicy\": \"Never\""), "{}", text(&o));
+}

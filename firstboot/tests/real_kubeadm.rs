@@ -287,6 +287,28 @@ fn flags(env: &str) -> Vec<String> {
     line.trim_start_matches("KUBELET_KUBEADM_ARGS=").trim_matches('"').split_whitespace().map(str::to_string).collect()
 }
 
+/// The `--config` file kiln-firstboot gave the model (recorded as
+/// `var/lib/kiln-model/config-0.json`), copied next to the scratch root with
+/// `patches.directory` pointing into it, where kiln wrote its patches.
+fn kilns_config(s: &Scratch, what: &str) -> PathBuf {
+    let text = s.read("var/lib/kiln-model/config-0.json");
+    assert!(!text.is_empty(), "{what}: the model recorded no --config file");
+    let mut docs: Vec<Value> = text
+        .split("\n---\n")
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("{what}: config-0.json: {e}")))
+        .collect();
+    for d in &mut docs {
+        if let Some(dir) = d.pointer_mut("/patches/directory") {
+            let rel = dir.as_str().unwrap_or_default().trim_start_matches('/').to_string();
+            *dir = json!(s.root().join(rel).display().to_string());
+        }
+    }
+    let cfg = s.path("kubeadm.json");
+    let rendered: Vec<String> = docs.iter().map(|d| serde_json::to_string_pretty(d).unwrap_or_default()).collect();
+    std::fs::write(&cfg, rendered.join("\n---\n") + "\n").expect("write config");
+    cfg
+}
+
 /// One case: kiln-firstboot against the model, then the real kubeadm on the same
 /// file. Returns a description of every disagreement (empty: none).
 fn case(version: &str, role: Role, family: Family, swap: Swap) -> Vec<String> {
@@ -333,29 +355,17 @@ fn case(version: &str, role: Role, family: Family, swap: Swap) -> Vec<String> {
     let o = s.run_firstboot(family);
     assert!(o.status.success(), "{what}: kiln-firstboot run against the model failed:\n{}", out(&o));
 
-    // The file kiln gave kubeadm, with patches.directory inside the scratch root.
-    let text = s.read("var/lib/kiln-model/config-0.json");
-    assert!(!text.is_empty(), "{what}: the model recorded no --config file");
-    let mut docs: Vec<Value> = text
-        .split("\n---\n")
-        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("{what}: config-0.json: {e}")))
-        .collect();
-    for d in &mut docs {
-        if let Some(dir) = d.pointer_mut("/patches/directory") {
-            let rel = dir.as_str().unwrap_or_default().trim_start_matches('/').to_string();
-            *dir = json!(s.root().join(rel).display().to_string());
-        }
-    }
-    let cfg = s.path("kubeadm.json");
-    let rendered: Vec<String> = docs.iter().map(|d| serde_json::to_string_pretty(d).unwrap_or_default()).collect();
-    std::fs::write(&cfg, rendered.join("\n---\n") + "\n").expect("write config");
+    let cfg = kilns_config(&s, &what);
     let cfg_s = cfg.display().to_string();
 
     let mut problems = Vec::new();
     let v = s.real_kubeadm(&kubeadm, &["config", "validate", "--config", &cfg_s], &[]);
     if !v.status.success() {
-        problems
-            .push(format!("{what}: the real `kubeadm config validate` REJECTS kiln's config:\n{}\n{text}", out(&v)));
+        problems.push(format!(
+            "{what}: the real `kubeadm config validate` REJECTS kiln's config:\n{}\n{}",
+            out(&v),
+            s.read("var/lib/kiln-model/config-0.json")
+        ));
         return problems;
     }
     // Accepted without a warning (deprecated fields, defaults overridden): `ok` alone.
@@ -443,6 +453,162 @@ fn worker_join_configs_are_valid_for_the_real_kubeadm_and_the_model_writes_what_
 #[test]
 fn control_plane_join_configs_are_valid_for_the_real_kubeadm_and_the_model_writes_what_it_writes() {
     all_cases(Role::ControlPlane);
+}
+
+/// Every YAML document kubeadm printed, as JSON (python3-yaml, as [`yaml_to_json`]).
+fn yaml_docs_to_json(text: &str, what: &str) -> Vec<Value> {
+    let mut c = Command::new("python3");
+    c.args(["-c", "import json,sys,yaml;print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))"]);
+    let mut child =
+        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().expect("python3");
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), text.as_bytes()).expect("write yaml");
+    let o = child.wait_with_output().expect("python3 runs");
+    assert!(o.status.success(), "{what}: not YAML: {text}");
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// What the knobs case's node.toml adds under `[node]`: kubeadm's `Timeouts` (two
+/// raised, one for joins; the others left to kubeadm), `imagePullPolicy: Never` (an
+/// air-gapped node) and, for control planes, a strategic merge patch of the API
+/// server's liveness probe and a JSON merge patch of the scheduler's annotations.
+fn knobs_toml(role: Role) -> String {
+    let mut t = String::from(
+        "image_pull_policy = \"Never\"\nkubeadm_timeouts = { controlPlaneComponentHealthCheck = \"10m0s\", kubeletHealthCheck = \"8m\", discovery = \"7m\" }\n",
+    );
+    if role != Role::Join {
+        t.push_str("[node.static_pod_patches.kube-apiserver.spec]\ncontainers = [{ name = \"kube-apiserver\", livenessProbe = { failureThreshold = 30 } }]\n");
+        t.push_str("[node.static_pod_patches.\"kube-scheduler+merge\".metadata]\nannotations = { \"kiln.test/patched\" = \"yes\" }\n");
+    }
+    t
+}
+
+/// Issue 21 item 4 with the real kubeadm: kiln's config with `[node]
+/// kubeadm_timeouts`, `image_pull_policy` and `static_pod_patches` is accepted by
+/// the real `kubeadm config validate` (and by the model, which ran it), and the
+/// values arrive: the real `kubeadm config migrate` prints them as kubeadm read them
+/// (the unset timeouts at kubeadm's defaults), and on an init node the real `kubeadm
+/// init phase control-plane all --dry-run` writes manifests whose startup probes
+/// follow the raised `controlPlaneComponentHealthCheck` (10m / 10s periods = 60
+/// failures, `util/staticpod/utils.go` `StartupProbe`) and which carry kiln's
+/// patches. Returns every problem (empty: none).
+fn knobs_case(version: &str, role: Role) -> Vec<String> {
+    let kubeadm = bin_dir(version).join("kubeadm");
+    let what = format!("{version} {role:?} with kubeadm knobs");
+    let s = Scratch::new(version, "kiln-contract-host");
+    let role_name = match role {
+        Role::Init => "init",
+        Role::Join => "join",
+        Role::ControlPlane => "control-plane",
+    };
+    let mut toml = format!(
+        "[cluster]\nname = \"prod\"\ncontrol_plane_endpoint = \"10.1.0.2:6443\"\nca_cert_hashes = [\"{DRYRUN_CA_PIN}\"]\nbootstrap_token = \"{DRYRUN_TOKEN}\"\n[node]\nrole = \"{role_name}\"\nname = \"node-{role_name}\"\nnode_ip = \"10.1.0.2\"\n{}[pki]\n",
+        knobs_toml(role)
+    );
+    for k in ["ca_cert", "front_proxy_ca_cert", "etcd_ca_cert", "sa_pub"] {
+        toml.push_str(&format!("{k} = \"\"\"\n{CERT}\"\"\"\n"));
+    }
+    for k in ["ca_key", "front_proxy_ca_key", "etcd_ca_key", "sa_key"].iter().filter(|_| role != Role::Join) {
+        toml.push_str(&format!("{k} = \"\"\"\n{KEY}\"\"\"\n"));
+    }
+    s.write("etc/kiln/node.toml", &toml);
+    let o = s.run_firstboot(Family::V4);
+    assert!(o.status.success(), "{what}: kiln-firstboot run against the model failed:\n{}", out(&o));
+    let cfg = kilns_config(&s, &what);
+    let cfg_s = cfg.display().to_string();
+    let mut problems = Vec::new();
+    let v = s.real_kubeadm(&kubeadm, &["config", "validate", "--config", &cfg_s], &[]);
+    if !v.status.success() || out(&v).trim() != "ok" {
+        problems.push(format!(
+            "{what}: the real `kubeadm config validate` says:\n{}\n{}",
+            out(&v),
+            s.read("var/lib/kiln-model/config-0.json")
+        ));
+        return problems;
+    }
+    let m = s.real_kubeadm(&kubeadm, &["config", "migrate", "--old-config", &cfg_s], &[]);
+    if !m.status.success() {
+        problems.push(format!("{what}: the real `kubeadm config migrate` failed:\n{}", out(&m)));
+        return problems;
+    }
+    let kind = if role == Role::Init { "InitConfiguration" } else { "JoinConfiguration" };
+    let docs = yaml_docs_to_json(&String::from_utf8_lossy(&m.stdout), &what);
+    let doc = docs.iter().find(|d| d["kind"] == kind).cloned().unwrap_or_default();
+    let mut want = json!({
+        "controlPlaneComponentHealthCheck": "10m0s", "kubeletHealthCheck": "8m0s", "discovery": "7m0s",
+        "etcdAPICall": "2m0s", "kubernetesAPICall": "1m0s", "tlsBootstrap": "5m0s", "upgradeManifests": "5m0s",
+    });
+    if role == Role::Init {
+        // `kubeadm config migrate` itself sets an InitConfiguration's
+        // controlPlaneComponentHealthCheck from v1beta3's apiServer.timeoutForControlPlane,
+        // zero for a v1beta4 file (`cmd/kubeadm/app/util/config/common.go`,
+        // `defaultMigrateMutators`, v1.33.6 and v1.34.2): it prints 0s. `kubeadm init` does
+        // not (`initconfiguration.go` only copies a non-zero one), and the init manifests
+        // below show 10m arriving.
+        want["controlPlaneComponentHealthCheck"] = json!("0s");
+    }
+    if doc["timeouts"] != want {
+        problems.push(format!("{what}: the real kubeadm read timeouts {}, not {want}", doc["timeouts"]));
+    }
+    if doc["nodeRegistration"]["imagePullPolicy"] != "Never" {
+        problems.push(format!(
+            "{what}: the real kubeadm read imagePullPolicy {}",
+            doc["nodeRegistration"]["imagePullPolicy"]
+        ));
+    }
+    if role == Role::Init {
+        problems.extend(init_manifests_follow_the_knobs(&s, &kubeadm, &cfg_s, &what));
+    }
+    problems
+}
+
+/// The real `kubeadm init phase control-plane all --dry-run` on kiln's config: the
+/// raised `controlPlaneComponentHealthCheck` in every startup probe, kiln's strategic
+/// merge patch in the API server's liveness probe, its merge patch in the scheduler's
+/// annotations.
+fn init_manifests_follow_the_knobs(s: &Scratch, kubeadm: &Path, cfg: &str, what: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let dry = s.path("dry-manifests");
+    std::fs::create_dir_all(&dry).expect("dry-run dir");
+    let r = s.real_kubeadm(
+        kubeadm,
+        &["init", "phase", "control-plane", "all", "--config", cfg, "--dry-run"],
+        &[("KUBEADM_INIT_DRYRUN_DIR", &dry)],
+    );
+    if !r.status.success() {
+        return vec![format!("{what}: the real `kubeadm init phase control-plane all --dry-run` failed:\n{}", out(&r))];
+    }
+    let manifest = |name: &str| yaml_to_json(&dry.join(format!("{name}.yaml")));
+    for name in ["kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+        let c = &manifest(name)["spec"]["containers"][0];
+        if c["startupProbe"]["failureThreshold"] != 60 {
+            problems.push(format!("{what}: {name}'s startupProbe {}: not 10m of 10s periods", c["startupProbe"]));
+        }
+    }
+    let api = manifest("kube-apiserver");
+    if api["spec"]["containers"][0]["livenessProbe"]["failureThreshold"] != 30 {
+        problems.push(format!(
+            "{what}: kiln's kube-apiserver patch did not arrive: {}",
+            api["spec"]["containers"][0]["livenessProbe"]
+        ));
+    }
+    if api["spec"]["containers"][0]["command"].as_array().is_none_or(|c| c.len() < 10) {
+        problems.push(format!("{what}: the strategic merge patch replaced the API server's container: {api}"));
+    }
+    if manifest("kube-scheduler")["metadata"]["annotations"]["kiln.test/patched"] != "yes" {
+        problems.push(format!("{what}: kiln's kube-scheduler+merge patch did not arrive: {}", out(&r)));
+    }
+    problems
+}
+
+#[test]
+fn kubeadm_knobs_reach_the_real_kubeadm_for_every_role() {
+    let mut problems = Vec::new();
+    for version in versions() {
+        for role in [Role::Init, Role::Join, Role::ControlPlane] {
+            problems.extend(knobs_case(&version, role));
+        }
+    }
+    assert!(problems.is_empty(), "{} problem(s):\n{}", problems.len(), problems.join("\n"));
 }
 
 /// `tests/k8s/build` set the version ldflags: each program reports the pinned

@@ -1993,3 +1993,54 @@ fn plan_lists_exactly_the_steps_run_takes() {
         assert_eq!(steps_taken(&o), plan, "{name}: run did not take the planned steps:\n{}", out(&o));
     }
 }
+
+/// Issue 21 item 4: node.toml's `kubeadm_timeouts` raise kiln's own bounds with
+/// kubeadm's (the attempt bound `run` kills kubeadm at, shown by `plan`, which reads
+/// the same resolved value; a join's endpoint wait), `--kubeadm-timeout` still sets it
+/// outright, and `static_pod_patches` become kubeadm's patch files, with a file an
+/// earlier node.toml asked for removed.
+#[test]
+fn kubeadm_knobs_set_kilns_bounds_and_patch_files() {
+    let n = Node::new(34, "cp-1");
+    let patch = "static_pod_patches = { \"kube-apiserver\" = { spec = { containers = [{ name = \"kube-apiserver\", startupProbe = { failureThreshold = 90 } }] } } }";
+    n.write(
+        "etc/kiln/node.toml",
+        &format!(
+            "{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\nimage_pull_policy = \"Never\"\nkubeadm_timeouts = {{ controlPlaneComponentHealthCheck = \"30m\", kubeletHealthCheck = \"8m\" }}\n{patch}\n{}",
+            cluster("api.example.test:6443"),
+            pki()
+        ),
+    );
+    let plan = out(&n.run(&["plan"]));
+    // 8m + 30m + kubeadm's 1m API call, plus kiln's 5m margin.
+    assert!(plan.contains("each attempt bounded by 44m0s (kubeadm's own waits: 39m0s;"), "{plan}");
+    assert!(plan.contains("static pod patch /etc/kiln/kubeadm-patches/kube-apiserver+strategic.json"), "{plan}");
+    let v: serde_json::Value = serde_json::from_slice(&n.run(&["plan", "--json"]).stdout).unwrap();
+    assert_eq!(v["kubeadm_attempt_bound_seconds"], 44 * 60, "{v}");
+    assert_eq!(v["static_pod_patches"][0]["path"], "/etc/kiln/kubeadm-patches/kube-apiserver+strategic.json");
+    let plan = out(&n.run(&["--kubeadm-timeout", "60", "plan"]));
+    assert!(plan.contains("each attempt bounded by 1m0s"), "{plan}");
+    n.write("etc/kiln/kubeadm-patches/etcd+merge.json", "{\"metadata\": {}}\n");
+    let o = n.run(&["run"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let written: serde_json::Value =
+        serde_json::from_str(&n.read("etc/kiln/kubeadm-patches/kube-apiserver+strategic.json")).unwrap();
+    assert_eq!(written["spec"]["containers"][0]["startupProbe"]["failureThreshold"], 90);
+    assert!(!n.root().join("etc/kiln/kubeadm-patches/etcd+merge.json").exists(), "a stale patch was left");
+    let init = &n.config(0)[0];
+    assert_eq!(init["timeouts"]["controlPlaneComponentHealthCheck"], "30m");
+    assert_eq!(init["nodeRegistration"]["imagePullPolicy"], "Never");
+
+    // A join: the endpoint wait is at least kubeadm's discovery timeout.
+    let j = Node::new(34, "worker-1");
+    j.write(
+        "etc/kiln/node.toml",
+        &format!("{}[node]\nrole = \"join\"\nkubeadm_timeouts = {{ discovery = \"20m\" }}\n", cluster("10.1.0.2:6443")),
+    );
+    let plan = out(&j.run(&["plan"]));
+    assert!(plan.contains("to answer, at most 20m0s"), "{plan}");
+    // 20m + kubeadm's 4m kubelet and 5m TLS bootstrap waits, plus 5m.
+    assert!(plan.contains("each attempt bounded by 34m0s"), "{plan}");
+    let plan = out(&j.run(&["--wait", "3600", "plan"]));
+    assert!(plan.contains("to answer, at most 1h0m0s"), "{plan}");
+}

@@ -29,6 +29,10 @@
 //! taints = []              # an explicit empty list means no taints at all
 //! node_ip = "10.0.0.12"
 //! swap = "off"             # off | limited
+//! image_pull_policy = "Never"                        # Always | IfNotPresent | Never
+//! kubeadm_timeouts = { controlPlaneComponentHealthCheck = "10m" }
+//! static_pod_patches = { "kube-apiserver" = { spec = { containers = [
+//!   { name = "kube-apiserver", livenessProbe = { failureThreshold = 30 } } ] } } }
 //!
 //! [pki]                    # PEM inline, or a path to a PEM file on the node
 //! ca_cert = "/etc/kiln/pki/ca.crt"
@@ -244,6 +248,80 @@ pub struct Node {
     /// 6443), separate from the endpoint's port (a load balancer on 443 in front).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_port")]
     pub api_server_bind_port: Option<u16>,
+    /// kubeadm's own waits, `Timeouts` field name → Go duration
+    /// (`kubeletHealthCheck = "8m"`), each checked by `validate::kubeadm` where it is
+    /// written; rendered as `InitConfiguration.timeouts` / `JoinConfiguration.timeouts`
+    /// (kubeadm.k8s.io/v1beta4, kubeadm >= 1.31).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_kubeadm_timeouts")]
+    pub kubeadm_timeouts: Option<BTreeMap<String, String>>,
+    /// `nodeRegistration.imagePullPolicy`: whether kubeadm pulls the control-plane
+    /// images (kubeadm's default, when unset, is `IfNotPresent`).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_pull_policy")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+    /// Patches of this node's control-plane static pods, `TARGET[+merge]` → the patch
+    /// as a table (a strategic merge patch unless `+merge`), written to
+    /// `patches.directory` as kubeadm's `TARGET+TYPE.json`; targets are checked by
+    /// `validate::kubeadm::static_pod_target` where they are written.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_static_pod_patches")]
+    pub static_pod_patches: Option<BTreeMap<String, toml::Value>>,
+}
+
+/// `[node] image_pull_policy`: kubeadm's `NodeRegistrationOptions.ImagePullPolicy`
+/// (`corev1.PullPolicy`; `cmd/kubeadm/app/apis/kubeadm/v1beta4/types.go`, and
+/// v1beta3 since v1.22), for `kubeadm init` and `join`'s image pulls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImagePullPolicy {
+    /// Pull every image, even when it is present.
+    Always,
+    /// Pull only images that are not present (kubeadm's default): on an air-gapped
+    /// node whose images were imported, preflight finds them all and pulls nothing, and
+    /// a missing one fails at once as `[ERROR ImagePull]`.
+    IfNotPresent,
+    /// Never pull: kubeadm skips its image preflight altogether
+    /// (`cmd/kubeadm/app/preflight/checks.go`, `ImagePullCheck.Check`, v1.34.2: it also
+    /// skips the sandbox-image consistency warning), so a missing image shows only
+    /// later, as a static pod the kubelet cannot start and kubeadm's wait timing out.
+    Never,
+}
+
+/// `[node] image_pull_policy`: one of `validate::kubeadm::PULL_POLICIES`, spelled as
+/// kubeadm spells it (its validation is case-sensitive).
+fn de_pull_policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ImagePullPolicy>, D::Error> {
+    let v = toml::Value::deserialize(d)?;
+    let found = match &v {
+        toml::Value::String(s) => ImagePullPolicy::ALL.into_iter().find(|p| p.as_str() == s),
+        _ => None,
+    };
+    found.map(Some).ok_or_else(|| {
+        let names = crate::validate::kubeadm::PULL_POLICIES;
+        let hint = match v.as_str().and_then(|s| crate::validate::suggest::did_you_mean(s, names)) {
+            Some(s) => format!(" (did you mean `{s}`?)"),
+            None => String::new(),
+        };
+        let shown = match &v {
+            toml::Value::String(s) => crate::validate::quote(s),
+            other => format!("{} `{other}`", other.type_str()),
+        };
+        serde::de::Error::custom(format!(
+            "image_pull_policy: {shown} is not a pull policy{hint}; write one of \"{}\"",
+            names.join("\", \"")
+        ))
+    })
+}
+
+impl ImagePullPolicy {
+    /// Every policy, in [`crate::validate::kubeadm::PULL_POLICIES`]'s order.
+    pub const ALL: [ImagePullPolicy; 3] =
+        [ImagePullPolicy::Always, ImagePullPolicy::IfNotPresent, ImagePullPolicy::Never];
+
+    /// The spelling kubeadm and node.toml use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImagePullPolicy::Always => "Always",
+            ImagePullPolicy::IfNotPresent => "IfNotPresent",
+            ImagePullPolicy::Never => "Never",
+        }
+    }
 }
 
 /// `api_server_bind_port`, checked by `validate::endpoint::bind_port` (kubeadm's `ValidatePort`:
@@ -255,47 +333,93 @@ fn de_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Err
         .map_err(|e| serde::de::Error::custom(format!("api_server_bind_port: {e}")))
 }
 
-/// `[node] kubelet`: every key a KubeletConfiguration field, every value of its type.
-/// Keys and values are read one at a time, so an error carries the line and column
-/// of the bad key or value.
-fn de_kubelet<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<String, toml::Value>>, D::Error> {
-    use serde::de::{DeserializeSeed, Error, MapAccess, Visitor};
-    struct Key;
-    impl<'de> DeserializeSeed<'de> for Key {
-        type Value = String;
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
-            let k = String::deserialize(d)?;
-            crate::validate::kubelet::kubelet_field(&k)
-                .map_err(|e| D::Error::custom(format!("[node] kubelet: {e}")))?;
-            Ok(k)
-        }
+/// A TOML table whose keys and values are checked one at a time, so an error carries
+/// the line and column of the bad key or value: `what` names the table in errors,
+/// `key` checks a key, `value` checks (and converts) the value of a key.
+struct Checked<T> {
+    what: &'static str,
+    key: fn(&str) -> Result<(), String>,
+    value: fn(&str, toml::Value) -> Result<T, String>,
+}
+
+impl<'de, T> serde::de::Visitor<'de> for Checked<T> {
+    type Value = BTreeMap<String, T>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a table ({})", self.what)
     }
-    struct Value<'a>(&'a str);
-    impl<'de> DeserializeSeed<'de> for Value<'_> {
-        type Value = toml::Value;
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<toml::Value, D::Error> {
-            let v = toml::Value::deserialize(d)?;
-            crate::validate::kubelet::kubelet_setting(self.0, &v)
-                .map_err(|e| D::Error::custom(format!("[node] kubelet: {e}")))?;
-            Ok(v)
-        }
-    }
-    struct Table;
-    impl<'de> Visitor<'de> for Table {
-        type Value = BTreeMap<String, toml::Value>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a table of KubeletConfiguration fields")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = BTreeMap::new();
-            while let Some(k) = map.next_key_seed(Key)? {
-                let v = map.next_value_seed(Value(&k))?;
-                out.insert(k, v);
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::{DeserializeSeed, Error};
+        struct Key(&'static str, fn(&str) -> Result<(), String>);
+        impl<'de> DeserializeSeed<'de> for Key {
+            type Value = String;
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+                let k = String::deserialize(d)?;
+                (self.1)(&k).map_err(|e| D::Error::custom(format!("{}: {e}", self.0)))?;
+                Ok(k)
             }
-            Ok(out)
         }
+        struct Value<'a, T>(&'static str, &'a str, fn(&str, toml::Value) -> Result<T, String>);
+        impl<'de, T> DeserializeSeed<'de> for Value<'_, T> {
+            type Value = T;
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+                let v = toml::Value::deserialize(d)?;
+                (self.2)(self.1, v).map_err(|e| D::Error::custom(format!("{}: {e}", self.0)))
+            }
+        }
+        let mut out = BTreeMap::new();
+        while let Some(k) = map.next_key_seed(Key(self.what, self.key))? {
+            let v = map.next_value_seed(Value(self.what, &k, self.value))?;
+            out.insert(k, v);
+        }
+        Ok(out)
     }
-    d.deserialize_map(Table).map(Some)
+}
+
+/// `[node] kubelet`: every key a KubeletConfiguration field, every value of its type.
+fn de_kubelet<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<String, toml::Value>>, D::Error> {
+    d.deserialize_map(Checked {
+        what: "[node] kubelet",
+        key: |k| crate::validate::kubelet::kubelet_field(k).map(|_| ()),
+        value: |k, v| crate::validate::kubelet::kubelet_setting(k, &v).map(|()| v),
+    })
+    .map(Some)
+}
+
+/// `[node] kubeadm_timeouts`: every key a field of kubeadm's `Timeouts`, every value a
+/// positive Go duration string (`validate::kubeadm`).
+fn de_kubeadm_timeouts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    d.deserialize_map(Checked {
+        what: "[node] kubeadm_timeouts",
+        key: crate::validate::kubeadm::timeout_field,
+        value: |k, v| match v {
+            toml::Value::String(s) => crate::validate::kubeadm::timeout_value(k, &s).map(|_| s),
+            other => Err(format!(
+                "{k} is a Go duration string such as \"{}\", not {} `{other}`",
+                crate::validate::kubeadm::humanize(crate::validate::kubeadm::timeout_default(k).unwrap_or_default()),
+                other.type_str()
+            )),
+        },
+    })
+    .map(Some)
+}
+
+/// `[node] static_pod_patches`: every key `TARGET[+TYPE]` of a static pod kubeadm
+/// patches, every value a table (the patch).
+fn de_static_pod_patches<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, toml::Value>>, D::Error> {
+    d.deserialize_map(Checked {
+        what: "[node] static_pod_patches",
+        key: |k| crate::validate::kubeadm::static_pod_target(k).map(|_| ()),
+        value: |k, v| match v {
+            toml::Value::Table(_) => Ok(v),
+            other => Err(format!(
+                "{k} is a patch of the Pod as a table (`{k} = {{ spec = {{ containers = [{{ name = \"…\", … }}] }} }}`), not {}",
+                other.type_str()
+            )),
+        },
+    })
+    .map(Some)
 }
 
 /// `node_ip`, checked by `validate::endpoint::node_ip` (it becomes kubelet's `--node-ip`).
@@ -399,10 +523,11 @@ impl fmt::Display for ParseError {
     }
 }
 
-/// `unknown field `rloe`, expected one of `role`, …` (serde's text) with the likely
-/// key added: `(did you mean `role`?)`.
+/// `unknown field `rloe`, expected one of `role`, …` (serde's text; the same for an
+/// `unknown variant`) with the likely key added: `(did you mean `role`?)`.
 fn suggest_field(message: String) -> String {
-    let Some(rest) = message.strip_prefix("unknown field `") else { return message };
+    let rest = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("unknown variant `"));
+    let Some(rest) = rest else { return message };
     let Some((word, expected)) = rest.split_once('`') else { return message };
     let candidates = expected.split('`').skip(1).step_by(2);
     match crate::validate::suggest::did_you_mean(word, candidates) {
@@ -521,6 +646,9 @@ impl NodeConfig {
                     kubelet_extra_args,
                     unsafe_skip_ca_verification,
                     api_server_bind_port,
+                    kubeadm_timeouts,
+                    image_pull_policy,
+                    static_pod_patches,
                 } = x
             );
         }
@@ -624,6 +752,46 @@ taints = []
         assert!(NodeConfig::parse_str("[node]\napi_server_bind_port = 70000\n").is_err());
         let ok = NodeConfig::parse_str("[node]\napi_server_bind_port = 6444\n").unwrap();
         assert_eq!(ok.node.and_then(|n| n.api_server_bind_port), Some(6444));
+    }
+
+    #[test]
+    fn kubeadm_knobs_are_checked_where_they_are_written() {
+        let ok = NodeConfig::parse_str(
+            "[node]\nimage_pull_policy = \"Never\"\nkubeadm_timeouts = { controlPlaneComponentHealthCheck = \"10m0s\", kubeletHealthCheck = \"8m\" }\n[node.static_pod_patches.kube-apiserver.spec]\ncontainers = [{ name = \"kube-apiserver\", startupProbe = { failureThreshold = 60 } }]\n",
+        )
+        .unwrap();
+        let n = ok.node.unwrap();
+        assert_eq!(n.image_pull_policy, Some(ImagePullPolicy::Never));
+        assert_eq!(n.kubeadm_timeouts.unwrap()["kubeletHealthCheck"], "8m");
+        assert!(n.static_pod_patches.unwrap()["kube-apiserver"]["spec"]["containers"].is_array());
+        for (text, at, says) in [
+            ("[node]\nkubeadm_timeouts = { kubeletHealthCheck = \"8 minutes\" }\n", (2, 43), "not a Go duration"),
+            ("[node]\nkubeadm_timeouts = { kubeletHealthCheck = \"-8m\" }\n", (2, 43), "negative"),
+            ("[node]\nkubeadm_timeouts = { kubeletHealthCheck = 8 }\n", (2, 43), "Go duration string such as \"4m0s\""),
+            (
+                "[node]\nkubeadm_timeouts = { kubeletHealthChek = \"8m\" }\n",
+                (2, 22),
+                "did you mean `kubeletHealthCheck`?",
+            ),
+            ("[node]\nkubeadm_timeouts = \"8m\"\n", (2, 20), "a table"),
+            ("[node]\nimage_pull_policy = \"never\"\n", (2, 21), "did you mean `Never`?"),
+            ("[node]\nimage_pull_policy = 1\n", (2, 21), "integer `1` is not a pull policy"),
+            ("[node]\nstatic_pod_patches = { kube-apiservr = {} }\n", (2, 24), "did you mean `kube-apiserver`?"),
+            ("[node]\nstatic_pod_patches = { etcd = [] }\n", (2, 31), "a patch of the Pod as a table"),
+        ] {
+            let e = NodeConfig::parse_str(text).unwrap_err();
+            assert_eq!((e.line, e.col), (Some(at.0), Some(at.1)), "{text}: {e}");
+            assert!(e.message.contains(says), "{text}: {e}");
+        }
+        // Later sources win the whole table, as with [node] kubelet.
+        let a = NodeConfig::parse_str("[node]\nkubeadm_timeouts = { discovery = \"9m\" }\n").unwrap();
+        let b = NodeConfig::parse_str(
+            "[node]\nkubeadm_timeouts = { tlsBootstrap = \"9m\" }\nimage_pull_policy = \"Always\"\n",
+        )
+        .unwrap();
+        let m = a.merge(b).node.unwrap();
+        assert_eq!(m.kubeadm_timeouts.unwrap().keys().collect::<Vec<_>>(), ["tlsBootstrap"]);
+        assert_eq!(m.image_pull_policy, Some(ImagePullPolicy::Always));
     }
 
     #[test]

@@ -20,11 +20,14 @@
 //! * [`endpoint`]: the API server endpoint, node IPs, the bind port;
 //! * [`kubelet`]: `[node] kubelet` values against KubeletConfiguration's types
 //!   ([`kubelet_kind`], the table's column type);
+//! * [`kubeadm`]: kubeadm's own knobs in `[node]`: `Timeouts`, the image pull
+//!   policy, static pod patch targets;
 //! * [`version`]: Kubernetes versions and kubeadm's version-skew policy;
 //! * [`suggest`]: "did you mean" for a mistyped word.
 
 pub mod duration;
 pub mod endpoint;
+pub mod kubeadm;
 pub mod kubelet;
 pub mod kubelet_kind;
 pub mod labels;
