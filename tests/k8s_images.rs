@@ -1,0 +1,313 @@
+//! `tests/k8s/images` (minimal OCI images of the real Kubernetes programs, for a
+//! cluster with no registry) held to the real programs: kubeadm names the
+//! images, the real containerd imports the archives under exactly those
+//! references with exactly the digests `images.json` names, two runs in two
+//! directories give the same bytes, and the pause image runs with the real runc.
+//!
+//! Needs root, `KILN_K8S_BIN_V1_34_2` (kubeadm) and `KILN_K8S_BIN_CONTAINERD`,
+//! set by `./scripts/test` from `tests/k8s/build`, and the v1.34.2 control-plane
+//! programs (`tests/k8s/build v1.34.2 amd64 control-plane`): missing, each is a
+//! failure naming its build command, never a skip. Images whose program
+//! `tests/k8s/build` has no target for yet (the script skips them and says why in
+//! `images.json`), crictl and runc when they are not built: printed as NOT CHECKED.
+
+use kiln_testkit::containerd::{self, Containerd};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const VERSION: &str = "v1.34.2";
+/// The images no test may do without: their programs' target is the one the
+/// suite builds (`tests/k8s/build v1.34.2 amd64 control-plane`).
+const REQUIRED: [&str; 3] = ["kube-apiserver", "kube-controller-manager", "kube-scheduler"];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn run(c: &mut Command) -> String {
+    let o = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    assert!(o.status.success(), "{c:?} failed ({}):\n{}", o.status, text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn ok<T>(r: Result<T, String>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// What the real kubeadm v1.34.2 lists.
+fn kubeadm_images() -> Vec<String> {
+    let var = "KILN_K8S_BIN_V1_34_2";
+    let build =
+        format!("tests/k8s/build {VERSION} amd64 && export {var}=$(tests/k8s/build --dir {VERSION} amd64 node)");
+    let dir = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        panic!("{var} is not set: the real kubeadm {VERSION} is needed. Build it and say where it is, from the workspace root:\n  {build}\n(./scripts/test does this)")
+    });
+    let kubeadm = dir.join("kubeadm");
+    assert!(kubeadm.is_file(), "{var}={} has no kubeadm; build it:\n  {build}", dir.display());
+    let out = run(Command::new(kubeadm).args(["config", "images", "list", "--kubernetes-version", VERSION]));
+    out.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+}
+
+/// Runs `tests/k8s/images v1.34.2 amd64 OUT` (no SOURCE_DATE_EPOCH) and returns its images.json.
+fn make_images(out: &Path) -> Value {
+    let o = Command::new(repo().join("tests/k8s/images"))
+        .args([VERSION, "amd64"])
+        .arg(out)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap_or_else(|e| panic!("tests/k8s/images: {e} (python3 is needed)"));
+    assert!(o.status.success(), "tests/k8s/images {VERSION} amd64 {} failed:\n{}", out.display(), text(&o));
+    let path = out.join("images.json");
+    let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&data).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// images.json's images by reference, each field as a string.
+fn made(doc: &Value) -> BTreeMap<String, BTreeMap<String, String>> {
+    let list = doc["images"].as_array().unwrap_or_else(|| panic!("images.json has no images list: {doc}"));
+    list.iter()
+        .map(|i| {
+            let fields = i.as_object().unwrap_or_else(|| panic!("images.json entry {i}"));
+            let fields: BTreeMap<String, String> =
+                fields.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect();
+            (fields["reference"].clone(), fields)
+        })
+        .collect()
+}
+
+/// Prints images.json's skipped images, loudly, and returns their references.
+fn report_skipped(doc: &Value) -> Vec<String> {
+    let skipped = doc["skipped"].as_array().cloned().unwrap_or_default();
+    skipped
+        .iter()
+        .map(|s| {
+            let r = s["reference"].as_str().unwrap_or_default().to_string();
+            eprintln!("NOT CHECKED: {r}: {}", s["reason"].as_str().unwrap_or_default());
+            r
+        })
+        .collect()
+}
+
+fn sha256_file(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The sorted file names in `dir` with their sha256.
+fn listing(dir: &Path) -> Vec<(String, String)> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap_or_else(|e| panic!("{}: {e}", dir.display())).file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.into_iter().map(|n| (n.clone(), sha256_file(&dir.join(&n)))).collect()
+}
+
+/// A program directory tests/k8s/build has made (or `$VAR` names), or why not.
+fn built(var: &str, target: &str, prog: &str) -> Result<PathBuf, String> {
+    let dir = match std::env::var_os(var) {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let o = Command::new(repo().join("tests/k8s/build"))
+                .args(["--dir", VERSION, "amd64", target])
+                .output()
+                .map_err(|e| format!("tests/k8s/build: {e}"))?;
+            if !o.status.success() {
+                let why = String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or_default().to_string();
+                return Err(format!("tests/k8s/build has no {target} target here ({why})"));
+            }
+            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+        }
+    };
+    if dir.join(prog).is_file() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "no {prog} in {} (build it: tests/k8s/build {VERSION} amd64 {target}, or set {var})",
+            dir.display()
+        ))
+    }
+}
+
+/// `ctr -n k8s.io images ls`: reference -> digest.
+fn ctr_images(c: &Containerd) -> BTreeMap<String, String> {
+    let out = run(c.ctr().args(["-n", "k8s.io", "images", "ls"]));
+    out.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[0].to_string(), f[2].to_string()))
+        })
+        .collect()
+}
+
+fn import_all(c: &Containerd, dir: &Path, images: &BTreeMap<String, BTreeMap<String, String>>) {
+    for i in images.values() {
+        let file = dir.join(&i["archive"]);
+        let start = Instant::now();
+        run(c.ctr().args(["-n", "k8s.io", "images", "import"]).arg(&file));
+        eprintln!("imported {} in {:.1} s", i["archive"], start.elapsed().as_secs_f64());
+    }
+}
+
+/// crictl (the CRI plugin's view, what the kubelet and kubeadm's preflight see):
+/// each reference is a repo tag of an image whose repo digest is the index digest.
+fn check_with_crictl(c: &Containerd, images: &BTreeMap<String, BTreeMap<String, String>>) {
+    let dir = match built("KILN_K8S_BIN_CRICTL", "crictl", "crictl") {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("NOT CHECKED: crictl images --digests: {why}");
+            return;
+        }
+    };
+    let endpoint = format!("unix://{}", c.socket().display());
+    let out = run(Command::new(dir.join("crictl")).args([
+        "--runtime-endpoint",
+        &endpoint,
+        "--image-endpoint",
+        &endpoint,
+        "images",
+        "--digests",
+        "-o",
+        "json",
+    ]));
+    let doc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("crictl images -o json: {e}\n{out}"));
+    let cri = doc["images"].as_array().unwrap_or_else(|| panic!("crictl images -o json: {out}"));
+    for (r, i) in images {
+        let repo = r.rsplit_once(':').map(|(repo, _)| repo).unwrap_or(r);
+        let want = format!("{repo}@{}", i["index_digest"]);
+        let has = |img: &&Value, key: &str, v: &str| img[key].as_array().is_some_and(|a| a.iter().any(|x| x == v));
+        let found = cri.iter().find(|img| has(img, "repoTags", r));
+        let found = found.unwrap_or_else(|| panic!("crictl images does not list {r}:\n{out}"));
+        assert!(has(&found, "repoDigests", &want), "crictl: {r} has not the repo digest {want}:\n{found}");
+        assert_eq!(found["id"], i["config_digest"].as_str(), "crictl: {r}'s image id is not its config digest");
+    }
+    eprintln!("crictl images --digests: all {} references with their index digests", images.len());
+}
+
+#[test]
+fn the_images_import_into_the_real_containerd_under_kubeadms_references_with_their_digests() {
+    let refs = kubeadm_images();
+    let bin = ok(containerd::bin_dir());
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("elsewhere/b"));
+    let doc = make_images(&a);
+    let images = made(&doc);
+    let skipped = report_skipped(&doc);
+
+    // Every reference kubeadm uses is made (or skipped with a reason); the control plane's always.
+    for r in &refs {
+        assert!(images.contains_key(r) || skipped.contains(r), "tests/k8s/images made nothing for {r}: {doc}");
+    }
+    for name in REQUIRED {
+        let r = format!("registry.k8s.io/{name}:{VERSION}");
+        assert!(
+            images.contains_key(&r),
+            "no {r} in images.json (build: tests/k8s/build {VERSION} amd64 control-plane): {doc}"
+        );
+    }
+    assert_eq!(images.len() + skipped.len(), refs.len(), "images.json lists other images than kubeadm: {doc}");
+
+    // Byte-identical in another directory; images.json's sha256 is the archive's.
+    make_images(&b);
+    let first = listing(&a);
+    assert_eq!(first, listing(&b), "two runs of tests/k8s/images differ");
+    for i in images.values() {
+        let sum = first.iter().find(|(n, _)| *n == i["archive"]).map(|(_, s)| s.as_str());
+        assert_eq!(sum, Some(i["archive_sha256"].as_str()), "{}'s sha256", i["archive"]);
+    }
+
+    let c = ok(Containerd::start(&bin, &tmp.path().join("containerd"), &[]));
+    import_all(&c, &a, &images);
+    let listed = ctr_images(&c);
+    for (r, i) in &images {
+        assert_eq!(listed.get(r), Some(&i["index_digest"]), "ctr images ls: {r}: {listed:?}");
+        // The index containerd holds points at the manifest images.json names.
+        let index = run(c.ctr().args(["-n", "k8s.io", "content", "get", &i["index_digest"]]));
+        let index: Value = serde_json::from_str(&index).unwrap_or_else(|e| panic!("{r}'s index: {e}: {index}"));
+        assert_eq!(index["manifests"][0]["digest"], i["manifest_digest"].as_str(), "{r}'s index: {index}");
+    }
+    let check = run(c.ctr().args(["-n", "k8s.io", "images", "check"]));
+    for r in images.keys() {
+        let line = check.lines().find(|l| l.starts_with(&format!("{r} ")));
+        assert!(line.is_some_and(|l| l.contains("complete")), "ctr images check: {r} is not complete:\n{check}");
+    }
+    check_with_crictl(&c, &images);
+}
+
+/// The id's task as `ctr tasks ls` shows it: (pid, status).
+fn task(c: &Containerd, id: &str) -> Option<(u32, String)> {
+    let out = run(c.ctr().args(["-n", "k8s.io", "tasks", "ls"]));
+    out.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 3 && f[0] == id).then(|| (f[1].parse().unwrap_or(0), f[2].to_string()))
+    })
+}
+
+fn wait_status(c: &Containerd, id: &str, want: &str) -> u32 {
+    let start = Instant::now();
+    loop {
+        match task(c, id) {
+            Some((pid, s)) if s == want => return pid,
+            t if start.elapsed() > Duration::from_secs(30) => {
+                panic!("task {id} is {t:?}, not {want}, after 30 s:\n{}", c.log_tail())
+            }
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+#[test]
+fn the_pause_image_runs_with_the_real_runc() {
+    let bin = ok(containerd::bin_dir());
+    let runc = match built("KILN_K8S_BIN_RUNC", "runc", "runc") {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("NOT CHECKED: the pause image under the real runc: {why}");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let out = tmp.path().join("images");
+    let doc = make_images(&out);
+    let images = made(&doc);
+    let Some((r, pause)) = images.iter().find(|(_, i)| i["name"] == "pause") else {
+        report_skipped(&doc);
+        eprintln!("NOT CHECKED: the pause image under the real runc: tests/k8s/images made no pause image");
+        return;
+    };
+    let c = ok(Containerd::start(&bin, &tmp.path().join("containerd"), &[&runc]));
+    run(c.ctr().args(["-n", "k8s.io", "images", "import"]).arg(out.join(&pause["archive"])));
+    let id = "kiln-test-pause";
+    run(c.ctr().args(["-n", "k8s.io", "run", "-d", "--null-io", "--runtime", "io.containerd.runc.v2", r, id]));
+    let pid = wait_status(&c, id, "RUNNING");
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    assert_eq!(comm.trim(), "pause", "task {id}'s process {pid} is not pause");
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default().to_string();
+    assert!(uid.split_whitespace().nth(1) == Some("65535"), "pause does not run as the image's User 65535: {uid}");
+    // pause exits on SIGTERM (build/pause/linux/pause.c); then the task is gone.
+    run(c.ctr().args(["-n", "k8s.io", "tasks", "kill", "--signal", "SIGTERM", id]));
+    wait_status(&c, id, "STOPPED");
+    run(c.ctr().args(["-n", "k8s.io", "tasks", "delete", id]));
+    run(c.ctr().args(["-n", "k8s.io", "containers", "delete", id]));
+    eprintln!("pause ran as {pid} under runc from {} and stopped on SIGTERM", runc.display());
+}
