@@ -56,9 +56,10 @@ fn kubeadm_images() -> Vec<String> {
     out.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
 }
 
-/// Runs `tests/k8s/images v1.34.2 amd64 OUT` (no SOURCE_DATE_EPOCH) and returns its images.json.
-fn make_images(out: &Path) -> Value {
+/// Runs `tests/k8s/images [--only ONLY] v1.34.2 amd64 OUT` (no SOURCE_DATE_EPOCH) and returns its images.json.
+fn make_images(out: &Path, only: &[&str]) -> Value {
     let o = Command::new(repo().join("tests/k8s/images"))
+        .args(only.iter().flat_map(|n| ["--only", n]))
         .args([VERSION, "amd64"])
         .arg(out)
         .env_remove("SOURCE_DATE_EPOCH")
@@ -122,8 +123,9 @@ fn listing(dir: &Path) -> Vec<(String, String)> {
 }
 
 /// A program directory tests/k8s/build has made (or `$VAR` names), or why not.
-fn built(var: &str, target: &str, prog: &str) -> Result<PathBuf, String> {
-    let dir = match std::env::var_os(var) {
+fn built(var: Option<&str>, target: &str, prog: &str) -> Result<PathBuf, String> {
+    let var = var.unwrap_or("");
+    let dir = match std::env::var_os(var).filter(|_| !var.is_empty()) {
         Some(d) => PathBuf::from(d),
         None => {
             let o = Command::new(repo().join("tests/k8s/build"))
@@ -140,10 +142,7 @@ fn built(var: &str, target: &str, prog: &str) -> Result<PathBuf, String> {
     if dir.join(prog).is_file() {
         Ok(dir)
     } else {
-        Err(format!(
-            "no {prog} in {} (build it: tests/k8s/build {VERSION} amd64 {target}, or set {var})",
-            dir.display()
-        ))
+        Err(format!("no {prog} in {} (build it: tests/k8s/build {VERSION} amd64 {target})", dir.display()))
     }
 }
 
@@ -171,7 +170,7 @@ fn import_all(c: &Containerd, dir: &Path, images: &BTreeMap<String, BTreeMap<Str
 /// crictl (the CRI plugin's view, what the kubelet and kubeadm's preflight see):
 /// each reference is a repo tag of an image whose repo digest is the index digest.
 fn check_with_crictl(c: &Containerd, images: &BTreeMap<String, BTreeMap<String, String>>) {
-    let dir = match built("KILN_K8S_BIN_CRICTL", "crictl", "crictl") {
+    let dir = match built(Some("KILN_K8S_BIN_CRICTL"), "crictl", "crictl") {
         Ok(d) => d,
         Err(why) => {
             eprintln!("NOT CHECKED: crictl images --digests: {why}");
@@ -209,7 +208,7 @@ fn the_images_import_into_the_real_containerd_under_kubeadms_references_with_the
     let bin = ok(containerd::bin_dir());
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let (a, b) = (tmp.path().join("a"), tmp.path().join("elsewhere/b"));
-    let doc = make_images(&a);
+    let doc = make_images(&a, &[]);
     let images = made(&doc);
     let skipped = report_skipped(&doc);
 
@@ -227,7 +226,7 @@ fn the_images_import_into_the_real_containerd_under_kubeadms_references_with_the
     assert_eq!(images.len() + skipped.len(), refs.len(), "images.json lists other images than kubeadm: {doc}");
 
     // Byte-identical in another directory; images.json's sha256 is the archive's.
-    make_images(&b);
+    make_images(&b, &[]);
     let first = listing(&a);
     assert_eq!(first, listing(&b), "two runs of tests/k8s/images differ");
     for i in images.values() {
@@ -240,6 +239,12 @@ fn the_images_import_into_the_real_containerd_under_kubeadms_references_with_the
     let listed = ctr_images(&c);
     for (r, i) in &images {
         assert_eq!(listed.get(r), Some(&i["index_digest"]), "ctr images ls: {r}: {listed:?}");
+        let by_digest = &i["digest_reference"];
+        assert_eq!(
+            by_digest,
+            &format!("{}@{}", r.rsplit_once(':').map_or(r.as_str(), |(repo, _)| repo), i["index_digest"])
+        );
+        assert_eq!(listed.get(by_digest), Some(&i["index_digest"]), "ctr images ls: {by_digest}: {listed:?}");
         // The index containerd holds points at the manifest images.json names.
         let index = run(c.ctr().args(["-n", "k8s.io", "content", "get", &i["index_digest"]]));
         let index: Value = serde_json::from_str(&index).unwrap_or_else(|e| panic!("{r}'s index: {e}: {index}"));
@@ -278,26 +283,28 @@ fn wait_status(c: &Containerd, id: &str, want: &str) -> u32 {
 #[test]
 fn the_pause_image_runs_with_the_real_runc() {
     let bin = ok(containerd::bin_dir());
-    let runc = match built("KILN_K8S_BIN_RUNC", "runc", "runc") {
+    let runc = match built(Some("KILN_K8S_BIN_RUNC"), "runc", "runc") {
         Ok(d) => d,
         Err(why) => {
             eprintln!("NOT CHECKED: the pause image under the real runc: {why}");
             return;
         }
     };
+    if let Err(why) = built(None, "pause", "pause") {
+        eprintln!("NOT CHECKED: the pause image under the real runc: {why}");
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let out = tmp.path().join("images");
-    let doc = make_images(&out);
-    let images = made(&doc);
-    let Some((r, pause)) = images.iter().find(|(_, i)| i["name"] == "pause") else {
-        report_skipped(&doc);
-        eprintln!("NOT CHECKED: the pause image under the real runc: tests/k8s/images made no pause image");
-        return;
-    };
+    let images = made(&make_images(&out, &["pause"]));
+    let (r, pause) = images.iter().next().unwrap_or_else(|| panic!("tests/k8s/images --only pause made no image"));
     let c = ok(Containerd::start(&bin, &tmp.path().join("containerd"), &[&runc]));
     run(c.ctr().args(["-n", "k8s.io", "images", "import"]).arg(out.join(&pause["archive"])));
     let id = "kiln-test-pause";
-    run(c.ctr().args(["-n", "k8s.io", "run", "-d", "--null-io", "--runtime", "io.containerd.runc.v2", r, id]));
+    // One cgroup level (runc removes it on delete): the default /k8s.io/ID would leave /k8s.io behind.
+    let cgroup = format!("/kiln-test-pause-{}", std::process::id());
+    let runtime = ["--runtime", "io.containerd.runc.v2", "--cgroup", &cgroup];
+    run(c.ctr().args(["-n", "k8s.io", "run", "-d", "--null-io"]).args(runtime).args([r, id]));
     let pid = wait_status(&c, id, "RUNNING");
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -309,5 +316,11 @@ fn the_pause_image_runs_with_the_real_runc() {
     wait_status(&c, id, "STOPPED");
     run(c.ctr().args(["-n", "k8s.io", "tasks", "delete", id]));
     run(c.ctr().args(["-n", "k8s.io", "containers", "delete", id]));
+    let left: Vec<_> = ["memory", "pids", "unified"]
+        .iter()
+        .map(|c| Path::new("/sys/fs/cgroup").join(c).join(cgroup.trim_start_matches('/')))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(left.is_empty(), "the container's cgroup is left behind: {left:?}");
     eprintln!("pause ran as {pid} under runc from {} and stopped on SIGTERM", runc.display());
 }
