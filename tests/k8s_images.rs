@@ -280,16 +280,15 @@ fn wait_status(c: &Containerd, id: &str, want: &str) -> u32 {
     }
 }
 
+/// runc's directory, or None after printing why WHAT is not checked.
+fn runc(what: &str) -> Option<PathBuf> {
+    built(Some("KILN_K8S_BIN_RUNC"), "runc", "runc").map_err(|why| eprintln!("NOT CHECKED: {what}: {why}")).ok()
+}
+
 #[test]
 fn the_pause_image_runs_with_the_real_runc() {
     let bin = ok(containerd::bin_dir());
-    let runc = match built(Some("KILN_K8S_BIN_RUNC"), "runc", "runc") {
-        Ok(d) => d,
-        Err(why) => {
-            eprintln!("NOT CHECKED: the pause image under the real runc: {why}");
-            return;
-        }
-    };
+    let Some(runc) = runc("the pause image under the real runc") else { return };
     if let Err(why) = built(None, "pause", "pause") {
         eprintln!("NOT CHECKED: the pause image under the real runc: {why}");
         return;
@@ -300,27 +299,114 @@ fn the_pause_image_runs_with_the_real_runc() {
     let (r, pause) = images.iter().next().unwrap_or_else(|| panic!("tests/k8s/images --only pause made no image"));
     let c = ok(Containerd::start(&bin, &tmp.path().join("containerd"), &[&runc]));
     run(c.ctr().args(["-n", "k8s.io", "images", "import"]).arg(out.join(&pause["archive"])));
-    let id = "kiln-test-pause";
-    // One cgroup level (runc removes it on delete): the default /k8s.io/ID would leave /k8s.io behind.
-    let cgroup = format!("/kiln-test-pause-{}", std::process::id());
-    let runtime = ["--runtime", "io.containerd.runc.v2", "--cgroup", &cgroup];
-    run(c.ctr().args(["-n", "k8s.io", "run", "-d", "--null-io"]).args(runtime).args([r, id]));
-    let pid = wait_status(&c, id, "RUNNING");
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    assert_eq!(comm.trim(), "pause", "task {id}'s process {pid} is not pause");
-    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default().to_string();
-    assert!(uid.split_whitespace().nth(1) == Some("65535"), "pause does not run as the image's User 65535: {uid}");
+    let pid = start_detached(&c, r, "pause");
+    assert_process(pid, "pause", "65535");
     // pause exits on SIGTERM (build/pause/linux/pause.c); then the task is gone.
-    run(c.ctr().args(["-n", "k8s.io", "tasks", "kill", "--signal", "SIGTERM", id]));
-    wait_status(&c, id, "STOPPED");
-    run(c.ctr().args(["-n", "k8s.io", "tasks", "delete", id]));
-    run(c.ctr().args(["-n", "k8s.io", "containers", "delete", id]));
+    stop(&c, "pause");
+    eprintln!("pause ran as {pid} under runc from {} and stopped on SIGTERM", runc.display());
+}
+
+/// `ctr run -d` of image `r` as container kiln-test-NAME with the image's own
+/// Entrypoint and User; returns the running task's pid.
+fn start_detached(c: &Containerd, r: &str, name: &str) -> u32 {
+    let id = format!("kiln-test-{name}");
+    let cg = c.cgroup(name);
+    let runtime = ["--runtime", "io.containerd.runc.v2", "--cgroup", &cg];
+    run(c.ctr().args(["-n", "k8s.io", "run", "-d", "--null-io"]).args(runtime).args([r, &id]));
+    wait_status(c, &id, "RUNNING")
+}
+
+/// Process `pid` is `comm` running as uid `uid`.
+fn assert_process(pid: u32, comm: &str, uid: &str) {
+    let got = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(got.trim(), comm, "the task's process {pid} is not {comm}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default().to_string();
+    assert!(line.split_whitespace().nth(1) == Some(uid), "{comm} does not run as the image's User {uid}: {line}");
+}
+
+/// SIGTERM to kiln-test-NAME, which must stop; then task and container are deleted and the cgroup is gone.
+fn stop(c: &Containerd, name: &str) {
+    let id = format!("kiln-test-{name}");
+    run(c.ctr().args(["-n", "k8s.io", "tasks", "kill", "--signal", "SIGTERM", &id]));
+    wait_status(c, &id, "STOPPED");
+    run(c.ctr().args(["-n", "k8s.io", "tasks", "delete", &id]));
+    run(c.ctr().args(["-n", "k8s.io", "containers", "delete", &id]));
+    let cg = c.cgroup(name);
     let left: Vec<_> = ["memory", "pids", "unified"]
         .iter()
-        .map(|c| Path::new("/sys/fs/cgroup").join(c).join(cgroup.trim_start_matches('/')))
+        .map(|k| Path::new("/sys/fs/cgroup").join(k).join(cg.trim_start_matches('/')))
         .filter(|p| p.exists())
         .collect();
-    assert!(left.is_empty(), "the container's cgroup is left behind: {left:?}");
-    eprintln!("pause ran as {pid} under runc from {} and stopped on SIGTERM", runc.display());
+    assert!(left.is_empty(), "{id}'s cgroup is left behind: {left:?}");
+}
+
+/// Whether process `pid`'s network namespace has a TCP socket listening on `port`.
+fn listens(pid: u32, port: u16) -> bool {
+    let local = format!(":{port:04X} ");
+    ["tcp", "tcp6"].iter().any(|f| {
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/{f}")).unwrap_or_default();
+        // sl local_address rem_address st: st 0A is LISTEN.
+        table.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && format!("{} ", f[1]).ends_with(&local) && f[3] == "0A"
+        })
+    })
+}
+
+/// What each image's program prints for its version, run by name as kubeadm's
+/// static pods run it (`command: [NAME, ...]`, found on the image's `PATH`).
+const VERSIONS: [(&str, &[&str], &str); 4] = [
+    ("kube-apiserver", &["kube-apiserver", "--version"], "Kubernetes v1.34.2"),
+    ("kube-controller-manager", &["kube-controller-manager", "--version"], "Kubernetes v1.34.2"),
+    ("kube-scheduler", &["kube-scheduler", "--version"], "Kubernetes v1.34.2"),
+    ("etcd", &["etcd", "--version"], "etcd Version: 3.6.5"),
+];
+
+#[test]
+fn the_images_run_their_programs_by_name_with_the_real_runc() {
+    let bin = ok(containerd::bin_dir());
+    let Some(runc) = runc("the images' programs under the real runc") else { return };
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let out = tmp.path().join("images");
+    let doc = make_images(&out, &[]);
+    report_skipped(&doc);
+    let images = made(&doc);
+    let c = ok(Containerd::start(&bin, &tmp.path().join("containerd"), &[&runc]));
+    import_all(&c, &out, &images);
+    let mut checked = 0;
+    for (name, args, want) in VERSIONS {
+        let Some((r, _)) = images.iter().find(|(_, i)| i["name"] == name) else {
+            eprintln!("NOT CHECKED: {name} under runc: tests/k8s/images made no {name} image");
+            continue;
+        };
+        let (id, cg) = (format!("kiln-test-{name}"), c.cgroup(name));
+        // ctr run ... IMAGE ID [ARGS]: with --rm the container is deleted when it exits.
+        let mut ctr = c.ctr();
+        ctr.args(["-n", "k8s.io", "run", "--rm", "--runtime", "io.containerd.runc.v2", "--cgroup", &cg, r, &id]);
+        let o = ctr.args(args).stdin(std::process::Stdio::null()).output().unwrap_or_else(|e| panic!("ctr run: {e}"));
+        assert!(o.status.success(), "{name}: ctr run {r} {args:?} failed:\n{}\n{}", text(&o), c.log_tail());
+        let printed = text(&o);
+        assert!(printed.contains(want), "{name}: {args:?} printed {printed:?}, not {want:?}");
+        checked += 1;
+    }
+    assert!(checked >= 3, "the control plane's images were not run");
+    // CoreDNS through its Entrypoint, as uid 65532, with no Corefile (its default:
+    // whoami on :53): it can bind port 53 only with the file capability the image
+    // gives /coredns (ctr run sets no ip_unprivileged_port_start, unlike the CRI plugin).
+    if let Some((r, _)) = images.iter().find(|(_, i)| i["name"] == "coredns") {
+        let pid = start_detached(&c, r, "coredns");
+        let start = Instant::now();
+        while !listens(pid, 53) && start.elapsed() < Duration::from_secs(30) {
+            assert!(task(&c, "kiln-test-coredns").is_some_and(|(_, s)| s == "RUNNING"), "coredns exited");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(listens(pid, 53), "coredns (pid {pid}) does not listen on port 53 after 30 s");
+        assert_process(pid, "coredns", "65532");
+        stop(&c, "coredns");
+        checked += 1;
+    } else {
+        eprintln!("NOT CHECKED: coredns under runc: tests/k8s/images made no coredns image");
+    }
+    eprintln!("{checked} images ran their programs under runc from {}", runc.display());
 }

@@ -17,7 +17,8 @@
 //!
 //! Needs root (containerd's snapshots, mount namespaces), `unshare` and `nsenter`
 //! (util-linux). [`Containerd`]'s `Drop` kills containerd, its shims and their
-//! containers: every process in its mount namespace and every descendant of one.
+//! containers (every process in its mount namespace and every descendant of one)
+//! and removes the cgroups named by [`Containerd::cgroup`].
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -151,6 +152,14 @@ impl Containerd {
         self.child.id()
     }
 
+    /// A cgroup path for a container this test runs (`ctr run --cgroup`): one level
+    /// under the root (runc removes it when the task is deleted; ctr's default
+    /// `/NAMESPACE/ID` would leave `/NAMESPACE` behind), named after this
+    /// containerd so `Drop` removes any a failed test left.
+    pub fn cgroup(&self, name: &str) -> String {
+        format!("/kiln-test-{}-{name}", self.child.id())
+    }
+
     /// The last 40 lines of containerd's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default();
@@ -208,5 +217,25 @@ impl Drop for Containerd {
                 .status();
         }
         let _ = self.child.wait();
+        remove_cgroups(&format!("kiln-test-{}-", self.child.id()));
+    }
+}
+
+/// Removes the (empty, their processes killed) cgroups named PREFIX* in every
+/// hierarchy under /sys/fs/cgroup, retrying for 2 s while the kernel reaps them.
+fn remove_cgroups(prefix: &str) {
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+    roots.extend(fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path()));
+    let ours: Vec<PathBuf> = roots
+        .iter()
+        .flat_map(|r| fs::read_dir(r).into_iter().flatten().flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect();
+    let start = Instant::now();
+    for dir in ours {
+        while fs::remove_dir(&dir).is_err() && dir.exists() && start.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
