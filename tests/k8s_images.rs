@@ -410,3 +410,76 @@ fn the_images_run_their_programs_by_name_with_the_real_runc() {
     }
     eprintln!("{checked} images ran their programs under runc from {}", runc.display());
 }
+
+/// A cache root (`KILN_K8S_CACHE`) holding only what `links` names: (target dir
+/// as `tests/k8s/build --dir` prints it for the real cache, ARCH it stands for).
+fn scratch_cache(root: &Path, links: &[(&str, &str, &str)]) {
+    for (arch, target, from) in links {
+        let real = run(Command::new(repo().join("tests/k8s/build")).args(["--dir", VERSION, "amd64", from]));
+        let real = PathBuf::from(real.trim());
+        let key = real.parent().and_then(|p| p.file_name()).unwrap_or_else(|| panic!("{}", real.display()));
+        let key = key.to_string_lossy().replace("-amd64", &format!("-{arch}"));
+        let dir = root.join(key);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        std::os::unix::fs::symlink(&real, dir.join(target)).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    }
+}
+
+fn images_in(cache: &Path, args: &[&str], out: &Path) -> (Output, String) {
+    let o = Command::new(repo().join("tests/k8s/images"))
+        .args(args)
+        .arg(out)
+        .env("KILN_K8S_CACHE", cache)
+        .output()
+        .unwrap_or_else(|e| panic!("tests/k8s/images: {e}"));
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    (o, stderr)
+}
+
+#[test]
+fn a_program_not_built_fails_its_image_with_the_build_command() {
+    kubeadm_images();
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let cache = tmp.path().join("cache");
+    // kubeadm is there (it lists the images); the control plane is not.
+    scratch_cache(&cache, &[("amd64", "node", "node")]);
+    let only = ["--only", "kube-scheduler", VERSION, "amd64"];
+    let (o, err) = images_in(&cache, &only, &tmp.path().join("out"));
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("build it with: tests/k8s/build {VERSION} amd64 control-plane")), "{err}");
+    let doc: Value = serde_json::from_slice(&std::fs::read(tmp.path().join("out/images.json")).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("images.json: {e}\n{err}"));
+    assert_eq!(doc["images"], serde_json::json!([]), "{doc}");
+}
+
+#[test]
+fn a_program_of_another_architecture_fails_its_image() {
+    kubeadm_images();
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let cache = tmp.path().join("cache");
+    // The amd64 control plane where the arm64 one should be.
+    scratch_cache(&cache, &[("amd64", "node", "node"), ("arm64", "control-plane", "control-plane")]);
+    let only = ["--only", "kube-scheduler", VERSION, "arm64"];
+    let (o, err) = images_in(&cache, &only, &tmp.path().join("out"));
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("is not a linux/arm64 ELF program"), "{err}");
+    assert!(
+        !tmp.path().join(format!("out/kube-scheduler_{VERSION}.tar")).exists(),
+        "an arm64 image of an amd64 program"
+    );
+}
+
+#[test]
+fn usage_mistakes_exit_2() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    for args in [
+        &["--only", "kube-nothing", VERSION, "amd64"][..],
+        &[VERSION, "riscv64"],
+        &[VERSION],
+        &["--frob", VERSION, "amd64"],
+    ] {
+        let (o, err) = images_in(tmp.path(), args, &tmp.path().join("out"));
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("Usage:"), "{args:?}: {err}");
+    }
+}
