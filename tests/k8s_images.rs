@@ -163,12 +163,15 @@ fn ctr_images(c: &Containerd) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Imports every archive, deleting each once containerd holds it (the archives,
+/// containerd's content and its snapshots are each ~400 MB).
 fn import_all(c: &Containerd, dir: &Path, images: &BTreeMap<String, BTreeMap<String, String>>) {
     for i in images.values() {
         let file = dir.join(&i["archive"]);
         let start = Instant::now();
         run(c.ctr().args(["-n", "k8s.io", "images", "import"]).arg(&file));
         eprintln!("imported {} in {:.1} s", i["archive"], start.elapsed().as_secs_f64());
+        std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
 }
 
@@ -234,6 +237,7 @@ fn the_images_import_into_the_real_containerd_under_kubeadms_references_with_the
     make_images(&b, &[]);
     let first = listing(&a);
     assert_eq!(first, listing(&b), "two runs of tests/k8s/images differ");
+    std::fs::remove_dir_all(&b).unwrap_or_else(|e| panic!("{}: {e}", b.display()));
     for i in images.values() {
         let sum = first.iter().find(|(n, _)| *n == i["archive"]).map(|(_, s)| s.as_str());
         assert_eq!(sum, Some(i["archive_sha256"].as_str()), "{}'s sha256", i["archive"]);
