@@ -1,7 +1,9 @@
 //! Test support shared by kiln's suites: a real HTTP server on loopback that
 //! serves a mirror directory (with faults on demand), and stand-in artifacts
-//! of realistic size generated on the fly.
+//! of realistic size generated on the fly, and the real containerd started in
+//! a scratch directory.
 
+pub mod containerd;
 pub mod http;
 pub mod imds;
 pub mod mirror;
