@@ -82,6 +82,8 @@ pub struct Inputs {
     /// Static pod patches: file name in `patches.directory` (`kube-apiserver+strategic.json`)
     /// → the patch.
     pub static_pod_patches: BTreeMap<String, Value>,
+    /// `[cluster] kube_proxy` (default true); false disables kube-proxy on init.
+    pub kube_proxy: bool,
 }
 
 /// `kubeadm.k8s.io/v1beta3` or `v1beta4`.
@@ -133,7 +135,7 @@ fn cluster_configuration(i: &Inputs) -> Value {
     // kube-controller-manager's flex-volume dir must be writable when /usr is
     // read-only (kubeadm troubleshooting, "/usr is mounted read-only on nodes").
     cm.insert("flex-volume-plugin-dir".to_string(), i.flex_volume_dir.clone());
-    json!({
+    let mut doc = json!({
         "apiVersion": api_version(i.minor),
         "kind": "ClusterConfiguration",
         "kubernetesVersion": i.kubernetes_version,
@@ -142,7 +144,18 @@ fn cluster_configuration(i: &Inputs) -> Value {
         "controlPlaneEndpoint": i.control_plane_endpoint,
         "networking": { "podSubnet": i.pod_subnet, "serviceSubnet": i.service_subnet, "dnsDomain": i.dns_domain },
         "controllerManager": { "extraArgs": args(i.minor, &cm) },
-    })
+    });
+    // `[cluster] kube_proxy = false` on v1beta4: `proxy.disabled`, which every kubeadm
+    // command reads (`kubeadm config images list|pull` leave kube-proxy out,
+    // app/images/images.go GetControlPlaneImages; `init` skips addon/kube-proxy,
+    // app/cmd/init.go manageSkippedAddons, v1.34.2). v1beta3 has no such field: the
+    // InitConfiguration's skipPhases does it there (see `documents`).
+    if !i.kube_proxy && i.minor >= 31 {
+        if let Some(d) = doc.as_object_mut() {
+            d.insert("proxy".into(), json!({ "disabled": true }));
+        }
+    }
+    doc
 }
 
 /// The cluster-wide KubeletConfiguration (init only): kubeadm uploads it as the
@@ -211,6 +224,14 @@ pub fn documents(i: &Inputs) -> Vec<Value> {
             });
             if let Some(doc) = init.as_object_mut() {
                 insert_timeouts(doc, i);
+                // `[cluster] kube_proxy = false` on v1beta3 (no `proxy.disabled`,
+                // see `cluster_configuration`): InitConfiguration.skipPhases; `init`
+                // then disables the proxy itself and leaves it out of preflight's
+                // pulls (app/cmd/init.go manageSkippedAddons, v1.34.2), though
+                // `kubeadm config images list` still names it.
+                if !i.kube_proxy && i.minor < 31 {
+                    doc.insert("skipPhases".into(), json!(["addon/kube-proxy"]));
+                }
             }
             vec![init, cluster_configuration(i), kubelet_configuration(i)]
         }
@@ -415,6 +436,7 @@ mod tests {
             timeouts: BTreeMap::new(),
             image_pull_policy: None,
             static_pod_patches: BTreeMap::new(),
+            kube_proxy: true,
         }
     }
 
@@ -517,6 +539,26 @@ mod tests {
         let mut i = inputs(Role::Join, 30);
         i.image_pull_policy = Some("IfNotPresent".into());
         assert_eq!(docs(&render(&i))[0]["nodeRegistration"]["imagePullPolicy"], "IfNotPresent");
+    }
+
+    #[test]
+    fn kube_proxy_false_disables_it_on_init_only() {
+        for minor in [30, 34] {
+            assert!(
+                docs(&render(&inputs(Role::Init, minor)))[0].get("skipPhases").is_none(),
+                "the default installs kube-proxy"
+            );
+            for role in [Role::Init, Role::Join, Role::ControlPlane] {
+                let mut i = inputs(role, minor);
+                i.kube_proxy = false;
+                let d = docs(&render(&i));
+                let init = role == Role::Init;
+                let skip = if init && minor < 31 { Some(&json!(["addon/kube-proxy"])) } else { None };
+                assert_eq!(d[0].get("skipPhases"), skip, "{role:?} v1.{minor}");
+                let proxy = if init && minor >= 31 { Some(&json!({ "disabled": true })) } else { None };
+                assert_eq!(d.get(1).and_then(|c| c.get("proxy")), proxy, "{role:?} v1.{minor}");
+            }
+        }
     }
 
     #[test]

@@ -170,6 +170,7 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         timeouts: n.kubeadm_timeouts.clone().unwrap_or_default(),
         image_pull_policy: n.image_pull_policy.map(|p| p.as_str().to_string()),
         static_pod_patches: static_pod_patches(&n),
+        kube_proxy: c.kube_proxy.unwrap_or(true),
     };
     let attempt_bound = opts.kubeadm_timeout.unwrap_or_else(|| kubeadm::attempt_bound(&inputs));
     let discovery =

@@ -504,6 +504,9 @@ fn knobs_case(version: &str, role: Role) -> Vec<String> {
         "[cluster]\nname = \"prod\"\ncontrol_plane_endpoint = \"10.1.0.2:6443\"\nca_cert_hashes = [\"{DRYRUN_CA_PIN}\"]\nbootstrap_token = \"{DRYRUN_TOKEN}\"\n[node]\nrole = \"{role_name}\"\nname = \"node-{role_name}\"\nnode_ip = \"10.1.0.2\"\n{}[pki]\n",
         knobs_toml(role)
     );
+    if role == Role::Init {
+        toml = toml.replacen("[node]\n", "kube_proxy = false\n[node]\n", 1);
+    }
     for k in ["ca_cert", "front_proxy_ca_cert", "etcd_ca_cert", "sa_pub"] {
         toml.push_str(&format!("{k} = \"\"\"\n{CERT}\"\"\"\n"));
     }
@@ -524,6 +527,18 @@ fn knobs_case(version: &str, role: Role) -> Vec<String> {
             s.read("var/lib/kiln-model/config-0.json")
         ));
         return problems;
+    }
+    if role == Role::Init {
+        // `[cluster] kube_proxy = false`: the real kubeadm leaves kube-proxy out of the
+        // images it would pull, and keeps the rest.
+        let l = s.real_kubeadm(&kubeadm, &["config", "images", "list", "--config", &cfg_s], &[]);
+        let listed = String::from_utf8_lossy(&l.stdout).to_string();
+        if !l.status.success() || listed.contains("kube-proxy") || !listed.contains("kube-apiserver") {
+            problems.push(format!(
+                "{what}: with kube_proxy = false the real `kubeadm config images list` says:\n{}",
+                out(&l)
+            ));
+        }
     }
     let m = s.real_kubeadm(&kubeadm, &["config", "migrate", "--old-config", &cfg_s], &[]);
     if !m.status.success() {

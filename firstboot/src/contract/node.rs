@@ -177,6 +177,11 @@ pub struct Cluster {
     /// What `admin_user` may do in the cluster (default [`AdminRole::Edit`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_role: Option<AdminRole>,
+    /// `false`: the init node skips kubeadm's `addon/kube-proxy` phase, for a pod
+    /// network that replaces kube-proxy (Cilium, kube-router) or a cluster without
+    /// Services. Default `true` (kubeadm installs kube-proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_proxy: Option<bool>,
 }
 
 /// The cluster role `[cluster] admin_user` is bound to (a ClusterRoleBinding to one
@@ -628,6 +633,7 @@ impl NodeConfig {
                     cni_manifest,
                     admin_user,
                     admin_role,
+                    kube_proxy,
                 } = x
             );
         }
