@@ -112,3 +112,46 @@ fn an_image_built_from_the_real_programs_mirror_carries_them() {
         assert_eq!(sha_in(&image, member), sha_of(&program), "{member} in the image is not {}", program.display());
     }
 }
+
+/// `tests/k8s/mirror` never publishes something other than what the profile
+/// pins: a program not built (an empty `KILN_K8S_CACHE`), or built at another
+/// version than the profile's pin, fails it (exit 1) with the command to run.
+#[test]
+fn the_real_programs_mirror_refuses_what_was_not_built() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_repo(dir.path());
+    let profile = dir.path().join("profiles/debian-1.34.toml");
+    let mirror = dir.path().join("mirror");
+    let mirror_cmd = |profile: &Path, cache: Option<&Path>| {
+        let mut c = Command::new(repo().join("tests/k8s/mirror"));
+        c.arg(profile).arg(&mirror).arg("amd64");
+        if let Some(cache) = cache {
+            c.env("KILN_K8S_CACHE", cache);
+        }
+        run(&mut c)
+    };
+
+    let empty = dir.path().join("empty-cache");
+    fs::create_dir(&empty).unwrap();
+    let o = mirror_cmd(&profile, Some(&empty));
+    assert_eq!(o.status.code(), Some(1), "an empty cache: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is not built") && stderr(&o).contains("run tests/k8s/build v1.34.2 amd64 containerd"),
+        "an empty cache: {}",
+        stderr(&o)
+    );
+
+    let text = fs::read_to_string(&profile).unwrap();
+    let repinned =
+        text.replacen("[artifacts.containerd]\nversion = \"2.1.5\"", "[artifacts.containerd]\nversion = \"2.1.4\"", 1);
+    assert_ne!(repinned, text, "debian-1.34.toml no longer pins containerd 2.1.5 right after [artifacts.containerd]");
+    let other = dir.path().join("profiles/other-containerd.toml");
+    fs::write(&other, repinned).unwrap();
+    let o = mirror_cmd(&other, None);
+    assert_eq!(o.status.code(), Some(1), "containerd 2.1.4: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("pins containerd 2.1.4, but tests/k8s/build builds containerd-v2.1.5-"),
+        "containerd 2.1.4: {}",
+        stderr(&o)
+    );
+}
