@@ -1,5 +1,5 @@
 // The wrapper module tests/k8s/build builds the CNI plugins from (the version
-// profiles/debian-*.toml pin: [artifacts.cni_plugins] version = "v1.8.0").
+// profiles/debian-*.toml pin: [artifacts.cni-plugins] version = "v1.8.0").
 module kiln.invalid/tests/k8s/cni-plugins
 
 go 1.24.2
