@@ -334,7 +334,7 @@ fn port_in_use_from_the_real_kubeadm() {
         source: "kubernetes/kubernetes cmd/kubeadm/app/preflight/checks.go PortOpenCheck",
         printed_by: "kubeadm init",
     };
-    check(&f, &origin("kubeadm", V34), "port_in_use_from_the_real_kubeadm", &kubeadm_init(&s, &[], V34), s.path());
+    init_case("port_in_use_from_the_real_kubeadm", &f, &s, V34, &[]);
 }
 
 /// Scenario 2: a previous init's static-pod manifests are still there →
@@ -350,7 +350,7 @@ fn leftover_files_from_the_real_kubeadm() {
         source: "kubernetes/kubernetes cmd/kubeadm/app/preflight/checks.go FileAvailableCheck",
         printed_by: "kubeadm init",
     };
-    check(&f, &origin("kubeadm", V34), "leftover_files_from_the_real_kubeadm", &kubeadm_init(&s, &[], V34), s.path());
+    init_case("leftover_files_from_the_real_kubeadm", &f, &s, V34, &[]);
 }
 
 /// Scenario 3: no container runtime (no socket): kubeadm v1.34 only warns in
@@ -385,8 +385,7 @@ fn image_pull_from_the_real_kubeadm_and_containerd() {
         source: "kubernetes/kubernetes cmd/kubeadm/app/preflight/checks.go ImagePullCheck",
         printed_by: "kubeadm init",
     };
-    let text = kubeadm_init(&s, &[], V34);
-    check(&f, &origin("kubeadm", V34), "image_pull_from_the_real_kubeadm_and_containerd", &text, s.path());
+    init_case("image_pull_from_the_real_kubeadm_and_containerd", &f, &s, V34, &[]);
 }
 
 /// Scenario 5: containerd with `disabled_plugins = ["io.containerd.grpc.v1.cri"]`
@@ -400,8 +399,7 @@ fn cri_plugin_disabled_from_the_real_kubeadm_and_containerd() {
         source: "kubernetes/kubernetes cmd/kubeadm/app/util/runtime/runtime.go Connect \"failed to create new CRI runtime service\" wrapping k8s.io/cri-client remote_runtime.go validateServiceConnection (v1.34)",
         printed_by: "kubeadm init",
     };
-    let text = kubeadm_init(&s, &[], V34);
-    check(&f, &origin("kubeadm", V34), "cri_plugin_disabled_from_the_real_kubeadm_and_containerd", &text, s.path());
+    init_case("cri_plugin_disabled_from_the_real_kubeadm_and_containerd", &f, &s, V34, &[]);
 }
 
 /// Scenario 6: kubeadm v1.33.6 with the v1.34.2 kubelet on `PATH` →
@@ -435,8 +433,7 @@ fn not_enough_cpus_from_the_real_kubeadm() {
         source: "kubernetes/kubernetes cmd/kubeadm/app/preflight/checks.go NumCPUCheck",
         printed_by: "kubeadm init",
     };
-    let text = kubeadm_init(&s, &["taskset", "-c", "0"], V34);
-    check(&f, &origin("kubeadm", V34), "not_enough_cpus_from_the_real_kubeadm", &text, s.path());
+    init_case("not_enough_cpus_from_the_real_kubeadm", &f, &s, V34, &["taskset", "-c", "0"]);
 }
 
 /// A KubeletConfiguration the kubelet can run standalone with (no API server:
@@ -536,8 +533,59 @@ fn multiple_cri_endpoints_from_the_real_kubeadm() {
         source: "kubernetes/kubernetes cmd/kubeadm/app/util/runtime/runtime.go detectCRISocketImpl",
         printed_by: "kubeadm init",
     };
-    let text = kubeadm_init(&s, &[], V34);
-    check(&f, &origin("kubeadm", V34), "multiple_cri_endpoints_from_the_real_kubeadm", &text, s.path());
+    init_case("multiple_cri_endpoints_from_the_real_kubeadm", &f, &s, V34, &[]);
+}
+
+/// A `kubeadm init` scenario: kubeadm `version` run with `prefix` in `s`, its
+/// text checked against fixture `f` as captured by `test`.
+fn init_case(test: &str, f: &Fixture, s: &Sandbox, version: &str, prefix: &[&str]) {
+    check(f, &origin("kubeadm", version), test, &kubeadm_init(s, prefix, version), s.path());
+}
+
+/// Scenario 10: `ip_forward` off (kiln's sysctl drop-in missing) →
+/// `[ERROR FileContent--proc-sys-net-ipv4-ip_forward]`.
+#[test]
+fn ip_forward_off_from_the_real_kubeadm() {
+    let s = Sandbox::new(&kubelet(V34)).containerd(true).setup("sysctl -qw net.ipv4.ip_forward=0");
+    let f = Fixture {
+        name: "ip-forward",
+        expect: "ip-forward",
+        source: "kubernetes/kubernetes cmd/kubeadm/app/preflight/checks_linux.go addIPv4Checks",
+        printed_by: "kubeadm init",
+    };
+    init_case("ip_forward_off_from_the_real_kubeadm", &f, &s, V34, &[]);
+}
+
+/// Scenario 11: a previous etcd's data left in `/var/lib/etcd` →
+/// `[ERROR DirAvailable--var-lib-etcd]`.
+#[test]
+fn etcd_data_left_from_the_real_kubeadm() {
+    let s = Sandbox::new(&kubelet(V34))
+        .containerd(true)
+        .setup("mkdir -p /var/lib/etcd/member && : > /var/lib/etcd/member/wal");
+    let f = Fixture {
+        name: "dir-available",
+        expect: "leftover-files",
+        source: "kubernetes/kubernetes cmd/kubeadm/app/preflight/checks.go DirAvailableCheck",
+        printed_by: "kubeadm init",
+    };
+    init_case("etcd_data_left_from_the_real_kubeadm", &f, &s, V34, &[]);
+}
+
+/// Scenario 12: kubeadm v1.34.2 asked for a v1.32 control plane (node.toml's
+/// `kubernetes_version` older than the image's kubeadm supports).
+#[test]
+fn control_plane_version_skew_from_the_real_kubeadm() {
+    let s = Sandbox::new(&kubelet(V34));
+    let f = Fixture {
+        name: "version-skew-init",
+        expect: "control-plane-version-skew",
+        source: "kubernetes/kubernetes cmd/kubeadm/app/util/config/common.go NormalizeKubernetesVersion",
+        printed_by: "kubeadm init",
+    };
+    let kubeadm = real_bins::node(V34).join("kubeadm");
+    let text = s.run(&[&kubeadm.to_string_lossy(), "init", "--kubernetes-version", "v1.32.4"], 60).text;
+    check(&f, &origin("kubeadm", V34), "control_plane_version_skew_from_the_real_kubeadm", &text, s.path());
 }
 
 /// The normaliser hides klog's time and pid, ephemeral ports, the scratch path
