@@ -19,15 +19,16 @@
 //! started (containerd, listeners) when it ends.
 //!
 //! Each scenario asserts the diagnosis of the live text, then that the fixture's
-//! body equals it after `normalise` (klog's time and pid, ephemeral ports, the
-//! scratch path, and the one host-dependent warning line). `KILN_CAPTURE=1`
+//! body equals it after `normalise` (klog's time and pid, ephemeral ports, CA
+//! pins, the scratch path, and the one host-dependent warning line). `KILN_CAPTURE=1`
 //! rewrites the fixtures from the live capture instead (after a version bump:
 //! `KILN_CAPTURE=1 cargo nextest run -p kiln-firstboot --test real_failures`),
 //! keeping their `# source:`, `# note:` and `# not:` headers.
 //!
 //! Where the binaries are: `KILN_K8S_BIN_V1_34_2`, `KILN_K8S_BIN_V1_33_6`,
-//! `KILN_K8S_BIN_CONTAINERD` (set by `scripts/test`); without them the tests fail
-//! with the command that builds them.
+//! `KILN_K8S_BIN_CONTAINERD`, and for the joins `KILN_K8S_BIN_ETCD` and
+//! `KILN_K8S_BIN_CONTROL_PLANE_V1_34_2` (set by `scripts/test`); without them the
+//! tests fail with the command that builds them.
 
 mod real_bins;
 
@@ -129,12 +130,6 @@ impl Sandbox {
     /// on unless `cri` is false, and waits until it has booted.
     fn containerd(self, cri: bool) -> Sandbox {
         let bin = real_bins::containerd();
-        assert!(
-            bin.join("containerd").is_file(),
-            "{} has no containerd; build it:\n  {}",
-            bin.display(),
-            real_bins::CONTAINERD_BUILD
-        );
         let disabled = if cri { "" } else { "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]" };
         self.setup(&format!(
             r#"mkdir -p "$S/ctd" && mount -t tmpfs tmpfs "$S/ctd"
@@ -229,15 +224,35 @@ fn ephemeral_ports(line: &str) -> String {
     out
 }
 
+/// `sha256:HASH` for every `sha256:` and 64 hex digits (a CA pin: the CA is
+/// made anew in every run).
+fn sha256_pins(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("sha256:") {
+        let (head, tail) = rest.split_at(i + 7);
+        out.push_str(head);
+        let hex = tail.bytes().take_while(u8::is_ascii_hexdigit).count();
+        if hex == 64 {
+            out.push_str("HASH");
+            rest = &tail[64..];
+        } else {
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The text with only its volatile parts made constant: klog's time and pid,
-/// ephemeral ports, the scratch directory, host-dependent lines (`HOST_LINES`),
+/// ephemeral ports, sha256 pins, the scratch directory, host-dependent lines (`HOST_LINES`),
 /// trailing newlines. Everything else — every word, path, port 6443 — must match.
 fn normalise(text: &str, scratch: &Path) -> String {
     let text = text.replace(&*scratch.to_string_lossy(), "$SCRATCH");
     let lines: Vec<String> = text
         .lines()
         .filter(|l| !HOST_LINES.iter().any(|h| l.contains(h)))
-        .map(|l| ephemeral_ports(&klog_header(l).unwrap_or_else(|| l.to_string())))
+        .map(|l| sha256_pins(&ephemeral_ports(&klog_header(l).unwrap_or_else(|| l.to_string()))))
         .collect();
     lines.join("\n").trim_end().to_string()
 }
@@ -586,6 +601,99 @@ fn control_plane_version_skew_from_the_real_kubeadm() {
     let kubeadm = real_bins::node(V34).join("kubeadm");
     let text = s.run(&[&kubeadm.to_string_lossy(), "init", "--kubernetes-version", "v1.32.4"], 60).text;
     check(&f, &origin("kubeadm", V34), "control_plane_version_skew_from_the_real_kubeadm", &text, s.path());
+}
+
+/// A control plane of the real etcd v3.6.5, kube-apiserver v1.34.2 and
+/// kube-controller-manager v1.34.2 (only its `bootstrapsigner` controller, which
+/// signs `cluster-info` for each token, `controller/bootstrap/bootstrapsigner.go`;
+/// the node lifecycle controller would mark the Node below NotReady) on
+/// 10.0.0.10, made as `kubeadm init` makes one (its own `certs all`, `kubeconfig
+/// super-admin`, `etcd local` and `control-plane` phases; the three run
+/// as plain processes with the commands of the manifests kubeadm wrote, which
+/// are then moved out of `/etc/kubernetes/manifests`; its files under
+/// `$S/cp`, so a join on the same sandbox finds none of them), then `upload-config
+/// all`, `bootstrap-token` with the token `abcdef.0123456789abcdef` and `addon
+/// kube-proxy` (a joining kubeadm reads its ConfigMap); `$PIN` is
+/// its CA's pin, a Node `node-1` is Ready.
+fn cluster(s: Sandbox) -> Sandbox {
+    let node = real_bins::node(V34);
+    let cp =
+        real_bins::target("CONTROL_PLANE_V1_34_2", "control-plane", &["kube-apiserver", "kube-controller-manager"]);
+    let etcd = real_bins::target("ETCD", "etcd", &["etcd"]);
+    s.setup(&format!(
+        r#"K='{kubeadm}'; C='{kubectl}' A="$S/cp/super-admin.conf"
+mkdir -p "$S/cp"
+printf 'apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nbootstrapTokens:\n- token: abcdef.0123456789abcdef\nlocalAPIEndpoint:\n  advertiseAddress: 10.0.0.10\nnodeRegistration:\n  name: node-1\n---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nkubernetesVersion: v1.34.2\ncertificatesDir: %s/cp/pki\netcd:\n  local:\n    dataDir: %s/cp/etcd\n' "$S" "$S" > "$S/cp/kubeadm.yaml"
+"$K" init phase certs all --config "$S/cp/kubeadm.yaml"
+"$K" init phase kubeconfig super-admin --config "$S/cp/kubeadm.yaml" --kubeconfig-dir "$S/cp"
+"$K" init phase etcd local --config "$S/cp/kubeadm.yaml"
+"$K" init phase control-plane apiserver --config "$S/cp/kubeadm.yaml"
+"$K" init phase kubeconfig controller-manager --config "$S/cp/kubeadm.yaml" --kubeconfig-dir "$S/cp"
+"$K" init phase control-plane controller-manager --config "$S/cp/kubeadm.yaml"
+sed -i "s|/etc/kubernetes/controller-manager.conf|$S/cp/controller-manager.conf|g" /etc/kubernetes/manifests/kube-controller-manager.yaml
+mv /etc/kubernetes/manifests "$S/cp/manifests"
+start() {{ log=$1; bin=$2; eval "set -- $(python3 -c 'import sys,yaml,shlex; print(" ".join(shlex.quote("--controllers=bootstrapsigner" if a.startswith("--controllers=") else a) for a in yaml.safe_load(open(sys.argv[1]))["spec"]["containers"][0]["command"][1:]))' "$3")"; "$bin" "$@" > "$log" 2>&1 & }}
+start "$S/etcd.log" '{etcd}' "$S/cp/manifests/etcd.yaml"
+start "$S/apiserver.log" '{apiserver}' "$S/cp/manifests/kube-apiserver.yaml"
+start "$S/controller-manager.log" '{controller_manager}' "$S/cp/manifests/kube-controller-manager.yaml"
+n=0; until "$C" --kubeconfig "$A" get --raw /readyz >/dev/null 2>&1; do
+  n=$((n+1)); [ $n -lt 480 ] || {{ tail -20 "$S/etcd.log" "$S/apiserver.log"; exit 1; }}; sleep 0.25
+done
+"$K" init phase upload-config all --config "$S/cp/kubeadm.yaml" --kubeconfig "$A"
+"$K" init phase bootstrap-token --config "$S/cp/kubeadm.yaml" --kubeconfig "$A"
+"$K" init phase addon kube-proxy --config "$S/cp/kubeadm.yaml" --kubeconfig "$A"
+PIN=sha256:$(openssl x509 -pubkey -noout -in "$S/cp/pki/ca.crt" | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1)
+echo '{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"node-1"}}}}' | "$C" --kubeconfig "$A" create -f -
+"$C" --kubeconfig "$A" patch node node-1 --subresource=status --type=merge -p '{{"status":{{"conditions":[{{"type":"Ready","status":"True","reason":"KubeletReady","message":"kubelet is posting ready status","lastHeartbeatTime":"2026-01-01T00:00:00Z","lastTransitionTime":"2026-01-01T00:00:00Z"}}]}}}}'
+export PIN"#,
+        kubeadm = node.join("kubeadm").display(),
+        kubectl = node.join("kubectl").display(),
+        etcd = etcd.join("etcd").display(),
+        apiserver = cp.join("kube-apiserver").display(),
+        controller_manager = cp.join("kube-controller-manager").display(),
+    ))
+}
+
+/// The joins of `join_failures_against_a_real_control_plane`, each `=== NAME`,
+/// then `kubeadm join --config` with `token` and `pin`, then what it left removed.
+const JOINS: &str = r#"K=$1
+join() {
+  echo "=== $1"
+  printf 'apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\ndiscovery:\n  bootstrapToken:\n    apiServerEndpoint: 10.0.0.10:6443\n    token: %s\n    caCertHashes:\n    - %s\ntimeouts:\n  discovery: 10s\nnodeRegistration:\n  name: node-1\n' "$2" "$3" > "$S/join.yaml"
+  "$K" join --config "$S/join.yaml"; rc=$?
+  rm -rf /etc/kubernetes/pki /etc/kubernetes/bootstrap-kubelet.conf /etc/kubernetes/kubelet.conf /var/lib/kubelet
+}
+other=sha256:$(printf 'not the cluster CA' | sha256sum | cut -d' ' -f1)
+join token-unknown zzzzzz.0123456789abcdef "$PIN"
+join token-bad-secret abcdef.ffffffffffffffff "$PIN"
+join ca-pin-mismatch abcdef.0123456789abcdef "$other"
+join node-name-taken abcdef.0123456789abcdef "$PIN"
+exit $rc
+"#;
+
+/// Scenarios 13-16, against one real control plane (`cluster`; starting it
+/// takes most of the time): `kubeadm join` v1.34.2 with a token the cluster
+/// does not know, a known token ID with the wrong secret, a CA pin that is not
+/// the cluster's, and the name of a Ready Node.
+#[test]
+fn join_failures_against_a_real_control_plane() {
+    let s = cluster(Sandbox::new(&kubelet(V34)).containerd(true));
+    let kubeadm = real_bins::node(V34).join("kubeadm");
+    let text = s.run(&["sh", "-c", JOINS, "sh", &kubeadm.to_string_lossy()], 240).text;
+    let src = "kubernetes/kubernetes cmd/kubeadm/app/discovery/token/token.go";
+    for (name, expect, source) in [
+        ("token-unknown", "token-unknown", src),
+        ("token-bad-secret", "token-unknown", src),
+        ("ca-pin-mismatch", "ca-pin-mismatch", src),
+        ("node-name-taken", "node-name-taken", "kubernetes/kubernetes cmd/kubeadm/app/cmd/phases/join/kubelet.go"),
+    ] {
+        let part = text
+            .split("=== ")
+            .find_map(|p| p.strip_prefix(name).and_then(|p| p.strip_prefix('\n')))
+            .unwrap_or_else(|| panic!("no `=== {name}` in:\n{text}"));
+        let f = Fixture { name, expect, source, printed_by: "kubeadm join" };
+        check(&f, &origin("kubeadm", V34), "join_failures_against_a_real_control_plane", part, s.path());
+    }
 }
 
 /// The normaliser hides klog's time and pid, ephemeral ports, the scratch path

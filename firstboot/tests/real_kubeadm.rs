@@ -472,7 +472,7 @@ fn the_built_containerd_reports_the_pinned_version() {
         })
         .collect();
     assert!(!pins.is_empty(), "no [artifacts.containerd] version in {}", dir.display());
-    let build = real_bins::CONTAINERD_BUILD;
+    let build = "tests/k8s/build v1.34.2 amd64 containerd && export KILN_K8S_BIN_CONTAINERD=$(tests/k8s/build --dir v1.34.2 amd64 containerd)";
     let bin = real_bins::containerd();
     for pin in &pins {
         // The shim's flag is `-v` (`pkg/shim/shim.go`: "show the shim version and exit").

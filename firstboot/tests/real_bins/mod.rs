@@ -20,12 +20,23 @@ pub fn node(version: &str) -> PathBuf {
     dir
 }
 
-/// The command that builds containerd and exports `KILN_K8S_BIN_CONTAINERD`.
-pub const CONTAINERD_BUILD: &str = "tests/k8s/build v1.34.2 amd64 containerd && export KILN_K8S_BIN_CONTAINERD=$(tests/k8s/build --dir v1.34.2 amd64 containerd)";
-
 /// The directory holding the real containerd, its shim and ctr (`KILN_K8S_BIN_CONTAINERD`).
 pub fn containerd() -> PathBuf {
-    std::env::var_os("KILN_K8S_BIN_CONTAINERD").map(PathBuf::from).unwrap_or_else(|| {
-        panic!("KILN_K8S_BIN_CONTAINERD is not set: build containerd and say where it is, from the workspace root:\n  {CONTAINERD_BUILD}\n(./scripts/test does this)")
-    })
+    target("CONTAINERD", "containerd", &["containerd", "containerd-shim-runc-v2", "ctr"])
+}
+
+/// The directory `KILN_K8S_BIN_<var>` names, built by `tests/k8s/build
+/// v1.34.2 amd64 <target>`, holding `programs`.
+pub fn target(var: &str, target: &str, programs: &[&str]) -> PathBuf {
+    let var = format!("KILN_K8S_BIN_{var}");
+    let build = format!(
+        "tests/k8s/build v1.34.2 amd64 {target} && export {var}=$(tests/k8s/build --dir v1.34.2 amd64 {target})"
+    );
+    let dir = std::env::var_os(&var).map(PathBuf::from).unwrap_or_else(|| {
+        panic!("{var} is not set: build {target} and say where it is, from the workspace root:\n  {build}\n(./scripts/test does this)")
+    });
+    for p in programs {
+        assert!(dir.join(p).is_file(), "{var}={} has no {p}; build it:\n  {build}", dir.display());
+    }
+    dir
 }
