@@ -642,6 +642,7 @@ done
 "$K" init phase upload-config all --config "$S/cp/kubeadm.yaml" --kubeconfig "$A"
 "$K" init phase bootstrap-token --config "$S/cp/kubeadm.yaml" --kubeconfig "$A"
 "$K" init phase addon kube-proxy --config "$S/cp/kubeadm.yaml" --kubeconfig "$A"
+export C A
 PIN=sha256:$(openssl x509 -pubkey -noout -in "$S/cp/pki/ca.crt" | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1)
 echo '{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"node-1"}}}}' | "$C" --kubeconfig "$A" create -f -
 "$C" --kubeconfig "$A" patch node node-1 --subresource=status --type=merge -p '{{"status":{{"conditions":[{{"type":"Ready","status":"True","reason":"KubeletReady","message":"kubelet is posting ready status","lastHeartbeatTime":"2026-01-01T00:00:00Z","lastTransitionTime":"2026-01-01T00:00:00Z"}}]}}}}'
@@ -654,46 +655,101 @@ export PIN"#,
     ))
 }
 
-/// The joins of `join_failures_against_a_real_control_plane`, each `=== NAME`,
-/// then `kubeadm join --config` with `token` and `pin`, then what it left removed.
-const JOINS: &str = r#"K=$1
+/// `join NAME TOKEN PIN [ENDPOINT]`: prints `=== NAME`, runs the real
+/// `kubeadm join --config` ($1) with that token, CA pin and endpoint
+/// (10.0.0.10:6443 unless given), node name `node-1` and a 10 s discovery
+/// timeout, then removes what it wrote; `$rc` is its exit code.
+const JOIN_FN: &str = r#"K=$1
 join() {
   echo "=== $1"
-  printf 'apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\ndiscovery:\n  bootstrapToken:\n    apiServerEndpoint: 10.0.0.10:6443\n    token: %s\n    caCertHashes:\n    - %s\ntimeouts:\n  discovery: 10s\nnodeRegistration:\n  name: node-1\n' "$2" "$3" > "$S/join.yaml"
+  printf 'apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\ndiscovery:\n  bootstrapToken:\n    apiServerEndpoint: %s\n    token: %s\n    caCertHashes:\n    - %s\ntimeouts:\n  discovery: 10s\nnodeRegistration:\n  name: node-1\n' "${4:-10.0.0.10:6443}" "$2" "$3" > "$S/join.yaml"
   "$K" join --config "$S/join.yaml"; rc=$?
   rm -rf /etc/kubernetes/pki /etc/kubernetes/bootstrap-kubelet.conf /etc/kubernetes/kubelet.conf /var/lib/kubelet
 }
-other=sha256:$(printf 'not the cluster CA' | sha256sum | cut -d' ' -f1)
-join token-unknown zzzzzz.0123456789abcdef "$PIN"
-join token-bad-secret abcdef.ffffffffffffffff "$PIN"
-join ca-pin-mismatch abcdef.0123456789abcdef "$other"
-join node-name-taken abcdef.0123456789abcdef "$PIN"
-exit $rc
 "#;
 
-/// Scenarios 13-16, against one real control plane (`cluster`; starting it
-/// takes most of the time): `kubeadm join` v1.34.2 with a token the cluster
-/// does not know, a known token ID with the wrong secret, a CA pin that is not
-/// the cluster's, and the name of a Ready Node.
-#[test]
-fn join_failures_against_a_real_control_plane() {
-    let s = cluster(Sandbox::new(&kubelet(V34)).containerd(true));
+/// Runs `calls` (lines of `join …`, see `JOIN_FN`) in `s` and checks each
+/// `(fixture, expect, source)` against the text its `join` printed.
+fn joins(s: &Sandbox, test: &str, calls: &str, cases: &[(&'static str, &'static str, &'static str)]) {
     let kubeadm = real_bins::node(V34).join("kubeadm");
-    let text = s.run(&["sh", "-c", JOINS, "sh", &kubeadm.to_string_lossy()], 240).text;
-    let src = "kubernetes/kubernetes cmd/kubeadm/app/discovery/token/token.go";
-    for (name, expect, source) in [
-        ("token-unknown", "token-unknown", src),
-        ("token-bad-secret", "token-unknown", src),
-        ("ca-pin-mismatch", "ca-pin-mismatch", src),
-        ("node-name-taken", "node-name-taken", "kubernetes/kubernetes cmd/kubeadm/app/cmd/phases/join/kubelet.go"),
-    ] {
+    let script = format!("{JOIN_FN}{calls}\nexit $rc\n");
+    let text = s.run(&["sh", "-c", &script, "sh", &kubeadm.to_string_lossy()], 240).text;
+    for &(name, expect, source) in cases {
         let part = text
             .split("=== ")
             .find_map(|p| p.strip_prefix(name).and_then(|p| p.strip_prefix('\n')))
             .unwrap_or_else(|| panic!("no `=== {name}` in:\n{text}"));
         let f = Fixture { name, expect, source, printed_by: "kubeadm join" };
-        check(&f, &origin("kubeadm", V34), "join_failures_against_a_real_control_plane", part, s.path());
+        check(&f, &origin("kubeadm", V34), test, part, s.path());
     }
+}
+
+/// A CA pin no cluster here has.
+const OTHER_PIN: &str = "sha256:$(printf 'not the cluster CA' | sha256sum | cut -d' ' -f1)";
+
+/// Scenarios 13-17, against one real control plane (`cluster`; starting it
+/// takes most of the time): `kubeadm join` v1.34.2 with a token the cluster
+/// does not know, a known token ID with the wrong secret, a CA pin that is not
+/// the cluster's, the name of a Ready Node, and (after the cluster's
+/// `kubeadm-config` is edited to say v1.32.4) a control plane too old for it.
+#[test]
+fn join_failures_against_a_real_control_plane() {
+    let s = cluster(Sandbox::new(&kubelet(V34)).containerd(true));
+    let calls = format!(
+        r#"join token-unknown zzzzzz.0123456789abcdef "$PIN"
+join token-bad-secret abcdef.ffffffffffffffff "$PIN"
+join ca-pin-mismatch abcdef.0123456789abcdef "{OTHER_PIN}"
+join node-name-taken abcdef.0123456789abcdef "$PIN"
+"$C" --kubeconfig "$A" -n kube-system get configmap kubeadm-config -o yaml | sed 's/kubernetesVersion: v1.34.2/kubernetesVersion: v1.32.4/' | "$C" --kubeconfig "$A" replace -f - >/dev/null
+join version-skew abcdef.0123456789abcdef "$PIN""#
+    );
+    let token = "kubernetes/kubernetes cmd/kubeadm/app/discovery/token/token.go";
+    joins(
+        &s,
+        "join_failures_against_a_real_control_plane",
+        &calls,
+        &[
+            ("token-unknown", "token-unknown", token),
+            ("token-bad-secret", "token-unknown", token),
+            ("ca-pin-mismatch", "ca-pin-mismatch", token),
+            ("node-name-taken", "node-name-taken", "kubernetes/kubernetes cmd/kubeadm/app/cmd/phases/join/kubelet.go"),
+            (
+                "version-skew",
+                "control-plane-version-skew",
+                "kubernetes/kubernetes cmd/kubeadm/app/util/config/common.go",
+            ),
+        ],
+    );
+}
+
+/// Scenarios 18-20, with no control plane: nothing listens on the endpoint's
+/// port (10.0.0.10:6443, the node's own address), the endpoint's address has no
+/// host (10.0.0.20 on the node's link: ARP fails), and a node that joined
+/// before (`/etc/kubernetes/kubelet.conf` and `pki/ca.crt` left).
+#[test]
+fn join_failures_without_a_control_plane() {
+    let s = Sandbox::new(&kubelet(V34)).containerd(true);
+    let calls = format!(
+        r#"join api-refused abcdef.0123456789abcdef "{OTHER_PIN}"
+join api-no-route abcdef.0123456789abcdef "{OTHER_PIN}" 10.0.0.20:6443
+mkdir -p /etc/kubernetes/pki && echo 'kind: Config' > /etc/kubernetes/kubelet.conf && echo cert > /etc/kubernetes/pki/ca.crt
+join leftover-join abcdef.0123456789abcdef "{OTHER_PIN}""#
+    );
+    let discovery = "kubernetes/kubernetes cmd/kubeadm/app/discovery/token/token.go getClusterInfo";
+    joins(
+        &s,
+        "join_failures_without_a_control_plane",
+        &calls,
+        &[
+            ("api-refused", "api-server-unreachable", discovery),
+            ("api-no-route", "api-server-unreachable", discovery),
+            (
+                "leftover-join",
+                "leftover-files",
+                "kubernetes/kubernetes cmd/kubeadm/app/preflight/checks.go FileAvailableCheck",
+            ),
+        ],
+    );
 }
 
 /// The normaliser hides klog's time and pid, ephemeral ports, the scratch path
