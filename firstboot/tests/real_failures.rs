@@ -66,6 +66,7 @@ echo "nameserver 127.0.0.1" > /etc/resolv.conf
 sysctl -qw net.ipv4.ip_forward=1
 export PATH="$S/bin:$PATH"
 . "$S/setup" >&2
+: > "$S/started"
 set +e
 timeout -k 5 "$limit" "$@" 2>&1
 "#;
@@ -153,6 +154,11 @@ done"#,
             .expect("timeout and unshare run");
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
         let code = o.status.code();
+        assert!(
+            self.path().join("started").exists(),
+            "the sandbox's setup failed (exit {code:?}) before {argv:?} ran:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(
             !matches!(code, Some(0 | 124 | 137) | None),
             "{argv:?} did not fail as the scenario needs (exit {code:?}); it printed:\n{text}\nsandbox: {}",
@@ -613,7 +619,11 @@ fn control_plane_version_skew_from_the_real_kubeadm() {
 /// are then moved out of `/etc/kubernetes/manifests`; its files under
 /// `$S/cp`, so a join on the same sandbox finds none of them), then `upload-config
 /// all`, `bootstrap-token` with the token `abcdef.0123456789abcdef` and `addon
-/// kube-proxy` (a joining kubeadm reads its ConfigMap); `$PIN` is
+/// kube-proxy` (a joining kubeadm reads its ConfigMap), and a second token
+/// `ghijkl.0123456789abcdef` for signing only (a Secret with only
+/// `usage-bootstrap-signing`, `kubeadm token create` refuses one: cluster-info is
+/// signed for it, the API server does not authenticate it); both signatures are
+/// awaited; `$PIN` is
 /// its CA's pin, a Node `node-1` is Ready.
 fn cluster(s: Sandbox) -> Sandbox {
     let node = real_bins::node(V34);
@@ -642,6 +652,12 @@ done
 "$K" init phase upload-config all --config "$S/cp/kubeadm.yaml" --kubeconfig "$A"
 "$K" init phase bootstrap-token --config "$S/cp/kubeadm.yaml" --kubeconfig "$A"
 "$K" init phase addon kube-proxy --config "$S/cp/kubeadm.yaml" --kubeconfig "$A"
+echo '{{"apiVersion":"v1","kind":"Secret","type":"bootstrap.kubernetes.io/token","metadata":{{"name":"bootstrap-token-ghijkl","namespace":"kube-system"}},"stringData":{{"token-id":"ghijkl","token-secret":"0123456789abcdef","usage-bootstrap-signing":"true"}}}}' | "$C" --kubeconfig "$A" create -f - >/dev/null
+for id in abcdef ghijkl; do
+  n=0; until "$C" --kubeconfig "$A" -n kube-public get configmap cluster-info -o "jsonpath={{.data.jws-kubeconfig-$id}}" | grep -q .; do
+    n=$((n+1)); [ $n -lt 240 ] || {{ echo "cluster-info was never signed for $id"; tail -20 "$S/controller-manager.log"; exit 1; }}; sleep 0.25
+  done
+done
 export C A
 PIN=sha256:$(openssl x509 -pubkey -noout -in "$S/cp/pki/ca.crt" | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1)
 echo '{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"node-1"}}}}' | "$C" --kubeconfig "$A" create -f -
@@ -690,7 +706,8 @@ const OTHER_PIN: &str = "sha256:$(printf 'not the cluster CA' | sha256sum | cut 
 /// Scenarios 13-17, against one real control plane (`cluster`; starting it
 /// takes most of the time): `kubeadm join` v1.34.2 with a token the cluster
 /// does not know, a known token ID with the wrong secret, a CA pin that is not
-/// the cluster's, the name of a Ready Node, and (after the cluster's
+/// the cluster's, the name of a Ready Node, a token that signs but does not
+/// authenticate (discovery passes, reading `kubeadm-config` is refused), and (after the cluster's
 /// `kubeadm-config` is edited to say v1.32.4) a control plane too old for it.
 #[test]
 fn join_failures_against_a_real_control_plane() {
@@ -700,6 +717,7 @@ fn join_failures_against_a_real_control_plane() {
 join token-bad-secret abcdef.ffffffffffffffff "$PIN"
 join ca-pin-mismatch abcdef.0123456789abcdef "{OTHER_PIN}"
 join node-name-taken abcdef.0123456789abcdef "$PIN"
+join unauthorized ghijkl.0123456789abcdef "$PIN"
 "$C" --kubeconfig "$A" -n kube-system get configmap kubeadm-config -o yaml | sed 's/kubernetesVersion: v1.34.2/kubernetesVersion: v1.32.4/' | "$C" --kubeconfig "$A" replace -f - >/dev/null
 join version-skew abcdef.0123456789abcdef "$PIN""#
     );
@@ -713,6 +731,11 @@ join version-skew abcdef.0123456789abcdef "$PIN""#
             ("token-bad-secret", "token-unknown", token),
             ("ca-pin-mismatch", "ca-pin-mismatch", token),
             ("node-name-taken", "node-name-taken", "kubernetes/kubernetes cmd/kubeadm/app/cmd/phases/join/kubelet.go"),
+            (
+                "unauthorized",
+                "unauthorized",
+                "kubernetes/kubernetes cmd/kubeadm/app/cmd/join.go fetchInitConfiguration",
+            ),
             (
                 "version-skew",
                 "control-plane-version-skew",
