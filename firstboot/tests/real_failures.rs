@@ -700,6 +700,21 @@ fn joins(s: &Sandbox, test: &str, calls: &str, cases: &[(&'static str, &'static 
     }
 }
 
+/// Puts another CA into `cluster-info` (as a TLS-terminating load balancer
+/// would show the node another certificate), waits until the bootstrapsigner
+/// has signed the edited ConfigMap again, and joins pinning that CA: kubeadm's
+/// second, verified request then fails on the API server's certificate.
+const X509: &str = r#"openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout "$S/other.key" -out "$S/other.crt" 2>/dev/null
+other=sha256:$(openssl x509 -pubkey -noout -in "$S/other.crt" | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1)
+sig() { "$C" --kubeconfig "$A" -n kube-public get configmap cluster-info -o 'jsonpath={.data.jws-kubeconfig-abcdef}'; }
+old=$(sig)
+"$C" --kubeconfig "$A" -n kube-public get configmap cluster-info -o json | python3 -c 'import base64,json,sys,yaml
+cm=json.load(sys.stdin); kc=yaml.safe_load(cm["data"]["kubeconfig"])
+kc["clusters"][0]["cluster"]["certificate-authority-data"]=base64.b64encode(open(sys.argv[1],"rb").read()).decode()
+cm["data"]["kubeconfig"]=yaml.safe_dump(kc); print(json.dumps(cm))' "$S/other.crt" | "$C" --kubeconfig "$A" replace -f - >/dev/null
+n=0; while [ "$(sig)" = "$old" ] && [ $n -lt 240 ]; do n=$((n+1)); sleep 0.25; done
+join x509-unknown-authority-join abcdef.0123456789abcdef "$other""#;
+
 /// A CA pin no cluster here has.
 const OTHER_PIN: &str = "sha256:$(printf 'not the cluster CA' | sha256sum | cut -d' ' -f1)";
 
@@ -708,7 +723,8 @@ const OTHER_PIN: &str = "sha256:$(printf 'not the cluster CA' | sha256sum | cut 
 /// does not know, a known token ID with the wrong secret, a CA pin that is not
 /// the cluster's, the name of a Ready Node, a token that signs but does not
 /// authenticate (discovery passes, reading `kubeadm-config` is refused), and (after the cluster's
-/// `kubeadm-config` is edited to say v1.32.4) a control plane too old for it.
+/// `kubeadm-config` is edited to say v1.32.4) a control plane too old for it,
+/// and (`X509`) an API server certificate the CA it pinned did not sign.
 #[test]
 fn join_failures_against_a_real_control_plane() {
     let s = cluster(Sandbox::new(&kubelet(V34)).containerd(true));
@@ -719,7 +735,8 @@ join ca-pin-mismatch abcdef.0123456789abcdef "{OTHER_PIN}"
 join node-name-taken abcdef.0123456789abcdef "$PIN"
 join unauthorized ghijkl.0123456789abcdef "$PIN"
 "$C" --kubeconfig "$A" -n kube-system get configmap kubeadm-config -o yaml | sed 's/kubernetesVersion: v1.34.2/kubernetesVersion: v1.32.4/' | "$C" --kubeconfig "$A" replace -f - >/dev/null
-join version-skew abcdef.0123456789abcdef "$PIN""#
+join version-skew abcdef.0123456789abcdef "$PIN"
+{X509}"#
     );
     let token = "kubernetes/kubernetes cmd/kubeadm/app/discovery/token/token.go";
     joins(
@@ -741,6 +758,7 @@ join version-skew abcdef.0123456789abcdef "$PIN""#
                 "control-plane-version-skew",
                 "kubernetes/kubernetes cmd/kubeadm/app/util/config/common.go",
             ),
+            ("x509-unknown-authority-join", "x509-unknown-authority", token),
         ],
     );
 }
