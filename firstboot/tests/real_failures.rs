@@ -250,15 +250,36 @@ fn sha256_pins(line: &str) -> String {
     out
 }
 
+/// `TIME` for every RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SSZ` (Go's x509 errors:
+/// "current time … is after …", of certificates made in the run).
+fn rfc3339_times(line: &str) -> String {
+    const SHAPE: &[u8] = b"0000-00-00T00:00:00Z";
+    let fits = |w: &[u8]| w.iter().zip(SHAPE).all(|(c, s)| if *s == b'0' { c.is_ascii_digit() } else { c == s });
+    let b = line.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b.len() - i >= SHAPE.len() && fits(&b[i..i + SHAPE.len()]) {
+            out.push_str("TIME");
+            i += SHAPE.len();
+        } else {
+            let c = line[i..].chars().next().unwrap_or(' ');
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
 /// The text with only its volatile parts made constant: klog's time and pid,
-/// ephemeral ports, sha256 pins, the scratch directory, host-dependent lines (`HOST_LINES`),
+/// ephemeral ports, sha256 pins, RFC 3339 times, the scratch directory, host-dependent lines (`HOST_LINES`),
 /// trailing newlines. Everything else — every word, path, port 6443 — must match.
 fn normalise(text: &str, scratch: &Path) -> String {
     let text = text.replace(&*scratch.to_string_lossy(), "$SCRATCH");
     let lines: Vec<String> = text
         .lines()
         .filter(|l| !HOST_LINES.iter().any(|h| l.contains(h)))
-        .map(|l| sha256_pins(&ephemeral_ports(&klog_header(l).unwrap_or_else(|| l.to_string()))))
+        .map(|l| rfc3339_times(&sha256_pins(&ephemeral_ports(&klog_header(l).unwrap_or_else(|| l.to_string())))))
         .collect();
     lines.join("\n").trim_end().to_string()
 }
@@ -700,6 +721,58 @@ fn joins(s: &Sandbox, test: &str, calls: &str, cases: &[(&'static str, &'static 
     }
 }
 
+/// A TLS-terminating proxy on 10.0.0.10:PORT to the API server, presenting a
+/// certificate for 10.0.0.10 signed by the cluster CA that has expired
+/// (`expired`) or is not valid yet (`future`): python3 with `cryptography`
+/// makes it, `asyncio` with `ssl` serves it (`tls_proxy MODE PORT`, in the background).
+const TLS_PROXY: &str = r#"tls_proxy() {
+python3 -c 'import asyncio,datetime,ipaddress,ssl,sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+pki, mode, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ca = x509.load_pem_x509_certificate(open(pki + "/ca.crt", "rb").read())
+ca_key = serialization.load_pem_private_key(open(pki + "/ca.key", "rb").read(), None)
+key = ec.generate_private_key(ec.SECP256R1())
+now = datetime.datetime.now(datetime.timezone.utc)
+start, end = (now - datetime.timedelta(days=2), now - datetime.timedelta(days=1)) if mode == "expired" else (now + datetime.timedelta(days=1), now + datetime.timedelta(days=2))
+cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+  .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+  .not_valid_before(start).not_valid_after(end)
+  .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("10.0.0.10"))]), False)
+  .sign(ca_key, hashes.SHA256()))
+d = sys.argv[4]
+open(d + "/p.crt", "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+open(d + "/p.key", "wb").write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+srv_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); srv_ctx.load_cert_chain(d + "/p.crt", d + "/p.key")
+up_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); up_ctx.check_hostname = False; up_ctx.verify_mode = ssl.CERT_NONE
+async def pipe(r, w):
+  try:
+    while True:
+      data = await r.read(65536)
+      if not data: break
+      w.write(data); await w.drain()
+  except Exception: pass
+  finally: w.close()
+async def handle(cr, cw):
+  try: ur, uw = await asyncio.open_connection("10.0.0.10", 6443, ssl=up_ctx)
+  except Exception: cw.close(); return
+  await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
+async def main():
+  srv = await asyncio.start_server(handle, "10.0.0.10", port, ssl=srv_ctx)
+  open(d + "/ready", "w").close()
+  await srv.serve_forever()
+asyncio.run(main())' "$S/cp/pki" "$1" "$2" "$3" >/dev/null 2>&1 &
+until [ -e "$3/ready" ]; do sleep 0.05; done
+}
+mkdir -p "$S/expired" "$S/future"
+tls_proxy expired 6444 "$S/expired"
+tls_proxy future 6445 "$S/future"
+join cert-expired abcdef.0123456789abcdef "$PIN" 10.0.0.10:6444
+join clock-behind abcdef.0123456789abcdef "$PIN" 10.0.0.10:6445
+"#;
+
 /// Puts another CA into `cluster-info` (as a TLS-terminating load balancer
 /// would show the node another certificate), waits until the bootstrapsigner
 /// has signed the edited ConfigMap again, and joins pinning that CA: kubeadm's
@@ -724,7 +797,8 @@ const OTHER_PIN: &str = "sha256:$(printf 'not the cluster CA' | sha256sum | cut 
 /// the cluster's, the name of a Ready Node, a token that signs but does not
 /// authenticate (discovery passes, reading `kubeadm-config` is refused), and (after the cluster's
 /// `kubeadm-config` is edited to say v1.32.4) a control plane too old for it,
-/// and (`X509`) an API server certificate the CA it pinned did not sign.
+/// (`TLS_PROXY`) an API server certificate that has expired or is not valid
+/// yet, and (`X509`) an API server certificate the CA it pinned did not sign.
 #[test]
 fn join_failures_against_a_real_control_plane() {
     let s = cluster(Sandbox::new(&kubelet(V34)).containerd(true));
@@ -734,7 +808,7 @@ join token-bad-secret abcdef.ffffffffffffffff "$PIN"
 join ca-pin-mismatch abcdef.0123456789abcdef "{OTHER_PIN}"
 join node-name-taken abcdef.0123456789abcdef "$PIN"
 join unauthorized ghijkl.0123456789abcdef "$PIN"
-"$C" --kubeconfig "$A" -n kube-system get configmap kubeadm-config -o yaml | sed 's/kubernetesVersion: v1.34.2/kubernetesVersion: v1.32.4/' | "$C" --kubeconfig "$A" replace -f - >/dev/null
+{TLS_PROXY}"$C" --kubeconfig "$A" -n kube-system get configmap kubeadm-config -o yaml | sed 's/kubernetesVersion: v1.34.2/kubernetesVersion: v1.32.4/' | "$C" --kubeconfig "$A" replace -f - >/dev/null
 join version-skew abcdef.0123456789abcdef "$PIN"
 {X509}"#
     );
@@ -759,6 +833,8 @@ join version-skew abcdef.0123456789abcdef "$PIN"
                 "kubernetes/kubernetes cmd/kubeadm/app/util/config/common.go",
             ),
             ("x509-unknown-authority-join", "x509-unknown-authority", token),
+            ("cert-expired", "cert-expired", token),
+            ("clock-behind", "certificate-not-yet-valid", token),
         ],
     );
 }
@@ -793,8 +869,8 @@ join leftover-join abcdef.0123456789abcdef "{OTHER_PIN}""#
     );
 }
 
-/// The normaliser hides klog's time and pid, ephemeral ports, the scratch path
-/// and the host's cgroup warning, and nothing else: a changed word, port or
+/// The normaliser hides klog's time and pid, ephemeral ports, the scratch path,
+/// sha256 pins, RFC 3339 times and the host's cgroup warning, and nothing else: a changed word, port or
 /// source line still differs.
 #[test]
 fn the_normaliser_hides_only_the_volatile_parts() {
@@ -802,6 +878,11 @@ fn the_normaliser_hides_only_the_volatile_parts() {
     let a = "W1207 12:17:03.961800      73 checks.go:1046] x\nread udp 127.0.0.1:38626->127.0.0.1:53: refused\n\t[WARNING SystemVerification]: cgroups v1 support is in maintenance mode, please migrate to cgroups v2\n/tmp/.tmpAbC/ctd\n";
     let b = "W0101 01:02:03.000001 9 checks.go:1046] x\nread udp 127.0.0.1:1->127.0.0.1:53: refused\n/tmp/.tmpAbC/ctd";
     assert_eq!(normalise(a, scratch), normalise(b, scratch));
+    let pin = |h: &str, t: &str| normalise(&format!("keys \"sha256:{h}\" at {t}"), scratch);
+    let (h1, h2) = ("0".repeat(64), "a".repeat(64));
+    assert_eq!(pin(&h1, "2026-12-07T12:55:24Z"), pin(&h2, "1970-01-01T00:01:12Z"));
+    assert_ne!(pin(&h1, "2026-12-07T12:55:24Z"), pin(&h1[..63], "2026-12-07T12:55:24Z"));
+    assert_ne!(pin(&h1, "2026-12-07T12:55:24Z"), pin(&h1, "2026-12-07 12:55:24Z"));
     for changed in [
         "W0101 01:02:03.000001 9 checks.go:1047] x\nread udp 127.0.0.1:1->127.0.0.1:53: refused\n/tmp/.tmpAbC/ctd",
         "E0101 01:02:03.000001 9 checks.go:1046] x\nread udp 127.0.0.1:1->127.0.0.1:53: refused\n/tmp/.tmpAbC/ctd",
