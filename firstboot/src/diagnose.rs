@@ -315,6 +315,10 @@ const KNOWN: &[Known] = &[
             &["container runtime is not running"],
             &["could not connect to the container runtime"],
             &["couldn't create the interface used for talking to the container runtime"],
+            // The kubelet's own refusal (`failed to run Kubelet: validate service connection:
+            // validate CRI v1 runtime API for endpoint %q: %w`, k8s.io/cri-client
+            // pkg/remote_runtime.go validateServiceConnection, v0.34.2) when nothing answers.
+            &["validate cri v1 runtime api for endpoint", "error while dialing"],
         ],
         unless: &[],
         requires: &[],

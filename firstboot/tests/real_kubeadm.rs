@@ -39,6 +39,7 @@
 //! to the model.
 
 mod common;
+mod real_bins;
 
 use common::model;
 use serde_json::{json, Value};
@@ -104,16 +105,7 @@ fn versions() -> Vec<String> {
 
 /// The directory holding the real kubeadm, kubelet and kubectl for `version`.
 fn bin_dir(version: &str) -> PathBuf {
-    let var = format!("KILN_K8S_BIN_{}", version.to_uppercase().replace('.', "_"));
-    let build =
-        format!("tests/k8s/build {version} amd64 && export {var}=$(tests/k8s/build --dir {version} amd64 node)");
-    let dir = std::env::var_os(&var).map(PathBuf::from).unwrap_or_else(|| {
-        panic!("{var} is not set: the real kubeadm {version} is needed (no fallback to the model). Build it and say where it is, from the workspace root:\n  {build}\n(./scripts/test does this)")
-    });
-    for p in ["kubeadm", "kubelet", "kubectl"] {
-        assert!(dir.join(p).is_file(), "{var}={} has no {p}; build it:\n  {build}", dir.display());
-    }
-    dir
+    real_bins::node(version)
 }
 
 fn out(o: &Output) -> String {
@@ -662,9 +654,7 @@ fn the_built_containerd_reports_the_pinned_version() {
         .collect();
     assert!(!pins.is_empty(), "no [artifacts.containerd] version in {}", dir.display());
     let build = "tests/k8s/build v1.34.2 amd64 containerd && export KILN_K8S_BIN_CONTAINERD=$(tests/k8s/build --dir v1.34.2 amd64 containerd)";
-    let bin = std::env::var_os("KILN_K8S_BIN_CONTAINERD").map(PathBuf::from).unwrap_or_else(|| {
-        panic!("KILN_K8S_BIN_CONTAINERD is not set: build containerd and say where it is, from the workspace root:\n  {build}\n(./scripts/test does this)")
-    });
+    let bin = real_bins::containerd();
     for pin in &pins {
         // The shim's flag is `-v` (`pkg/shim/shim.go`: "show the shim version and exit").
         for (prog, flag) in [("containerd", "--version"), ("containerd-shim-runc-v2", "-v"), ("ctr", "--version")] {
