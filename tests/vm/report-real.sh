@@ -75,8 +75,39 @@ if [ "$role" = init ] && [ "$a" = active ]; then
   wait_for 120 pods_running
   say static_pods "$(k get pods -n kube-system --no-headers -o custom-columns=N:.metadata.name,P:.status.phase 2>/dev/null |
     awk '$1 ~ /^(etcd|kube-apiserver|kube-controller-manager|kube-scheduler)-/ {printf "%s%s=%s", (n++ ? " " : ""), $1, $2}')"
+  if [ "$expect" -gt 1 ]; then
+    # etcd grew to one member per control plane (the image carries etcdctl).
+    say etcd_members "$(k -n kube-system exec etcd-vm-init -- etcdctl --endpoints=https://127.0.0.1:2379 \
+      --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/server.crt \
+      --key=/etc/kubernetes/pki/etcd/server.key member list 2>/dev/null | grep -c started)"
+    # A pod on the worker (CoreDNS's image, already in containerd, run on its own
+    # with no Corefile): logs and exec go API server -> the worker's kubelet.
+    k apply -f - >/dev/null 2>&1 <<'POD'
+{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kiln-vm-test", "namespace": "default"},
+ "spec": {"nodeSelector": {"kubernetes.io/hostname": "vm-worker"},
+          "containers": [{"name": "c", "image": "registry.k8s.io/coredns/coredns:v1.12.1", "imagePullPolicy": "Never", "args": ["-dns.port=1053"]}]}}
+POD
+    running() { [ "$(k get pod kiln-vm-test -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ]; }
+    wait_for 300 running
+    say test_pod "$(k get pod kiln-vm-test -o jsonpath='{.status.phase} {.spec.nodeName}' 2>&1)"
+    logs_ok() { k logs kiln-vm-test 2>/dev/null | grep -q 'CoreDNS-1.12.1'; }
+    wait_for 60 logs_ok
+    # ok_or CHECK COMMAND...: "ok", or the last lines COMMAND printed.
+    ok_or() { if "$1"; then echo ok; else shift; "$@" 2>&1 | tail -n 2 | tr '\n' ' '; fi; }
+    say test_pod_logs "$(ok_or logs_ok k logs kiln-vm-test)"
+    exec_ok() { k exec kiln-vm-test -- /coredns -version 2>/dev/null | grep -q 'CoreDNS-1.12.1'; }
+    say test_pod_exec "$(ok_or exec_ok k exec kiln-vm-test -- /coredns -version)"
+  fi
   k get pods -A -o wide 2>&1 | sed 's/^/KILNVM-pods| /'
   say times "firstboot_start=$fb_start kubeadm_done=$fb_end nodes_ready=${ready_at%.*}"
+elif [ "$a" = active ]; then
+  # A joiner: its own node Ready, as its kubelet's credentials may read it.
+  me=$(cat /etc/hostname)
+  kn() { /opt/bin/kubectl --kubeconfig /etc/kubernetes/kubelet.conf --request-timeout=20s "$@"; }
+  self_ready() { kn get node "$me" --no-headers 2>/dev/null | awk '{print $2}' | grep -qx Ready; }
+  wait_for 600 self_ready
+  say self_ready "$(self_ready && echo yes || echo no)"
+  say times "firstboot_start=$fb_start kubeadm_done=$fb_end ready=$(up | cut -d. -f1)"
 else
   say times "firstboot_start=$fb_start kubeadm_done=$fb_end"
 fi
@@ -88,3 +119,6 @@ say pulls "$(journalctl -b --no-pager -u containerd.service -u kubelet.service 2
 journalctl -b --no-pager -u kiln-firstboot.service 2>&1 | tail -n 80 | sed 's/^/KILNVM-firstboot| /'
 journal_tail
 say report "done"
+# A joiner stays up (its kubelet serves the init node's logs/exec checks) until
+# the harness stops it; the init node's report ends the run (poweroff).
+[ "$role" = init ] || exec sleep infinity
