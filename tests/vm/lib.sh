@@ -182,3 +182,10 @@ seed_disk() { # seed_disk NAME FILE...
   mkfs.vfat -n CIDATA -C "$work/$1/seed.img" 2048 >/dev/null
   mcopy -i "$work/$1/seed.img" "${@:2}" ::
 }
+
+# node.toml edits for the scenarios' seeds.
+node_key() { # node_key FILE 'key = value'   (into the [node] table)
+  grep -q '^\[node\]$' "$1" || printf '\n[node]\n' >> "$1"
+  KV=$2 awk '{print} /^\[node\]$/ && !done {print ENVIRON["KV"]; done=1}' "$1" > "$1.tmp"
+  mv "$1.tmp" "$1"
+}
