@@ -92,13 +92,21 @@ fn real_kubeadm(version: &str) -> PathBuf {
 }
 
 /// What `kubeadm config images list --kubernetes-version VERSION` prints, one
-/// image per line; the run is bounded by [`KUBEADM_TIMEOUT`].
+/// image per line, after checking that the kubeadm is VERSION's: the etcd,
+/// CoreDNS and pause tags are the binary's constants, not the flag's.
 fn real_list(kubeadm: &Path, version: &str) -> Vec<String> {
+    let own = run_kubeadm(kubeadm, &["version", "-o", "short"]);
+    assert_eq!(own, [version], "{} is not kubeadm {version}", kubeadm.display());
+    run_kubeadm(kubeadm, &["config", "images", "list", "--kubernetes-version", version])
+}
+
+/// The non-empty lines kubeadm prints for `args`; the run is bounded by [`KUBEADM_TIMEOUT`].
+fn run_kubeadm(kubeadm: &Path, args: &[&str]) -> Vec<String> {
     let scratch = tempfile::tempdir().expect("tempdir");
-    let cmd = format!("{} config images list --kubernetes-version {version}", kubeadm.display());
+    let cmd = format!("{} {}", kubeadm.display(), args.join(" "));
     // A clean environment: no proxy, no KUBECONFIG, HOME in a scratch directory.
     let mut child = Command::new(kubeadm)
-        .args(["config", "images", "list", "--kubernetes-version", version])
+        .args(args)
         .env_clear()
         .env("HOME", scratch.path())
         .current_dir(scratch.path())
@@ -107,6 +115,9 @@ fn real_list(kubeadm: &Path, version: &str) -> Vec<String> {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    // Drained while kubeadm runs, so a full pipe cannot stall it.
+    let out = drain(child.stdout.take().expect("piped stdout"));
+    let err = drain(child.stderr.take().expect("piped stderr"));
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait for kubeadm") {
@@ -119,11 +130,18 @@ fn real_list(kubeadm: &Path, version: &str) -> Vec<String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let (mut out, mut err) = (String::new(), String::new());
-    child.stdout.take().expect("stdout").read_to_string(&mut out).expect("kubeadm stdout");
-    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("kubeadm stderr");
+    let out = out.join().expect("stdout reader").expect("kubeadm stdout");
+    let err = err.join().expect("stderr reader").expect("kubeadm stderr");
     assert!(status.success(), "{cmd}: {status}\n{err}");
     out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+/// Reads a pipe to its end on a thread of its own.
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<std::io::Result<String>> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        pipe.read_to_string(&mut text).map(|_| text)
+    })
 }
 
 /// Each distinct `kubernetes_version` of the shipped profiles, with the profiles that use it.
