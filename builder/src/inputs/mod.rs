@@ -6,7 +6,9 @@
 //! rewrites a profile's pins from upstream's checksum files; [`cni_manifest`]
 //! finds the pod CIDR a CNI manifest configures; [`base_image`] is the OS
 //! image a card starts from, fetched with the artifacts and decompressed
-//! ([`base_fetch`]); [`firstboot_bin`] is the `kiln-firstboot` a build installs.
+//! ([`base_fetch`]); [`firstboot_bin`] is the `kiln-firstboot` a build installs;
+//! [`kubeadm_images`] is the image list kubeadm runs for a Kubernetes version,
+//! which a profile's `images` pins.
 
 pub mod base_fetch;
 pub mod base_image;
@@ -15,6 +17,7 @@ pub mod cache;
 pub use kiln_firstboot::contract::cni as cni_manifest;
 pub mod fetch;
 pub mod firstboot_bin;
+pub mod kubeadm_images;
 pub mod location;
 pub mod mirror;
 pub mod oci;
