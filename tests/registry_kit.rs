@@ -15,7 +15,7 @@
 use kiln_testkit::registry::{self, Auth, Config, Fault, Registry, TestImage, Via};
 use sha2::{Digest, Sha256};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -66,15 +66,9 @@ struct Setup {
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
-    let images = ok(registry::test_images(&dir.path().join("images")));
-    let reg = ok(Registry::start(
-        &ok(registry::bin()),
-        &dir.path().join("registry"),
-        Config { auth: Auth::Token, redirect_blobs: true },
-    ));
     let t = Instant::now();
-    ok(reg.push_test_images(&images));
-    eprintln!("pushed {} images in {:.1} s", images.len(), t.elapsed().as_secs_f64());
+    let (reg, images) = ok(registry::with_test_images(dir.path(), Config { auth: Auth::Token, redirect_blobs: true }));
+    eprintln!("made and pushed {} images in {:.1} s", images.len(), t.elapsed().as_secs_f64());
     Setup { _dir: dir, images, reg }
 }
 
@@ -203,64 +197,13 @@ fn the_real_crane_resolves_and_pulls_the_test_images_through_the_front() {
     assert!(s.reg.hits().iter().any(|h| h.via == Via::BlobHost && h.status == 200), "crane followed the redirect");
 }
 
-/// A one-layer OCI image-layout archive for `arch` (a file `/arch` holding
-/// the architecture's name), written with the tar crate; its path.
-fn tiny_archive(dir: &Path, arch: &str) -> PathBuf {
-    let layer = {
-        let mut t = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_ustar();
-        h.set_size(arch.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        t.append_data(&mut h, "arch", arch.as_bytes()).expect("layer");
-        t.into_inner().expect("layer")
-    };
-    let config = format!(
-        r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
-        sha(&layer)
-    );
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
-        sha(config.as_bytes()),
-        config.len(),
-        sha(&layer),
-        layer.len()
-    );
-    let index = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"architecture":"{arch}","os":"linux"}}}}]}}"#,
-        sha(manifest.as_bytes()),
-        manifest.len()
-    );
-    let top = format!(
-        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{}","size":{}}}]}}"#,
-        sha(index.as_bytes()),
-        index.len()
-    );
-    let path = dir.join(format!("tiny-{arch}.tar"));
-    let mut t = tar::Builder::new(std::fs::File::create(&path).expect("archive"));
-    let mut add = |name: String, data: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        t.append_data(&mut h, name, data).expect("archive entry");
-    };
-    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
-    add("index.json".into(), top.as_bytes());
-    for blob in [layer.as_slice(), config.as_bytes(), manifest.as_bytes(), index.as_bytes()] {
-        add(format!("blobs/sha256/{}", sha(blob).trim_start_matches("sha256:")), blob);
-    }
-    t.finish().expect("archive");
-    path
-}
-
 /// Each fault changes the bytes as it says, and only for its target;
 /// `clear_faults` restores the registry's answers.
 #[test]
 fn each_fault_does_what_it_says_to_the_bytes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let reg = ok(Registry::start(&ok(registry::bin()), &dir.path().join("registry"), Config::default()));
-    let paths = [tiny_archive(dir.path(), "amd64"), tiny_archive(dir.path(), "arm64")];
+    let paths = ["amd64", "arm64"].map(|a| ok(registry::tiny_archive(&dir.path().join(format!("tiny-{a}.tar")), a)));
     let multi = ok(reg.push_multi_platform(&[&paths[0], &paths[1]], "tiny:multi"));
     let single = ok(reg.push_oci_archive(&paths[0], "tiny:amd64"));
     let base = reg.url();

@@ -28,9 +28,7 @@
 //! # fn main() -> Result<(), String> {
 //! use kiln_testkit::registry::{self, Auth, Config, Fault, Registry};
 //! let dir = std::env::temp_dir().join("reg");
-//! let images = registry::test_images(&dir.join("images"))?;
-//! let reg = Registry::start(&registry::bin()?, &dir.join("registry"), Config { auth: Auth::Token, redirect_blobs: true })?;
-//! reg.push_test_images(&images)?;
+//! let (reg, images) = registry::with_test_images(&dir, Config { auth: Auth::Token, redirect_blobs: true })?;
 //! // A client pulls `{reg.host()}/kube-apiserver:v1.34.2`; now make one layer arrive corrupt:
 //! reg.fault(Fault::Corrupt(images[0].layer_digest.clone()));
 //! # Ok(()) }
@@ -39,10 +37,12 @@
 mod faults;
 mod front;
 mod push;
+mod tiny;
 mod token;
 mod wire;
 
 pub use faults::{Fault, Hit, Via};
+pub use tiny::tiny_archive;
 pub use token::{ISSUER, SERVICE};
 
 use faults::Shared;
@@ -341,6 +341,16 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The six test images made under `dir/images` ([`test_images`]) and the
+/// real registry ([`bin`]) started under `dir/registry` with `config`,
+/// holding them ([`Registry::push_test_images`]).
+pub fn with_test_images(dir: &Path, config: Config) -> Result<(Registry, Vec<TestImage>), String> {
+    let images = test_images(&dir.join("images"))?;
+    let reg = Registry::start(&bin()?, &dir.join("registry"), config)?;
+    reg.push_test_images(&images)?;
+    Ok((reg, images))
 }
 
 /// `name:tag` split at the last `:` after the last `/`.
