@@ -15,6 +15,7 @@ pub mod cache;
 pub use kiln_firstboot::contract::cni as cni_manifest;
 pub mod fetch;
 pub mod firstboot_bin;
+pub mod image_blobs;
 pub mod location;
 pub mod mirror;
 pub mod oci;
