@@ -518,7 +518,7 @@ struct Written {
     outputs: Vec<Output>,
     trees: BTreeMap<String, Vec<serde_json::Value>>,
     overrides: BTreeMap<String, Vec<serde_json::Value>>,
-    images: BTreeMap<String, manifest::ImagesSection>,
+    images: BTreeMap<String, oci_layout::ImagesSection>,
 }
 
 impl Written {

@@ -313,3 +313,124 @@ fn the_card_root_filesystem_holds_the_archive() {
     assert_eq!(sha256(&std::fs::read(&dumped).unwrap()), g.sha256, "the card's archive");
     assert_eq!(image_toml(&t).images_archive.as_deref(), Some(ARCHIVE_PATH));
 }
+
+/// The real programs' images (`tests/k8s/images v1.34.2 amd64`) unpacked into
+/// `cache`, or the kit's small ones when those programs are not built.
+fn images_for_containerd(tmp: &Path, cache: &Path) -> Vec<Image> {
+    let out = tmp.join("k8s-images");
+    let o = Command::new(common::repo().join("tests/k8s/images")).args(["v1.34.2", "amd64"]).arg(&out).output();
+    match o {
+        Ok(o) if o.status.success() => {
+            let doc: Value = serde_json::from_slice(&std::fs::read(out.join("images.json")).unwrap()).unwrap();
+            let mut all = Vec::new();
+            for i in doc["images"].as_array().unwrap() {
+                let archive = out.join(i["archive"].as_str().unwrap());
+                all.extend(oci_images::unpack(&archive, cache, "amd64"));
+                std::fs::remove_file(&archive).unwrap();
+            }
+            all
+        }
+        other => {
+            let why = other.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_else(|e| e.to_string());
+            let why = why.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().to_string();
+            eprintln!("NOT CHECKED: the real programs' images (tests/k8s/images v1.34.2 amd64: {why}); the kit's small images instead");
+            small_images(cache, "amd64")
+        }
+    }
+}
+
+/// `ctr -n k8s.io images ls`: name -> (digest, platforms).
+fn ctr_images(c: &kiln_testkit::containerd::Containerd) -> std::collections::BTreeMap<String, (String, String)> {
+    let out = ok(c.ctr().args(["-n", "k8s.io", "images", "ls"]));
+    out.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 6).then(|| (f[0].to_string(), (f[2].to_string(), f[f.len() - 2].to_string())))
+        })
+        .collect()
+}
+
+/// crictl's view (what the kubelet and kubeadm's preflight see): each reference
+/// a repo tag, its repo digest the pinned index digest.
+fn crictl_lists(c: &kiln_testkit::containerd::Containerd, images: &[Image]) {
+    let Some(dir) = std::env::var_os("KILN_K8S_BIN_CRICTL").map(PathBuf::from).filter(|d| d.join("crictl").is_file())
+    else {
+        eprintln!("NOT CHECKED: crictl images --digests (KILN_K8S_BIN_CRICTL is not set: tests/k8s/build v1.34.2 amd64 crictl)");
+        return;
+    };
+    let endpoint = format!("unix://{}", c.socket().display());
+    let out = ok(Command::new(dir.join("crictl")).args([
+        "--runtime-endpoint",
+        &endpoint,
+        "--image-endpoint",
+        &endpoint,
+        "images",
+        "--digests",
+        "-o",
+        "json",
+    ]));
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let cri = doc["images"].as_array().unwrap();
+    let has = |img: &Value, key: &str, v: &str| img[key].as_array().is_some_and(|a| a.iter().any(|x| x == v));
+    for i in images {
+        let found = cri.iter().find(|img| has(img, "repoTags", &i.reference));
+        let found = found.unwrap_or_else(|| panic!("crictl images does not list {}:\n{out}", i.reference));
+        let want = format!("{}@{}", i.repository(), i.index.digest);
+        assert!(has(found, "repoDigests", &want), "crictl: {} has not the repo digest {want}:\n{found}", i.reference);
+    }
+    eprintln!("crictl images --digests: all {} references with their pinned index digests", images.len());
+}
+
+#[test]
+fn the_real_containerd_imports_the_built_archive_of_a_multi_arch_index_without_its_other_platform() {
+    let bin = kiln_testkit::containerd::bin_dir().unwrap_or_else(|e| panic!("{e}"));
+    let tmp = tempfile::tempdir().unwrap();
+    copy_repo(tmp.path());
+    let cache = tmp.path().join("cache");
+    let blobs = cache.join("sha256");
+    let mut images = images_for_containerd(tmp.path(), &blobs);
+    // Every image a two-arch index: its amd64 manifest and an arm64 one whose
+    // blobs the archive does not hold (a build fetches only its own architecture).
+    for i in images.iter_mut() {
+        let ghost = oci_images::absent_manifest(&blobs, "arm64");
+        *i = oci_images::reindex(&blobs, i, "amd64", &[(&ghost, "arm64")]);
+    }
+    let p = profile_with(tmp.path(), "flatcar-1.34", &images);
+    let t = tree(&p, Arch::Amd64, &[OutputFormat::Tar], &cache, &fetched(&images));
+    let tgz = tmp.path().join("image.tar.gz");
+    tarball::write(&t, EPOCH, tarball::Compression::Gzip(1), &tgz).unwrap();
+    let archive = tmp.path().join("images.oci.tar");
+    std::fs::write(&archive, member(&tgz, ARCHIVE_PATH)).unwrap();
+    let (index, names) = archive_index(&std::fs::read(&archive).unwrap());
+    for i in &images {
+        let idx: Value = serde_json::from_slice(&std::fs::read(&i.index.path).unwrap()).unwrap();
+        let arm = idx["manifests"][1]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+        assert!(!names.iter().any(|n| n.ends_with(&arm)), "{}: the arm64 manifest is in the archive", i.reference);
+    }
+    assert_eq!(index["manifests"].as_array().unwrap().len(), images.len());
+
+    let c = kiln_testkit::containerd::Containerd::start(&bin, &tmp.path().join("containerd"), &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t0 = std::time::Instant::now();
+    ok(c.ctr().args(["-n", "k8s.io", "images", "import"]).arg(&archive));
+    let size = std::fs::metadata(&archive).unwrap().len();
+    eprintln!("ctr images import: {} images, {size} bytes, {:.1} s", images.len(), t0.elapsed().as_secs_f64());
+    let listed = ctr_images(&c);
+    for i in &images {
+        let (digest, platforms) =
+            listed.get(&i.reference).unwrap_or_else(|| panic!("ctr images ls: no {}: {listed:?}", i.reference));
+        assert_eq!(digest, &i.index.digest, "ctr images ls: {}", i.reference);
+        assert!(platforms.contains("linux/amd64"), "{}: {platforms}", i.reference);
+    }
+    let check = ok(c.ctr().args(["-n", "k8s.io", "images", "check"]));
+    for i in &images {
+        let line = check.lines().find(|l| l.starts_with(&format!("{} ", i.reference)));
+        assert!(
+            line.is_some_and(|l| l.contains("complete")),
+            "ctr images check: {} is not complete:\n{check}",
+            i.reference
+        );
+    }
+    crictl_lists(&c, &images);
+}

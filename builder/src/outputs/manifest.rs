@@ -53,29 +53,7 @@ pub struct ProfileSection {
     /// Per architecture, the image archive baked into every output and the
     /// images in it with their digests, when the profile pins images.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub images: BTreeMap<String, ImagesSection>,
-}
-
-/// The image archive of one architecture ([`crate::outputs::oci_layout`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImagesSection {
-    /// The archive: where each format carries it, its sha256 and size.
-    pub archive: ArchiveRecord,
-    /// The images in it, in profile order.
-    pub images: Vec<crate::outputs::oci_layout::ImageRecord>,
-}
-
-/// The image archive file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArchiveRecord {
-    /// Its path in the tarball, the card and a `files` mode Ignition install.
-    pub path: String,
-    /// Its path in the systemd-sysext image.
-    pub sysext_path: String,
-    /// sha256 of the archive.
-    pub sha256: String,
-    /// Size in bytes.
-    pub size: u64,
+    pub images: BTreeMap<String, crate::outputs::oci_layout::ImagesSection>,
 }
 
 /// The whole manifest.

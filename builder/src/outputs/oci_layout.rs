@@ -158,14 +158,10 @@ impl Archive {
             for b in [&img.index, &img.manifest, &img.config].into_iter().chain(&img.layers) {
                 check_blob(r, b)?;
                 let name = format!("blobs/sha256/{}", &b.digest["sha256:".len()..]);
-                if !blobs.contains_key(&name) {
-                    let member = Member {
-                        header: header(&name, b.size, epoch)?,
-                        name: name.clone(),
-                        size: b.size,
-                        body: Body::Blob(b.clone(), r.to_string()),
-                    };
-                    blobs.insert(name, member);
+                if let std::collections::btree_map::Entry::Vacant(slot) = blobs.entry(name) {
+                    let header = header(slot.key(), b.size, epoch)?;
+                    let (name, size, body) = (slot.key().clone(), b.size, Body::Blob(b.clone(), r.to_string()));
+                    slot.insert(Member { name, size, header, body });
                 }
             }
             let annotations = BTreeMap::from([(ANNOTATION_IMAGE_NAME, r), (ANNOTATION_REF_NAME, tag)]);
@@ -426,11 +422,32 @@ impl ImageRecord {
     }
 }
 
+/// The image archive of one architecture ([`crate::outputs::oci_layout`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ImagesSection {
+    /// The archive: where each format carries it, its sha256 and size.
+    pub archive: ArchiveRecord,
+    /// The images in it, in profile order.
+    pub images: Vec<ImageRecord>,
+}
+
+/// The image archive file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ArchiveRecord {
+    /// Its path in the tarball, the card and a `files` mode Ignition install.
+    pub path: String,
+    /// Its path in the systemd-sysext image.
+    pub sysext_path: String,
+    /// sha256 of the archive.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
 /// `manifest.json`'s record of the archive in `tree` (built from `images`),
 /// if it has one.
-pub fn manifest_section(tree: &Tree, images: &[FetchedImage]) -> Option<crate::outputs::manifest::ImagesSection> {
+pub fn manifest_section(tree: &Tree, images: &[FetchedImage]) -> Option<ImagesSection> {
     use crate::image::tree::Node;
-    use crate::outputs::manifest::{ArchiveRecord, ImagesSection};
     let Node::File(Content::Generated(g)) = &tree.get(ARCHIVE_PATH)?.node else { return None };
     Some(ImagesSection {
         archive: ArchiveRecord {
