@@ -164,6 +164,9 @@ pub fn unpack(archive: &Path, dir: &Path, arch: &str) -> Vec<Image> {
     let mut index_json = Value::Null;
     for e in tar::Archive::new(f).entries().unwrap_or_else(|e| panic!("{}: {e}", archive.display())) {
         let mut e = e.unwrap_or_else(|e| panic!("{}: {e}", archive.display()));
+        if e.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
         let name = e.path().map(|p| p.display().to_string()).unwrap_or_default();
         let mut bytes = Vec::new();
         e.read_to_end(&mut bytes).unwrap_or_else(|err| panic!("{name}: {err}"));

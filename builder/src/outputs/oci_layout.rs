@@ -8,7 +8,9 @@
 //!                      the built architecture only its manifest, config and layers
 //! index.json           one descriptor per image, in profile order: the image's index,
 //!                      named io.containerd.image.name = "name:tag" and
-//!                      org.opencontainers.image.ref.name = "tag"
+//!                      org.opencontainers.image.ref.name = "tag"; then, in the same
+//!                      order, one more per image naming the same index
+//!                      io.containerd.image.name = "name@sha256:<index digest>"
 //! oci-layout           {"imageLayoutVersion":"1.0.0"}
 //! ```
 //!
@@ -148,7 +150,8 @@ impl Archive {
     /// is refused (the profile's checks and the fetch refuse them first).
     pub fn new(images: &[FetchedImage], epoch: u64) -> Result<Archive> {
         let mut blobs: BTreeMap<String, Member> = BTreeMap::new();
-        let mut descriptors = Vec::with_capacity(images.len());
+        let mut descriptors = Vec::with_capacity(2 * images.len());
+        let mut digest_names = Vec::with_capacity(images.len());
         for (n, img) in images.iter().enumerate() {
             let r = img.reference.as_str();
             let tag = tag_of(r).ok_or_else(|| Error::build(format!("image `{r}` has no tag (kiln bug)")))?;
@@ -164,12 +167,25 @@ impl Archive {
                     slot.insert(Member { name, size, header, body });
                 }
             }
-            let annotations = BTreeMap::from([(ANNOTATION_IMAGE_NAME, r), (ANNOTATION_REF_NAME, tag)]);
-            descriptors.push(Descriptor {
+            let named = |annotations| Descriptor {
                 media_type: &img.index.media_type,
                 digest: &img.index.digest,
                 size: img.index.size,
                 annotations,
+            };
+            descriptors.push(named(BTreeMap::from([(ANNOTATION_IMAGE_NAME, r), (ANNOTATION_REF_NAME, tag)])));
+            digest_names.push(format!("{}@{}", &r[..r.len() - tag.len() - 1], img.index.digest));
+        }
+        // The digest reference of each image (`name@sha256:<index digest>`), as a pull
+        // leaves it: containerd's CRI plugin takes an image's repo digests only from
+        // such names (v2.1.5 internal/cri/util ParseImageReferences), so without it
+        // `crictl images --digests` shows none.
+        for (img, name) in images.iter().zip(&digest_names) {
+            descriptors.push(Descriptor {
+                media_type: &img.index.media_type,
+                digest: &img.index.digest,
+                size: img.index.size,
+                annotations: BTreeMap::from([(ANNOTATION_IMAGE_NAME, name.as_str())]),
             });
         }
         let index = Index { schema_version: 2, media_type: INDEX_MEDIA_TYPE, manifests: descriptors };
