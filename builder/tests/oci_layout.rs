@@ -447,3 +447,46 @@ fn the_real_containerd_imports_the_built_archive_of_a_multi_arch_index_without_i
     }
     crictl_lists(&c, &images);
 }
+
+/// Measures (run on demand: `--run-ignored only -E 'test(/measure/)'`) the
+/// tarball (gzip, default level) and sysext image of flatcar-1.34 with and
+/// without the real programs' images (no artifacts: the difference is the archive).
+#[test]
+#[ignore]
+fn measure_image_bearing_tarball_and_sysext() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_repo(tmp.path());
+    let cache = tmp.path().join("cache");
+    let images = images_for_containerd(tmp.path(), &cache.join("sha256"));
+    let plain = Profile::load(&tmp.path().join("profiles/flatcar-1.34.toml")).unwrap();
+    let with = profile_with(tmp.path(), "flatcar-1.34", &images);
+    let formats = [OutputFormat::Tar, OutputFormat::Sysext];
+    for (what, p, imgs) in [("without images", &plain, Vec::new()), ("with images", &with, fetched(&images))] {
+        let t0 = std::time::Instant::now();
+        let t = tree(p, Arch::Amd64, &formats, &cache, &imgs);
+        let plan = t0.elapsed().as_secs_f64();
+        let out = tmp.path().join(what.replace(' ', "-"));
+        std::fs::create_dir_all(&out).unwrap();
+        let t1 = std::time::Instant::now();
+        tarball::write(
+            &t,
+            EPOCH,
+            tarball::Compression::Gzip(tarball::Compression::GZIP_DEFAULT),
+            &out.join("i.tar.gz"),
+        )
+        .unwrap();
+        let tar_s = t1.elapsed().as_secs_f64();
+        let rendered = render::for_bin_dir(p, Arch::Amd64, sysext::SYSEXT_BIN).unwrap();
+        let split = sysext::split(p, Arch::Amd64, &t, &rendered).unwrap();
+        let t2 = std::time::Instant::now();
+        sysext::write(&split.usr, EPOCH, &out.join("i.raw")).unwrap();
+        let raw_s = t2.elapsed().as_secs_f64();
+        let size = |f: &str| std::fs::metadata(out.join(f)).unwrap().len();
+        eprintln!(
+            "MEASURED {what} ({} images): assemble {plan:.2} s; tar.gz {} bytes in {tar_s:.1} s; sysext {} bytes in {raw_s:.1} s",
+            imgs.len(),
+            size("i.tar.gz"),
+            size("i.raw")
+        );
+    }
+}
