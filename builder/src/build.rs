@@ -18,9 +18,11 @@ use crate::inputs::base_fetch;
 use crate::inputs::cache::Cache;
 use crate::inputs::fetch::{self, FetchOptions};
 use crate::inputs::firstboot_bin::{self, FirstbootBin};
+use crate::inputs::image_blobs::FetchedImage;
 use crate::inputs::profile::{Arch, Artifact, OutputFormat, Profile};
 use crate::outputs::ignition_image;
 use crate::outputs::manifest::{self, Manifest, Output, ProfileSection};
+use crate::outputs::oci_layout;
 use crate::outputs::staging::Staging;
 use crate::outputs::sysext;
 use crate::outputs::tarball;
@@ -270,7 +272,8 @@ pub fn build(profile: &Profile, opts: &BuildOptions, progress: &Progress) -> Res
         for writer in WRITERS {
             writer(&tree, &ctx, &staging, &mut arch_written)?;
         }
-        written.add(*arch, &tree, arch_written)?;
+        let images = fetched.images.get(arch).map(Vec::as_slice).unwrap_or_default();
+        written.add(*arch, &tree, images, arch_written)?;
     }
     let outputs = commit(profile, opts, plan, staging, written, progress)?;
     progress.step(format!(
@@ -370,7 +373,9 @@ fn ignition_base_url(
     if !formats.contains(&OutputFormat::Ignition) || opts.base_url.is_some() {
         return Ok(());
     }
-    let needs = opts.ignition_mode == ignition_image::Mode::Sysext || firstboot.iter().any(|f| f.is_some());
+    let needs = opts.ignition_mode == ignition_image::Mode::Sysext
+        || firstboot.iter().any(|f| f.is_some())
+        || !profile.images().is_empty();
     if !needs {
         return Ok(());
     }
@@ -427,6 +432,8 @@ struct Fetched {
     artifacts: Vec<(Artifact, PathBuf)>,
     /// For a card, the decompressed base image of each architecture.
     base_images: BTreeMap<Arch, PathBuf>,
+    /// The profile's `images`, fetched for each architecture, in profile order.
+    images: BTreeMap<Arch, Vec<FetchedImage>>,
 }
 
 impl Fetched {
@@ -451,8 +458,15 @@ fn fetch_stage(profile: &Profile, opts: &BuildOptions, plan: &Plan, progress: &P
         wanted.extend(profile.artifacts_for(*a)?);
     }
     let blobs = fetch::fetch_all(&cache, &opts.fetch, &wanted, progress)?;
-    let mut fetched =
-        Fetched { artifacts: wanted.into_iter().zip(blobs).collect(), cache, base_images: BTreeMap::new() };
+    let mut fetched = Fetched {
+        artifacts: wanted.into_iter().zip(blobs).collect(),
+        cache,
+        base_images: BTreeMap::new(),
+        // Issue 23: helper `fetch`'s `crate::inputs::images::fetch_images` fills this, for each
+        // of plan.archs, with the profile's `images`; until it is joined a profile that pins
+        // images fails in [`assemble::assemble`] (the fetched images are not the profile's).
+        images: BTreeMap::new(),
+    };
     if plan.formats.contains(&OutputFormat::Card) {
         for a in &plan.archs {
             let image = base_fetch::prepare(profile, *a, &fetched.cache, &opts.fetch, progress)
@@ -475,7 +489,9 @@ fn assemble_stage(
     warned: &mut BTreeSet<String>,
     progress: &Progress,
 ) -> Result<Tree> {
-    let pins = Pins::Fetched { cache: &fetched.cache, artifacts: &fetched.artifacts, firstboot };
+    let images = fetched.images.get(&arch).map(Vec::as_slice).unwrap_or_default();
+    let pins =
+        Pins::Fetched { cache: &fetched.cache, artifacts: &fetched.artifacts, firstboot, images, epoch: plan.epoch };
     let tree = assemble::assemble(profile, arch, &plan.formats, pins)?;
     check::cni_manifest_in_tree(profile, &tree)?;
     let (files, bytes) = tree.iter().fold((0usize, 0u64), |(n, b), (_, e)| match &e.node {
@@ -502,13 +518,17 @@ struct Written {
     outputs: Vec<Output>,
     trees: BTreeMap<String, Vec<serde_json::Value>>,
     overrides: BTreeMap<String, Vec<serde_json::Value>>,
+    images: BTreeMap<String, oci_layout::ImagesSection>,
 }
 
 impl Written {
     /// Adds the outputs of `arch`, its tree's records (the tarball's, with
-    /// every file's sha256, else the tree's own) and its overrides.
-    fn add(&mut self, arch: Arch, tree: &Tree, w: ArchWritten) -> Result<()> {
+    /// every file's sha256, else the tree's own), its overrides and its image archive.
+    fn add(&mut self, arch: Arch, tree: &Tree, images: &[FetchedImage], w: ArchWritten) -> Result<()> {
         self.outputs.extend(w.outputs);
+        if let Some(section) = oci_layout::manifest_section(tree, images) {
+            self.images.insert(arch.to_string(), section);
+        }
         if let Some(r) = &w.sysext_records {
             self.trees.insert(format!("{arch}-sysext"), manifest::records_json(r)?);
         }
@@ -544,6 +564,7 @@ fn commit(
         outputs: written.outputs.clone(),
         trees: written.trees,
         overrides: written.overrides,
+        images: written.images,
     };
     let lock = staging.lock(|| {
         progress.step(format!("waiting for another kiln build to finish committing into {}", opts.out_dir.display()))

@@ -68,6 +68,7 @@ fn origin_kind(o: &Origin) -> &'static str {
         Origin::Artifact { .. } => "artifact",
         Origin::Overlay { .. } => "overlay",
         Origin::Firstboot { .. } => "firstboot",
+        Origin::Images => "images",
     }
 }
 
@@ -113,6 +114,7 @@ fn compare(p: &Profile, arch: Arch, tree: &Tree, records: &[Value], firstboot_sh
                 let bytes = match c {
                     Content::Inline(b) => b.clone(),
                     Content::Disk { path, .. } => std::fs::read(path).unwrap(),
+                    Content::Generated(g) => panic!("{what}: kiln check assembles a generated file ({} bytes)", g.size),
                 };
                 assert_eq!(r["size"], bytes.len(), "{what}");
                 assert_eq!(r["sha256"], standin::sha256(&bytes), "{what}: other contents");

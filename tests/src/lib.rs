@@ -8,6 +8,7 @@ pub mod containerd;
 pub mod http;
 pub mod imds;
 pub mod mirror;
+pub mod oci_images;
 pub mod pi_image;
 pub mod registry;
 pub mod rng;

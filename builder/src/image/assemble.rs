@@ -2,7 +2,9 @@
 //! both run: kiln's rendered files ([`render::render`]), the pinned downloads
 //! and `kiln-firstboot` ([`Pins`]), the profile's overlays in order, then the
 //! rendered files that yield to an overlay's ([`render::runtime::render`]: the
-//! containerd unit, a card's swap masks), for the formats being built.
+//! containerd unit, a card's swap masks), for the formats being built. The
+//! profile's container images are one entry, the OCI image archive
+//! ([`oci_layout`]), added with the pinned files.
 //!
 //! `kiln check` assembles with the artifacts as the profile declares them
 //! ([`Pins::Declared`]: their paths, modes and origins, no bytes), `kiln
@@ -14,8 +16,10 @@ use crate::image::render;
 use crate::image::tree::{Content, Entry, Node, Origin, Tree};
 use crate::inputs::cache::Cache;
 use crate::inputs::firstboot_bin::FirstbootBin;
+use crate::inputs::image_blobs::FetchedImage;
 use crate::inputs::overlay;
 use crate::inputs::profile::{Arch, Artifact, Install, OutputFormat, Profile};
+use crate::outputs::oci_layout;
 use std::path::{Path, PathBuf};
 
 /// What fills the tree's pinned files.
@@ -34,6 +38,10 @@ pub enum Pins<'a> {
         artifacts: &'a [(Artifact, PathBuf)],
         /// The `kiln-firstboot` chosen for this architecture, unless pinned.
         firstboot: Option<&'a FirstbootBin>,
+        /// The profile's `images`, fetched for this architecture, in profile order.
+        images: &'a [FetchedImage],
+        /// The mtime of every member of the image archive.
+        epoch: u64,
     },
 }
 
@@ -53,8 +61,11 @@ pub fn assemble(profile: &Profile, arch: Arch, formats: &[OutputFormat], pins: P
         _ => e,
     })?;
     match pins {
-        Pins::Declared => placeholders(profile, arch, &mut tree)?,
-        Pins::Fetched { cache, artifacts, firstboot } => {
+        Pins::Declared => {
+            placeholders(profile, arch, &mut tree)?;
+            oci_layout::add_declared(&mut tree, profile)?;
+        }
+        Pins::Fetched { cache, artifacts, firstboot, images, epoch } => {
             for (a, blob) in artifacts.iter().filter(|(a, _)| a.arch == arch) {
                 add_artifact(&mut tree, cache, profile, a, blob)?;
             }
@@ -68,6 +79,7 @@ pub fn assemble(profile: &Profile, arch: Arch, formats: &[OutputFormat], pins: P
                     false,
                 )?;
             }
+            oci_layout::add(&mut tree, profile, images, epoch)?;
         }
     }
     overlay::apply(profile, &mut tree)?;

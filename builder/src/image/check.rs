@@ -541,6 +541,7 @@ pub fn cni_manifest_in_tree(profile: &Profile, tree: &Tree) -> Result<()> {
             &std::fs::read(path).map_err(|err| Error::build(format!("{}: {err}", path.display())))?,
         )
         .into_owned(),
+        Content::Generated(_) => return Ok(()),
     };
     let mut c = Checker { p: profile, out: Vec::new() };
     manifest_findings(&mut c, spec.span(), &text);
@@ -661,6 +662,7 @@ fn containerd_config(c: &mut Checker, tree: &Tree) {
     let Some(e) = tree.get("/etc/containerd/config.toml") else { return };
     let Node::File(content) = &e.node else { return };
     let (text, file) = match content {
+        Content::Generated(_) => return,
         Content::Inline(b) => (String::from_utf8_lossy(b).to_string(), "/etc/containerd/config.toml".to_string()),
         Content::Disk { path, .. } => match std::fs::read_to_string(path) {
             Ok(t) => (t, path.display().to_string()),

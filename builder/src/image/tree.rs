@@ -7,7 +7,9 @@
 use crate::error::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Where an entry came from; recorded in `manifest.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,6 +40,9 @@ pub enum Origin {
         /// Where the binary came from (a path or a pinned artifact).
         source: String,
     },
+    /// The OCI image archive of the profile's pinned `images`
+    /// ([`crate::outputs::oci_layout`]).
+    Images,
 }
 
 impl std::fmt::Display for Origin {
@@ -48,6 +53,7 @@ impl std::fmt::Display for Origin {
             Origin::Artifact { name, version, .. } => write!(f, "artifact {name} {version}"),
             Origin::Overlay { overlay, path } => write!(f, "overlay {overlay} ({path})"),
             Origin::Firstboot { source } => write!(f, "kiln-firstboot from {source}"),
+            Origin::Images => f.write_str("the profile's images (an OCI image archive)"),
         }
     }
 }
@@ -66,6 +72,9 @@ pub enum Content {
         /// sha256 the bytes must have, verified while the output is written.
         expect_sha256: Option<String>,
     },
+    /// Bytes kiln generates from files on disk while it writes (the OCI image
+    /// archive): streamed afresh by each writer, never held in memory.
+    Generated(Generated),
 }
 
 impl Content {
@@ -74,9 +83,39 @@ impl Content {
         match self {
             Content::Inline(b) => b.len() as u64,
             Content::Disk { size, .. } => *size,
+            Content::Generated(g) => g.size,
         }
     }
 }
+
+/// What generates a [`Content::Generated`] file.
+pub trait Generate: Send + Sync + std::fmt::Debug {
+    /// A new stream of the file's bytes. A read fails with an `io::Error`
+    /// whose inner error is a kiln [`Error`] (exit 3 for an input that is not
+    /// what it was planned to be) when an input is wrong.
+    fn open(self: Arc<Self>) -> Box<dyn Read + Send>;
+}
+
+/// A generated file: its size and sha256, fixed when the tree was assembled
+/// (the writers check every stream against both), and its generator.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// Size in bytes.
+    pub size: u64,
+    /// sha256 (hex) of the bytes.
+    pub sha256: String,
+    /// What streams the bytes.
+    pub source: Arc<dyn Generate>,
+}
+
+impl PartialEq for Generated {
+    /// Equal bytes: the same size and sha256.
+    fn eq(&self, other: &Generated) -> bool {
+        self.size == other.size && self.sha256 == other.sha256
+    }
+}
+
+impl Eq for Generated {}
 
 /// What a path is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,7 @@ pub mod cache;
 pub use kiln_firstboot::contract::cni as cni_manifest;
 pub mod fetch;
 pub mod firstboot_bin;
+pub mod image_blobs;
 pub mod kubeadm_images;
 pub mod location;
 pub mod mirror;

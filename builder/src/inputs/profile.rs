@@ -331,6 +331,10 @@ pub struct ProfileDoc {
     /// Overlays (`overlays/<name>/`) merged in this order.
     #[serde(default)]
     pub overlays: Vec<Spanned<String>>,
+    /// The container images the image carries, each `name:tag@sha256:<image index digest>`
+    /// (contract C1 of issue 23: helper `fetch` owns their parsing and checks; this is the
+    /// field the baked archive, [`crate::outputs::oci_layout`], reads).
+    pub images: Option<Spanned<Vec<Spanned<String>>>>,
     /// Output formats `kiln build` writes by default (`--format` overrides).
     pub formats: Option<Spanned<Vec<OutputFormat>>>,
     /// The container runtime.
@@ -497,6 +501,11 @@ impl Profile {
     /// Binary directory without a trailing slash.
     pub fn bin_dir(&self) -> String {
         dir_of(self.doc.bin_dir.as_ref(), DEFAULT_BIN_DIR)
+    }
+    /// The pinned container images (`images`), each `name:tag@sha256:<index digest>`, in
+    /// profile order; empty when the profile has none (the node then pulls them).
+    pub fn images(&self) -> Vec<String> {
+        self.doc.images.as_ref().map(|l| l.get_ref().iter().map(|i| i.get_ref().clone()).collect()).unwrap_or_default()
     }
     /// CNI plugin directory without a trailing slash.
     pub fn cni_bin_dir(&self) -> String {

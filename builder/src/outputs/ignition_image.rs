@@ -8,7 +8,9 @@
 //! * `files` mode: every pinned binary is a remote file under the bin dir with
 //!   its pinned sha256 (upstream URL, or the `--mirror` URL); tarball artifacts
 //!   (crictl, CNI plugins) are downloaded verified and unpacked by a oneshot unit;
-//!   the `kiln-firstboot` binary is served from `--base-url`.
+//!   the `kiln-firstboot` binary and the image archive (the profile's container
+//!   images, [`crate::outputs::oci_layout`]) are served from `--base-url`.
+//!   In `sysext` mode the archive is inside the extension image.
 //!
 //! Ignition computes `verification.hash` over the decompressed contents (spec
 //! 3.1+), so hashes are the artifacts' own pins. The document itself is
@@ -95,6 +97,9 @@ fn host_entries(host: &Tree, skip: impl Fn(&str, &Origin) -> bool) -> Result<(Ve
                     Content::Disk { path: p, .. } => {
                         std::fs::read(p).map_err(|x| Error::build(format!("{}: {x}", p.display())))?
                     }
+                    Content::Generated(_) => {
+                        return Err(Error::build(format!("{abs}: a generated file cannot be inline (kiln bug)")))
+                    }
                 };
                 files.push(File::inline(&abs, &data, e.mode).owned_by(e.uid, e.gid));
             }
@@ -130,11 +135,21 @@ pub fn sysext_config(split: &sysext::Split, raw_name: &str, raw_sha256: &str, i:
     document(i.version, files, dirs, links, units)
 }
 
+/// The files of the output directory a `files` mode config downloads from
+/// `--base-url`, each `(file name, sha256)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Served<'a> {
+    /// `kiln-firstboot`, unless it is a pinned artifact.
+    pub firstboot: Option<(&'a str, &'a str)>,
+    /// The image archive ([`crate::outputs::oci_layout`]), when the profile pins images.
+    pub images: Option<(&'a str, &'a str)>,
+}
+
 /// `files` mode: pinned downloads into the bin dir, tarballs unpacked at boot.
 pub fn files_config(
     image: &Tree,
     artifacts: &[Artifact],
-    firstboot: Option<(&str, &str)>,
+    served: &Served,
     bin_dir: &str,
     i: &IgnitionInputs,
 ) -> Result<Value> {
@@ -157,12 +172,17 @@ pub fn files_config(
             }
         }
     }
-    if let Some((name, sha)) = firstboot {
+    if let Some((name, sha)) = served.firstboot {
         let base = base(i, name)?;
         remote.push(File::remote(&format!("{bin_dir}/kiln-firstboot"), &format!("{base}/{name}"), sha, 0o755));
     }
+    if let Some((name, sha)) = served.images {
+        let base = base(i, name)?;
+        let path = crate::outputs::oci_layout::ARCHIVE_PATH;
+        remote.push(File::remote(path, &format!("{base}/{name}"), sha, crate::outputs::oci_layout::MODE));
+    }
     let (files, dirs, links) =
-        host_entries(image, |_, o| matches!(o, Origin::Artifact { .. } | Origin::Firstboot { .. }))?;
+        host_entries(image, |_, o| matches!(o, Origin::Artifact { .. } | Origin::Firstboot { .. } | Origin::Images))?;
     let mut all = remote;
     all.extend(files);
     let mut units = vec![Unit::enabled(kiln_firstboot::contract::unit::UNIT_NAME)];

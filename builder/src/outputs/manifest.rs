@@ -50,6 +50,10 @@ pub struct ProfileSection {
     /// record, not only in the build's warnings.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub overrides: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Per architecture, the image archive baked into every output and the
+    /// images in it with their digests, when the profile pins images.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, crate::outputs::oci_layout::ImagesSection>,
 }
 
 /// The whole manifest.

@@ -15,6 +15,7 @@
 //! /usr/lib/systemd/system/multi-user.target.d/10-kiln-kubelet.conf   Upholds=kubelet.service
 //! /usr/lib/extension-release.d/extension-release.kubernetes
 //! /usr/lib/extension-release.d/extension-release.kubernetes-<version>-<profile>-<arch>
+//! /usr/share/kiln/images/images.oci.tar          the profile's images, when it pins them
 //! ```
 //!
 //! systemd looks for `extension-release.NAME` where NAME is the image's file
@@ -34,6 +35,7 @@
 use crate::error::{Error, IoContext, Result};
 use crate::image::tree::{Content, Entry, Node, Origin, Tree};
 use crate::inputs::profile::{Arch, Profile};
+use crate::outputs::oci_layout::{ARCHIVE_PATH, SYSEXT_ARCHIVE_PATH};
 use crate::outputs::tarball::{self, FileRecord};
 use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
 use std::collections::BTreeMap;
@@ -118,7 +120,9 @@ pub fn split(profile: &Profile, arch: Arch, image: &Tree, rendered: &Tree) -> Re
         if is_dir && e.origin == Origin::Implicit {
             continue;
         }
-        if let (Some(name), false) = (under(path, &bin), is_dir) {
+        if e.origin == Origin::Images && path == ARCHIVE_PATH.trim_start_matches('/') {
+            usr.insert(SYSEXT_ARCHIVE_PATH, e.clone(), false)?;
+        } else if let (Some(name), false) = (under(path, &bin), is_dir) {
             usr.insert(&format!("{SYSEXT_BIN}/{name}"), e.clone(), false)?;
         } else if let (Some(name), false) = (under(path, &cni), is_dir) {
             usr.insert(&format!("{SYSEXT_CNI}/{name}"), e.clone(), false)?;
@@ -251,6 +255,10 @@ pub fn write(usr: &Tree, epoch: u64, out: &std::path::Path) -> Result<Vec<FileRe
             Node::File(Content::Inline(b)) => {
                 let b = b.clone();
                 Some(Box::new(move || Ok(Box::new(io::Cursor::new(b)) as Box<dyn Read + Send>)) as Opener)
+            }
+            Node::File(Content::Generated(g)) => {
+                let g = g.clone();
+                Some(Box::new(move || Ok(Arc::clone(&g.source).open())) as Opener)
             }
             _ => None,
         })

@@ -101,6 +101,10 @@ impl Planned {
                 self.image_path,
                 path.display()
             )),
+            (Content::Generated(_), _) => Error::verify(format!(
+                "/{}: {what}; nothing was written; build again (a cache entry is checked and fetched again)",
+                self.image_path
+            )),
             (Content::Inline(_), _) => Error::build(format!("/{}: {what} (kiln bug)", self.image_path)),
         };
         let msg = e.message.clone();
@@ -108,11 +112,21 @@ impl Planned {
         io::Error::other(msg)
     }
 
+    /// Passes a read error on, recording the kiln [`Error`] it carries (a
+    /// generated file's input that is not what was planned) as the failure.
+    fn inner_failure(&mut self, e: io::Error) -> io::Error {
+        if let Some(k) = e.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
+            self.failure.get_or_insert_with(|| k.clone());
+        }
+        e
+    }
+
     fn finish(&mut self) -> io::Result<()> {
         use sha2::Digest;
         let actual = hash::hex(&std::mem::take(&mut self.hasher).finalize());
         let want = match &self.content {
             Content::Disk { expect_sha256: Some(w), .. } => Some(w.clone()),
+            Content::Generated(g) => Some(g.sha256.clone()),
             _ => None,
         };
         if let Some(want) = want {
@@ -138,6 +152,7 @@ impl Read for Planned {
                     Ok(f) => Box::new(f),
                     Err(e) => return Err(self.fail(format!("cannot be read: {e}"))),
                 },
+                Content::Generated(g) => std::sync::Arc::clone(&g.source).open(),
             });
         }
         let size = self.content.size();
@@ -148,7 +163,8 @@ impl Read for Planned {
             let extra = loop {
                 match reader.read(&mut one) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other?,
+                    Err(e) => return Err(self.inner_failure(e)),
+                    Ok(n) => break n,
                 }
             };
             if extra > 0 {
@@ -158,7 +174,10 @@ impl Read for Planned {
             return Ok(0);
         }
         let room = usize::try_from(size - self.read).unwrap_or(usize::MAX).min(buf.len());
-        let n = reader.read(&mut buf[..room])?;
+        let n = match reader.read(&mut buf[..room]) {
+            Ok(n) => n,
+            Err(e) => return Err(self.inner_failure(e)),
+        };
         if n == 0 {
             return Err(self.fail(format!("planned {size} bytes, ended after {}", self.read)));
         }
@@ -166,6 +185,19 @@ impl Read for Planned {
         self.read += n as u64;
         Ok(n)
     }
+}
+
+/// Copies the content of the entry at `image_path` into the new file `dest`,
+/// exactly as planned ([`Planned`]): a generated file streamed, verified as it goes.
+pub fn copy_planned(image_path: &str, entry: &Entry, content: &Content, dest: &Path) -> Result<()> {
+    let mut r = Planned::new(image_path, entry, content);
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(dest).io_ctx(dest.display())?);
+    let copied = io::copy(&mut r, &mut out);
+    if let Some(f) = r.take_failure() {
+        return Err(f);
+    }
+    copied.io_ctx(dest.display())?;
+    out.flush().io_ctx(dest.display())
 }
 
 /// Checks a streamed file against its pin, if it has one.

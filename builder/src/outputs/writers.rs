@@ -7,12 +7,13 @@
 //! fetched files and kiln's rendered files arrive in the [`WriteCtx`].
 
 use crate::error::{Error, IoContext, Result};
-use crate::image::tree::{Content, Entry, Origin, Tree};
+use crate::image::tree::{Content, Entry, Node, Origin, Tree};
 use crate::inputs::firstboot_bin::FirstbootBin;
 use crate::inputs::profile::{Arch, Artifact, OutputFormat, Profile};
 use crate::outputs::card;
 use crate::outputs::ignition_image::{self, IgnitionInputs};
 use crate::outputs::manifest::{self, Output};
+use crate::outputs::oci_layout;
 use crate::outputs::staging::Staging;
 use crate::outputs::sysext;
 use crate::outputs::tarball;
@@ -172,15 +173,14 @@ fn write_ignition(tree: &Tree, ctx: &WriteCtx, staging: &Staging, out: &mut Arch
                 }
                 None => None,
             };
+            let images_out = stage_images(tree, ctx, staging, out)?;
             let arts: Vec<Artifact> =
                 ctx.artifacts.iter().filter(|(a, _)| a.arch == arch).map(|(a, _)| a.clone()).collect();
-            ignition_image::files_config(
-                tree,
-                &arts,
-                fb_out.as_ref().map(|(f, s)| (f.as_str(), s.as_str())),
-                &ctx.profile.bin_dir(),
-                &inputs,
-            )?
+            let served = ignition_image::Served {
+                firstboot: fb_out.as_ref().map(|(f, s)| (f.as_str(), s.as_str())),
+                images: images_out.as_ref().map(|(f, s)| (f.as_str(), s.as_str())),
+            };
+            ignition_image::files_config(tree, &arts, &served, &ctx.profile.bin_dir(), &inputs)?
         }
     };
     let file = format!("{name}-{arch}.ign");
@@ -194,6 +194,27 @@ fn write_ignition(tree: &Tree, ctx: &WriteCtx, staging: &Staging, out: &mut Arch
         s.ignition_version
     ));
     Ok(())
+}
+
+/// For a `files` mode Ignition config: the image archive staged beside it as
+/// `<profile>-images-<arch>.oci.tar` (streamed from the cache, verified), its
+/// file name and sha256; nothing when the profile pins no images.
+fn stage_images(
+    tree: &Tree,
+    ctx: &WriteCtx,
+    staging: &Staging,
+    out: &mut ArchWritten,
+) -> Result<Option<(String, String)>> {
+    let Some(e) = tree.get(oci_layout::ARCHIVE_PATH) else { return Ok(None) };
+    let Node::File(content @ Content::Generated(g)) = &e.node else { return Ok(None) };
+    let file = format!("{}-images-{}.oci.tar", ctx.profile.name(), ctx.arch);
+    tarball::copy_planned(oci_layout::ARCHIVE_PATH, e, content, &staging.path(&file)).map_err(ctx.on_verify)?;
+    let o = output(staging, &file, "images", ctx.arch)?;
+    if o.sha256 != g.sha256 {
+        return Err((ctx.on_verify)(Error::verify(format!("{file}: the image archive changed while kiln staged it"))));
+    }
+    out.outputs.push(o);
+    Ok(Some((file, g.sha256.clone())))
 }
 
 /// The Raspberry Pi card and its block map, from the fetched base image.
@@ -225,14 +246,7 @@ fn write_card(tree: &Tree, ctx: &WriteCtx, staging: &Staging, out: &mut ArchWrit
 fn copy_planned(src: &Path, size: u64, sha256: &str, dest: &Path) -> Result<()> {
     let content = Content::Disk { path: src.to_path_buf(), size, expect_sha256: Some(sha256.to_string()) };
     let entry = Entry::file(content.clone(), 0o755, Origin::Rendered);
-    let mut r = tarball::Planned::new(&dest.display().to_string(), &entry, &content);
-    let mut out = std::fs::File::create(dest).io_ctx(dest.display())?;
-    let copied = std::io::copy(&mut r, &mut out);
-    if let Some(f) = r.take_failure() {
-        return Err(f);
-    }
-    copied.io_ctx(dest.display())?;
-    Ok(())
+    tarball::copy_planned(&dest.display().to_string(), &entry, &content, dest)
 }
 
 /// Records a staged output file (hashing it).

@@ -103,6 +103,11 @@ const UNITS: &str = "/etc/systemd/system";
 /// Renders every kiln-owned file for `arch` into `tree` that comes before the
 /// artifacts and overlays; [`runtime::render`] adds the rest after them.
 pub fn render(profile: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
+    render_with(profile, arch, crate::outputs::oci_layout::ARCHIVE_PATH, tree)
+}
+
+/// [`render`], with the image archive (if the profile pins images) at `archive`.
+fn render_with(profile: &Profile, arch: Arch, archive: &str, tree: &mut Tree) -> Result<()> {
     kubelet_units(profile, tree)?;
     search_path(profile, tree)?;
     host_settings(profile, tree)?;
@@ -115,19 +120,20 @@ pub fn render(profile: &Profile, arch: Arch, tree: &mut Tree) -> Result<()> {
             false,
         )?;
     }
-    let defaults = image_defaults(profile, arch);
+    let defaults = image_defaults(profile, arch, archive);
     tree.insert(IMAGE_TOML_PATH, Entry::text(defaults.to_toml(), 0o644), false)?;
     firstboot_units(profile, tree)
 }
 
 /// Kiln's files of [`render`] as they are for binaries in `bin_dir` instead
 /// of the profile's: what a systemd-sysext image installs, its binaries in
-/// `/usr/bin` ([`crate::outputs::sysext::split`]).
+/// `/usr/bin` ([`crate::outputs::sysext::split`]), its image archive at
+/// [`crate::outputs::oci_layout::SYSEXT_ARCHIVE_PATH`].
 pub fn for_bin_dir(profile: &Profile, arch: Arch, bin_dir: &str) -> Result<Tree> {
     let mut p = profile.clone();
     p.doc.bin_dir = Some(toml::Spanned::new(0..0, bin_dir.to_string()));
     let mut tree = Tree::new();
-    render(&p, arch, &mut tree)?;
+    render_with(&p, arch, crate::outputs::oci_layout::SYSEXT_ARCHIVE_PATH, &mut tree)?;
     Ok(tree)
 }
 
@@ -305,9 +311,11 @@ pub fn pause_image(profile: &Profile) -> Option<&'static str> {
     crate::image::containerd::kubeadm_pause_image(v.major, v.minor)
 }
 
-/// The baked defaults `kiln-firstboot` reads from `/etc/kiln/image.toml`.
-pub fn image_defaults(profile: &Profile, arch: Arch) -> ImageDefaults {
+/// The baked defaults `kiln-firstboot` reads from `/etc/kiln/image.toml`, the
+/// image archive (when the profile pins images) at `archive`.
+pub fn image_defaults(profile: &Profile, arch: Arch, archive: &str) -> ImageDefaults {
     let k8s = profile.doc.kubernetes_version.get_ref().clone();
+    let images = profile.images();
     ImageDefaults {
         schema: IMAGE_SCHEMA,
         profile: profile.name().to_string(),
@@ -322,6 +330,8 @@ pub fn image_defaults(profile: &Profile, arch: Arch) -> ImageDefaults {
         runtime: profile.runtime().as_str().to_string(),
         runtime_socket: profile.runtime_socket(),
         cgroup_driver: profile.cgroup_driver().as_str().to_string(),
+        images_archive: (!images.is_empty()).then(|| archive.to_string()),
+        images,
     }
 }
 

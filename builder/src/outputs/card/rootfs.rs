@@ -242,6 +242,7 @@ pub fn add_tree(part: &Path, tree: &Tree, work: &Path, epoch: u64) -> Result<usi
                 let host = work.join(&name);
                 match content {
                     Content::Inline(bytes) => std::fs::write(&host, bytes).io_ctx(host.display())?,
+                    Content::Generated(_) => crate::outputs::tarball::copy_planned(key, e, content, &host)?,
                     Content::Disk { path: from, expect_sha256, .. } => {
                         if expect_sha256.is_some() {
                             let got = hash::sha256_file(from).io_ctx(from.display())?;
