@@ -347,6 +347,8 @@ fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
     let (checks, resolve_errors) = match resolve::resolve_for_plan(m, opts) {
         Ok(r) => {
             let mut checks = preflight::checks(m, &r);
+            // Which baked images containerd holds, and which kubeadm would pull.
+            checks.extend(kiln_firstboot::images::import::doctor(m, &r));
             checks.extend(r.unresolved.iter().map(|u| preflight::Check {
                 id: "node-ip",
                 level: preflight::Level::Warning,

@@ -41,6 +41,13 @@ pub struct ImageDefaults {
     pub runtime_socket: String,
     /// cgroup driver shared by kubelet and the runtime (`systemd`, `cgroupfs`).
     pub cgroup_driver: String,
+    /// The baked OCI image archive (absolute path on the node), when the image carries its cluster's
+    /// container images (`images` in the profile); imported into containerd before kubeadm runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_archive: Option<String>,
+    /// The images in that archive, each `name:tag@sha256:<image index digest>`, in profile order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
 }
 
 impl ImageDefaults {
@@ -76,6 +83,8 @@ mod tests {
             runtime: "containerd".into(),
             runtime_socket: "unix:///run/containerd/containerd.sock".into(),
             cgroup_driver: "systemd".into(),
+            images_archive: None,
+            images: Vec::new(),
         }
     }
 
@@ -83,6 +92,17 @@ mod tests {
     fn round_trips_through_toml() {
         let d = sample();
         assert_eq!(ImageDefaults::from_toml(&d.to_toml()).unwrap(), d);
+    }
+
+    #[test]
+    fn images_round_trip_and_are_left_out_when_none() {
+        assert!(!sample().to_toml().contains("images"));
+        let mut d = sample();
+        d.images_archive = Some("/opt/kiln/images/images.oci.tar".into());
+        d.images = vec![format!("registry.k8s.io/pause:3.10.1@sha256:{}", "a".repeat(64))];
+        let text = d.to_toml();
+        assert!(text.contains("images_archive = \"/opt/kiln/images/images.oci.tar\""), "{text}");
+        assert_eq!(ImageDefaults::from_toml(&text).unwrap(), d);
     }
 
     #[test]

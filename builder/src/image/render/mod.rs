@@ -322,6 +322,9 @@ pub fn image_defaults(profile: &Profile, arch: Arch) -> ImageDefaults {
         runtime: profile.runtime().as_str().to_string(),
         runtime_socket: profile.runtime_socket(),
         cgroup_driver: profile.cgroup_driver().as_str().to_string(),
+        // Filled in by the image archive's writer (helper `layout`, issue 23).
+        images_archive: None,
+        images: Vec::new(),
     }
 }
 
