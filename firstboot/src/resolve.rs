@@ -201,7 +201,7 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
 /// image and pulls nothing, while a missing one still fails at once as
 /// `[ERROR ImagePull]`, where `Never` would only show as a static pod that never
 /// starts; `NodeRegistrationOptions.ImagePullPolicy`, kubeadm.k8s.io v1beta3 and
-/// v1beta4 types.go, v1.34.2), else unset.
+/// v1beta4 `cmd/kubeadm/app/apis/kubeadm/{v1beta3,v1beta4}/types.go`, v1.33.6), else unset.
 fn pull_policy(n: &node::Node, image: &ImageDefaults) -> Option<String> {
     let baked = (!image.images.is_empty()).then_some(node::ImagePullPolicy::IfNotPresent);
     n.image_pull_policy.or(baked).map(|p| p.as_str().to_string())
