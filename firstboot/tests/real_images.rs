@@ -92,10 +92,17 @@ impl Node {
             "etc/kiln/image.toml",
             &format!("{toml}images_archive = \"{ARCHIVE}\"\nimages = [{}]\n", images.join(", ")),
         );
+        // The CA material an init node gets (the stand-in kubeadm reads none of it).
+        let pem = |kind: &str| format!("\"\"\"\n-----BEGIN {kind}-----\nAAAA\n-----END {kind}-----\n\"\"\"");
+        let pki: String = ["ca", "front_proxy_ca", "etcd_ca"]
+            .iter()
+            .map(|k| format!("{k}_cert = {}\n{k}_key = {}\n", pem("CERTIFICATE"), pem("PRIVATE KEY")))
+            .chain([format!("sa_key = {}\nsa_pub = {}\n", pem("PRIVATE KEY"), pem("PUBLIC KEY"))])
+            .collect();
         common::write(
             &root,
             "etc/kiln/node.toml",
-            "[cluster]\ncontrol_plane_endpoint = \"10.0.0.5:6443\"\nbootstrap_token = \"abcdef.0123456789abcdef\"\n[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\nswap = \"limited\"\n",
+            &format!("[cluster]\ncontrol_plane_endpoint = \"10.0.0.5:6443\"\nbootstrap_token = \"abcdef.0123456789abcdef\"\n[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\nswap = \"limited\"\n[pki]\n{pki}"),
         );
         // What fix-host would have done on a real host.
         for (rel, v) in [
@@ -108,6 +115,7 @@ impl Node {
         std::fs::create_dir_all(root.join("sys/module/br_netfilter")).unwrap();
         std::fs::create_dir_all(root.join("sys/module/overlay")).unwrap();
         std::fs::create_dir_all(root.join("opt/kiln/images")).unwrap();
+        std::fs::create_dir_all(root.join("opt/bin")).unwrap();
         std::fs::copy(archive, root.join(ARCHIVE.trim_start_matches('/'))).unwrap();
         std::os::unix::fs::symlink(real_bins::containerd().join("ctr"), root.join("opt/bin/ctr")).unwrap();
         common::write(&root, "opt/bin/kubeadm", KUBEADM);
@@ -281,7 +289,7 @@ fn baked_images_are_imported_pinned_before_kubeadm_and_only_once() {
 #[test]
 fn damaged_or_other_images_fail_closed_and_doctor_says_why() {
     let work = tempfile::tempdir().unwrap();
-    let (archive, pins) = baked(work.path(), &["pause", "coredns"], false);
+    let (archive, pins) = baked(work.path(), &["pause", "etcd"], false);
 
     // Damaged: one byte of the largest blob flipped (the layer, past its tar header).
     let damaged = work.path().join("damaged.tar");
@@ -323,7 +331,7 @@ fn damaged_or_other_images_fail_closed_and_doctor_says_why() {
     // registry.k8s.io's indexes name every architecture; only this one's blobs are baked.
     let foreign = work.path().join("foreign");
     std::fs::create_dir_all(&foreign).unwrap();
-    let (archive, pins) = baked(&foreign, &["pause", "coredns"], true);
+    let (archive, pins) = baked(&foreign, &["pause", "etcd"], true);
     let n = Node::new(&archive, &pins);
     let o = n.firstboot(&["run"]);
     assert!(o.status.success(), "{}", text(&o));
