@@ -63,6 +63,8 @@ fn baked(dir: &Path, only: &[&str], foreign: bool) -> (PathBuf, Vec<(String, Str
     }
     let o = merge.arg(&out).args(&inputs).output().expect("python3 runs tests/k8s/merge-images");
     assert!(o.status.success(), "merge-images failed:\n{}", text(&o));
+    // Hundreds of MiB: only the merged archive is kept.
+    std::fs::remove_dir_all(&singles).unwrap();
     let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
     let pins = doc["images"]
         .as_array()
@@ -116,7 +118,11 @@ impl Node {
         std::fs::create_dir_all(root.join("sys/module/overlay")).unwrap();
         std::fs::create_dir_all(root.join("opt/kiln/images")).unwrap();
         std::fs::create_dir_all(root.join("opt/bin")).unwrap();
-        std::fs::copy(archive, root.join(ARCHIVE.trim_start_matches('/'))).unwrap();
+        // A hard link where it can be (the same file system): no second copy on disk.
+        let baked = root.join(ARCHIVE.trim_start_matches('/'));
+        if std::fs::hard_link(archive, &baked).is_err() {
+            std::fs::copy(archive, &baked).unwrap();
+        }
         std::os::unix::fs::symlink(real_bins::containerd().join("ctr"), root.join("opt/bin/ctr")).unwrap();
         common::write(&root, "opt/bin/kubeadm", KUBEADM);
         std::fs::set_permissions(root.join("opt/bin/kubeadm"), std::fs::Permissions::from_mode(0o755)).unwrap();
