@@ -251,6 +251,28 @@ const KNOWN: &[Known] = &[
         fix: "bake or mirror the control-plane and pause images (by digest) into the image, or make the registry reachable (proxy settings, DNS, firewall); check with `kubeadm config images pull`; then `kiln-firstboot run`",
     },
     Known {
+        id: "baked-images-import-failed",
+        rank: 95,
+        lines: &[&["import-images: ctr could not import"]],
+        unless: &[],
+        requires: &[],
+        cause: "containerd could not import the container images baked into this image (the archive is damaged, truncated or not the OCI archive kiln wrote), so kubeadm did not run: it would have pulled them",
+        fix: "reinstall or reflash the image (`kiln build` writes the archive again, byte for byte; its manifest.json lists the archive and every image's digest); `kiln-firstboot doctor` shows which images containerd holds; then `kiln-firstboot run`",
+    },
+    Known {
+        id: "baked-images-not-as-pinned",
+        rank: 95,
+        lines: &[
+            &["import-images:", "but image.toml pins"],
+            &["import-images:", " is not in /"],
+            &["import-images:", "was imported incomplete"],
+        ],
+        unless: &[],
+        requires: &[],
+        cause: "the baked archive does not hold the images /etc/kiln/image.toml pins (another image's archive, or a damaged one): a reference with another digest was removed from containerd, and kubeadm did not run",
+        fix: "rebuild the image with `kiln build` so the archive and image.toml come from the same profile (manifest.json lists both), reinstall it, then `kiln-firstboot run`; `kiln-firstboot doctor` shows what containerd holds",
+    },
+    Known {
         id: "not-enough-cpus",
         rank: 86,
         lines: &[&["[error numcpu]:"]],
@@ -319,6 +341,8 @@ const KNOWN: &[Known] = &[
             // validate CRI v1 runtime API for endpoint %q: %w`, k8s.io/cri-client
             // pkg/remote_runtime.go validateServiceConnection, v0.34.2) when nothing answers.
             &["validate cri v1 runtime api for endpoint", "error while dialing"],
+            // kiln-firstboot's own, when ctr cannot list containerd's images.
+            &["import-images: asking containerd which images it holds"],
         ],
         unless: &[],
         requires: &[],

@@ -19,6 +19,7 @@ pub mod firewall;
 pub mod host;
 pub mod http;
 pub mod identity;
+pub mod images;
 pub mod journal;
 pub mod kubeadm;
 pub mod kubelet_fields;

@@ -21,7 +21,8 @@ Commands:
   plan     print the resolved node, its sources, the steps `run` would take (in order) and
            the kubeadm config (secrets redacted); changes nothing
   status   print the state of this machine's bootstrap: joined, failed (and why), or not yet
-  doctor   preflight report and a scan of the last kubeadm output and its evidence for known failures
+  doctor   preflight report (with which baked images containerd holds and which kubeadm
+           would pull) and a scan of the last kubeadm output and its evidence for known failures
   reset    kubeadm reset -f (bounded by --reset-timeout), iptables/IPVS rules, CNI interfaces
            and files, kiln's state, so `run` starts over
   host     fix and check what kubelet needs on every boot (modules, sysctls, swap); kubelet's
@@ -347,6 +348,8 @@ fn doctor(m: &Machine, opts: &Options, json: bool) -> ExitCode {
     let (checks, resolve_errors) = match resolve::resolve_for_plan(m, opts) {
         Ok(r) => {
             let mut checks = preflight::checks(m, &r);
+            // Which baked images containerd holds, and which kubeadm would pull.
+            checks.extend(kiln_firstboot::images::import::doctor(m, &r));
             checks.extend(r.unresolved.iter().map(|u| preflight::Check {
                 id: "node-ip",
                 level: preflight::Level::Warning,

@@ -34,6 +34,9 @@ pub enum Action {
     MaskSwap,
     /// kubeadm's preflight checks and kiln's own; an error stops the run.
     Preflight,
+    /// The image's baked container images imported into containerd (when it carries
+    /// any), each checked against its pinned digest.
+    ImportImages,
     /// The kubeadm config written.
     WriteConfig,
     /// This node's kubelet patch written.
@@ -69,6 +72,7 @@ impl Action {
             Action::FixHost => "fix-host",
             Action::MaskSwap => "mask-swap",
             Action::Preflight => "preflight",
+            Action::ImportImages => "import-images",
             Action::WriteConfig => "write-config",
             Action::WritePatch => "write-patch",
             Action::WaitForEndpoint => "wait-for-endpoint",
@@ -183,6 +187,10 @@ pub fn steps(m: &Machine, r: &Resolved, state: Option<&State>) -> Result<Vec<Ste
         step(Action::MaskSwap, "mask the units that would turn swap on at a later boot".into());
     }
     step(Action::Preflight, "check the host as kubeadm's preflight does; an error stops here".into());
+    // containerd answers (preflight found its socket) and kubeadm has not run yet.
+    if let Some(line) = crate::images::import::plan_line(r) {
+        step(Action::ImportImages, line);
+    }
     step(Action::WriteConfig, format!("write {CONFIG_PATH} (0600)"));
     step(Action::WritePatch, format!("write {}", patch_paths(k).join(", ")));
     if !init {
@@ -272,6 +280,7 @@ pub fn plan(m: &Machine, r: &Resolved) -> String {
     for u in &r.unresolved {
         s.push_str(&format!("  unresolved {u}\n"));
     }
+    s.push_str(&images_text(r));
     s.push_str("commands:\n");
     for c in commands(r) {
         s.push_str(&format!("  {c}\n"));
@@ -304,6 +313,22 @@ pub fn plan(m: &Machine, r: &Resolved) -> String {
         ));
     }
     s
+}
+
+/// The baked images `plan` lists: each reference and digest, or that kubeadm pulls.
+fn images_text(r: &Resolved) -> String {
+    let pins = crate::images::pins(&r.image.images).unwrap_or_default();
+    match r.image.images_archive.as_deref().filter(|_| !pins.is_empty()) {
+        None => "  images    none baked: kubeadm and the kubelet pull what they need from its registry\n".into(),
+        Some(archive) => {
+            let mut s =
+                format!("  images    {} baked in {archive}, imported before kubeadm (`import-images`):\n", pins.len());
+            for p in &pins {
+                s.push_str(&format!("    {}@{}\n", p.reference, p.digest));
+            }
+            s
+        }
+    }
 }
 
 /// kubeadm's inputs and the kubeadm command, one a line (file names only, never
@@ -371,6 +396,10 @@ pub fn plan_json(m: &Machine, r: &Resolved) -> serde_json::Value {
         },
         "runtime": { "socket": k.cri_socket, "cgroup_driver": k.cgroup_driver },
         "swap": r.swap,
+        "images": {
+            "archive": r.image.images_archive,
+            "baked": crate::images::pins(&r.image.images).unwrap_or_default().iter().map(|p| json!({ "reference": p.reference, "digest": p.digest })).collect::<Vec<_>>(),
+        },
         "commands": commands(r),
         "steps": steps.iter().map(|s| json!({ "name": s.name(), "line": s.line })).collect::<Vec<_>>(),
         "halt": halt,
@@ -386,7 +415,7 @@ pub fn plan_json(m: &Machine, r: &Resolved) -> serde_json::Value {
 }
 
 /// The keys of [`plan_json`]'s document besides `ok` and `resolve_errors`.
-const PLAN_KEYS: [&str; 17] = [
+const PLAN_KEYS: [&str; 18] = [
     "unresolved",
     "node",
     "sources",
@@ -396,6 +425,7 @@ const PLAN_KEYS: [&str; 17] = [
     "cluster",
     "runtime",
     "swap",
+    "images",
     "commands",
     "steps",
     "halt",

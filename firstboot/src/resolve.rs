@@ -131,6 +131,9 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
             errs.push(e);
         }
     }
+    if let Err(e) = crate::images::pins(&image.images) {
+        errs.push(e);
+    }
     if !errs.is_empty() {
         return Err(errs);
     }
@@ -168,7 +171,7 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         kubelet,
         kubelet_extra_args: n.kubelet_extra_args.clone().unwrap_or_default(),
         timeouts: n.kubeadm_timeouts.clone().unwrap_or_default(),
-        image_pull_policy: n.image_pull_policy.map(|p| p.as_str().to_string()),
+        image_pull_policy: pull_policy(&n, &image),
         static_pod_patches: static_pod_patches(&n),
         kube_proxy: c.kube_proxy.unwrap_or(true),
     };
@@ -191,6 +194,17 @@ fn resolve_as(m: &Machine, opts: &Options, dry: bool) -> Result<Resolved, Vec<St
         attempt_bound,
         endpoint_wait,
     })
+}
+
+/// `nodeRegistration.imagePullPolicy`: node.toml's, else `IfNotPresent` when the image
+/// carries its images (kubeadm's own default, written out: preflight finds every baked
+/// image and pulls nothing, while a missing one still fails at once as
+/// `[ERROR ImagePull]`, where `Never` would only show as a static pod that never
+/// starts; `NodeRegistrationOptions.ImagePullPolicy`, kubeadm.k8s.io v1beta3 and
+/// v1beta4 `cmd/kubeadm/app/apis/kubeadm/{v1beta3,v1beta4}/types.go`, v1.33.6), else unset.
+fn pull_policy(n: &node::Node, image: &ImageDefaults) -> Option<String> {
+    let baked = (!image.images.is_empty()).then_some(node::ImagePullPolicy::IfNotPresent);
+    n.image_pull_policy.or(baked).map(|p| p.as_str().to_string())
 }
 
 /// The image's kubeadm and kubelet against the cluster's version (kubeadm's skew

@@ -170,6 +170,10 @@ impl<'a> Executor<'a> {
             Action::FixHost => fix_host(m, r),
             Action::MaskSwap => mask_swap(root),
             Action::Preflight => check(m, r)?,
+            Action::ImportImages => match crate::images::import::import(m, r) {
+                Ok(done) => log(6, &format!("kiln-firstboot: import-images: {done}")),
+                Err(why) => return Err(fail(root, &why)),
+            },
             Action::WriteConfig => self.config = write(CONFIG_PATH, kubeadm::render(&r.kubeadm).as_bytes(), 0o600)?,
             Action::WritePatch => {
                 let patch = kubeadm::kubelet_patch(&r.kubeadm);

@@ -2044,3 +2044,60 @@ fn kubeadm_knobs_set_kilns_bounds_and_patch_files() {
     let plan = out(&j.run(&["--wait", "3600", "plan"]));
     assert!(plan.contains("to answer, at most 1h0m0s"), "{plan}");
 }
+
+/// Issue 23: an image that carries its images plans `import-images` after preflight
+/// and before kubeadm, tells kubeadm `IfNotPresent` (node.toml's policy still wins),
+/// and a run that cannot import (no ctr here) stops before kubeadm, saying why; a
+/// malformed baked list is the image's fault: nothing resolves.
+#[test]
+fn baked_images_are_imported_before_kubeadm_or_the_run_stops() {
+    let n = init_node();
+    let toml = n.read("etc/kiln/image.toml");
+    let pin = format!("registry.k8s.io/pause:3.10.1@sha256:{}", "c".repeat(64));
+    n.write(
+        "etc/kiln/image.toml",
+        &format!("{toml}images_archive = \"/opt/kiln/images/images.oci.tar\"\nimages = [\"{pin}\"]\n"),
+    );
+    let plan = planned_steps(&n);
+    let at = |s: &str| plan.iter().position(|p| p == s).unwrap_or_else(|| panic!("{s} not planned: {plan:?}"));
+    assert!(at("preflight") < at("import-images") && at("import-images") < at("write-config"), "{plan:?}");
+    let text = out(&n.run(&["plan"]));
+    assert!(text.contains(&format!("  images    1 baked in /opt/kiln/images/images.oci.tar, imported before kubeadm (`import-images`):\n    {pin}\n")), "{text}");
+    let v: serde_json::Value = serde_json::from_slice(&n.run(&["plan", "--json"]).stdout).unwrap();
+    assert_eq!(v["images"]["baked"][0]["digest"], format!("sha256:{}", "c".repeat(64)), "{v}");
+    assert_eq!(v["kubeadm_config"][0]["nodeRegistration"]["imagePullPolicy"], "IfNotPresent", "{v}");
+    let o = n.run(&["run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("import-images: no ctr in /opt/bin or on PATH"), "{}", out(&o));
+    assert!(n.kubeadm_runs().is_empty(), "kubeadm ran: {:?}", n.kubeadm_runs());
+
+    // node.toml's own policy wins; without baked images none is written.
+    n.write(
+        "etc/kiln/node.toml",
+        &format!(
+            "{}[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\nimage_pull_policy = \"Never\"\n{}",
+            cluster("api.example.test:6443"),
+            pki()
+        ),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&n.run(&["plan", "--json"]).stdout).unwrap();
+    assert_eq!(v["kubeadm_config"][0]["nodeRegistration"]["imagePullPolicy"], "Never", "{v}");
+    let plain = init_node();
+    let v: serde_json::Value = serde_json::from_slice(&plain.run(&["plan", "--json"]).stdout).unwrap();
+    assert!(v["kubeadm_config"][0]["nodeRegistration"].get("imagePullPolicy").is_none(), "{v}");
+    assert!(!planned_steps(&plain).iter().any(|s| s == "import-images"));
+
+    n.write(
+        "etc/kiln/image.toml",
+        &format!(
+            "{toml}images_archive = \"/opt/kiln/images/images.oci.tar\"\nimages = [\"registry.k8s.io/pause:3.10.1\"]\n"
+        ),
+    );
+    let o = n.run(&["plan"]);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(
+        out(&o).contains("image.toml images: `registry.k8s.io/pause:3.10.1`: not `name:tag@sha256:<64 hex>`"),
+        "{}",
+        out(&o)
+    );
+}

@@ -95,6 +95,17 @@ mod tests {
     }
 
     #[test]
+    fn images_round_trip_and_are_left_out_when_none() {
+        assert!(!sample().to_toml().contains("images"));
+        let mut d = sample();
+        d.images_archive = Some("/opt/kiln/images/images.oci.tar".into());
+        d.images = vec![format!("registry.k8s.io/pause:3.10.1@sha256:{}", "a".repeat(64))];
+        let text = d.to_toml();
+        assert!(text.contains("images_archive = \"/opt/kiln/images/images.oci.tar\""), "{text}");
+        assert_eq!(ImageDefaults::from_toml(&text).unwrap(), d);
+    }
+
+    #[test]
     fn rejects_unknown_keys() {
         let text = format!("{}bogus = 1\n", sample().to_toml());
         let err = ImageDefaults::from_toml(&text).unwrap_err();
