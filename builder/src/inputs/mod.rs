@@ -15,6 +15,8 @@ pub mod cache;
 pub use kiln_firstboot::contract::cni as cni_manifest;
 pub mod fetch;
 pub mod firstboot_bin;
+pub mod image_blobs;
+pub mod image_pins;
 pub mod location;
 pub mod mirror;
 pub mod oci;

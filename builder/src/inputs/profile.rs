@@ -331,6 +331,11 @@ pub struct ProfileDoc {
     /// Overlays (`overlays/<name>/`) merged in this order.
     #[serde(default)]
     pub overlays: Vec<Spanned<String>>,
+    /// The container images the node runs, each `name:tag@sha256:<image index
+    /// digest>` (`kiln pin` writes the digests): kubeadm's for
+    /// `kubernetes_version` and any extra ones ([`crate::inputs::image_pins`]).
+    /// Absent: the node pulls them at first boot.
+    pub images: Option<Spanned<Vec<Spanned<String>>>>,
     /// Output formats `kiln build` writes by default (`--format` overrides).
     pub formats: Option<Spanned<Vec<OutputFormat>>>,
     /// The container runtime.
@@ -816,6 +821,11 @@ fn validate_fields<E: FnMut(Range<usize>, String)>(doc: &ProfileDoc, err: &mut E
     }
     if let Some(c) = &doc.cni_manifest {
         validate_cni_manifest(c, err);
+    }
+    for image in doc.images.iter().flat_map(|l| l.get_ref()) {
+        if let Err(m) = crate::inputs::image_pins::ImagePin::parse(image.get_ref()) {
+            err(image.span(), format!("images: {m}"));
+        }
     }
     for (name, spec) in &doc.artifacts {
         validate_artifact(name, spec, err);
