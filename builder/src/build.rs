@@ -427,6 +427,11 @@ struct Fetched {
     artifacts: Vec<(Artifact, PathBuf)>,
     /// For a card, the decompressed base image of each architecture.
     base_images: BTreeMap<Arch, PathBuf>,
+    /// The profile's pinned container images, verified, per architecture.
+    // TODO(helper layout, issue 23): hand each architecture's images to
+    // `crate::outputs::oci_layout`, which adds the archive to the image tree.
+    #[allow(dead_code)]
+    images: BTreeMap<Arch, Vec<crate::inputs::image_blobs::FetchedImage>>,
 }
 
 impl Fetched {
@@ -441,8 +446,9 @@ impl Fetched {
     }
 }
 
-/// The fetch stage: every pinned artifact of the architectures built and,
-/// for a card, its base image, through one cache and one set of fetch options.
+/// The fetch stage: every pinned artifact of the architectures built, the
+/// profile's container images for each of them ([`crate::inputs::images`])
+/// and, for a card, its base image, through one cache and one set of fetch options.
 fn fetch_stage(profile: &Profile, opts: &BuildOptions, plan: &Plan, progress: &Progress) -> Result<Fetched> {
     let cache = Cache::open(opts.cache_dir.as_deref())?;
     cache.clean_stale_tmp();
@@ -451,8 +457,17 @@ fn fetch_stage(profile: &Profile, opts: &BuildOptions, plan: &Plan, progress: &P
         wanted.extend(profile.artifacts_for(*a)?);
     }
     let blobs = fetch::fetch_all(&cache, &opts.fetch, &wanted, progress)?;
-    let mut fetched =
-        Fetched { artifacts: wanted.into_iter().zip(blobs).collect(), cache, base_images: BTreeMap::new() };
+    let mut fetched = Fetched {
+        artifacts: wanted.into_iter().zip(blobs).collect(),
+        cache,
+        base_images: BTreeMap::new(),
+        images: BTreeMap::new(),
+    };
+    let images = crate::inputs::image_pins::pinned(profile);
+    for a in &plan.archs {
+        let got = crate::inputs::images::fetch_images(&fetched.cache, &opts.fetch, &images, *a, progress)?;
+        fetched.images.insert(*a, got);
+    }
     if plan.formats.contains(&OutputFormat::Card) {
         for a in &plan.archs {
             let image = base_fetch::prepare(profile, *a, &fetched.cache, &opts.fetch, progress)

@@ -823,7 +823,7 @@ fn validate_fields<E: FnMut(Range<usize>, String)>(doc: &ProfileDoc, err: &mut E
         validate_cni_manifest(c, err);
     }
     for image in doc.images.iter().flat_map(|l| l.get_ref()) {
-        if let Err(m) = crate::inputs::image_pins::ImagePin::parse(image.get_ref()) {
+        if let Err(m) = crate::inputs::image_ref::ImagePin::parse(image.get_ref()) {
             err(image.span(), format!("images: {m}"));
         }
     }
