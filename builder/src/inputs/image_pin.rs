@@ -4,7 +4,9 @@
 //!
 //! kubeadm's images for the profile's Kubernetes version (after `--version`)
 //! are retagged to kubeadm's tags and added when missing, in kubeadm's order
-//! after the profile's own entries; other entries keep their tags. Each tag is
+//! after the profile's own entries (kube-proxy only warned about, as `kiln
+//! check` does: a list without it is for a cluster without kube-proxy);
+//! other entries keep their tags. Each tag is
 //! resolved through the OCI distribution API ([`crate::inputs::oci::resolve`]:
 //! anonymous Bearer tokens, redirects, `Docker-Content-Digest` checked), or
 //! through `--registry-mirror URL`, or, with `--base-url DIR|URL`, through the
@@ -17,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::hash::sha256_hex;
 use crate::inputs::fetch::FetchOptions;
 use crate::inputs::image_mirror;
-use crate::inputs::image_pins::{kubeadm_list, ImagePin};
+use crate::inputs::image_pins::{kubeadm_list, ImagePin, KUBE_PROXY};
 use crate::inputs::images::{self, Platform, MAX_MANIFEST};
 use crate::inputs::profile::{Arch, Profile};
 use crate::progress::Progress;
@@ -57,10 +59,16 @@ pub fn pin_images(profile: &Profile, doc: &mut DocumentMut, opts: &Resolve, prog
         }
     }
     for (name, tag) in &kubeadm {
-        if !entries.iter().any(|e| e.name == *name) {
-            progress.step(format!("{}: adding {name}:{tag}, which kubeadm {version} runs", profile.path.display()));
-            entries.push(ImagePin::parse(&format!("{name}:{tag}")).map_err(Error::build)?);
+        if entries.iter().any(|e| e.name == *name) {
+            continue;
         }
+        // As `kiln check`: a list without kube-proxy is for a cluster without it.
+        if name == KUBE_PROXY {
+            progress.warn(format!("{}: `images` has no {name}; add \"{name}:{tag}\" if the cluster runs kube-proxy (node.toml [cluster] kube_proxy, default true)", profile.path.display()));
+            continue;
+        }
+        progress.step(format!("{}: adding {name}:{tag}, which kubeadm {version} runs", profile.path.display()));
+        entries.push(ImagePin::parse(&format!("{name}:{tag}")).map_err(Error::build)?);
     }
     let mut failed = Vec::new();
     for e in &mut entries {

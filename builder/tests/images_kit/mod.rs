@@ -300,3 +300,55 @@ fn serve_blob(s: &State, repo: &str, d: &str, manifest: bool) -> Reply {
         Some(Fault::Missing) => Reply::status(404),
     }
 }
+
+/// The images of a `tests/k8s/images` output directory (each `NAME_TAG.tar`
+/// an OCI layout whose `index.json` names the image index by
+/// `io.containerd.image.name`), as the registry serves them.
+pub fn from_archives(dir: &std::path::Path) -> Vec<Image> {
+    let mut out = Vec::new();
+    let mut archives: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+        .collect();
+    archives.sort();
+    for a in archives {
+        let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut t = tar::Archive::new(std::fs::File::open(&a).unwrap());
+        for e in t.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().trim_start_matches("./").to_string();
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut b).unwrap();
+            files.insert(name, b);
+        }
+        let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+        let d = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["annotations"]["io.containerd.image.name"].as_str().is_some_and(|n| !n.contains('@')))
+            .unwrap();
+        let reference = d["annotations"]["io.containerd.image.name"].as_str().unwrap();
+        let (name, tag) = reference.rsplit_once(':').unwrap();
+        let mut blobs = BTreeMap::new();
+        for (path, b) in &files {
+            if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+                let media = serde_json::from_slice::<serde_json::Value>(b)
+                    .ok()
+                    .and_then(|v| v["mediaType"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "application/octet-stream".into());
+                blobs.insert(format!("sha256:{hex}"), (media, b.clone()));
+            }
+        }
+        out.push(Image {
+            repo: name.trim_start_matches("registry.k8s.io/").to_string(),
+            tag: tag.to_string(),
+            index: d["digest"].as_str().unwrap().to_string(),
+            archs: BTreeMap::new(),
+            blobs,
+        });
+    }
+    out
+}
