@@ -170,6 +170,9 @@ pub fn mirror_images(
     let mut by_digest: BTreeMap<String, (Wanted, PathBuf)> = BTreeMap::new();
     let mut listed: Vec<Listed> = Vec::new();
     let mut errors: Vec<Error> = Vec::new();
+    if profiles.iter().all(|p| crate::inputs::image_pins::pinned(p).is_empty()) {
+        return Ok((Vec::new(), None));
+    }
     let cache = Cache::open(opts.cache_dir.as_deref())?;
     for p in profiles {
         let pins = crate::inputs::image_pins::pinned(p);
