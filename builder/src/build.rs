@@ -448,8 +448,9 @@ impl Fetched {
     }
 }
 
-/// The fetch stage: every pinned artifact of the architectures built and,
-/// for a card, its base image, through one cache and one set of fetch options.
+/// The fetch stage: every pinned artifact of the architectures built, the
+/// profile's container images for each of them ([`crate::inputs::images`])
+/// and, for a card, its base image, through one cache and one set of fetch options.
 fn fetch_stage(profile: &Profile, opts: &BuildOptions, plan: &Plan, progress: &Progress) -> Result<Fetched> {
     let cache = Cache::open(opts.cache_dir.as_deref())?;
     cache.clean_stale_tmp();
@@ -462,11 +463,13 @@ fn fetch_stage(profile: &Profile, opts: &BuildOptions, plan: &Plan, progress: &P
         artifacts: wanted.into_iter().zip(blobs).collect(),
         cache,
         base_images: BTreeMap::new(),
-        // Issue 23: helper `fetch`'s `crate::inputs::images::fetch_images` fills this, for each
-        // of plan.archs, with the profile's `images`; until it is joined a profile that pins
-        // images fails in [`assemble::assemble`] (the fetched images are not the profile's).
         images: BTreeMap::new(),
     };
+    let images = crate::inputs::image_pins::pinned(profile);
+    for a in &plan.archs {
+        let got = crate::inputs::images::fetch_images(&fetched.cache, &opts.fetch, &images, *a, progress)?;
+        fetched.images.insert(*a, got);
+    }
     if plan.formats.contains(&OutputFormat::Card) {
         for a in &plan.archs {
             let image = base_fetch::prepare(profile, *a, &fetched.cache, &opts.fetch, progress)

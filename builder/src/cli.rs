@@ -310,6 +310,13 @@ pub struct BuildArgs {
     /// Use only the cache and the mirror; never contact upstream hosts.
     #[arg(long)]
     pub offline: bool,
+    /// Fetch the profile's container images from this registry (the OCI
+    /// distribution API at `http(s)://HOST[/PATH]`, e.g. a pull-through cache
+    /// or Harbor) instead of each image's own registry, as a containerd
+    /// `hosts.toml` mirror: `/v2/<repository>/…?ns=<registry>` (default:
+    /// $KILN_REGISTRY_MIRROR).
+    #[arg(long, value_name = "URL", env = "KILN_REGISTRY_MIRROR", value_parser = parse_registry_mirror)]
+    pub registry_mirror: Option<String>,
     /// kiln-firstboot binary to bake, optionally per architecture (repeatable;
     /// default: $KILN_FIRSTBOOT_BIN, comma-separated).
     #[arg(long = "firstboot-bin", value_name = "[ARCH=]PATH", value_parser = parse_firstboot,
@@ -397,6 +404,13 @@ pub struct PinArgs {
     /// architecture an image lacks).
     #[arg(long, value_name = "FILE")]
     pub cni_manifest: Option<PathBuf>,
+    /// Resolve the profile's `images` through this registry (the OCI
+    /// distribution API at `http(s)://HOST[/PATH]`, e.g. a pull-through cache
+    /// or Harbor) instead of each image's own registry, as a containerd
+    /// `hosts.toml` mirror: `/v2/<repository>/…?ns=<registry>` (default:
+    /// $KILN_REGISTRY_MIRROR).
+    #[arg(long, value_name = "URL", env = "KILN_REGISTRY_MIRROR", value_parser = parse_registry_mirror)]
+    pub registry_mirror: Option<String>,
 }
 
 fn parse_arch(s: &str) -> Result<Arch, String> {
@@ -507,6 +521,13 @@ pub struct MirrorArgs {
     /// Fetch from this mirror directory or URL instead of upstream (default: $KILN_MIRROR).
     #[arg(long, value_name = "DIR|URL", env = "KILN_MIRROR", value_parser = parse_mirror)]
     pub mirror: Option<crate::inputs::fetch::Mirror>,
+    /// Fetch the profile's container images from this registry (the OCI
+    /// distribution API at `http(s)://HOST[/PATH]`, e.g. a pull-through cache
+    /// or Harbor) instead of each image's own registry, as a containerd
+    /// `hosts.toml` mirror: `/v2/<repository>/…?ns=<registry>` (default:
+    /// $KILN_REGISTRY_MIRROR).
+    #[arg(long, value_name = "URL", env = "KILN_REGISTRY_MIRROR", value_parser = parse_registry_mirror)]
+    pub registry_mirror: Option<String>,
     /// Download cache (default: $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
@@ -525,6 +546,16 @@ pub struct MirrorArgs {
 }
 
 /// `kiln build --mirror`: checked like `kiln mirror --mirror`, kept as given.
+/// `--registry-mirror`: an http(s) URL without credentials, query or fragment.
+fn parse_registry_mirror(s: &str) -> Result<String, String> {
+    match crate::inputs::fetch::Mirror::parse_checked(s)? {
+        crate::inputs::fetch::Mirror::Url(u) => Ok(u),
+        crate::inputs::fetch::Mirror::Dir(_) => {
+            Err(format!("`{s}` is not an http(s):// URL; a registry mirror speaks the distribution API (for a directory, use --mirror DIR)"))
+        }
+    }
+}
+
 fn parse_mirror_arg(s: &str) -> Result<String, String> {
     crate::inputs::fetch::Mirror::parse_checked(s).map(|_| s.to_string())
 }

@@ -17,6 +17,20 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind of two failures reported as one: a verification failure
+    /// wins (exit 3), then a configuration error, then a build failure.
+    pub fn max_severity(self, other: Kind) -> Kind {
+        let rank = |k: Kind| match k {
+            Kind::Verify => 2,
+            Kind::Config => 1,
+            Kind::Build => 0,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
     /// The process exit code for this kind.
     pub fn exit_code(self) -> u8 {
         match self {

@@ -670,7 +670,13 @@ fn every_shipped_profile_builds_into_one_dist_with_every_ignition_hash_right() {
     assert_eq!(report["profiles"].as_array().map(Vec::len), Some(SHIPPED.len()), "{report}");
     let o = run(&mut cmd());
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    // Until the shipped profiles pin their `images` (issue 23), each warns that its nodes pull them.
+    let warnings: Vec<String> = stderr(&o)
+        .lines()
+        .filter(|l| l.contains("warning") && !l.contains("the profile has no `images`"))
+        .map(str::to_string)
+        .collect();
+    assert!(warnings.is_empty(), "{}", stderr(&o));
     let checked = assert_ignition_consistent(&dist, base);
     // fcos-1.34, flatcar-1.33 and flatcar-1.34, each per architecture.
     assert!(checked >= 3, "only {checked} downloads checked");

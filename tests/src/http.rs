@@ -44,6 +44,10 @@ pub struct Reply {
     pub stall: Option<Duration>,
     /// Declare the full length but send only this many bytes, then close.
     pub truncate: Option<usize>,
+    /// Declare this `Content-Length` instead of the body's (a lying server).
+    pub content_length: Option<u64>,
+    /// Send the body one byte at a time, waiting this long before each (a trickling server).
+    pub trickle: Option<Duration>,
 }
 
 impl Reply {
@@ -155,14 +159,26 @@ fn serve(sock: TcpStream, handler: &Handler, log: &Mutex<Vec<(Request, u16)>>) {
         std::thread::sleep(d);
     }
     let mut w = sock;
-    let mut head =
-        format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n", reply.status, reply.body.len());
+    let length = reply.content_length.unwrap_or(reply.body.len() as u64);
+    let mut head = format!("HTTP/1.1 {} X\r\nContent-Length: {length}\r\nConnection: close\r\n", reply.status);
     for (k, v) in &reply.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
     let n = reply.truncate.unwrap_or(reply.body.len()).min(reply.body.len());
     let _ = w.write_all(head.as_bytes());
-    let _ = w.write_all(&reply.body[..n]);
+    match reply.trickle {
+        Some(pause) => {
+            for b in &reply.body[..n] {
+                std::thread::sleep(pause);
+                if w.write_all(std::slice::from_ref(b)).and_then(|()| w.flush()).is_err() {
+                    return;
+                }
+            }
+        }
+        None => {
+            let _ = w.write_all(&reply.body[..n]);
+        }
+    }
     let _ = w.flush();
 }

@@ -40,6 +40,7 @@ fn options(a: &BuildArgs) -> BuildOptions {
         attempts: a.attempts.max(1),
         timeout: Duration::from_secs(a.timeout.max(1)),
         jobs: a.jobs.max(1),
+        registry_mirror: a.registry_mirror.clone(),
         ..FetchOptions::default()
     };
     BuildOptions {

@@ -16,6 +16,7 @@ pub fn run(a: PinArgs, progress: &Progress) -> Result<()> {
         dry_run: a.dry_run,
         cni_manifest: a.cni_manifest,
         fetch: FetchOptions::default(),
+        registry_mirror: a.registry_mirror,
     };
     for p in a.profiles.iter().chain(&a.profile_flags) {
         let d = pin::pin(p, &opts, progress)?;

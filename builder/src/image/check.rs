@@ -65,6 +65,7 @@ pub fn check_for(profile: &Profile, formats: &[OutputFormat]) -> Vec<Finding> {
     firstboot_name(&mut c);
     cni_manifest(&mut c);
     c.out.extend(cni_image_arch(profile));
+    c.out.extend(crate::inputs::image_pins::check(profile));
     if !has_errors(&c.out) {
         image_tree(&mut c, formats);
     }

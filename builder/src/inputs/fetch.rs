@@ -103,6 +103,10 @@ pub struct FetchOptions {
     pub deadline: Duration,
     /// Cap on a download whose size the profile does not pin.
     pub max_size: u64,
+    /// A registry (distribution API, `http(s)://HOST[/PATH]`) that serves the
+    /// profile's container images instead of their own registries, as a
+    /// containerd `hosts.toml` mirror does (`/v2/<repository>/…?ns=<registry>`).
+    pub registry_mirror: Option<String>,
 }
 
 impl Default for FetchOptions {
@@ -117,6 +121,7 @@ impl Default for FetchOptions {
             // 20 minutes: a 2 GiB download at 2 MB/s, or kubelet at 100 kB/s.
             deadline: Duration::from_secs(20 * 60),
             max_size: MAX_DOWNLOAD,
+            registry_mirror: None,
         }
     }
 }
@@ -137,7 +142,7 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
 }
 
 /// Why one attempt failed, and whether another may succeed.
-enum Attempt {
+pub(crate) enum Attempt {
     /// Worth retrying up to `--attempts` times: timeouts, HTTP 5xx and 429,
     /// a body cut short.
     Transient(String),
@@ -539,7 +544,7 @@ fn download(
 /// of time before `deadline`; the delay between attempts starts at
 /// `opts.backoff` and doubles. `on_retry(cause, attempt, most, delay)` is
 /// called before each wait. The final cause counts the attempts made.
-fn retry<T>(
+pub(crate) fn retry<T>(
     opts: &FetchOptions,
     deadline: Instant,
     on_retry: impl Fn(&str, u32, u32, Duration),
@@ -577,7 +582,7 @@ pub fn is_http_url(url: &str) -> bool {
 }
 
 /// A redirect target as printed in errors: control characters escaped.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
 }
 
@@ -646,7 +651,7 @@ fn get(
 /// resolve is final; a temporary DNS failure, a refused or unreachable
 /// connection is retried once at most; timeouts and broken connections are
 /// transient. The cause names the host, never the whole URL again.
-fn transport_attempt(t: &ureq::Transport, current: &str, at: &str) -> Attempt {
+pub(crate) fn transport_attempt(t: &ureq::Transport, current: &str, at: &str) -> Attempt {
     use std::error::Error as _;
     let host = url::Url::parse(current).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
     let io = t.source().and_then(|s| s.downcast_ref::<io::Error>());
@@ -679,11 +684,15 @@ fn transport_attempt(t: &ureq::Transport, current: &str, at: &str) -> Attempt {
 }
 
 /// A reader that fails once more than `limit` bytes arrive or `deadline` passes.
-struct Bounded<R> {
-    inner: R,
-    read: u64,
-    limit: u64,
-    deadline: Option<Instant>,
+pub(crate) struct Bounded<R> {
+    /// The body.
+    pub(crate) inner: R,
+    /// Bytes read so far.
+    pub(crate) read: u64,
+    /// The most bytes allowed.
+    pub(crate) limit: u64,
+    /// When reading must stop.
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl<R: Read> Read for Bounded<R> {
@@ -715,7 +724,7 @@ impl std::fmt::Display for TooLarge {
 
 impl std::error::Error for TooLarge {}
 
-fn is_too_large(e: &io::Error) -> bool {
+pub(crate) fn is_too_large(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|i| i.is::<TooLarge>())
 }
 
@@ -785,7 +794,7 @@ fn download_once(
 }
 
 /// ` at URL` when a redirect took a download from `url` to `from`, else nothing.
-fn redirected(url: &str, from: &str) -> String {
+pub(crate) fn redirected(url: &str, from: &str) -> String {
     if url == from {
         String::new()
     } else {

@@ -12,6 +12,10 @@
 //! friends), and every directory on the way must be a real directory, not a
 //! symbolic link.
 //!
+//! The profiles' container images go into the same directory as an OCI
+//! image layout, `oci/` (`crate::inputs::image_mirror`, which drives this
+//! module's [`mirror`] first).
+//!
 //! [`mirror`] takes a plain [`MirrorOptions`]; `kiln mirror`'s driver
 //! (`commands/mirror.rs`) builds it from the command line.
 
@@ -180,10 +184,13 @@ impl Report {
 
 /// One file the profiles need: the artifact, its path in the directory and who needs it.
 #[derive(Debug, Clone)]
-struct Wanted {
-    artifact: Artifact,
-    rel: PathBuf,
-    profiles: Vec<String>,
+pub(crate) struct Wanted {
+    /// The file, as an artifact (its sha256 and size are the pin).
+    pub(crate) artifact: Artifact,
+    /// Its path in the mirror directory.
+    pub(crate) rel: PathBuf,
+    /// The profiles that need it.
+    pub(crate) profiles: Vec<String>,
 }
 
 /// Fills `opts.out` with every artifact (and `[base_image]`) of `profiles`
@@ -264,7 +271,7 @@ fn fetch_into_cache(
     Ok((blobs, failure))
 }
 
-fn item(w: &Wanted, status: Status, size: u64) -> Item {
+pub(crate) fn item(w: &Wanted, status: Status, size: u64) -> Item {
     let a = &w.artifact;
     let path: Vec<String> = w.rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
     Item {
@@ -295,7 +302,7 @@ fn plan(profiles: &[Profile], archs: &[Arch]) -> Result<Vec<Wanted>> {
 }
 
 /// The architectures of `p` to mirror: `wanted` ∩ the profile's (all of them when `wanted` is empty).
-fn archs_of(p: &Profile, wanted: &[Arch]) -> Result<Vec<Arch>> {
+pub(crate) fn archs_of(p: &Profile, wanted: &[Arch]) -> Result<Vec<Arch>> {
     let listed = p.architectures();
     if wanted.is_empty() {
         return Ok(listed);
@@ -366,7 +373,7 @@ fn prepare_dir(dir: &Path) -> Result<()> {
 
 /// What is at a file's path in the mirror directory now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Found {
+pub(crate) enum Found {
     /// A regular file with the pinned sha256 (its size).
     Right(u64),
     /// Something else: other bytes, a symbolic link, a FIFO.
@@ -377,7 +384,7 @@ enum Found {
 
 /// Looks at `dir/rel` (reading nothing but a regular file, hashed against
 /// the pin), removing temporary files a killed kiln left beside it.
-fn inspect(dir: &Path, w: &Wanted) -> Result<Found> {
+pub(crate) fn inspect(dir: &Path, w: &Wanted) -> Result<Found> {
     if !walk_parents(dir, &w.rel, false)? {
         return Ok(Found::Absent);
     }
@@ -407,7 +414,7 @@ fn inspect(dir: &Path, w: &Wanted) -> Result<Found> {
 /// Checks that every directory between `dir` and `dir/rel` is a real
 /// directory (never a symbolic link, which could lead outside `dir`),
 /// creating the missing ones when `create`. Returns whether they all exist.
-fn walk_parents(dir: &Path, rel: &Path, create: bool) -> Result<bool> {
+pub(crate) fn walk_parents(dir: &Path, rel: &Path, create: bool) -> Result<bool> {
     if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(Error::build(format!("refusing mirror path `{}`: not a plain relative path", rel.display())));
     }
@@ -446,7 +453,7 @@ fn walk_parents(dir: &Path, rel: &Path, create: bool) -> Result<bool> {
 /// Copies the verified cache entry `blob` to `dir/rel`: into a temporary
 /// file beside it (hashed against the pin on the way, synced), then renamed
 /// over whatever was there. Returns the size.
-fn install(dir: &Path, rel: &Path, blob: &Path, a: &Artifact, opts: &MirrorOptions) -> Result<u64> {
+pub(crate) fn install(dir: &Path, rel: &Path, blob: &Path, a: &Artifact, opts: &MirrorOptions) -> Result<u64> {
     walk_parents(dir, rel, true)?;
     let target = dir.join(rel);
     let tmp = temp_beside(&target);

@@ -220,7 +220,7 @@ fn get(agent: &ureq::Agent, url: &str, accept: &str, token: &mut Option<String>)
 /// The anonymous token a Bearer challenge offers (distribution's token
 /// spec, `docs/spec/auth/token.md`: `GET realm?service=…&scope=…`, answer
 /// `{"token": …}` or `{"access_token": …}`).
-fn fetch_token(agent: &ureq::Agent, url: &str, challenge: &str) -> Result<String> {
+pub(crate) fn fetch_token(agent: &ureq::Agent, url: &str, challenge: &str) -> Result<String> {
     let params = bearer_challenge(challenge).ok_or_else(|| {
         Error::build(format!(
             "{url}: HTTP 401 without a Bearer challenge (`{challenge}`); kiln reads public images only"
@@ -258,12 +258,36 @@ fn platform_of(v: &serde_json::Value) -> Option<String> {
     })
 }
 
+/// The platforms an image index lists, sorted (attestation manifests, which
+/// carry `unknown/unknown`, left out).
+pub fn index_platforms(v: &serde_json::Value) -> Vec<String> {
+    let mut platforms: Vec<String> = Vec::new();
+    for m in v.get("manifests").and_then(|m| m.as_array()).into_iter().flatten() {
+        if let Some(p) = m.get("platform").and_then(platform_of).filter(|p| !p.starts_with("unknown/")) {
+            if !platforms.contains(&p) {
+                platforms.push(p);
+            }
+        }
+    }
+    platforms.sort();
+    platforms
+}
+
 /// Resolves `image` to its manifest digest and platforms.
 pub fn resolve(agent: &ureq::Agent, image: &str) -> Result<PinnedImage> {
+    resolve_via(agent, image, None)
+}
+
+/// [`resolve`] through a registry mirror (`http(s)://HOST[/PATH]`, asked
+/// for `/v2/<repository>/…?ns=<registry>` as containerd asks its mirrors).
+pub fn resolve_via(agent: &ureq::Agent, image: &str, mirror: Option<&str>) -> Result<PinnedImage> {
     let r = ImageRef::parse(image).map_err(Error::config)?;
-    let base = format!("{}/v2/{}", r.base_url(), r.repository);
+    let (base, q) = match mirror {
+        Some(m) => (format!("{}/v2/{}", m.trim_end_matches('/'), r.repository), format!("?ns={}", r.registry)),
+        None => (format!("{}/v2/{}", r.base_url(), r.repository), String::new()),
+    };
     let mut token = None;
-    let (body, header) = get(agent, &format!("{base}/manifests/{}", r.reference), ACCEPT, &mut token)
+    let (body, header) = get(agent, &format!("{base}/manifests/{}{q}", r.reference), ACCEPT, &mut token)
         .map_err(|e| e.context(format!("resolving {image}")))?;
     let digest = format!("sha256:{}", hex(&Sha256::digest(&body)));
     for (what, want) in [
@@ -279,17 +303,10 @@ pub fn resolve(agent: &ureq::Agent, image: &str) -> Result<PinnedImage> {
     let v: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| Error::build(format!("{image}: the registry's manifest is not JSON: {e}")))?;
     let mut platforms: Vec<String> = Vec::new();
-    if let Some(list) = v.get("manifests").and_then(|m| m.as_array()) {
-        // An index: attestation manifests carry `unknown/unknown`.
-        for m in list {
-            if let Some(p) = m.get("platform").and_then(platform_of).filter(|p| !p.starts_with("unknown/")) {
-                if !platforms.contains(&p) {
-                    platforms.push(p);
-                }
-            }
-        }
+    if v.get("manifests").is_some() {
+        platforms = index_platforms(&v);
     } else if let Some(cfg) = v.pointer("/config/digest").and_then(|d| d.as_str()) {
-        let (blob, _) = get(agent, &format!("{base}/blobs/{cfg}"), "*/*", &mut token)
+        let (blob, _) = get(agent, &format!("{base}/blobs/{cfg}{q}"), "*/*", &mut token)
             .map_err(|e| e.context(format!("reading {image}'s config")))?;
         let got = format!("sha256:{}", hex(&Sha256::digest(&blob)));
         if !got.eq_ignore_ascii_case(cfg) {

@@ -12,6 +12,9 @@
 //! Pi OS: `HASH  FILE`) or, failing that, `SHA256SUMS` in the image's
 //! directory (Ubuntu: lines `HASH *FILE`), the line naming the image's file.
 //!
+//! The profile's `images` are resolved to their image index digests
+//! ([`crate::inputs::image_pin`]).
+//!
 //! Sizes are pinned too (`size.<arch>`), from the `Content-Length` of a `HEAD`
 //! request for the artifact (or the file's size for `file://`): a download
 //! stops at its pinned size. A server that does not tell the size leaves the
@@ -45,6 +48,8 @@ pub struct PinOptions {
     pub cni_manifest: Option<std::path::PathBuf>,
     /// Retry and timeout policy.
     pub fetch: FetchOptions,
+    /// Resolve `images` through this registry (distribution API) instead of their own.
+    pub registry_mirror: Option<String>,
 }
 
 /// Replaces a value, keeping its surrounding whitespace and comments.
@@ -302,6 +307,12 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
             set_size(&mut doc["artifacts"][&name], arch.as_str(), size);
         }
     }
+    if let Err(e) = pin_images(&profile, &mut doc, opts, &agent, progress) {
+        if e.kind == crate::error::Kind::Config {
+            return Err(e);
+        }
+        failed.push(e);
+    }
     match pin_cni_manifest(&profile, &mut doc, opts, &agent, progress) {
         // Row 43: the images `kiln check` holds against the architectures are
         // the applied manifest's own (`--cni-manifest` names another one instead).
@@ -336,6 +347,24 @@ pub fn pin(path: &Path, opts: &PinOptions, progress: &Progress) -> Result<String
         crate::io::write_atomic(path, new_text.as_bytes(), 0o666)?;
     }
     Ok(d)
+}
+
+/// The profile's `images`, resolved as `opts` say ([`crate::inputs::image_pin`]).
+fn pin_images(
+    profile: &Profile,
+    doc: &mut DocumentMut,
+    opts: &PinOptions,
+    agent: &ureq::Agent,
+    progress: &Progress,
+) -> Result<()> {
+    let resolve = crate::inputs::image_pin::Resolve {
+        version: opts.version.as_deref(),
+        base_url: opts.base_url.as_deref(),
+        registry_mirror: opts.registry_mirror.as_deref(),
+        fetch: &opts.fetch,
+        agent,
+    };
+    crate::inputs::image_pin::pin_images(profile, doc, &resolve, progress)
 }
 
 /// `[cni_manifest]`'s sha256 from the manifest itself (no upstream publishes a

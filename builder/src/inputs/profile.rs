@@ -331,9 +331,10 @@ pub struct ProfileDoc {
     /// Overlays (`overlays/<name>/`) merged in this order.
     #[serde(default)]
     pub overlays: Vec<Spanned<String>>,
-    /// The container images the image carries, each `name:tag@sha256:<image index digest>`
-    /// (contract C1 of issue 23: helper `fetch` owns their parsing and checks; this is the
-    /// field the baked archive, [`crate::outputs::oci_layout`], reads).
+    /// The container images the node runs, each `name:tag@sha256:<image index
+    /// digest>` (`kiln pin` writes the digests): kubeadm's for
+    /// `kubernetes_version` and any extra ones ([`crate::inputs::image_pins`]).
+    /// Absent: the node pulls them at first boot.
     pub images: Option<Spanned<Vec<Spanned<String>>>>,
     /// Output formats `kiln build` writes by default (`--format` overrides).
     pub formats: Option<Spanned<Vec<OutputFormat>>>,
@@ -825,6 +826,11 @@ fn validate_fields<E: FnMut(Range<usize>, String)>(doc: &ProfileDoc, err: &mut E
     }
     if let Some(c) = &doc.cni_manifest {
         validate_cni_manifest(c, err);
+    }
+    for image in doc.images.iter().flat_map(|l| l.get_ref()) {
+        if let Err(m) = crate::inputs::image_ref::ImagePin::parse(image.get_ref()) {
+            err(image.span(), format!("images: {m}"));
+        }
     }
     for (name, spec) in &doc.artifacts {
         validate_artifact(name, spec, err);
