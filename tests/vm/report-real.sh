@@ -31,7 +31,11 @@ mono() { # mono UNIT PROPERTY
 case ${1:-report} in
 early)
   mkdir -p /run/kiln-vm
+  # Which boot of this disk this is (1 = first boot; 2 = the reboot scenario).
+  n=$(( $(cat /var/lib/kiln-vm/boots 2>/dev/null || echo 0) + 1 ))
+  echo "$n" > /var/lib/kiln-vm/boots
   {
+    say boot "$n"
     if [ -d /sys/module/br_netfilter ]; then say early_br_netfilter yes; else say early_br_netfilter no; fi
   } > /run/kiln-vm/early
   exit 0
@@ -48,6 +52,7 @@ esac
 
 role=$(cat /etc/kiln-vm/role)
 expect=$(cat /etc/kiln-vm/expect-nodes)
+boot=$(cat /var/lib/kiln-vm/boots 2>/dev/null || echo 1)
 cat /run/kiln-vm/early 2>/dev/null || say early_br_netfilter missing
 r=$(systemctl show -p Result --value kiln-firstboot.service)
 a=$(systemctl show -p ActiveState --value kiln-firstboot.service)
@@ -60,12 +65,18 @@ if [ "$role" = init ] && [ "$a" = active ]; then
   ready() { [ "$(k get --raw /readyz 2>/dev/null)" = ok ]; }
   wait_for 300 ready
   say readyz "$(k get --raw /readyz 2>&1 | head -c 200)"
+  # This node Ready: the harness powers the joiners on one at a time from here
+  # (a TCG control plane has no CPU to spare for two joins at once).
+  self_ready() { k get node vm-init --no-headers 2>/dev/null | awk '{print $2}' | grep -qx Ready; }
+  wait_for 300 self_ready
+  say init_ready "$(self_ready && echo yes || echo no)"
   nodes_ready() {
     local n
     n=$(k get nodes --no-headers 2>/dev/null | awk '$2 == "Ready"' | wc -l)
     [ "$n" -ge "$expect" ]
   }
-  wait_for 600 nodes_ready
+  # Each joiner boots (about 150 s under TCG) and joins after the one before.
+  wait_for $(( expect > 1 ? 1500 : 600 )) nodes_ready
   ready_at=$(up)
   say nodes_ready "$(k get nodes --no-headers 2>/dev/null | awk '$2 == "Ready" {print $1}' | sort | paste -sd' ')"
   k get nodes -o wide 2>&1 | sed 's/^/KILNVM-nodes| /'
@@ -75,7 +86,25 @@ if [ "$role" = init ] && [ "$a" = active ]; then
   wait_for 120 pods_running
   say static_pods "$(k get pods -n kube-system --no-headers -o custom-columns=N:.metadata.name,P:.status.phase 2>/dev/null |
     awk '$1 ~ /^(etcd|kube-apiserver|kube-controller-manager|kube-scheduler)-/ {printf "%s%s=%s", (n++ ? " " : ""), $1, $2}')"
-  if [ "$expect" -gt 1 ]; then
+  # CoreDNS (kubeadm's addon, on the pod network): every replica Running.
+  dns_running() {
+    local p
+    p=$(k -n kube-system get pods -l k8s-app=kube-dns --no-headers 2>/dev/null | awk '{print $3}' | sort -u | paste -sd' ')
+    [ "$p" = Running ]
+  }
+  wait_for 300 dns_running
+  say coredns "$(k -n kube-system get pods -l k8s-app=kube-dns --no-headers 2>/dev/null | awk '{print $3}' | sort | uniq -c | awk '{printf "%s%s=%s", (n++ ? " " : ""), $2, $1}')"
+  # Ready needs the `kubernetes` Service's VIP routed (kube-proxy) to reach the API.
+  say coredns_ready "$(k -n kube-system get pods -l k8s-app=kube-dns --no-headers 2>/dev/null | awk '{print $2}' | paste -sd' ')"
+  if [ "$boot" -gt 1 ]; then
+    # The reboot: kiln-firstboot found its state and did nothing; kubeadm did not run.
+    if journalctl -b --no-pager -u kiln-firstboot.service 2>/dev/null | grep -q 'already; nothing to do'; then
+      say firstboot_noop yes
+    else
+      say firstboot_noop no
+    fi
+    say kubeadm_runs "$(journalctl -b --no-pager 2>/dev/null | grep -c '\[init\] Using Kubernetes version')"
+  elif [ "$expect" -gt 1 ]; then
     # etcd grew to one member per control plane (the image carries etcdctl).
     say etcd_members "$(k -n kube-system exec etcd-vm-init -- etcdctl --endpoints=https://127.0.0.1:2379 \
       --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/server.crt \
@@ -99,7 +128,7 @@ POD
     say test_pod_exec "$(ok_or exec_ok k exec kiln-vm-test -- /coredns -version)"
   fi
   k get pods -A -o wide 2>&1 | sed 's/^/KILNVM-pods| /'
-  say times "firstboot_start=$fb_start kubeadm_done=$fb_end nodes_ready=${ready_at%.*}"
+  say times "firstboot_start=$fb_start kubeadm_done=$fb_end nodes_ready=${ready_at%.*} coredns=$(up | cut -d. -f1)"
 elif [ "$a" = active ]; then
   # A joiner: its own node Ready, as its kubelet's credentials may read it.
   me=$(cat /etc/hostname)
