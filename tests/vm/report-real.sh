@@ -106,9 +106,17 @@ if [ "$role" = init ] && [ "$a" = active ]; then
     say kubeadm_runs "$(journalctl -b --no-pager 2>/dev/null | grep -c '\[init\] Using Kubernetes version')"
   elif [ "$expect" -gt 1 ]; then
     # etcd grew to one member per control plane (the image carries etcdctl).
-    say etcd_members "$(k -n kube-system exec etcd-vm-init -- etcdctl --endpoints=https://127.0.0.1:2379 \
-      --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/server.crt \
-      --key=/etc/kubernetes/pki/etcd/server.key member list 2>/dev/null | grep -c started)"
+    # (Retried: under TCG an exec can time out while the control plane is busy.)
+    members() {
+      k -n kube-system exec etcd-vm-init -- etcdctl --endpoints=https://127.0.0.1:2379 \
+        --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/server.crt \
+        --key=/etc/kubernetes/pki/etcd/server.key member list > /run/kiln-vm/members 2>&1
+    }
+    two_members() { members; [ "$(grep -c started /run/kiln-vm/members)" -ge "$expect_cp" ]; }
+    expect_cp=2
+    wait_for 180 two_members
+    say etcd_members "$(grep -c started /run/kiln-vm/members)"
+    sed 's/^/KILNVM-etcd| /' /run/kiln-vm/members
     # A pod on the worker (CoreDNS's image, already in containerd, run on its own
     # with no Corefile): logs and exec go API server -> the worker's kubelet.
     k apply -f - >/dev/null 2>&1 <<'POD'
@@ -125,6 +133,7 @@ POD
     ok_or() { if "$1"; then echo ok; else shift; "$@" 2>&1 | tail -n 2 | tr '\n' ' '; fi; }
     say test_pod_logs "$(ok_or logs_ok k logs kiln-vm-test)"
     exec_ok() { k exec kiln-vm-test -- /coredns -version 2>/dev/null | grep -q 'CoreDNS-1.12.1'; }
+    wait_for 60 exec_ok
     say test_pod_exec "$(ok_or exec_ok k exec kiln-vm-test -- /coredns -version)"
   fi
   k get pods -A -o wide 2>&1 | sed 's/^/KILNVM-pods| /'
