@@ -8,10 +8,10 @@
 //! - etcd, CoreDNS and pause: the image tags the real kubeadm itself lists
 //!   (`kubeadm config images list --kubernetes-version V`, from
 //!   `cmd/kubeadm/app/constants/constants.go`);
-//! - kube-apiserver, kube-controller-manager, kube-scheduler: the Kubernetes version.
+//! - kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy: the Kubernetes version.
 //!
 //! Where the programs are: `KILN_K8S_BIN_RUNC`, `_CRICTL`, `_CNI`, `_ETCD`,
-//! `_COREDNS`, `_PAUSE`, `_CONTROL_PLANE_V1_34_2` and `_V1_34_2` (kubeadm), set
+//! `_COREDNS`, `_PAUSE`, `_CONTROL_PLANE_V1_34_2`, `_KUBE_PROXY_V1_34_2` and `_V1_34_2` (kubeadm), set
 //! by `scripts/test` from `tests/k8s/build --dir`. Without them the test fails
 //! and prints the commands that build them.
 
@@ -148,9 +148,13 @@ fn the_built_node_and_control_plane_programs_report_the_versions_kiln_and_kubead
         image("pause")
     );
 
-    let cp = bin(&format!("CONTROL_PLANE_{}", k8s.to_uppercase().replace('.', "_")), k8s, "control-plane");
-    for p in ["kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+    let version = k8s.to_uppercase().replace('.', "_");
+    let cp = bin(&format!("CONTROL_PLANE_{version}"), k8s, "control-plane");
+    let proxy = bin(&format!("KUBE_PROXY_{version}"), k8s, "kube-proxy");
+    for (dir, p) in
+        [(&cp, "kube-apiserver"), (&cp, "kube-controller-manager"), (&cp, "kube-scheduler"), (&proxy, "kube-proxy")]
+    {
         assert_eq!(image(p), k8s, "kubeadm {k8s} runs {p} {}", image(p));
-        has_line(p, &said(&cp, p, &["--version"], &[]), &format!("Kubernetes {k8s}"));
+        has_line(p, &said(dir, p, &["--version"], &[]), &format!("Kubernetes {k8s}"));
     }
 }

@@ -63,8 +63,9 @@ fb_start=$(mono kiln-firstboot.service ExecMainStartTimestampMonotonic)
 fb_end=$(mono kiln-firstboot.service ExecMainExitTimestampMonotonic)
 if [ "$role" = init ] && [ "$a" = active ]; then
   ready() { [ "$(k get --raw /readyz 2>/dev/null)" = ok ]; }
-  wait_for 300 ready
-  say readyz "$(k get --raw /readyz 2>&1 | head -c 200)"
+  # (A reboot's API server takes longer: its informers and etcd come back together.)
+  wait_for 600 ready
+  if ready; then say readyz ok; else say readyz "$(k get --raw '/readyz?verbose' 2>&1 | grep -v '^\[+\]' | tr '\n' ' ' | head -c 300)"; fi
   # This node Ready: the harness powers the joiners on one at a time from here
   # (a TCG control plane has no CPU to spare for two joins at once).
   self_ready() { k get node vm-init --no-headers 2>/dev/null | awk '{print $2}' | grep -qx Ready; }
@@ -94,7 +95,22 @@ if [ "$role" = init ] && [ "$a" = active ]; then
   }
   wait_for 300 dns_running
   say coredns "$(k -n kube-system get pods -l k8s-app=kube-dns --no-headers 2>/dev/null | awk '{print $3}' | sort | uniq -c | awk '{printf "%s%s=%s", (n++ ? " " : ""), $2, $1}')"
-  # Ready needs the `kubernetes` Service's VIP routed (kube-proxy) to reach the API.
+  # kube-proxy (kubeadm's DaemonSet, the image's iptables) on every node, and
+  # the `kubernetes` Service's VIP routed on this node; then CoreDNS Ready
+  # (it reaches the API through that VIP).
+  proxies() { k -n kube-system get pods -l k8s-app=kube-proxy --no-headers 2>/dev/null | awk '$3 == "Running"' | wc -l; }
+  proxies_running() { [ "$(proxies)" -ge "$expect" ]; }
+  wait_for 300 proxies_running
+  say kube_proxy_running "$(proxies)"
+  vip() { [ "$(k --server https://10.96.0.1:443 get --raw /readyz 2>/dev/null)" = ok ]; }
+  wait_for 120 vip
+  say service_vip "$(k --server https://10.96.0.1:443 get --raw /readyz 2>&1 | head -c 200)"
+  dns_ready() {
+    local r
+    r=$(k -n kube-system get pods -l k8s-app=kube-dns --no-headers 2>/dev/null | awk '{print $2}' | sort -u | paste -sd' ')
+    [ "$r" = 1/1 ]
+  }
+  wait_for 300 dns_ready
   say coredns_ready "$(k -n kube-system get pods -l k8s-app=kube-dns --no-headers 2>/dev/null | awk '{print $2}' | paste -sd' ')"
   if [ "$boot" -gt 1 ]; then
     # The reboot: kiln-firstboot found its state and did nothing; kubeadm did not run.
