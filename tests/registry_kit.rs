@@ -1,6 +1,6 @@
 //! The registry kit (`kiln_testkit::registry`) held to the real programs: the
 //! registry and crane `tests/k8s/build` built report the versions their
-//! wrapper modules pin; the six test images (`tests/k8s/images`) push into the
+//! wrapper modules pin; the seven test images (`tests/k8s/images`) push into the
 //! real distribution registry and come back, by tag and by digest, through
 //! the kit's front with token auth, blob downloads redirected to the blob
 //! host; the real crane pulls through it too; each fault does to the bytes
@@ -133,9 +133,9 @@ fn token_for(challenge: &Got) -> String {
 /// host, each hashing to what `images.json` names; the token is the token
 /// server's and is good for its repository only.
 #[test]
-fn the_six_test_images_come_back_by_tag_and_digest_through_the_front_with_token_auth() {
+fn the_seven_test_images_come_back_by_tag_and_digest_through_the_front_with_token_auth() {
     let s = setup();
-    assert_eq!(s.images.len(), 6, "{:?}", s.images);
+    assert_eq!(s.images.len(), 7, "kubeadm v1.34.2's seven images: {:?}", s.images);
     let base = s.reg.url();
     for i in &s.images {
         let by_tag = format!("{base}/v2/{}/manifests/{}", i.repository, i.tag);

@@ -343,7 +343,7 @@ impl Drop for Registry {
     }
 }
 
-/// The six test images made under `dir/images` ([`test_images`]) and the
+/// The seven test images made under `dir/images` ([`test_images`]) and the
 /// real registry ([`bin`]) started under `dir/registry` with `config`,
 /// holding them ([`Registry::push_test_images`]).
 pub fn with_test_images(dir: &Path, config: Config) -> Result<(Registry, Vec<TestImage>), String> {
