@@ -191,17 +191,7 @@ fn check_with_crictl(c: &Containerd, images: &BTreeMap<String, BTreeMap<String, 
             return;
         }
     };
-    let endpoint = format!("unix://{}", c.socket().display());
-    let out = run(Command::new(dir.join("crictl")).args([
-        "--runtime-endpoint",
-        &endpoint,
-        "--image-endpoint",
-        &endpoint,
-        "images",
-        "--digests",
-        "-o",
-        "json",
-    ]));
+    let out = run(c.crictl(&dir.join("crictl")).args(["images", "--digests", "-o", "json"]));
     let doc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("crictl images -o json: {e}\n{out}"));
     let cri = doc["images"].as_array().unwrap_or_else(|| panic!("crictl images -o json: {out}"));
     for (r, i) in images {

@@ -370,17 +370,7 @@ fn crictl_lists(c: &kiln_testkit::containerd::Containerd, images: &[Image]) {
         eprintln!("NOT CHECKED: crictl images --digests (KILN_K8S_BIN_CRICTL is not set: tests/k8s/build v1.34.2 amd64 crictl)");
         return;
     };
-    let endpoint = format!("unix://{}", c.socket().display());
-    let out = ok(Command::new(dir.join("crictl")).args([
-        "--runtime-endpoint",
-        &endpoint,
-        "--image-endpoint",
-        &endpoint,
-        "images",
-        "--digests",
-        "-o",
-        "json",
-    ]));
+    let out = ok(c.crictl(&dir.join("crictl")).args(["images", "--digests", "-o", "json"]));
     let doc: Value = serde_json::from_str(&out).unwrap();
     let cri = doc["images"].as_array().unwrap();
     let has = |img: &Value, key: &str, v: &str| img[key].as_array().is_some_and(|a| a.iter().any(|x| x == v));

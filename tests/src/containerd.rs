@@ -167,6 +167,15 @@ impl Containerd {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// `crictl` (the program at `crictl`) with this containerd as its runtime
+    /// and image endpoint.
+    pub fn crictl(&self, crictl: &Path) -> Command {
+        let endpoint = format!("unix://{}", self.socket().display());
+        let mut c = Command::new(crictl);
+        c.args(["--runtime-endpoint", &endpoint, "--image-endpoint", &endpoint]);
+        c
+    }
+
     /// `ctr --address SOCKET`, run inside containerd's mount namespace (so the
     /// FIFOs `ctr run` makes are where the shim looks for them).
     pub fn ctr(&self) -> Command {
