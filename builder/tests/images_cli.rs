@@ -13,21 +13,6 @@ use std::path::Path;
 
 const PROFILE: &str = "flatcar-1.34";
 
-/// The scratch profile with `images = [...]` (one entry per line) before its first table.
-fn with_images(s: &Scratch, entries: &[String]) -> std::path::PathBuf {
-    let path = s.profile(PROFILE);
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    if let Some(start) = text.find("# The cluster's images.\n") {
-        let end = start + text[start..].find("]\n\n").unwrap() + 3;
-        text.replace_range(start..end, "");
-    }
-    let at = text.find("\n[").unwrap() + 1;
-    let list: String = entries.iter().map(|e| format!("  {e:?},\n")).collect();
-    let new = format!("{}# The cluster's images.\nimages = [\n{list}]\n\n{}", &text[..at], &text[at..]);
-    std::fs::write(&path, new).unwrap();
-    path
-}
-
 /// `kiln pin` of the scratch profile: its artifacts from the stand-in mirror, its images from `reg`.
 fn pin(s: &Scratch, p: &Path, reg: &Registry) {
     let o = run(kiln().arg("pin").arg(p).arg("--base-url").arg(s.mirror.url()).arg("--registry-mirror").arg(reg.url()));
@@ -45,7 +30,7 @@ fn kiln_check_refuses_an_unpinned_a_duplicate_and_a_missing_kubeadm_image_at_fil
     let mut entries: Vec<String> = images.iter().filter(|i| i.repo != "etcd").map(|i| i.pin()).collect();
     entries[0] = "registry.k8s.io/kube-apiserver:v1.34.2".into();
     entries.push(images[5].pin());
-    let p = with_images(&s, &entries);
+    let p = s.with_images(PROFILE, &entries);
     let o = run(kiln().arg("check").arg(&p));
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -56,7 +41,7 @@ fn kiln_check_refuses_an_unpinned_a_duplicate_and_a_missing_kubeadm_image_at_fil
     assert!(err.contains(&format!("{shown}:{dup}:3: image `registry.k8s.io/pause:3.10.1` is listed twice")), "{err}");
     assert!(err.contains("`images` lacks registry.k8s.io/etcd:3.6.5-0, which kubeadm v1.34.2 runs"), "{err}");
     // A malformed entry is refused where the profile is parsed.
-    let p = with_images(&s, &["pause:3.10.1".to_string()]);
+    let p = s.with_images(PROFILE, &["pause:3.10.1".to_string()]);
     let o = run(kiln().arg("check").arg(&p));
     let at = line_of(&p, "\"pause:3.10.1\"");
     assert!(
@@ -71,7 +56,10 @@ fn kiln_pin_writes_each_index_digest_and_adds_kubeadms_missing_images() {
     let s = Scratch::new(&[PROFILE]);
     let images = images_kit::kubeadm_v1_34(&["amd64", "arm64"], 1024);
     let reg = Registry::start(&images, true, true);
-    let p = with_images(&s, &["registry.k8s.io/kube-apiserver:v1.34.2".into(), "registry.k8s.io/etcd:3.5.0-0".into()]);
+    let p = s.with_images(
+        PROFILE,
+        &["registry.k8s.io/kube-apiserver:v1.34.2".into(), "registry.k8s.io/etcd:3.5.0-0".into()],
+    );
     pin(&s, &p, &reg);
     let text = std::fs::read_to_string(&p).unwrap();
     assert!(text.contains("# The cluster's images.\nimages = [\n"), "{text}");
@@ -102,7 +90,7 @@ fn kiln_build_fetches_the_images_and_fails_closed_on_a_corrupt_layer() {
     let s = Scratch::new(&[PROFILE]);
     let images = images_kit::kubeadm_v1_34(&["amd64"], 256 << 10);
     let reg = Registry::start(&images, true, true);
-    let p = with_images(&s, &images.iter().map(|i| i.pin()).collect::<Vec<_>>());
+    let p = s.with_images(PROFILE, &images.iter().map(|i| i.pin()).collect::<Vec<_>>());
     pin(&s, &p, &reg);
     let bad = images[6].archs["amd64"].2[1].clone();
     reg.fault(&bad, Fault::Corrupt);
@@ -122,7 +110,7 @@ fn kiln_build_fetches_the_images_and_fails_closed_on_a_corrupt_layer() {
 fn kiln_mirror_fills_an_oci_layout_that_an_offline_build_and_pin_read() {
     let s = Scratch::new(&[PROFILE]);
     let images = images_kit::kubeadm_v1_34(&["amd64", "arm64"], 4096);
-    let p = with_images(&s, &images.iter().map(|i| i.pin()).collect::<Vec<_>>());
+    let p = s.with_images(PROFILE, &images.iter().map(|i| i.pin()).collect::<Vec<_>>());
     let m = s.path("site-mirror");
     {
         let reg = Registry::start(&images, true, true);
@@ -195,7 +183,7 @@ fn the_real_program_images_are_fetched_cold_and_warm() {
     let s = Scratch::new(&[PROFILE]);
     let reg = Registry::start(&images, true, true);
     pin(&s, &s.profile(PROFILE), &reg);
-    let p = with_images(&s, &images.iter().map(|i| i.pin()).collect::<Vec<_>>());
+    let p = s.with_images(PROFILE, &images.iter().map(|i| i.pin()).collect::<Vec<_>>());
     for (run_name, cache) in [("cold", "cache"), ("warm", "cache")] {
         let o = run(s.build_cmd_path(&p, cache, "dist").args([
             "--format",

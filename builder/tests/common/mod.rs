@@ -142,6 +142,23 @@ impl Scratch {
         self.path(&format!("profiles/{name}.toml"))
     }
 
+    /// The scratch copy of profile `name` with `images = [...]` (one entry per
+    /// line, under a `# The cluster's images.` comment) before its first table,
+    /// in place of the list it had.
+    pub fn with_images(&self, name: &str, entries: &[String]) -> PathBuf {
+        let path = self.profile(name);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        if let Some(start) = text.find("# The cluster's images.\n") {
+            let end = start + text[start..].find("]\n\n").unwrap() + 3;
+            text.replace_range(start..end, "");
+        }
+        let at = text.find("\n[").unwrap() + 1;
+        let list: String = entries.iter().map(|e| format!("  {e:?},\n")).collect();
+        let new = format!("{}# The cluster's images.\nimages = [\n{list}]\n\n{}", &text[..at], &text[at..]);
+        std::fs::write(&path, new).unwrap();
+        path
+    }
+
     /// `kiln pin --profile P --base-url MIRROR`; panics on failure.
     pub fn pin(&self, name: &str) -> Output {
         let o =
