@@ -1,11 +1,12 @@
-//! Benchmark (not a test) of issue 23's image fetch: the six test images
+//! Benchmark (not a test) of issue 23's image fetch: the seven test images
 //! (`tests/k8s/images`: the real kube-apiserver, kube-controller-manager,
-//! kube-scheduler, etcd, CoreDNS and pause, 388 MB uncompressed) pulled from
+//! kube-scheduler, kube-proxy, etcd, CoreDNS and pause, 466 MB of archives) pulled from
 //! the real registry (`kiln_testkit::registry`: distribution v3, token auth,
 //! blob downloads redirected to a second host, as registry.k8s.io serves
 //! them) by the baseline, `crane pull --format oci` of the real crane
-//! (go-containerregistry, built by `tests/k8s/build`), and by kiln, in
-//! interleaved rounds, printing medians, ranges and the per-round ratio.
+//! (go-containerregistry, built by `tests/k8s/build`), and by kiln (the fetch
+//! `kiln build` runs), in interleaved rounds, printing medians, ranges and the
+//! per-round ratio.
 //!
 //! Both go through the kit's front (a loopback proxy, no faults) at the same
 //! URL; each round starts cold (a fresh output directory; crane has no cache
@@ -15,6 +16,12 @@
 //! programs (`./scripts/test` builds them). `KILN_BENCH_ROUNDS` sets the
 //! rounds (default 5). Run: `cargo bench -p kiln --bench bench_images`.
 
+use kiln::inputs::cache::Cache;
+use kiln::inputs::fetch::FetchOptions;
+use kiln::inputs::image_pins::ImagePin;
+use kiln::inputs::images::fetch_images;
+use kiln::inputs::profile::Arch;
+use kiln::progress::Progress;
 use kiln_testkit::registry::{self, Auth, Config, Registry, TestImage};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,11 +31,24 @@ fn ok<T>(r: Result<T, String>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// One contender: a label and the command of one cold round, which writes under `out`.
+/// One round of a contender, writing under `out`: `Err` says what failed.
+type Round = Box<dyn Fn(&Path) -> Result<(), String>>;
+
+/// One contender: a label and one cold round.
 struct Contender {
     label: String,
-    round: Box<dyn Fn(&Path) -> Command>,
+    round: Round,
     secs: Vec<f64>,
+}
+
+/// Runs `c`; `Err` with its stderr when it fails.
+fn status(mut c: Command) -> Result<(), String> {
+    let o = c.output().map_err(|e| format!("{c:?}: {e}"))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{c:?}: {}", String::from_utf8_lossy(&o.stderr)))
+    }
 }
 
 /// `crane pull --format oci` of every image into one OCI layout at `out`.
@@ -40,19 +60,31 @@ fn crane_contender(reg: &Registry, images: &[TestImage]) -> Contender {
         round: Box::new(move |out| {
             let mut c = Command::new(&crane);
             c.args(["pull", "--insecure", "--format", "oci"]).args(&refs).arg(out.join("layout"));
-            c
+            status(c)
         }),
         secs: Vec::new(),
     }
 }
 
-/// kiln's side: `kiln pin` + `kiln build` of a profile whose `images` are
-/// these (`reg.host()/REPOSITORY:TAG`), cold (a fresh `--cache` under the
-/// round's directory). TODO(lead, issue 23): return the contender once
-/// `kiln build` fetches images (helper `fetch`'s `inputs::images`); until
-/// then None, and the bench prints the baseline alone.
-fn kiln_image_fetch_contender(_reg: &Registry, _images: &[TestImage]) -> Option<Contender> {
-    None
+/// kiln's side: what `kiln build` runs for a profile's pinned `images`
+/// (`kiln::inputs::images::fetch_images`: the image index by its pinned digest,
+/// the amd64 manifest, config and layers, each verified as it streams and
+/// committed to the cache by digest), through `--registry-mirror` at the kit's
+/// front, into a fresh cache under the round's directory.
+fn kiln_image_fetch_contender(reg: &Registry, images: &[TestImage]) -> Contender {
+    let pins: Vec<ImagePin> = images
+        .iter()
+        .map(|i| ok(ImagePin::parse(&format!("{}@{}", i.reference, i.index_digest)).map_err(|e| e.to_string())))
+        .collect();
+    let opts = FetchOptions { registry_mirror: Some(reg.url().to_string()), ..FetchOptions::default() };
+    Contender {
+        label: format!("kiln build's image fetch ({} images)", pins.len()),
+        round: Box::new(move |out| {
+            let cache = Cache::open(Some(&out.join("cache"))).map_err(|e| e.to_string())?;
+            fetch_images(&cache, &opts, &pins, Arch::Amd64, &Progress::quiet()).map(|_| ()).map_err(|e| e.to_string())
+        }),
+        secs: Vec::new(),
+    }
 }
 
 fn median(v: &[f64]) -> (f64, f64, f64) {
@@ -84,24 +116,16 @@ fn main() {
         bytes as f64 / 1e6,
         t.elapsed().as_secs_f64()
     );
-    let mut cs = vec![crane_contender(&reg, &images)];
-    match kiln_image_fetch_contender(&reg, &images) {
-        Some(k) => cs.insert(0, k),
-        None => println!(
-            "kiln: NOT MEASURED: kiln_image_fetch_contender is not wired yet (kiln build does not fetch images)"
-        ),
-    }
+    let mut cs = [kiln_image_fetch_contender(&reg, &images), crane_contender(&reg, &images)];
     let mut pulled = vec![0u64; cs.len()];
     for r in 0..rounds {
         let order: Vec<usize> = if r % 2 == 0 { (0..cs.len()).collect() } else { (0..cs.len()).rev().collect() };
         for i in order {
             let out: PathBuf = dir.path().join(format!("round-{r}-{i}"));
             std::fs::create_dir_all(&out).expect("round dir");
-            let mut c = (cs[i].round)(&out);
             let t = Instant::now();
-            let o = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+            ok((cs[i].round)(&out));
             cs[i].secs.push(t.elapsed().as_secs_f64());
-            assert!(o.status.success(), "{c:?}: {}", String::from_utf8_lossy(&o.stderr));
             pulled[i] = du(&out);
             std::fs::remove_dir_all(&out).expect("round dir");
         }
