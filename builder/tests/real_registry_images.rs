@@ -6,7 +6,8 @@
 //! modules).
 //!
 //! - `kiln pin` writes each image index digest the registry holds, `kiln build`
-//!   fetches, verifies and bakes them, and the real containerd imports the
+//!   fetches, verifies and bakes them (a second build in another directory,
+//!   with another cache, gives the same bytes), and the real containerd imports the
 //!   archive taken out of the built tarball with every reference at its pinned
 //!   digest;
 //! - each hostile registry (a corrupt layer, another manifest under the pinned
@@ -80,8 +81,23 @@ fn kiln_pins_builds_and_bakes_the_real_registry_s_images_and_the_real_containerd
         );
     }
 
-    // The archive the image carries, imported by the real containerd.
+    // The same bytes from a second build in another directory, with another cache.
     let tgz = s.path(&format!("dist/{PROFILE}-amd64.tar.gz"));
+    let s2 = Scratch::new(&[PROFILE]);
+    std::fs::copy(&p, s2.profile(PROFILE)).unwrap();
+    let o = run(s2.build_cmd_path(&s2.profile(PROFILE), "other-cache", "other-dist").args([
+        "--format",
+        "tar",
+        "--registry-mirror",
+        &reg.url(),
+    ]));
+    assert!(o.status.success(), "the second kiln build: {}", stderr(&o));
+    let tgz2 = s2.path(&format!("other-dist/{PROFILE}-amd64.tar.gz"));
+    assert!(std::fs::read(&tgz).unwrap() == std::fs::read(&tgz2).unwrap(), "two builds gave different tarballs");
+    let manifest = |d: &Path| std::fs::read(d.join("manifest.json")).unwrap();
+    assert_eq!(manifest(&s.path("dist")), manifest(&s2.path("other-dist")), "two builds gave different manifest.json");
+
+    // The archive the image carries, imported by the real containerd.
     let archive = s.path("images.oci.tar");
     let member = kiln::outputs::oci_layout::ARCHIVE_PATH.trim_start_matches('/');
     let out = Command::new("tar").arg("-xzOf").arg(&tgz).arg(member).output().unwrap();
