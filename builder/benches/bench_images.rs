@@ -72,10 +72,7 @@ fn crane_contender(reg: &Registry, images: &[TestImage]) -> Contender {
 /// committed to the cache by digest), through `--registry-mirror` at the kit's
 /// front, into a fresh cache under the round's directory.
 fn kiln_image_fetch_contender(reg: &Registry, images: &[TestImage]) -> Contender {
-    let pins: Vec<ImagePin> = images
-        .iter()
-        .map(|i| ok(ImagePin::parse(&format!("{}@{}", i.reference, i.index_digest)).map_err(|e| e.to_string())))
-        .collect();
+    let pins: Vec<ImagePin> = images.iter().map(|i| ok(ImagePin::parse(&i.pin()).map_err(|e| e.to_string()))).collect();
     let opts = FetchOptions { registry_mirror: Some(reg.url().to_string()), ..FetchOptions::default() };
     Contender {
         label: format!("kiln build's image fetch ({} images)", pins.len()),
@@ -135,9 +132,7 @@ fn main() {
         let (m, lo, hi) = median(&c.secs);
         println!("  {:<48} {m:>7.2} s [{lo:.2}-{hi:.2}]  {:>7.1} MB written", c.label, *b as f64 / 1e6);
     }
-    if cs.len() == 2 {
-        let per: Vec<f64> = cs[0].secs.iter().zip(&cs[1].secs).map(|(a, b)| a / b).collect();
-        let (m, lo, hi) = median(&per);
-        println!("  {} / {}: {m:.2}x [{lo:.2}-{hi:.2}] per round", cs[0].label, cs[1].label);
-    }
+    let per: Vec<f64> = cs[0].secs.iter().zip(&cs[1].secs).map(|(a, b)| a / b).collect();
+    let (m, lo, hi) = median(&per);
+    println!("  {} / {}: {m:.2}x [{lo:.2}-{hi:.2}] per round", cs[0].label, cs[1].label);
 }

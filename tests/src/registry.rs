@@ -139,6 +139,13 @@ pub struct TestImage {
     pub layer_digest: String,
 }
 
+impl TestImage {
+    /// `name:tag@sha256:…`: the image as a profile pins it (its index digest).
+    pub fn pin(&self) -> String {
+        format!("{}@{}", self.reference, self.index_digest)
+    }
+}
+
 /// The registry's config.yml.
 fn config_yaml(dir: &Path, addr: &str, token_realm: Option<&str>, blob_host: Option<&str>) -> String {
     let d = dir.display();
