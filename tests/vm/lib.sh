@@ -7,22 +7,27 @@
 # and gets the counters passed, failed, the list bad_boots and `summarised`.
 # shellcheck shell=bash
 # shellcheck disable=SC2154,SC2034 # tag, work and started come from the caller, which reads summarised
-passed=0 failed=0 summarised="" bad_boots=()
+passed=0 failed=0 summarised="" bad_boots=() failed_names=() got=""
 
 check() { # check BOOT NAME COMMAND...   (BOOT: the boot whose report is checked)
   local b=$1 name=$2; shift 2
+  got=""
   if "$@"; then
     echo "$tag: PASS $name"; passed=$((passed+1))
   else
-    echo "$tag: FAIL $name"; failed=$((failed+1))
+    # What the report said instead, when the check compared one fact.
+    [ -z "$got" ] || name="$name -- $got"
+    echo "$tag: FAIL $name"; failed=$((failed+1)); failed_names+=("$name")
     case " ${bad_boots[*]-} " in *" $b "*) ;; *) bad_boots+=("$b") ;; esac
   fi
 }
 
 # Facts of a boot's report (`KILNVM key=value` lines, tests/vm/report.sh).
 fact() { grep -a "^KILNVM $2=" "$work/$1.report" 2>/dev/null | tail -n1 | cut -d= -f2- | tr -d '\r' || true; }
-is() { [ "$(fact "$1" "$2")" = "$3" ]; }
-has() { case " $(fact "$1" "$2") " in *" $3 "*) return 0 ;; esac; return 1; }
+# is/has leave in `got` what the fact was, for check's FAIL line.
+is() { local v; v=$(fact "$1" "$2"); got="$2 was '${v:0:200}', want '${3:0:200}'"; [ "$v" = "$3" ]; }
+has() { local v; v=$(fact "$1" "$2"); got="$2 was '${v:0:200}', want it to hold '$3'"
+  case " $v " in *" $3 "*) return 0 ;; esac; return 1; }
 reported() { grep -aq '^KILNVM report=done' "$work/$1.report" 2>/dev/null; }
 
 vm_unit() { # vm_unit ROOT NAME TARGET  (text on stdin; enabled into TARGET.wants)
@@ -114,6 +119,10 @@ vm_summary() {
     grep -a '^KILNVM' "$work/$b.report" 2>/dev/null | tr -d '\r' | tail -n 200 || true
   done
   echo "$tag: total wall time $(( $(date +%s) - started )) s"
+  # The failed checks once more, after the long console tails: the last lines
+  # of a run are what a CI log shows.
+  local n
+  for n in "${failed_names[@]-}"; do [ -z "$n" ] || echo "$tag: FAILED: $n"; done
   summarised=1
   echo "$passed passed, $failed failed"
   [ "$failed" -eq 0 ]

@@ -188,6 +188,9 @@ else
 fi
 say kubelet_active "$(systemctl is-active kubelet.service)"
 say kubelet_nrestarts "$(systemctl show -p NRestarts --value kubelet.service)"
+# Why kubelet exited, when it did (what a restart check's failure is read from).
+journalctl -b --no-pager -u kubelet.service 2>/dev/null |
+  grep -E 'command failed|failed to run Kubelet|Main process exited|Scheduled restart' | tail -n 5 | sed 's/^/KILNVM-kubelet-exit| /'
 say images "$(/opt/bin/ctr -n k8s.io images ls -q 2>/dev/null | grep -v '^sha256:' | sort | paste -sd' ')"
 # Nothing pulled: containerd logs every CRI PullImage request.
 say pulls "$(journalctl -b --no-pager -u containerd.service -u kubelet.service 2>/dev/null | grep -cE 'PullImage|ErrImagePull|ImagePullBackOff')"
