@@ -10,7 +10,7 @@
 //!   a descendant that still holds the pipe (one that left the group with `setsid`)
 //!   is left behind, not waited for, and the group is killed first.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -121,8 +121,19 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (bool, String) {
 /// timeouts and held pipes) apart: (success, stdout, stderr), for a program whose
 /// stdout is its product (`kubeadm kubeconfig user` prints the kubeconfig).
 pub fn run_bounded_apart(cmd: &mut Command, limit: Duration) -> (bool, String, String) {
+    run_bounded_fed(cmd, limit, None)
+}
+
+/// What writes a program's stdin, on a thread of its own: the pipe closes when it returns.
+pub type Feed = Box<dyn FnOnce(&mut dyn Write) -> std::io::Result<()> + Send>;
+
+/// [`run_bounded_apart`] with stdin written by `feed` (from `/dev/null` when `None`).
+/// The feeding is bounded with the program: at `limit` the group is killed, the pipe
+/// breaks and the feed's write fails. A feed that failed fails the call, with why.
+pub fn run_bounded_fed(cmd: &mut Command, limit: Duration, feed: Option<Feed>) -> (bool, String, String) {
     let start = Instant::now();
-    let spawned = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).spawn();
+    let stdin = if feed.is_some() { Stdio::piped() } else { Stdio::null() };
+    let spawned = cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).spawn();
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return (false, String::new(), format!("cannot start {:?}: {e}", cmd.get_program())),
@@ -130,6 +141,17 @@ pub fn run_bounded_apart(cmd: &mut Command, limit: Duration) -> (bool, String, S
     let pgid = child.id();
     let out = child.stdout.take().map(drain);
     let err = child.stderr.take().map(drain);
+    // The feed's outcome comes back on a channel: waited for a bounded time, never joined.
+    let fed = match (feed, child.stdin.take()) {
+        (Some(f), Some(mut pipe)) => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new().name("kiln-feed".into()).spawn(move || {
+                let _ = tx.send(f(&mut pipe));
+            });
+            Some(spawned.map(|_| rx))
+        }
+        _ => None,
+    };
     // Poll quickly at first (most helpers exit within milliseconds), then back off.
     let mut poll = Duration::from_micros(250);
     let status = loop {
@@ -173,15 +195,38 @@ pub fn run_bounded_apart(cmd: &mut Command, limit: Duration) -> (bool, String, S
     if !ended() {
         stderr.push_str("\n(its output was still open after it exited: a process it started holds it; left behind)");
     }
-    match status {
-        Some(s) => (s.success(), stdout, stderr),
-        None => (false, stdout, format!("{stderr}\n(timed out after {} s and was killed)", limit.as_secs())),
+    // The program has ended (or was killed): the pipe is closed, so the feed ends too.
+    let fed = match fed {
+        None => Ok(()),
+        Some(Err(e)) => Err(format!("could not start a thread to write its input: {e}")),
+        Some(Ok(rx)) => match rx.recv_timeout(GRACE) {
+            Ok(r) => r.map_err(|e| format!("writing its input: {e}")),
+            Err(_) => Err("its input was still being written after it ended; left behind".to_string()),
+        },
+    };
+    match (status, fed) {
+        (Some(s), Ok(())) => (s.success(), stdout, stderr),
+        (Some(_), Err(e)) => (false, stdout, format!("{stderr}\n({e})")),
+        (None, _) => (false, stdout, format!("{stderr}\n(timed out after {} s and was killed)", limit.as_secs())),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_feed_writes_stdin_and_its_failure_fails_the_call() {
+        let feed: Feed = Box::new(|w| w.write_all(b"fed through stdin\n"));
+        let (ok, out, _) = run_bounded_fed(Command::new("cat").arg("-"), Duration::from_secs(10), Some(feed));
+        assert!(ok && out == "fed through stdin\n", "{out}");
+        let feed: Feed = Box::new(|w| {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("the archive ended early"))
+        });
+        let (ok, _, err) = run_bounded_fed(Command::new("cat").arg("-"), Duration::from_secs(10), Some(feed));
+        assert!(!ok && err.contains("writing its input: the archive ended early"), "{err}");
+    }
 
     #[test]
     fn keeps_the_head_and_the_tail() {

@@ -84,6 +84,11 @@ struct Node {
 impl Node {
     /// An init node whose image carries `archive` with `pins`; preflight passes.
     fn new(archive: &Path, pins: &[(String, String)]) -> Node {
+        Node::with(archive, pins, None)
+    }
+
+    /// [`Node::new`], a worker joining `endpoint` when it is given.
+    fn with(archive: &Path, pins: &[(String, String)], join: Option<&str>) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         common::node_root(&root, "flatcar", "v1.34.2", "cp-1");
@@ -101,11 +106,11 @@ impl Node {
             .map(|k| format!("{k}_cert = {}\n{k}_key = {}\n", pem("CERTIFICATE"), pem("PRIVATE KEY")))
             .chain([format!("sa_key = {}\nsa_pub = {}\n", pem("PRIVATE KEY"), pem("PUBLIC KEY"))])
             .collect();
-        common::write(
-            &root,
-            "etc/kiln/node.toml",
-            &format!("[cluster]\ncontrol_plane_endpoint = \"10.0.0.5:6443\"\nbootstrap_token = \"abcdef.0123456789abcdef\"\n[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\nswap = \"limited\"\n[pki]\n{pki}"),
-        );
+        let toml = match join {
+            None => format!("[cluster]\ncontrol_plane_endpoint = \"10.0.0.5:6443\"\nbootstrap_token = \"abcdef.0123456789abcdef\"\n[node]\nrole = \"init\"\nnode_ip = \"10.0.0.5\"\nswap = \"limited\"\n[pki]\n{pki}"),
+            Some(endpoint) => format!("[cluster]\ncontrol_plane_endpoint = \"{endpoint}\"\nbootstrap_token = \"abcdef.0123456789abcdef\"\nca_cert_hashes = [\"sha256:{}\"]\n[node]\nrole = \"join\"\nnode_ip = \"10.0.0.9\"\nswap = \"limited\"\n", "25".repeat(32)),
+        };
+        common::write(&root, "etc/kiln/node.toml", &toml);
         // What fix-host would have done on a real host.
         for (rel, v) in [
             ("proc/sys/net/ipv4/ip_forward", "1\n"),
@@ -286,6 +291,58 @@ fn baked_images_are_imported_pinned_before_kubeadm_and_only_once() {
         );
     }
     assert!(known(&v).is_empty(), "{v:#}");
+}
+
+/// A worker imports only the images a worker runs (pause, kube-proxy, CoreDNS), its
+/// part of the archive streamed to the real `ctr images import -`; the control-plane
+/// images stay in the archive, and neither its plan, its run nor doctor asks for them.
+#[test]
+fn a_worker_imports_only_what_a_worker_runs() {
+    let work = tempfile::tempdir().unwrap();
+    let (archive, pins) = baked(work.path(), &["pause", "etcd", "kube-apiserver", "kube-proxy", "coredns"], false);
+    let cp = |r: &str| r.contains("/etcd:") || r.contains("/kube-apiserver:");
+    let (cps, runs): (Vec<_>, Vec<_>) = pins.iter().cloned().partition(|(r, _)| cp(r));
+    assert!(cps.len() == 2 && runs.len() >= 2, "tests/k8s/images made only {pins:?}");
+    // The endpoint answers on loopback (wait-for-endpoint), and the kubeadm stand-in joins.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("127.0.0.1:{}", l.local_addr().unwrap().port());
+    let n = Node::with(&archive, &pins, Some(&endpoint));
+    let plan = text(&n.firstboot(&["plan"]));
+    assert!(
+        plan.contains(&format!("{} images: ", runs.len()))
+            && plan.contains("2 control-plane images left in the archive"),
+        "{plan}"
+    );
+    let o = n.firstboot(&["run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let line = import_line(&o);
+    assert!(
+        line.contains(&format!("imported {} images from {ARCHIVE}", runs.len()))
+            && line.contains("2 control-plane images left in the archive (a worker runs none)"),
+        "{line}"
+    );
+    eprintln!("MEASURED: {line}");
+    let refs = n.refs();
+    for (r, d) in &runs {
+        let (repo, _) = r.rsplit_once(':').unwrap();
+        assert!(refs.contains(r) && refs.contains(&format!("{repo}@{d}")), "{r} not imported: {refs:?}");
+    }
+    let crictl = n.crictl(&["images"]);
+    for (r, _) in &cps {
+        let (repo, _) = r.rsplit_once(':').unwrap();
+        assert!(
+            !refs.iter().any(|x| x.starts_with(repo)) && !crictl.contains(repo),
+            "{r} imported on a worker: {refs:?}\n{crictl}"
+        );
+    }
+    // The import is as pinned: nothing to do the second time; doctor is content.
+    let o = n.firstboot(&["run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v = n.doctor();
+    let images: Vec<&Value> = v["checks"].as_array().unwrap().iter().filter(|c| c["id"] == "images").collect();
+    assert!(images.iter().all(|c| c["level"] == "ok") && images.len() >= runs.len(), "{images:#?}");
+    assert!(!images.iter().any(|c| cp(c["message"].as_str().unwrap())), "{images:#?}");
+    drop(l);
 }
 
 /// A damaged archive and an archive whose image differs from image.toml's pin each

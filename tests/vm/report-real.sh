@@ -60,6 +60,8 @@ if [ "$a" = active ] && [ "$r" = success ]; then say firstboot success; else say
 say firstboot_state "$a/$r"
 # kiln-firstboot's import-images step: what it imported (and how long it took).
 say images_imported "$(journalctl -b --no-pager -u kiln-firstboot.service 2>/dev/null | grep -oE '(imported [0-9]+ images from [^ ]+ \([0-9.]+ MiB\) in [0-9.]+ s|all [0-9]+ images are in containerd)' | tail -n1)"
+# (A worker leaves the control-plane images in the archive.)
+say images_left "$(journalctl -b --no-pager -u kiln-firstboot.service 2>/dev/null | grep -oE '[0-9]+ control-plane images left in the archive' | tail -n1)"
 fb_start=$(mono kiln-firstboot.service ExecMainStartTimestampMonotonic)
 fb_end=$(mono kiln-firstboot.service ExecMainExitTimestampMonotonic)
 if [ "$role" = init ] && [ "$a" = active ]; then
@@ -107,8 +109,9 @@ if [ "$role" = init ] && [ "$a" = active ]; then
       n=$(k get nodes --no-headers 2>/dev/null | awk '$2 == "Ready"' | wc -l)
       [ "$n" -ge "$expect" ]
     }
-    # Each joiner boots (about 150 s under TCG) and joins after the one before.
-    wait_or_give_up $(( expect > 1 ? 1200 : 300 )) nodes_ready || true
+    # Each joiner boots (about 150 s under TCG), joins and is Ready before the
+    # next boots.
+    wait_or_give_up $(( expect > 1 ? 1500 : 300 )) nodes_ready || true
     ready_at=$(up)
     say nodes_ready "$(k get nodes --no-headers 2>/dev/null | awk '$2 == "Ready" {print $1}' | sort | paste -sd' ')"
     k get nodes -o wide 2>&1 | sed 's/^/KILNVM-nodes| /'
@@ -180,7 +183,9 @@ elif [ "$a" = active ]; then
   me=$(cat /etc/hostname)
   kn() { /opt/bin/kubectl --kubeconfig /etc/kubernetes/kubelet.conf --request-timeout=20s "$@"; }
   self_ready() { kn get node "$me" --no-headers 2>/dev/null | awk '{print $2}' | grep -qx Ready; }
-  wait_for 600 self_ready
+  # (As long as the init node waits for every node: a busy TCG control plane
+  # can take many minutes to report a joiner Ready.)
+  wait_for 1200 self_ready
   say self_ready "$(self_ready && echo yes || echo no)"
   say times "firstboot_start=$fb_start kubeadm_done=$fb_end ready=$(up | cut -d. -f1)"
 else

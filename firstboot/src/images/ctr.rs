@@ -7,7 +7,7 @@ use super::{Pin, NAMESPACE, PINNED_LABEL};
 use crate::files;
 use crate::machine::Machine;
 use crate::resolve::Resolved;
-use crate::runner::run_bounded_apart;
+use crate::runner::{run_bounded_apart, run_bounded_fed, Feed};
 use crate::tools::host_tool;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -86,10 +86,7 @@ impl Ctr {
         if ok {
             return Ok(out);
         }
-        let text = format!("{out}\n{err}");
-        let tail: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-        let tail = tail[tail.len().saturating_sub(3)..].join(" / ");
-        Err(format!("`ctr {}` failed: {}", args.join(" "), if tail.is_empty() { "no output" } else { &tail }))
+        Err(failure(args, &out, &err))
     }
 
     /// What containerd holds under each pin's two references, `name:tag` and
@@ -127,6 +124,21 @@ impl Ctr {
         self.run(&args, &[archive], limit).map(|_| ())
     }
 
+    /// [`Ctr::import`] of the archive `feed` writes to ctr's stdin (`ctr images import
+    /// ... -`, `cmd/ctr/commands/images/import.go`: `-` is stdin).
+    pub fn import_fed(&self, feed: Feed, arch: &str, limit: Duration) -> Result<(), String> {
+        let platform = format!("linux/{arch}");
+        let args = ["images", "import", "--platform", &platform, "--label", PINNED_LABEL, "-"];
+        let mut cmd = self.command();
+        cmd.args(args);
+        let (ok, out, err) = run_bounded_fed(&mut cmd, limit, Some(feed));
+        if ok {
+            Ok(())
+        } else {
+            Err(failure(&args, &out, &err))
+        }
+    }
+
     /// `ctr images tag --local --force REF TARGET`: a second name for the image `REF`
     /// names, with its labels (`cmd/ctr/commands/images/tag.go`: `--local` copies the
     /// image record, target and labels, under the new name).
@@ -144,6 +156,14 @@ impl Ctr {
     pub fn references(&self) -> Result<Vec<String>, String> {
         Ok(self.run(&["images", "ls", "-q"], &[], QUERY_TIME)?.lines().map(str::trim).map(String::from).collect())
     }
+}
+
+/// Why `ctr ARGS` failed: its last lines of output.
+fn failure(args: &[&str], out: &str, err: &str) -> String {
+    let text = format!("{out}\n{err}");
+    let tail: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let tail = tail[tail.len().saturating_sub(3)..].join(" / ");
+    format!("`ctr {}` failed: {}", args.join(" "), if tail.is_empty() { "no output" } else { &tail })
 }
 
 /// `ctr images ls`: `REF TYPE DIGEST SIZE PLATFORMS LABELS` (a tabwriter table; SIZE

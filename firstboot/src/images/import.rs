@@ -3,7 +3,8 @@
 //! about the baked images.
 
 use super::ctr::{ready, Ctr, Held};
-use super::{pins, Pin, NAMESPACE, PINNED_LABEL};
+use super::subset::Subset;
+use super::{pins, runs_on, Pin, NAMESPACE, PINNED_LABEL};
 use crate::files;
 use crate::machine::Machine;
 use crate::preflight::{Check, Level};
@@ -32,6 +33,20 @@ fn baked(r: &Resolved) -> Vec<Pin> {
     pins(&r.image.images).unwrap_or_default()
 }
 
+/// Of `all`, the images this node runs ([`runs_on`]): a worker leaves the
+/// control-plane ones in the archive.
+fn needed(all: &[Pin], r: &Resolved) -> Vec<Pin> {
+    all.iter().filter(|p| runs_on(&p.reference, r.kubeadm.role)).cloned().collect()
+}
+
+/// What a worker leaves in the archive, for its log line (empty when nothing is left).
+fn left_out(all: usize, needed: usize) -> String {
+    match all - needed {
+        0 => String::new(),
+        n => format!("; {n} control-plane images left in the archive (a worker runs none)"),
+    }
+}
+
 /// The archive's path on the node, when the image carries images.
 fn archive(r: &Resolved) -> Option<&str> {
     r.image.images_archive.as_deref().filter(|_| !r.image.images.is_empty())
@@ -40,12 +55,19 @@ fn archive(r: &Resolved) -> Option<&str> {
 /// `Some(line)`: the image carries images, and `import-images` does this.
 pub fn plan_line(r: &Resolved) -> Option<String> {
     let archive = archive(r)?;
-    let pins = baked(r);
+    let all = baked(r);
+    let pins = needed(&all, r);
     let names: Vec<&str> = pins.iter().map(|p| p.reference.as_str()).collect();
+    let what = if pins.len() == all.len() {
+        archive.to_string()
+    } else {
+        format!("- (the part of {archive} these images need)")
+    };
     Some(format!(
-        "ctr -n {NAMESPACE} images import --label {PINNED_LABEL} {archive} ({} images: {}), unless each is present with its pinned digest; then each checked against its digest; bounded by {} plus 1 s per 2 MiB of archive",
+        "ctr -n {NAMESPACE} images import --label {PINNED_LABEL} {what} ({} images: {}{}), unless each is present with its pinned digest; then each checked against its digest; bounded by {} plus 1 s per 2 MiB imported",
         pins.len(),
         names.join(", "),
+        left_out(all.len(), pins.len()),
         humanize(BASE)
     ))
 }
@@ -53,7 +75,8 @@ pub fn plan_line(r: &Resolved) -> Option<String> {
 /// The step: `Ok` with what was done (a line for the journal), or why it failed and
 /// what to do (every line starts `import-images:`, which `diagnose` recognises).
 pub fn import(m: &Machine, r: &Resolved) -> Result<String, String> {
-    let pins = pins(&r.image.images).map_err(|e| format!("import-images: {e}"))?;
+    let all = pins(&r.image.images).map_err(|e| format!("import-images: {e}"))?;
+    let pins = needed(&all, r);
     let archive = archive(r)
         .ok_or("import-images: image.toml lists images but no images_archive; rebuild the image with `kiln build`")?;
     let ctr = Ctr::find(m, r).map_err(|e| format!("import-images: {e}"))?;
@@ -70,11 +93,21 @@ pub fn import(m: &Machine, r: &Resolved) -> Result<String, String> {
         .filter(|md| md.is_file())
         .map(|md| md.len())
         .ok_or_else(|| format!("import-images: {archive} is missing or not a file: the image's baked images are gone; rebuild or reinstall the image (`kiln build`)"))?;
-    let limit = bound(size);
     let started = Instant::now();
-    ctr.import(&path, &r.image.arch, limit).map_err(|e| {
+    let damaged = |e: String| {
         format!("import-images: ctr could not import {archive} ({}): {e}; the archive is damaged or incomplete: reinstall the image (`kiln build` writes it again, byte for byte), then `kiln-firstboot run`", mib(size))
-    })?;
+    };
+    let imported = if pins.len() == all.len() {
+        ctr.import(&path, &r.image.arch, bound(size)).map_err(damaged)?;
+        size
+    } else {
+        // Only what this node runs: the archive's part for these images, streamed.
+        let keep = pins.iter().flat_map(|p| [p.reference.clone(), p.digest_reference()]).collect();
+        let part = Subset::plan(&path, &keep).map_err(damaged)?;
+        let bytes = part.bytes.0;
+        ctr.import_fed(Box::new(move |w| part.write(w)), &r.image.arch, bound(bytes)).map_err(damaged)?;
+        bytes
+    };
     let held = ctr.held(&pins).map_err(|e| format!("import-images: after the import: {e}"))?;
     // The digest reference, where the archive names an image only by its tag.
     for p in pins.iter().filter(|p| held.get(&p.reference).is_some_and(|h| h.digest == p.digest)) {
@@ -93,10 +126,11 @@ pub fn import(m: &Machine, r: &Resolved) -> Result<String, String> {
         return Err(wrong.join("\n"));
     }
     Ok(format!(
-        "imported {} images from {archive} ({}) in {:.2} s; each in containerd ({NAMESPACE}) with its pinned digest, pinned against garbage collection",
+        "imported {} images from {archive} ({}) in {:.2} s; each in containerd ({NAMESPACE}) with its pinned digest, pinned against garbage collection{}",
         pins.len(),
-        mib(size),
-        took.as_secs_f64()
+        mib(imported),
+        took.as_secs_f64(),
+        left_out(all.len(), pins.len())
     ))
 }
 
@@ -135,7 +169,7 @@ fn mib(bytes: u64) -> String {
 /// held with another digest (an error); then each image kubeadm names for this
 /// version that is neither baked nor present: it would be pulled.
 pub fn doctor(m: &Machine, r: &Resolved) -> Vec<Check> {
-    let pins = baked(r);
+    let pins = needed(&baked(r), r);
     let check = |level, message| Check { id: "images", level, message };
     let ctr = match Ctr::find(m, r) {
         Ok(c) => c,
@@ -185,6 +219,7 @@ fn kubeadm_images(m: &Machine, r: &Resolved) -> Vec<String> {
         .map(str::trim)
         .filter(|l| pins(&[format!("{l}@sha256:{}", "0".repeat(64))]).is_ok())
         .filter(|l| r.kubeadm.kube_proxy || !l.contains("/kube-proxy:"))
+        .filter(|l| runs_on(l, r.kubeadm.role))
         .map(String::from)
         .collect()
 }

@@ -10,6 +10,9 @@
 
 pub mod ctr;
 pub mod import;
+pub mod subset;
+
+use crate::contract::node::Role;
 
 /// containerd's namespace for the CRI plugin's images (`constants.K8sContainerdNamespace`,
 /// containerd v2.1.5 `internal/cri/constants/constants.go`): where the kubelet looks.
@@ -44,6 +47,25 @@ impl Pin {
         let name = self.reference.rsplit_once(':').map_or(self.reference.as_str(), |(n, _)| n);
         format!("{name}@{}", self.digest)
     }
+}
+
+/// The images kubeadm runs only on a control plane, by the last element of their
+/// repository, whatever the registry: the static pods' images
+/// (k8s.io/kubernetes v1.34.2 `cmd/kubeadm/app/images/images.go`: `GetKubernetesImage`
+/// names kube-apiserver, kube-controller-manager and kube-scheduler
+/// `<imageRepository>/<component>`, `GetEtcdImage` `<imageRepository>/etcd`), whose
+/// manifests only `kubeadm init` (`cmd/phases/init/controlplane.go`, `etcd.go`) and
+/// `kubeadm join --control-plane` (`cmd/phases/join/controlplaneprepare.go`,
+/// `controlplanejoin.go`) write.
+pub const CONTROL_PLANE_ONLY: [&str; 4] = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"];
+
+/// Whether a node of `role` runs the image `reference` (`name:tag`) names: a worker
+/// runs none of [`CONTROL_PLANE_ONLY`]; every other image (pause, kube-proxy,
+/// CoreDNS, a CNI's) may run on any node.
+pub fn runs_on(reference: &str, role: Role) -> bool {
+    let name = reference.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(reference, |(n, _)| n);
+    let last = name.rsplit('/').next().unwrap_or(name);
+    role != Role::Join || !CONTROL_PLANE_ONLY.contains(&last)
 }
 
 /// The `name:tag@sha256:<64 hex>` entries of `image.toml`'s `images`, checked against
@@ -135,6 +157,22 @@ mod tests {
     use super::*;
 
     const D: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_worker_runs_no_control_plane_image_whatever_the_registry() {
+        for r in ["registry.k8s.io/kube-apiserver:v1.34.2", "mirror.example:5000/k8s/etcd:3.6.5-0", "kube-scheduler:v1"]
+        {
+            assert!(!runs_on(r, Role::Join) && runs_on(r, Role::Init) && runs_on(r, Role::ControlPlane), "{r}");
+        }
+        for r in [
+            "registry.k8s.io/pause:3.10.1",
+            "registry.k8s.io/coredns/coredns:v1.12.1",
+            "localhost:5000/kube-proxy:v1",
+            "ghcr.io/x/etcd-operator:1",
+        ] {
+            assert!(runs_on(r, Role::Join), "{r}");
+        }
+    }
 
     #[test]
     fn kubeadms_references_pass() {
