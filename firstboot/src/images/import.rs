@@ -167,7 +167,8 @@ fn mib(bytes: u64) -> String {
 
 /// `doctor`: each baked image present as pinned, missing (`run` imports it), or
 /// held with another digest (an error); then each image kubeadm names for this
-/// version that is neither baked nor present: it would be pulled.
+/// version that is neither baked nor present: it would be pulled. On a worker, only
+/// the images a worker runs ([`runs_on`]).
 pub fn doctor(m: &Machine, r: &Resolved) -> Vec<Check> {
     let pins = needed(&baked(r), r);
     let check = |level, message| Check { id: "images", level, message };
