@@ -7,7 +7,7 @@ use super::{Pin, NAMESPACE, PINNED_LABEL};
 use crate::files;
 use crate::machine::Machine;
 use crate::resolve::Resolved;
-use crate::runner::{run_bounded_apart, run_bounded_fed, Feed};
+use crate::runner::{run_bounded_fed, Feed};
 use crate::tools::host_tool;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,14 @@ impl Held {
 /// Both of `pin`'s references (`name:tag` and `name@digest`) are in `held`, ready.
 pub fn ready(held: &BTreeMap<String, Held>, pin: &Pin) -> bool {
     [pin.reference.clone(), pin.digest_reference()].iter().all(|r| held.get(r).is_some_and(|h| h.ready(pin)))
+}
+
+/// Where `ctr images import` reads the archive.
+pub enum Source<'a> {
+    /// The archive's file.
+    File(&'a Path),
+    /// What the feed writes to ctr's stdin: part of an archive ([`super::subset`]).
+    Stdin(Feed),
 }
 
 /// `ctr --address SOCKET --namespace k8s.io`, found as the image's other tools are.
@@ -80,13 +88,21 @@ impl Ctr {
     /// Runs `ctr ... ARGS` within `limit`: its stdout, or why it failed (its last
     /// lines of output).
     fn run(&self, args: &[&str], extra: &[&Path], limit: Duration) -> Result<String, String> {
+        self.run_fed(args, extra, limit, None)
+    }
+
+    /// [`Ctr::run`] with stdin written by `feed`.
+    fn run_fed(&self, args: &[&str], extra: &[&Path], limit: Duration, feed: Option<Feed>) -> Result<String, String> {
         let mut cmd = self.command();
         cmd.args(args).args(extra);
-        let (ok, out, err) = run_bounded_apart(&mut cmd, limit);
+        let (ok, out, err) = run_bounded_fed(&mut cmd, limit, feed);
         if ok {
             return Ok(out);
         }
-        Err(failure(args, &out, &err))
+        let text = format!("{out}\n{err}");
+        let tail: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let tail = tail[tail.len().saturating_sub(3)..].join(" / ");
+        Err(format!("`ctr {}` failed: {}", args.join(" "), if tail.is_empty() { "no output" } else { &tail }))
     }
 
     /// What containerd holds under each pin's two references, `name:tag` and
@@ -117,25 +133,14 @@ impl Ctr {
     /// ARCHIVE`: every image the archive names, this platform's blobs, unpacked and
     /// labelled pinned (`cmd/ctr/commands/images/import.go`: `--label` gives every
     /// imported image the label, `--platform` keeps only that platform's manifests and
-    /// unpacks them); within `limit`.
-    pub fn import(&self, archive: &Path, arch: &str, limit: Duration) -> Result<(), String> {
+    /// unpacks them); within `limit`. The archive is a file, or what a feed writes to
+    /// ctr's stdin (`-`: stdin, the same file's line 261).
+    pub fn import(&self, from: Source, arch: &str, limit: Duration) -> Result<(), String> {
         let platform = format!("linux/{arch}");
         let args = ["images", "import", "--platform", &platform, "--label", PINNED_LABEL];
-        self.run(&args, &[archive], limit).map(|_| ())
-    }
-
-    /// [`Ctr::import`] of the archive `feed` writes to ctr's stdin (`ctr images import
-    /// ... -`, `cmd/ctr/commands/images/import.go`: `-` is stdin).
-    pub fn import_fed(&self, feed: Feed, arch: &str, limit: Duration) -> Result<(), String> {
-        let platform = format!("linux/{arch}");
-        let args = ["images", "import", "--platform", &platform, "--label", PINNED_LABEL, "-"];
-        let mut cmd = self.command();
-        cmd.args(args);
-        let (ok, out, err) = run_bounded_fed(&mut cmd, limit, Some(feed));
-        if ok {
-            Ok(())
-        } else {
-            Err(failure(&args, &out, &err))
+        match from {
+            Source::File(archive) => self.run(&args, &[archive], limit).map(|_| ()),
+            Source::Stdin(feed) => self.run_fed(&args, &[Path::new("-")], limit, Some(feed)).map(|_| ()),
         }
     }
 
@@ -156,14 +161,6 @@ impl Ctr {
     pub fn references(&self) -> Result<Vec<String>, String> {
         Ok(self.run(&["images", "ls", "-q"], &[], QUERY_TIME)?.lines().map(str::trim).map(String::from).collect())
     }
-}
-
-/// Why `ctr ARGS` failed: its last lines of output.
-fn failure(args: &[&str], out: &str, err: &str) -> String {
-    let text = format!("{out}\n{err}");
-    let tail: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let tail = tail[tail.len().saturating_sub(3)..].join(" / ");
-    format!("`ctr {}` failed: {}", args.join(" "), if tail.is_empty() { "no output" } else { &tail })
 }
 
 /// `ctr images ls`: `REF TYPE DIGEST SIZE PLATFORMS LABELS` (a tabwriter table; SIZE

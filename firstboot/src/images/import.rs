@@ -2,7 +2,7 @@
 //! image then checked against its pinned digest; and what `plan` and `doctor` say
 //! about the baked images.
 
-use super::ctr::{ready, Ctr, Held};
+use super::ctr::{ready, Ctr, Held, Source};
 use super::subset::Subset;
 use super::{pins, runs_on, Pin, NAMESPACE, PINNED_LABEL};
 use crate::files;
@@ -98,14 +98,14 @@ pub fn import(m: &Machine, r: &Resolved) -> Result<String, String> {
         format!("import-images: ctr could not import {archive} ({}): {e}; the archive is damaged or incomplete: reinstall the image (`kiln build` writes it again, byte for byte), then `kiln-firstboot run`", mib(size))
     };
     let imported = if pins.len() == all.len() {
-        ctr.import(&path, &r.image.arch, bound(size)).map_err(damaged)?;
+        ctr.import(Source::File(&path), &r.image.arch, bound(size)).map_err(damaged)?;
         size
     } else {
         // Only what this node runs: the archive's part for these images, streamed.
         let keep = pins.iter().flat_map(|p| [p.reference.clone(), p.digest_reference()]).collect();
         let part = Subset::plan(&path, &keep).map_err(damaged)?;
-        let bytes = part.bytes.0;
-        ctr.import_fed(Box::new(move |w| part.write(w)), &r.image.arch, bound(bytes)).map_err(damaged)?;
+        let bytes = part.bytes;
+        ctr.import(Source::Stdin(Box::new(move |w| part.write(w))), &r.image.arch, bound(bytes)).map_err(damaged)?;
         bytes
     };
     let held = ctr.held(&pins).map_err(|e| format!("import-images: after the import: {e}"))?;
