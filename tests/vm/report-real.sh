@@ -58,10 +58,12 @@ r=$(systemctl show -p Result --value kiln-firstboot.service)
 a=$(systemctl show -p ActiveState --value kiln-firstboot.service)
 if [ "$a" = active ] && [ "$r" = success ]; then say firstboot success; else say firstboot failed; fi
 say firstboot_state "$a/$r"
-# kiln-firstboot's import-images step: what it imported (and how long it took).
-say images_imported "$(journalctl -b --no-pager -u kiln-firstboot.service 2>/dev/null | grep -oE '(imported [0-9]+ images from [^ ]+ \([0-9.]+ MiB\) in [0-9.]+ s|all [0-9]+ images are in containerd)' | tail -n1)"
-# (A worker leaves the control-plane images in the archive.)
-say images_left "$(journalctl -b --no-pager -u kiln-firstboot.service 2>/dev/null | grep -oE '[0-9]+ control-plane images left in the archive' | tail -n1)"
+# kiln-firstboot's journal of this boot (it has ended: the report runs after it).
+fb_journal=$(journalctl -b --no-pager -u kiln-firstboot.service 2>&1)
+# Its import-images step: what it imported (and how long it took); a worker
+# leaves the control-plane images in the archive.
+say images_imported "$(grep -oE '(imported [0-9]+ images from [^ ]+ \([0-9.]+ MiB\) in [0-9.]+ s|all [0-9]+ images are in containerd)' <<<"$fb_journal" | tail -n1)"
+say images_left "$(grep -oE '[0-9]+ control-plane images left in the archive' <<<"$fb_journal" | tail -n1)"
 fb_start=$(mono kiln-firstboot.service ExecMainStartTimestampMonotonic)
 fb_end=$(mono kiln-firstboot.service ExecMainExitTimestampMonotonic)
 if [ "$role" = init ] && [ "$a" = active ]; then
@@ -95,7 +97,7 @@ if [ "$role" = init ] && [ "$a" = active ]; then
     say times "firstboot_start=$fb_start kubeadm_done=$fb_end ready=$(up | cut -d. -f1)"
   else
     # The reboot: kiln-firstboot found its state and did nothing; kubeadm did not run.
-    if journalctl -b --no-pager -u kiln-firstboot.service 2>/dev/null | grep -q 'already; nothing to do'; then
+    if grep -q 'already; nothing to do' <<<"$fb_journal"; then
       say firstboot_noop yes
     else
       say firstboot_noop no
@@ -199,7 +201,7 @@ journalctl -b --no-pager -u kubelet.service 2>/dev/null |
 say images "$(/opt/bin/ctr -n k8s.io images ls -q 2>/dev/null | grep -v '^sha256:' | sort | paste -sd' ')"
 # Nothing pulled: containerd logs every CRI PullImage request.
 say pulls "$(journalctl -b --no-pager -u containerd.service -u kubelet.service 2>/dev/null | grep -cE 'PullImage|ErrImagePull|ImagePullBackOff')"
-journalctl -b --no-pager -u kiln-firstboot.service 2>&1 | tail -n 80 | sed 's/^/KILNVM-firstboot| /'
+tail -n 80 <<<"$fb_journal" | sed 's/^/KILNVM-firstboot| /'
 journal_tail
 say report "done"
 # A joiner stays up (its kubelet serves the init node's logs/exec checks) until
